@@ -1,0 +1,186 @@
+"""The check contract: a suite entry names a check and its parameters; the runner validates the
+parameters before any model is loaded, then calls :meth:`Check.run` with a :class:`RunContext`.
+
+A check returns a :class:`~robustlab.scorecard.CheckResult`. It never logs to MLflow and never renders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import typing
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, TypeVar
+
+from ..errors import SuiteError
+from ..registry import Registry
+from ..scorecard import CheckResult
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..data.base import Dataset
+    from ..models.wrapper import RobustModel
+    from ..store import ResultStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: All checks, by suite name. Built-in check modules in ``robustlab.checks`` register themselves on
+#: import; third-party checks come through the ``robustlab.checks`` entry-point group.
+CHECKS: "Registry[type[Check]]" = Registry("check", group="robustlab.checks", builtins=("robustlab.checks._builtin",))
+
+
+@dataclass(frozen=True)
+class Params:
+    """Base class of check parameters: a frozen dataclass with defaults.
+
+    Subclasses add fields with defaults and may override :meth:`validate` to reject impossible
+    budgets with a :class:`SuiteError`.
+    """
+
+    def validate(self) -> None:  # pragma: no cover - default accepts everything
+        return None
+
+
+@dataclass
+class RunContext:
+    """Everything a check may use. Built by the runner.
+
+    Attributes:
+        model: the wrapped model (on ``device``), inputs in ``model.bounds``.
+        data: the evaluation data, already in ``model.bounds``, labels checked.
+        seed: the run seed; derive all randomness from it (``robustlab.seeding``).
+        batch_size: the user's batch size.
+        out_dir: the run's output folder (checks may write large per-sample artefacts there).
+        store: per-batch result store for resumable work (keyed by check id and parameters).
+        load_data: ``load_data(spec, split)`` returns another data set in the model's bounds, e.g. OOD
+            sets or the training split for fitting detectors.
+        progress: wraps an iterable in a progress bar (no-op with ``--quiet``).
+    """
+
+    model: "RobustModel"
+    data: "Dataset"
+    seed: int
+    batch_size: int
+    device: "torch.device"
+    out_dir: Path
+    store: "ResultStore"
+    load_data: Callable[..., "Dataset"]
+    progress: Callable[..., Any]
+    data_spec: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, CheckResult] = field(default_factory=dict)  # results of earlier checks, by id
+
+    def track(self, it: Iterable[T], *, total: int | None = None, desc: str = "") -> Iterator[T]:
+        return iter(self.progress(it, total=total, desc=desc))
+
+
+class Check(ABC):
+    """Base class of all checks.
+
+    Subclasses set ``name`` (registry name), ``family`` (first part of metric keys, e.g.
+    ``adversarial``), ``Params`` (a :class:`Params` dataclass) and implement :meth:`run`.
+    """
+
+    name: ClassVar[str]
+    family: ClassVar[str]
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[Params]] = Params
+
+    def __init__(self, *, id: str, params: Params) -> None:
+        self.id = id
+        self.params = params
+
+    @classmethod
+    def parse_params(cls, raw: dict[str, Any] | None, *, where: str = "") -> Params:
+        """Validate raw YAML parameters against ``cls.Params``: unknown keys and wrong types fail."""
+        raw = dict(raw or {})
+        fields = {f.name: f for f in dataclasses.fields(cls.Params)}
+        unknown = sorted(set(raw) - set(fields))
+        if unknown:
+            import difflib
+
+            hints = [f"{u!r} (did you mean {difflib.get_close_matches(u, fields, 1)[0]!r}?)" if difflib.get_close_matches(u, fields, 1) else repr(u) for u in unknown]
+            raise SuiteError(f"{where}unknown parameter {', '.join(hints)} for check {cls.name!r}; known: {', '.join(sorted(fields)) or 'none'}.")
+        hints_t = typing.get_type_hints(cls.Params)
+        values: dict[str, Any] = {}
+        for k, v in raw.items():
+            values[k] = _coerce(v, hints_t.get(k, Any), f"{where}{cls.name}.{k}")
+        try:
+            p = cls.Params(**values)
+        except TypeError as exc:
+            raise SuiteError(f"{where}invalid parameters for check {cls.name!r}: {exc}.") from exc
+        try:
+            p.validate()
+        except SuiteError as exc:
+            raise SuiteError(f"{where}{exc}") from exc
+        return p
+
+    @abstractmethod
+    def run(self, ctx: RunContext) -> CheckResult:
+        """Run the check and return its result (metrics under ``<family>/...`` slash keys)."""
+
+    def new_result(self) -> CheckResult:
+        return CheckResult(id=self.id, check=self.name, params=dataclasses.asdict(self.params))
+
+
+def _coerce(v: Any, tp: Any, where: str) -> Any:
+    """Light type checking of YAML values against dataclass annotations."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return v
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if v is None and type(None) in args:
+            return None
+        errs = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(v, a, where)
+            except SuiteError as e:
+                errs.append(str(e))
+        raise SuiteError(errs[0] if errs else f"{where}: invalid value {v!r}.")
+    if origin in (list, tuple):
+        if not isinstance(v, (list, tuple)):
+            v = [v]
+        inner = args[0] if args else Any
+        out = [_coerce(e, inner, where) for e in v]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(v, dict):
+            raise SuiteError(f"{where} must be a mapping, got {v!r}.")
+        return dict(v)
+    if tp is float:
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            raise SuiteError(f"{where} must be a number, got {v!r}.")
+        try:
+            return float(_eval_fraction(v) if isinstance(v, str) else v)
+        except ValueError as exc:
+            raise SuiteError(f"{where} must be a number such as 0.031 or 8/255, got {v!r}.") from exc
+    if tp is int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise SuiteError(f"{where} must be an integer, got {v!r}.")
+        return v
+    if tp is bool:
+        if not isinstance(v, bool):
+            raise SuiteError(f"{where} must be true or false, got {v!r}.")
+        return v
+    if tp is str:
+        if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+            raise SuiteError(f"{where} must be a string, got {v!r}.")
+        return str(v)
+    return v
+
+
+def _eval_fraction(s: str) -> float:
+    """Parse ``"8/255"`` or ``"0.5"``."""
+    s = s.strip()
+    if "/" in s:
+        a, b = s.split("/", 1)
+        return float(a) / float(b)
+    return float(s)

@@ -1,0 +1,1 @@
+"""CLI commands, one module each, imported lazily by robustlab.cli."""

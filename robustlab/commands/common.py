@@ -1,0 +1,125 @@
+"""Click options and helpers shared by the commands that load a model and data."""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from ..errors import RobustlabError
+
+
+def _floats(value: str | None, name: str, n: int | None = None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        out = tuple(float(eval_fraction(v)) for v in value.replace(" ", "").split(",") if v)
+    except ValueError as exc:
+        raise click.BadParameter(f"{name} takes comma-separated numbers, e.g. 0.5,0.5,0.5; got {value!r}") from exc
+    if n is not None and len(out) != n:
+        raise click.BadParameter(f"{name} takes {n} numbers, got {len(out)}")
+    return out
+
+
+def eval_fraction(s: str) -> float:
+    if "/" in s:
+        a, b = s.split("/", 1)
+        return float(a) / float(b)
+    return float(s)
+
+
+def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--model SPEC and the metadata overrides (CLI wins over sidecar files and plugins)."""
+    opts = [
+        click.option("--model", "model_spec", required=True, help="Model spec: a file, zoo:NAME, factory:pkg.mod:fn, torchvision:NAME, ... (see `robustlab models`)."),
+        click.option("--arch", default=None, help="Architecture for a state dict: torchvision:NAME, timm:NAME, zoo-arch:NAME or factory:pkg.mod:fn."),
+        click.option("--trust-code", is_flag=True, help="Allow formats that can run code: TorchScript, torch.export, pickled modules. Recorded in the scorecard."),
+        click.option("--num-classes", type=int, default=None, help="Number of classes (else inferred)."),
+        click.option("--bounds", default=None, help="Input range the model expects, e.g. 0,1 or 0,255."),
+        click.option("--mean", default=None, help="Per-channel normalisation mean applied inside the model, e.g. 0.485,0.456,0.406."),
+        click.option("--std", default=None, help="Per-channel normalisation std."),
+        click.option("--input-shape", default=None, help="C,H,W, e.g. 3,32,32."),
+        click.option("--class-names", default=None, help="Comma-separated class names."),
+        click.option("--feature-layer", default=None, help="Module whose output is the penultimate feature (default: input of the last Linear)."),
+        click.option("--model-dir", default=None, type=click.Path(file_okay=False), help="Folder of model zoo weights (robustbench:)."),
+        click.option("--download", is_flag=True, help="Allow downloading weights or data sets (off by default)."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def data_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option("--data", "data_spec", default=None, help="Data spec (see `robustlab datasets`); default: the model's own data set."),
+        click.option("--data-root", default=None, type=click.Path(file_okay=False), help="Folder of torchvision data sets (cifar10, svhn, ...)."),
+        click.option("--limit", type=int, default=None, help="Evaluate only the first N samples."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Output folder (default reports/<model>-<suite>)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of all randomness; the same seed gives the same scorecard."),
+        click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True),
+        click.option("--resume", is_flag=True, help="Reuse the batch results stored in OUT by an interrupted run."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary table."),
+        click.option("--json", "as_json", is_flag=True, help="Print the scorecard JSON on stdout."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def load_options_from(kw: dict[str, Any]) -> Any:
+    from ..models import LoadOptions
+
+    shape = _floats(kw.get("input_shape"), "--input-shape", 3)
+    overrides = {
+        "num_classes": kw.get("num_classes"),
+        "bounds": _floats(kw.get("bounds"), "--bounds", 2),
+        "mean": _floats(kw.get("mean"), "--mean"),
+        "std": _floats(kw.get("std"), "--std"),
+        "input_shape": tuple(int(s) for s in shape) if shape else None,
+        "class_names": tuple(c.strip() for c in kw["class_names"].split(",")) if kw.get("class_names") else None,
+        "feature_layer": kw.get("feature_layer"),
+    }
+    b = overrides["bounds"]
+    if b is not None and not b[0] < b[1]:  # type: ignore[index]
+        raise click.BadParameter("--bounds needs LOW,HIGH with LOW < HIGH")
+    return LoadOptions(arch=kw.get("arch"), trust_code=bool(kw.get("trust_code")), download=bool(kw.get("download")),
+                       model_dir=kw.get("model_dir"), device=kw.get("device") or "auto", overrides={k: v for k, v in overrides.items() if v is not None})
+
+
+def default_out_dir(model_spec: str, suite: str) -> Path:
+    import re
+
+    stem = Path(model_spec.split(":", 1)[-1]).stem if ":" in model_spec or Path(model_spec).suffix else model_spec
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{stem}-{Path(suite).stem}").strip("-")
+    return Path("reports") / name
+
+
+def command_line() -> str:
+    return "robustlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def user_errors(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn click's BadParameter into exit code 2 with one line (click already does), and keep
+    RobustlabError propagation to the group handler."""
+
+    @functools.wraps(f)
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        try:
+            return f(*a, **kw)
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+            raise RobustlabError(f"{exc.strerror}: {exc.filename}; check the path.") from exc
+
+    return wrapper

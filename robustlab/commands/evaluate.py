@@ -1,0 +1,89 @@
+"""``robustlab evaluate``: run a suite on a model and write ``OUT/scorecard.json``."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .common import command_line, data_options, default_out_dir, load_options_from, model_options, run_options, user_errors
+
+log = logging.getLogger(__name__)
+
+
+@click.command("evaluate")
+@model_options
+@data_options
+@click.option("--suite", default="quick", show_default=True, help="Built-in suite name (see `robustlab suites`) or a YAML file.")
+@run_options
+@click.option("--policy", type=click.Path(dir_okay=False), default=None, help="Release-gate policy YAML; failing it exits 1.")
+@click.option("--baseline", default=None, help="Baseline scorecard file or MLflow run id for non-regression rules.")
+@click.option("--junit", type=click.Path(dir_okay=False), default=None, help="Write JUnit XML, one test case per gate rule.")
+@click.option("--no-mlflow", is_flag=True, help="Do not record the run in MLflow.")
+@click.option("--mlflow-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else a SQLite store in OUT).")
+@click.option("--no-report", is_flag=True, help="Do not write report.html.")
+@user_errors
+def evaluate(**kw: Any) -> None:
+    """Evaluate a model with a suite of checks and write a scorecard.
+
+    \b
+    Examples:
+      robustlab evaluate --model zoo:digits-cnn
+      robustlab evaluate --model zoo:cifar10-resnet18 --suite standard --limit 100
+      robustlab evaluate --model weights.safetensors --arch torchvision:resnet18 --data folder:val/
+    """
+    from ..suite import load_suite
+
+    suite = load_suite(kw["suite"])  # validated before any model is loaded
+    for p in ("policy",):
+        if kw.get(p) and not Path(kw[p]).is_file():
+            raise click.BadParameter(f"{kw[p]} does not exist", param_hint=f"--{p}")
+    if kw.get("policy"):
+        _validate_policy(Path(kw["policy"]))
+
+    from ..runner import RunConfig, evaluate as run_evaluate
+
+    out = Path(kw["out_dir"]) if kw.get("out_dir") else default_out_dir(kw["model_spec"], kw["suite"])
+    cfg = RunConfig(
+        model_spec=kw["model_spec"], load=load_options_from(kw), suite=suite, data_spec=kw.get("data_spec"), data_root=kw.get("data_root"),
+        download=bool(kw.get("download")), out_dir=out, seed=kw["seed"], batch_size=kw["batch_size"], limit=kw.get("limit"),
+        resume=bool(kw.get("resume")), quiet=bool(kw.get("quiet")), command=command_line(),
+    )
+    card = run_evaluate(cfg)
+    code = finish(card, out, kw)
+    sys.exit(code)
+
+
+def _validate_policy(path: Path) -> None:
+    if importlib.util.find_spec("robustlab.gates") is not None:
+        from ..gates import load_policy  # type: ignore[attr-defined]
+
+        load_policy(path)
+
+
+def finish(card: Any, out: Path, kw: dict[str, Any], *, model_path: Path | None = None) -> int:
+    """Print the summary, hand the scorecard to tracking/report/gates; return the exit code."""
+    from .summary import summary_table
+
+    code = 0
+    if importlib.util.find_spec("robustlab.postrun") is not None:
+        from ..postrun import after_run  # type: ignore[attr-defined]
+
+        mp = model_path or (Path(card.model["path"]) if card.model.get("path") else None)
+        code = after_run(
+            card, out, policy=Path(kw["policy"]) if kw.get("policy") else None, baseline=kw.get("baseline"),
+            junit=Path(kw["junit"]) if kw.get("junit") else None, mlflow=not kw.get("no_mlflow"), mlflow_uri=kw.get("mlflow_uri"),
+            command=card.run.get("command", ""), model_path=mp, artifacts=[], report=not kw.get("no_report"),
+        )
+    if kw.get("as_json"):
+        click.echo(card.to_json(indent=1))
+    if not kw.get("quiet"):
+        click.echo(summary_table(card), err=bool(kw.get("as_json")))
+        click.echo(f"scorecard: {out / 'scorecard.json'}", err=bool(kw.get("as_json")))
+        if (out / "report.html").is_file():
+            click.echo(f"report:    {out / 'report.html'}", err=bool(kw.get("as_json")))
+    return code

@@ -1,0 +1,266 @@
+"""Built-in data plugins and ``load_dataset``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import DataError, UnknownNameError
+from ..registry import Registry
+from .base import Dataset
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DatasetPlugin:
+    """A data plugin: ``load(arg, split=, root=, download=) -> Dataset`` plus a one-line description."""
+
+    load: Callable[..., Dataset]
+    description: str
+    needs_arg: bool = False
+
+
+DATASETS: Registry[DatasetPlugin] = Registry("data plugin", group="robustlab.datasets")
+
+
+def class_names(name: str) -> list[str]:
+    table = json.loads(resources.files("robustlab.data").joinpath("classes.json").read_text())
+    return list(table[name])
+
+
+def load_dataset(spec: str, *, split: str = "test", root: str | Path | None = None, download: bool = False) -> Dataset:
+    """Resolve a data spec (``NAME`` or ``NAME:ARG``) to a :class:`Dataset` with images in [0, 1]."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+    name, _, arg = spec.partition(":")
+    try:
+        plugin = DATASETS.get(name)
+    except UnknownNameError as exc:
+        if Path(spec).exists():
+            raise DataError(f"{spec} is a path; say what it is: npz:{spec} or folder:{spec}.") from exc
+        raise
+    if not isinstance(plugin, DatasetPlugin):  # an entry point may register a bare callable
+        plugin = DatasetPlugin(load=plugin, description="third-party plugin", needs_arg=False)
+    if plugin.needs_arg and not arg:
+        raise DataError(f"data spec {name!r} needs an argument, e.g. {name}:PATH_OR_NAME.")
+    ds = plugin.load(arg, split=split, root=root, download=download)
+    if len(ds) == 0:
+        raise DataError(f"data {spec} ({split}) is empty.")
+    return ds
+
+
+# -- digits ------------------------------------------------------------------------------------
+def _digits(arg: str, *, split: str, root: object = None, download: bool = False) -> Dataset:
+    """scikit-learn's 1,797 real 8x8 digits, values 0..16 scaled to [0, 1].
+
+    Fixed stratified split (scikit-learn ``train_test_split``, random_state=0): 20% test (360),
+    10% of the rest validation (144), the remaining 1,293 for training. Ids ``digits/<index>``.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    idx = np.arange(len(d.target))
+    rest, test = train_test_split(idx, test_size=360, stratify=d.target, random_state=0)
+    train, val = train_test_split(rest, test_size=144, stratify=d.target[rest], random_state=0)
+    sel = np.sort({"train": train, "val": val, "test": test}[split])
+    x = torch.from_numpy(d.images[sel].astype(np.float32) / 16.0).unsqueeze(1)
+    y = torch.from_numpy(d.target[sel].astype(np.int64))
+    return Dataset(spec="digits", split=split, ids=[f"digits/{i}" for i in sel], y=y, classes=class_names("digits"), x=x, description="scikit-learn digits")
+
+
+DATASETS.add("digits", DatasetPlugin(_digits, "scikit-learn's 1,797 real 8x8 grey digits (train 1293 / val 144 / test 360), offline."))
+
+
+# -- foolbox samples ----------------------------------------------------------------------------
+_SAMPLE_PREFIX = {"cifar10": "cifar10", "cifar100": "cifar100", "mnist": "mnist", "fashion-mnist": "fashionMNIST", "imagenet": "imagenet"}
+
+
+def _samples(arg: str, *, split: str, root: object = None, download: bool = False) -> Dataset:
+    """foolbox's 20 real images per data set (``foolbox/data``). Every split gives the same 20 images."""
+    from PIL import Image
+
+    if arg not in _SAMPLE_PREFIX:
+        import difflib
+
+        close = difflib.get_close_matches(arg, list(_SAMPLE_PREFIX), 1)
+        raise UnknownNameError(f"unknown sample set {arg!r}{f'; did you mean {close[0]!r}?' if close else ''} Known: {', '.join(_SAMPLE_PREFIX)}.")
+    try:
+        folder = resources.files("foolbox").joinpath("data")
+    except ModuleNotFoundError as exc:
+        raise DataError("samples: needs foolbox (pip install foolbox).") from exc
+    prefix = _SAMPLE_PREFIX[arg]
+    pat = re.compile(rf"^{prefix}_(\d+)_(\d+)\.(png|jpg)$")
+    files = sorted((int(m.group(1)), int(m.group(2)), f.name) for f in folder.iterdir() if (m := pat.match(f.name)))
+    imgs, labels, ids = [], [], []
+    for i, label, fname in files:
+        with Image.open(str(folder.joinpath(fname))) as im:
+            im = im.convert("L" if arg in ("mnist", "fashion-mnist") else "RGB")
+            if arg == "imagenet" and im.size != (224, 224):  # a few foolbox ImageNet samples are not 224x224
+                from torchvision.transforms import functional as TF
+
+                im = TF.center_crop(TF.resize(im, 224), [224, 224])
+            a = np.asarray(im, dtype=np.float32) / 255.0
+        imgs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+        labels.append(label)
+        ids.append(f"samples:{arg}/{i:02d}")
+    if arg == "imagenet":
+        classes = _imagenet_classes()
+    else:
+        classes = class_names(arg)
+    return Dataset(spec=f"samples:{arg}", split=split, ids=ids, y=torch.tensor(labels, dtype=torch.int64), classes=classes, x=torch.from_numpy(np.stack(imgs)), description=f"foolbox's {len(ids)} {arg} samples")
+
+
+def _imagenet_classes() -> list[str]:
+    try:
+        from torchvision.models import ResNet18_Weights
+
+        return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    except (ImportError, KeyError, AttributeError):
+        return [str(i) for i in range(1000)]
+
+
+DATASETS.add("samples", DatasetPlugin(_samples, "foolbox's 20 real images: samples:cifar10|cifar100|mnist|fashion-mnist|imagenet, offline.", needs_arg=True))
+
+
+# -- npz -------------------------------------------------------------------------------------------
+def _npz(arg: str, *, split: str, root: object = None, download: bool = False) -> Dataset:
+    """Arrays ``x`` (N,H,W[,C]) uint8 0..255 or float 0..1, or (N,C,H,W); ``y`` (N,) ints.
+
+    Split-specific arrays ``x_train``/``y_train`` (etc.) are used when present; otherwise ``x``/``y``
+    serve every split. Optional ``ids`` (N,) strings and ``classes``.
+    """
+    p = Path(arg).expanduser()
+    if not p.is_file():
+        raise DataError(f"npz file {p} does not exist; check the path after npz:.")
+    try:
+        z = np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DataError(f"cannot read {p} as an .npz archive ({exc}); save it with numpy.savez(x=..., y=...).") from exc
+    kx, ky = (f"x_{split}", f"y_{split}") if f"x_{split}" in z.files else ("x", "y")
+    if kx not in z.files or ky not in z.files:
+        raise DataError(f"{p} needs arrays 'x' and 'y' (or '{kx}'/'{ky}'); it has {', '.join(z.files)}.")
+    x = np.asarray(z[kx])
+    y = np.asarray(z[ky]).astype(np.int64).reshape(-1)
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    elif x.ndim != 4:
+        raise DataError(f"{p}: '{kx}' has shape {x.shape}; expected (N,H,W), (N,H,W,C) or (N,C,H,W).")
+    if x.dtype == np.uint8:
+        xf = x.astype(np.float32) / 255.0
+    else:
+        xf = x.astype(np.float32)
+    ids = [str(i) for i in z["ids"]] if "ids" in z.files else [f"{p.name}/{kx}/{i}" for i in range(len(y))]
+    if "classes" in z.files:
+        classes = [str(c) for c in z["classes"]]
+    else:
+        classes = [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
+    return Dataset(spec=f"npz:{arg}", split=split, ids=ids, y=torch.from_numpy(y), classes=classes, x=torch.from_numpy(np.ascontiguousarray(xf)), description=f"arrays from {p.name}")
+
+
+DATASETS.add("npz", DatasetPlugin(_npz, "npz:PATH, arrays x (images) and y (labels); optional x_train/y_train, ids, classes.", needs_arg=True))
+
+
+# -- image folder ------------------------------------------------------------------------------
+_IMG_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
+
+
+def _folder(arg: str, *, split: str, root: object = None, download: bool = False, size: int | None = None) -> Dataset:
+    """ImageFolder layout ``PATH/<class>/<image>`` (``PATH/<split>/<class>/...`` when split folders
+    exist). Images are loaded lazily; those larger than 64 px are resized (shorter side to
+    ``size / 0.875``) and centre-cropped to ``size`` (default 224), the standard ImageNet protocol."""
+    from PIL import Image
+
+    base = Path(arg).expanduser()
+    if (base / split).is_dir():
+        base = base / split
+    if not base.is_dir():
+        raise DataError(f"image folder {base} does not exist; expected PATH/<class>/<image files>.")
+    classes = sorted(d.name for d in base.iterdir() if d.is_dir())
+    if not classes:
+        raise DataError(f"{base} has no class sub-folders; expected PATH/<class>/<image files>.")
+    files: list[tuple[Path, int]] = []
+    for ci, c in enumerate(classes):
+        files += [(f, ci) for f in sorted((base / c).rglob("*")) if f.suffix.lower() in _IMG_EXT]
+    if not files:
+        raise DataError(f"{base} has class folders but no images ({', '.join(sorted(_IMG_EXT))}).")
+    with Image.open(files[0][0]) as im0:
+        grey = im0.mode in ("L", "1", "I;16")
+        big = min(im0.size) > 64
+    crop = size or 224
+
+    def load(idx: Sequence[int]) -> torch.Tensor:
+        from torchvision.transforms import functional as TF
+
+        out = []
+        for i in idx:
+            with Image.open(files[i][0]) as im:
+                im = im.convert("L" if grey else "RGB")
+                if big:
+                    im = TF.center_crop(TF.resize(im, int(round(crop / 0.875))), [crop, crop])
+                out.append(TF.to_tensor(im))
+        try:
+            return torch.stack(out)
+        except RuntimeError as exc:
+            raise DataError(f"images in {base} have different sizes; resize them or use images of one size.") from exc
+
+    ids = [f"{f.relative_to(base).as_posix()}" for f, _ in files]
+    y = torch.tensor([c for _, c in files], dtype=torch.int64)
+    return Dataset(spec=f"folder:{arg}", split=split, ids=ids, y=y, classes=classes, loader=load, description=f"image folder {base}")
+
+
+DATASETS.add("folder", DatasetPlugin(_folder, "folder:PATH, ImageFolder layout PATH/<class>/<image> (lazy loading).", needs_arg=True))
+
+
+# -- torchvision data sets ------------------------------------------------------------------------
+def _torchvision(name: str) -> Callable[..., Dataset]:
+    def load(arg: str, *, split: str, root: str | Path | None = None, download: bool = False) -> Dataset:
+        import torchvision.datasets as tvd
+
+        r = Path(root or arg or "data").expanduser()
+        train = split != "test"
+        cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "svhn": tvd.SVHN}[name]
+        try:
+            if name == "svhn":
+                ds = cls(str(r), split="train" if train else "test", download=download)
+            else:
+                ds = cls(str(r), train=train, download=download)
+        except RuntimeError as exc:
+            raise DataError(
+                f"{name} not found under {r} ({exc}); pass --data-root with the folder that holds it, or --download to fetch it."
+            ) from exc
+        data = np.asarray(ds.data)
+        if name == "svhn":
+            x = torch.from_numpy(data.astype(np.float32) / 255.0)
+            labels = np.asarray(ds.labels)
+        elif data.ndim == 3:
+            x = torch.from_numpy(data.astype(np.float32) / 255.0).unsqueeze(1)
+            labels = np.asarray(ds.targets)
+        else:
+            x = torch.from_numpy(data.astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous()
+            labels = np.asarray(ds.targets)
+        idx = np.arange(len(labels))
+        if train:  # the last 10% of the official training set is robustlab's validation split
+            cut = int(len(idx) * 0.9)
+            idx = idx[:cut] if split == "train" else idx[cut:]
+        ids = [f"{name}/{'train' if train else 'test'}/{i}" for i in idx]
+        return Dataset(spec=name, split=split, ids=ids, y=torch.from_numpy(labels[idx].astype(np.int64)), classes=class_names(name), x=x[idx], description=f"torchvision {name}")
+
+    return load
+
+
+for _n, _d in [("cifar10", "CIFAR-10"), ("cifar100", "CIFAR-100"), ("svhn", "SVHN"), ("mnist", "MNIST"), ("fashion-mnist", "Fashion-MNIST")]:
+    DATASETS.add(_n, DatasetPlugin(_torchvision(_n), f"torchvision {_d} under --data-root (downloads only with --download); val = last 10% of train."))

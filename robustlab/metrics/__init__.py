@@ -1,0 +1,1 @@
+"""Metric helpers shared by the checks (confidence intervals, calibration, confusion)."""

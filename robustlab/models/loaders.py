@@ -1,0 +1,452 @@
+"""Model specs -> :class:`RobustModel`.
+
+Spec prefixes (like timm's ``hf-hub:``): ``zoo:NAME``, ``state-dict:PATH`` (with ``--arch``),
+``torchvision:NAME``, ``timm:NAME``, ``factory:pkg.mod:fn``, ``torchscript:PATH``, ``export:PATH``
+(``torch.export`` ``.pt2``), ``pickle:PATH`` (a whole pickled ``nn.Module``), ``robustbench:NAME``
+and third-party prefixes from the entry-point group ``robustlab.models``. A bare path is sniffed.
+
+Safety: state dicts are read with ``torch.load(weights_only=True)`` or safetensors. TorchScript,
+``torch.export`` and pickled modules can run code, so they load only with ``trust_code=True``
+(``--trust-code``); the flag is recorded in the scorecard. A model file's metadata may name only
+architectures robustlab knows (``zoo``/``torchvision``/``timm``), never a Python import path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..errors import ModelLoadError, TrustError, UnknownNameError
+from ..registry import Registry
+from .architectures import ARCHITECTURES
+from .wrapper import ModelInfo, RobustModel
+
+log = logging.getLogger(__name__)
+
+#: Third-party model plugins: entry point ``name = "pkg.mod:load"``, called as
+#: ``load(arg: str, **options) -> nn.Module | RobustModel``; used as ``--model name:arg``.
+MODEL_PLUGINS: Registry[Callable[..., Any]] = Registry("model plugin", group="robustlab.models")
+
+PREFIXES: dict[str, str] = {
+    "zoo": "bundled models: zoo:digits-cnn, zoo:cifar10-resnet18",
+    "state-dict": "state-dict:PATH (.safetensors/.pt/.pth) with --arch torchvision:NAME|timm:NAME|factory:pkg.mod:fn|zoo-arch:NAME",
+    "torchvision": "torchvision:NAME (ImageNet weights from the local torch hub cache; --download to fetch)",
+    "timm": "timm:NAME (pretrained weights from the local Hugging Face cache; --download to fetch)",
+    "factory": "factory:pkg.mod:fn, a Python function returning an nn.Module (your own code)",
+    "torchscript": "torchscript:PATH, needs --trust-code (can run code)",
+    "export": "export:PATH.pt2 (torch.export), needs --trust-code (can run code)",
+    "pickle": "pickle:PATH, a whole pickled nn.Module, needs --trust-code (runs code)",
+    "robustbench": "robustbench:NAME[:dataset[:threat]] from --model-dir (default ./models); --download to fetch",
+}
+
+
+@dataclass
+class LoadOptions:
+    """Everything besides the spec that affects loading (CLI flags win over file metadata)."""
+
+    arch: str | None = None
+    trust_code: bool = False
+    download: bool = False
+    model_dir: str | None = None
+    device: str = "cpu"
+    overrides: dict[str, Any] = field(default_factory=dict)  # ModelInfo fields from the CLI
+
+
+@dataclass
+class _Loaded:
+    net: nn.Module
+    info: dict[str, Any]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_model(spec: str, options: LoadOptions | None = None, **kw: Any) -> RobustModel:
+    """Resolve ``spec`` to a :class:`RobustModel` on ``options.device`` in eval mode."""
+    opts = options or LoadOptions(**kw)
+    prefix, sep, rest = spec.partition(":")
+    path = Path(spec).expanduser()
+    if path.exists() and (not sep or len(prefix) == 1):
+        loaded = _load_path(path, opts, fmt=None)
+    elif sep and prefix in _PREFIX_LOADERS:
+        loaded = _PREFIX_LOADERS[prefix](rest, opts)
+    elif sep and prefix in MODEL_PLUGINS:
+        loaded = _plugin(prefix, rest, opts)
+    elif not sep and path.suffix:
+        raise ModelLoadError(f"model file {path} does not exist; check the path.")
+    else:
+        import difflib
+
+        known = list(_PREFIX_LOADERS) + MODEL_PLUGINS.names()
+        close = difflib.get_close_matches(prefix, known, 1)
+        hint = f" Did you mean {close[0]}:?" if close else ""
+        raise UnknownNameError(f"unknown model spec {spec!r}.{hint} Use a file path or one of the prefixes {', '.join(p + ':' for p in known)} (see `robustlab models`).")
+    return _wrap(spec, loaded, opts)
+
+
+# -- wrapping and metadata ------------------------------------------------------------------------
+_META_KEYS = ("num_classes", "input_shape", "bounds", "mean", "std", "class_names", "dataset", "feature_layer", "architecture")
+
+
+def _wrap(spec: str, loaded: _Loaded, opts: LoadOptions) -> RobustModel:
+    if isinstance(loaded.net, RobustModel):
+        model = loaded.net
+        info = model.info.with_overrides(**{k: v for k, v in opts.overrides.items() if k in _META_KEYS})
+        model = RobustModel(model.net, info)
+    else:
+        meta = {k: v for k, v in loaded.info.items() if k in _META_KEYS and v is not None}
+        meta.update({k: v for k, v in opts.overrides.items() if v is not None})
+        if "num_classes" not in meta:
+            meta["num_classes"] = _infer_num_classes(loaded.net)
+        for k in ("input_shape", "bounds", "mean", "std", "class_names"):
+            if meta.get(k) is not None:
+                meta[k] = tuple(meta[k])
+        if meta.get("class_names") is not None and len(meta["class_names"]) != meta["num_classes"]:
+            raise ModelLoadError(f"{len(meta['class_names'])} class names for {meta['num_classes']} classes; fix --class-names or --num-classes.")
+        info = ModelInfo(
+            spec=spec,
+            format=loaded.info.get("format", "unknown"),
+            sha256=loaded.info.get("sha256"),
+            path=loaded.info.get("path"),
+            trusted=opts.trust_code,
+            **{k: meta.get(k) for k in _META_KEYS if k in meta},  # type: ignore[arg-type]
+        )
+        model = RobustModel(loaded.net, info)
+    return model.to(torch.device(opts.device)).eval()
+
+
+def _infer_num_classes(net: nn.Module) -> int:
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    if linears:
+        return int(linears[-1].out_features)
+    raise ModelLoadError("cannot infer the number of classes (no nn.Linear head); pass --num-classes.")
+
+
+def _sidecar(path: Path) -> dict[str, Any]:
+    """Metadata next to a weights file: ``<stem>.json`` or ``robustlab.json`` in the same folder."""
+    for cand in (path.with_suffix(".json"), path.parent / "robustlab.json"):
+        if cand.is_file() and cand != path:
+            try:
+                d = json.loads(cand.read_text())
+            except json.JSONDecodeError as exc:
+                raise ModelLoadError(f"sidecar metadata {cand} is not valid JSON ({exc}); fix or remove it.") from exc
+            log.info("model metadata from %s", cand)
+            return dict(d)
+    return {}
+
+
+# -- architectures --------------------------------------------------------------------------------
+def build_architecture(arch: str, *, num_classes: int | None, from_file: bool = False, opts: LoadOptions | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Build an untrained network from ``zoo-arch:NAME``, ``torchvision:NAME``, ``timm:NAME`` or
+    ``factory:pkg.mod:fn`` (the last only when named by the user, never from file metadata)."""
+    prefix, _, name = arch.partition(":")
+    kw = {} if num_classes is None else {"num_classes": int(num_classes)}
+    if prefix in ("zoo-arch", "zoo"):
+        if name not in ARCHITECTURES:
+            raise UnknownNameError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}.")
+        return ARCHITECTURES[name](**kw), {}
+    if prefix == "torchvision":
+        import torchvision.models as tvm
+
+        try:
+            return tvm.get_model(name, weights=None, **kw), {"input_shape": (3, 224, 224)}
+        except ValueError as exc:
+            raise UnknownNameError(f"unknown torchvision architecture {name!r}; see torchvision.models.list_models().") from exc
+    if prefix == "timm":
+        timm = _import("timm", "pip install timm")
+        try:
+            net = timm.create_model(name, pretrained=False, **kw)
+        except RuntimeError as exc:
+            raise UnknownNameError(f"unknown timm architecture {name!r}; see timm.list_models().") from exc
+        return net, _timm_meta(net)
+    if prefix == "factory":
+        if from_file:
+            raise TrustError(f"the model file names the Python factory {arch!r}; robustlab does not import code named by a file. Pass --arch {arch} yourself if you trust it.")
+        net = _call_factory(name, num_classes)
+        return net, {}
+    raise UnknownNameError(f"unknown architecture spec {arch!r}; use zoo-arch:NAME, torchvision:NAME, timm:NAME or factory:pkg.mod:fn.")
+
+
+def _import(mod: str, hint: str) -> Any:
+    try:
+        return importlib.import_module(mod)
+    except ImportError as exc:
+        raise ModelLoadError(f"this model needs the package {mod!r}: {hint}.") from exc
+
+
+def _call_factory(target: str, num_classes: int | None) -> nn.Module:
+    mod_name, _, fn_name = target.partition(":")
+    if not mod_name or not fn_name:
+        raise ModelLoadError(f"factory spec must be factory:package.module:function, got factory:{target}.")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ModelLoadError(f"cannot import {mod_name!r} for factory:{target} ({exc}); is it on PYTHONPATH?") from exc
+    fn = getattr(mod, fn_name, None)
+    if not callable(fn):
+        raise ModelLoadError(f"{mod_name} has no function {fn_name!r}; check factory:{target}.")
+    try:
+        net = fn(num_classes=num_classes) if num_classes is not None else fn()
+    except TypeError:
+        net = fn()
+    if not isinstance(net, nn.Module):
+        raise ModelLoadError(f"factory:{target} returned {type(net).__name__}, not a torch.nn.Module.")
+    return net
+
+
+def _timm_meta(net: nn.Module) -> dict[str, Any]:
+    cfg = getattr(net, "pretrained_cfg", None) or {}
+    out: dict[str, Any] = {}
+    if "input_size" in cfg:
+        out["input_shape"] = tuple(cfg["input_size"])
+    if "mean" in cfg:
+        out["mean"], out["std"] = tuple(cfg["mean"]), tuple(cfg["std"])
+    return out
+
+
+# -- files ------------------------------------------------------------------------------------------
+def _sniff(path: Path) -> str:
+    """Guess a file's format: safetensors, torchscript, export, or torch-zip/legacy pickle."""
+    if path.suffix == ".safetensors":
+        return "safetensors"
+    if path.suffix == ".pt2":
+        return "export"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except zipfile.BadZipFile as exc:
+            raise ModelLoadError(f"{path} is corrupt ({exc}); re-save or re-download the file.") from exc
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "torchscript"
+        if any(n.endswith("serialized_exported_program.json") or n.endswith(".json") and "/models/" in n for n in names):
+            return "export"
+    return "torch"
+
+
+def _load_path(path: Path, opts: LoadOptions, *, fmt: str | None) -> _Loaded:
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} does not exist; check the path.")
+    fmt = fmt or _sniff(path)
+    sha = sha256_file(path)
+    base = {"path": str(path), "sha256": sha}
+    if fmt in ("torchscript", "export", "pickle") and not opts.trust_code:
+        raise TrustError(
+            f"{path.name} is a {fmt} file, which can run arbitrary code when loaded; robustlab refuses it unless you pass --trust-code (only for files you trust). Safer: save a state dict and pass --arch."
+        )
+    if fmt == "torchscript":
+        try:
+            net = torch.jit.load(str(path), map_location="cpu")
+        except RuntimeError as exc:
+            raise ModelLoadError(f"cannot load TorchScript file {path} ({_first_line(exc)}); is it corrupt or truncated?") from exc
+        return _Loaded(net, {**_sidecar(path), **base, "format": "torchscript"})
+    if fmt == "export":
+        try:
+            ep = torch.export.load(str(path))
+        except (RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise ModelLoadError(f"cannot load torch.export file {path} ({_first_line(exc)}); is it corrupt or truncated?") from exc
+        return _Loaded(ep.module(), {**_sidecar(path), **base, "format": "torch.export"})
+    if fmt == "safetensors":
+        sd, meta = _read_safetensors(path)
+        return _from_state_dict(path, sd, {**_sidecar(path), **meta}, opts, base, "safetensors")
+    # torch zip or legacy file: try safe loading first
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            if not opts.trust_code:
+                raise TrustError(
+                    f"{path.name} contains a pickled Python object (e.g. a whole nn.Module), which runs code when loaded; robustlab refuses it unless you pass --trust-code (only for files you trust). Safer: save model.state_dict() and pass --arch."
+                ) from exc
+            return _load_pickle(path, base)
+        raise ModelLoadError(f"{path} is not a valid checkpoint ({_first_line(exc)}); is it corrupt or truncated?") from exc
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ModelLoadError(f"cannot read {path} as a PyTorch checkpoint ({_first_line(exc)}); the file is corrupt or truncated: re-save or re-download it.") from exc
+    if fmt == "pickle" or isinstance(obj, nn.Module):
+        return _Loaded(obj, {**_sidecar(path), **base, "format": "pickle"})
+    sd, meta = _unwrap_checkpoint(obj, path)
+    return _from_state_dict(path, sd, {**_sidecar(path), **meta}, opts, base, "state_dict")
+
+
+def _load_pickle(path: Path, base: dict[str, Any]) -> _Loaded:
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ModuleNotFoundError) as exc:
+        raise ModelLoadError(f"cannot unpickle {path} ({_first_line(exc)}); the classes it needs must be importable.") from exc
+    if not isinstance(obj, nn.Module):
+        raise ModelLoadError(f"{path} holds a {type(obj).__name__}, not an nn.Module.")
+    return _Loaded(obj, {**_sidecar(path), **base, "format": "pickle"})
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            sd = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read {path} as safetensors ({_first_line(exc)}); the file is corrupt or truncated.") from exc
+    info = json.loads(meta["robustlab"]) if "robustlab" in meta else {}
+    return sd, info
+
+
+def _unwrap_checkpoint(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    meta: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        if isinstance(obj.get("robustlab"), dict):
+            meta = dict(obj["robustlab"])
+        for key in ("state_dict", "model_state_dict", "model", "net", "ema"):
+            if isinstance(obj.get(key), dict) and obj[key] and all(isinstance(v, torch.Tensor) for v in obj[key].values()):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelLoadError(f"{path} does not hold a state dict (a mapping of parameter names to tensors); save model.state_dict().")
+    sd = {k.removeprefix("module."): v for k, v in obj.items()}
+    return sd, meta
+
+
+def _from_state_dict(path: Path, sd: dict[str, torch.Tensor], meta: dict[str, Any], opts: LoadOptions, base: dict[str, Any], fmt: str) -> _Loaded:
+    arch = opts.arch
+    from_file = False
+    if arch is None:
+        arch = meta.get("architecture")
+        from_file = True
+    if not arch:
+        raise ModelLoadError(f"{path.name} is a state dict (weights only); say which architecture it belongs to with --arch, e.g. --arch torchvision:resnet18 or --arch factory:my_pkg.models:build.")
+    num_classes = opts.overrides.get("num_classes") or meta.get("num_classes")
+    if num_classes is None:
+        heads = [k for k in sd if k.endswith(".weight") and sd[k].ndim == 2]
+        num_classes = int(sd[heads[-1]].shape[0]) if heads else None
+    net, arch_meta = build_architecture(arch, num_classes=num_classes, from_file=from_file, opts=opts)
+    try:
+        net.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"the weights in {path.name} do not fit architecture {arch} ({_first_line(exc)}); check --arch and --num-classes.") from exc
+    info = {**arch_meta, **meta, **base, "format": fmt, "architecture": arch}
+    if num_classes is not None:
+        info["num_classes"] = num_classes
+    return _Loaded(net, info)
+
+
+# -- prefixes ------------------------------------------------------------------------------------------
+def _zoo(name: str, opts: LoadOptions) -> _Loaded:
+    from .zoo import ZOO
+
+    if name not in ZOO:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(ZOO), 2)
+        raise UnknownNameError(f"unknown zoo model {name!r}{'; did you mean ' + ', '.join(close) + '?' if close else '.'} Known: {', '.join(ZOO)}.")
+    entry = ZOO[name]
+    path = entry.locate()
+    sub = LoadOptions(**{**opts.__dict__, "arch": opts.arch or entry.architecture})
+    loaded = _load_path(path, sub, fmt=None)
+    loaded.info = {**entry.metadata, **loaded.info, "format": f"zoo ({loaded.info.get('format')})"}
+    return loaded
+
+
+def _state_dict(rest: str, opts: LoadOptions) -> _Loaded:
+    p = Path(rest).expanduser()
+    if not p.is_file():
+        raise ModelLoadError(f"model file {p} does not exist; check the path.")
+    return _load_path(p, opts, fmt="safetensors" if p.suffix == ".safetensors" else "torch")
+
+
+def _fmt_loader(fmt: str) -> Callable[[str, LoadOptions], _Loaded]:
+    def load(rest: str, opts: LoadOptions) -> _Loaded:
+        return _load_path(Path(rest).expanduser(), opts, fmt=fmt)
+
+    return load
+
+
+def _torchvision(name: str, opts: LoadOptions) -> _Loaded:
+    import torchvision.models as tvm
+
+    try:
+        weights = tvm.get_model_weights(name).DEFAULT
+    except ValueError as exc:
+        raise UnknownNameError(f"unknown torchvision model {name!r}; see torchvision.models.list_models().") from exc
+    hub = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if not hub.is_file() and not opts.download:
+        raise ModelLoadError(f"torchvision:{name} weights are not in the local cache ({hub}); pass --download to fetch them, or give a state dict with --arch torchvision:{name}.")
+    net = tvm.get_model(name, weights=weights)
+    t = weights.transforms()
+    crop = getattr(t, "crop_size", [224])[0]
+    return _Loaded(net, {
+        "format": "torchvision", "sha256": _sha_or_none(hub), "path": str(hub), "num_classes": len(weights.meta["categories"]),
+        "class_names": tuple(weights.meta["categories"]), "mean": tuple(t.mean), "std": tuple(t.std), "input_shape": (3, crop, crop),
+        "dataset": "imagenet", "architecture": f"torchvision:{name}",
+    })
+
+
+def _sha_or_none(p: Path) -> str | None:
+    return sha256_file(p) if p.is_file() else None
+
+
+def _timm(name: str, opts: LoadOptions) -> _Loaded:
+    timm = _import("timm", "pip install timm")
+    import os
+
+    if not opts.download:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        net = timm.create_model(name, pretrained=True)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise ModelLoadError(f"timm:{name} could not be loaded offline ({_first_line(exc)}); pass --download to fetch its weights, or give a state dict with --arch timm:{name}.") from exc
+    return _Loaded(net, {"format": "timm", **_timm_meta(net), "architecture": f"timm:{name}"})
+
+
+def _factory(target: str, opts: LoadOptions) -> _Loaded:
+    net = _call_factory(target, opts.overrides.get("num_classes"))
+    sd_hash = hashlib.sha256()
+    for k, v in sorted(net.state_dict().items()):
+        sd_hash.update(k.encode())
+        sd_hash.update(v.detach().cpu().contiguous().numpy().tobytes() if v.dtype != torch.bfloat16 else v.float().numpy().tobytes())
+    return _Loaded(net, {"format": "factory", "sha256": sd_hash.hexdigest(), "architecture": f"factory:{target}"})
+
+
+def _robustbench(rest: str, opts: LoadOptions) -> _Loaded:
+    from .robustbench_compat import load_robustbench
+
+    return load_robustbench(rest, opts)
+
+
+def _plugin(prefix: str, rest: str, opts: LoadOptions) -> _Loaded:
+    fn = MODEL_PLUGINS.get(prefix)
+    obj = fn(rest, device=opts.device, download=opts.download)
+    if not isinstance(obj, nn.Module):
+        raise ModelLoadError(f"model plugin {prefix!r} returned {type(obj).__name__}, not an nn.Module.")
+    return _Loaded(obj, {"format": f"plugin:{prefix}"})
+
+
+_PREFIX_LOADERS: dict[str, Callable[[str, LoadOptions], _Loaded]] = {
+    "zoo": _zoo,
+    "state-dict": _state_dict,
+    "torchvision": _torchvision,
+    "timm": _timm,
+    "factory": _factory,
+    "torchscript": _fmt_loader("torchscript"),
+    "export": _fmt_loader("export"),
+    "pickle": _fmt_loader("pickle"),
+    "robustbench": _robustbench,
+}

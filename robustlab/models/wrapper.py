@@ -1,0 +1,212 @@
+"""The model wrapper: the one place that owns a classifier's input contract.
+
+Attacks, corruptions and detectors see only a :class:`RobustModel`: inputs live in ``model.bounds``
+(e.g. ``(0, 1)``), normalisation ``(x - mean) / std`` is applied inside :meth:`RobustModel.forward`,
+the output is ``(N, num_classes)`` logits, and :meth:`RobustModel.features` gives penultimate
+features (the input of the last linear layer unless a named layer is configured). This follows
+foolbox's ``PyTorchModel(bounds=..., preprocessing=...)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import DataError, ModelLoadError, ModelOutputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Metadata and provenance of a loaded model (recorded in the scorecard).
+
+    ``bounds`` is the input range the model expects *before* its own normalisation; ``mean`` and
+    ``std`` are per-channel and applied inside the forward pass.
+    """
+
+    spec: str
+    format: str
+    num_classes: int
+    input_shape: tuple[int, int, int] | None = None  # (C, H, W)
+    bounds: tuple[float, float] = (0.0, 1.0)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    class_names: tuple[str, ...] | None = None
+    dataset: str | None = None  # default data spec for this model
+    feature_layer: str | None = None
+    architecture: str | None = None
+    sha256: str | None = None
+    path: str | None = None
+    trusted: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def with_overrides(self, **kw: Any) -> "ModelInfo":
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("input_shape", "bounds", "mean", "std", "class_names"):
+            if d[k] is not None:
+                d[k] = list(d[k])
+        return d
+
+
+class RobustModel(nn.Module):
+    """A classifier with an explicit input contract.
+
+    Args:
+        net: any ``nn.Module`` mapping normalised inputs (N, C, H, W) to logits (N, K).
+        info: the contract and provenance (:class:`ModelInfo`).
+
+    Shapes: ``forward(x)``: x (N, C, H, W) in ``bounds`` -> logits (N, K).
+    ``features(x)`` -> (N, D) penultimate features.
+    """
+
+    def __init__(self, net: nn.Module, info: ModelInfo) -> None:
+        super().__init__()
+        self.net = net.eval()
+        self.info = info
+        c = len(info.mean) if info.mean is not None else (info.input_shape[0] if info.input_shape else 1)
+        mean = torch.tensor(info.mean if info.mean is not None else [0.0] * c, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(info.std if info.std is not None else [1.0] * c, dtype=torch.float32).view(1, -1, 1, 1)
+        if (std <= 0).any():
+            raise ModelLoadError(f"normalisation std must be positive, got {info.std}; fix --std or the sidecar file.")
+        self.register_buffer("_mean", mean, persistent=False)
+        self.register_buffer("_std", std, persistent=False)
+        self._normalise = info.mean is not None or info.std is not None
+        self._feature_module: nn.Module | None = None
+        self._feature_is_input = True
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    # -- contract ------------------------------------------------------------------------
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return self.info.bounds
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, int, int] | None:
+        return self.info.input_shape
+
+    @property
+    def class_names(self) -> list[str]:
+        if self.info.class_names is not None:
+            return list(self.info.class_names)
+        return [str(i) for i in range(self.num_classes)]
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.net.parameters():
+            return t.device
+        for t in self.net.buffers():
+            return t.device
+        return self._mean.device
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._normalise:
+            return x
+        return (x - self._mean.to(x.dtype)) / self._std.to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, K) for inputs (N, C, H, W) in ``bounds``."""
+        return self.net(self.normalise(x))
+
+    # -- features ------------------------------------------------------------------------
+    def _resolve_feature_module(self) -> nn.Module:
+        if self._feature_module is not None:
+            return self._feature_module
+        name = self.info.feature_layer
+        modules = dict(self.net.named_modules())
+        if name:
+            if name not in modules:
+                close = [m for m in modules if m and name.split(".")[-1] in m][:5]
+                raise ModelLoadError(
+                    f"feature layer {name!r} not found in the model; pass --feature-layer with one of its module names (e.g. {', '.join(close) or 'see model.named_modules()'})."
+                )
+            self._feature_module = modules[name]
+            self._feature_is_input = False
+        else:
+            linears = [m for m in self.net.modules() if isinstance(m, nn.Linear)]
+            if not linears:
+                raise ModelLoadError("cannot find penultimate features: the model has no nn.Linear layer; pass --feature-layer NAME.")
+            self._feature_module = linears[-1]
+            self._feature_is_input = True
+        return self._feature_module
+
+    def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (N, K) and penultimate features (N, D) in one forward pass."""
+        mod = self._resolve_feature_module()
+        store: dict[str, torch.Tensor] = {}
+
+        def hook(_m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            store["f"] = inp[0] if self._feature_is_input else out
+
+        h = mod.register_forward_hook(hook)
+        try:
+            logits = self.forward(x)
+        finally:
+            h.remove()
+        if "f" not in store:
+            raise ModelOutputError("the feature layer was not called during the forward pass; pass --feature-layer with a layer on the path to the output.")
+        return logits, store["f"].flatten(1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits_and_features(x)[1]
+
+    # -- checks of the contract -----------------------------------------------------------
+    def check_output(self, logits: torch.Tensor, n: int) -> None:
+        """Raise :class:`ModelOutputError` unless ``logits`` is finite (n, num_classes)."""
+        if not isinstance(logits, torch.Tensor):
+            raise ModelOutputError(
+                f"the model returned {type(logits).__name__}, not a tensor of logits; wrap it so forward() returns (N, {self.num_classes}) logits."
+            )
+        if logits.ndim != 2 or logits.shape[0] != n or logits.shape[1] != self.num_classes:
+            raise ModelOutputError(
+                f"the model output has shape {tuple(logits.shape)}, expected ({n}, {self.num_classes}); check --num-classes or the model's head."
+            )
+        if not torch.isfinite(logits).all():
+            bad = int((~torch.isfinite(logits)).any(dim=1).sum())
+            raise ModelOutputError(f"the model produced NaN or infinite logits for {bad} of {n} inputs; check the weights and the input normalisation (--mean/--std, --bounds).")
+
+    def check_inputs(self, x: torch.Tensor, *, tol: float = 1e-5) -> None:
+        lo, hi = self.bounds
+        if x.ndim != 4:
+            raise DataError(f"inputs must be (N, C, H, W) images, got shape {tuple(x.shape)}.")
+        if self.input_shape is not None and tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise DataError(
+                f"the data has images of shape {tuple(x.shape[1:])} but the model expects {tuple(self.input_shape)}; choose matching --data or set --input-shape."
+            )
+        xmin, xmax = float(x.min()), float(x.max())
+        if xmin < lo - tol or xmax > hi + tol:
+            raise DataError(
+                f"the data lies in [{xmin:.4g}, {xmax:.4g}], outside the model's bounds [{lo:g}, {hi:g}]; fix --bounds, or give data in that range."
+            )
+
+    @torch.no_grad()
+    def predict_logits(self, x: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
+        """Logits for a whole tensor, in batches, on the model's device (returned on CPU)."""
+        outs = []
+        dev = self.device
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i : i + batch_size].to(dev)
+            out = self.forward(xb)
+            self.check_output(out, xb.shape[0])
+            outs.append(out.float().cpu())
+        return torch.cat(outs) if outs else torch.empty(0, self.num_classes)
+
+
+def to_bounds(x01: torch.Tensor, bounds: Sequence[float]) -> torch.Tensor:
+    """Map images in [0, 1] linearly to ``bounds``."""
+    lo, hi = float(bounds[0]), float(bounds[1])
+    if (lo, hi) == (0.0, 1.0):
+        return x01
+    return x01 * (hi - lo) + lo

@@ -1,0 +1,229 @@
+"""The scorecard: the single source of truth of a run.
+
+Pure data and JSON (no torch import), so that tracking, the report and the gates read it without
+loading any model. Metric keys are stable slash paths (``clean/accuracy``,
+``adversarial/pgd_linf/eps=0.0314/robust_accuracy``); the same key is used in the scorecard, in
+MLflow and in gate policies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = "1.0"
+
+
+class Status(str, Enum):
+    OK = "ok"
+    SKIPPED = "skipped"
+    ERROR = "error"
+
+
+class Verdict(str, Enum):
+    """Verdict of one validity-audit item."""
+
+    VALID = "valid"
+    SUSPECT = "suspect"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A confidence interval ``[low, high]`` at ``level`` by ``method`` (e.g. Wilson)."""
+
+    low: float
+    high: float
+    level: float = 0.95
+    method: str = "wilson"
+
+
+@dataclass(frozen=True)
+class Series:
+    """A curve or grid for the report: ``x`` values and one or more named ``y`` lines.
+
+    For a grid (heat map), ``x`` are column labels, ``rows`` are row labels and each ``y`` entry is
+    one row, keyed by its row label.
+    """
+
+    x: list[Any]
+    y: dict[str, list[float | None]]
+    x_label: str = ""
+    y_label: str = ""
+    kind: str = "line"  # line | grid | bar | roc
+    rows: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class AuditItem:
+    """One item of a validity audit: a named test, its verdict and the evidence behind it."""
+
+    name: str
+    verdict: Verdict
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CheckResult:
+    """What one check of a suite produced. Checks never log to MLflow or render: they return this."""
+
+    id: str
+    check: str
+    status: Status = Status.OK
+    reason: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    intervals: dict[str, Interval] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # sample count behind a metric key
+    series: dict[str, Series] = field(default_factory=dict)
+    per_sample: dict[str, list[Any]] = field(default_factory=dict)  # aligned with data.ids
+    definitions: dict[str, str] = field(default_factory=dict)
+    audit: list[AuditItem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add_metric(
+        self,
+        key: str,
+        value: float,
+        *,
+        interval: Interval | None = None,
+        n: int | None = None,
+    ) -> None:
+        self.metrics[key] = float(value)
+        if interval is not None:
+            self.intervals[key] = interval
+        if n is not None:
+            self.counts[key] = int(n)
+
+
+@dataclass
+class Scorecard:
+    """A whole run: provenance plus one :class:`CheckResult` per suite entry."""
+
+    tool: dict[str, Any]
+    model: dict[str, Any]
+    data: dict[str, Any]
+    suite: dict[str, Any]
+    environment: dict[str, Any]
+    run: dict[str, Any]
+    checks: list[CheckResult] = field(default_factory=list)
+    schema_version: str = SCHEMA_VERSION
+    timings: dict[str, float] = field(default_factory=dict)
+    signature: dict[str, Any] | None = None
+
+    # -- access -----------------------------------------------------------------------------
+    def metrics(self) -> dict[str, float]:
+        """All metrics of all checks, by slash key."""
+        out: dict[str, float] = {}
+        for c in self.checks:
+            out.update(c.metrics)
+        return out
+
+    def intervals(self) -> dict[str, Interval]:
+        out: dict[str, Interval] = {}
+        for c in self.checks:
+            out.update(c.intervals)
+        return out
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for c in self.checks:
+            out.update(c.counts)
+        return out
+
+    def check(self, check_id: str) -> CheckResult | None:
+        return next((c for c in self.checks if c.id == check_id), None)
+
+    # -- JSON -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return _clean(asdict(self))
+
+    def to_json(self, *, indent: int | None = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False, allow_nan=False)
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write atomically (temp file + rename), so a crash never leaves half a scorecard."""
+        return atomic_write_text(Path(path), self.to_json())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Scorecard":
+        checks = [_check_from_dict(c) for c in d.get("checks", [])]
+        return cls(
+            tool=d.get("tool", {}),
+            model=d.get("model", {}),
+            data=d.get("data", {}),
+            suite=d.get("suite", {}),
+            environment=d.get("environment", {}),
+            run=d.get("run", {}),
+            checks=checks,
+            schema_version=d.get("schema_version", SCHEMA_VERSION),
+            timings=d.get("timings", {}),
+            signature=d.get("signature"),
+        )
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> "Scorecard":
+        from .errors import RobustlabError
+
+        p = Path(path)
+        if not p.is_file():
+            raise RobustlabError(f"scorecard {p} does not exist; pass the scorecard.json that `robustlab evaluate` wrote.")
+        try:
+            return cls.from_dict(json.loads(p.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, ValueError) as exc:
+            raise RobustlabError(f"{p} is not a valid robustlab scorecard ({exc}); regenerate it with `robustlab evaluate`.") from exc
+
+
+def _check_from_dict(c: dict[str, Any]) -> CheckResult:
+    return CheckResult(
+        id=c["id"],
+        check=c["check"],
+        status=Status(c.get("status", "ok")),
+        reason=c.get("reason", ""),
+        params=c.get("params", {}),
+        metrics={k: (float(v) if v is not None else math.nan) for k, v in c.get("metrics", {}).items()},
+        intervals={k: Interval(**v) for k, v in c.get("intervals", {}).items()},
+        counts=c.get("counts", {}),
+        series={k: Series(**v) for k, v in c.get("series", {}).items()},
+        per_sample=c.get("per_sample", {}),
+        definitions=c.get("definitions", {}),
+        audit=[AuditItem(name=a["name"], verdict=Verdict(a["verdict"]), message=a["message"], evidence=a.get("evidence", {})) for a in c.get("audit", [])],
+        notes=c.get("notes", []),
+        seconds=c.get("seconds", 0.0),
+    )
+
+
+def _clean(obj: Any) -> Any:
+    """Make an ``asdict`` tree JSON-safe: enums to values, non-finite floats to None."""
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,131 @@
+"""Suites: YAML files naming the checks to run, their parameters and budgets.
+
+A suite is validated completely (YAML syntax, unknown keys, unknown check names, parameter types,
+impossible budgets) before any model is loaded::
+
+    name: quick
+    description: Clean accuracy and a short PGD sweep.
+    checks:
+      - check: clean
+      - check: pgd
+        id: pgd_linf            # optional, unique; defaults to the check name
+        params: {norm: linf, steps: 10}
+
+Built-in suites live in the repository's ``suites/`` folder, installed as ``robustlab._suites``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import SuiteError
+
+_TOP_KEYS = {"name", "description", "checks"}
+_ENTRY_KEYS = {"check", "id", "params", "description"}
+
+
+@dataclass(frozen=True)
+class SuiteEntry:
+    check: str
+    id: str
+    params: Any  # a validated Params dataclass
+    raw_params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    entries: tuple[SuiteEntry, ...]
+    source: str
+    sha256: str
+
+
+def builtin_suites() -> dict[str, Path]:
+    """Built-in suite name -> file."""
+    out: dict[str, Path] = {}
+    try:
+        root = resources.files("robustlab._suites")
+        for f in root.iterdir():
+            if f.name.endswith(".yaml"):
+                out[f.name[:-5]] = Path(str(f))
+    except ModuleNotFoundError:
+        pass
+    if not out:  # running from a source tree without installation
+        src = Path(__file__).resolve().parent.parent / "suites"
+        out = {p.stem: p for p in src.glob("*.yaml")}
+    return dict(sorted(out.items()))
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """Read and validate a suite by built-in name or path."""
+    p = Path(name_or_path).expanduser()
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise SuiteError(f"suite file {p} does not exist; pass a built-in name ({', '.join(builtin_suites())}) or a YAML file.")
+        path = p
+    else:
+        suites = builtin_suites()
+        if name_or_path not in suites:
+            close = difflib.get_close_matches(name_or_path, list(suites), 2)
+            raise SuiteError(f"unknown suite {name_or_path!r}{'; did you mean ' + ', '.join(repr(c) for c in close) + '?' if close else '.'} Built-in suites: {', '.join(suites)}; or pass a YAML file.")
+        path = suites[name_or_path]
+    text = path.read_text()
+    return parse_suite(text, source=str(path), default_name=path.stem)
+
+
+def parse_suite(text: str, *, source: str = "<string>", default_name: str = "custom") -> Suite:
+    from .checks import CHECKS
+
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SuiteError(f"suite {source} is not valid YAML{where}: {getattr(exc, 'problem', exc)}; fix the file.") from exc
+    if not isinstance(doc, dict):
+        raise SuiteError(f"suite {source} must be a mapping with a 'checks' list.")
+    unknown = set(doc) - _TOP_KEYS
+    if unknown:
+        raise SuiteError(f"suite {source}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; allowed: {', '.join(sorted(_TOP_KEYS))}.")
+    checks = doc.get("checks")
+    if not isinstance(checks, list) or not checks:
+        raise SuiteError(f"suite {source} needs a non-empty 'checks' list.")
+    entries: list[SuiteEntry] = []
+    seen: set[str] = set()
+    for i, e in enumerate(checks, 1):
+        where = f"suite {source}, check #{i}: "
+        if isinstance(e, str):
+            e = {"check": e}
+        if not isinstance(e, dict) or "check" not in e:
+            raise SuiteError(f"{where}each entry needs 'check: NAME'.")
+        bad = set(e) - _ENTRY_KEYS
+        if bad:
+            raise SuiteError(f"{where}unknown key(s) {', '.join(sorted(map(str, bad)))}; allowed: {', '.join(sorted(_ENTRY_KEYS))}.")
+        name = str(e["check"])
+        if name not in CHECKS:
+            raise SuiteError(f"{where}{CHECKS.unknown_message(name)}")
+        cls = CHECKS.get(name)
+        cid = str(e.get("id") or name)
+        if cid in seen:
+            raise SuiteError(f"{where}duplicate id {cid!r}; give each entry of the same check its own 'id'.")
+        seen.add(cid)
+        raw = e.get("params") or {}
+        if not isinstance(raw, dict):
+            raise SuiteError(f"{where}'params' must be a mapping.")
+        params = cls.parse_params(raw, where=where)
+        entries.append(SuiteEntry(check=name, id=cid, params=params, raw_params=dict(raw)))
+    return Suite(
+        name=str(doc.get("name") or default_name),
+        description=str(doc.get("description") or ""),
+        entries=tuple(entries),
+        source=source,
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+    )
