@@ -84,6 +84,11 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
     ctx.obj["debug"] = debug
     if debug:
         os.environ["ROBUSTLAB_DEBUG"] = "1"
+    if not verbose:
+        import warnings
+
+        for cat in (FutureWarning, DeprecationWarning, UserWarning):
+            warnings.filterwarnings("ignore", category=cat)
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 

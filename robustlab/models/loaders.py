@@ -127,13 +127,20 @@ def _wrap(spec: str, loaded: _Loaded, opts: LoadOptions) -> RobustModel:
             **{k: meta.get(k) for k in _META_KEYS if k in meta},  # type: ignore[arg-type]
         )
         model = RobustModel(loaded.net, info)
-    return model.to(torch.device(opts.device)).eval()
+    try:
+        return model.to(torch.device(opts.device)).eval()
+    except NotImplementedError:  # torch.export modules support neither .eval() nor always .to()
+        return model
 
 
 def _infer_num_classes(net: nn.Module) -> int:
-    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
-    if linears:
-        return int(linears[-1].out_features)
+    """Output size of the last linear layer (also inside TorchScript and torch.export modules)."""
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear) or getattr(m, "original_name", None) == "Linear"]
+    if linears and hasattr(linears[-1], "weight"):
+        return int(linears[-1].weight.shape[0])
+    weights = [p for n, p in net.named_parameters() if n.endswith("weight") and p.ndim == 2]
+    if weights:
+        return int(weights[-1].shape[0])
     raise ModelLoadError("cannot infer the number of classes (no nn.Linear head); pass --num-classes.")
 
 
@@ -251,7 +258,11 @@ def _load_path(path: Path, opts: LoadOptions, *, fmt: str | None) -> _Loaded:
         )
     if fmt == "torchscript":
         try:
-            net = torch.jit.load(str(path), map_location="cpu")
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                net = torch.jit.load(str(path), map_location="cpu")
         except RuntimeError as exc:
             raise ModelLoadError(f"cannot load TorchScript file {path} ({_first_line(exc)}); is it corrupt or truncated?") from exc
         return _Loaded(net, {**_sidecar(path), **base, "format": "torchscript"})
@@ -275,7 +286,7 @@ def _load_path(path: Path, opts: LoadOptions, *, fmt: str | None) -> _Loaded:
                 ) from exc
             return _load_pickle(path, base)
         raise ModelLoadError(f"{path} is not a valid checkpoint ({_first_line(exc)}); is it corrupt or truncated?") from exc
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # noqa: BLE001 - the unpickler raises arbitrary errors (IndexError, KeyError...) on junk
         raise ModelLoadError(f"cannot read {path} as a PyTorch checkpoint ({_first_line(exc)}); the file is corrupt or truncated: re-save or re-download it.") from exc
     if fmt == "pickle" or isinstance(obj, nn.Module):
         return _Loaded(obj, {**_sidecar(path), **base, "format": "pickle"})

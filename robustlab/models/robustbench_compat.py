@@ -32,10 +32,31 @@ def import_robustbench() -> Any:
                     pass
         except ImportError:
             pass
+    added = False
+    try:
+        import pkg_resources  # noqa: F401
+    except ImportError:  # setuptools >= 80 has no pkg_resources; robustbench.loaders needs resource_filename
+        import types
+
+        shim = types.ModuleType("pkg_resources")
+        shim.resource_filename = _resource_filename  # type: ignore[attr-defined]
+        sys.modules["pkg_resources"] = shim
+        added = True
     try:
         return importlib.import_module("robustbench")
     except ImportError as exc:
         raise ModelLoadError(f"robustbench: models need the robustbench package (pip install robustbench) ({exc}).") from exc
+    finally:
+        if added:
+            sys.modules.pop("pkg_resources", None)
+
+
+def _resource_filename(package: str, resource: str) -> str:
+    """Stand-in for ``pkg_resources.resource_filename`` (plain directory installs)."""
+    import os
+
+    mod = sys.modules.get(package) or importlib.import_module(package)
+    return os.path.join(os.path.dirname(str(mod.__file__)), resource)
 
 
 _DATASET_INFO = {

@@ -69,7 +69,11 @@ class RobustModel(nn.Module):
 
     def __init__(self, net: nn.Module, info: ModelInfo) -> None:
         super().__init__()
-        self.net = net.eval()
+        try:
+            net = net.eval()
+        except NotImplementedError:  # torch.export's module has no eval(); it is traced in eval mode
+            pass
+        self.net = net
         self.info = info
         c = len(info.mean) if info.mean is not None else (info.input_shape[0] if info.input_shape else 1)
         mean = torch.tensor(info.mean if info.mean is not None else [0.0] * c, dtype=torch.float32).view(1, -1, 1, 1)
@@ -104,7 +108,7 @@ class RobustModel(nn.Module):
         return [str(i) for i in range(self.num_classes)]
 
     @property
-    def device(self) -> torch.device:
+    def device(self) -> torch.device:  # noqa: D401
         for t in self.net.parameters():
             return t.device
         for t in self.net.buffers():

@@ -1,0 +1,140 @@
+"""``robustlab report | gate | compare | sign | verify``: everything that reads a finished scorecard.
+
+None of these commands imports torch. Exit codes: 0 success/pass, 1 a gate failed or verification
+failed, 2 usage or input error, 3 inconclusive gate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+_SCORECARD = click.Path(dir_okay=False, path_type=Path)
+
+
+def _load(ref: str, mlflow_uri: str | None) -> "object":
+    from ..tracking import load_baseline
+
+    return load_baseline(ref, uri=mlflow_uri)
+
+
+@click.command("report")
+@click.argument("scorecard", type=_SCORECARD)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="HTML file to write [default: report.html next to the scorecard].")
+@click.option("--policy", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Gate policy YAML to evaluate and show in the verdict section.")
+@click.option("--baseline", default=None, help="Baseline scorecard file or MLflow run id for the policy's regression rules.")
+@click.option("--mlflow-uri", default=None, help="Tracking URI for an MLflow baseline [default: $MLFLOW_TRACKING_URI].")
+@click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Signer's trusted public key: show whether the signature is valid and from this key.")
+@click.option("--signature", "signature_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Detached signature file [default: SCORECARD.sig when present].")
+def report(scorecard: Path, output: Path | None, policy: Path | None, baseline: str | None, mlflow_uri: str | None, public_key: Path | None, signature_path: Path | None) -> None:
+    """Render SCORECARD as one self-contained HTML report (inline CSS and SVG, no network)."""
+    from ..report import write_report
+    from ..scorecard import Scorecard
+    from ..signing import verify_scorecard
+
+    card = Scorecard.read(scorecard)
+    gate = None
+    if policy is not None:
+        from ..gates import evaluate_policy, load_policy
+
+        base = _load(baseline, mlflow_uri) if baseline else None
+        gate = evaluate_policy(card, load_policy(policy), baseline=base, baseline_source=baseline or "")  # type: ignore[arg-type]
+    verification = None
+    if card.signature or signature_path or public_key or scorecard.with_name(scorecard.name + ".sig").is_file():
+        verification = verify_scorecard(scorecard, public_key=public_key, signature_path=signature_path)
+    out = output or scorecard.with_name("report.html")
+    write_report(card, out, gate=gate, verification=verification)
+    click.echo(str(out))
+
+
+@click.command("gate")
+@click.argument("scorecard", type=_SCORECARD)
+@click.option("--policy", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Gate policy YAML (see reports/example-policy.yaml).")
+@click.option("--baseline", default=None, help="Baseline scorecard file or MLflow run id (runs:/ID) for non-regression rules.")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write JUnit XML here (one test case per rule).")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the markdown summary here (it is always printed, and appended to $GITHUB_STEP_SUMMARY when set).")
+@click.option("--mlflow-uri", default=None, help="Tracking URI for an MLflow baseline [default: $MLFLOW_TRACKING_URI].")
+@click.pass_context
+def gate(ctx: click.Context, scorecard: Path, policy: Path, baseline: str | None, junit: Path | None, markdown_path: Path | None, mlflow_uri: str | None) -> None:
+    """Apply a release-gate POLICY to SCORECARD.
+
+    Exit codes: 0 every rule passed, 1 a rule failed, 2 usage or input error (bad policy, missing
+    file), 3 inconclusive (too few samples, no interval or baseline, audit suspect when the policy
+    says so).
+    """
+    from ..gates import evaluate_policy, load_policy
+    from ..gates.junit import write_junit
+    from ..gates.markdown import append_step_summary, markdown_summary
+    from ..scorecard import Scorecard, atomic_write_text
+
+    pol = load_policy(policy)
+    card = Scorecard.read(scorecard)
+    base = _load(baseline, mlflow_uri) if baseline else None
+    result = evaluate_policy(card, pol, baseline=base, baseline_source=baseline or "")  # type: ignore[arg-type]
+    md = markdown_summary(result, card)
+    if junit is not None:
+        write_junit(result, junit, card)
+    if markdown_path is not None:
+        atomic_write_text(markdown_path, md)
+    append_step_summary(md)
+    click.echo(md)
+    ctx.exit(result.exit_code)
+
+
+@click.command("compare")
+@click.argument("a")
+@click.argument("b")
+@click.option("--min-delta", type=float, default=0.0, show_default=True, help="Show metrics whose absolute change exceeds this.")
+@click.option("--markdown", is_flag=True, help="Print markdown instead of plain text.")
+@click.option("--mlflow-uri", default=None, help="Tracking URI when A or B is an MLflow run id.")
+def compare(a: str, b: str, min_delta: float, markdown: bool, mlflow_uri: str | None) -> None:
+    """Show what moved from scorecard A to scorecard B (files or MLflow run ids)."""
+    from ..gates.compare import compare_scorecards, format_comparison
+
+    cmp = compare_scorecards(_load(a, mlflow_uri), _load(b, mlflow_uri))  # type: ignore[arg-type]
+    click.echo(format_comparison(cmp, min_abs=min_delta, markdown=markdown), nl=False)
+
+
+@click.command("sign")
+@click.argument("scorecard", type=_SCORECARD, required=False)
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Ed25519 private key (PEM); encrypted keys read $ROBUSTLAB_KEY_PASSPHRASE.")
+@click.option("--generate-key", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Create a new key pair here (private PEM, mode 0600, and .pub.pem) first.")
+@click.option("--detached", is_flag=True, help="Write SCORECARD.sig instead of embedding the signature.")
+def sign(scorecard: Path | None, key: Path | None, generate_key: Path | None, detached: bool) -> None:
+    """Sign SCORECARD with Ed25519 (over the canonical JSON of everything but its signature)."""
+    from ..errors import RobustlabError
+    from ..signing import generate_key as gen
+    from ..signing import sign_scorecard
+
+    if generate_key is not None:
+        priv, pub = gen(generate_key)
+        click.echo(f"private key {priv} (keep secret), public key {pub} (give to verifiers)")
+        key = key or priv
+    if scorecard is None:
+        if generate_key is None:
+            raise RobustlabError("nothing to do: pass a SCORECARD to sign, or --generate-key PATH.")
+        return
+    if key is None:
+        raise RobustlabError("pass --key PRIVATE.pem (or --generate-key PATH to create one).")
+    out = sign_scorecard(scorecard, key, detached=detached)
+    click.echo(f"signed {scorecard} -> {out}")
+
+
+@click.command("verify")
+@click.argument("scorecard", type=_SCORECARD)
+@click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Signer's trusted public key (PEM). Without it only integrity is checked.")
+@click.option("--signature", "signature_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Detached signature [default: SCORECARD.sig when the scorecard has none embedded].")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Model file: check its sha256 against the scorecard's.")
+@click.option("--require-trusted", is_flag=True, help="Fail unless --public-key is given and matches.")
+@click.pass_context
+def verify(ctx: click.Context, scorecard: Path, public_key: Path | None, signature_path: Path | None, model_path: Path | None, require_trusted: bool) -> None:
+    """Verify SCORECARD's signature (and, with --model, the model file). Exit 0 valid, 1 not valid."""
+    from ..signing import SignatureState, verify_scorecard
+
+    v = verify_scorecard(scorecard, public_key=public_key, signature_path=signature_path, model_path=model_path)
+    for m in v.messages:
+        click.echo(m)
+    ok = v.ok and (not require_trusted or v.state is SignatureState.VALID_TRUSTED)
+    click.echo(f"{'VERIFIED' if ok else 'NOT VERIFIED'}: {v.state.value}" + ("" if v.model_check is None else f", model {'matches' if v.model_check else 'does not match'}"))
+    ctx.exit(0 if ok else 1)
