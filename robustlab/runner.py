@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .checks import CHECKS, RunContext
 from .data import Dataset, adapt_images, load_dataset
 from .errors import DataError, ModelOutputError, RobustlabError
@@ -132,8 +132,11 @@ def evaluate(cfg: RunConfig) -> Scorecard:
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     device = resolve_device(cfg.load.device)
+    dist_info = distributed.init(device.type)
+    if dist_info.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
     cfg.load.device = str(device)
-    progress = make_progress(cfg.quiet)
+    progress = make_progress(cfg.quiet or not dist_info.is_main)
 
     t = time.perf_counter()
     model = load_model(cfg.model_spec, cfg.load)
@@ -160,7 +163,8 @@ def evaluate(cfg: RunConfig) -> Scorecard:
         "seed": cfg.seed,
         "robustlab": __version__,
     }
-    store = ResultStore(out / "results.sqlite", fingerprint)
+    store_name = "results.sqlite" if not dist_info.enabled else f"results.rank{dist_info.rank}.sqlite"
+    store = ResultStore(out / store_name, fingerprint)
     kept = store.begin(resume=cfg.resume)
     if cfg.resume:
         log.info("resuming: %d stored batch results reused", kept)
@@ -182,13 +186,13 @@ def evaluate(cfg: RunConfig) -> Scorecard:
         suite={"name": cfg.suite.name, "source": cfg.suite.source, "sha256": cfg.suite.sha256, "checks": [e.id for e in cfg.suite.entries]},
         environment=environment(device),
         run={"seed": cfg.seed, "batch_size": cfg.batch_size, "device": str(device), "command": cfg.command, "started": started,
-             "resumed": cfg.resume, "trust_code": cfg.load.trust_code, **cfg.options},
+             "resumed": cfg.resume, "trust_code": cfg.load.trust_code, "world_size": dist_info.world_size, **cfg.options},
     )
     card.model.pop("loaded_in_seconds")
     card.timings = {"load_model": round(t_model, 3), "load_data": round(t_data, 3)}
     card_path = out / "scorecard.json"
     ctx = RunContext(model=model, data=data, seed=cfg.seed, batch_size=cfg.batch_size, device=device, out_dir=out, store=store,
-                     load_data=load_data, progress=progress, data_spec=data_spec, options=cfg.options)
+                     load_data=load_data, progress=progress, data_spec=data_spec, options=cfg.options, dist=dist_info)
     try:
         for entry in cfg.suite.entries:
             cls = CHECKS.get(entry.check)
@@ -214,13 +218,16 @@ def evaluate(cfg: RunConfig) -> Scorecard:
             ctx.results[entry.id] = result
             card.timings[f"check/{entry.id}"] = result.seconds
             card.timings["total"] = round(time.perf_counter() - t0, 3)
-            card.write(card_path)
+            if dist_info.is_main:
+                card.write(card_path)
     finally:
         card.run["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         card.timings["total"] = round(time.perf_counter() - t0, 3)
         card.run["complete"] = len(card.checks) == len(cfg.suite.entries)
-        card.write(card_path)
+        if dist_info.is_main:
+            card.write(card_path)
         store.close()
+    distributed.barrier(dist_info)
     return card
 
 

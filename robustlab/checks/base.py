@@ -21,6 +21,8 @@ from ..scorecard import CheckResult
 if TYPE_CHECKING:
     import torch
 
+    from ..distributed import DistInfo
+
     from ..data.base import Dataset
     from ..models.wrapper import RobustModel
     from ..store import ResultStore
@@ -73,9 +75,47 @@ class RunContext:
     data_spec: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     results: dict[str, CheckResult] = field(default_factory=dict)  # results of earlier checks, by id
+    dist: "DistInfo" = field(default_factory=lambda: _single())
 
     def track(self, it: Iterable[T], *, total: int | None = None, desc: str = "") -> Iterator[T]:
         return iter(self.progress(it, total=total, desc=desc))
+
+    def map_batches(self, scope: str, n: int, fn: Callable[[int, int], Any], *, batch_size: int | None = None, desc: str = "") -> list[Any]:
+        """Run ``fn(start, stop)`` on every batch ``[start, stop)`` of ``range(n)``; return the
+        results in order.
+
+        This is how checks should do their per-sample work: each result (JSON-serialisable) is
+        stored under ``scope`` as soon as it is computed, so ``--resume`` skips finished batches;
+        under torchrun the batches are dealt round-robin to the ranks and the results exchanged,
+        so every rank returns the complete list. ``fn`` must depend only on the samples of its
+        batch (seed per sample), never on which batches exist.
+        """
+        from ..distributed import all_gather_object
+
+        bs = int(batch_size or self.batch_size)
+        starts = list(range(0, n, bs))
+        mine = [s for i, s in enumerate(starts) if i % self.dist.world_size == self.dist.rank]
+        done: dict[int, Any] = {}
+        for s in self.track(mine, total=len(mine), desc=desc or scope.split("#")[0]):
+            key = f"{s}:{min(s + bs, n)}"
+            value = self.store.get(scope, key)
+            if value is None:
+                value = fn(s, min(s + bs, n))
+                self.store.put(scope, key, value)
+            done[s] = value
+        if self.dist.enabled:
+            for part in all_gather_object(done, self.dist):
+                for s, value in part.items():
+                    if s not in done:
+                        done[s] = value
+                        self.store.put(scope, f"{s}:{min(s + bs, n)}", value)
+        return [done[s] for s in starts]
+
+
+def _single() -> "DistInfo":
+    from ..distributed import DistInfo
+
+    return DistInfo()
 
 
 class Check(ABC):

@@ -43,23 +43,18 @@ class CleanCheck(Check):
         res = self.new_result()
         model, data = ctx.model, ctx.data
         scope = ctx.store.scope(self.id, {"check": self.name, **res.params})
-        preds: list[np.ndarray] = []
-        confs: list[np.ndarray] = []
-        batches = list(range(0, len(data), ctx.batch_size))
-        for start in ctx.track(batches, total=len(batches), desc="clean"):
-            key = f"batch={start}"
-            cached = ctx.store.get(scope, key)
-            if cached is None:
-                x = data.images(slice(start, start + ctx.batch_size)).to(ctx.device)
-                with torch.no_grad():
-                    logits = model(x)
-                model.check_output(logits, x.shape[0])
-                prob = torch.softmax(logits.float(), dim=1)
-                conf, pred = prob.max(dim=1)
-                cached = {"pred": pred.cpu().tolist(), "conf": conf.cpu().tolist()}
-                ctx.store.put(scope, key, cached)
-            preds.append(np.asarray(cached["pred"], dtype=np.int64))
-            confs.append(np.asarray(cached["conf"], dtype=np.float64))
+
+        def batch(start: int, stop: int) -> dict[str, list[float]]:
+            x = data.images(slice(start, stop)).to(ctx.device)
+            with torch.no_grad():
+                logits = model(x)
+            model.check_output(logits, x.shape[0])
+            conf, pred = torch.softmax(logits.float(), dim=1).max(dim=1)
+            return {"pred": pred.cpu().tolist(), "conf": conf.cpu().tolist()}
+
+        parts = ctx.map_batches(scope, len(data), batch, desc="clean")
+        preds = [np.asarray(b["pred"], dtype=np.int64) for b in parts]
+        confs = [np.asarray(b["conf"], dtype=np.float64) for b in parts]
         pred = np.concatenate(preds)
         conf = np.concatenate(confs)
         y = data.y.numpy()

@@ -54,6 +54,10 @@ def evaluate(**kw: Any) -> None:
         resume=bool(kw.get("resume")), quiet=bool(kw.get("quiet")), command=command_line(),
     )
     card = run_evaluate(cfg)
+    from ..distributed import from_env
+
+    if not from_env().is_main:  # under torchrun only rank 0 reports
+        sys.exit(0)
     code = finish(card, out, kw)
     sys.exit(code)
 
