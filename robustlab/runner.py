@@ -27,6 +27,7 @@ from . import __version__, distributed
 from .checks import CHECKS, RunContext
 from .data import Dataset, adapt_images, load_dataset
 from .errors import DataError, ModelOutputError, RobustlabError
+from .fastpaths import apply_fast_paths
 from .models import LoadOptions, RobustModel, load_model
 from .scorecard import CheckResult, Scorecard, Status
 from .store import ResultStore
@@ -53,6 +54,9 @@ class RunConfig:
     quiet: bool = False
     command: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -140,6 +144,7 @@ def evaluate(cfg: RunConfig) -> Scorecard:
 
     t = time.perf_counter()
     model = load_model(cfg.model_spec, cfg.load)
+    fast_model = apply_fast_paths(model, precision=cfg.precision, channels_last=cfg.channels_last, compile=cfg.compile)
     t_model = time.perf_counter() - t
 
     data_spec = cfg.data_spec or model.info.dataset
@@ -186,13 +191,14 @@ def evaluate(cfg: RunConfig) -> Scorecard:
         suite={"name": cfg.suite.name, "source": cfg.suite.source, "sha256": cfg.suite.sha256, "checks": [e.id for e in cfg.suite.entries]},
         environment=environment(device),
         run={"seed": cfg.seed, "batch_size": cfg.batch_size, "device": str(device), "command": cfg.command, "started": started,
-             "resumed": cfg.resume, "trust_code": cfg.load.trust_code, "world_size": dist_info.world_size, **cfg.options},
+             "resumed": cfg.resume, "trust_code": cfg.load.trust_code, "world_size": dist_info.world_size,
+             "precision": cfg.precision, "channels_last": cfg.channels_last, "compile": cfg.compile, **cfg.options},
     )
     card.model.pop("loaded_in_seconds")
     card.timings = {"load_model": round(t_model, 3), "load_data": round(t_data, 3)}
     card_path = out / "scorecard.json"
     ctx = RunContext(model=model, data=data, seed=cfg.seed, batch_size=cfg.batch_size, device=device, out_dir=out, store=store,
-                     load_data=load_data, progress=progress, data_spec=data_spec, options=cfg.options, dist=dist_info)
+                     load_data=load_data, progress=progress, data_spec=data_spec, options=cfg.options, dist=dist_info, fast_model=fast_model)
     try:
         for entry in cfg.suite.entries:
             cls = CHECKS.get(entry.check)
@@ -224,6 +230,7 @@ def evaluate(cfg: RunConfig) -> Scorecard:
         card.run["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         card.timings["total"] = round(time.perf_counter() - t0, 3)
         card.run["complete"] = len(card.checks) == len(cfg.suite.entries)
+        card.run["effective_batch_size"] = ctx.effective_batch_size or cfg.batch_size
         if dist_info.is_main:
             card.write(card_path)
         store.close()

@@ -76,6 +76,8 @@ class RunContext:
     options: dict[str, Any] = field(default_factory=dict)
     results: dict[str, CheckResult] = field(default_factory=dict)  # results of earlier checks, by id
     dist: "DistInfo" = field(default_factory=lambda: _single())
+    fast_model: "torch.nn.Module | None" = None  # bf16 autocast view for attack iterations
+    effective_batch_size: int | None = None  # set when out-of-memory forced smaller batches
 
     def track(self, it: Iterable[T], *, total: int | None = None, desc: str = "") -> Iterator[T]:
         return iter(self.progress(it, total=total, desc=desc))
@@ -100,7 +102,7 @@ class RunContext:
             key = f"{s}:{min(s + bs, n)}"
             value = self.store.get(scope, key)
             if value is None:
-                value = fn(s, min(s + bs, n))
+                value = self._call_with_backoff(fn, s, min(s + bs, n))
                 self.store.put(scope, key, value)
             done[s] = value
         if self.dist.enabled:
@@ -110,6 +112,38 @@ class RunContext:
                         done[s] = value
                         self.store.put(scope, f"{s}:{min(s + bs, n)}", value)
         return [done[s] for s in starts]
+
+    def _call_with_backoff(self, fn: Callable[[int, int], Any], start: int, stop: int) -> Any:
+        """Call ``fn``; on a CUDA out-of-memory error split the batch in halves and merge the
+        results (dicts of per-sample lists are concatenated). Per-sample seeding keeps the result
+        unchanged; the smallest batch size used is recorded as ``effective_batch_size``."""
+        import torch
+
+        try:
+            return fn(start, stop)
+        except torch.cuda.OutOfMemoryError:
+            if stop - start <= 1:
+                raise
+            torch.cuda.empty_cache()
+            mid = (start + stop) // 2
+            self.effective_batch_size = min(self.effective_batch_size or stop - start, mid - start)
+            log.warning("out of memory on a batch of %d; retrying in halves", stop - start)
+            return _merge_halves(self._call_with_backoff(fn, start, mid), self._call_with_backoff(fn, mid, stop))
+
+    @property
+    def attack_model(self) -> "torch.nn.Module":
+        """The model attack iterations run on: ``model`` itself, or its bf16-autocast view when the
+        run asked for ``--precision bf16`` (then every final adversarial example must be re-verified
+        on ``model`` in fp32, and the number that flipped reported)."""
+        return self.fast_model if self.fast_model is not None else self.model
+
+
+def _merge_halves(a: Any, b: Any) -> Any:
+    if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+        return {k: _merge_halves(a[k], b[k]) for k in a}
+    if isinstance(a, list) and isinstance(b, list):
+        return a + b
+    raise TypeError("batch results must be (dicts of) per-sample lists to be split on out-of-memory")
 
 
 def _single() -> "DistInfo":

@@ -73,6 +73,9 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--resume", is_flag=True, help="Reuse the batch results stored in OUT by an interrupted run."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary table."),
         click.option("--json", "as_json", is_flag=True, help="Print the scorecard JSON on stdout."),
+        click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default="fp32", show_default=True, help="GPU fast path: tf32 matmuls, or bf16 autocast for attack iterations (results re-verified in fp32)."),
+        click.option("--channels-last", is_flag=True, help="GPU fast path: NHWC memory format."),
+        click.option("--compile", "compile_model", is_flag=True, help="GPU fast path: torch.compile the network."),
     ]
     for o in reversed(opts):
         f = o(f)

@@ -52,6 +52,7 @@ def evaluate(**kw: Any) -> None:
         model_spec=kw["model_spec"], load=load_options_from(kw), suite=suite, data_spec=kw.get("data_spec"), data_root=kw.get("data_root"),
         download=bool(kw.get("download")), out_dir=out, seed=kw["seed"], batch_size=kw["batch_size"], limit=kw.get("limit"),
         resume=bool(kw.get("resume")), quiet=bool(kw.get("quiet")), command=command_line(),
+        precision=kw.get("precision") or "fp32", channels_last=bool(kw.get("channels_last")), compile=bool(kw.get("compile_model")),
     )
     card = run_evaluate(cfg)
     from ..distributed import from_env
