@@ -241,4 +241,4 @@ def evaluate(cfg: RunConfig) -> Scorecard:
 def _params(p: Any) -> dict[str, Any]:
     import dataclasses
 
-    return dataclasses.asdict(p) if dataclasses.is_dataclass(p) else dict(p or {})
+    return dataclasses.asdict(p) if dataclasses.is_dataclass(p) and not isinstance(p, type) else dict(p or {})

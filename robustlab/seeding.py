@@ -7,9 +7,12 @@ results do not depend on the batch size, the order of batches, or the number of 
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 def derive_seed(*parts: object) -> int:
@@ -27,7 +30,7 @@ def numpy_rng(*parts: object) -> np.random.Generator:
     return np.random.default_rng(derive_seed(*parts))
 
 
-def torch_generator(*parts: object, device: "str | object" = "cpu") -> "object":
+def torch_generator(*parts: object, device: "str | torch.device" = "cpu") -> "torch.Generator":
     import torch
 
     g = torch.Generator(device=str(device))
@@ -36,8 +39,8 @@ def torch_generator(*parts: object, device: "str | object" = "cpu") -> "object":
 
 
 def per_sample_noise(
-    seeds: Sequence[int], shape: Sequence[int], *, kind: str = "normal", device: "object" = "cpu", dtype: "object" = None
-) -> "object":
+    seeds: Sequence[int], shape: Sequence[int], *, kind: str = "normal", device: "torch.device | str" = "cpu", dtype: "torch.dtype | None" = None
+) -> "torch.Tensor":
     """Stack of per-sample noise tensors, each drawn from its own seeded generator.
 
     Args:
@@ -49,15 +52,16 @@ def per_sample_noise(
     """
     import torch
 
-    dtype = dtype or torch.float32
-    out = torch.empty((len(seeds), *shape), dtype=dtype)  # type: ignore[arg-type]
+    dt = dtype or torch.float32
+    size = [int(v) for v in shape]
+    out = torch.empty([len(seeds), *size], dtype=dt)
     g = torch.Generator()
     for i, s in enumerate(seeds):
         g.manual_seed(int(s))
         if kind == "normal":
-            out[i] = torch.randn(tuple(shape), generator=g, dtype=dtype)  # type: ignore[arg-type]
+            out[i] = torch.randn(size, generator=g, dtype=dt)
         elif kind == "uniform":
-            out[i] = torch.rand(tuple(shape), generator=g, dtype=dtype)  # type: ignore[arg-type]
+            out[i] = torch.rand(size, generator=g, dtype=dt)
         else:
             raise ValueError(f"unknown noise kind {kind!r}")
-    return out.to(device)  # type: ignore[arg-type]
+    return out.to(device)

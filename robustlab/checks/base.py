@@ -146,6 +146,9 @@ def _merge_halves(a: Any, b: Any) -> Any:
     raise TypeError("batch results must be (dicts of) per-sample lists to be split on out-of-memory")
 
 
+_ParamsBase = Params
+
+
 def _single() -> "DistInfo":
     from ..distributed import DistInfo
 
@@ -164,12 +167,12 @@ class Check(ABC):
     description: ClassVar[str] = ""
     Params: ClassVar[type[Params]] = Params
 
-    def __init__(self, *, id: str, params: Params) -> None:
+    def __init__(self, *, id: str, params: "_ParamsBase") -> None:
         self.id = id
         self.params = params
 
     @classmethod
-    def parse_params(cls, raw: dict[str, Any] | None, *, where: str = "") -> Params:
+    def parse_params(cls, raw: dict[str, Any] | None, *, where: str = "") -> "_ParamsBase":
         """Validate raw YAML parameters against ``cls.Params``: unknown keys and wrong types fail."""
         raw = dict(raw or {})
         fields = {f.name: f for f in dataclasses.fields(cls.Params)}

@@ -105,8 +105,8 @@ def _samples(arg: str, *, split: str, root: object = None, download: bool = Fals
     files = sorted((int(m.group(1)), int(m.group(2)), f.name) for f in folder.iterdir() if (m := pat.match(f.name)))
     imgs, labels, ids = [], [], []
     for i, label, fname in files:
-        with Image.open(str(folder.joinpath(fname))) as im:
-            im = im.convert("L" if arg in ("mnist", "fashion-mnist") else "RGB")
+        with Image.open(str(folder.joinpath(fname))) as src:
+            im = src.convert("L" if arg in ("mnist", "fashion-mnist") else "RGB")
             if arg == "imagenet" and im.size != (224, 224):  # a few foolbox ImageNet samples are not 224x224
                 from torchvision.transforms import functional as TF
 
@@ -207,8 +207,8 @@ def _folder(arg: str, *, split: str, root: object = None, download: bool = False
 
         out = []
         for i in idx:
-            with Image.open(files[i][0]) as im:
-                im = im.convert("L" if grey else "RGB")
+            with Image.open(files[i][0]) as src:
+                im = src.convert("L" if grey else "RGB")
                 if big:
                     im = TF.center_crop(TF.resize(im, int(round(crop / 0.875))), [crop, crop])
                 out.append(TF.to_tensor(im))

@@ -136,8 +136,9 @@ def _wrap(spec: str, loaded: _Loaded, opts: LoadOptions) -> RobustModel:
 def _infer_num_classes(net: nn.Module) -> int:
     """Output size of the last linear layer (also inside TorchScript and torch.export modules)."""
     linears = [m for m in net.modules() if isinstance(m, nn.Linear) or getattr(m, "original_name", None) == "Linear"]
-    if linears and hasattr(linears[-1], "weight"):
-        return int(linears[-1].weight.shape[0])
+    weight = getattr(linears[-1], "weight", None) if linears else None
+    if isinstance(weight, torch.Tensor):
+        return int(weight.shape[0])
     weights = [p for n, p in net.named_parameters() if n.endswith("weight") and p.ndim == 2]
     if weights:
         return int(weights[-1].shape[0])

@@ -67,6 +67,9 @@ class RobustModel(nn.Module):
     ``features(x)`` -> (N, D) penultimate features.
     """
 
+    _mean: torch.Tensor
+    _std: torch.Tensor
+
     def __init__(self, net: nn.Module, info: ModelInfo) -> None:
         super().__init__()
         try:
@@ -108,11 +111,11 @@ class RobustModel(nn.Module):
         return [str(i) for i in range(self.num_classes)]
 
     @property
-    def device(self) -> torch.device:  # noqa: D401
-        for t in self.net.parameters():
-            return t.device
-        for t in self.net.buffers():
-            return t.device
+    def device(self) -> torch.device:
+        for p in self.net.parameters():
+            return p.device
+        for b in self.net.buffers():
+            return b.device
         return self._mean.device
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
