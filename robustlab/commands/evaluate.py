@@ -82,7 +82,7 @@ def finish(card: Any, out: Path, kw: dict[str, Any], *, model_path: Path | None 
         code = after_run(
             card, out, policy=Path(kw["policy"]) if kw.get("policy") else None, baseline=kw.get("baseline"),
             junit=Path(kw["junit"]) if kw.get("junit") else None, mlflow=not kw.get("no_mlflow"), mlflow_uri=kw.get("mlflow_uri"),
-            command=card.run.get("command", ""), model_path=mp, artifacts=[],
+            command=card.run.get("command", ""), model_path=mp, artifacts=[], report=not kw.get("no_report"),
         )
     if kw.get("as_json"):
         click.echo(card.to_json(indent=1))

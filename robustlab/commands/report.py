@@ -7,13 +7,17 @@ failed, 2 usage or input error, 3 inconclusive gate.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from ..scorecard import Scorecard
 
 _SCORECARD = click.Path(dir_okay=False, path_type=Path)
 
 
-def _load(ref: str, mlflow_uri: str | None) -> "object":
+def _load(ref: str, mlflow_uri: str | None) -> "Scorecard":
     from ..tracking import load_baseline
 
     return load_baseline(ref, uri=mlflow_uri)
@@ -39,7 +43,7 @@ def report(scorecard: Path, output: Path | None, policy: Path | None, baseline: 
         from ..gates import evaluate_policy, load_policy
 
         base = _load(baseline, mlflow_uri) if baseline else None
-        gate = evaluate_policy(card, load_policy(policy), baseline=base, baseline_source=baseline or "")  # type: ignore[arg-type]
+        gate = evaluate_policy(card, load_policy(policy), baseline=base, baseline_source=baseline or "")
     verification = None
     if card.signature or signature_path or public_key or scorecard.with_name(scorecard.name + ".sig").is_file():
         verification = verify_scorecard(scorecard, public_key=public_key, signature_path=signature_path)
@@ -71,7 +75,7 @@ def gate(ctx: click.Context, scorecard: Path, policy: Path, baseline: str | None
     pol = load_policy(policy)
     card = Scorecard.read(scorecard)
     base = _load(baseline, mlflow_uri) if baseline else None
-    result = evaluate_policy(card, pol, baseline=base, baseline_source=baseline or "")  # type: ignore[arg-type]
+    result = evaluate_policy(card, pol, baseline=base, baseline_source=baseline or "")
     md = markdown_summary(result, card)
     if junit is not None:
         write_junit(result, junit, card)
@@ -92,7 +96,7 @@ def compare(a: str, b: str, min_delta: float, markdown: bool, mlflow_uri: str | 
     """Show what moved from scorecard A to scorecard B (files or MLflow run ids)."""
     from ..gates.compare import compare_scorecards, format_comparison
 
-    cmp = compare_scorecards(_load(a, mlflow_uri), _load(b, mlflow_uri))  # type: ignore[arg-type]
+    cmp = compare_scorecards(_load(a, mlflow_uri), _load(b, mlflow_uri))
     click.echo(format_comparison(cmp, min_abs=min_delta, markdown=markdown), nl=False)
 
 

@@ -1,0 +1,12 @@
+"""Release gates: policies of rules on scorecard metrics, exact McNemar regressions, JUnit, markdown.
+
+No torch import: gates read only a :class:`~robustlab.scorecard.Scorecard`.
+"""
+
+from .evaluate import EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, EXIT_USAGE, GateReport, Outcome, RuleResult, evaluate_policy
+from .policy import Action, Bound, McNemarSpec, Missing, Op, Policy, Rule, load_policy, parse_policy
+
+__all__ = [
+    "EXIT_FAIL", "EXIT_INCONCLUSIVE", "EXIT_PASS", "EXIT_USAGE", "Action", "Bound", "GateReport", "McNemarSpec",
+    "Missing", "Op", "Outcome", "Policy", "Rule", "RuleResult", "evaluate_policy", "load_policy", "parse_policy",
+]

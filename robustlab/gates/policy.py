@@ -1,0 +1,255 @@
+"""Release-gate policies: a YAML file of rules on scorecard metric keys.
+
+A policy (see ``reports/example-policy.yaml``)::
+
+    version: 1
+    audit:
+      invalid: fail          # fail | inconclusive | allow   (default fail)
+      suspect: allow         # fail | inconclusive | allow   (default allow: reported, not gating)
+    checks:
+      error: inconclusive    # a check that errored: fail | inconclusive | allow
+    min_samples: 200         # default minimum sample count of every rule (optional)
+    rules:
+      - metric: clean/accuracy
+        op: ">="
+        threshold: 0.90
+        on: lower            # value | lower | upper  (end of the confidence interval)
+      - metric: adversarial/pgd_linf/eps=0.0314/robust_accuracy
+        op: ">="
+        threshold: 0.40
+      - metric: adversarial/pgd_linf/eps=0.0314/robust_accuracy
+        max_drop: 0.02       # non-regression against --baseline
+        mcnemar: {per_sample: robust, check: pgd, alpha: 0.05}
+
+Keys are the scorecard's slash keys (the same as in MLflow before sanitising). Policies are parsed
+once, at the boundary, into frozen dataclasses and enums; anything malformed raises
+:class:`~robustlab.errors.PolicyError` (exit code 2).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from ..errors import PolicyError
+
+
+class Op(str, Enum):
+    """Comparison of a rule: the observed value must satisfy ``observed OP threshold``."""
+
+    GE = ">="
+    LE = "<="
+
+    def holds(self, observed: float, threshold: float) -> bool:
+        return observed >= threshold if self is Op.GE else observed <= threshold
+
+
+class Bound(str, Enum):
+    """Which number of a metric a threshold rule compares: the point value or a CI end."""
+
+    VALUE = "value"
+    LOWER = "lower"
+    UPPER = "upper"
+
+
+class Action(str, Enum):
+    """What an audit verdict or a failed check does to the gate."""
+
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+    ALLOW = "allow"
+
+
+class Missing(str, Enum):
+    """What a rule does when its metric is absent from the scorecard."""
+
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class McNemarSpec:
+    """Paired test on per-sample flags (``True`` = good, e.g. robust or correct)."""
+
+    per_sample: str
+    check: str | None = None
+    alpha: float = 0.05
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One gate rule: a threshold rule, a regression rule, or both on one metric.
+
+    Attributes:
+        name: test-case name (JUnit); defaults to a readable form of the rule.
+        metric: scorecard metric key.
+        op, threshold, on: threshold part (``observed OP threshold``), ``on`` picks value or CI end.
+        min_samples: the sample count behind the metric must reach this, otherwise inconclusive.
+        max_drop: regression part: ``baseline - candidate <= max_drop`` when higher is better
+            (``op`` ``>=`` or ``higher_is_better``), ``candidate - baseline <= max_drop`` otherwise.
+        mcnemar: regression part: exact McNemar test of per-sample flags against the baseline.
+        if_missing: what an absent metric does.
+    """
+
+    name: str
+    metric: str
+    op: Op | None = None
+    threshold: float | None = None
+    on: Bound = Bound.VALUE
+    min_samples: int | None = None
+    max_drop: float | None = None
+    higher_is_better: bool = True
+    mcnemar: McNemarSpec | None = None
+    if_missing: Missing = Missing.FAIL
+
+    @property
+    def needs_baseline(self) -> bool:
+        return self.max_drop is not None or self.mcnemar is not None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A parsed gate policy."""
+
+    rules: tuple[Rule, ...]
+    audit_invalid: Action = Action.FAIL
+    audit_suspect: Action = Action.ALLOW
+    check_error: Action = Action.INCONCLUSIVE
+    source: str = ""
+
+
+_RULE_KEYS = {"name", "metric", "op", "threshold", "on", "min_samples", "max_drop", "higher_is_better", "mcnemar", "if_missing"}
+_TOP_KEYS = {"version", "audit", "checks", "min_samples", "rules", "description"}
+
+
+def _enum(cls: type[Enum], value: Any, where: str) -> Any:
+    try:
+        return cls(str(value).strip().lower() if cls is not Op else str(value).strip())
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in cls)  # type: ignore[attr-defined]
+        raise PolicyError(f"{where}: {value!r} is not one of {allowed}; fix the policy file.") from None
+
+
+def _number(value: Any, where: str, *, integer: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        raise PolicyError(f"{where}: expected a finite number, got {value!r}; fix the policy file.")
+    if integer and (float(value) != int(value) or value < 0):
+        raise PolicyError(f"{where}: expected a non-negative integer, got {value!r}; fix the policy file.")
+    return float(value)
+
+
+def _rule(raw: Any, i: int, default_min: int | None) -> Rule:
+    where = f"rules[{i}]"
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{where}: each rule must be a mapping with at least 'metric'; got {type(raw).__name__}.")
+    if True in raw:  # YAML 1.1 reads a bare `on:` key as the boolean true
+        raw = {("on" if k is True else k): v for k, v in raw.items()}
+    unknown = sorted(set(map(str, raw)) - _RULE_KEYS)
+    if unknown:
+        raise PolicyError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(_RULE_KEYS))}.")
+    metric = raw.get("metric")
+    if not isinstance(metric, str) or not metric.strip():
+        raise PolicyError(f"{where}: 'metric' must be a scorecard metric key such as 'clean/accuracy'.")
+    metric = metric.strip()
+    op = _enum(Op, raw["op"], f"{where}.op") if "op" in raw else None
+    threshold = _number(raw["threshold"], f"{where}.threshold") if "threshold" in raw else None
+    if (op is None) != (threshold is None):
+        raise PolicyError(f"{where}: give both 'op' ('>=' or '<=') and 'threshold', or neither.")
+    on = _enum(Bound, raw.get("on", "value"), f"{where}.on")
+    if on is not Bound.VALUE and op is None:
+        raise PolicyError(f"{where}: 'on: {on.value}' needs 'op' and 'threshold'.")
+    ms = raw.get("min_samples", default_min)
+    min_samples = int(_number(ms, f"{where}.min_samples", integer=True)) if ms is not None else None
+    max_drop = _number(raw["max_drop"], f"{where}.max_drop") if "max_drop" in raw else None
+    if max_drop is not None and max_drop < 0:
+        raise PolicyError(f"{where}.max_drop must be >= 0 (a tolerated drop), got {max_drop}.")
+    hib_raw = raw.get("higher_is_better", op is not Op.LE)
+    if not isinstance(hib_raw, bool):
+        raise PolicyError(f"{where}.higher_is_better must be true or false.")
+    mc = raw.get("mcnemar")
+    mcnemar: McNemarSpec | None = None
+    if mc is not None:
+        if isinstance(mc, str):
+            mc = {"per_sample": mc}
+        if not isinstance(mc, dict) or not isinstance(mc.get("per_sample"), str):
+            raise PolicyError(f"{where}.mcnemar needs 'per_sample': the name of a per-sample flag list (e.g. 'robust').")
+        extra = sorted(set(mc) - {"per_sample", "check", "alpha"})
+        if extra:
+            raise PolicyError(f"{where}.mcnemar: unknown key(s) {', '.join(map(repr, extra))}; allowed: per_sample, check, alpha.")
+        alpha = _number(mc.get("alpha", 0.05), f"{where}.mcnemar.alpha")
+        if not 0 < alpha < 1:
+            raise PolicyError(f"{where}.mcnemar.alpha must be in (0, 1), got {alpha}.")
+        mcnemar = McNemarSpec(per_sample=mc["per_sample"], check=mc.get("check"), alpha=alpha)
+    if op is None and max_drop is None and mcnemar is None:
+        raise PolicyError(f"{where}: rule on {metric!r} tests nothing; add 'op' + 'threshold', 'max_drop' or 'mcnemar'.")
+    if_missing = _enum(Missing, raw.get("if_missing", "fail"), f"{where}.if_missing")
+    name = raw.get("name") or _default_name(metric, op, threshold, on, max_drop, mcnemar)
+    return Rule(
+        name=str(name), metric=metric, op=op, threshold=threshold, on=on, min_samples=min_samples,
+        max_drop=max_drop, higher_is_better=hib_raw, mcnemar=mcnemar, if_missing=if_missing,
+    )
+
+
+def _default_name(metric: str, op: Op | None, threshold: float | None, on: Bound, max_drop: float | None, mc: McNemarSpec | None) -> str:
+    parts = []
+    if op is not None:
+        lhs = metric if on is Bound.VALUE else f"{on.value}({metric})"
+        parts.append(f"{lhs} {op.value} {threshold:g}")
+    if max_drop is not None:
+        parts.append(f"{metric} drop <= {max_drop:g}")
+    if mc is not None:
+        parts.append(f"McNemar({mc.per_sample}) alpha={mc.alpha:g}")
+    return "; ".join(parts)
+
+
+def parse_policy(raw: Any, *, source: str = "") -> Policy:
+    """Parse a loaded YAML document into a :class:`Policy`."""
+    if not isinstance(raw, dict):
+        raise PolicyError(f"policy {source or ''} must be a YAML mapping with a 'rules' list.")
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    if unknown:
+        raise PolicyError(f"policy: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(_TOP_KEYS))}.")
+    if raw.get("version", 1) != 1:
+        raise PolicyError(f"policy version {raw.get('version')!r} is not supported; use 'version: 1'.")
+    default_min = raw.get("min_samples")
+    if default_min is not None:
+        default_min = int(_number(default_min, "min_samples", integer=True))
+    rules_raw = raw.get("rules") or []
+    if not isinstance(rules_raw, list):
+        raise PolicyError("policy: 'rules' must be a list of rules.")
+    audit = raw.get("audit") or {}
+    checks = raw.get("checks") or {}
+    if not isinstance(audit, dict) or not set(audit) <= {"invalid", "suspect"}:
+        raise PolicyError("policy: 'audit' must be a mapping with keys 'invalid' and/or 'suspect'.")
+    if not isinstance(checks, dict) or not set(checks) <= {"error"}:
+        raise PolicyError("policy: 'checks' must be a mapping with key 'error'.")
+    rules = tuple(_rule(r, i, default_min) for i, r in enumerate(rules_raw))
+    names = [r.name for r in rules]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise PolicyError(f"policy: duplicate rule name(s) {', '.join(map(repr, dup))}; give each rule a unique 'name'.")
+    return Policy(
+        rules=rules,
+        audit_invalid=_enum(Action, audit.get("invalid", "fail"), "audit.invalid"),
+        audit_suspect=_enum(Action, audit.get("suspect", "allow"), "audit.suspect"),
+        check_error=_enum(Action, checks.get("error", "inconclusive"), "checks.error"),
+        source=source,
+    )
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and parse a policy YAML file (``PolicyError`` on any problem)."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise PolicyError(f"policy file {p} does not exist; pass a YAML policy (see reports/example-policy.yaml).")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"policy file {p} is not valid YAML ({exc}); fix its syntax.") from exc
+    return parse_policy(raw, source=str(p))

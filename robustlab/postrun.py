@@ -1,0 +1,111 @@
+"""What happens after a scorecard is written: gates, report, MLflow (called by ``evaluate`` and ``defend``).
+
+Order: (1) apply the gate policy (JUnit XML, markdown summary, ``$GITHUB_STEP_SUMMARY``), so that
+(2) the HTML report shows the gate outcome, then (3) log everything to MLflow with the gate verdict as
+a tag. Only a :class:`~robustlab.scorecard.Scorecard` is read; no torch import.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .errors import RobustlabError
+from .scorecard import Scorecard, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def after_run(
+    card: Scorecard,
+    out_dir: Path,
+    *,
+    policy: Path | None,
+    baseline: str | None,
+    junit: Path | None,
+    mlflow: bool,
+    mlflow_uri: str | None,
+    command: str,
+    model_path: Path | None,
+    artifacts: list[Path],
+    report: bool = True,
+) -> int:
+    """Write ``report.html`` (and gate outputs) into ``out_dir``, log to MLflow; return the exit code.
+
+    Args:
+        card: the scorecard just written to ``out_dir / "scorecard.json"``.
+        out_dir: the run's output folder.
+        policy: gate policy YAML (``None``: no gate; exit code 0).
+        baseline: baseline scorecard path or MLflow run id for regression rules.
+        junit: where to write JUnit XML (default ``out_dir / "junit.xml"`` when a policy is given).
+        mlflow: log to MLflow (``False`` with ``--no-mlflow``).
+        mlflow_uri: tracking URI (else ``$MLFLOW_TRACKING_URI``, else the embedded SQLite store in
+            ``out_dir``).
+        command: the exact command line, shown in the report and tagged in MLflow.
+        model_path: the model file, when there is one: its sha256 is compared with the scorecard's
+            and a mismatch is logged as a warning.
+        artifacts: further files to attach to the MLflow run.
+        report: write ``report.html`` (``False`` for ``--no-report``).
+
+    Returns:
+        0 pass (or no policy), 1 a gate failed, 3 inconclusive. Policy and baseline errors raise
+        :class:`~robustlab.errors.RobustlabError` (exit 2).
+    """
+    from .report import write_report
+
+    out_dir = Path(out_dir)
+    scorecard_path = out_dir / "scorecard.json"
+    gate = None
+    code = 0
+    files: list[Path] = []
+    if policy is not None:
+        from .gates import evaluate_policy, load_policy
+        from .gates.junit import write_junit
+        from .gates.markdown import append_step_summary, markdown_summary
+
+        pol = load_policy(policy)
+        base = None
+        if baseline:
+            from .tracking import load_baseline
+
+            base = load_baseline(baseline, uri=mlflow_uri, out_dir=out_dir)
+        gate = evaluate_policy(card, pol, baseline=base, baseline_source=baseline or "")
+        junit_path = Path(junit) if junit else out_dir / "junit.xml"
+        write_junit(gate, junit_path, card)
+        md = markdown_summary(gate, card)
+        md_path = atomic_write_text(out_dir / "gate-summary.md", md)
+        append_step_summary(md)
+        files += [junit_path, md_path]
+        code = gate.exit_code
+        log.info("gate %s (exit %d); JUnit %s", gate.outcome.value, code, junit_path)
+    elif baseline:
+        log.warning("--baseline %s is ignored without --policy", baseline)
+    if model_path is not None and Path(model_path).is_file() and card.model.get("sha256"):
+        from .signing import sha256_file
+
+        if sha256_file(model_path) != str(card.model["sha256"]).lower():
+            log.warning("model file %s does not match the scorecard's model sha256", model_path)
+    verification = None
+    if card.signature and scorecard_path.is_file():
+        from .signing import verify_scorecard
+
+        verification = verify_scorecard(scorecard_path)
+    if report:
+        files.insert(0, write_report(card, out_dir / "report.html", gate=gate, verification=verification, command=command))
+    if mlflow:
+        from .tracking import log_scorecard
+
+        try:
+            run_id = log_scorecard(
+                card,
+                out_dir=out_dir,
+                uri=mlflow_uri,
+                artifacts=[*files, *artifacts],
+                verdict=gate.outcome.value if gate is not None else "not-gated",
+                command=command,
+                scorecard_path=scorecard_path if scorecard_path.is_file() else None,
+            )
+            log.info("MLflow run %s", run_id)
+        except RobustlabError as exc:  # tracking trouble must not hide the gate result
+            log.error("%s The scorecard and report are in %s.", exc, out_dir)
+    return code

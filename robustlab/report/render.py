@@ -1,0 +1,292 @@
+"""Render a scorecard as one self-contained HTML file (inline CSS and SVG, no JavaScript, no network).
+
+Reads only a :class:`~robustlab.scorecard.Scorecard` (and optionally a gate result and a signature
+verification); it never imports torch. Jinja2 with autoescaping on: every string from the scorecard
+is escaped; only the SVG built (and escaped) by :mod:`robustlab.report.svg` is marked safe.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..scorecard import Scorecard, Status, Verdict, atomic_write_text
+from .svg import render_series
+from .untested import family_of, not_tested
+
+if TYPE_CHECKING:
+    from ..gates.evaluate import GateReport
+    from ..signing import Verification
+
+FAMILIES: tuple[tuple[str, str, str], ...] = (
+    ("clean", "Clean accuracy and calibration", "Top-1 accuracy on unmodified inputs, and how well the model's confidence matches its accuracy (expected calibration error, reliability diagram)."),
+    ("adversarial", "Adversarial robustness", "Robust accuracy: the fraction of all evaluated points that are classified correctly and for which no attack of the check found a misclassified input inside the epsilon ball and the model's bounds (clean errors count as non-robust; pointwise worst case over the attacks)."),
+    ("corruption", "Common corruptions", "Top-1 error under the corruptions of Hendrycks & Dietterich (2019) at severities 1 to 5; mCE is the mean corruption error over the benchmark corruptions, normalised by a baseline when one is named."),
+    ("ood", "Out-of-distribution detection", "Scores are oriented so that higher means more likely OOD. AUROC, AUPR and FPR at 95% TPR separate in-distribution test data from each OOD set."),
+    ("certify", "Certified robustness (randomized smoothing)", "Cohen et al. (2019): certified L2 radius R = sigma * Phi^-1(pA_lower), abstaining when pA_lower < 0.5; certified accuracy at radius r is the fraction of all points certified, correct and with R >= r."),
+)
+_HEADLINE_SUFFIXES = ("accuracy", "robust_accuracy", "mce", "mce_partial", "mean_error", "auroc", "fpr95", "fpr@95tpr", "certified_accuracy", "ece")
+
+GATE_DEFINITIONS = {
+    "gate: confidence interval rules": "A rule 'on: lower' compares the lower end of the metric's recorded confidence interval (Wilson score interval at 95% unless the metric states otherwise) with the threshold, so a pass holds with that confidence rather than only for the point estimate.",
+    "gate: McNemar regression test": "Exact (binomial) McNemar test on per-sample flags paired by sample id: with b samples good in the baseline and bad in the candidate and c the reverse, p = P(X >= b), X ~ Binomial(b + c, 1/2); a regression fails the gate when b > c and p < alpha.",
+    "exit codes": "0 all gates pass, 1 a gate failed, 2 usage or input error, 3 inconclusive (too few samples, missing interval or baseline, suspect audit when the policy says so).",
+}
+
+
+@dataclass
+class MetricRow:
+    key: str
+    value: str
+    interval: str
+    n: str
+    definition: str = ""
+
+
+@dataclass
+class Plot:
+    name: str
+    svg: Any
+
+
+@dataclass
+class Pivot:
+    """Metrics that share a set of final key segments, as a table: one row per key prefix."""
+
+    columns: list[str]
+    rows: list[tuple[str, list[MetricRow | None]]]
+
+
+def _pivot(rows: list[MetricRow]) -> tuple[list[Pivot], list[MetricRow]]:
+    """Group ``prefix/suffix`` keys whose prefixes share the same suffix set (>= 2 prefixes, >= 2
+    suffixes) into tables, e.g. ``ood/<detector>/<set>/{auroc, aupr_in, ...}``; return the rest flat."""
+    by_prefix: dict[str, dict[str, MetricRow]] = {}
+    for m in rows:
+        if "/" in m.key:
+            pre, suf = m.key.rsplit("/", 1)
+            by_prefix.setdefault(pre, {})[suf] = m
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for pre, cells in by_prefix.items():
+        if len(cells) >= 2:
+            groups.setdefault(tuple(cells), []).append(pre)
+    pivots: list[Pivot] = []
+    used: set[str] = set()
+    for cols, prefixes in groups.items():
+        if len(prefixes) < 2:
+            continue
+        pivots.append(Pivot(list(cols), [(pre, [by_prefix[pre].get(c) for c in cols]) for pre in prefixes]))
+        used.update(f"{pre}/{c}" for pre in prefixes for c in cols)
+    return pivots, [m for m in rows if m.key not in used]
+
+
+@dataclass
+class CheckView:
+    id: str
+    check: str
+    status: str
+    reason: str
+    seconds: float
+    params: list[tuple[str, str]]
+    metrics: list[MetricRow]
+    pivots: list["Pivot"]
+    detail_metrics: list[MetricRow]
+    plots: list[Plot]
+    audit: list[dict[str, Any]]
+    notes: list[str]
+
+
+@dataclass
+class FamilyView:
+    key: str
+    title: str
+    intro: str
+    checks: list[CheckView] = field(default_factory=list)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "n/a"
+        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.6g}"
+    return str(v)
+
+
+def _flatten(d: Any, prefix: str = "", *, max_list: int = 12) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    if isinstance(d, dict):
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict) and v:
+                rows += _flatten(v, key + ".", max_list=max_list)
+            elif isinstance(v, list) and len(v) > max_list:
+                rows.append((key, f"{len(v)} entries: {', '.join(map(str, v[:6]))}, …"))
+            elif isinstance(v, list):
+                rows.append((key, ", ".join(map(_fmt, v)) if v else "—"))
+            else:
+                rows.append((key, _fmt(v)))
+    return rows
+
+
+_DETAIL_SEGMENT = re.compile(r"^(class=.*|s\d+|perturbation|after=.*|tuned|tuning|fit)$")
+
+
+def _is_detail(key: str) -> bool:
+    """Per-class, per-severity and diagnostic keys go to the collapsible full table."""
+    parts = key.split("/")
+    return len(parts) > 5 or any(_DETAIL_SEGMENT.match(p) for p in parts[1:])
+
+
+def _metric_rows(c: Any) -> list[MetricRow]:
+    rows = []
+    for k, v in c.metrics.items():
+        iv = c.intervals.get(k)
+        ci = f"[{iv.low:.4f}, {iv.high:.4f}] {iv.level:.0%} {iv.method}" if iv is not None and math.isfinite(iv.low) and math.isfinite(iv.high) else ""
+        n = c.counts.get(k)
+        rows.append(MetricRow(k, _fmt(v), ci, str(n) if n is not None else "", c.definitions.get(k, "")))
+    return rows
+
+
+def _check_view(c: Any) -> CheckView:
+    from markupsafe import Markup
+
+    plots = []
+    for name, s in c.series.items():
+        try:
+            svg = render_series(s, title=f"{c.id}: {name}", name=name)
+        except (ValueError, TypeError, ZeroDivisionError, IndexError) as exc:  # malformed series: show why, keep the report
+            from html import escape
+
+            svg = f'<p class="warn">plot {escape(name)} could not be drawn ({escape(str(exc))})</p>'
+        plots.append(Plot(name, Markup(svg)))
+    audit = [
+        {"name": a.name, "verdict": a.verdict.value, "message": a.message, "evidence": _flatten(a.evidence, max_list=8)}
+        for a in c.audit
+    ]
+    rows = _metric_rows(c)
+    pivots, flat = _pivot([m for m in rows if not _is_detail(m.key)])
+    return CheckView(
+        id=c.id, check=c.check, status=c.status.value, reason=c.reason, seconds=float(c.seconds or 0.0),
+        params=_flatten(c.params), metrics=flat, pivots=pivots, detail_metrics=[m for m in rows if _is_detail(m.key)],
+        plots=plots, audit=audit, notes=list(c.notes),
+    )
+
+
+def _headline(card: Scorecard, *, limit: int = 8) -> list[tuple[str, str, str]]:
+    """Key figures: per check and metric name (``x@...`` counts as ``x``), the shortest key (e.g. the
+    primary ``adversarial/<id>/robust_accuracy`` rather than one epsilon), first one on ties."""
+    out: list[tuple[str, str, str]] = []
+    for c in card.checks:
+        picked: dict[str, str] = {}
+        for k in c.metrics:
+            last = k.rsplit("/", 1)[-1].split("@", 1)[0]
+            if last == "accuracy" and k.count("/") > 1:  # per-class / per-corruption accuracies are not headline figures
+                continue
+            if last in _HEADLINE_SUFFIXES and (last not in picked or len(k) < len(picked[last])):
+                picked[last] = k
+        for k in picked.values():
+            iv = c.intervals.get(k)
+            ci = f"[{iv.low:.3f}, {iv.high:.3f}]" if iv is not None and math.isfinite(iv.low) and math.isfinite(iv.high) else ""
+            out.append((k, _fmt(c.metrics[k]), ci))
+    return out[:limit]
+
+
+def build_context(card: Scorecard, *, gate: "GateReport | None" = None, verification: "Verification | None" = None, command: str | None = None) -> dict[str, Any]:
+    """Everything the template shows, as plain data."""
+    fam_views = {k: FamilyView(k, t, i) for k, t, i in FAMILIES}
+    other = FamilyView("other", "Other checks", "Checks outside the standard families.")
+    for c in card.checks:
+        fam_views.get(family_of(c), other).checks.append(_check_view(c))
+    families = [f for f in fam_views.values()] + ([other] if other.checks else [])
+    audit_counts = {v.value: sum(a.verdict is v for c in card.checks for a in c.audit) for v in Verdict}
+    status_counts = {s.value: sum(c.status is s for c in card.checks) for s in Status}
+    definitions: dict[str, str] = {}
+    for c in card.checks:
+        for k, v in c.definitions.items():
+            definitions.setdefault(k, v)
+    definitions.update(GATE_DEFINITIONS)
+    data = {k: v for k, v in card.data.items() if k != "ids"}
+    if isinstance(card.data.get("ids"), list):
+        data["sample ids"] = f"{len(card.data['ids'])} recorded (first: {', '.join(map(str, card.data['ids'][:5]))})"
+    run = dict(card.run)
+    cmd = command or run.get("command") or ""
+    if gate is not None:
+        overall = gate.outcome.value
+    elif audit_counts["invalid"]:
+        overall = "invalid"
+    else:
+        overall = "not-gated"
+    return {
+        "card": card,
+        "title": f"Robustness report: {card.model.get('spec', 'model')}",
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "overall": overall,
+        "gate": gate,
+        "gate_counts": {o.value: sum(r.outcome is o for r in gate.results) for o in type(gate.outcome)} if gate is not None else {},
+        "verification": verification,
+        "signed": bool(card.signature),
+        "audit_counts": audit_counts,
+        "status_counts": status_counts,
+        "headline": _headline(card),
+        "provenance": [
+            ("Model", _flatten(card.model)),
+            ("Data", _flatten(data)),
+            ("Suite", _flatten(card.suite)),
+            ("Run", _flatten({k: v for k, v in run.items() if k != "command"})),
+            ("Environment", _flatten(card.environment)),
+            ("Tool", _flatten({**card.tool, "schema_version": card.schema_version})),
+        ],
+        "command": cmd,
+        "timings": _flatten(card.timings),
+        "families": families,
+        "definitions": _group_definitions(definitions),
+        "not_tested": not_tested(card),
+    }
+
+
+def _group_definitions(definitions: dict[str, str], *, show: int = 6) -> list[tuple[list[str], int, str]]:
+    """One row per distinct definition text: (first ``show`` keys, number of keys not shown, text)."""
+    by_text: dict[str, list[str]] = {}
+    for k in sorted(definitions):
+        by_text.setdefault(definitions[k], []).append(k)
+    rows = [(keys[:show], max(0, len(keys) - show), text) for text, keys in by_text.items()]
+    return sorted(rows, key=lambda r: r[0][0])
+
+
+def _env() -> Any:
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    env = Environment(
+        loader=FileSystemLoader(str(Path(__file__).with_name("templates"))),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["fmt"] = _fmt
+    return env
+
+
+def render_report(card: Scorecard, *, gate: "GateReport | None" = None, verification: "Verification | None" = None, command: str | None = None) -> str:
+    """The report as an HTML string.
+
+    Args:
+        card: the scorecard (the only source of numbers).
+        gate: a gate evaluation to show in the verdict section (``None``: no policy applied).
+        verification: the signature verification state (``None``: not verified; the report then says
+            whether the scorecard carries a signature at all).
+        command: the command line to show when the scorecard does not record one.
+    """
+    return str(_env().get_template("report.html.j2").render(**build_context(card, gate=gate, verification=verification, command=command)))
+
+
+def write_report(card: Scorecard, path: str | Path, **kwargs: Any) -> Path:
+    """Render and write atomically; returns the path."""
+    return atomic_write_text(Path(path), render_report(card, **kwargs))

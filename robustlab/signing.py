@@ -1,0 +1,257 @@
+"""Ed25519 signatures over scorecards.
+
+The signed message is the *canonical JSON* of the scorecard without its ``signature`` field:
+``json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)``
+encoded as UTF-8, computed from the JSON file as written (never from a re-serialised object), so
+any change to any number, key or provenance field invalidates the signature. The scorecard records
+the model file's sha256, the data set and the suite, so a verified scorecard proves which model,
+data and suite produced it; ``verify --model FILE`` also re-hashes the model file.
+
+The signature is stored either in the scorecard's ``signature`` field (embedded) or in a detached
+JSON file (``scorecard.json.sig``), with the same content::
+
+    {"algorithm": "ed25519", "public_key": <base64 raw 32 bytes>, "key_id": <sha256 of the raw key,
+     first 16 hex>, "signed_at": <UTC ISO time>, "payload_sha256": <hex>, "value": <base64 64 bytes>}
+
+The embedded public key proves integrity only; authenticity needs the verifier to pass the
+signer's trusted public key (``--public-key``), which must match.
+
+References: RFC 8032 (Ed25519), via ``cryptography.hazmat.primitives.asymmetric.ed25519``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from .errors import RobustlabError
+from .scorecard import atomic_write_text
+
+ALGORITHM = "ed25519"
+PASSPHRASE_ENV = "ROBUSTLAB_KEY_PASSPHRASE"
+
+
+class SignatureState(str, Enum):
+    """Verification state of a scorecard, as shown in the report."""
+
+    UNSIGNED = "unsigned"
+    VALID_TRUSTED = "valid-trusted"  # valid and made by the trusted key the verifier supplied
+    VALID_UNTRUSTED = "valid-untrusted"  # valid for the embedded key; no trusted key supplied
+    INVALID = "invalid"  # signature does not match the content (tampered) or the trusted key
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Outcome of :func:`verify_scorecard`.
+
+    Attributes:
+        state: the signature state.
+        key_id: fingerprint of the key that signed (``None`` when unsigned).
+        signed_at: signing time recorded in the signature.
+        model_check: ``None`` (not requested), ``True`` (model file hash matches), ``False``.
+        messages: plain-language explanations, one per finding.
+    """
+
+    state: SignatureState
+    key_id: str | None = None
+    signed_at: str | None = None
+    model_check: bool | None = None
+    messages: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.state in (SignatureState.VALID_TRUSTED, SignatureState.VALID_UNTRUSTED) and self.model_check is not False
+
+
+def canonical_bytes(card: dict[str, Any]) -> bytes:
+    """Canonical JSON bytes of a scorecard dict, excluding its ``signature`` field."""
+    body = {k: v for k, v in card.items() if k != "signature"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def key_id(raw_public: bytes) -> str:
+    return hashlib.sha256(raw_public).hexdigest()[:16]
+
+
+def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _passphrase() -> bytes | None:
+    v = os.environ.get(PASSPHRASE_ENV)
+    return v.encode() if v else None
+
+
+def generate_key(path: str | Path, *, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write a new Ed25519 private key (PEM, PKCS8, mode 0600; encrypted when ``$ROBUSTLAB_KEY_PASSPHRASE``
+    is set) to ``path`` and its public key to ``<path stem>.pub.pem``. Returns both paths."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    priv_path = Path(path)
+    pub_path = priv_path.with_name(priv_path.stem + ".pub.pem")
+    if not overwrite and (priv_path.exists() or pub_path.exists()):
+        raise RobustlabError(f"{priv_path} or {pub_path} already exists; choose another path or delete the old key first.")
+    key = Ed25519PrivateKey.generate()
+    pw = _passphrase()
+    enc: serialization.KeySerializationEncryption = serialization.BestAvailableEncryption(pw) if pw else serialization.NoEncryption()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+    priv_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(priv_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pub_path.write_bytes(pub)
+    return priv_path, pub_path
+
+
+def _load_private(path: str | Path) -> Any:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    p = Path(path)
+    if not p.is_file():
+        raise RobustlabError(f"signing key {p} does not exist; create one with `robustlab sign --generate-key {p}`.")
+    try:
+        key = serialization.load_pem_private_key(p.read_bytes(), password=_passphrase())
+    except (ValueError, TypeError) as exc:
+        raise RobustlabError(f"cannot read Ed25519 private key {p} ({exc}); set ${PASSPHRASE_ENV} if it is encrypted.") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise RobustlabError(f"{p} is not an Ed25519 key; create one with `robustlab sign --generate-key`.")
+    return key
+
+
+def load_public_key(path: str | Path) -> bytes:
+    """Raw 32-byte Ed25519 public key from a PEM public key (or a PEM private key)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    p = Path(path)
+    if not p.is_file():
+        raise RobustlabError(f"public key {p} does not exist; pass the signer's .pub.pem file.")
+    data = p.read_bytes()
+    try:
+        pub = serialization.load_pem_public_key(data)
+    except ValueError:
+        pub = _load_private(p).public_key()
+    if not isinstance(pub, Ed25519PublicKey):
+        raise RobustlabError(f"{p} is not an Ed25519 public key.")
+    return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise RobustlabError(f"{path} does not exist; pass the scorecard.json that `robustlab evaluate` wrote.")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RobustlabError(f"{path} is not valid JSON ({exc}).") from exc
+    if not isinstance(d, dict):
+        raise RobustlabError(f"{path} is not a robustlab scorecard (expected a JSON object).")
+    return d
+
+
+def make_signature(card: dict[str, Any], key_path: str | Path) -> dict[str, Any]:
+    """The signature block for a scorecard dict, signed with the private key at ``key_path``."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = _load_private(key_path)
+    msg = canonical_bytes(card)
+    raw_pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return {
+        "algorithm": ALGORITHM,
+        "public_key": base64.b64encode(raw_pub).decode(),
+        "key_id": key_id(raw_pub),
+        "signed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "payload_sha256": hashlib.sha256(msg).hexdigest(),
+        "value": base64.b64encode(key.sign(msg)).decode(),
+    }
+
+
+def sign_scorecard(path: str | Path, key_path: str | Path, *, detached: bool = False) -> Path:
+    """Sign the scorecard file at ``path``; write the signature into it, or to ``<path>.sig``.
+
+    Returns the file that now holds the signature.
+    """
+    p = Path(path)
+    card = _read_json(p)
+    sig = make_signature(card, key_path)
+    if detached:
+        return atomic_write_text(p.with_name(p.name + ".sig"), json.dumps(sig, indent=1) + "\n")
+    card["signature"] = sig
+    return atomic_write_text(p, json.dumps(card, indent=1, ensure_ascii=False, allow_nan=False))
+
+
+def verify_dict(card: dict[str, Any], *, signature: dict[str, Any] | None = None, trusted_public_key: bytes | None = None) -> Verification:
+    """Verify a scorecard dict (embedded signature, or ``signature`` given separately)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    sig = signature if signature is not None else card.get("signature")
+    if not sig:
+        return Verification(SignatureState.UNSIGNED, messages=("the scorecard is not signed",))
+    if not isinstance(sig, dict) or sig.get("algorithm") != ALGORITHM:
+        return Verification(SignatureState.INVALID, messages=(f"unsupported signature block (expected algorithm {ALGORITHM!r})",))
+    try:
+        raw_pub = base64.b64decode(sig["public_key"], validate=True)
+        value = base64.b64decode(sig["value"], validate=True)
+        pub = Ed25519PublicKey.from_public_bytes(raw_pub)
+    except (KeyError, ValueError, TypeError) as exc:
+        return Verification(SignatureState.INVALID, messages=(f"malformed signature block ({exc})",))
+    kid = key_id(raw_pub)
+    at = sig.get("signed_at")
+    try:
+        pub.verify(value, canonical_bytes(card))
+    except InvalidSignature:
+        return Verification(SignatureState.INVALID, kid, at, messages=("signature does NOT match the content: the scorecard was modified after signing",))
+    if trusted_public_key is None:
+        return Verification(SignatureState.VALID_UNTRUSTED, kid, at, messages=(f"content intact, signed by key {kid}; no trusted public key given, so the signer is not authenticated",))
+    if trusted_public_key != raw_pub:
+        return Verification(SignatureState.INVALID, kid, at, messages=(f"signed by key {kid}, which is NOT the trusted key {key_id(trusted_public_key)}",))
+    return Verification(SignatureState.VALID_TRUSTED, kid, at, messages=(f"content intact and signed by the trusted key {kid}",))
+
+
+def verify_scorecard(
+    path: str | Path,
+    *,
+    public_key: str | Path | None = None,
+    signature_path: str | Path | None = None,
+    model_path: str | Path | None = None,
+) -> Verification:
+    """Verify the scorecard file at ``path`` and, with ``model_path``, the model file's sha256.
+
+    A detached signature is used when ``signature_path`` is given or ``<path>.sig`` exists and the
+    scorecard has no embedded signature.
+    """
+    p = Path(path)
+    card = _read_json(p)
+    sig: dict[str, Any] | None = None
+    sp = Path(signature_path) if signature_path else p.with_name(p.name + ".sig")
+    if signature_path or (not card.get("signature") and sp.is_file()):
+        sig = _read_json(sp)
+    trusted = load_public_key(public_key) if public_key else None
+    v = verify_dict(card, signature=sig, trusted_public_key=trusted)
+    if model_path is None:
+        return v
+    mp = Path(model_path)
+    if not mp.is_file():
+        raise RobustlabError(f"model file {mp} does not exist; pass the model file the scorecard was produced from.")
+    expected = (card.get("model") or {}).get("sha256")
+    actual = sha256_file(mp)
+    if not expected:
+        return Verification(v.state, v.key_id, v.signed_at, False, v.messages + ("the scorecard records no model sha256, so the model cannot be checked",))
+    match = actual == str(expected).lower()
+    msg = f"model file {mp.name} sha256 {actual[:16]}… {'matches' if match else 'does NOT match'} the scorecard's {str(expected)[:16]}…"
+    return Verification(v.state, v.key_id, v.signed_at, match, v.messages + (msg,))

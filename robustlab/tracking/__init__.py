@@ -1,0 +1,17 @@
+"""MLflow tracking of scorecards (mlflow is imported only when a function here is called)."""
+
+from .keys import key_mapping, sanitize_key
+from .mlflow_log import (
+    DEFAULT_EXPERIMENT,
+    is_run_reference,
+    load_baseline,
+    load_scorecard_from_run,
+    log_scorecard,
+    resolve_tracking_uri,
+    write_per_sample_csv,
+)
+
+__all__ = [
+    "DEFAULT_EXPERIMENT", "is_run_reference", "key_mapping", "load_baseline", "load_scorecard_from_run",
+    "log_scorecard", "resolve_tracking_uri", "sanitize_key", "write_per_sample_csv",
+]

@@ -1,0 +1,255 @@
+"""Record a scorecard as an MLflow run, and read a scorecard back from one.
+
+Tracking sees only a :class:`~robustlab.scorecard.Scorecard`. mlflow is imported only inside these
+functions. Where the run goes, first match wins:
+
+1. ``uri`` (``--mlflow-uri``);
+2. ``$MLFLOW_TRACKING_URI``;
+3. the embedded default: ``sqlite:///<out_dir>/mlflow.db`` with artifacts in ``<out_dir>/mlartifacts``
+   (no server needed; browse with ``mlflow ui --backend-store-uri sqlite:///<out_dir>/mlflow.db``).
+
+Telemetry is off (``MLFLOW_DISABLE_TELEMETRY=true``, ``DO_NOT_TRACK=true`` unless the user set them).
+
+What is logged: params (model spec, data spec and size, suite, seed, and every check's parameters as
+``check/<id>/<param>``), metrics (every finite scorecard metric under its sanitised key, see
+:mod:`robustlab.tracking.keys`), tags (``robustlab.version``, ``robustlab.model_sha256``,
+``robustlab.verdict``, ``robustlab.audit`` ...), artifacts (``scorecard.json``, ``per_sample.csv``,
+``mlflow_keys.json`` and the files passed in, e.g. ``report.html`` and the JUnit XML).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import RobustlabError
+from ..scorecard import Scorecard, Verdict
+from .keys import key_mapping, sanitize_key
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPERIMENT = "robustlab"
+_RUN_ID = re.compile(r"^(?:runs:/|mlflow:)?([0-9a-f]{32})/?$")
+_MAX_PARAM_VALUE = 6000
+_MAX_TAG_VALUE = 8000
+
+
+def _quiet_env() -> None:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def resolve_tracking_uri(out_dir: str | Path | None, uri: str | None = None) -> tuple[str, str | None]:
+    """Return ``(tracking_uri, artifact_location or None)`` following the precedence above."""
+    if uri:
+        return uri, None
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env, None
+    if out_dir is None:
+        raise RobustlabError("no MLflow tracking URI: pass --mlflow-uri, set MLFLOW_TRACKING_URI, or give an output folder.")
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{out / 'mlflow.db'}", (out / "mlartifacts").as_uri()
+
+
+def _client(tracking_uri: str) -> Any:
+    _quiet_env()
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _experiment_id(client: Any, name: str, artifact_location: str | None) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    return str(client.create_experiment(name, artifact_location=artifact_location))
+
+
+def _chunks(items: list[Any], n: int) -> Iterable[list[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _params(card: Scorecard) -> dict[str, str]:
+    p: dict[str, Any] = {
+        "model": card.model.get("spec"),
+        "model_format": card.model.get("format"),
+        "data": card.data.get("spec"),
+        "data_split": card.data.get("split"),
+        "data_n": card.data.get("n"),
+        "suite": card.suite.get("name"),
+        "seed": card.run.get("seed"),
+        "batch_size": card.run.get("batch_size"),
+    }
+    for c in card.checks:
+        p[f"check/{c.id}/check"] = c.check
+        for k, v in c.params.items():
+            p[f"check/{c.id}/{k}"] = v if isinstance(v, str) else json.dumps(v)
+    out: dict[str, str] = {}
+    for k, v in p.items():
+        if v is None:
+            continue
+        out[sanitize_key(k)] = str(v)[:_MAX_PARAM_VALUE]
+    return out
+
+
+def _worst_audit(card: Scorecard) -> str:
+    verdicts = {a.verdict for c in card.checks for a in c.audit}
+    for v in (Verdict.INVALID, Verdict.SUSPECT, Verdict.VALID):
+        if v in verdicts:
+            return v.value
+    return "none"
+
+
+def _tags(card: Scorecard, verdict: str, command: str) -> dict[str, str]:
+    t = {
+        "robustlab.version": str(card.tool.get("version", "")),
+        "robustlab.model_sha256": str(card.model.get("sha256") or ""),
+        "robustlab.model_spec": str(card.model.get("spec") or ""),
+        "robustlab.data_spec": str(card.data.get("spec") or ""),
+        "robustlab.suite": str(card.suite.get("name") or ""),
+        "robustlab.verdict": verdict,
+        "robustlab.audit": _worst_audit(card),
+        "robustlab.schema_version": card.schema_version,
+        "robustlab.command": command,
+    }
+    return {k: v[:_MAX_TAG_VALUE] for k, v in t.items()}
+
+
+def write_per_sample_csv(card: Scorecard, path: Path) -> Path | None:
+    """One row per sample id, one column ``<check id>/<name>`` per per-sample list of that length."""
+    ids = card.data.get("ids")
+    cols: list[tuple[str, list[Any]]] = []
+    for c in card.checks:
+        for name, values in c.per_sample.items():
+            cols.append((f"{c.id}/{name}", values))
+    if not cols:
+        return None
+    n = len(ids) if isinstance(ids, list) else max(len(v) for _, v in cols)
+    cols = [(k, v) for k, v in cols if len(v) == n]
+    if not cols:
+        return None
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id"] + [k for k, _ in cols])
+        for i in range(n):
+            w.writerow([ids[i] if isinstance(ids, list) else i] + [v[i] for _, v in cols])
+    return path
+
+
+def log_scorecard(
+    card: Scorecard,
+    *,
+    out_dir: str | Path | None,
+    uri: str | None = None,
+    experiment: str | None = None,
+    artifacts: Iterable[str | Path] = (),
+    verdict: str = "not-gated",
+    command: str = "",
+    scorecard_path: str | Path | None = None,
+) -> str:
+    """Log ``card`` as one finished MLflow run; return its run id.
+
+    Args:
+        card: the scorecard.
+        out_dir: the run's output folder (hosts the embedded store when no URI is set).
+        uri: tracking URI (overrides ``$MLFLOW_TRACKING_URI``).
+        experiment: experiment name (default ``$MLFLOW_EXPERIMENT_NAME`` or ``robustlab``).
+        artifacts: further files to attach (report, JUnit XML, ...); missing files are skipped.
+        verdict: the gate outcome to record in the ``robustlab.verdict`` tag.
+        command: the command line that produced the run.
+        scorecard_path: the scorecard file to attach as-is (so a signature stays verifiable);
+            otherwise the card is serialised.
+    """
+    tracking_uri, artifact_location = resolve_tracking_uri(out_dir, uri)
+    _quiet_env()
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.exceptions import MlflowException
+
+    exp_name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+    try:
+        client = _client(tracking_uri)
+        exp_id = _experiment_id(client, exp_name, artifact_location)
+        run_name = f"{card.model.get('spec', 'model')} · {card.suite.get('name', 'suite')}"
+        run = client.create_run(exp_id, run_name=run_name, tags=_tags(card, verdict, command))
+        run_id = str(run.info.run_id)
+        metrics = {k: v for k, v in card.metrics().items() if v is not None and math.isfinite(v)}
+        mapping = key_mapping(set(metrics))
+        import time
+
+        ts = int(time.time() * 1000)
+        ms = [Metric(mapping[k], float(v), ts, 0) for k, v in sorted(metrics.items())]
+        ps = [Param(k, v) for k, v in sorted(_params(card).items())]
+        for chunk in _chunks(ms, 1000):
+            client.log_batch(run_id, metrics=chunk)
+        for pchunk in _chunks(ps, 100):
+            client.log_batch(run_id, params=pchunk)
+        with tempfile.TemporaryDirectory(prefix="robustlab-mlflow-") as tmp:
+            t = Path(tmp)
+            sc = t / "scorecard.json"
+            src = Path(scorecard_path) if scorecard_path else None
+            if src is not None and src.is_file():
+                sc.write_bytes(src.read_bytes())  # byte-exact, so an embedded signature still verifies
+            else:
+                card.write(sc)
+            client.log_artifact(run_id, str(sc))
+            (t / "mlflow_keys.json").write_text(json.dumps(mapping, indent=1, sort_keys=True))
+            client.log_artifact(run_id, str(t / "mlflow_keys.json"))
+            ps_csv = write_per_sample_csv(card, t / "per_sample.csv")
+            if ps_csv is not None:
+                client.log_artifact(run_id, str(ps_csv))
+            for a in artifacts:
+                ap = Path(a)
+                if ap.is_file():
+                    client.log_artifact(run_id, str(ap))
+                else:
+                    log.warning("MLflow: artifact %s does not exist; not logged", ap)
+        client.set_terminated(run_id, "FINISHED")
+    except (MlflowException, OSError) as exc:
+        msg = exc.message if isinstance(exc, MlflowException) else str(exc)
+        raise RobustlabError(f"MLflow logging to {tracking_uri} failed ({msg}); check --mlflow-uri / MLFLOW_TRACKING_URI or pass --no-mlflow.") from exc
+    log.info("MLflow run %s logged to %s (experiment %r)", run_id, tracking_uri, exp_name)
+    return run_id
+
+
+def is_run_reference(ref: str) -> bool:
+    """True for ``runs:/<32 hex>``, ``mlflow:<32 hex>`` or a bare 32-hex MLflow run id."""
+    return bool(_RUN_ID.match(ref.strip()))
+
+
+def load_scorecard_from_run(ref: str, *, uri: str | None = None, out_dir: str | Path | None = None) -> Scorecard:
+    """Download the ``scorecard.json`` artifact of an MLflow run and read it."""
+    m = _RUN_ID.match(ref.strip())
+    if not m:
+        raise RobustlabError(f"{ref!r} is neither a scorecard file nor an MLflow run id (32 hex digits, optionally 'runs:/ID').")
+    run_id = m.group(1)
+    tracking_uri, _ = resolve_tracking_uri(out_dir, uri)
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        with tempfile.TemporaryDirectory(prefix="robustlab-baseline-") as tmp:
+            local = client.download_artifacts(run_id, "scorecard.json", tmp)
+            return Scorecard.read(local)
+    except MlflowException as exc:
+        raise RobustlabError(f"cannot read scorecard.json of MLflow run {run_id} from {tracking_uri} ({exc.message}); check the run id and --mlflow-uri.") from exc
+
+
+def load_baseline(ref: str, *, uri: str | None = None, out_dir: str | Path | None = None) -> Scorecard:
+    """A baseline scorecard from a file path or an MLflow run reference."""
+    p = Path(ref)
+    if p.is_file():
+        return Scorecard.read(p)
+    if is_run_reference(ref):
+        return load_scorecard_from_run(ref, uri=uri, out_dir=out_dir)
+    raise RobustlabError(f"baseline {ref!r} is neither an existing scorecard file nor an MLflow run id; pass a scorecard.json path or a run id.")
