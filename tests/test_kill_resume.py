@@ -1,0 +1,58 @@
+"""Kill a real run with SIGKILL half-way, resume it, and get the scorecard of an uninterrupted run."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SUITE = Path(__file__).parent / "suites" / "killresume.yaml"
+
+
+def _args(out):
+    return [sys.executable, "-m", "robustlab", "evaluate", "--model", "zoo:digits-cnn", "--suite", str(SUITE), "--batch-size", "20",
+            "--no-mlflow", "--quiet", "--seed", "5", "--device", "cpu", "--out", str(out)]
+
+
+def _stored(db: Path) -> int:
+    if not db.is_file():
+        return 0
+    try:
+        with sqlite3.connect(str(db), timeout=1) as c:
+            return int(c.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def _core(card):
+    return [(c["id"], c["status"], c["metrics"], c["per_sample"]) for c in card["checks"]]
+
+
+@pytest.mark.timeout(1200)
+def test_kill_minus_nine_then_resume(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref = subprocess.run(_args(tmp_path / "ref"), env=env, capture_output=True, text=True, timeout=900)
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_args(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = out / "results.sqlite"
+    deadline = time.time() + 600
+    # clean stores 18 batches; wait for a few PGD batches on top
+    while _stored(db) < 22 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed; make the suite longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = _stored(db)
+    assert 18 < partial < 36
+    resumed = subprocess.run(_args(out) + ["--resume"], env=env, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr
+    a = json.loads((tmp_path / "ref" / "scorecard.json").read_text())
+    b = json.loads((out / "scorecard.json").read_text())
+    assert b["run"]["resumed"] is True
+    assert _core(a) == _core(b)
