@@ -1,0 +1,357 @@
+"""The ``corruption`` check: accuracy and calibration under the ImageNet-C common corruptions,
+CE / mCE / relative mCE against a baseline, the corruption x severity grid for the report."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..corruptions.registry import ALL, BENCHMARK, HELD_OUT
+from ..errors import SuiteError
+from ..metrics.stats import expected_calibration_error, wilson_interval
+from ..scorecard import AuditItem, CheckResult, Series, Verdict
+from .base import CHECKS, Check, Params, RunContext
+
+_BASELINE_WORDS = ("auto", "alexnet", "none")
+_GROUPS = {"all": ALL, "benchmark": BENCHMARK, "held_out": HELD_OUT}
+
+
+@dataclass(frozen=True)
+class CorruptionParams(Params):
+    """Parameters of the ``corruption`` check.
+
+    Attributes:
+        corruptions: corruption names, or the groups ``benchmark`` (the 15), ``held_out`` (the 4),
+            ``all`` (the 19); default: the 15 benchmark corruptions.
+        severities: severities 1..5 to evaluate.
+        backend: ``fast`` (batched torch, any device) or ``reference`` (imagecorruptions, CPU).
+        baseline: ``auto`` (AlexNet's ImageNet-C errors for 1000-class data, else none), ``alexnet``,
+            ``none``, or the path of a baseline model's scorecard.json (with a corruption check).
+        precomputed: folder of a pre-rendered set (CIFAR-10-C / CIFAR-100-C .npy layout, or
+            ImageNet-C's corruption/severity/class folders) to evaluate instead of corrupting on the fly.
+        precomputed_limit: use only the first n images of each (corruption, severity) of that set.
+        ece_bins: equal-width confidence bins of the ECE.
+        per_sample: store each sample's number of correct (corruption, severity) cells.
+    """
+
+    corruptions: list[str] = field(default_factory=lambda: list(BENCHMARK))
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    backend: str = "fast"
+    baseline: str | None = "auto"
+    precomputed: str | None = None
+    precomputed_limit: int | None = None
+    ece_bins: int = 15
+    per_sample: bool = True
+
+    def names(self) -> list[str]:
+        """The corruption names, groups expanded, in order, without repeats."""
+        out: list[str] = []
+        for c in self.corruptions:
+            for n in _GROUPS.get(c, (c,)):
+                if n not in out:
+                    out.append(n)
+        return out
+
+    def validate(self) -> None:
+        import difflib
+
+        if not self.corruptions:
+            raise SuiteError("corruption.corruptions is empty; list at least one of: " + ", ".join(ALL) + ".")
+        for c in self.corruptions:
+            if c not in ALL and c not in _GROUPS:
+                close = difflib.get_close_matches(c, ALL, n=2, cutoff=0.5)
+                hint = f" (did you mean {' or '.join(repr(x) for x in close)}?)" if close else ""
+                raise SuiteError(f"corruption.corruptions: unknown corruption {c!r}{hint}; known: {', '.join(ALL)}, or the groups all, benchmark, held_out.")
+        if len(set(self.corruptions)) != len(self.corruptions) or len(self.names()) != sum(len(_GROUPS.get(c, (c,))) for c in self.corruptions):
+            raise SuiteError("corruption.corruptions lists a corruption twice; list each once.")
+        if not self.severities or any(s not in (1, 2, 3, 4, 5) for s in self.severities) or len(set(self.severities)) != len(self.severities):
+            raise SuiteError(f"corruption.severities must be distinct integers in 1..5, got {self.severities}.")
+        if self.backend not in ("fast", "reference"):
+            raise SuiteError(f"corruption.backend must be 'fast' or 'reference', got {self.backend!r}.")
+        if self.baseline is not None and self.baseline not in _BASELINE_WORDS and not Path(self.baseline).expanduser().is_file():
+            raise SuiteError(f"corruption.baseline {self.baseline!r} is neither one of {', '.join(_BASELINE_WORDS)} nor an existing scorecard.json; pass the baseline model's scorecard path.")
+        if self.precomputed is not None and not Path(self.precomputed).expanduser().is_dir():
+            raise SuiteError(f"corruption.precomputed folder {self.precomputed!r} does not exist; pass the extracted CIFAR-10-C / CIFAR-100-C / ImageNet-C folder.")
+        if self.precomputed_limit is not None and self.precomputed_limit <= 0:
+            raise SuiteError(f"corruption.precomputed_limit must be positive, got {self.precomputed_limit}.")
+        if not 2 <= self.ece_bins <= 1000:
+            raise SuiteError(f"corruption.ece_bins must be between 2 and 1000, got {self.ece_bins}.")
+
+
+@dataclass
+class _Cell:
+    correct: np.ndarray  # (n,) bool
+    conf: np.ndarray  # (n,) float
+
+
+@CHECKS.register("corruption")
+class CorruptionCheck(Check):
+    """Top-1 accuracy and ECE for every (corruption, severity), mean corruption accuracy and error,
+    CE / mCE / relative mCE against a baseline, worst corruption, and the grid for a heat map.
+
+    Shapes: images (N, C, H, W) in ``model.bounds`` are mapped to [0, 1], corrupted with
+    :func:`robustlab.corruptions.engine.corrupt` (seeded per run seed, corruption, severity and
+    sample id), mapped back and classified: logits (N, K).
+    References: Hendrycks & Dietterich, ICLR 2019 (ImageNet-C, CE, mCE, relative mCE);
+    ``imagecorruptions`` (reference backend); Guo et al. 2017 (ECE).
+    """
+
+    name = "corruption"
+    family = "corruption"
+    description = "Accuracy and ECE under the 19 ImageNet-C corruptions x 5 severities; mCE against a baseline."
+    Params = CorruptionParams
+
+    @property
+    def prefix(self) -> str:
+        """Metric key prefix: ``corruption`` for the entry id ``corruption`` (the default), else
+        ``corruption/<id>`` so that several corruption entries of one suite never collide."""
+        return "corruption" if self.id == self.name else f"corruption/{self.id}"
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def _classify(self, ctx: RunContext, x01: torch.Tensor, y: torch.Tensor) -> dict[str, list[Any]]:
+        lo, hi = (float(b) for b in ctx.model.bounds)
+        x = (x01 * (hi - lo) + lo).to(ctx.device)
+        with torch.no_grad():
+            logits = ctx.model(x)
+        ctx.model.check_output(logits, x.shape[0])
+        conf, pred = torch.softmax(logits.float(), dim=1).max(dim=1)
+        return {"correct": (pred.cpu() == y.cpu()).to(torch.int8).tolist(), "conf": [round(float(c), 7) for c in conf.cpu()]}
+
+    def _clean(self, ctx: RunContext, scope: str) -> _Cell:
+        lo, hi = (float(b) for b in ctx.model.bounds)
+        cs: list[int] = []
+        fs: list[float] = []
+        for start, x, y in ctx.data.batches(ctx.batch_size):
+            key = f"clean/b{start}:{x.shape[0]}"
+            cached = ctx.store.get(scope, key)
+            if cached is None:
+                cached = self._classify(ctx, ((x.float() - lo) / (hi - lo)).clamp(0, 1), y)
+                ctx.store.put(scope, key, cached)
+            cs += cached["correct"]
+            fs += cached["conf"]
+        return _Cell(np.asarray(cs, dtype=bool), np.asarray(fs, dtype=np.float64))
+
+    def _on_the_fly(self, ctx: RunContext, scope: str, name: str, severity: int) -> _Cell:
+        from ..corruptions.engine import Backend, corrupt, corruption_seeds
+
+        p: CorruptionParams = self.params  # type: ignore[assignment]
+        backend = Backend.parse(p.backend)
+        lo, hi = (float(b) for b in ctx.model.bounds)
+        cs: list[int] = []
+        fs: list[float] = []
+        for start, x, y in ctx.data.batches(ctx.batch_size):
+            key = f"{name}/s{severity}/b{start}:{x.shape[0]}"
+            cached = ctx.store.get(scope, key)
+            if cached is None:
+                ids = ctx.data.ids[start : start + x.shape[0]]
+                seeds = corruption_seeds(ctx.seed, name, severity, ids)
+                x01 = ((x.float() - lo) / (hi - lo)).clamp(0, 1)
+                x01 = x01.to(ctx.device if backend is Backend.FAST else "cpu")
+                xc = corrupt(x01, name, severity, seeds, backend=backend)
+                cached = self._classify(ctx, xc, y)
+                ctx.store.put(scope, key, cached)
+            cs += cached["correct"]
+            fs += cached["conf"]
+        return _Cell(np.asarray(cs, dtype=bool), np.asarray(fs, dtype=np.float64))
+
+    def _from_files(self, ctx: RunContext, scope: str, pre: Any, name: str, severity: int) -> _Cell:
+        from ..data.base import adapt_images
+
+        p: CorruptionParams = self.params  # type: ignore[assignment]
+        n = pre.count(name, severity)
+        if p.precomputed_limit is not None:
+            n = min(n, p.precomputed_limit)
+        labels = pre.labels(name, severity)[:n]
+        shape = ctx.model.input_shape
+        cs: list[int] = []
+        fs: list[float] = []
+        for start in range(0, n, ctx.batch_size):
+            idx = list(range(start, min(n, start + ctx.batch_size)))
+            key = f"pre/{name}/s{severity}/b{start}:{len(idx)}"
+            cached = ctx.store.get(scope, key)
+            if cached is None:
+                x = pre.images(name, severity, idx)
+                if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+                    x = adapt_images(x, shape)
+                cached = self._classify(ctx, x, labels[idx])
+                ctx.store.put(scope, key, cached)
+            cs += cached["correct"]
+            fs += cached["conf"]
+        return _Cell(np.asarray(cs, dtype=bool), np.asarray(fs, dtype=np.float64))
+
+    # -- main ---------------------------------------------------------------------------------
+    def run(self, ctx: RunContext) -> CheckResult:
+        p: CorruptionParams = self.params  # type: ignore[assignment]
+        P = self.prefix
+        res = self.new_result()
+        scope = ctx.store.scope(self.id, {"check": self.name, **res.params})
+        sevs = sorted(p.severities)
+        names = p.names()
+        pre = None
+        if p.precomputed is not None:
+            from ..corruptions.precomputed import open_precomputed
+
+            pre = open_precomputed(p.precomputed, names)
+            n_classes = int(ctx.model.num_classes)
+            top = max(int(pre.labels(names[0], sevs[0]).max()), 0)
+            if top >= n_classes:
+                from ..errors import DataError
+
+                raise DataError(f"precomputed set {pre.root} has label {top} but the model has {n_classes} classes; use the set that matches the model (CIFAR-10-C for 10 classes, CIFAR-100-C for 100, ImageNet-C for 1000).")
+
+        clean = self._clean(ctx, scope)
+        clean_acc = float(clean.correct.mean()) if clean.correct.size else math.nan
+        n_clean = int(clean.correct.size)
+        res.add_metric(f"{P}/clean/accuracy", clean_acc, interval=wilson_interval(int(clean.correct.sum()), n_clean), n=n_clean)
+
+        cells: dict[tuple[str, int], _Cell] = {}
+        jobs = [(c, s) for c in names for s in sevs]
+        for name, sev in ctx.track(jobs, total=len(jobs), desc="corruption"):
+            cells[(name, sev)] = self._from_files(ctx, scope, pre, name, sev) if pre is not None else self._on_the_fly(ctx, scope, name, sev)
+
+        acc: dict[str, dict[int, float]] = {}
+        ece: dict[str, dict[int, float]] = {}
+        for (name, sev), cell in cells.items():
+            n = int(cell.correct.size)
+            k = int(cell.correct.sum())
+            a = k / n if n else math.nan
+            e = expected_calibration_error(cell.conf, cell.correct, n_bins=p.ece_bins) if n else math.nan
+            acc.setdefault(name, {})[sev] = a
+            ece.setdefault(name, {})[sev] = e
+            res.add_metric(f"{P}/{name}/s{sev}/accuracy", a, interval=wilson_interval(k, n), n=n)
+            res.add_metric(f"{P}/{name}/s{sev}/ece", e, n=n)
+        n_cell = int(next(iter(cells.values())).correct.size) if cells else 0
+        per_corr_acc = {c: float(np.mean([acc[c][s] for s in sevs])) for c in names}
+        per_corr_ece = {c: float(np.mean([ece[c][s] for s in sevs])) for c in names}
+        for c in names:
+            res.add_metric(f"{P}/{c}/accuracy", per_corr_acc[c], n=n_cell * len(sevs))
+            res.add_metric(f"{P}/{c}/ece", per_corr_ece[c], n=n_cell * len(sevs))
+
+        bench = [c for c in names if c in BENCHMARK]
+        held = [c for c in names if c in HELD_OUT]
+        main = bench or list(names)
+        mean_acc = float(np.mean([per_corr_acc[c] for c in main]))
+        res.add_metric(f"{P}/mean_accuracy", mean_acc, n=n_cell * len(sevs) * len(main))
+        res.add_metric(f"{P}/mean_error", 1.0 - mean_acc, n=n_cell * len(sevs) * len(main))
+        res.add_metric(f"{P}/ece", float(np.mean([per_corr_ece[c] for c in main])), n=n_cell * len(sevs) * len(main))
+        if held and bench:
+            res.add_metric(f"{P}/held_out/mean_accuracy", float(np.mean([per_corr_acc[c] for c in held])), n=n_cell * len(sevs) * len(held))
+        worst = min(names, key=lambda c: per_corr_acc[c])
+        res.add_metric(f"{P}/worst/accuracy", per_corr_acc[worst], n=n_cell * len(sevs))
+        res.notes.append(f"Worst corruption: {worst} (mean accuracy {per_corr_acc[worst]:.4f} over severities {sevs}).")
+
+        self._baseline_metrics(ctx, res, acc, clean_acc, bench, sevs)
+
+        res.series["grid"] = Series(
+            x=sevs, rows=list(names), y={c: [acc[c][s] for s in sevs] for c in names},
+            x_label="severity", y_label="accuracy", kind="grid",
+        )
+        res.series["ece_grid"] = Series(
+            x=sevs, rows=list(names), y={c: [ece[c][s] for s in sevs] for c in names},
+            x_label="severity", y_label="ECE", kind="grid",
+        )
+        res.series["accuracy_by_severity"] = Series(
+            x=[0] + sevs, y={"mean accuracy": [clean_acc] + [float(np.mean([acc[c][s] for c in main])) for s in sevs]},
+            x_label="severity (0 = clean)", y_label="accuracy", kind="line",
+        )
+        if p.per_sample and pre is None and cells:
+            counts = np.sum([cell.correct.astype(np.int64) for cell in cells.values()], axis=0)
+            res.per_sample["corruption_correct_cells"] = [int(v) for v in counts]
+
+        self._audit(res, clean_acc, mean_acc, acc, sevs)
+        self._describe(ctx, res, p, worst, main, pre)
+        return res
+
+    def _baseline_metrics(self, ctx: RunContext, res: CheckResult, acc: dict[str, dict[int, float]], clean_acc: float, bench: list[str], sevs: list[int]) -> None:
+        from ..corruptions.metrics import Baseline, alexnet_baseline, baseline_from_scorecard, corruption_error, relative_corruption_error
+
+        p: CorruptionParams = self.params  # type: ignore[assignment]
+        P = self.prefix
+        base: Baseline | None = None
+        choice = p.baseline or "none"
+        if choice == "alexnet" or (choice == "auto" and int(ctx.model.num_classes) == 1000):
+            base = alexnet_baseline()
+        elif choice not in _BASELINE_WORDS:
+            base = baseline_from_scorecard(choice)
+        if base is None:
+            res.notes.append("No baseline: mCE is not defined without one, so the unnormalised mean corruption error (corruption/mean_error) is reported instead. Pass baseline: <scorecard.json of a baseline model> to get CE and mCE.")
+            return
+        if base.name == "alexnet" and p.precomputed is None:
+            res.notes.append("AlexNet's published errors were measured on the released ImageNet-C files (saved as JPEG by the original code); images corrupted on the fly differ slightly, so CE against AlexNet is close to but not exactly the published protocol. Use precomputed: <ImageNet-C folder> for the standard mCE.")
+        if base.num_classes is not None and int(base.num_classes) != int(ctx.model.num_classes):
+            res.notes.append(f"Baseline {base.name} was measured on {base.num_classes}-class data but this model has {ctx.model.num_classes} classes; its CE values compare different tasks.")
+        ces: dict[str, float] = {}
+        rces: dict[str, float] = {}
+        clean_err = 1.0 - clean_acc
+        for c in acc:
+            errs = {s: 1.0 - acc[c][s] for s in sevs}
+            ce = corruption_error(errs, base, c)
+            if ce is not None:
+                ces[c] = ce
+                res.add_metric(f"{P}/{c}/ce", ce)
+            rce = relative_corruption_error(errs, clean_err, base, c)
+            if rce is not None:
+                rces[c] = rce
+                res.add_metric(f"{P}/{c}/relative_ce", rce)
+        covered = [c for c in bench if c in ces]
+        complete = len(covered) == len(BENCHMARK)
+        suffix = "" if complete else "_partial"
+        if covered:
+            res.add_metric(f"{P}/mce{suffix}", float(np.mean([ces[c] for c in covered])))
+        rcovered = [c for c in bench if c in rces]
+        if rcovered:
+            res.add_metric(f"{P}/relative_mce{'' if len(rcovered) == len(BENCHMARK) else '_partial'}", float(np.mean([rces[c] for c in rcovered])))
+        if not complete:
+            res.notes.append(f"mCE over {len(covered)} of the 15 benchmark corruptions ({', '.join(covered) or 'none'}) is reported as corruption/mce_partial; it is not comparable with published mCE, which needs all 15 at all five severities.")
+        missing = [c for c in acc if c not in ces]
+        if missing:
+            res.notes.append(f"No CE for {', '.join(missing)}: the baseline {base.name} has no errors for them (or, for AlexNet's published means, not all five severities were evaluated).")
+        res.definitions[f"{P}/baseline"] = f"baseline: {base.name} ({base.source}); clean error {base.clean_error if base.clean_error is not None else 'unknown'}."
+
+    def _audit(self, res: CheckResult, clean_acc: float, mean_acc: float, acc: dict[str, dict[int, float]], sevs: list[int]) -> None:
+        if math.isfinite(clean_acc) and mean_acc > clean_acc + 0.02:
+            res.audit.append(AuditItem(
+                "corruption_below_clean", Verdict.SUSPECT,
+                f"mean corruption accuracy {mean_acc:.4f} exceeds clean accuracy {clean_acc:.4f}: corruptions may not reach the model (check model bounds and preprocessing).",
+                {"clean_accuracy": clean_acc, "mean_accuracy": mean_acc},
+            ))
+        else:
+            res.audit.append(AuditItem("corruption_below_clean", Verdict.VALID, "mean corruption accuracy does not exceed clean accuracy.", {"clean_accuracy": clean_acc, "mean_accuracy": mean_acc}))
+        if len(sevs) >= 2:
+            rising = [c for c in acc if acc[c][sevs[-1]] > acc[c][sevs[0]] + 0.05]
+            verdict = Verdict.SUSPECT if rising else Verdict.VALID
+            msg = (f"accuracy rises by more than 5 points from severity {sevs[0]} to {sevs[-1]} for {', '.join(rising)}." if rising else "no corruption gains more than 5 points of accuracy as severity grows.")
+            res.audit.append(AuditItem("severity_monotone", verdict, msg, {"rising": rising}))
+
+    def _describe(self, ctx: RunContext, res: CheckResult, p: CorruptionParams, worst: str, main: list[str], pre: Any) -> None:
+        P = self.prefix
+        bench_word = "the benchmark corruptions" if any(c in BENCHMARK for c in p.names()) else "the corruptions"
+        res.definitions.update({
+            f"{P}/<name>/s<k>/accuracy": "top-1 accuracy on all n images under corruption <name> at severity k; 95% Wilson interval. E(f, s, c) = 1 - this.",
+            f"{P}/<name>/accuracy": "mean of the per-severity accuracies of one corruption.",
+            f"{P}/mean_accuracy": f"mean corruption accuracy: mean over {bench_word} of this run ({', '.join(main)}) and severities {sorted(p.severities)}; held-out corruptions are reported separately (corruption/held_out/mean_accuracy).",
+            f"{P}/mean_error": "unnormalised mean corruption error = 1 - corruption/mean_accuracy, a fraction; it is NOT the AlexNet-normalised mCE.",
+            f"{P}/<name>/ce": "CE(f, c) = sum_s E(f, s, c) / sum_s E(base, s, c) (Hendrycks & Dietterich 2019), a fraction.",
+            f"{P}/mce": "mCE = mean of CE over the 15 benchmark corruptions, a fraction (published figures are percentages: ResNet-50 76.7% = 0.767).",
+            f"{P}/<name>/relative_ce": "relative CE = sum_s (E(f,s,c) - E_clean(f)) / sum_s (E(base,s,c) - E_clean(base)); E_clean(f) = 1 - corruption/clean/accuracy.",
+            f"{P}/relative_mce": "mean of relative CE over the 15 benchmark corruptions, a fraction.",
+            f"{P}/<name>/s<k>/ece": f"expected calibration error of the max softmax probability, {p.ece_bins} equal-width bins (Guo et al. 2017), a fraction.",
+            f"{P}/ece": "ECE under corruption: mean over the corruptions of corruption/mean_accuracy of their mean per-severity ECE.",
+            f"{P}/worst/accuracy": f"lowest per-corruption mean accuracy; this run: {worst}.",
+            f"{P}/clean/accuracy": "top-1 accuracy on the same images uncorrupted (used for relative CE).",
+        })
+        if pre is not None:
+            res.definitions[f"{P}/source"] = f"pre-rendered {pre.layout} files in {pre.root} (the benchmark authors' deterministic set)."
+            res.notes.append(f"Images come from the pre-rendered {pre.layout} set {pre.root}; clean accuracy is measured on the run's data ({ctx.data.spec}).")
+            return
+        res.definitions[f"{P}/source"] = (
+            f"rendered on the fly with the {p.backend} backend (imagecorruptions definitions at native size; grey images via RGB; sides below 32 px upsampled by an integer factor and averaged back), seeded per (run seed, corruption, severity, sample id)."
+        )
+        shape = ctx.data.sample_shape() if len(ctx.data) else ()
+        if len(shape) == 3 and max(shape[1:]) < 64:
+            res.notes.append("Small images were corrupted with the ImageNet-C (imagecorruptions) constants, not CIFAR-10-C's milder 32x32 re-parametrisation: accuracies are lower than and not comparable with published CIFAR-10-C numbers. For those, evaluate on the CIFAR-10-C files (precomputed: <folder>).")

@@ -1,0 +1,88 @@
+"""One entry point for both corruption backends: :func:`corrupt`.
+
+``corrupt(x, name, severity, seeds, backend=Backend.FAST)`` takes (N, C, H, W) images in [0, 1]
+(C = 1 or 3, any size), applies :mod:`robustlab.corruptions.protocol` (grey -> RGB, small images
+upsampled by an integer factor) and calls the fast torch implementation registered in
+:data:`~robustlab.corruptions.registry.FAST_CORRUPTIONS` or the reference (``imagecorruptions``).
+:func:`corruption_seeds` gives the per-image seeds: a hash of (run seed, corruption, severity,
+sample id), so the same sample gets the same corrupted image whatever the batch size or order.
+"""
+
+from __future__ import annotations
+
+import difflib
+from enum import Enum
+from typing import Sequence
+
+import torch
+
+from ..errors import SuiteError, UnknownNameError
+from ..seeding import sample_seeds
+from .protocol import from_working, to_working
+from .registry import ALL, FAST_CORRUPTIONS
+
+
+class Backend(str, Enum):
+    """Which implementation renders the corruptions."""
+
+    FAST = "fast"
+    REFERENCE = "reference"
+
+    @classmethod
+    def parse(cls, value: "str | Backend") -> "Backend":
+        try:
+            return cls(value)
+        except ValueError:
+            raise SuiteError(f"unknown corruption backend {value!r}; use 'fast' (batched torch) or 'reference' (imagecorruptions).") from None
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is one of the 19 corruptions, else raise with the closest names."""
+    if name not in ALL:
+        close = difflib.get_close_matches(name, ALL, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise UnknownNameError(f"unknown corruption {name!r}.{hint} Known: {', '.join(ALL)}.")
+    return name
+
+
+def corruption_seeds(seed: int, name: str, severity: int, ids: Sequence[str]) -> list[int]:
+    """Per-image seeds for (run seed, corruption, severity, sample id)."""
+    return sample_seeds(seed, f"corruption/{name}/s{int(severity)}", list(ids))
+
+
+def corrupt(
+    x: torch.Tensor,
+    name: str,
+    severity: int,
+    seeds: Sequence[int],
+    *,
+    backend: Backend | str = Backend.FAST,
+) -> torch.Tensor:
+    """Corrupt a batch.
+
+    Args:
+        x: (N, C, H, W) float in [0, 1], C = 1 or 3, any H, W, any device.
+        name: one of the 19 ImageNet-C corruptions (``registry.ALL``).
+        severity: 1..5.
+        seeds: one integer per image; image i's randomness depends only on ``seeds[i]``.
+        backend: ``fast`` (batched torch, on ``x``'s device) or ``reference`` (imagecorruptions
+            on the CPU, one image at a time).
+    Returns:
+        (N, C, H, W) float32 in [0, 1] on ``x``'s device.
+
+    References: Hendrycks & Dietterich, ICLR 2019; ``imagecorruptions`` 1.1.2.
+    """
+    check_name(name)
+    if int(severity) not in (1, 2, 3, 4, 5):
+        raise SuiteError(f"corruption severity must be 1..5, got {severity!r}.")
+    if len(seeds) != x.shape[0]:
+        raise ValueError(f"need one seed per image: {len(seeds)} seeds for {x.shape[0]} images")
+    b = Backend.parse(backend)
+    x = x.float()
+    if b is Backend.REFERENCE:
+        from .reference import reference_corrupt
+
+        return reference_corrupt(x, name, int(severity), seeds)
+    fn = FAST_CORRUPTIONS.get(name)
+    work, geom = to_working(x)
+    return from_working(fn(work, int(severity), list(seeds)), name, geom)
