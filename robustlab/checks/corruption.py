@@ -89,6 +89,12 @@ class _Cell:
     conf: np.ndarray  # (n,) float
 
 
+def _cell(parts: list[dict[str, list[Any]]]) -> "_Cell":
+    correct = [c for part in parts for c in part["correct"]]
+    conf = [f for part in parts for f in part["conf"]]
+    return _Cell(np.asarray(correct, dtype=bool), np.asarray(conf, dtype=np.float64))
+
+
 @CHECKS.register("corruption")
 class CorruptionCheck(Check):
     """Top-1 accuracy and ECE for every (corruption, severity), mean corruption accuracy and error,
@@ -124,17 +130,12 @@ class CorruptionCheck(Check):
 
     def _clean(self, ctx: RunContext, scope: str) -> _Cell:
         lo, hi = (float(b) for b in ctx.model.bounds)
-        cs: list[int] = []
-        fs: list[float] = []
-        for start, x, y in ctx.data.batches(ctx.batch_size):
-            key = f"clean/b{start}:{x.shape[0]}"
-            cached = ctx.store.get(scope, key)
-            if cached is None:
-                cached = self._classify(ctx, ((x.float() - lo) / (hi - lo)).clamp(0, 1), y)
-                ctx.store.put(scope, key, cached)
-            cs += cached["correct"]
-            fs += cached["conf"]
-        return _Cell(np.asarray(cs, dtype=bool), np.asarray(fs, dtype=np.float64))
+
+        def batch(start: int, stop: int) -> dict[str, list[Any]]:
+            x = ctx.data.images(slice(start, stop))
+            return self._classify(ctx, ((x.float() - lo) / (hi - lo)).clamp(0, 1), ctx.data.y[start:stop])
+
+        return _cell(ctx.map_batches(f"{scope}|clean", len(ctx.data), batch, desc=f"{self.id} clean"))
 
     def _on_the_fly(self, ctx: RunContext, scope: str, name: str, severity: int) -> _Cell:
         from ..corruptions.engine import Backend, corrupt, corruption_seeds
@@ -142,22 +143,16 @@ class CorruptionCheck(Check):
         p: CorruptionParams = self.params  # type: ignore[assignment]
         backend = Backend.parse(p.backend)
         lo, hi = (float(b) for b in ctx.model.bounds)
-        cs: list[int] = []
-        fs: list[float] = []
-        for start, x, y in ctx.data.batches(ctx.batch_size):
-            key = f"{name}/s{severity}/b{start}:{x.shape[0]}"
-            cached = ctx.store.get(scope, key)
-            if cached is None:
-                ids = ctx.data.ids[start : start + x.shape[0]]
-                seeds = corruption_seeds(ctx.seed, name, severity, ids)
-                x01 = ((x.float() - lo) / (hi - lo)).clamp(0, 1)
-                x01 = x01.to(ctx.device if backend is Backend.FAST else "cpu")
-                xc = corrupt(x01, name, severity, seeds, backend=backend)
-                cached = self._classify(ctx, xc, y)
-                ctx.store.put(scope, key, cached)
-            cs += cached["correct"]
-            fs += cached["conf"]
-        return _Cell(np.asarray(cs, dtype=bool), np.asarray(fs, dtype=np.float64))
+
+        def batch(start: int, stop: int) -> dict[str, list[Any]]:
+            x = ctx.data.images(slice(start, stop))
+            seeds = corruption_seeds(ctx.seed, name, severity, ctx.data.ids[start:stop])
+            x01 = ((x.float() - lo) / (hi - lo)).clamp(0, 1)
+            x01 = x01.to(ctx.device if backend is Backend.FAST else "cpu")
+            xc = corrupt(x01, name, severity, seeds, backend=backend)
+            return self._classify(ctx, xc, ctx.data.y[start:stop])
+
+        return _cell(ctx.map_batches(f"{scope}|{name}/s{severity}", len(ctx.data), batch, desc=f"{name} s{severity}"))
 
     def _from_files(self, ctx: RunContext, scope: str, pre: Any, name: str, severity: int) -> _Cell:
         from ..data.base import adapt_images
@@ -168,21 +163,15 @@ class CorruptionCheck(Check):
             n = min(n, p.precomputed_limit)
         labels = pre.labels(name, severity)[:n]
         shape = ctx.model.input_shape
-        cs: list[int] = []
-        fs: list[float] = []
-        for start in range(0, n, ctx.batch_size):
-            idx = list(range(start, min(n, start + ctx.batch_size)))
-            key = f"pre/{name}/s{severity}/b{start}:{len(idx)}"
-            cached = ctx.store.get(scope, key)
-            if cached is None:
-                x = pre.images(name, severity, idx)
-                if shape is not None and tuple(x.shape[1:]) != tuple(shape):
-                    x = adapt_images(x, shape)
-                cached = self._classify(ctx, x, labels[idx])
-                ctx.store.put(scope, key, cached)
-            cs += cached["correct"]
-            fs += cached["conf"]
-        return _Cell(np.asarray(cs, dtype=bool), np.asarray(fs, dtype=np.float64))
+
+        def batch(start: int, stop: int) -> dict[str, list[Any]]:
+            idx = list(range(start, stop))
+            x = pre.images(name, severity, idx)
+            if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+                x = adapt_images(x, shape)
+            return self._classify(ctx, x, labels[idx])
+
+        return _cell(ctx.map_batches(f"{scope}|pre/{name}/s{severity}", n, batch, desc=f"{name} s{severity}"))
 
     # -- main ---------------------------------------------------------------------------------
     def run(self, ctx: RunContext) -> CheckResult:
