@@ -143,6 +143,8 @@ def _merge_halves(a: Any, b: Any) -> Any:
         return {k: _merge_halves(a[k], b[k]) for k in a}
     if isinstance(a, list) and isinstance(b, list):
         return a + b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return a + b  # per-batch counts
     raise TypeError("batch results must be (dicts of) per-sample lists to be split on out-of-memory")
 
 

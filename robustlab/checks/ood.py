@@ -1,0 +1,403 @@
+"""The ``ood`` check: out-of-distribution detection with the standard metrics.
+
+For each detector (``robustlab.ood.DETECTORS``) and each OOD set (near and far groups), the check
+reports AUROC, AUPR-In, AUPR-Out and FPR@95TPR, their means per group, the in-distribution accuracy,
+the deployable threshold (95% TPR on in-distribution *validation* data) and the rejection rate it
+gives on every set, and the accuracy on label-preserving domain-shift sets. Definitions and the
+fit / validation / tuning protocol are written into the result.
+
+Metric keys (``P`` is ``ood``, or ``ood/<entry id>`` when the suite entry has its own id):
+``P/id/accuracy``, ``P/<detector>/<set>/{auroc,aupr_in,aupr_out,fpr95,rejection_rate}``,
+``P/<detector>/{near,far}/{auroc,aupr_in,aupr_out,fpr95,rejection_rate}``, ``P/<detector>/threshold``,
+``P/<detector>/id_acceptance``, ``P/<detector>/tuned/<param>``, ``P/shift/<set>/accuracy``,
+``P/fit/n``, ``P/fit/passes``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import RobustlabError, SuiteError
+from ..scorecard import AuditItem, CheckResult, Series, Status, Verdict
+from .base import CHECKS, Check, Params, RunContext
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from ..data.base import Dataset
+    from ..ood.base import Detector
+
+log = logging.getLogger(__name__)
+
+_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95")
+_NEEDS_TUNING = {"odin": ("temperature", "eps"), "mahalanobis": ("eps",)}
+
+
+@dataclass(frozen=True)
+class OODParams(Params):
+    """Parameters of the ``ood`` check.
+
+    Sets are data specs (any data plugin, adapted to the model's input) or the offline synthetic
+    sources ``noise:gaussian``, ``noise:uniform``, ``blobs``, ``photos``; ``name=spec`` names a set.
+    ``None`` means the defaults for the evaluation data's domain (``robustlab.ood.defaults``).
+    ODIN/Mahalanobis hyperparameters left at ``None`` are tuned on validation data over the grids.
+    ``eps`` values are fractions of the width of the model's bounds.
+    """
+
+    detectors: list[str] = field(default_factory=lambda: ["msp", "energy"])
+    near: list[str] | None = None
+    far: list[str] | None = None
+    shift: list[str] | None = None
+    fit_data: str | None = None
+    fit_limit: int | None = 10000
+    val_fraction: float = 0.1
+    val_limit: int | None = 1000
+    tpr: float = 0.95
+    ood_limit: int | None = 1000
+    synthetic_n: int = 200
+    energy_temperature: float = 1.0
+    odin_temperature: float | None = None
+    odin_eps: float | None = None
+    odin_temperatures: list[float] = field(default_factory=lambda: [1.0, 10.0, 100.0, 1000.0])
+    odin_eps_grid: list[float] = field(default_factory=lambda: [0.0, 0.0005, 0.001, 0.0014, 0.002, 0.003, 0.004])
+    mahalanobis_eps: float | None = None
+    mahalanobis_eps_grid: list[float] = field(default_factory=lambda: [0.0, 0.0005, 0.001, 0.0014, 0.002, 0.005, 0.01])
+    knn_k: int = 50
+    vim_dim: int | None = None
+    tune_ood: str = "fgsm"
+    tune_fgsm_eps: float = 0.0125
+    tune_n: int = 250
+    cache: bool = True
+
+    def validate(self) -> None:
+        from ..ood.base import DETECTORS
+        from ..ood.sources import strip_name
+
+        if not self.detectors:
+            raise SuiteError("ood: give at least one detector, e.g. detectors: [msp, energy].")
+        for d in self.detectors:
+            if d not in DETECTORS:
+                raise SuiteError(f"ood: {DETECTORS.unknown_message(d)}")
+        if len(set(self.detectors)) != len(self.detectors):
+            raise SuiteError("ood: a detector is listed twice in detectors; list each once.")
+        if not 0 < self.tpr < 1:
+            raise SuiteError(f"ood: tpr must be in (0, 1), e.g. 0.95; got {self.tpr}.")
+        if not 0 < self.val_fraction < 1:
+            raise SuiteError(f"ood: val_fraction must be in (0, 1), e.g. 0.1; got {self.val_fraction}.")
+        for name in ("fit_limit", "ood_limit", "val_limit"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise SuiteError(f"ood: {name} must be a positive number of images or null; got {v}.")
+        if self.synthetic_n < 1 or self.tune_n < 2:
+            raise SuiteError("ood: synthetic_n must be >= 1 and tune_n >= 2.")
+        if self.knn_k < 1 or self.energy_temperature <= 0:
+            raise SuiteError("ood: knn_k must be >= 1 and energy_temperature > 0.")
+        if not self.odin_temperatures or any(t <= 0 for t in self.odin_temperatures) or (self.odin_temperature is not None and self.odin_temperature <= 0):
+            raise SuiteError("ood: ODIN temperatures must be positive (grid odin_temperatures must not be empty).")
+        for grid in (self.odin_eps_grid, self.mahalanobis_eps_grid):
+            if not grid or any(e < 0 or e > 1 for e in grid):
+                raise SuiteError("ood: eps grids must be non-empty fractions of the bounds' width in [0, 1].")
+        for e in (self.odin_eps, self.mahalanobis_eps, self.tune_fgsm_eps):
+            if e is not None and not 0 <= e <= 1:
+                raise SuiteError(f"ood: eps values are fractions of the bounds' width in [0, 1]; got {e}.")
+        tests = {strip_name(s) for s in (self.near or []) + (self.far or []) + (self.shift or [])}
+        if self.tune_ood != "fgsm" and strip_name(self.tune_ood) in tests:
+            raise SuiteError(f"ood: tune_ood {self.tune_ood!r} is also a test set; tuning on test OOD data inflates the results. Use tune_ood: fgsm or another set.")
+
+
+@CHECKS.register("ood")
+class OODCheck(Check):
+    """Out-of-distribution detection: per detector and OOD set AUROC, AUPR-In/Out, FPR@95TPR,
+    near/far means, ID accuracy, deployable threshold and rejection rates, domain-shift accuracy.
+
+    References: Hendrycks & Gimpel 2017 (protocol and metrics); Liang et al. 2018 (ODIN, FPR@95TPR);
+        Lee et al. 2018 (Mahalanobis, validation on adversarial samples); Yang et al. 2022 (OpenOOD
+        near/far grouping). Metrics equal scikit-learn's and pytorch-ood's (tests/test_ood_metrics.py).
+    """
+
+    name = "ood"
+    family = "ood"
+    description = "Out-of-distribution detection (MSP, energy, ODIN, Mahalanobis, KNN, ViM): AUROC, AUPR, FPR@95TPR, deployable threshold."
+    Params = OODParams
+    _fit_hash: str = ""
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _detector_kwargs(self, name: str) -> dict[str, Any]:
+        p: OODParams = self.params  # type: ignore[assignment]
+        table: dict[str, dict[str, Any]] = {
+            "energy": {"temperature": p.energy_temperature},
+            "odin": {k: v for k, v in (("temperature", p.odin_temperature), ("eps", p.odin_eps)) if v is not None},
+            "mahalanobis": {"eps": p.mahalanobis_eps} if p.mahalanobis_eps is not None else {},
+            "knn": {"k": p.knn_k},
+            "vim": {"dim": p.vim_dim},
+        }
+        return table.get(name, {})
+
+    def _scores(self, ctx: RunContext, det: "Detector", x_or_ds: "torch.Tensor | Dataset", desc: str) -> "np.ndarray":
+        """Scores (n,) of one detector on one set; stored in ``ctx.store`` so ``--resume`` reuses them."""
+        import numpy as np
+        import torch
+
+        n = int(x_or_ds.shape[0]) if isinstance(x_or_ds, torch.Tensor) else len(x_or_ds)
+        scope = ctx.store.scope(self.id, {"params": dataclasses.asdict(self.params), "fit": self._fit_hash})
+        key = f"{desc}|{json.dumps(det.config(), sort_keys=True)}|n={n}"
+        stored = ctx.store.get(scope, key)
+        if isinstance(stored, list) and len(stored) == n:
+            return np.asarray(stored, dtype=np.float64)
+        out: list[torch.Tensor] = []
+        if isinstance(x_or_ds, torch.Tensor):
+            starts = range(0, x_or_ds.shape[0], ctx.batch_size)
+            for s in ctx.track(starts, total=len(starts), desc=desc):
+                out.append(det.score(ctx.model, x_or_ds[s : s + ctx.batch_size]).detach().float().cpu())
+        else:
+            n_b = math.ceil(len(x_or_ds) / ctx.batch_size)
+            for _s, x, _y in ctx.track(x_or_ds.batches(ctx.batch_size), total=n_b, desc=desc):
+                out.append(det.score(ctx.model, x).detach().float().cpu())
+        scores = torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+        if not np.isfinite(scores).all():
+            raise RobustlabError(f"detector {det.name} produced non-finite scores on {desc}; check the model's logits and features.")
+        ctx.store.put(scope, key, [float(v) for v in scores])
+        return scores
+
+    @staticmethod
+    def _accuracy(ctx: RunContext, ds: "Dataset", desc: str) -> tuple[list[bool], int]:
+        import torch
+
+        correct: list[bool] = []
+        n_b = math.ceil(len(ds) / ctx.batch_size)
+        with torch.no_grad():
+            for _s, x, y in ctx.track(ds.batches(ctx.batch_size), total=n_b, desc=desc):
+                logits = ctx.model(x.to(ctx.model.device))
+                correct.extend((logits.argmax(1).cpu() == y).tolist())
+        return correct, sum(correct)
+
+    # -- run ---------------------------------------------------------------------------------
+    def run(self, ctx: RunContext) -> CheckResult:
+        from ..metrics.stats import wilson_interval
+        from ..ood import metrics as M
+        from ..ood.base import DetectorError, create_detector
+        from ..ood.data import load_set, plan_fit_data
+        from ..ood.defaults import default_sets
+        from ..ood.sources import set_name, strip_name
+
+        t0 = time.perf_counter()
+        p: OODParams = self.params  # type: ignore[assignment]
+        result = self.new_result()
+        P = "ood" if self.id in ("ood", self.name) else f"ood/{self.id}"
+        model = ctx.model
+        shape = tuple(model.input_shape or ctx.data.sample_shape())
+        domain, defaults = default_sets(ctx.data_spec, ctx.data.spec, model.info.dataset)
+        groups = {
+            "near": list(p.near) if p.near is not None else list(defaults.near),
+            "far": list(p.far) if p.far is not None else list(defaults.far),
+        }
+        shift_specs = list(p.shift) if p.shift is not None else list(defaults.shift)
+        if p.near is None or p.far is None or p.shift is None:
+            result.notes.append(f"default OOD sets for domain {domain or 'unknown'}: near={groups['near']}, far={groups['far']}, shift={shift_specs}.")
+        result.definitions.update({f"{P}/{k}": v for k, v in M.DEFINITIONS.items()})
+
+        # 1. ID accuracy --------------------------------------------------------------------
+        correct, k = self._accuracy(ctx, ctx.data, "ood: ID accuracy")
+        result.add_metric(f"{P}/id/accuracy", k / max(1, len(correct)), interval=wilson_interval(k, len(correct)), n=len(correct))
+        result.per_sample[f"{P}/id/correct"] = correct
+
+        # 2. OOD and shift sets -------------------------------------------------------------
+        sets: dict[str, tuple[str, "torch.Tensor"]] = {}  # name -> (group, x)
+        shift_sets: dict[str, "Dataset"] = {}
+        for group, specs in (*groups.items(), ("shift", shift_specs)):
+            for spec in specs:
+                name = set_name(spec)
+                while name in sets or name in shift_sets or name in ("near", "far", "id", "shift", "fit", "threshold"):
+                    name += "_"
+                try:
+                    ds = load_set(ctx, strip_name(spec), split="test", shape=shape, limit=p.ood_limit, n_synthetic=p.synthetic_n, seed=ctx.seed)
+                except RobustlabError as exc:
+                    result.notes.append(f"skipped {group} set {spec}: {exc}")
+                    result.audit.append(AuditItem("ood_set_missing", Verdict.SUSPECT, f"{group} set {spec} could not be loaded; its metrics are absent.", {"error": str(exc)}))
+                    continue
+                if group == "shift":
+                    shift_sets[name] = ds
+                else:
+                    assert ds.x is not None
+                    sets[name] = (group, ds.x)
+                result.definitions[f"{P}/sets/{name}"] = f"{group}: {spec} ({len(ds)} images, adapted to {shape} in bounds {list(model.bounds)})"
+        if not sets:
+            result.status = Status.SKIPPED
+            result.reason = "no OOD set could be loaded; name near/far sets that exist offline (e.g. samples:cifar100, noise:uniform)."
+            return result
+        for name, ds in shift_sets.items():
+            try:
+                ds.check_labels(model.num_classes)
+            except RobustlabError as exc:
+                result.notes.append(f"shift set {name}: labels do not match the model ({exc}); accuracy not reported.")
+                continue
+            c, kk = self._accuracy(ctx, ds, f"ood: shift {name}")
+            result.add_metric(f"{P}/shift/{name}/accuracy", kk / len(c), interval=wilson_interval(kk, len(c)), n=len(c))
+
+        # 3. Detectors, fit data, fitting with cache ----------------------------------------
+        dets: dict[str, Detector] = {}
+        for name in p.detectors:
+            dets[name] = create_detector(name, **self._detector_kwargs(name))
+        plan = plan_fit_data(ctx, fit_data=p.fit_data, fit_limit=p.fit_limit, val_fraction=p.val_fraction, val_limit=p.val_limit, shape=shape, seed=ctx.seed, min_fit=max(2 * model.num_classes, 20))
+        result.notes.extend(plan.notes)
+        protocol = (
+            f"fit data: {plan.fit_source or 'none'}; ID validation data: {plan.val_source or 'none (ID test scores used)'}; "
+            "fit and validation images never include evaluation images (matching ids are dropped)."
+        )
+        result.definitions[f"{P}/protocol"] = protocol
+        self._fit_hash = plan.fit.content_sha256() if plan.fit is not None else ""
+        if plan.fit is None or plan.val is None:
+            result.audit.append(AuditItem("ood_fit_validation_data", Verdict.SUSPECT, "; ".join(plan.notes) or protocol))
+        self._fit(ctx, dets, plan.fit, p, result, P)
+
+        # 4. Tuning ODIN / Mahalanobis on validation data -----------------------------------
+        self._tune(ctx, dets, plan.val, p, result, P)
+
+        # 5. Scores and metrics -------------------------------------------------------------
+        small = [n for n, (_g, x) in sets.items() if x.shape[0] < 100] + (["ID test"] if len(ctx.data) < 100 else [])
+        if small:
+            result.audit.append(AuditItem("ood_small_sets", Verdict.SUSPECT, f"fewer than 100 images in {', '.join(small)}: AUROC and FPR@95TPR are uncertain by several points.", {"sets": small}))
+        for dname, det in dets.items():
+            try:
+                id_scores = self._scores(ctx, det, ctx.data, f"ood: {dname} ID")
+            except DetectorError as exc:
+                result.notes.append(f"detector {dname} skipped: {exc}")
+                continue
+            result.per_sample[f"{P}/{dname}/score"] = [float(v) for v in id_scores]
+            val_scores = self._scores(ctx, det, plan.val, f"ood: {dname} ID val") if plan.val is not None else id_scores
+            thr = M.threshold_at_tpr(val_scores, p.tpr)
+            result.add_metric(f"{P}/{dname}/threshold", thr, n=len(val_scores))
+            acc_id = 1.0 - M.rejection_rate(id_scores, thr)
+            n_acc = int(round(acc_id * len(id_scores)))
+            ci = wilson_interval(n_acc, len(id_scores))
+            result.add_metric(f"{P}/{dname}/id_acceptance", acc_id, interval=ci, n=len(id_scores))
+            if plan.val is not None and not ci.low - 0.01 <= p.tpr <= ci.high + 0.01:
+                result.audit.append(AuditItem(
+                    "ood_threshold_transfer", Verdict.SUSPECT,
+                    f"{dname}: the threshold set for {p.tpr:.0%} acceptance on validation data accepts {acc_id:.1%} of the ID test data; the validation data "
+                    "does not match the deployment distribution (e.g. JPEG vs lossless images), so recalibrate the threshold on matching data.",
+                    {"detector": dname, "id_acceptance": acc_id, "target": p.tpr, "interval": [ci.low, ci.high]},
+                ))
+            by_group: dict[str, list[dict[str, float]]] = {"near": [], "far": []}
+            roc_y: dict[str, list[float | None]] = {}
+            grid_x: list[float] = []
+            for sname, (group, x) in sets.items():
+                s = self._scores(ctx, det, x, f"ood: {dname} {sname}")
+                m = M.ood_metrics(id_scores, s, tpr=p.tpr)
+                rej = M.rejection_rate(s, thr)
+                vals = {"auroc": m.auroc, "aupr_in": m.aupr_in, "aupr_out": m.aupr_out, "fpr95": m.fpr95, "rejection_rate": rej}
+                for key, v in vals.items():
+                    interval = wilson_interval(int(round(rej * len(s))), len(s)) if key == "rejection_rate" else None
+                    result.add_metric(f"{P}/{dname}/{sname}/{key}", v, interval=interval, n=len(s))
+                by_group[group].append(vals)
+                grid_x, tpr_line = M.roc_points(id_scores, s)
+                roc_y[sname] = list(tpr_line)
+            for sname, ds in shift_sets.items():
+                s = self._scores(ctx, det, ds.x if ds.x is not None else ds, f"ood: {dname} shift {sname}")
+                rej = M.rejection_rate(s, thr)
+                result.add_metric(f"{P}/{dname}/{sname}/rejection_rate", rej, interval=wilson_interval(int(round(rej * len(s))), len(s)), n=len(s))
+            for group, rows in by_group.items():
+                if rows:
+                    for key in (*_METRICS, "rejection_rate"):
+                        result.add_metric(f"{P}/{dname}/{group}/{key}", sum(r[key] for r in rows) / len(rows))
+                    far_bad = [r for r in rows if r["auroc"] < 0.5]
+                    if group == "far" and far_bad:
+                        result.audit.append(AuditItem("ood_worse_than_chance", Verdict.SUSPECT, f"{dname} ranks some far-OOD set below in-distribution data (AUROC < 0.5); do not deploy it for such inputs.", {"detector": dname}))
+            result.series[f"{P}/{dname}/roc"] = Series(x=grid_x, y=roc_y, x_label="FPR (ID flagged as OOD)", y_label="TPR (OOD flagged)", kind="roc")
+            result.definitions[f"{P}/{dname}/config"] = str(det.config())
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    # -- fitting -----------------------------------------------------------------------------
+    def _fit(self, ctx: RunContext, dets: "dict[str, Detector]", fit: "Dataset | None", p: OODParams, result: CheckResult, P: str) -> None:
+        from ..ood.base import DetectorError, dataset_batches, extract_fit_features
+        from ..ood.cache import cache_key, load_state, model_fingerprint, save_state
+
+        need = [n for n, d in dets.items() if d.requires_fit]
+        if not need:
+            return
+        if fit is None:
+            for n in need:
+                dets.pop(n)
+                result.notes.append(f"detector {n} skipped: it needs in-distribution fit data (set fit_data).")
+            return
+        mfp = model_fingerprint(ctx.model)
+        dfp = self._fit_hash
+        keys: dict[str, str] = {}
+        missing = []
+        for n in need:
+            det = dets[n]
+            fit_cfg = {k: v for k, v in det.config().items() if k not in det.tunable}
+            keys[n] = cache_key(model=mfp, feature_layer=ctx.model.info.feature_layer, data=dfp, detector=n, config=fit_cfg, version=1)
+            state = load_state(keys[n]) if p.cache else None
+            if state is not None:
+                det.load_fit_state(state)
+                result.notes.append(f"{n}: fitted statistics loaded from the cache (key {keys[n]}).")
+            else:
+                missing.append(n)
+        passes = 0
+        if missing:
+            n_b = math.ceil(len(fit) / ctx.batch_size)
+            feats = extract_fit_features(ctx.model, ctx.track(dataset_batches(fit, ctx.batch_size), total=n_b, desc="ood: fit features"))
+            passes = 1
+            for n in missing:
+                try:
+                    dets[n].fit_features(feats, ctx.model)
+                except DetectorError as exc:
+                    dets.pop(n)
+                    result.notes.append(f"detector {n} skipped: {exc}")
+                    continue
+                if p.cache:
+                    save_state(keys[n], dets[n].fit_state(), {"detector": n, "model": mfp, "data": dfp})
+        result.add_metric(f"{P}/fit/n", len(fit))
+        result.add_metric(f"{P}/fit/passes", passes)
+        result.definitions[f"{P}/fit/passes"] = "Forward passes over the fit data in this run (0 when every fitted detector came from the cache; all detectors share one pass)."
+
+    # -- tuning ------------------------------------------------------------------------------
+    def _tune(self, ctx: RunContext, dets: "dict[str, Detector]", val: "Dataset | None", p: OODParams, result: CheckResult, P: str) -> None:
+        import torch
+
+        from ..ood.data import load_set, seeded_subset
+        from ..ood.sources import strip_name
+        from ..ood.tuning import fgsm_images, make_grid, tune
+
+        fixed = {"odin": {"temperature": p.odin_temperature, "eps": p.odin_eps}, "mahalanobis": {"eps": p.mahalanobis_eps}}
+        grids = {"odin": {"temperature": p.odin_temperatures, "eps": p.odin_eps_grid}, "mahalanobis": {"eps": p.mahalanobis_eps_grid}}
+        todo = [n for n in _NEEDS_TUNING if n in dets and any(v is None for v in fixed[n].values())]
+        for n in (x for x in _NEEDS_TUNING if x in dets):
+            for k in _NEEDS_TUNING[n]:
+                result.add_metric(f"{P}/{n}/tuned/{k}", float(getattr(dets[n], k)))
+        if not todo:
+            return
+        if val is None:
+            for n in todo:
+                result.notes.append(f"{n}: no validation data, so its hyperparameters keep their paper defaults {dets[n].config()}.")
+            return
+        x_id = seeded_subset(val, p.tune_n, ctx.seed, "ood-tune").images()
+        if p.tune_ood == "fgsm":
+            x_ood = torch.cat([fgsm_images(ctx.model, x_id[s : s + ctx.batch_size], eps=p.tune_fgsm_eps).cpu() for s in range(0, x_id.shape[0], ctx.batch_size)])
+            what = f"FGSM-perturbed ID validation images (eps={p.tune_fgsm_eps} of the bounds' width, Lee et al. 2018)"
+        else:
+            x_ood = load_set(ctx, strip_name(p.tune_ood), split="val", shape=x_id.shape[1:], limit=p.tune_n, n_synthetic=p.tune_n, seed=ctx.seed + 1).images()
+            what = f"{p.tune_ood} (not a test OOD set)"
+        for n in todo:
+            values = {k: ([v] if v is not None else grids[n][k]) for k, v in fixed[n].items()}
+            res = tune(dets[n], ctx.model, x_id, x_ood, make_grid(values), batch_size=ctx.batch_size, tpr=p.tpr, track=ctx.track)
+            for k, v in res.chosen.items():
+                result.add_metric(f"{P}/{n}/tuned/{k}", v)
+            result.add_metric(f"{P}/{n}/tuning/fpr95", res.fpr95, n=x_id.shape[0])
+            result.add_metric(f"{P}/{n}/tuning/auroc", res.auroc, n=x_id.shape[0])
+            result.definitions[f"{P}/{n}/tuning"] = (
+                f"{n} hyperparameters {sorted(values)} chosen from the grid {values} by the lowest FPR@{p.tpr:.0%}TPR (ties: higher AUROC) "
+                f"between {x_id.shape[0]} ID validation images and {x_ood.shape[0]} {what}; chosen {res.chosen}."
+            )
+
+
+__all__ = ["OODCheck", "OODParams"]

@@ -1,0 +1,30 @@
+"""Maximum softmax probability (MSP) baseline."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from .base import DETECTORS, Detector
+
+if TYPE_CHECKING:
+    from ..models.wrapper import RobustModel
+
+
+@DETECTORS.register("msp")
+class MSP(Detector):
+    """score(x) = -max_c softmax(f(x))_c.
+
+    Shapes: x (N, C, H, W) in ``model.bounds`` -> (N,) scores in [-1, -1/K].
+
+    References: Hendrycks & Gimpel, "A Baseline for Detecting Misclassified and Out-of-Distribution
+        Examples in Neural Networks", ICLR 2017; checked against ``pytorch_ood.detector.MaxSoftmax``.
+    """
+
+    name = "msp"
+
+    @torch.no_grad()
+    def score(self, model: "RobustModel", x: torch.Tensor) -> torch.Tensor:
+        logits = model(x.to(model.device)).float()
+        return -logits.softmax(dim=1).amax(dim=1)

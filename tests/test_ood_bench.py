@@ -1,0 +1,23 @@
+"""bench/ood.py runs end to end with --quick and prints well-formed JSON lines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "ood.py"
+
+
+def test_bench_quick_runs() -> None:
+    out = subprocess.run([sys.executable, str(BENCH), "--quick", "--detectors", "msp,energy,odin,mahalanobis"], capture_output=True, text=True, timeout=300, check=True)
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    tasks = {r["task"]: r for r in rows}
+    assert {"ood/forward", "ood/score/msp", "ood/score/energy", "ood/score/odin", "ood/score/mahalanobis", "ood/fit/mahalanobis"} <= set(tasks)
+    for r in rows:
+        assert {"task", "impl", "reference", "device", "n", "seconds", "ratio"} <= set(r)
+        assert r["seconds"] > 0
+    assert tasks["ood/fit/mahalanobis"]["fit_passes"] == 1.0  # one forward pass over the fit data
+    if tasks["ood/score/energy"]["reference"] == "pytorch-ood":
+        assert tasks["ood/score/energy"]["spearman_vs_reference"] > 0.999

@@ -1,0 +1,165 @@
+"""The ``ood`` check end to end on the bundled digits model, its data protocol, cache and sources."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from robustlab.checks.base import CHECKS, RunContext
+from robustlab.errors import SuiteError
+from robustlab.ood.sources import SYNTHETIC, set_name, synthetic_images
+from robustlab.scorecard import Status
+from robustlab.store import ResultStore
+
+
+def _ctx(model, spec: str, out: Path, *, batch_size: int = 128, limit: int | None = None) -> RunContext:
+    from robustlab.data import load_dataset
+    from robustlab.runner import prepare_data
+
+    def load_data(s: str, split: str = "test", *, adapt: bool = False, limit: int | None = None):
+        return prepare_data(model, load_dataset(s, split=split), adapt=adapt).limit(limit)
+
+    data = load_data(spec, "test", adapt=True, limit=limit)
+    return RunContext(model=model, data=data, seed=0, batch_size=batch_size, device=torch.device("cpu"), out_dir=out,
+                      store=ResultStore(None, {}), load_data=load_data, progress=lambda it, **kw: it, data_spec=spec)
+
+
+def _run(ctx: RunContext, **params):
+    cls = CHECKS.get("ood")
+    return cls(id="ood", params=cls.parse_params(params)).run(ctx)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ROBUSTLAB_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_ood_check_digits_all_detectors(digits_model, tmp_path: Path, _cache: Path) -> None:
+    ctx = _ctx(digits_model, "digits", tmp_path)
+    r = _run(ctx, detectors=["msp", "energy", "odin", "mahalanobis", "knn", "vim"], tune_n=60, synthetic_n=60,
+             odin_temperatures=[1, 1000], odin_eps_grid=[0.0, 0.002])
+    assert r.status == Status.OK
+    m = r.metrics
+    assert m["ood/id/accuracy"] > 0.9
+    assert 0 <= m["ood/shift/mnist/accuracy"] <= 1 and r.counts["ood/shift/mnist/accuracy"] == 20  # foolbox MNIST, labels intact
+    for det in ("msp", "energy", "odin", "mahalanobis", "knn", "vim"):
+        for s in ("fashion-mnist", "cifar10", "photos", "noise_uniform", "blobs", "near", "far"):
+            for key in ("auroc", "aupr_in", "aupr_out", "fpr95", "rejection_rate"):
+                v = m[f"ood/{det}/{s}/{key}"]
+                assert 0.0 <= v <= 1.0, (det, s, key, v)
+        assert m[f"ood/{det}/far/auroc"] > 0.7
+        far = [m[f"ood/{det}/{s}/auroc"] for s in ("cifar10", "photos", "noise_uniform", "blobs")]
+        assert m[f"ood/{det}/far/auroc"] == pytest.approx(float(np.mean(far)))
+        assert abs(m[f"ood/{det}/id_acceptance"] - 0.95) < 0.06  # threshold from the val split generalises
+        assert len(r.per_sample[f"ood/{det}/score"]) == len(ctx.data)
+        roc = r.series[f"ood/{det}/roc"]
+        assert len(roc.x) <= 101 and set(roc.y) == {"fashion-mnist", "cifar10", "photos", "noise_uniform", "blobs"}
+        assert r.intervals[f"ood/{det}/noise_uniform/rejection_rate"].low <= m[f"ood/{det}/noise_uniform/rejection_rate"]
+    assert m["ood/odin/tuned/temperature"] in (1.0, 1000.0) and m["ood/odin/tuned/eps"] in (0.0, 0.002)
+    assert "chosen" in r.definitions["ood/odin/tuning"] and "FGSM" in r.definitions["ood/odin/tuning"]
+    assert m["ood/fit/passes"] == 1 and m["ood/fit/n"] > 1000  # one pass serves all fitted detectors
+    assert "ODIN convention" in r.definitions["ood/fpr95"]
+    assert "digits (val split)" in r.definitions["ood/protocol"]
+    # second run: fitted statistics come from the cache, results identical
+    r2 = _run(ctx, detectors=["mahalanobis", "knn", "vim"], tune_n=60, synthetic_n=60, mahalanobis_eps=m["ood/mahalanobis/tuned/eps"])
+    assert r2.metrics["ood/fit/passes"] == 0 and any(_cache.glob("ood/*.safetensors"))
+    for det in ("mahalanobis", "knn", "vim"):
+        assert r2.metrics[f"ood/{det}/far/auroc"] == pytest.approx(m[f"ood/{det}/far/auroc"], abs=1e-9)
+
+
+def test_results_do_not_depend_on_batch_size(digits_model, tmp_path: Path) -> None:
+    kw = dict(detectors=["energy", "odin", "mahalanobis"], near=["samples:fashion-mnist"], far=["noise:gaussian"], shift=[], synthetic_n=40,
+              tune_n=40, odin_temperatures=[10], odin_eps_grid=[0.001, 0.004], mahalanobis_eps_grid=[0.0, 0.002], fit_limit=300, cache=False)
+    a = _run(_ctx(digits_model, "digits", tmp_path, batch_size=128, limit=100), **kw).metrics
+    b = _run(_ctx(digits_model, "digits", tmp_path, batch_size=45, limit=100), **kw).metrics
+    assert a.keys() == b.keys()
+    for k in a:
+        assert b[k] == pytest.approx(a[k], abs=1e-6), k
+
+
+def test_leak_guard_and_fallback_for_single_split_data(digits_model, tmp_path: Path) -> None:
+    """samples:* serve the same 20 images for every split: nothing may be fitted on test images."""
+    ctx = _ctx(digits_model, "samples:mnist", tmp_path)
+    r = _run(ctx, detectors=["msp", "mahalanobis"], near=["samples:fashion-mnist"], far=["noise:uniform"], shift=[], synthetic_n=30)
+    assert "ood/mahalanobis/near/auroc" not in r.metrics and "ood/msp/near/auroc" in r.metrics
+    assert any("mahalanobis skipped" in n for n in r.notes) and any("dropped 20" in n for n in r.notes)
+    assert any(a.name == "ood_fit_validation_data" for a in r.audit)
+    # with explicit fit data the fitted detectors run (thresholds from a hold-out of that data)
+    r2 = _run(ctx, detectors=["mahalanobis"], fit_data="digits", near=["samples:fashion-mnist"], far=["noise:uniform"], shift=[], synthetic_n=30, mahalanobis_eps=0.0)
+    assert "ood/mahalanobis/near/auroc" in r2.metrics and "hold-out of digits" in r2.definitions["ood/protocol"]
+
+
+def test_missing_set_is_skipped_with_audit(digits_model, tmp_path: Path) -> None:
+    r = _run(_ctx(digits_model, "digits", tmp_path), detectors=["msp"], near=["npz:/nonexistent/x.npz"], far=["noise:uniform"], shift=[], synthetic_n=20)
+    assert "ood/msp/noise_uniform/auroc" in r.metrics and "ood/msp/near/auroc" not in r.metrics
+    assert any(a.name == "ood_set_missing" for a in r.audit)
+
+
+@pytest.mark.parametrize(
+    "params,match",
+    [
+        ({"detectors": ["mahalanobs"]}, "mahalanobis"),
+        ({"detectors": []}, "at least one"),
+        ({"tpr": 1.5}, "tpr"),
+        ({"far": ["noise:gaussian"], "tune_ood": "noise:gaussian"}, "test set"),
+        ({"odin_eps_grid": [-0.1]}, "eps"),
+        ({"knn_k": 0}, "knn_k"),
+        ({"detectors": ["msp", "msp"]}, "twice"),
+    ],
+)
+def test_invalid_params_fail_before_running(params: dict, match: str) -> None:
+    with pytest.raises(SuiteError, match=match):
+        CHECKS.get("ood").parse_params(params)
+
+
+def test_synthetic_sources_are_seeded_per_sample() -> None:
+    for spec in SYNTHETIC:
+        a = synthetic_images(spec, n=6, shape=(3, 16, 16), seed=1)
+        b = synthetic_images(spec, n=3, shape=(3, 16, 16), seed=1)
+        c = synthetic_images(spec, n=3, shape=(3, 16, 16), seed=2)
+        assert a.shape == (6, 3, 16, 16) and a.dtype == torch.float32
+        assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+        torch.testing.assert_close(a[:3], b)  # sample i does not depend on n
+        assert not torch.equal(b, c)
+    grey = synthetic_images("photos", n=2, shape=(1, 8, 8), seed=0)
+    assert grey.shape == (2, 1, 8, 8)
+    blobs = synthetic_images("blobs", n=4, shape=(3, 32, 32), seed=0)
+    assert 0.2 < float((blobs == 0).float().mean()) < 1.0  # thresholded blobs: many exact zeros
+    assert set_name("samples:cifar100") == "cifar100" and set_name("noise:gaussian") == "noise_gaussian"
+    assert set_name("npz:/a/b/c.npz") == "c" and set_name("svhn=npz:/x.npz") == "svhn"
+    assert math.isfinite(float(synthetic_images("noise:gaussian", n=1, shape=(1, 4, 4), seed=0).sum()))
+
+
+def test_scores_are_stored_for_resume(digits_model, tmp_path: Path) -> None:
+    ctx = _ctx(digits_model, "digits", tmp_path)
+    seen = {"n": 0}
+    h = digits_model.net.register_forward_pre_hook(lambda _m, args: seen.__setitem__("n", seen["n"] + args[0].shape[0]))
+    try:
+        kw = dict(detectors=["energy"], near=["samples:fashion-mnist"], far=["noise:uniform"], shift=[], synthetic_n=30)
+        first = _run(ctx, **kw)
+        n_first, seen["n"] = seen["n"], 0
+        second = _run(ctx, **kw)  # same store: detector scores are reused, only the accuracy pass runs
+    finally:
+        h.remove()
+    assert second.metrics == first.metrics
+    assert seen["n"] == len(ctx.data) < n_first
+
+
+@pytest.mark.slow
+def test_ood_check_cifar_resnet18_real_data(cifar_model, shared_data_dir: Path, tmp_path: Path) -> None:
+    """Real CIFAR-10 ResNet-18 on 200 real test images; Mahalanobis fitted on the shared JPEG images."""
+    ctx = _ctx(cifar_model, f"npz:{shared_data_dir / 'cifar10_test_1000.npz'}", tmp_path, limit=200)
+    r = _run(ctx, detectors=["msp", "energy", "odin", "mahalanobis"], fit_data=f"npz:{shared_data_dir / 'cifar10_9000_jpeg.npz'}",
+             fit_limit=3000, tune_n=100, synthetic_n=100, odin_temperatures=[1, 1000], odin_eps_grid=[0.0, 0.0014])
+    m = r.metrics
+    assert m["ood/id/accuracy"] > 0.85
+    assert m["ood/fit/n"] == 3000 and "cifar10_9000_jpeg" in r.definitions["ood/protocol"]
+    for det in ("msp", "energy", "odin", "mahalanobis"):
+        assert {f"ood/{det}/cifar100/auroc", f"ood/{det}/mnist/fpr95", f"ood/{det}/noise_uniform/auroc"} <= set(m)
+        assert m[f"ood/{det}/far/auroc"] > 0.75
+    assert m["ood/msp/near/auroc"] > 0.7
