@@ -91,6 +91,13 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
             warnings.filterwarnings("ignore", category=cat)
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    plog = logging.getLogger("robustlab.progress")
+    if not plog.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(message)s"))
+        plog.addHandler(h)
+        plog.setLevel(logging.INFO)
+        plog.propagate = False
 
 
 if __name__ == "__main__":  # pragma: no cover

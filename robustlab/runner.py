@@ -34,6 +34,8 @@ from .store import ResultStore
 from .suite import Suite
 
 log = logging.getLogger(__name__)
+#: one line per check on stderr (the CLI gives it a plain "%(message)s" handler)
+progress_log = logging.getLogger("robustlab.progress")
 
 
 @dataclass
@@ -69,7 +71,7 @@ def resolve_device(name: str) -> torch.device:
 
 def make_progress(quiet: bool) -> Callable[..., Iterable[Any]]:
     def progress(it: Iterable[Any], *, total: int | None = None, desc: str = "") -> Iterable[Any]:
-        if quiet:
+        if quiet or not sys.stderr.isatty():  # no carriage-return bars in logs; -v logs each check instead
             return it
         from tqdm.auto import tqdm
 
@@ -203,7 +205,8 @@ def evaluate(cfg: RunConfig) -> Scorecard:
         for entry in cfg.suite.entries:
             cls = CHECKS.get(entry.check)
             check = cls(id=entry.id, params=entry.params)
-            log.info("check %s (%s)", entry.id, entry.check)
+            if not cfg.quiet and dist_info.is_main:
+                progress_log.info("[%d/%d] %s (%s) ...", len(card.checks) + 1, len(cfg.suite.entries), entry.id, entry.check)
             tc = time.perf_counter()
             try:
                 result = check.run(ctx)

@@ -148,22 +148,16 @@ class OODCheck(Check):
         n = int(x_or_ds.shape[0]) if isinstance(x_or_ds, torch.Tensor) else len(x_or_ds)
         scope = ctx.store.scope(self.id, {"params": dataclasses.asdict(self.params), "fit": self._fit_hash})
         key = f"{desc}|{json.dumps(det.config(), sort_keys=True)}|n={n}"
-        stored = ctx.store.get(scope, key)
-        if isinstance(stored, list) and len(stored) == n:
-            return np.asarray(stored, dtype=np.float64)
-        out: list[torch.Tensor] = []
-        if isinstance(x_or_ds, torch.Tensor):
-            starts = range(0, x_or_ds.shape[0], ctx.batch_size)
-            for s in ctx.track(starts, total=len(starts), desc=desc):
-                out.append(det.score(ctx.model, x_or_ds[s : s + ctx.batch_size]).detach().float().cpu())
-        else:
-            n_b = math.ceil(len(x_or_ds) / ctx.batch_size)
-            for _s, x, _y in ctx.track(x_or_ds.batches(ctx.batch_size), total=n_b, desc=desc):
-                out.append(det.score(ctx.model, x).detach().float().cpu())
+
+        def batch(start: int, stop: int) -> list[float]:
+            x = x_or_ds[start:stop] if isinstance(x_or_ds, torch.Tensor) else x_or_ds.images(slice(start, stop))
+            return [float(v) for v in det.score(ctx.model, x.to(ctx.device)).detach().float().cpu()]
+
+        parts = ctx.map_batches(f"{scope}|{key}", n, batch, desc=desc)
+        out = [torch.tensor(p, dtype=torch.float64) for p in parts]
         scores = torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
         if not np.isfinite(scores).all():
             raise RobustlabError(f"detector {det.name} produced non-finite scores on {desc}; check the model's logits and features.")
-        ctx.store.put(scope, key, [float(v) for v in scores])
         return scores
 
     @staticmethod

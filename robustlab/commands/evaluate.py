@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 @click.option("--no-mlflow", is_flag=True, help="Do not record the run in MLflow.")
 @click.option("--mlflow-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else a SQLite store in OUT).")
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
+@click.option("--fit-data", default=None, help="Data spec whose train split fits OOD detectors (default: the evaluation data set's train split), e.g. npz:cifar10_train.npz.")
 @user_errors
 def evaluate(**kw: Any) -> None:
     """Evaluate a model with a suite of checks and write a scorecard.
@@ -52,6 +53,7 @@ def evaluate(**kw: Any) -> None:
         model_spec=kw["model_spec"], load=load_options_from(kw), suite=suite, data_spec=kw.get("data_spec"), data_root=kw.get("data_root"),
         download=bool(kw.get("download")), out_dir=out, seed=kw["seed"], batch_size=kw["batch_size"], limit=kw.get("limit"),
         resume=bool(kw.get("resume")), quiet=bool(kw.get("quiet")), command=command_line(),
+        options={"ood_fit_data": kw["fit_data"]} if kw.get("fit_data") else {},
         precision=kw.get("precision") or "fp32", channels_last=bool(kw.get("channels_last")), compile=bool(kw.get("compile_model")),
     )
     card = run_evaluate(cfg)

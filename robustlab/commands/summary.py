@@ -2,29 +2,50 @@
 
 from __future__ import annotations
 
-from ..scorecard import Scorecard
+import re
+
+from ..scorecard import CheckResult, Scorecard
+
+#: Headline metrics per family (regular expressions on the key); everything else is in the scorecard.
+HEADLINES = [
+    r"^clean/(accuracy|ece|worst_class_accuracy)$",
+    r"^adversarial/[^/]+/(robust_accuracy|clean_accuracy|median_min_norm|bf16_flipped)$",
+    r"^corruption/(mean_accuracy|mean_error|mce|relative_mce|mce_partial|ece|worst/accuracy)$",
+    r"^corruption/[^/]+/(mean_accuracy|mce|relative_mce|worst/accuracy)$",
+    r"^ood/id/accuracy$",
+    r"^ood(/[^/]+)?/[^/]+/(near|far)/(auroc|fpr95)$",
+    r"^certify/sigma=[^/]+/(smoothed_accuracy|average_certified_radius|abstention_rate|certified_accuracy@r=0\.5)$",
+]
+_VERDICTS = {0.0: "valid", 1.0: "suspect", 2.0: "invalid"}
 
 
-def summary_table(card: Scorecard, *, max_per_check: int = 8) -> str:
+def headline_keys(c: CheckResult, limit: int = 12) -> list[str]:
+    pats = [re.compile(p) for p in HEADLINES]
+    keys = [k for k in c.metrics if any(p.search(k) for p in pats)]
+    if not keys:
+        keys = sorted((k for k in c.metrics if "/class=" not in k), key=lambda k: (k.count("/"), k))
+    return keys[:limit]
+
+
+def summary_table(card: Scorecard) -> str:
     """A plain-text table: check, status, the check's headline metrics with their intervals."""
     lines = [f"robustlab {card.tool.get('version')}  model {card.model.get('spec')}  data {card.data.get('spec')} (n={card.data.get('n')})  suite {card.suite.get('name')}  seed {card.run.get('seed')}"]
     rows: list[tuple[str, str, str, str]] = []
     for c in card.checks:
         if c.status.value != "ok":
-            rows.append((c.id, c.status.value, c.reason[:70], ""))
+            rows.append((c.id, c.status.value, c.reason[:90], ""))
             continue
-        keys = [k for k in c.metrics if "/class=" not in k and "/s" not in k.rsplit("/", 2)[-2:][0][:2]]
-        keys = sorted(keys, key=lambda k: (k.count("/"), k))[:max_per_check]
-        for i, k in enumerate(keys):
+        for i, k in enumerate(headline_keys(c)):
             iv = c.intervals.get(k)
             ci = f"[{iv.low:.4f}, {iv.high:.4f}]" if iv else ""
             rows.append((c.id if i == 0 else "", "ok" if i == 0 else "", k, f"{c.metrics[k]:.4f} {ci}".strip()))
-        for a in c.audit:
-            if a.verdict.value != "valid":
-                rows.append(("", "", f"audit {a.name}", f"{a.verdict.value.upper()}: {a.message[:60]}"))
+        bad = [a for a in c.audit if a.verdict.value != "valid"]
+        if c.audit:
+            worst = "invalid" if any(a.verdict.value == "invalid" for a in bad) else ("suspect" if bad else "valid")
+            rows.append(("", "", "validity audit", f"{worst}" + (f" ({', '.join(a.name for a in bad)})" if bad else "")))
     w = [max([len(r[i]) for r in rows] + [len(h)]) for i, h in enumerate(("check", "status", "metric", "value"))]
     fmt = "  ".join(f"{{:<{x}}}" for x in w)
-    lines.append(fmt.format("check", "status", "metric", "value"))
-    lines.append(fmt.format(*("-" * x for x in w)))
-    lines += [fmt.format(*r) for r in rows]
+    lines.append(fmt.format("check", "status", "metric", "value").rstrip())
+    lines.append(fmt.format(*("-" * x for x in w)).rstrip())
+    lines += [fmt.format(*r).rstrip() for r in rows]
     return "\n".join(lines)
