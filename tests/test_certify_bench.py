@@ -1,0 +1,24 @@
+"""bench/certify.py runs end to end with --quick and prints well-formed JSON lines (timings are
+never asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "certify.py"
+
+
+def test_bench_quick_runs() -> None:
+    r = subprocess.run([sys.executable, str(BENCH), "--quick", "--device", "cpu", "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+    assert {row["impl"] for row in rows} >= {"reference", "robustlab"}
+    for row in rows:
+        for key in ("task", "impl", "reference", "device", "n", "seconds", "ratio"):
+            assert key in row, key
+        assert row["task"] == "certify" and row["seconds"] > 0 and row["device"] == "cpu"
+    ours = next(row for row in rows if row["impl"] == "robustlab")
+    assert 0.0 <= ours["prediction_agreement"] <= 1.0 and ours["mean_abs_radius_diff"] >= 0.0
