@@ -109,15 +109,15 @@ def main() -> None:
         throughput(a.device, 8 if a.quick else 512, 2 if a.quick else 20)
     if "attacks" in parts:
         extra = [] if a.quick or not have_data else ["--skip-digits", "--cifar-n", "1000"]
-        run_part("attacks", ["attacks.py", "--device", a.device, *quick, *extra], 60 * (3 if a.quick else 4))
+        run_part("attacks", ["attacks.py", "--device", a.device, *quick, *extra], 180 if a.quick else 170)
     if "corruptions" in parts:
         extra = ["--grid-n", "0", "--n32", "16", "--n224", "2"] if a.quick else ["--skip-reference", "--grid-n", "1000", "--grid-batch", "1000", "--n32", "1000", "--n224", "64"]
-        run_part("corruptions", ["corruptions.py", "--device", a.device, *quick, *extra], 60 * (2 if a.quick else 2))
+        run_part("corruptions", ["corruptions.py", "--device", a.device, *quick, *extra], 120 if a.quick else 90)
     if "ood" in parts:
-        run_part("ood", ["ood.py", "--device", a.device, *quick], 60 * (2 if a.quick else 1))
+        run_part("ood", ["ood.py", "--device", a.device, *quick], 120 if a.quick else 60)
     if "certify" in parts:
-        extra = [] if a.quick else ["--model", "zoo:cifar10-resnet18", "--n", "100000", "--points", "5", "--batch", "1000", "--our-batch", "10000"] + (["--data", f"npz:{a.data}"] if have_data else [])
-        run_part("certify", ["certify.py", "--device", a.device, *quick, *extra], 60 * (2 if a.quick else 1))
+        extra = [] if a.quick else ["--model", "zoo:cifar10-resnet18", "--n", "100000", "--points", "3", "--batch", "1000", "--our-batch", "10000"] + (["--data", f"npz:{a.data}"] if have_data else [])
+        run_part("certify", ["certify.py", "--device", a.device, *quick, *extra], 120 if a.quick else 150)
     emit(task="gpu_bench", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
 
 
