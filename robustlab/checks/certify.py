@@ -225,35 +225,26 @@ class CertifyCheck(Check):
     def _certify(self, ctx: RunContext, smooth: SmoothedClassifier, x: torch.Tensor, seeds: list[int], ids: list[str],
                  scope: str, s_key: str, p: CertifyParams) -> list[Certificate]:
         """CERTIFY every point, reusing stored results (resume); one store entry per chunk of points."""
-        out: list[Certificate] = []
         chunk = max(8, min(64, (self._noise_batch(ctx)) // (p.n0 + p.n)))
-        starts = list(range(0, len(ids), chunk))
-        for s in ctx.track(starts, total=len(starts), desc=f"certify {s_key.split('/')[-1]}"):
-            key = f"{s_key}/certify/{ids[s]}/{len(ids[s:s + chunk])}"
-            cached = ctx.store.get(scope, key)
-            if cached is None:
-                certs = smooth.certify(x[s : s + chunk], seeds[s : s + chunk], n0=p.n0, n=p.n, alpha=p.alpha)
-                ctx.store.put(scope, key, [[c.prediction, c.radius, c.p_lower, c.count, c.n, c.majority, c.selected] for c in certs])
-            else:
-                certs = [Certificate(prediction=int(a), radius=float(b), p_lower=float(c), count=int(d), n=int(e), majority=int(f), selected=int(g))
-                         for a, b, c, d, e, f, g in cached]
-            out.extend(certs)
-        return out
+
+        def batch(start: int, stop: int) -> list[list[float]]:
+            certs = smooth.certify(x[start:stop], seeds[start:stop], n0=p.n0, n=p.n, alpha=p.alpha)
+            return [[c.prediction, c.radius, c.p_lower, c.count, c.n, c.majority, c.selected] for c in certs]
+
+        parts = ctx.map_batches(f"{scope}|{s_key}/certify", len(ids), batch, batch_size=chunk, desc=f"certify {s_key.split('/')[-1]}")
+        return [Certificate(prediction=int(a), radius=float(b), p_lower=float(c), count=int(d), n=int(e), majority=int(f), selected=int(g))
+                for part in parts for a, b, c, d, e, f, g in part]
 
     def _predict(self, ctx: RunContext, smooth: SmoothedClassifier, x: torch.Tensor, seeds: list[int], ids: list[str],
                  scope: str, s_key: str, n: int, alpha: float) -> np.ndarray:
         """PREDICT every point (stored per chunk for resume); returns (N,) classes, -1 = abstain."""
-        out: list[int] = []
         chunk = max(8, min(64, self._noise_batch(ctx) // n))
-        starts = list(range(0, len(ids), chunk))
-        for s in ctx.track(starts, total=len(starts), desc=f"predict {s_key.split('/')[-1]}"):
-            key = f"{s_key}/predict/{ids[s]}/{len(ids[s:s + chunk])}"
-            cached = ctx.store.get(scope, key)
-            if cached is None:
-                cached = [q.prediction for q in smooth.predict(x[s : s + chunk], seeds[s : s + chunk], n=n, alpha=alpha)]
-                ctx.store.put(scope, key, cached)
-            out.extend(int(c) for c in cached)
-        return np.array(out, dtype=np.int64)
+
+        def batch(start: int, stop: int) -> list[int]:
+            return [q.prediction for q in smooth.predict(x[start:stop], seeds[start:stop], n=n, alpha=alpha)]
+
+        parts = ctx.map_batches(f"{scope}|{s_key}/predict/n={n}", len(ids), batch, batch_size=chunk, desc=f"predict {s_key.split('/')[-1]}")
+        return np.array([int(c) for part in parts for c in part], dtype=np.int64)
 
     def _per_sample(self, res: CheckResult, total: int, idx: list[int], s_key: str, certs: list[Certificate], ppred: np.ndarray) -> None:
         radius: list[Any] = [None] * total
