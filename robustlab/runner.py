@@ -57,6 +57,7 @@ class RunConfig:
     command: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"
+    threads: int | None = None
     channels_last: bool = False
     compile: bool = False
 
@@ -137,6 +138,8 @@ def evaluate(cfg: RunConfig) -> Scorecard:
     """Run ``cfg.suite`` on the model and data of ``cfg``; write and return the scorecard."""
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.load.device)
     dist_info = distributed.init(device.type)
     if dist_info.enabled and device.type == "cuda":

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from .common import _floats, command_line, data_options, default_out_dir, load_options_from, model_options, run_options, user_errors
+from .common import _floats, run_settings, data_options, default_out_dir, load_options_from, model_options, run_options, user_errors
 
 
 @click.command("certify")
@@ -77,8 +77,7 @@ def certify(**kw: Any) -> None:
     out = Path(kw["out_dir"]) if kw.get("out_dir") else default_out_dir(kw["model_spec"], "certify")
     cfg = RunConfig(
         model_spec=kw["model_spec"], load=load_options_from(kw), suite=suite, data_spec=kw.get("data_spec"), data_root=kw.get("data_root"),
-        download=bool(kw.get("download")), out_dir=out, seed=kw["seed"], batch_size=kw["batch_size"], limit=kw.get("limit"),
-        resume=bool(kw.get("resume")), quiet=bool(kw.get("quiet")), command=command_line(),
+        download=bool(kw.get("download")), out_dir=out, limit=kw.get("limit"), **run_settings(kw),
     )
     card = run_evaluate(cfg)
     code = finish(card, out, {**kw, "quiet": True, "policy": None, "baseline": None, "junit": None})

@@ -73,6 +73,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--resume", is_flag=True, help="Reuse the batch results stored in OUT by an interrupted run."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary table."),
         click.option("--json", "as_json", is_flag=True, help="Print the scorecard JSON on stdout."),
+        click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: torch's choice; 1 is often fastest for small models)."),
         click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default="fp32", show_default=True, help="GPU fast path: tf32 matmuls, or bf16 autocast for attack iterations (results re-verified in fp32)."),
         click.option("--channels-last", is_flag=True, help="GPU fast path: NHWC memory format."),
         click.option("--compile", "compile_model", is_flag=True, help="GPU fast path: torch.compile the network."),
@@ -126,3 +127,12 @@ def user_errors(f: Callable[..., Any]) -> Callable[..., Any]:
             raise RobustlabError(f"{exc.strerror}: {exc.filename}; check the path.") from exc
 
     return wrapper
+
+
+def run_settings(kw: dict[str, Any]) -> dict[str, Any]:
+    """The RunConfig fields that come from ``run_options`` (shared by evaluate, certify, defend)."""
+    return {
+        "seed": kw["seed"], "batch_size": kw["batch_size"], "resume": bool(kw.get("resume")), "quiet": bool(kw.get("quiet")),
+        "threads": kw.get("threads"), "precision": kw.get("precision") or "fp32", "channels_last": bool(kw.get("channels_last")),
+        "compile": bool(kw.get("compile_model")), "command": command_line(),
+    }

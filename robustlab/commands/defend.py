@@ -70,6 +70,7 @@ def method_params_from(kw: dict[str, Any]) -> dict[str, Any]:
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint in OUT.ckpt/ (same options).")
 @click.option("--overwrite", is_flag=True, help="Delete OUT.ckpt/ and OUT.eval/ of an earlier run and start over.")
 @click.option("--evaluate", "suite", default=None, help="Suite (name or YAML) to evaluate the input and the defended model with, same seed; writes OUT.eval/{before,after}/ and a comparison.")
+@click.option("--eval-data", default=None, help="Data the suite evaluates on (default: the test split of --data).")
 @click.option("--eval-out", default=None, type=click.Path(file_okay=False), help="Folder of the evaluations (default OUT.eval/).")
 @click.option("--eval-batch-size", type=click.IntRange(1), default=128, show_default=True)
 # -- training loop
@@ -127,7 +128,7 @@ def defend(**kw: Any) -> None:
         model_spec=kw["model_spec"], load=load_options_from(kw), method=kw["method"], method_params=params, train=train_cfg,
         data_spec=kw.get("data_spec"), data_root=kw.get("data_root"), download=bool(kw.get("download")), out=Path(kw["out"]),
         resume=bool(kw["resume"]), overwrite=bool(kw["overwrite"]), suite=kw["suite"], eval_dir=Path(kw["eval_out"]) if kw["eval_out"] else None,
-        eval_limit=kw.get("limit"), eval_batch_size=kw["eval_batch_size"], val_fraction=kw["val_fraction"], train_limit=kw["train_limit"],
+        eval_data_spec=kw.get("eval_data"), eval_limit=kw.get("limit"), eval_batch_size=kw["eval_batch_size"], val_fraction=kw["val_fraction"], train_limit=kw["train_limit"],
         quiet=quiet, command=command_line(),
     )
     from ..runner import make_progress

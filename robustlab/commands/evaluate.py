@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .common import command_line, data_options, default_out_dir, load_options_from, model_options, run_options, user_errors
+from .common import data_options, default_out_dir, load_options_from, model_options, run_options, run_settings, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,8 @@ def evaluate(**kw: Any) -> None:
     out = Path(kw["out_dir"]) if kw.get("out_dir") else default_out_dir(kw["model_spec"], kw["suite"])
     cfg = RunConfig(
         model_spec=kw["model_spec"], load=load_options_from(kw), suite=suite, data_spec=kw.get("data_spec"), data_root=kw.get("data_root"),
-        download=bool(kw.get("download")), out_dir=out, seed=kw["seed"], batch_size=kw["batch_size"], limit=kw.get("limit"),
-        resume=bool(kw.get("resume")), quiet=bool(kw.get("quiet")), command=command_line(),
-        options={"ood_fit_data": kw["fit_data"]} if kw.get("fit_data") else {},
-        precision=kw.get("precision") or "fp32", channels_last=bool(kw.get("channels_last")), compile=bool(kw.get("compile_model")),
+        download=bool(kw.get("download")), out_dir=out, limit=kw.get("limit"),
+        options={"ood_fit_data": kw["fit_data"]} if kw.get("fit_data") else {}, **run_settings(kw),
     )
     card = run_evaluate(cfg)
     from ..distributed import from_env

@@ -173,7 +173,7 @@ def log_scorecard(
     """
     tracking_uri, artifact_location = resolve_tracking_uri(out_dir, uri)
     _quiet_env()
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
     from mlflow.exceptions import MlflowException
 
     exp_name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
