@@ -1,0 +1,222 @@
+"""``robustlab defend`` without the CLI: load, (evaluate before), train, save, (evaluate after), compare.
+
+The defended model is written with :func:`robustlab.models.save.save_model` (safetensors weights,
+metadata in the header: bounds, mean, std, num_classes, input_shape, class_names, dataset and the
+training provenance), so ``robustlab evaluate --model robust.safetensors`` loads it without
+``--trust-code``. Before/after evaluations run the same suite with the same seed and data through
+:func:`robustlab.runner.evaluate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from .. import __version__
+from ..errors import DataError, RobustlabError, SuiteError
+from ..scorecard import Scorecard
+from .base import DEFENSES, DefenseMethod
+from .trainer import EpochRecord, TrainConfig, TrainResult, train
+
+log = logging.getLogger(__name__)
+
+TRUSTED_ARCH_PREFIXES = ("zoo-arch", "torchvision", "timm")
+
+
+@dataclass
+class DefendConfig:
+    """Everything that defines a defend run.
+
+    ``out``: the defended model file (``.safetensors``); checkpoints go to ``<out>.ckpt/`` and
+    evaluations (``before/``, ``after/``, ``comparison.*``) to ``eval_dir`` (default ``<out>.eval/``).
+    ``val_fraction``: share of the training split held out for validation when the data plugin has
+    no separate validation split. ``eval_data_spec``: the data the suite evaluates (default: the
+    test split of ``data_spec``). ``eval_limit``: evaluate only the first n test images.
+    """
+
+    model_spec: str
+    load: Any  # robustlab.models.LoadOptions
+    method: str
+    method_params: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data_spec: str | None = None
+    data_root: str | None = None
+    download: bool = False
+    out: Path = Path("robust.safetensors")
+    resume: bool = False
+    overwrite: bool = False
+    suite: str | None = None
+    eval_dir: Path | None = None
+    eval_data_spec: str | None = None
+    eval_limit: int | None = None
+    eval_batch_size: int = 128
+    val_fraction: float = 0.1
+    train_limit: int | None = None
+    quiet: bool = False
+    command: str = ""
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out.with_name(self.out.name + ".ckpt")
+
+    @property
+    def eval_out(self) -> Path:
+        return self.eval_dir if self.eval_dir is not None else self.out.with_name(self.out.name + ".eval")
+
+
+@dataclass(frozen=True)
+class DefendResult:
+    """The defended model file, the training outcome and, with a suite, both scorecards and the
+    headline before/after rows (``{metric, before, after, delta, ci_disjoint}``)."""
+
+    model_path: Path
+    training: TrainResult
+    before: Scorecard | None = None
+    after: Scorecard | None = None
+    comparison: list[dict[str, Any]] = field(default_factory=list)
+    table: str = ""
+
+
+def build_method(name: str, params: dict[str, Any]) -> DefenseMethod:
+    """Instantiate a defense by name with validated params (unknown keys are a SuiteError)."""
+    cls = DEFENSES.get(name)
+    known = {f.name for f in dataclasses.fields(cls.Params)}
+    bad = sorted(set(params) - known)
+    if bad:
+        raise SuiteError(f"method {name} has no parameter(s) {', '.join(bad)}; its parameters are: {', '.join(sorted(known)) or 'none'}.")
+    return cls(cls.Params(**params))
+
+
+def _split_train_val(train_ds: Any, val_ds: Any, *, fraction: float, seed: int) -> tuple[Any, Any]:
+    """Use the plugin's validation split when it is disjoint from the training split; otherwise
+    hold out ``fraction`` of the training split (a seeded, per-id choice)."""
+    from ..seeding import derive_seed
+
+    if val_ds is not None and len(val_ds) and not (set(val_ds.ids) & set(train_ds.ids)):
+        return train_ds, val_ds
+    if not 0 < fraction < 1:
+        return train_ds, None
+    keys = [derive_seed(seed, "defend/val-split", i) for i in train_ds.ids]
+    order = sorted(range(len(keys)), key=lambda j: keys[j])
+    k = max(1, int(round(fraction * len(order))))
+    held = sorted(order[:k])
+    rest = sorted(order[k:])
+    log.info("no separate validation split: holding out %d of %d training images for validation", k, len(order))
+    return train_ds.subset(rest), train_ds.subset(held)
+
+
+def _warn_overlap(cfg: DefendConfig, spec: str, train_ds: Any) -> None:
+    """Warn when the evaluation images are training images (e.g. an ``npz:`` file whose x/y serve
+    every split): the before/after comparison would then measure fitting, not robustness."""
+    from ..data import load_dataset
+
+    try:
+        test = load_dataset(spec, split="test", root=cfg.data_root, download=cfg.download)
+    except DataError:
+        return
+    shared = len(set(test.ids) & set(train_ds.ids))
+    if shared:
+        log.warning("%d of the %d evaluation images of %s are also training images; pass --eval-data with held-out data "
+                    "(e.g. npz:cifar10_test_1000.npz when training on cifar10_9000_jpeg.npz).", shared, len(test), spec)
+
+
+def _evaluate(cfg: DefendConfig, suite: Any, model_spec: str, load: Any, out_dir: Path, *, resume: bool) -> Scorecard:
+    from ..runner import RunConfig, evaluate
+
+    rc = RunConfig(model_spec=model_spec, load=load, suite=suite, data_spec=cfg.eval_data_spec or cfg.data_spec, data_root=cfg.data_root, download=cfg.download,
+                   out_dir=out_dir, seed=cfg.train.seed, batch_size=cfg.eval_batch_size, limit=cfg.eval_limit, resume=resume, quiet=cfg.quiet,
+                   command=cfg.command, options={"defend": {"role": out_dir.name}})
+    return evaluate(rc)
+
+
+def run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | None = None,
+                on_epoch: Callable[[EpochRecord], None] | None = None) -> DefendResult:
+    """Run a defense end to end (see the module docstring). Errors a user can cause are raised as
+    :class:`RobustlabError` before any training starts where possible."""
+    from ..data import load_dataset
+    from ..models import LoadOptions, load_model
+    from ..models.save import save_model, unwrap
+    from ..runner import prepare_data, resolve_device
+
+    method = build_method(cfg.method, cfg.method_params)
+    cfg.train.validate()
+    if not 0 <= cfg.val_fraction < 1:
+        raise SuiteError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}.")
+    suite = None
+    if cfg.suite:
+        from ..suite import load_suite
+
+        suite = load_suite(cfg.suite)  # validated before any model is loaded
+    if cfg.out.suffix != ".safetensors":
+        raise RobustlabError(f"--out {cfg.out} must end in .safetensors (robustlab's trusted format).")
+    if cfg.overwrite:
+        for d in (cfg.ckpt_dir, cfg.eval_out):
+            if d.exists():
+                shutil.rmtree(d)
+
+    device = resolve_device(cfg.load.device)
+    cfg.load.device = str(device)
+    model = load_model(cfg.model_spec, cfg.load)
+    arch = model.info.architecture
+    if not arch or arch.split(":", 1)[0] not in TRUSTED_ARCH_PREFIXES:
+        raise RobustlabError(f"cannot write the defended model in robustlab's trusted format: its architecture is {arch or 'unknown'}; "
+                             "load the model as a state dict with --arch zoo-arch:NAME, torchvision:NAME or timm:NAME.")
+    data_spec = cfg.data_spec or model.info.dataset
+    if not data_spec:
+        raise DataError(f"model {cfg.model_spec} names no default data set; pass --data with a training split (e.g. --data digits or --data npz:PATH).")
+    raw_train = load_dataset(data_spec, split="train", root=cfg.data_root, download=cfg.download).limit(cfg.train_limit)
+    try:
+        raw_val = load_dataset(data_spec, split="val", root=cfg.data_root, download=cfg.download)
+    except DataError:
+        raw_val = None
+    raw_train, raw_val = _split_train_val(raw_train, raw_val, fraction=cfg.val_fraction, seed=cfg.train.seed)
+    raw_train.check_labels(model.num_classes)
+    train_data = prepare_data(model, raw_train)
+    val_data = prepare_data(model, raw_val) if raw_val is not None else None
+    if train_data.x is not None:  # in-memory sets move to the device once
+        train_data = dataclasses.replace(train_data, x=train_data.x.to(device), y=train_data.y.to(device))
+
+    before = None
+    if suite is not None:
+        _warn_overlap(cfg, cfg.eval_data_spec or data_spec, raw_train)
+        log.info("evaluating the input model with suite %s", suite.name)
+        before = _evaluate(cfg, suite, cfg.model_spec, dataclasses.replace(cfg.load), cfg.eval_out / "before", resume=cfg.resume)
+
+    method = method.resolve(model)
+    fingerprint = {"model": model.info.sha256 or cfg.model_spec, "data": raw_train.content_sha256(),
+                   "val": raw_val.ids_sha256() if raw_val is not None else None}
+    result = train(model, method, train_data, val_data, cfg.train, ckpt_dir=cfg.ckpt_dir, resume=cfg.resume, fingerprint=fingerprint,
+                   progress=progress, on_epoch=on_epoch)
+    info = model.info
+    meta = {
+        "num_classes": info.num_classes, "input_shape": info.input_shape, "bounds": info.bounds, "mean": info.mean, "std": info.std,
+        "class_names": tuple(model.class_names), "dataset": info.dataset or data_spec, "feature_layer": info.feature_layer,
+        "defense": {
+            "method": method.name, "params": method.params.to_dict(), "training": dataclasses.asdict(cfg.train), "references": method.references,
+            "base_model": {"spec": cfg.model_spec, "sha256": info.sha256}, "data": {"spec": data_spec, "split": "train", "n": len(train_data),
+            "content_sha256": raw_train.content_sha256(), "val_n": len(val_data) if val_data is not None else 0},
+            "selected_epoch": result.selected_epoch, "history": [dataclasses.asdict(h) for h in result.history],
+            "robustlab": __version__, "torch": torch.__version__, "command": cfg.command,
+        },
+    }
+    meta = {k: v for k, v in meta.items() if v is not None}
+    path = save_model(unwrap(model), cfg.out, architecture=arch, metadata=meta)
+    log.info("wrote %s", path)
+
+    after = rows = None
+    table = ""
+    if suite is not None:
+        from .comparison import write_comparison
+
+        log.info("evaluating the defended model with suite %s", suite.name)
+        load_after = LoadOptions(device=str(device))
+        after = _evaluate(cfg, suite, str(path), load_after, cfg.eval_out / "after", resume=cfg.resume)
+        assert before is not None
+        rows, table = write_comparison(before, after, cfg.eval_out)
+    return DefendResult(path, result, before, after, rows or [], table)
