@@ -102,6 +102,8 @@ def method_params_from(kw: dict[str, Any]) -> dict[str, Any]:
 @click.option("--jsd-weight", type=float, default=None, help="augmix: weight of the Jensen-Shannon loss [12].")
 @click.option("--no-jsd", is_flag=True, help="augmix: train on one AugMix view with CE only.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars, epoch lines or table.")
+@click.option("--no-mlflow", is_flag=True, help="Do not record the training and the evaluations in MLflow.")
+@click.option("--mlflow-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else a SQLite store next to the model).")
 @user_errors
 def defend(**kw: Any) -> None:
     """Train a sturdier model: adversarial training, AugMix or Gaussian-noise training.
@@ -150,4 +152,38 @@ def defend(**kw: Any) -> None:
             click.echo(f"\nbefore/after ({cfg.suite}, seed {cfg.train.seed}, same data):")
             click.echo(res.table)
             click.echo(f"scorecards: {cfg.eval_out / 'before' / 'scorecard.json'}, {cfg.eval_out / 'after' / 'scorecard.json'}; comparison: {cfg.eval_out / 'comparison.txt'}")
+    _record(cfg, res, kw)
     sys.exit(0)
+
+
+def _record(cfg: Any, res: Any, kw: dict[str, Any]) -> None:
+    """Reports for both scorecards, and MLflow runs for the training and both evaluations."""
+    import dataclasses
+    import json
+
+    from ..postrun import after_run
+
+    mlflow = not kw.get("no_mlflow")
+    store = cfg.eval_out if res.after is not None else cfg.ckpt_dir
+    for card, sub in ((res.before, "before"), (res.after, "after")):
+        if card is not None:
+            extra = [cfg.eval_out / "comparison.json", cfg.eval_out / "comparison.txt"] if sub == "after" else []
+            after_run(card, cfg.eval_out / sub, policy=None, baseline=None, junit=None, mlflow=False, mlflow_uri=None,
+                      command=cfg.command, model_path=None, artifacts=extra, report=True)
+            if mlflow:
+                from ..tracking.mlflow_log import log_scorecard
+
+                log_scorecard(card, out_dir=store, uri=kw.get("mlflow_uri"), artifacts=[cfg.eval_out / sub / "report.html", *extra],
+                              command=cfg.command, scorecard_path=cfg.eval_out / sub / "scorecard.json")
+    if mlflow:
+        from ..tracking.mlflow_log import log_training
+
+        history = [dataclasses.asdict(h) for h in res.training.history]
+        hist_file = cfg.ckpt_dir / "history.json"
+        hist_file.parent.mkdir(parents=True, exist_ok=True)
+        hist_file.write_text(json.dumps({"selected_epoch": res.training.selected_epoch, "history": history}, indent=1))
+        params = {"method": cfg.method, "model": cfg.model_spec, "data": cfg.data_spec or "", "suite": cfg.suite or "",
+                  **{f"method.{k}": v for k, v in cfg.method_params.items()}, **{f"train.{k}": v for k, v in dataclasses.asdict(cfg.train).items()}}
+        artifacts = [hist_file] + ([res.model_path] if Path(res.model_path).stat().st_size < 200 * 2**20 else [])
+        log_training(out_dir=store, uri=kw.get("mlflow_uri"), name=f"defend {cfg.method} · {cfg.model_spec}", params=params, history=history,
+                     tags={"robustlab.method": cfg.method, "robustlab.command": cfg.command[:5000]}, artifacts=artifacts)

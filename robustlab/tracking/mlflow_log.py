@@ -27,7 +27,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from ..errors import RobustlabError
 from ..scorecard import Scorecard, Verdict
@@ -45,6 +45,7 @@ def _quiet_env() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no "Creating initial MLflow database tables" lines
 
 
 def resolve_tracking_uri(out_dir: str | Path | None, uri: str | None = None) -> tuple[str, str | None]:
@@ -253,3 +254,56 @@ def load_baseline(ref: str, *, uri: str | None = None, out_dir: str | Path | Non
     if is_run_reference(ref):
         return load_scorecard_from_run(ref, uri=uri, out_dir=out_dir)
     raise RobustlabError(f"baseline {ref!r} is neither an existing scorecard file nor an MLflow run id; pass a scorecard.json path or a run id.")
+
+
+def log_training(
+    *,
+    out_dir: str | Path,
+    uri: str | None,
+    name: str,
+    params: dict[str, Any],
+    history: list[dict[str, Any]],
+    tags: dict[str, str],
+    artifacts: Sequence[str | Path] = (),
+    experiment: str | None = None,
+) -> str:
+    """Record a ``robustlab defend`` run: hyperparameters, per-epoch metrics (``step`` = epoch) and
+    artifacts (the defended model, its training history, the before/after comparison)."""
+    tracking_uri, artifact_location = resolve_tracking_uri(out_dir, uri)
+    _quiet_env()
+    from mlflow.entities import Metric, Param
+    from mlflow.exceptions import MlflowException
+
+    from .. import __version__
+
+    exp_name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+    try:
+        client = _client(tracking_uri)
+        exp_id = _experiment_id(client, exp_name, artifact_location)
+        run = client.create_run(exp_id, run_name=name, tags={"robustlab.version": __version__, "robustlab.kind": "defend", **tags})
+        run_id = str(run.info.run_id)
+        import time
+
+        ts = int(time.time() * 1000)
+        ms = []
+        for rec in history:
+            step = int(rec.get("epoch", 0))
+            for k, v in rec.items():
+                if k == "extra" and isinstance(v, dict):
+                    ms += [Metric(sanitize_key(f"train/{kk}"), float(vv), ts, step) for kk, vv in v.items() if isinstance(vv, (int, float)) and math.isfinite(vv)]
+                elif isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch" and math.isfinite(v):
+                    ms.append(Metric(sanitize_key(f"train/{k}"), float(v), ts, step))
+        for chunk in _chunks(ms, 1000):
+            client.log_batch(run_id, metrics=chunk)
+        ps = [Param(sanitize_key(k), str(v)[:_MAX_PARAM_VALUE]) for k, v in sorted(params.items())]
+        for pchunk in _chunks(ps, 100):
+            client.log_batch(run_id, params=pchunk)
+        for a in artifacts:
+            ap = Path(a)
+            if ap.is_file():
+                client.log_artifact(run_id, str(ap))
+        client.set_terminated(run_id, "FINISHED")
+    except (MlflowException, OSError) as exc:
+        msg = exc.message if isinstance(exc, MlflowException) else str(exc)
+        raise RobustlabError(f"MLflow logging to {tracking_uri} failed ({msg}); check --mlflow-uri / MLFLOW_TRACKING_URI or pass --no-mlflow.") from exc
+    return run_id
