@@ -74,9 +74,11 @@ def test_early_stop_returns_adversarial_points_and_clean_errors_unchanged() -> N
 
 
 def test_training_mode_module_and_no_parameter_grads() -> None:
+    g = torch.Generator().manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.BatchNorm1d(10)).train()
-    x = torch.rand(16, 1, 8, 8)
-    y = torch.randint(0, 10, (16,))
+    x = torch.rand(16, 1, 8, 8, generator=g)
+    with torch.no_grad():
+        y = net(x).argmax(1)  # correctly classified: all 16 points take part (BatchNorm needs > 1 in training mode)
     xa = PGD(steps=3).perturb(net, x, y, 0.1, bounds=(0.0, 1.0), early_stop=False)
     assert all(p.grad is None for p in net.parameters())
     assert float(xa.min()) >= 0 and float(xa.max()) <= 1
