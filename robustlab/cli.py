@@ -10,6 +10,7 @@ Exit codes: 0 success, 1 a release gate failed, 2 usage or input error, 3 inconc
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import sys

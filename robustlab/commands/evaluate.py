@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -64,26 +63,22 @@ def evaluate(**kw: Any) -> None:
 
 
 def _validate_policy(path: Path) -> None:
-    if importlib.util.find_spec("robustlab.gates") is not None:
-        from ..gates import load_policy  # type: ignore[attr-defined]
+    from ..gates import load_policy
 
-        load_policy(path)
+    load_policy(path)
 
 
 def finish(card: Any, out: Path, kw: dict[str, Any], *, model_path: Path | None = None) -> int:
     """Print the summary, hand the scorecard to tracking/report/gates; return the exit code."""
+    from ..postrun import after_run
     from .summary import summary_table
 
-    code = 0
-    if importlib.util.find_spec("robustlab.postrun") is not None:
-        from ..postrun import after_run  # type: ignore[attr-defined]
-
-        mp = model_path or (Path(card.model["path"]) if card.model.get("path") else None)
-        code = after_run(
-            card, out, policy=Path(kw["policy"]) if kw.get("policy") else None, baseline=kw.get("baseline"),
-            junit=Path(kw["junit"]) if kw.get("junit") else None, mlflow=not kw.get("no_mlflow"), mlflow_uri=kw.get("mlflow_uri"),
-            command=card.run.get("command", ""), model_path=mp, artifacts=[], report=not kw.get("no_report"),
-        )
+    mp = model_path or (Path(card.model["path"]) if card.model.get("path") else None)
+    code = after_run(
+        card, out, policy=Path(kw["policy"]) if kw.get("policy") else None, baseline=kw.get("baseline"),
+        junit=Path(kw["junit"]) if kw.get("junit") else None, mlflow=not kw.get("no_mlflow"), mlflow_uri=kw.get("mlflow_uri"),
+        command=card.run.get("command", ""), model_path=mp, artifacts=[], report=not kw.get("no_report"),
+    )
     if kw.get("as_json"):
         click.echo(card.to_json(indent=1))
     if not kw.get("quiet"):
