@@ -11,6 +11,7 @@ import pytest
 import torch
 
 PLUGINS = str(Path(__file__).parent / "plugins")
+CLEAN = str(Path(__file__).parent / "suites" / "clean.yaml")
 
 
 def run_cli(*args, cwd=None, env_extra=None, timeout=600):
@@ -87,7 +88,7 @@ def test_cifar_resnet_quick_matches_plain_loop(tmp_path):
 
 
 def test_cifar_resnet_on_shared_images(tmp_path, cifar_npz):
-    r = run_cli("evaluate", "--model", "zoo:cifar10-resnet18", "--data", f"npz:{cifar_npz}", "--out", str(tmp_path), "--no-mlflow", "--quiet", "--limit", "1000")
+    r = run_cli("evaluate", "--model", "zoo:cifar10-resnet18", "--data", f"npz:{cifar_npz}", "--suite", CLEAN, "--out", str(tmp_path), "--no-mlflow", "--quiet", "--limit", "1000")
     assert r.returncode == 0, r.stderr
     card = json.loads((tmp_path / "scorecard.json").read_text())
     assert card["checks"][0]["metrics"]["clean/accuracy"] == pytest.approx(0.937, abs=0.0015)
@@ -101,7 +102,7 @@ def test_model_formats_via_cli(tmp_path):
     torch.save(net.state_dict(), tmp_path / "sd.pt")
     torch.jit.script(net).save(str(tmp_path / "ts.pt"))
     torch.save(net, tmp_path / "whole.pt")
-    common = ["--data", "digits", "--no-mlflow", "--quiet"]
+    common = ["--data", "digits", "--no-mlflow", "--quiet", "--suite", CLEAN]
     r = run_cli("evaluate", "--model", str(tmp_path / "sd.pt"), "--arch", "factory:rl_test_models:tiny", "--out", str(tmp_path / "o1"), *common)
     assert r.returncode == 0, r.stderr
     r = run_cli("evaluate", "--model", "factory:rl_test_models:tiny", "--out", str(tmp_path / "o2"), *common)
