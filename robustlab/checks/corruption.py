@@ -245,7 +245,7 @@ class CorruptionCheck(Check):
             x_label="severity", y_label="ECE", kind="grid",
         )
         res.series["accuracy_by_severity"] = Series(
-            x=[0] + sevs, y={"mean accuracy": [clean_acc] + [float(np.mean([acc[c][s] for c in main])) for s in sevs]},
+            x=[0] + sevs, y={"mean accuracy": list[float | None]([float(clean_acc)] + [float(np.mean([acc[c][s] for c in main])) for s in sevs])},
             x_label="severity (0 = clean)", y_label="accuracy", kind="line",
         )
         if p.per_sample and pre is None and cells:
