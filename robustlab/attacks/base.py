@@ -209,6 +209,7 @@ class Attack(ABC):
         early_stop: bool = True,
         targeted: bool = False,
         bounds: tuple[float, float] | None = None,
+        include_clean_errors: bool = False,
     ) -> torch.Tensor:
         """Adversarial examples (N, C, H, W) inside the ``eps`` ball around ``x`` and inside bounds.
 
@@ -221,6 +222,9 @@ class Attack(ABC):
             early_stop: drop points from the computation as soon as they are adversarial.
             targeted: make the model predict ``y`` instead of avoiding it.
             bounds: input range; defaults to ``model.bounds``.
+            include_clean_errors: also perturb points the model already misclassifies (adversarial
+                training needs this; for evaluation a clean error is already non-robust and is
+                returned unchanged).
         """
         if eps < 0:
             raise SuiteError(f"epsilon must be non-negative, got {eps}.")
@@ -235,9 +239,12 @@ class Attack(ABC):
         out = x.clone()
         if x.shape[0] == 0 or eps == 0:
             return out
-        with torch.no_grad():
-            clean_adv = is_adversarial(model(x), y, targeted=targeted)
-        todo = (~clean_adv).nonzero()[:, 0] if not targeted else torch.arange(x.shape[0], device=x.device)
+        if targeted or include_clean_errors:
+            todo = torch.arange(x.shape[0], device=x.device)
+        else:
+            with torch.no_grad():
+                clean_adv = is_adversarial(model(x), y, targeted=targeted)
+            todo = (~clean_adv).nonzero()[:, 0]
         if todo.numel():
             idx = todo.tolist()
             xa = self._run(model, x[todo], y[todo], float(eps), seeds=[seeds[i] for i in idx], early_stop=early_stop, targeted=targeted, bounds=b)

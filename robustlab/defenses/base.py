@@ -135,21 +135,14 @@ class DefenseMethod(ABC):
 def attack_all_points(attack: Any, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, seeds: Sequence[int], bounds: tuple[float, float]) -> torch.Tensor:
     """Run a robustlab attack (``robustlab.attacks``) on *every* point of a training batch.
 
-    ``Attack.perturb`` returns clean errors unchanged (right for evaluation: a clean error is
-    already non-robust), but adversarial training perturbs misclassified points too (Madry et al.
-    2018), otherwise a model trained from scratch would see almost no adversarial examples early on.
-    So this calls the engine's step (``_run``) on all points without early stopping, then projects
-    onto the eps ball and clips to ``bounds`` exactly as ``Attack.perturb`` does.
+    ``Attack.perturb`` returns clean errors unchanged by default (right for evaluation: a clean
+    error is already non-robust), but adversarial training perturbs misclassified points too
+    (Madry et al. 2018), otherwise a model trained from scratch would see almost no adversarial
+    examples early on: hence ``include_clean_errors=True`` and no early stopping.
 
     Shapes: x (N, C, H, W) in bounds, y (N,) -> x_adv (N, C, H, W), detached.
     """
-    from ..attacks.base import project
-
-    x = x.detach()
-    if x.shape[0] == 0 or eps == 0:
-        return x.clone()
-    xa = attack._run(model, x, y, float(eps), seeds=list(seeds), early_stop=False, targeted=False, bounds=bounds)  # noqa: SLF001 - see docstring
-    return (x + project(xa - x, float(eps), attack.norm)).clamp(bounds[0], bounds[1]).detach()
+    return attack.perturb(model, x.detach(), y, float(eps), seeds=list(seeds), early_stop=False, bounds=bounds, include_clean_errors=True).detach()
 
 
 class eval_mode:
