@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from html import escape
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..scorecard import Series
 
@@ -112,13 +112,7 @@ def line_chart(s: Series, *, title: str = "", square: bool = False, diagonal: bo
     def py(v: float) -> float:
         return mt + (1 - (v - ylo) / (yhi - ylo)) * ph
 
-    out = [f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {total_h:.0f}" width="{W}" height="{total_h:.0f}" role="img" aria-label="{_e(title or s.y_label)}">']
-    if title:
-        out.append(f"<title>{_e(title)}</title>")
-    out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" class="bg"/>')
-    for t in nice_ticks(ylo, yhi):
-        y = py(t)
-        out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/><text x="{ml - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{_fmt_tick(t)}</text>')
+    out = _frame(title or s.y_label, title, W, total_h, (ml, mt, pw, ph), ylo, yhi, py)
     if numeric:
         for t in nice_ticks(xlo, xhi, 6):
             x = ml + (t - xlo) / (xhi - xlo) * pw
@@ -230,13 +224,7 @@ def bar_chart(s: Series, *, title: str = "") -> str:
     k = max(len(s.x), 1)
     gw = pw / k
     bw = max(1.0, gw * 0.8 / max(len(names), 1))
-    out = [f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {legend_h + 4:.0f}" width="{W}" height="{legend_h + 4:.0f}" role="img" aria-label="{_e(title or s.y_label)}">']
-    if title:
-        out.append(f"<title>{_e(title)}</title>")
-    out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" class="bg"/>')
-    for t in nice_ticks(ylo, yhi):
-        y = py(t)
-        out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/><text x="{ml - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{_fmt_tick(t)}</text>')
+    out = _frame(title or s.y_label, title, W, legend_h + 4, (ml, mt, pw, ph), ylo, yhi, py)
     step = max(1, k // 12)
     for i, lab in enumerate(s.x):
         x0 = ml + gw * i + gw * 0.1
@@ -272,3 +260,16 @@ def render_series(s: Series, *, title: str = "", name: str = "") -> str:
     if s.kind == "bar":
         return bar_chart(s, title=title)
     return line_chart(s, title=title)
+
+
+def _frame(label: str, title: str | None, width: float, height: float, box: tuple[float, float, float, float], ylo: float, yhi: float, py: Callable[[float], float]) -> list[str]:
+    """Opening of a plot: the <svg> element, its title, the plot area and the horizontal grid with y ticks."""
+    ml, mt, pw, ph = box
+    out = [f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height:.0f}" width="{width}" height="{height:.0f}" role="img" aria-label="{_e(label)}">']
+    if title:
+        out.append(f"<title>{_e(title)}</title>")
+    out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" class="bg"/>')
+    for t in nice_ticks(ylo, yhi):
+        y = py(t)
+        out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/><text x="{ml - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{_fmt_tick(t)}</text>')
+    return out

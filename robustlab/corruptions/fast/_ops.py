@@ -332,3 +332,9 @@ def check_input(x: torch.Tensor, severity: int, seeds: Sequence[int]) -> int:
     if len(seeds) != x.shape[0]:
         raise ValueError(f"need one seed per image: {len(seeds)} seeds for {x.shape[0]} images")
     return int(severity) - 1
+
+
+def gaussian_draws(x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+    """Standard normal noise shaped like ``x`` (N, C, H, W); image i's draws come from ``seeds[i]`` only."""
+    shape = tuple(x.shape[1:])
+    return per_image(seeds, lambda g: torch.randn(shape, generator=g), device=x.device).to(x.dtype)

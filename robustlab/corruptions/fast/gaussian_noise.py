@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 from ..registry import FAST_CORRUPTIONS
-from ._ops import check_input, per_image
+from ._ops import check_input, gaussian_draws
 
 SIGMA = (0.08, 0.12, 0.18, 0.26, 0.38)
 
@@ -23,6 +23,5 @@ SIGMA = (0.08, 0.12, 0.18, 0.26, 0.38)
 def gaussian_noise(x: torch.Tensor, severity: int, seeds: Sequence[int]) -> torch.Tensor:
     """(N, C, H, W) in [0, 1] -> same shape; noise of image i from ``seeds[i]`` only."""
     s = check_input(x, severity, seeds)
-    shape = tuple(x.shape[1:])
-    noise = per_image(seeds, lambda g: torch.randn(shape, generator=g), device=x.device).to(x.dtype)
+    noise = gaussian_draws(x, seeds)
     return (x + SIGMA[s] * noise).clamp(0.0, 1.0)
