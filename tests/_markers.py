@@ -1,0 +1,84 @@
+"""Which tests compare robustlab with a reference implementation, and which start other programs.
+
+Kept in one table (applied by ``conftest.py``) rather than as decorators scattered over the files, so
+that the summary line ``reference comparisons: ...`` has one source and a reviewer sees at a glance
+what is compared with what. ``tests/test_markers.py`` fails if a name here matches no collected test,
+so the table cannot silently rot when a test is renamed.
+
+Keys are test file names; values map a test function name (without parameters) to what it is
+compared with, or ``"*"`` for every test in the file.
+"""
+
+from __future__ import annotations
+
+#: test file -> {test function (or "*"): reference implementation it is compared with}
+REFERENCE: dict[str, dict[str, str]] = {
+    "test_adversarial_checks.py": {"test_autoattack_check_equals_pyautoattack": "pyautoattack"},
+    "test_attacks_autoattack.py": {
+        "test_reference_engine_equals_pyautoattack_digits": "pyautoattack",
+        "test_fast_engine_full_standard_matches_pyautoattack_digits": "pyautoattack",
+        "test_apgd_flags_equal_reference_with_same_start": "pyautoattack",
+        "test_square_and_batched_fab_equal_reference": "pyautoattack",
+        "test_square_linf_direct_equals_reference": "pyautoattack",
+        "test_non_unit_bounds_are_mapped_for_the_reference": "pyautoattack",
+        "test_cifar_resnet18_fast_equals_pyautoattack": "pyautoattack",
+        "test_cifar_resnet18_both_engines_16_images": "pyautoattack",
+    },
+    "test_models.py": {"test_cifar_resnet_matches_plain_loop": "pyautoattack"},
+    "test_attacks_pgd.py": {
+        "test_pgd_matches_foolbox_deterministic": "foolbox",
+        "test_pgd_matches_foolbox_random_start": "foolbox",
+        "test_fgsm_equals_one_pgd_step_and_foolbox": "foolbox",
+    },
+    "test_certify.py": {
+        "test_lower_bound_is_one_sided_clopper_pearson": "scipy",
+        "test_predict_pvalue_matches_scipy": "scipy",
+        "test_agrees_with_reference_transcription": "cohen-smoothing",
+    },
+    "test_corruption_fidelity.py": {"*": "imagecorruptions"},
+    "test_corruptions_weather.py": {
+        "test_motion_kernel_matches_reference": "imagecorruptions",
+        "test_plasma_matches_reference": "imagecorruptions",
+        "test_opencv_steps_of_spatter": "imagecorruptions",
+        "test_frost_photographs_match_opencv": "imagecorruptions",
+        "test_same_algorithm_32": "imagecorruptions",
+        "test_same_algorithm_non_square": "imagecorruptions",
+        "test_same_algorithm_224": "imagecorruptions",
+        "test_same_algorithm_224_all_severities": "imagecorruptions",
+        "test_same_distribution_32": "imagecorruptions",
+        "test_same_distribution_224": "imagecorruptions",
+        "test_same_accuracy_cifar_resnet": "imagecorruptions",
+    },
+    "test_corruption_engine.py": {"test_reference_backend_through_engine": "imagecorruptions"},
+    "test_ood_detectors.py": {
+        "test_mahalanobis_fit_matches_sklearn_and_scipy": "scikit-learn",
+        "test_same_scores_as_pytorch_ood": "pytorch-ood",
+    },
+    "test_ood_metrics.py": {"test_metrics_equal_sklearn": "scikit-learn", "test_metrics_equal_pytorch_ood": "pytorch-ood"},
+    "test_stats.py": {
+        "test_wilson_matches_scipy": "scipy",
+        "test_clopper_pearson_matches_scipy": "scipy",
+        "test_confusion_matrix_matches_sklearn": "scikit-learn",
+    },
+    "test_gates.py": {"test_mcnemar_matches_statsmodels_when_available": "statsmodels"},
+    "test_defend_augmix_ops.py": {"test_pixel_ops_match_pil": "pillow", "test_translate_matches_pil_on_whole_pixels": "pillow"},
+}
+
+#: test file -> test functions (or "*") that start another program: a robustlab subprocess, torchrun,
+#: an MLflow server, Chromium, mypy or a benchmark script.
+INTEGRATION: dict[str, set[str]] = {
+    "test_cli.py": {"*"},
+    "test_distributed.py": {"*"},
+    "test_kill_resume.py": {"*"},
+    "test_plugins_resume.py": {"*"},
+    "test_typing.py": {"*"},
+    "test_gpu_bench.py": {"*"},
+    "test_attacks_bench.py": {"*"},
+    "test_certify_bench.py": {"*"},
+    "test_corruption_bench.py": {"*"},
+    "test_defend_bench.py": {"*"},
+    "test_ood_bench.py": {"*"},
+    "test_report_bench.py": {"*"},
+    "test_tracking.py": {"test_real_mlflow_server_over_http"},
+    "test_report.py": {"test_report_subprocess_imports_no_torch", "test_report_renders_in_headless_chromium"},
+}
