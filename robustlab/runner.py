@@ -30,7 +30,7 @@ from .errors import DataError, ModelOutputError, RobustlabError
 from .fastpaths import apply_fast_paths
 from .models import LoadOptions, RobustModel, load_model
 from .scorecard import CheckResult, Scorecard, Status
-from .store import ResultStore
+from .store import LOCK_NAME, OutputLock, ResultStore
 from .suite import Suite
 
 log = logging.getLogger(__name__)
@@ -172,16 +172,48 @@ def evaluate(cfg: RunConfig) -> Scorecard:
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fingerprint = {
+    lock = OutputLock(out, name=LOCK_NAME if not dist_info.enabled or dist_info.is_main else f".robustlab.rank{dist_info.rank}.lock", command=cfg.command)
+    lock.acquire()
+    try:
+        return _run_checks(cfg, model, fast_model, raw, data, data_spec, device, dist_info, progress, out, started, t0, t_model, t_data)
+    finally:
+        lock.release()
+
+
+def run_fingerprint(cfg: RunConfig, model: RobustModel, raw: Dataset, data_spec: str) -> dict[str, Any]:
+    """Everything that can change a number of the run, as a flat mapping (see :mod:`robustlab.store`)."""
+    info = model.info.to_dict()
+    fp: dict[str, Any] = {f"model.{k}": info.get(k) for k in (
+        "spec", "format", "architecture", "num_classes", "input_shape", "bounds", "mean", "std", "class_names", "feature_layer", "trusted", "extra")}
+    fp.update({
         "model_sha256": model.info.sha256 or cfg.model_spec,
         "model_spec": cfg.model_spec,
         "data": raw.content_sha256(),
+        "data.spec": data_spec,
+        "data.ids_sha256": raw.ids_sha256(),
+        "data.limit": cfg.limit,
+        "suite.sha256": cfg.suite.sha256,
         "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "precision": cfg.precision,
+        "channels_last": cfg.channels_last,
+        "compile": cfg.compile,
+        "options": dict(cfg.options),
         "robustlab": __version__,
-    }
+    })
+    return fp
+
+
+def _run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset, data: Dataset, data_spec: str, device: torch.device,
+                dist_info: Any, progress: Callable[..., Iterable[Any]], out: Path, started: str, t0: float, t_model: float, t_data: float) -> Scorecard:
+    fingerprint = run_fingerprint(cfg, model, raw, data_spec)
     store_name = "results.sqlite" if not dist_info.enabled else f"results.rank{dist_info.rank}.sqlite"
     store = ResultStore(out / store_name, fingerprint)
-    kept = store.begin(resume=cfg.resume)
+    try:
+        kept = store.begin(resume=cfg.resume)
+    except BaseException:
+        store.close()
+        raise
     if cfg.resume:
         log.info("resuming: %d stored batch results reused", kept)
 

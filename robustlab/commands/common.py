@@ -136,3 +136,21 @@ def run_settings(kw: dict[str, Any]) -> dict[str, Any]:
         "threads": kw.get("threads"), "precision": kw.get("precision") or "fp32", "channels_last": bool(kw.get("channels_last")),
         "compile": bool(kw.get("compile_model")), "command": command_line(),
     }
+
+
+def output_lock(out: Path, command: str = "") -> Any:
+    """Lock the output folder for a whole command (a no-op on non-zero torchrun ranks, which lock
+    their own per-rank file in the runner) and name it as the place for a crash log."""
+    import contextlib
+
+    from ..distributed import from_env
+    from ..errors import set_crash_dir
+    from ..store import OutputLock
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RobustlabError(f"--out {out} is a file, not a folder; pass a folder path.")
+    set_crash_dir(out)
+    if not from_env().is_main:
+        return contextlib.nullcontext()
+    return OutputLock(out, command=command)
