@@ -58,7 +58,8 @@ class LazyGroup(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Like click's standalone mode, but every usage error is one line on stderr (exit 2)."""
-        kwargs.pop("standalone_mode", None)
+        if not kwargs.pop("standalone_mode", True):  # an embedding caller handles exceptions itself
+            return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.exceptions.ClickException as exc:
