@@ -267,7 +267,7 @@ def read_strict_json(path: Path) -> Any:
     except RecursionError as exc:
         raise RobustlabError(f"{path} nests too deeply to be a scorecard; pass a scorecard written by robustlab.") from exc
     except ValueError as exc:  # JSONDecodeError is a ValueError
-        raise RobustlabError(f"{path} is not valid scorecard JSON ({' '.join(str(exc).split())[:200]}); regenerate or re-sign it.") from exc
+        raise RobustlabError(f"{path} is not a valid robustlab scorecard: bad JSON ({' '.join(str(exc).split())[:200]}); regenerate or re-sign it.") from exc
 
 
 def _metric_value(key: str, v: Any) -> float:
