@@ -69,7 +69,13 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RobustlabError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto.")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise RobustlabError(f"unknown device {name!r}; use --device auto, cpu, cuda or cuda:N.") from exc
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise RobustlabError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA device(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}.")
+    return dev
 
 
 def make_progress(quiet: bool) -> Callable[..., Iterable[Any]]:
@@ -159,6 +165,9 @@ def evaluate(cfg: RunConfig) -> Scorecard:
     t_model = time.perf_counter() - t
 
     data_spec = cfg.data_spec or model.info.dataset
+    if not cfg.data_spec and data_spec and not cfg.quiet and dist_info.is_main:
+        source = "a sidecar file or the model file's header" if model.info.path and not cfg.model_spec.startswith("zoo:") else "the model's metadata"
+        progress_log.info("data: %s (no --data given; the data set named by %s; pass --data to choose another)", data_spec, source)
     if not data_spec:
         raise DataError(f"model {cfg.model_spec} names no default data set; pass --data (e.g. --data digits, --data npz:PATH, --data folder:PATH).")
     t = time.perf_counter()
@@ -167,7 +176,14 @@ def evaluate(cfg: RunConfig) -> Scorecard:
     data = prepare_data(model, raw)
     with torch.no_grad():
         xb = data.images(slice(0, min(len(data), cfg.batch_size))).to(device)
-        model.check_output(model(xb), xb.shape[0])
+        try:
+            logits = model(xb)
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # shape/channel mismatches surface here
+            raise ModelOutputError(
+                f"the model fails on a batch of {data_spec} of shape {tuple(xb.shape)} ({' '.join(str(exc).split())[:160]}); "
+                "check that the data matches the model (--data, --input-shape, --mean/--std channels, --arch)."
+            ) from exc
+        model.check_output(logits, xb.shape[0])
     t_data = time.perf_counter() - t
 
     out = Path(cfg.out_dir)
