@@ -171,6 +171,18 @@ def _read_json(path: Path) -> dict[str, Any]:
     return d
 
 
+def _read_card(path: Path) -> dict[str, Any]:
+    """A scorecard file, read strictly and checked field by field (``RobustlabError`` otherwise)."""
+    from .scorecard import Scorecard
+
+    d = _read_json(path)
+    try:
+        Scorecard.from_dict(d).validate()
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise RobustlabError(f"{path} is not a valid robustlab scorecard ({' '.join(str(exc).split())[:200]}); regenerate it with `robustlab evaluate`.") from exc
+    return d
+
+
 def _header(sig: dict[str, Any]) -> bytes:
     """The bytes the signature value signs: every field of the block but the key and the value."""
     head = {k: sig.get(k) for k in ("algorithm", "format", "key_id", "payload_sha256", "signed_at")}
@@ -202,7 +214,7 @@ def sign_scorecard(path: str | Path, key_path: str | Path, *, detached: bool = F
     Returns the file that now holds the signature.
     """
     p = Path(path)
-    card = _read_json(p)
+    card = _read_card(p)
     sig = make_signature(card, key_path)
     if detached:
         return atomic_write_text(p.with_name(p.name + ".sig"), json.dumps(sig, indent=1) + "\n")
@@ -275,7 +287,7 @@ def trust_store(paths: "list[str | Path] | tuple[str | Path, ...]" = (), *, use_
 def baseline_key(path: str | Path) -> bytes:
     """The key that signed the baseline scorecard at ``path`` (its signature must be intact)."""
     p = Path(path)
-    card = _read_json(p)
+    card = _read_card(p)
     sig = card.get("signature")
     sp = p.with_name(p.name + ".sig")
     if not sig and sp.is_file():
@@ -303,7 +315,7 @@ def verify_scorecard(
     folders), ``$ROBUSTLAB_TRUSTED_KEYS`` (with ``use_env``) and the signer of ``baseline``.
     """
     p = Path(path)
-    card = _read_json(p)
+    card = _read_card(p)
     sig: dict[str, Any] | None = None
     sp = Path(signature_path) if signature_path else p.with_name(p.name + ".sig")
     if signature_path or (not card.get("signature") and sp.is_file()):

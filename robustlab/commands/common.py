@@ -163,3 +163,15 @@ def output_lock(out: Path, command: str = "") -> Any:
     if not from_env().is_main:
         return contextlib.nullcontext()
     return OutputLock(out, command=command)
+
+
+def check_output_path(path: str | Path | None, flag: str) -> None:
+    """Refuse before the run an output path that cannot be created because a part of it is a file."""
+    if path is None:
+        return
+    p = Path(path)
+    for parent in [p, *p.parents] if flag == "--out" else list(p.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise RobustlabError(f"{flag} {p}: {parent} is a file, not a folder; pass another path.")
+            break

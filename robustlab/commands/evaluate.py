@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .common import data_options, default_out_dir, load_options_from, model_options, output_lock, run_options, run_settings, user_errors
+from .common import data_options, default_out_dir, load_options_from, check_output_path, model_options, output_lock, run_options, run_settings, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ def evaluate(**kw: Any) -> None:
             raise click.BadParameter(f"{kw[p]} does not exist", param_hint=f"--{p}")
     if kw.get("policy"):
         _validate_policy(Path(kw["policy"]))
+    check_output_path(kw.get("out_dir"), "--out")
+    check_output_path(kw.get("junit"), "--junit")
 
     from ..runner import RunConfig, evaluate as run_evaluate
 

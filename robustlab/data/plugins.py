@@ -231,9 +231,12 @@ def _folder(arg: str, *, split: str, root: object = None, download: bool = False
         files += [(f, ci) for f in sorted((base / c).rglob("*")) if f.suffix.lower() in _IMG_EXT]
     if not files:
         raise DataError(f"{base} has class folders but no images ({', '.join(sorted(_IMG_EXT))}).")
-    with Image.open(files[0][0]) as im0:
-        grey = im0.mode in ("L", "1", "I;16")
-        big = min(im0.size) > 64
+    try:
+        with Image.open(files[0][0]) as im0:
+            grey = im0.mode in ("L", "1", "I;16")
+            big = min(im0.size) > 64
+    except (OSError, ValueError) as exc:  # PIL.UnidentifiedImageError is an OSError
+        raise DataError(f"cannot read image {files[0][0]} ({' '.join(str(exc).split())[:120]}); remove or replace it.") from exc
     crop = size or 224
 
     def load(idx: Sequence[int]) -> torch.Tensor:
@@ -241,11 +244,14 @@ def _folder(arg: str, *, split: str, root: object = None, download: bool = False
 
         out = []
         for i in idx:
-            with Image.open(files[i][0]) as src:
-                im = src.convert("L" if grey else "RGB")
-                if big:
-                    im = TF.center_crop(TF.resize(im, int(round(crop / 0.875))), [crop, crop])
-                out.append(TF.to_tensor(im))
+            try:
+                with Image.open(files[i][0]) as src:
+                    im = src.convert("L" if grey else "RGB")
+                    if big:
+                        im = TF.center_crop(TF.resize(im, int(round(crop / 0.875))), [crop, crop])
+                    out.append(TF.to_tensor(im))
+            except (OSError, ValueError) as exc:
+                raise DataError(f"cannot read image {files[i][0]} ({' '.join(str(exc).split())[:120]}); remove or replace it.") from exc
         try:
             return torch.stack(out)
         except RuntimeError as exc:

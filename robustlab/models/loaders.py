@@ -127,6 +127,8 @@ def _wrap(spec: str, loaded: _Loaded, opts: LoadOptions) -> RobustModel:
             **{k: meta.get(k) for k in _META_KEYS if k in meta},  # type: ignore[arg-type]
         )
         model = RobustModel(loaded.net, info)
+    if model.info.feature_layer:
+        model._resolve_feature_module()  # a misspelt --feature-layer fails now, not in the OOD check
     try:
         return model.to(torch.device(opts.device)).eval()
     except NotImplementedError:  # torch.export modules support neither .eval() nor always .to()
@@ -203,9 +205,12 @@ def _call_factory(target: str, num_classes: int | None) -> nn.Module:
     if not callable(fn):
         raise ModelLoadError(f"{mod_name} has no function {fn_name!r}; check factory:{target}.")
     try:
-        net = fn(num_classes=num_classes) if num_classes is not None else fn()
-    except TypeError:
-        net = fn()
+        try:
+            net = fn(num_classes=num_classes) if num_classes is not None else fn()
+        except TypeError:
+            net = fn()
+    except Exception as exc:  # noqa: BLE001 - the user's own function failed: say so in one line
+        raise ModelLoadError(f"factory:{target} raised {type(exc).__name__}: {_first_line(exc)}; fix the function or its arguments.") from exc
     if not isinstance(net, nn.Module):
         raise ModelLoadError(f"factory:{target} returned {type(net).__name__}, not a torch.nn.Module.")
     return net
@@ -274,7 +279,9 @@ def _load_path(path: Path, opts: LoadOptions, *, fmt: str | None) -> _Loaded:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        pickled_object = "Unsupported global" in str(exc) or "Unsupported class" in str(exc)
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        pickled_object = "Unsupported global" in str(exc) or "Unsupported class" in str(exc) or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
         if pickled_object and not opts.trust_code:
             raise TrustError(
                 f"{path.name} contains a pickled Python object (e.g. a whole nn.Module), which runs code when loaded; robustlab refuses it unless you pass --trust-code (only for files you trust). Safer: save model.state_dict() and pass --arch."
