@@ -73,7 +73,9 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         debug = bool(ctx.params.get("debug")) or os.environ.get("ROBUSTLAB_DEBUG") == "1"
-        from .errors import EXIT_INTERNAL, RobustlabError, user_error_from
+        from .errors import EXIT_INTERNAL, RobustlabError, set_crash_dir, user_error_from
+
+        set_crash_dir(None)  # a command that has an output folder names it
 
         try:
             return super().invoke(ctx)

@@ -50,7 +50,8 @@ class Payload:
 
 
 def _ev(*args: str, out: str = PRIOR) -> list[str]:
-    return ["evaluate", *args, "--out", out, "--no-mlflow", "--quiet", "--no-report", "--device", "cpu", "--suite", CLEAN]
+    """``evaluate`` with the corpus defaults first, so that a case's own --suite/--device wins (click keeps the last)."""
+    return ["evaluate", "--suite", CLEAN, "--device", "cpu", "--out", out, "--no-mlflow", "--quiet", "--no-report", *args]
 
 
 def _digits_ev(*args: str, out: str = PRIOR) -> list[str]:
@@ -163,12 +164,13 @@ def build_corpus(d: Path, marker: Path) -> list[Case]:
         sub.mkdir()
         w = shutil.copy(sd_pt, sub / "w.pt")
         (sub / "w.json").write_bytes(data)
-        add(Case(f"sidecar <stem>.json {name}", "model metadata", _ev("--model", str(w), "--arch", "zoo-arch:digits-cnn", "--data", "digits")))
+        arch = [] if name == "factory" else ["--arch", "zoo-arch:digits-cnn"]  # with --arch the user's choice wins over the file's
+        add(Case(f"sidecar <stem>.json {name}", "model metadata", _ev("--model", str(w), *arch, "--data", "digits")))
         sub2 = m / f"rside{i}"
         sub2.mkdir()
         w2 = shutil.copy(sd_pt, sub2 / "w.pt")
         (sub2 / "robustlab.json").write_bytes(data)
-        add(Case(f"sidecar robustlab.json {name}", "model metadata", _ev("--model", str(w2), "--arch", "zoo-arch:digits-cnn", "--data", "digits")))
+        add(Case(f"sidecar robustlab.json {name}", "model metadata", _ev("--model", str(w2), *arch, "--data", "digits")))
     # model specs
     for name, spec in [("missing file", str(m / "nope.pt")), ("a folder", str(m)), ("unknown prefix", "zoooo:digits-cnn"), ("unknown zoo model", "zoo:nope"),
                        ("factory module missing", "factory:no_such_module_xyz:build"), ("factory without function", "factory:os"),
@@ -376,8 +378,11 @@ def corpus_results(tmp_path_factory):
     procs, priors = [], []
     for w in range(workers):
         prior = d / f"prior{w}"
-        r = subprocess.run([sys.executable, "-m", "robustlab", *_digits_ev(out=str(prior))], env=env, capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, r.stderr
+        if w == 0:  # one real run leaves the earlier outputs; the other workers get copies
+            r = subprocess.run([sys.executable, "-m", "robustlab", *_digits_ev(out=str(prior))], env=env, capture_output=True, text=True, timeout=600)
+            assert r.returncode == 0, r.stderr
+        else:
+            shutil.copytree(d / "prior0", prior)
         priors.append((prior, _snapshot(prior)))
         mine = [c for i, c in enumerate(cases) if i % workers == w]
         payload = [{"name": c.name, "args": [a.replace(PRIOR, str(prior)) for a in c.args], "cwd": str(d), "env": c.env} for c in mine]
