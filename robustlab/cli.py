@@ -4,7 +4,8 @@
 ``robustlab.commands`` and is imported only when invoked. Errors a user can cause become one line on
 stderr and exit code 2 (see :mod:`robustlab.errors`); ``--debug`` shows the traceback.
 
-Exit codes: 0 success, 1 a release gate failed, 2 usage or input error, 3 inconclusive.
+Exit codes: 0 success, 1 a release gate failed, 2 usage or input error, 3 inconclusive, 4 internal error
+(a robustlab bug: one line on stderr, the traceback in ``OUT/crash-*.log``).
 """
 
 from __future__ import annotations
@@ -55,20 +56,69 @@ class LazyGroup(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Like click's standalone mode, but every usage error is one line on stderr (exit 2)."""
+        if not kwargs.pop("standalone_mode", True):  # an embedding caller handles exceptions itself
+            return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
+        except click.exceptions.ClickException as exc:
+            hint = f" (see `{exc.ctx.command_path} --help`)" if isinstance(exc, click.exceptions.UsageError) and exc.ctx is not None else ""
+            click.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("aborted.", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def invoke(self, ctx: click.Context) -> Any:
         debug = bool(ctx.params.get("debug")) or os.environ.get("ROBUSTLAB_DEBUG") == "1"
-        from .errors import RobustlabError
+        from .errors import EXIT_INTERNAL, RobustlabError, set_crash_dir, user_error_from
+
+        set_crash_dir(None)  # a command that has an output folder names it
 
         try:
             return super().invoke(ctx)
-        except RobustlabError as exc:
-            if debug:
-                raise
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
         except KeyboardInterrupt:
             click.echo("interrupted; completed batches are kept: rerun with --resume to continue.", err=True)
             ctx.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the one place that turns every failure into an exit code
+            if debug:
+                raise
+            err = exc if isinstance(exc, RobustlabError) else user_error_from(exc)
+            if err is not None:
+                click.echo(f"error: {err}", err=True)
+                ctx.exit(err.exit_code)
+            log_path = _crash_log(exc)
+            click.echo(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}; this is a robustlab bug, "
+                       f"please report it with the crash log {log_path} (rerun with --debug for the traceback here).", err=True)
+            ctx.exit(EXIT_INTERNAL)
+
+
+def _crash_log(exc: BaseException) -> str:
+    """Write the traceback to ``crash-<time>.log`` in the run's output folder (else the temp folder)."""
+    import tempfile
+    import time
+    import traceback
+    from pathlib import Path
+
+    from .errors import crash_dir
+
+    text = f"robustlab {__version__}\ncommand: {' '.join(sys.argv)}\n\n" + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    name = f"crash-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+    for folder in (crash_dir(), Path(tempfile.gettempdir())):
+        if folder is None:
+            continue
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / name
+            path.write_text(text, encoding="utf-8", errors="backslashreplace")
+            return ascii(str(path))[1:-1]
+        except OSError:
+            continue
+    return "(none: no writable folder)"
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,7 +129,8 @@ class LazyGroup(click.Group):
 def main(ctx: click.Context, debug: bool, verbose: int) -> None:
     """robustlab: robustness evaluation and certification for image classifiers.
 
-    Exit codes: 0 success, 1 a release gate failed, 2 usage or input error, 3 inconclusive.
+    Exit codes: 0 success, 1 a release gate failed, 2 usage or input error, 3 inconclusive,
+    4 internal error (a robustlab bug; the traceback is in OUT/crash-*.log).
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug

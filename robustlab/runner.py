@@ -30,7 +30,7 @@ from .errors import DataError, ModelOutputError, RobustlabError
 from .fastpaths import apply_fast_paths
 from .models import LoadOptions, RobustModel, load_model
 from .scorecard import CheckResult, Scorecard, Status
-from .store import ResultStore
+from .store import LOCK_NAME, OutputLock, ResultStore
 from .suite import Suite
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,13 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RobustlabError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto.")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise RobustlabError(f"unknown device {name!r}; use --device auto, cpu, cuda or cuda:N.") from exc
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise RobustlabError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA device(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}.")
+    return dev
 
 
 def make_progress(quiet: bool) -> Callable[..., Iterable[Any]]:
@@ -159,6 +165,9 @@ def evaluate(cfg: RunConfig) -> Scorecard:
     t_model = time.perf_counter() - t
 
     data_spec = cfg.data_spec or model.info.dataset
+    if not cfg.data_spec and data_spec and not cfg.quiet and dist_info.is_main:
+        source = "a sidecar file or the model file's header" if model.info.path and not cfg.model_spec.startswith("zoo:") else "the model's metadata"
+        progress_log.info("data: %s (no --data given; the data set named by %s; pass --data to choose another)", data_spec, source)
     if not data_spec:
         raise DataError(f"model {cfg.model_spec} names no default data set; pass --data (e.g. --data digits, --data npz:PATH, --data folder:PATH).")
     t = time.perf_counter()
@@ -167,21 +176,60 @@ def evaluate(cfg: RunConfig) -> Scorecard:
     data = prepare_data(model, raw)
     with torch.no_grad():
         xb = data.images(slice(0, min(len(data), cfg.batch_size))).to(device)
-        model.check_output(model(xb), xb.shape[0])
+        try:
+            logits = model(xb)
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # shape/channel mismatches surface here
+            raise ModelOutputError(
+                f"the model fails on a batch of {data_spec} of shape {tuple(xb.shape)} ({' '.join(str(exc).split())[:160]}); "
+                "check that the data matches the model (--data, --input-shape, --mean/--std channels, --arch)."
+            ) from exc
+        model.check_output(logits, xb.shape[0])
     t_data = time.perf_counter() - t
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fingerprint = {
+    lock = OutputLock(out, name=LOCK_NAME if not dist_info.enabled or dist_info.is_main else f".robustlab.rank{dist_info.rank}.lock", command=cfg.command)
+    lock.acquire()
+    try:
+        return _run_checks(cfg, model, fast_model, raw, data, data_spec, device, dist_info, progress, out, started, t0, t_model, t_data)
+    finally:
+        lock.release()
+
+
+def run_fingerprint(cfg: RunConfig, model: RobustModel, raw: Dataset, data_spec: str) -> dict[str, Any]:
+    """Everything that can change a number of the run, as a flat mapping (see :mod:`robustlab.store`)."""
+    info = model.info.to_dict()
+    fp: dict[str, Any] = {f"model.{k}": info.get(k) for k in (
+        "spec", "format", "architecture", "num_classes", "input_shape", "bounds", "mean", "std", "class_names", "feature_layer", "trusted", "extra")}
+    fp.update({
         "model_sha256": model.info.sha256 or cfg.model_spec,
         "model_spec": cfg.model_spec,
         "data": raw.content_sha256(),
+        "data.spec": data_spec,
+        "data.ids_sha256": raw.ids_sha256(),
+        "data.limit": cfg.limit,
+        "suite.sha256": cfg.suite.sha256,
         "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "precision": cfg.precision,
+        "channels_last": cfg.channels_last,
+        "compile": cfg.compile,
+        "options": dict(cfg.options),
         "robustlab": __version__,
-    }
+    })
+    return fp
+
+
+def _run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset, data: Dataset, data_spec: str, device: torch.device,
+                dist_info: Any, progress: Callable[..., Iterable[Any]], out: Path, started: str, t0: float, t_model: float, t_data: float) -> Scorecard:
+    fingerprint = run_fingerprint(cfg, model, raw, data_spec)
     store_name = "results.sqlite" if not dist_info.enabled else f"results.rank{dist_info.rank}.sqlite"
     store = ResultStore(out / store_name, fingerprint)
-    kept = store.begin(resume=cfg.resume)
+    try:
+        kept = store.begin(resume=cfg.resume)
+    except BaseException:
+        store.close()
+        raise
     if cfg.resume:
         log.info("resuming: %d stored batch results reused", kept)
 

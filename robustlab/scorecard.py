@@ -176,10 +176,106 @@ class Scorecard:
         p = Path(path)
         if not p.is_file():
             raise RobustlabError(f"scorecard {p} does not exist; pass the scorecard.json that `robustlab evaluate` wrote.")
+        d = read_strict_json(p)
+        if not isinstance(d, dict):
+            raise RobustlabError(f"{p} is not a robustlab scorecard (expected a JSON object); pass the scorecard.json that `robustlab evaluate` wrote.")
         try:
-            return cls.from_dict(json.loads(p.read_text()))
-        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, ValueError) as exc:
-            raise RobustlabError(f"{p} is not a valid robustlab scorecard ({exc}); regenerate it with `robustlab evaluate`.") from exc
+            card = cls.from_dict(d)
+            card.validate()
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise RobustlabError(f"{p} is not a valid robustlab scorecard ({' '.join(str(exc).split())[:200]}); regenerate it with `robustlab evaluate`.") from exc
+        return card
+
+    def validate(self) -> None:
+        """Raise ``ValueError``/``TypeError`` when a field has the wrong type (a hand-edited or foreign file)."""
+        for name in ("tool", "model", "data", "suite", "environment", "run", "timings"):
+            if not isinstance(getattr(self, name), dict):
+                raise TypeError(f"field {name!r} must be an object")
+        if self.signature is not None and not isinstance(self.signature, dict):
+            raise TypeError("field 'signature' must be an object")
+        for c in self.checks:
+            if not isinstance(c.id, str) or not isinstance(c.check, str) or not isinstance(c.reason, str):
+                raise TypeError("a check's id, check and reason must be strings")
+            for fname in ("params", "counts", "per_sample", "definitions"):
+                if not isinstance(getattr(c, fname), dict):
+                    raise TypeError(f"check {c.id!r}: {fname!r} must be an object")
+            if not isinstance(c.notes, list) or not all(isinstance(n, str) for n in c.notes):
+                raise TypeError(f"check {c.id!r}: 'notes' must be a list of strings")
+            if not all(isinstance(v, str) for v in c.definitions.values()):
+                raise TypeError(f"check {c.id!r}: definitions must be strings")
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in c.counts.values()):
+                raise TypeError(f"check {c.id!r}: counts must be integers")
+            if not all(isinstance(v, list) for v in c.per_sample.values()):
+                raise TypeError(f"check {c.id!r}: per_sample entries must be lists")
+            for iv in c.intervals.values():
+                if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (iv.low, iv.high, iv.level)):
+                    raise TypeError(f"check {c.id!r}: interval bounds must be numbers")
+            for sr in c.series.values():
+                if not isinstance(sr.x, list) or not isinstance(sr.y, dict) or not all(isinstance(v, list) for v in sr.y.values()):
+                    raise TypeError(f"check {c.id!r}: series must hold lists")
+            if isinstance(c.seconds, bool) or not isinstance(c.seconds, (int, float)):
+                raise TypeError(f"check {c.id!r}: 'seconds' must be a number")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name} (JSON has no NaN or Infinity)")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {ascii(k)}")
+        out[k] = v
+    return out
+
+
+def _check_text(obj: Any) -> None:
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, str):
+            try:
+                o.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"lone surrogate in the string {ascii(o)[:60]}") from None
+        elif isinstance(o, dict):
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif isinstance(o, list):
+            stack.extend(o)
+
+
+def loads_strict(text: str) -> Any:
+    """Parse JSON, refusing what makes a document ambiguous: duplicate keys (parsers disagree on
+    which value wins), NaN/Infinity (not JSON) and lone UTF-16 surrogates (not text). Raises ``ValueError``."""
+    obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    _check_text(obj)
+    return obj
+
+
+def read_strict_json(path: Path) -> Any:
+    """:func:`loads_strict` on a UTF-8 file; problems become one-line ``RobustlabError``."""
+    from .errors import RobustlabError
+
+    if not path.is_file():
+        raise RobustlabError(f"{path} does not exist; pass the scorecard.json that `robustlab evaluate` wrote.")
+    try:
+        return loads_strict(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RobustlabError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); pass a scorecard written by robustlab.") from exc
+    except RecursionError as exc:
+        raise RobustlabError(f"{path} nests too deeply to be a scorecard; pass a scorecard written by robustlab.") from exc
+    except ValueError as exc:  # JSONDecodeError is a ValueError
+        raise RobustlabError(f"{path} is not a valid robustlab scorecard: bad JSON ({' '.join(str(exc).split())[:200]}); regenerate or re-sign it.") from exc
+
+
+def _metric_value(key: str, v: Any) -> float:
+    if v is None:
+        return math.nan
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"metric {key!r} must be a number, got {type(v).__name__}")
+    return float(v)
 
 
 def _check_from_dict(c: dict[str, Any]) -> CheckResult:
@@ -189,7 +285,7 @@ def _check_from_dict(c: dict[str, Any]) -> CheckResult:
         status=Status(c.get("status", "ok")),
         reason=c.get("reason", ""),
         params=c.get("params", {}),
-        metrics={k: (float(v) if v is not None else math.nan) for k, v in c.get("metrics", {}).items()},
+        metrics={k: _metric_value(k, v) for k, v in c.get("metrics", {}).items()},
         intervals={k: Interval(**v) for k, v in c.get("intervals", {}).items()},
         counts=c.get("counts", {}),
         series={k: Series(**v) for k, v in c.get("series", {}).items()},

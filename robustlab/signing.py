@@ -10,11 +10,20 @@ data and suite produced it; ``verify --model FILE`` also re-hashes the model fil
 The signature is stored either in the scorecard's ``signature`` field (embedded) or in a detached
 JSON file (``scorecard.json.sig``), with the same content::
 
-    {"algorithm": "ed25519", "public_key": <base64 raw 32 bytes>, "key_id": <sha256 of the raw key,
-     first 16 hex>, "signed_at": <UTC ISO time>, "payload_sha256": <hex>, "value": <base64 64 bytes>}
+    {"algorithm": "ed25519", "format": 2, "public_key": <base64 raw 32 bytes>, "key_id": <sha256 of the
+     raw key, first 16 hex>, "signed_at": <UTC ISO time>, "payload_sha256": <hex>, "value": <base64 64 bytes>}
 
-The embedded public key proves integrity only; authenticity needs the verifier to pass the
-signer's trusted public key (``--public-key``), which must match.
+``value`` signs the canonical JSON of ``{"algorithm", "format", "key_id", "payload_sha256",
+"signed_at"}``, so the signing time and the payload hash are covered too; ``payload_sha256`` is the
+sha256 of the canonical scorecard bytes and is recomputed by the verifier. Scorecards are read
+strictly (:func:`robustlab.scorecard.loads_strict`): duplicate keys, NaN/Infinity and lone surrogates
+are refused, so the canonical form is unambiguous.
+
+A signature is only *verified* when its key is trusted: a key passed with ``--public-key``, a key in
+the trust store (``--trusted-keys`` or ``$ROBUSTLAB_TRUSTED_KEYS``: ``.pem`` files or folders of
+them, separated by ``os.pathsep``), or the key that signed a baseline scorecard named with
+``--baseline``. An intact signature by any other key is ``valid-untrusted``, which ``verify`` does
+not pass (exit 1): anyone can re-sign an edited scorecard with a key of their own.
 
 References: RFC 8032 (Ed25519), via ``cryptography.hazmat.primitives.asymmetric.ed25519``.
 """
@@ -36,6 +45,8 @@ from .scorecard import atomic_write_text
 
 ALGORITHM = "ed25519"
 PASSPHRASE_ENV = "ROBUSTLAB_KEY_PASSPHRASE"
+TRUST_ENV = "ROBUSTLAB_TRUSTED_KEYS"
+FORMAT = 2
 
 
 class SignatureState(str, Enum):
@@ -43,7 +54,7 @@ class SignatureState(str, Enum):
 
     UNSIGNED = "unsigned"
     VALID_TRUSTED = "valid-trusted"  # valid and made by the trusted key the verifier supplied
-    VALID_UNTRUSTED = "valid-untrusted"  # valid for the embedded key; no trusted key supplied
+    VALID_UNTRUSTED = "valid-untrusted"  # intact, but signed by a key nobody vouched for: not verified
     INVALID = "invalid"  # signature does not match the content (tampered) or the trusted key
 
 
@@ -67,7 +78,7 @@ class Verification:
 
     @property
     def ok(self) -> bool:
-        return self.state in (SignatureState.VALID_TRUSTED, SignatureState.VALID_UNTRUSTED) and self.model_check is not False
+        return self.state is SignatureState.VALID_TRUSTED and self.model_check is not False
 
 
 def canonical_bytes(card: dict[str, Any]) -> bytes:
@@ -152,15 +163,30 @@ def load_public_key(path: str | Path) -> bytes:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise RobustlabError(f"{path} does not exist; pass the scorecard.json that `robustlab evaluate` wrote.")
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RobustlabError(f"{path} is not valid JSON ({exc}).") from exc
+    from .scorecard import read_strict_json
+
+    d = read_strict_json(path)
     if not isinstance(d, dict):
         raise RobustlabError(f"{path} is not a robustlab scorecard (expected a JSON object).")
     return d
+
+
+def _read_card(path: Path) -> dict[str, Any]:
+    """A scorecard file, read strictly and checked field by field (``RobustlabError`` otherwise)."""
+    from .scorecard import Scorecard
+
+    d = _read_json(path)
+    try:
+        Scorecard.from_dict(d).validate()
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise RobustlabError(f"{path} is not a valid robustlab scorecard ({' '.join(str(exc).split())[:200]}); regenerate it with `robustlab evaluate`.") from exc
+    return d
+
+
+def _header(sig: dict[str, Any]) -> bytes:
+    """The bytes the signature value signs: every field of the block but the key and the value."""
+    head = {k: sig.get(k) for k in ("algorithm", "format", "key_id", "payload_sha256", "signed_at")}
+    return json.dumps(head, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
 def make_signature(card: dict[str, Any], key_path: str | Path) -> dict[str, Any]:
@@ -170,14 +196,16 @@ def make_signature(card: dict[str, Any], key_path: str | Path) -> dict[str, Any]
     key = _load_private(key_path)
     msg = canonical_bytes(card)
     raw_pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return {
+    sig: dict[str, Any] = {
         "algorithm": ALGORITHM,
+        "format": FORMAT,
         "public_key": base64.b64encode(raw_pub).decode(),
         "key_id": key_id(raw_pub),
         "signed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "payload_sha256": hashlib.sha256(msg).hexdigest(),
-        "value": base64.b64encode(key.sign(msg)).decode(),
     }
+    sig["value"] = base64.b64encode(key.sign(_header(sig))).decode()
+    return sig
 
 
 def sign_scorecard(path: str | Path, key_path: str | Path, *, detached: bool = False) -> Path:
@@ -186,7 +214,7 @@ def sign_scorecard(path: str | Path, key_path: str | Path, *, detached: bool = F
     Returns the file that now holds the signature.
     """
     p = Path(path)
-    card = _read_json(p)
+    card = _read_card(p)
     sig = make_signature(card, key_path)
     if detached:
         return atomic_write_text(p.with_name(p.name + ".sig"), json.dumps(sig, indent=1) + "\n")
@@ -194,8 +222,9 @@ def sign_scorecard(path: str | Path, key_path: str | Path, *, detached: bool = F
     return atomic_write_text(p, json.dumps(card, indent=1, ensure_ascii=False, allow_nan=False))
 
 
-def verify_dict(card: dict[str, Any], *, signature: dict[str, Any] | None = None, trusted_public_key: bytes | None = None) -> Verification:
-    """Verify a scorecard dict (embedded signature, or ``signature`` given separately)."""
+def verify_dict(card: dict[str, Any], *, signature: dict[str, Any] | None = None, trusted_keys: "list[bytes] | tuple[bytes, ...]" = ()) -> Verification:
+    """Verify a scorecard dict (embedded signature, or ``signature`` given separately) against the
+    ``trusted_keys`` (raw Ed25519 public keys)."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -204,6 +233,10 @@ def verify_dict(card: dict[str, Any], *, signature: dict[str, Any] | None = None
         return Verification(SignatureState.UNSIGNED, messages=("the scorecard is not signed",))
     if not isinstance(sig, dict) or sig.get("algorithm") != ALGORITHM:
         return Verification(SignatureState.INVALID, messages=(f"unsupported signature block (expected algorithm {ALGORITHM!r})",))
+    if sig.get("format") != FORMAT:
+        return Verification(SignatureState.INVALID, messages=(f"signature format {sig.get('format')!r} is not {FORMAT} (it does not cover the signing time); re-sign the scorecard",))
+    if not all(isinstance(sig.get(k), str) for k in ("public_key", "value", "key_id", "signed_at", "payload_sha256")):
+        return Verification(SignatureState.INVALID, messages=("malformed signature block (a field is missing or not a string)",))
     try:
         raw_pub = base64.b64decode(sig["public_key"], validate=True)
         value = base64.b64decode(sig["value"], validate=True)
@@ -211,16 +244,58 @@ def verify_dict(card: dict[str, Any], *, signature: dict[str, Any] | None = None
     except (KeyError, ValueError, TypeError) as exc:
         return Verification(SignatureState.INVALID, messages=(f"malformed signature block ({exc})",))
     kid = key_id(raw_pub)
-    at = sig.get("signed_at")
+    at = str(sig["signed_at"])
+    if sig["key_id"] != kid:
+        return Verification(SignatureState.INVALID, kid, at, messages=(f"the signature block names key {sig['key_id']!r} but carries key {kid}",))
     try:
-        pub.verify(value, canonical_bytes(card))
+        pub.verify(value, _header(sig))
     except InvalidSignature:
+        return Verification(SignatureState.INVALID, kid, at, messages=("signature does NOT match its block: the signing time, hash or key was modified after signing",))
+    try:
+        payload = hashlib.sha256(canonical_bytes(card)).hexdigest()
+    except (ValueError, UnicodeEncodeError) as exc:
+        return Verification(SignatureState.INVALID, kid, at, messages=(f"the scorecard cannot be put in canonical form ({exc})",))
+    if payload != sig["payload_sha256"]:
         return Verification(SignatureState.INVALID, kid, at, messages=("signature does NOT match the content: the scorecard was modified after signing",))
-    if trusted_public_key is None:
-        return Verification(SignatureState.VALID_UNTRUSTED, kid, at, messages=(f"content intact, signed by key {kid}; no trusted public key given, so the signer is not authenticated",))
-    if trusted_public_key != raw_pub:
-        return Verification(SignatureState.INVALID, kid, at, messages=(f"signed by key {kid}, which is NOT the trusted key {key_id(trusted_public_key)}",))
+    if not trusted_keys:
+        return Verification(SignatureState.VALID_UNTRUSTED, kid, at, messages=(
+            f"content intact, signed by key {kid}, which is not a trusted key: pass the signer's --public-key, "
+            f"add it to the trust store (--trusted-keys or ${TRUST_ENV}) or name a --baseline it signed",))
+    if raw_pub not in trusted_keys:
+        names = ", ".join(key_id(k) for k in trusted_keys[:3])
+        return Verification(SignatureState.INVALID, kid, at, messages=(f"signed by key {kid}, which is NOT the trusted key {names}",))
     return Verification(SignatureState.VALID_TRUSTED, kid, at, messages=(f"content intact and signed by the trusted key {kid}",))
+
+
+def trust_store(paths: "list[str | Path] | tuple[str | Path, ...]" = (), *, use_env: bool = True) -> list[bytes]:
+    """Raw public keys from ``.pem`` files or folders of them (``paths`` and ``$ROBUSTLAB_TRUSTED_KEYS``)."""
+    items: list[Path] = [Path(p) for p in paths]
+    if use_env and os.environ.get(TRUST_ENV):
+        items += [Path(p) for p in os.environ[TRUST_ENV].split(os.pathsep) if p]
+    keys: list[bytes] = []
+    for item in items:
+        if item.is_dir():
+            files = sorted(item.glob("*.pem"))
+        elif item.is_file():
+            files = [item]
+        else:
+            raise RobustlabError(f"trusted key location {item} does not exist; fix --trusted-keys or ${TRUST_ENV}.")
+        keys += [load_public_key(f) for f in files]
+    return keys
+
+
+def baseline_key(path: str | Path) -> bytes:
+    """The key that signed the baseline scorecard at ``path`` (its signature must be intact)."""
+    p = Path(path)
+    card = _read_card(p)
+    sig = card.get("signature")
+    sp = p.with_name(p.name + ".sig")
+    if not sig and sp.is_file():
+        sig = _read_json(sp)
+    v = verify_dict(card, signature=sig if isinstance(sig, dict) else None)
+    if v.state is not SignatureState.VALID_UNTRUSTED or not isinstance(sig, dict):
+        raise RobustlabError(f"baseline {p} is not intact and signed ({v.state.value}: {v.messages[0]}); name a signed baseline or pass --public-key.")
+    return base64.b64decode(sig["public_key"])
 
 
 def verify_scorecard(
@@ -229,20 +304,26 @@ def verify_scorecard(
     public_key: str | Path | None = None,
     signature_path: str | Path | None = None,
     model_path: str | Path | None = None,
+    trusted_keys: "list[str | Path] | tuple[str | Path, ...]" = (),
+    baseline: str | Path | None = None,
+    use_env: bool = True,
 ) -> Verification:
     """Verify the scorecard file at ``path`` and, with ``model_path``, the model file's sha256.
 
     A detached signature is used when ``signature_path`` is given or ``<path>.sig`` exists and the
-    scorecard has no embedded signature.
+    scorecard has no embedded signature. Trusted keys: ``public_key``, ``trusted_keys`` (files or
+    folders), ``$ROBUSTLAB_TRUSTED_KEYS`` (with ``use_env``) and the signer of ``baseline``.
     """
     p = Path(path)
-    card = _read_json(p)
+    card = _read_card(p)
     sig: dict[str, Any] | None = None
     sp = Path(signature_path) if signature_path else p.with_name(p.name + ".sig")
     if signature_path or (not card.get("signature") and sp.is_file()):
         sig = _read_json(sp)
-    trusted = load_public_key(public_key) if public_key else None
-    v = verify_dict(card, signature=sig, trusted_public_key=trusted)
+    trusted = ([load_public_key(public_key)] if public_key else []) + trust_store(trusted_keys, use_env=use_env)
+    if baseline is not None:
+        trusted.append(baseline_key(baseline))
+    v = verify_dict(card, signature=sig, trusted_keys=trusted)
     if model_path is None:
         return v
     mp = Path(model_path)

@@ -77,7 +77,10 @@ def load_suite(name_or_path: str) -> Suite:
             close = difflib.get_close_matches(name_or_path, list(suites), 2)
             raise SuiteError(f"unknown suite {name_or_path!r}{'; did you mean ' + ', '.join(repr(c) for c in close) + '?' if close else '.'} Built-in suites: {', '.join(suites)}; or pass a YAML file.")
         path = suites[name_or_path]
-    text = path.read_text()
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SuiteError(f"suite file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8.") from exc
     return parse_suite(text, source=str(path), default_name=path.stem)
 
 
@@ -86,6 +89,8 @@ def parse_suite(text: str, *, source: str = "<string>", default_name: str = "cus
 
     try:
         doc = yaml.safe_load(text)
+    except RecursionError as exc:
+        raise SuiteError(f"suite {source} nests too deeply; fix the file.") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

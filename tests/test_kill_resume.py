@@ -50,6 +50,12 @@ def test_kill_minus_nine_then_resume(tmp_path):
     proc.wait()
     partial = _stored(db)
     assert 18 < partial < 36
+    # the killed run's scorecard never passes a gate, even when every rule says `if_missing: skip`
+    pol = tmp_path / "skip.yaml"
+    pol.write_text("rules:\n  - metric: clean/accuracy\n    op: '>='\n    threshold: 0.1\n    if_missing: skip\n")
+    gated = subprocess.run([sys.executable, "-m", "robustlab", "gate", str(out / "scorecard.json"), "--policy", str(pol)],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert gated.returncode == 3, gated.stdout + gated.stderr
     resumed = subprocess.run(_args(out) + ["--resume"], env=env, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr
     a = json.loads((tmp_path / "ref" / "scorecard.json").read_text())

@@ -152,8 +152,10 @@ def test_file_metadata_cannot_name_factory(tmp_path):
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in DigitsCNN().state_dict().items()}, str(p), metadata={"robustlab": json.dumps({"architecture": "factory:rl_test_models:tiny"})})
-    with pytest.raises(TrustError, match="does not import code"):
+    with pytest.raises(TrustError, match="never runs code that a file names") as e:
         load_model(str(p))
+    # the refusal says the file asked for it and hands out no ready-to-paste way to run it
+    assert "rl_test_models" not in str(e.value) and "--arch factory" not in str(e.value)
 
 
 def test_robustbench_is_importable_and_offline(tmp_path):

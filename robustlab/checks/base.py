@@ -7,6 +7,7 @@ A check returns a :class:`~robustlab.scorecard.CheckResult`. It never logs to ML
 from __future__ import annotations
 
 import dataclasses
+import math
 import logging
 import typing
 from abc import ABC, abstractmethod
@@ -238,9 +239,12 @@ def _coerce(v: Any, tp: Any, where: str) -> Any:
         if isinstance(v, bool) or not isinstance(v, (int, float, str)):
             raise SuiteError(f"{where} must be a number, got {v!r}.")
         try:
-            return float(_eval_fraction(v) if isinstance(v, str) else v)
-        except ValueError as exc:
+            f = float(_eval_fraction(v) if isinstance(v, str) else v)
+        except (ValueError, ZeroDivisionError, OverflowError) as exc:
             raise SuiteError(f"{where} must be a number such as 0.031 or 8/255, got {v!r}.") from exc
+        if math.isnan(f):
+            raise SuiteError(f"{where} must be a number such as 0.031 or 8/255, got {v!r}.")
+        return f
     if tp is int:
         if isinstance(v, bool) or not isinstance(v, int):
             raise SuiteError(f"{where} must be an integer, got {v!r}.")

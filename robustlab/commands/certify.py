@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from .common import _floats, run_settings, data_options, default_out_dir, load_options_from, model_options, run_options, user_errors
+from .common import _floats, run_settings, data_options, default_out_dir, load_options_from, model_options, output_lock, run_options, user_errors
 
 
 @click.command("certify")
@@ -79,8 +79,9 @@ def certify(**kw: Any) -> None:
         model_spec=kw["model_spec"], load=load_options_from(kw), suite=suite, data_spec=kw.get("data_spec"), data_root=kw.get("data_root"),
         download=bool(kw.get("download")), out_dir=out, limit=kw.get("limit"), **run_settings(kw),
     )
-    card = run_evaluate(cfg)
-    code = finish(card, out, {**kw, "quiet": True, "policy": None, "baseline": None, "junit": None})
+    with output_lock(out, cfg.command):
+        card = run_evaluate(cfg)
+        code = finish(card, out, {**kw, "quiet": True, "policy": None, "baseline": None, "junit": None})
     if not kw.get("quiet"):
         click.echo(certify_table(card), err=bool(kw.get("as_json")))
         click.echo(f"scorecard: {out / 'scorecard.json'}", err=bool(kw.get("as_json")))

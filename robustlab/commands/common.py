@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import math
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -18,8 +20,10 @@ def _floats(value: str | None, name: str, n: int | None = None) -> tuple[float, 
         return None
     try:
         out = tuple(float(eval_fraction(v)) for v in value.replace(" ", "").split(",") if v)
-    except ValueError as exc:
+    except (ValueError, ZeroDivisionError, OverflowError) as exc:
         raise click.BadParameter(f"{name} takes comma-separated numbers, e.g. 0.5,0.5,0.5; got {value!r}") from exc
+    if not out or not all(math.isfinite(v) for v in out):
+        raise click.BadParameter(f"{name} takes comma-separated finite numbers, e.g. 0.5,0.5,0.5; got {value!r}")
     if n is not None and len(out) != n:
         raise click.BadParameter(f"{name} takes {n} numbers, got {len(out)}")
     return out
@@ -38,7 +42,7 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--model", "model_spec", required=True, help="Model spec: a file, zoo:NAME, factory:pkg.mod:fn, torchvision:NAME, ... (see `robustlab models`)."),
         click.option("--arch", default=None, help="Architecture for a state dict: torchvision:NAME, timm:NAME, zoo-arch:NAME or factory:pkg.mod:fn."),
         click.option("--trust-code", is_flag=True, help="Allow formats that can run code: TorchScript, torch.export, pickled modules. Recorded in the scorecard."),
-        click.option("--num-classes", type=int, default=None, help="Number of classes (else inferred)."),
+        click.option("--num-classes", type=click.IntRange(1), default=None, help="Number of classes (else inferred)."),
         click.option("--bounds", default=None, help="Input range the model expects, e.g. 0,1 or 0,255."),
         click.option("--mean", default=None, help="Per-channel normalisation mean applied inside the model, e.g. 0.485,0.456,0.406."),
         click.option("--std", default=None, help="Per-channel normalisation std."),
@@ -87,20 +91,25 @@ def load_options_from(kw: dict[str, Any]) -> Any:
     from ..models import LoadOptions
 
     shape = _floats(kw.get("input_shape"), "--input-shape", 3)
+    if shape is not None and not all(s == int(s) and 1 <= s <= 100_000 for s in shape):
+        raise click.BadParameter(f"--input-shape takes three positive integers C,H,W, e.g. 3,32,32; got {kw.get('input_shape')!r}")
+    device = kw.get("device") or "auto"
+    if not re.fullmatch(r"auto|cpu|mps|(cuda|xpu)(:\d{1,3})?", device):
+        raise click.BadParameter(f"--device takes auto, cpu, cuda or cuda:N; got {device!r}")
     overrides = {
         "num_classes": kw.get("num_classes"),
         "bounds": _floats(kw.get("bounds"), "--bounds", 2),
         "mean": _floats(kw.get("mean"), "--mean"),
         "std": _floats(kw.get("std"), "--std"),
         "input_shape": tuple(int(s) for s in shape) if shape else None,
-        "class_names": tuple(c.strip() for c in kw["class_names"].split(",")) if kw.get("class_names") else None,
+        "class_names": tuple(c.strip() for c in kw["class_names"].split(",")) if kw.get("class_names") is not None else None,
         "feature_layer": kw.get("feature_layer"),
     }
     b = overrides["bounds"]
     if b is not None and not b[0] < b[1]:  # type: ignore[index]
         raise click.BadParameter("--bounds needs LOW,HIGH with LOW < HIGH")
     return LoadOptions(arch=kw.get("arch"), trust_code=bool(kw.get("trust_code")), download=bool(kw.get("download")),
-                       model_dir=kw.get("model_dir"), device=kw.get("device") or "auto", overrides={k: v for k, v in overrides.items() if v is not None})
+                       model_dir=kw.get("model_dir"), device=device, overrides={k: v for k, v in overrides.items() if v is not None})
 
 
 def default_out_dir(model_spec: str, suite: str) -> Path:
@@ -136,3 +145,33 @@ def run_settings(kw: dict[str, Any]) -> dict[str, Any]:
         "threads": kw.get("threads"), "precision": kw.get("precision") or "fp32", "channels_last": bool(kw.get("channels_last")),
         "compile": bool(kw.get("compile_model")), "command": command_line(),
     }
+
+
+def output_lock(out: Path, command: str = "") -> Any:
+    """Lock the output folder for a whole command (a no-op on non-zero torchrun ranks, which lock
+    their own per-rank file in the runner) and name it as the place for a crash log."""
+    import contextlib
+
+    from ..distributed import from_env
+    from ..errors import set_crash_dir
+    from ..store import OutputLock
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RobustlabError(f"--out {out} is a file, not a folder; pass a folder path.")
+    set_crash_dir(out)
+    if not from_env().is_main:
+        return contextlib.nullcontext()
+    return OutputLock(out, command=command)
+
+
+def check_output_path(path: str | Path | None, flag: str) -> None:
+    """Refuse before the run an output path that cannot be created because a part of it is a file."""
+    if path is None:
+        return
+    p = Path(path)
+    for parent in [p, *p.parents] if flag == "--out" else list(p.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise RobustlabError(f"{flag} {p}: {parent} is a file, not a folder; pass another path.")
+            break

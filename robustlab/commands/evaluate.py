@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .common import data_options, default_out_dir, load_options_from, model_options, run_options, run_settings, user_errors
+from .common import data_options, default_out_dir, load_options_from, check_output_path, model_options, output_lock, run_options, run_settings, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ def evaluate(**kw: Any) -> None:
             raise click.BadParameter(f"{kw[p]} does not exist", param_hint=f"--{p}")
     if kw.get("policy"):
         _validate_policy(Path(kw["policy"]))
+    check_output_path(kw.get("out_dir"), "--out")
+    check_output_path(kw.get("junit"), "--junit")
 
     from ..runner import RunConfig, evaluate as run_evaluate
 
@@ -53,12 +55,13 @@ def evaluate(**kw: Any) -> None:
         download=bool(kw.get("download")), out_dir=out, limit=kw.get("limit"),
         options={"ood_fit_data": kw["fit_data"]} if kw.get("fit_data") else {}, **run_settings(kw),
     )
-    card = run_evaluate(cfg)
     from ..distributed import from_env
 
-    if not from_env().is_main:  # under torchrun only rank 0 reports
-        sys.exit(0)
-    code = finish(card, out, kw)
+    with output_lock(out, cfg.command):  # held through the report and MLflow, not only the checks
+        card = run_evaluate(cfg)
+        if not from_env().is_main:  # under torchrun only rank 0 reports
+            sys.exit(0)
+        code = finish(card, out, kw)
     sys.exit(code)
 
 

@@ -127,18 +127,27 @@ def sign(scorecard: Path | None, key: Path | None, generate_key: Path | None, de
 
 @click.command("verify")
 @click.argument("scorecard", type=_SCORECARD)
-@click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Signer's trusted public key (PEM). Without it only integrity is checked.")
+@click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Signer's trusted public key (PEM).")
+@click.option("--trusted-keys", multiple=True, type=click.Path(path_type=Path), help="Trust store: a .pem public key or a folder of them (repeatable; also $ROBUSTLAB_TRUSTED_KEYS).")
+@click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path), default=None, help="A signed baseline scorecard whose signer you trust: its key is trusted.")
 @click.option("--signature", "signature_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Detached signature [default: SCORECARD.sig when the scorecard has none embedded].")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Model file: check its sha256 against the scorecard's.")
-@click.option("--require-trusted", is_flag=True, help="Fail unless --public-key is given and matches.")
+@click.option("--require-trusted", is_flag=True, hidden=True, help="Kept for old scripts: a trusted key is always required now.")
 @click.pass_context
-def verify(ctx: click.Context, scorecard: Path, public_key: Path | None, signature_path: Path | None, model_path: Path | None, require_trusted: bool) -> None:
-    """Verify SCORECARD's signature (and, with --model, the model file). Exit 0 valid, 1 not valid."""
-    from ..signing import SignatureState, verify_scorecard
+def verify(ctx: click.Context, scorecard: Path, public_key: Path | None, trusted_keys: tuple[Path, ...], baseline: Path | None,
+           signature_path: Path | None, model_path: Path | None, require_trusted: bool) -> None:
+    """Verify SCORECARD's signature against a trusted key (and, with --model, the model file).
 
-    v = verify_scorecard(scorecard, public_key=public_key, signature_path=signature_path, model_path=model_path)
+    Exit codes: 0 intact and signed by a trusted key (--public-key, --trusted-keys,
+    $ROBUSTLAB_TRUSTED_KEYS or the signer of --baseline); 1 not verified: unsigned, modified,
+    signed by an untrusted key (anyone can re-sign an edited scorecard), or the model does not
+    match; 2 the scorecard cannot be read (duplicate keys, NaN, invalid UTF-8, bad path).
+    """
+    from ..signing import verify_scorecard
+
+    v = verify_scorecard(scorecard, public_key=public_key, signature_path=signature_path, model_path=model_path,
+                         trusted_keys=trusted_keys, baseline=baseline)
     for m in v.messages:
         click.echo(m)
-    ok = v.ok and (not require_trusted or v.state is SignatureState.VALID_TRUSTED)
-    click.echo(f"{'VERIFIED' if ok else 'NOT VERIFIED'}: {v.state.value}" + ("" if v.model_check is None else f", model {'matches' if v.model_check else 'does not match'}"))
-    ctx.exit(0 if ok else 1)
+    click.echo(f"{'VERIFIED' if v.ok else 'NOT VERIFIED'}: {v.state.value}" + ("" if v.model_check is None else f", model {'matches' if v.model_check else 'does not match'}"))
+    ctx.exit(0 if v.ok else 1)

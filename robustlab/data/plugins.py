@@ -57,7 +57,21 @@ def load_dataset(spec: str, *, split: str = "test", root: str | Path | None = No
     ds = plugin.load(arg, split=split, root=root, download=download)
     if len(ds) == 0:
         raise DataError(f"data {spec} ({split}) is empty.")
+    _check_unique(ds.ids, f"data {spec} ({split})", "sample id", "every sample needs its own id, or per-sample comparisons pair the wrong images")
+    _check_unique(ds.classes, f"data {spec}", "class name", "per-class metrics would merge those classes")
+    if ds.y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise DataError(f"data {spec}: labels have dtype {ds.y.dtype}; labels must be integers.")
+    if ds.x is not None and (not ds.x.is_floating_point() or ds.x.is_complex()):
+        raise DataError(f"data {spec}: images have dtype {ds.x.dtype}; data plugins must yield real floating-point images in [0, 1].")
     return ds
+
+
+def _check_unique(values: Sequence[str], what: str, kind: str, why: str) -> None:
+    seen: set[str] = set()
+    for v in values:
+        if v in seen:
+            raise DataError(f"{what}: the {kind} {ascii(v)[:60]} occurs more than once; {why}.")
+        seen.add(v)
 
 
 # -- digits ------------------------------------------------------------------------------------
@@ -144,15 +158,35 @@ def _npz(arg: str, *, split: str, root: object = None, download: bool = False) -
     p = Path(arg).expanduser()
     if not p.is_file():
         raise DataError(f"npz file {p} does not exist; check the path after npz:.")
+    import zipfile
+    import zlib
+
+    hint = "save it with numpy.savez(file, x=images, y=labels)"
     try:
         z = np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise DataError(f"cannot read {p} as an .npz archive ({exc}); save it with numpy.savez(x=..., y=...).") from exc
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"cannot read {p} as an .npz archive ({' '.join(str(exc).split())[:150]}); {hint}.") from exc
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise DataError(f"{p} is a single .npy array, not an .npz archive of 'x' and 'y'; {hint}.")
     kx, ky = (f"x_{split}", f"y_{split}") if f"x_{split}" in z.files else ("x", "y")
     if kx not in z.files or ky not in z.files:
-        raise DataError(f"{p} needs arrays 'x' and 'y' (or '{kx}'/'{ky}'); it has {', '.join(z.files)}.")
-    x = np.asarray(z[kx])
-    y = np.asarray(z[ky]).astype(np.int64).reshape(-1)
+        raise DataError(f"{p} needs arrays 'x' and 'y' (or '{kx}'/'{ky}'); it has {', '.join(map(ascii, z.files[:10]))}; {hint}.")
+
+    def member(key: str) -> np.ndarray:
+        try:
+            a = np.asarray(z[key])
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+            raise DataError(f"cannot read array {key!r} of {p} ({' '.join(str(exc).split())[:150]}); object arrays are refused; {hint}.") from exc
+        return a
+
+    x, y_raw = member(kx), member(ky)
+    if x.dtype.kind not in "uif" or x.dtype.kind == "f" and x.dtype.itemsize > 8:
+        raise DataError(f"{p}: images '{kx}' have dtype {x.dtype}; use uint8 0..255 or float 0..1 (real numbers, not {x.dtype.kind!r} arrays).")
+    if y_raw.dtype.kind not in "iu":
+        raise DataError(f"{p}: labels '{ky}' have dtype {y_raw.dtype}; labels must be integers (e.g. y.astype('int64') if they are whole numbers).")
+    if y_raw.ndim > 2 or (y_raw.ndim == 2 and y_raw.shape[1] != 1):
+        raise DataError(f"{p}: labels '{ky}' have shape {y_raw.shape}; expected (N,) class indices, not one-hot or multi-label arrays.")
+    y = y_raw.astype(np.int64).reshape(-1)
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
@@ -163,9 +197,9 @@ def _npz(arg: str, *, split: str, root: object = None, download: bool = False) -
         xf = x.astype(np.float32) / 255.0
     else:
         xf = x.astype(np.float32)
-    ids = [str(i) for i in z["ids"]] if "ids" in z.files else [f"{p.name}/{kx}/{i}" for i in range(len(y))]
+    ids = [str(i) for i in member("ids").reshape(-1)] if "ids" in z.files else [f"{p.name}/{kx}/{i}" for i in range(len(y))]
     if "classes" in z.files:
-        classes = [str(c) for c in z["classes"]]
+        classes = [str(c) for c in member("classes").reshape(-1)]
     else:
         classes = [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
     return Dataset(spec=f"npz:{arg}", split=split, ids=ids, y=torch.from_numpy(y), classes=classes, x=torch.from_numpy(np.ascontiguousarray(xf)), description=f"arrays from {p.name}")
@@ -197,9 +231,12 @@ def _folder(arg: str, *, split: str, root: object = None, download: bool = False
         files += [(f, ci) for f in sorted((base / c).rglob("*")) if f.suffix.lower() in _IMG_EXT]
     if not files:
         raise DataError(f"{base} has class folders but no images ({', '.join(sorted(_IMG_EXT))}).")
-    with Image.open(files[0][0]) as im0:
-        grey = im0.mode in ("L", "1", "I;16")
-        big = min(im0.size) > 64
+    try:
+        with Image.open(files[0][0]) as im0:
+            grey = im0.mode in ("L", "1", "I;16")
+            big = min(im0.size) > 64
+    except (OSError, ValueError) as exc:  # PIL.UnidentifiedImageError is an OSError
+        raise DataError(f"cannot read image {files[0][0]} ({' '.join(str(exc).split())[:120]}); remove or replace it.") from exc
     crop = size or 224
 
     def load(idx: Sequence[int]) -> torch.Tensor:
@@ -207,11 +244,14 @@ def _folder(arg: str, *, split: str, root: object = None, download: bool = False
 
         out = []
         for i in idx:
-            with Image.open(files[i][0]) as src:
-                im = src.convert("L" if grey else "RGB")
-                if big:
-                    im = TF.center_crop(TF.resize(im, int(round(crop / 0.875))), [crop, crop])
-                out.append(TF.to_tensor(im))
+            try:
+                with Image.open(files[i][0]) as src:
+                    im = src.convert("L" if grey else "RGB")
+                    if big:
+                        im = TF.center_crop(TF.resize(im, int(round(crop / 0.875))), [crop, crop])
+                    out.append(TF.to_tensor(im))
+            except (OSError, ValueError) as exc:
+                raise DataError(f"cannot read image {files[i][0]} ({' '.join(str(exc).split())[:120]}); remove or replace it.") from exc
         try:
             return torch.stack(out)
         except RuntimeError as exc:

@@ -220,11 +220,30 @@ def _audit_results(card: Scorecard, policy: Policy) -> list[RuleResult]:
 
 
 def _checks_result(card: Scorecard, policy: Policy) -> RuleResult:
+    """"All checks completed": no check errored, and the run was not killed or interrupted (every
+    check the suite lists is present and ``run.complete`` is true)."""
+    name = "all checks completed"
     errored = [c for c in card.checks if c.status is Status.ERROR]
-    if not errored:
-        return RuleResult("all checks completed", "checks", Outcome.PASS, f"{len(card.checks)} check(s), none errored")
-    msg = "; ".join(f"{c.id}: {c.reason or 'error'}" for c in errored)
-    return RuleResult("all checks completed", "checks", _action_outcome(policy.check_error), f"{len(errored)} check(s) errored (policy: {policy.check_error.value}): {msg}")
+    planned = card.suite.get("checks")
+    present = {c.id for c in card.checks}
+    missing = [str(c) for c in planned if str(c) not in present] if isinstance(planned, list) else []
+    gaps = []
+    if missing:
+        gaps.append(f"{len(missing)} suite check(s) missing: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+    if not isinstance(planned, list):
+        gaps.append("the scorecard does not list the suite's checks (suite.checks)")
+    if card.run.get("complete") is not True:
+        gaps.append("run.complete is " + ("false" if card.run.get("complete") is False else "absent") + " (killed or interrupted?)")
+    outcome, msgs = Outcome.PASS, []
+    if gaps:
+        outcome = _action_outcome(policy.incomplete)
+        msgs.append(f"incomplete run (policy: {policy.incomplete.value}): {'; '.join(gaps)}; rerun with --resume to finish it")
+    if errored:
+        outcome = _worst(outcome, _action_outcome(policy.check_error))
+        msgs.append(f"{len(errored)} check(s) errored (policy: {policy.check_error.value}): " + "; ".join(f"{c.id}: {c.reason or 'error'}" for c in errored))
+    if not msgs:
+        return RuleResult(name, "checks", Outcome.PASS, f"{len(card.checks)} check(s), all of the suite's, none errored; the run completed")
+    return RuleResult(name, "checks", outcome, "; ".join(msgs), details={"missing": missing, "errored": [c.id for c in errored]})
 
 
 def evaluate_policy(card: Scorecard, policy: Policy, *, baseline: Scorecard | None = None, baseline_source: str = "") -> GateReport:

@@ -8,6 +8,7 @@ A policy (see ``reports/example-policy.yaml``)::
       suspect: allow         # fail | inconclusive | allow   (default allow: reported, not gating)
     checks:
       error: inconclusive    # a check that errored: fail | inconclusive | allow
+      incomplete: inconclusive  # a killed/interrupted run (checks missing, no run.complete): fail | inconclusive | allow
     min_samples: 200         # default minimum sample count of every rule (optional)
     rules:
       - metric: clean/accuracy
@@ -119,6 +120,7 @@ class Policy:
     audit_invalid: Action = Action.FAIL
     audit_suspect: Action = Action.ALLOW
     check_error: Action = Action.INCONCLUSIVE
+    incomplete: Action = Action.INCONCLUSIVE
     source: str = ""
 
 
@@ -225,8 +227,8 @@ def parse_policy(raw: Any, *, source: str = "") -> Policy:
     checks = raw.get("checks") or {}
     if not isinstance(audit, dict) or not set(audit) <= {"invalid", "suspect"}:
         raise PolicyError("policy: 'audit' must be a mapping with keys 'invalid' and/or 'suspect'.")
-    if not isinstance(checks, dict) or not set(checks) <= {"error"}:
-        raise PolicyError("policy: 'checks' must be a mapping with key 'error'.")
+    if not isinstance(checks, dict) or not set(checks) <= {"error", "incomplete"}:
+        raise PolicyError("policy: 'checks' must be a mapping with keys 'error' and/or 'incomplete'.")
     rules = tuple(_rule(r, i, default_min) for i, r in enumerate(rules_raw))
     names = [r.name for r in rules]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -237,6 +239,7 @@ def parse_policy(raw: Any, *, source: str = "") -> Policy:
         audit_invalid=_enum(Action, audit.get("invalid", "fail"), "audit.invalid"),
         audit_suspect=_enum(Action, audit.get("suspect", "allow"), "audit.suspect"),
         check_error=_enum(Action, checks.get("error", "inconclusive"), "checks.error"),
+        incomplete=_enum(Action, checks.get("incomplete", "inconclusive"), "checks.incomplete"),
         source=source,
     )
 

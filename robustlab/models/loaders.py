@@ -29,6 +29,8 @@ from torch import nn
 from ..errors import ModelLoadError, TrustError, UnknownNameError
 from ..registry import Registry
 from .architectures import ARCHITECTURES
+from .metadata import META_KEYS as _META_KEYS
+from .metadata import check_consistency, no_constant, read_sidecar, validate_metadata
 from .wrapper import ModelInfo, RobustModel
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ def sha256_file(path: Path) -> str:
 def load_model(spec: str, options: LoadOptions | None = None, **kw: Any) -> RobustModel:
     """Resolve ``spec`` to a :class:`RobustModel` on ``options.device`` in eval mode."""
     opts = options or LoadOptions(**kw)
+    opts.overrides = validate_metadata(opts.overrides, "the command line (--num-classes, --mean, --std, ...)")
     prefix, sep, rest = spec.partition(":")
     path = Path(spec).expanduser()
     if path.exists() and (not sep or len(prefix) == 1):
@@ -100,13 +103,11 @@ def load_model(spec: str, options: LoadOptions | None = None, **kw: Any) -> Robu
 
 
 # -- wrapping and metadata ------------------------------------------------------------------------
-_META_KEYS = ("num_classes", "input_shape", "bounds", "mean", "std", "class_names", "dataset", "feature_layer", "architecture")
-
-
 def _wrap(spec: str, loaded: _Loaded, opts: LoadOptions) -> RobustModel:
     if isinstance(loaded.net, RobustModel):
         model = loaded.net
         info = model.info.with_overrides(**{k: v for k, v in opts.overrides.items() if k in _META_KEYS})
+        check_consistency(info.to_dict())
         model = RobustModel(model.net, info)
     else:
         meta = {k: v for k, v in loaded.info.items() if k in _META_KEYS and v is not None}
@@ -116,8 +117,7 @@ def _wrap(spec: str, loaded: _Loaded, opts: LoadOptions) -> RobustModel:
         for k in ("input_shape", "bounds", "mean", "std", "class_names"):
             if meta.get(k) is not None:
                 meta[k] = tuple(meta[k])
-        if meta.get("class_names") is not None and len(meta["class_names"]) != meta["num_classes"]:
-            raise ModelLoadError(f"{len(meta['class_names'])} class names for {meta['num_classes']} classes; fix --class-names or --num-classes.")
+        check_consistency(meta)
         info = ModelInfo(
             spec=spec,
             format=loaded.info.get("format", "unknown"),
@@ -127,6 +127,8 @@ def _wrap(spec: str, loaded: _Loaded, opts: LoadOptions) -> RobustModel:
             **{k: meta.get(k) for k in _META_KEYS if k in meta},  # type: ignore[arg-type]
         )
         model = RobustModel(loaded.net, info)
+    if model.info.feature_layer:
+        model._resolve_feature_module()  # a misspelt --feature-layer fails now, not in the OOD check
     try:
         return model.to(torch.device(opts.device)).eval()
     except NotImplementedError:  # torch.export modules support neither .eval() nor always .to()
@@ -146,16 +148,7 @@ def _infer_num_classes(net: nn.Module) -> int:
 
 
 def _sidecar(path: Path) -> dict[str, Any]:
-    """Metadata next to a weights file: ``<stem>.json`` or ``robustlab.json`` in the same folder."""
-    for cand in (path.with_suffix(".json"), path.parent / "robustlab.json"):
-        if cand.is_file() and cand != path:
-            try:
-                d = json.loads(cand.read_text())
-            except json.JSONDecodeError as exc:
-                raise ModelLoadError(f"sidecar metadata {cand} is not valid JSON ({exc}); fix or remove it.") from exc
-            log.info("model metadata from %s", cand)
-            return dict(d)
-    return {}
+    return read_sidecar(path)
 
 
 # -- architectures --------------------------------------------------------------------------------
@@ -184,7 +177,10 @@ def build_architecture(arch: str, *, num_classes: int | None, from_file: bool = 
         return net, _timm_meta(net)
     if prefix == "factory":
         if from_file:
-            raise TrustError(f"the model file names the Python factory {arch!r}; robustlab does not import code named by a file. Pass --arch {arch} yourself if you trust it.")
+            raise TrustError(
+                f"the model file asks robustlab to import and run Python code ({arch.split(':')[0]}: ...); robustlab never runs code that a file names. "
+                "Load the weights with an architecture you choose: --arch torchvision:NAME, timm:NAME or zoo-arch:NAME."
+            )
         net = _call_factory(name, num_classes)
         return net, {}
     raise UnknownNameError(f"unknown architecture spec {arch!r}; use zoo-arch:NAME, torchvision:NAME, timm:NAME or factory:pkg.mod:fn.")
@@ -209,9 +205,12 @@ def _call_factory(target: str, num_classes: int | None) -> nn.Module:
     if not callable(fn):
         raise ModelLoadError(f"{mod_name} has no function {fn_name!r}; check factory:{target}.")
     try:
-        net = fn(num_classes=num_classes) if num_classes is not None else fn()
-    except TypeError:
-        net = fn()
+        try:
+            net = fn(num_classes=num_classes) if num_classes is not None else fn()
+        except TypeError:
+            net = fn()
+    except Exception as exc:  # noqa: BLE001 - the user's own function failed: say so in one line
+        raise ModelLoadError(f"factory:{target} raised {type(exc).__name__}: {_first_line(exc)}; fix the function or its arguments.") from exc
     if not isinstance(net, nn.Module):
         raise ModelLoadError(f"factory:{target} returned {type(net).__name__}, not a torch.nn.Module.")
     return net
@@ -280,12 +279,19 @@ def _load_path(path: Path, opts: LoadOptions, *, fmt: str | None) -> _Loaded:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            if not opts.trust_code:
-                raise TrustError(
-                    f"{path.name} contains a pickled Python object (e.g. a whole nn.Module), which runs code when loaded; robustlab refuses it unless you pass --trust-code (only for files you trust). Safer: save model.state_dict() and pass --arch."
-                ) from exc
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        pickled_object = "Unsupported global" in str(exc) or "Unsupported class" in str(exc) or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+        if pickled_object and not opts.trust_code:
+            raise TrustError(
+                f"{path.name} contains a pickled Python object (e.g. a whole nn.Module), which runs code when loaded; robustlab refuses it unless you pass --trust-code (only for files you trust). Safer: save model.state_dict() and pass --arch."
+            ) from exc
+        if opts.trust_code and ("weights_only" in str(exc) or pickled_object):
             return _load_pickle(path, base)
+        if "weights_only" in str(exc) or "Weights only" in str(exc):
+            raise ModelLoadError(
+                f"{path.name} is not a recognised model file (not safetensors, a PyTorch state dict, TorchScript or torch.export); it may be corrupt, truncated or another format."
+            ) from exc
         raise ModelLoadError(f"{path} is not a valid checkpoint ({_first_line(exc)}); is it corrupt or truncated?") from exc
     except Exception as exc:  # noqa: BLE001 - the unpickler raises arbitrary errors (IndexError, KeyError...) on junk
         raise ModelLoadError(f"cannot read {path} as a PyTorch checkpoint ({_first_line(exc)}); the file is corrupt or truncated: re-save or re-download it.") from exc
@@ -318,15 +324,20 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
             sd = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot read {path} as safetensors ({_first_line(exc)}); the file is corrupt or truncated.") from exc
-    info = json.loads(meta["robustlab"]) if "robustlab" in meta else {}
-    return sd, info
+    if "robustlab" not in meta:
+        return sd, {}
+    try:
+        info = json.loads(meta["robustlab"], parse_constant=no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ModelLoadError(f"the 'robustlab' metadata in the safetensors header of {path.name} is not valid JSON ({_first_line(exc)}); re-save the file or pass the metadata as flags.") from exc
+    return sd, validate_metadata(info, f"the safetensors header of {path.name}")
 
 
 def _unwrap_checkpoint(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     meta: dict[str, Any] = {}
     if isinstance(obj, dict):
-        if isinstance(obj.get("robustlab"), dict):
-            meta = dict(obj["robustlab"])
+        if "robustlab" in obj:
+            meta = validate_metadata(obj["robustlab"], f"the 'robustlab' entry of {path.name}")
         for key in ("state_dict", "model_state_dict", "model", "net", "ema"):
             if isinstance(obj.get(key), dict) and obj[key] and all(isinstance(v, torch.Tensor) for v in obj[key].values()):
                 obj = obj[key]

@@ -46,6 +46,36 @@ def _quiet_env() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no "Creating initial MLflow database tables" lines
+    # MLflow's defaults retry an unreachable server for minutes (7 retries, 120 s timeouts); a finished
+    # run should learn within seconds that its tracking server is down
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+#: seconds to wait for a TCP connection to an http(s) tracking server before giving up
+CONNECT_TIMEOUT = 5.0
+
+
+def check_reachable(tracking_uri: str, *, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Fail fast (one connection attempt, ``timeout`` seconds) when an http(s) tracking server
+    cannot be reached, instead of MLflow's minutes of retries."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(tracking_uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    try:
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise RobustlabError(f"MLflow tracking URI {tracking_uri!r} is not a valid URL ({exc}); fix --mlflow-uri / MLFLOW_TRACKING_URI.") from exc
+    if not host:
+        raise RobustlabError(f"MLflow tracking URI {tracking_uri!r} names no host; fix --mlflow-uri / MLFLOW_TRACKING_URI.")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise RobustlabError(f"MLflow tracking server {host}:{port} is not reachable ({exc.strerror or exc}); start it, fix --mlflow-uri / MLFLOW_TRACKING_URI, or pass --no-mlflow.") from exc
 
 
 def resolve_tracking_uri(out_dir: str | Path | None, uri: str | None = None) -> tuple[str, str | None]:
@@ -57,9 +87,12 @@ def resolve_tracking_uri(out_dir: str | Path | None, uri: str | None = None) -> 
         return env, None
     if out_dir is None:
         raise RobustlabError("no MLflow tracking URI: pass --mlflow-uri, set MLFLOW_TRACKING_URI, or give an output folder.")
+    from urllib.parse import quote
+
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{out / 'mlflow.db'}", (out / "mlartifacts").as_uri()
+    # built from the path, percent-encoded: '?', '#' or '%20' in a folder name stay part of the path
+    return "sqlite:///" + quote(os.fsencode(out / "mlflow.db"), safe="/"), (out / "mlartifacts").as_uri()
 
 
 def _client(tracking_uri: str) -> Any:
@@ -178,6 +211,7 @@ def log_scorecard(
     from mlflow.exceptions import MlflowException
 
     exp_name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+    check_reachable(tracking_uri)
     try:
         client = _client(tracking_uri)
         exp_id = _experiment_id(client, exp_name, artifact_location)
@@ -237,6 +271,7 @@ def load_scorecard_from_run(ref: str, *, uri: str | None = None, out_dir: str | 
     tracking_uri, _ = resolve_tracking_uri(out_dir, uri)
     from mlflow.exceptions import MlflowException
 
+    check_reachable(tracking_uri)
     client = _client(tracking_uri)
     try:
         with tempfile.TemporaryDirectory(prefix="robustlab-baseline-") as tmp:
@@ -278,6 +313,7 @@ def log_training(
 
     exp_name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
     try:
+        check_reachable(tracking_uri)
         client = _client(tracking_uri)
         exp_id = _experiment_id(client, exp_name, artifact_location)
         run = client.create_run(exp_id, run_name=name, tags={"robustlab.version": __version__, "robustlab.kind": "defend", **tags})
