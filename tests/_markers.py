@@ -81,4 +81,8 @@ INTEGRATION: dict[str, set[str]] = {
     "test_report_bench.py": {"*"},
     "test_tracking.py": {"test_real_mlflow_server_over_http"},
     "test_report.py": {"test_report_subprocess_imports_no_torch", "test_report_renders_in_headless_chromium"},
+    "test_trust_corpus.py": {"*"},
+    "test_trust_tracking.py": {"test_broken_tracking_store_warns_in_one_line_and_keeps_the_exit_code", "test_unreachable_tracking_server_keeps_the_finished_run"},
+    "test_trust_resume.py": {"test_output_folder_lock_refuses_a_second_run"},
+    "test_trust_inputs.py": {"test_sidecar_dataset_choice_is_announced"},
 }
