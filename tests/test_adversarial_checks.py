@@ -62,7 +62,7 @@ def test_pgd_check_metrics_and_flags(digits_model, small) -> None:
     assert m["adversarial/pgd/eps=0.1/perturbation/max_norm"] <= 0.1 + 1e-6
     assert any("Wilson" in d or "wilson" in d for d in r.definitions.values())
     names = {a.name for a in r.audit}
-    assert {"randomized_forward", "softmax_outputs", "gradients", "large_eps_accuracy", "robust_le_clean", "monotone_in_eps", "adversarial_recheck", "convergence"} <= names
+    assert {"randomized_forward", "softmax_outputs", "gradients", "large_eps_accuracy", "clean_flags_fp32", "monotone_in_eps", "adversarial_recheck", "convergence"} <= names
     assert all(a.name in ("convergence",) or a.verdict is Verdict.VALID for a in r.audit)
 
 
