@@ -321,3 +321,52 @@ def test_certify_curve_independent_of_input_scale() -> None:
     ra = [v for v in a.per_sample["certify/sigma=0.25/radius"] if v is not None]
     rb = [v for v in b.per_sample["certify/sigma=0.25/radius"] if v is not None]
     assert rb == pytest.approx(ra, rel=1e-4, abs=1e-6)
+
+
+# -- Also: compare and report show (and compare refuses) scorecards made with other settings -----
+
+
+def test_compare_refuses_precision_or_protocol_mismatch(tmp_path) -> None:
+    from click.testing import CliRunner
+    from test_report_cards import make_card
+
+    from robustlab.cli import main
+
+    a = make_card(n=50, robust_flags=[True] * 25 + [False] * 25)
+    b = make_card(n=50, robust_flags=[True] * 20 + [False] * 30)
+    a.run["precision"], b.run["precision"] = "fp32", "bf16"
+    pa, pb = a.write(tmp_path / "a.json"), b.write(tmp_path / "b.json")
+    runner = CliRunner()
+    res = runner.invoke(main, ["compare", str(pa), str(pb)])
+    assert res.exit_code == 2 and "precision" in res.output and "fp32 vs bf16" in res.output and "--allow-mismatch" in res.output
+    ok = runner.invoke(main, ["compare", str(pa), str(pb), "--allow-mismatch"])
+    assert ok.exit_code == 0 and ok.output.startswith("WARNING:") and "run.precision: fp32 vs bf16" in ok.output
+    # same precision, different corruption protocol in a check's params
+    b.run["precision"] = "fp32"
+    a.checks[-1].params["protocol"], b.checks[-1].params["protocol"] = "native", "upsample"
+    pa, pb = a.write(tmp_path / "a2.json"), b.write(tmp_path / "b2.json")
+    res = runner.invoke(main, ["compare", str(pa), str(pb)])
+    assert res.exit_code == 2 and f"{a.checks[-1].id}.protocol: native vs upsample" in res.output
+    b.checks[-1].params["protocol"] = "native"
+    same = runner.invoke(main, ["compare", str(pa), str(b.write(tmp_path / "b3.json"))])
+    assert same.exit_code == 0 and "WARNING" not in same.output
+
+
+def test_report_warns_when_baseline_used_other_precision(tmp_path) -> None:
+    from click.testing import CliRunner
+    from test_report_cards import make_card
+
+    from robustlab.cli import main
+
+    a = make_card(n=50, robust_flags=[True] * 25 + [False] * 25)
+    b = make_card(n=50, robust_flags=[True] * 25 + [False] * 25)
+    b.run["precision"] = "bf16"
+    pa, pb = a.write(tmp_path / "base.json"), b.write(tmp_path / "cand.json")
+    out = tmp_path / "r.html"
+    res = CliRunner().invoke(main, ["report", str(pb), "--baseline", str(pa), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    html = out.read_text()
+    assert "Warning:" in html and "run.precision: fp32 vs bf16" in html
+    plain = tmp_path / "p.html"
+    CliRunner().invoke(main, ["report", str(pa), "--baseline", str(pa), "-o", str(plain)])
+    assert "Warning:</strong>" not in plain.read_text()
