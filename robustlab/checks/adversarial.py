@@ -175,7 +175,11 @@ class _SweepCheck(Check):
             res.per_sample["clean_correct"] = correct.tolist()
         res.definitions.update(standard_definitions(prefix, norm))
         res.definitions[f"{prefix}/primary_eps"] = "the epsilon behind adversarial/<id>/robust_accuracy, in the model's input scale."
-        res.definitions["sweep"] = "each epsilon is attacked separately; a point broken at a smaller epsilon counts as broken at every larger one (its adversarial example lies in the larger ball). The audit's monotonicity item looks at the separate runs before this."
+        res.definitions["sweep"] = (
+            "each epsilon is attacked separately; a point broken at a smaller epsilon counts as broken at every larger one (its adversarial example lies in the larger ball). "
+            "Every per-epsilon figure follows these merged flags: perturbation norms are those of the example that breaks the point, AutoAttack's after=ATTACK flags and the "
+            "black-box audit are merged the same way. The audit's monotonicity item looks at the separate runs before this."
+        )
         res.definitions.update(self.definitions(prefix))
         res.notes.append(f"{self.name}: {norm.value} epsilons {', '.join(f'{e:.4g}' for e in eps_list)} (primary {primary:.4g}) in the model's input scale {tuple(model.bounds)}.")
         if p.audit:
