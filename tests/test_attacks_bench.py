@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "attacks.py"
 
 
@@ -17,5 +19,11 @@ def test_bench_quick_prints_json_lines() -> None:
     assert {"autoattack/digits-cnn/linf=0.1", "pgd/digits-cnn/linf=0.1"} <= tasks
     for r in rows:
         assert {"task", "impl", "reference", "device", "n", "seconds", "ratio", "robust_accuracy", "reference_robust_accuracy"} <= set(r)
-        assert r["seconds"] > 0 and r["ratio"] > 0
-        assert isinstance(r["robust_accuracy"], float)
+        # the ratio is the reference's time over ours, and the fidelity figures are real comparisons
+        assert r["ratio"] == pytest.approx(r["reference_seconds"] / r["seconds"], rel=0.02, abs=0.01)
+        assert 0.0 <= r["robust_accuracy"] <= 1.0 and 0.0 <= r["reference_robust_accuracy"] <= 1.0
+        assert r["robust_accuracy_diff"] == pytest.approx(r["robust_accuracy"] - r["reference_robust_accuracy"], abs=1e-12)
+        assert abs(r["robust_accuracy_diff"]) <= 2 / r["n"] + 1e-12
+    aa = next(r for r in rows if r["task"].startswith("autoattack/"))
+    # same seed, data and batch: the flags agree up to Square's batch dependence (at most one point here)
+    assert aa["flag_disagreements"] <= 1 and abs(aa["robust_accuracy_diff"]) <= aa["flag_disagreements"] / aa["n"] + 1e-12

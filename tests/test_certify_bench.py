@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "certify.py"
 
 
@@ -19,6 +21,10 @@ def test_bench_quick_runs() -> None:
     for row in rows:
         for key in ("task", "impl", "reference", "device", "n", "seconds", "ratio"):
             assert key in row, key
-        assert row["task"] == "certify" and row["seconds"] > 0 and row["device"] == "cpu"
+        assert row["task"] == "certify" and row["device"] == "cpu"
+    ref = next(row for row in rows if row["impl"] == "reference")
     ours = next(row for row in rows if row["impl"] == "robustlab")
+    # ratio = the reference's wall time over each implementation's (1 for the reference itself)
+    assert ref["ratio"] == pytest.approx(1.0)
+    assert ours["ratio"] == pytest.approx(ref["seconds"] / ours["seconds"], rel=0.02, abs=0.002)
     assert 0.0 <= ours["prediction_agreement"] <= 1.0 and ours["mean_abs_radius_diff"] >= 0.0

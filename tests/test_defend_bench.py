@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "defend.py"
 
 
@@ -18,6 +20,6 @@ def test_defend_bench_quick() -> None:
     for row in rows:
         for k in ("task", "impl", "reference", "device", "n", "seconds", "ratio"):
             assert k in row
-        assert row["seconds"] > 0 and row["ratio"] > 0
+        assert row["ratio"] == pytest.approx(row["reference_seconds"] / row["seconds"], rel=0.02, abs=0.002)
     aug = next(row for row in rows if row["task"] == "augmix/digits")
     assert 0 < aug["mean_abs_change"] < 0.5 and 0 < aug["reference_mean_abs_change"] < 0.5

@@ -72,6 +72,8 @@ class AutoAttackResult:
         seconds: attack name -> wall time.
         claimed, rejected: misclassified candidates returned by the attacks, and how many of them
             robustlab's re-check rejected (outside the ball or bounds, or non-finite).
+        flipped: candidates the attack view (e.g. bf16 autocast) found adversarial that the fp32
+            model classifies correctly; each was attacked again in fp32 by the same attack.
     """
 
     x_adv: torch.Tensor
@@ -82,6 +84,7 @@ class AutoAttackResult:
     seconds: dict[str, float] = field(default_factory=dict)
     claimed: int = 0
     rejected: int = 0
+    flipped: int = 0
 
 
 class _UnitBox(nn.Module):
@@ -100,15 +103,57 @@ def _reference_fab_batched() -> type:
     from pyautoattack.fab_pt import FABAttack_PT
 
     class _BatchedTargetFAB(FABAttack_PT):  # type: ignore[misc, valid-type]
-        """Reference FAB-T whose target class is given per point (so all targets run in one batch)."""
+        """Reference FAB-T whose target class is given per point (so all targets run in one batch).
+
+        FAB attacks only the copies its own clean check finds correct; the indices of those copies
+        are the first thing ``attack_single_run`` passes to ``check_shape``, so they are captured
+        there and every copy keeps its own target even when that check drops some copies.
+        """
 
         targets: torch.Tensor | None = None
+        _kept: torch.Tensor | None = None
+        _capture: bool = False
+
+        def attack_single_run(self, x: torch.Tensor, y: Any = None, use_rand_start: bool = False, is_targeted: bool = False) -> Any:
+            self._kept, self._capture = None, self.targets is not None
+            try:
+                return super().attack_single_run(x, y, use_rand_start=use_rand_start, is_targeted=is_targeted)
+            finally:
+                self._kept, self._capture = None, False
+
+        def check_shape(self, x: torch.Tensor) -> torch.Tensor:
+            out = super().check_shape(x)
+            if self._capture:
+                self._kept, self._capture = out, False
+            return out  # type: ignore[no-any-return]
 
         def get_diff_logits_grads_batch_targeted(self, imgs: torch.Tensor, la: torch.Tensor, la_target: torch.Tensor) -> Any:
-            t = self.targets if self.targets is not None and self.targets.shape[0] == imgs.shape[0] else la_target
+            t = la_target
+            if self.targets is not None and self._kept is not None:
+                t = self.targets.to(imgs.device)[self._kept.to(imgs.device)]
+                assert t.shape[0] == imgs.shape[0], "FAB-T: one target per attacked copy"
             return super().get_diff_logits_grads_batch_targeted(imgs, la, t)
 
     return _BatchedTargetFAB
+
+
+def _reference_suite(ref_model: nn.Module, *, engine: AAEngine, norm: Norm, version: AAVersion, eps_u: float, seed: int, dev: torch.device, n_iter: int, square_queries: int, num_classes: int | None) -> Any:
+    """pyautoattack's attack objects on ``ref_model`` (a model on [0, 1]) with robustlab's budgets."""
+    from pyautoattack import AutoAttack
+
+    aa = AutoAttack(ref_model, norm=norm.autoattack_name, eps=eps_u, seed=seed, version=version.value, device=dev)
+    aa.logger.setLevel(logging.WARNING)
+    for a_ in (aa.apgd, aa.apgd_targeted):
+        a_.n_iter = n_iter
+        a_.n_iter_2, a_.n_iter_min, a_.size_decr = max(int(0.22 * n_iter), 1), max(int(0.06 * n_iter), 1), max(int(0.03 * n_iter), 1)
+    aa.fab.n_iter = n_iter
+    aa.square.n_queries = square_queries
+    if num_classes is not None and num_classes < 10:  # the reference indexes 9 targets
+        aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = max(num_classes - 1, 1)
+    if engine is AAEngine.FAST:
+        fab_cls = _reference_fab_batched()
+        aa.fab = fab_cls(ref_model, n_restarts=1, n_iter=n_iter, eps=eps_u, seed=seed, norm=norm.autoattack_name, verbose=False, device=dev, n_target_classes=aa.fab.n_target_classes)
+    return aa
 
 
 def run_autoattack(
@@ -127,11 +172,13 @@ def run_autoattack(
     n_iter: int = 100,
     square_queries: int = 5000,
     attacks: Sequence[str] | None = None,
+    attack_model: nn.Module | None = None,
 ) -> AutoAttackResult:
     """Run AutoAttack and return per-point, per-attack outcomes.
 
     Args:
-        model: maps (N, C, H, W) inputs in ``bounds`` to logits (N, K).
+        model: the fp32 model, mapping (N, C, H, W) inputs in ``bounds`` to logits (N, K). Clean
+            flags and the re-check of every candidate use it.
         x: (N, C, H, W) in bounds; y: (N,) labels.
         eps: budget in the norm; version: ``standard`` or ``rand`` (randomised models, EOT 20).
         engine: ``fast`` (robustlab APGD with early exit) or ``reference`` (pyautoattack's code).
@@ -139,6 +186,10 @@ def run_autoattack(
         seeds: (N,) per-point seeds of the fast engine's random starts (default derived from ``seed``).
         n_iter, square_queries: budgets (100 and 5000 in AutoAttack; lower only for tests).
         attacks: a subset of the version's attacks (default: all of them).
+        attack_model: a faster view of ``model`` for the attack iterations (e.g. bf16 autocast).
+            A candidate it finds adversarial that ``model`` classifies correctly is counted in
+            ``flipped`` and the same attack runs again on that point with ``model``, so the lower
+            precision never leaves a point robust that the fp32 attack would break.
 
     References: Croce & Hein, ICML 2020; ``pyautoattack`` 0.2.0 (authors' code).
     """
@@ -161,7 +212,7 @@ def run_autoattack(
     x = x.detach().contiguous()  # workaround 1 (see module docstring)
     y = y.to(dev)
     unit = (lo, hi) != (0.0, 1.0)
-    ref_model: nn.Module = _UnitBox(model, lo, hi) if unit else model
+    view = attack_model if attack_model is not None and attack_model is not model else None
     scale = hi - lo
     xu = (x - lo) / scale if unit else x
     eps_u = eps / scale
@@ -176,36 +227,49 @@ def run_autoattack(
     x_adv = x.clone()
     after: dict[str, torch.Tensor] = {}
     secs: dict[str, float] = {}
-    claimed = rejected = 0
+    claimed = rejected = flipped = 0
+    suites: dict[bool, tuple[nn.Module, nn.Module, Any]] = {}
+    needs_reference = engine is AAEngine.REFERENCE or any(a in ("fab-t", "square") for a in to_run)
 
-    aa = None
+    def suite(fp32: bool) -> tuple[nn.Module, nn.Module, Any]:
+        """(attack model, its [0, 1] view, the reference's attack objects) for fp32 or the view."""
+        if fp32 not in suites:
+            m = model if fp32 or view is None else view
+            ref = _UnitBox(m, lo, hi) if unit else m
+            aa = _reference_suite(ref, engine=engine, norm=norm, version=version, eps_u=eps_u, seed=seed, dev=dev, n_iter=n_iter, square_queries=square_queries, num_classes=num_classes) if needs_reference else None
+            suites[fp32] = (m, ref, aa)
+        return suites[fp32]
+
     fork_devices = [dev] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
-        if engine is AAEngine.REFERENCE or any(a in ("fab-t", "square") for a in to_run):
-            from pyautoattack import AutoAttack
-
-            aa = AutoAttack(ref_model, norm=norm.autoattack_name, eps=eps_u, seed=seed, version=version.value, device=dev)
-            aa.logger.setLevel(logging.WARNING)
-            for a_ in (aa.apgd, aa.apgd_targeted):
-                a_.n_iter = n_iter
-                a_.n_iter_2, a_.n_iter_min, a_.size_decr = max(int(0.22 * n_iter), 1), max(int(0.06 * n_iter), 1), max(int(0.03 * n_iter), 1)
-            aa.fab.n_iter = n_iter
-            aa.square.n_queries = square_queries
-            if num_classes is not None and num_classes < 10:  # the reference indexes 9 targets
-                aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = max(num_classes - 1, 1)
-            if engine is AAEngine.FAST:
-                fab_cls = _reference_fab_batched()
-                aa.fab = fab_cls(ref_model, n_restarts=1, n_iter=n_iter, eps=eps_u, seed=seed, norm=norm.autoattack_name, verbose=False, device=dev, n_target_classes=aa.fab.n_target_classes)
         for attack in to_run:
             t0 = time.perf_counter()
             idx = robust.nonzero()[:, 0]
             for s in range(0, idx.numel(), batch_size):
                 bi = idx[s : s + batch_size]
-                adv = _run_one(attack, engine, aa, model, ref_model, x[bi], xu[bi], y[bi], eps, eps_u, norm, version, [seeds[int(i)] for i in bi], (lo, hi), n_iter, seed)
+                sd = [seeds[int(i)] for i in bi]
+                am, ref, aa = suite(view is None)
+                adv = _run_one(attack, engine, aa, am, ref, x[bi], xu[bi], y[bi], eps, eps_u, norm, version, sd, (lo, hi), n_iter, seed)
                 rc = recheck(model, x[bi], adv, y[bi], eps, norm, (lo, hi))
                 ok = rc.valid.to(dev)
                 claimed += int(rc.misclassified.sum())
                 rejected += int((rc.misclassified & ~rc.valid).sum())
+                if view is not None:
+                    with torch.no_grad():
+                        flip = view(adv).argmax(1).ne(y[bi]).cpu() & ~rc.misclassified
+                    if bool(flip.any()):
+                        flipped += int(flip.sum())
+                        fi = flip.nonzero()[:, 0].to(dev)
+                        m32, ref32, aa32 = suite(True)
+                        adv32 = _run_one(attack, engine, aa32, m32, ref32, x[bi][fi], xu[bi][fi], y[bi][fi], eps, eps_u, norm, version, [sd[int(i)] for i in fi], (lo, hi), n_iter, seed)
+                        rc32 = recheck(model, x[bi][fi], adv32, y[bi][fi], eps, norm, (lo, hi))
+                        ok32 = rc32.valid.to(dev)
+                        claimed += int(rc32.misclassified.sum())
+                        rejected += int((rc32.misclassified & ~rc32.valid).sum())
+                        adv = adv.clone()
+                        adv[fi[ok32]] = adv32[ok32]
+                        ok = ok.clone()
+                        ok[fi[ok32]] = True
                 hit = bi[ok]
                 robust[hit] = False
                 x_adv[hit] = adv[ok]
@@ -213,7 +277,7 @@ def run_autoattack(
                     fooled_by[i] = attack
             after[attack] = robust.clone()
             secs[attack] = time.perf_counter() - t0
-    return AutoAttackResult(x_adv=x_adv, clean_correct=clean, robust=robust, robust_after=after, fooled_by=fooled_by, seconds=secs, claimed=claimed, rejected=rejected)
+    return AutoAttackResult(x_adv=x_adv, clean_correct=clean, robust=robust, robust_after=after, fooled_by=fooled_by, seconds=secs, claimed=claimed, rejected=rejected, flipped=flipped)
 
 
 def _run_one(

@@ -161,11 +161,12 @@ def add_robustness_metrics(
         res.add_metric(f"{prefix}/worst_class_robust_accuracy", min(per_class), n=n)
     if adv_norms is not None:
         found = correct & ~robust
-        if found.any():
-            v = adv_norms[found]
-            res.add_metric(f"{prefix}/perturbation/median_norm", float(np.median(v)), n=int(found.sum()))
-            res.add_metric(f"{prefix}/perturbation/mean_norm", float(np.mean(v)), n=int(found.sum()))
-            res.add_metric(f"{prefix}/perturbation/max_norm", float(np.max(v)), n=int(found.sum()))
+        v = adv_norms[found]
+        v = v[np.isfinite(v)]  # a broken point always has the norm of the example that broke it
+        if v.size:
+            res.add_metric(f"{prefix}/perturbation/median_norm", float(np.median(v)), n=int(v.size))
+            res.add_metric(f"{prefix}/perturbation/mean_norm", float(np.mean(v)), n=int(v.size))
+            res.add_metric(f"{prefix}/perturbation/max_norm", float(np.max(v)), n=int(v.size))
 
 
 def standard_definitions(prefix: str, norm: Norm) -> dict[str, str]:

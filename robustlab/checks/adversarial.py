@@ -23,12 +23,14 @@ from ..attacks.base import Attack, Loss, Norm
 from ..attacks.minimal_norm import MinNormAttack, minimal_perturbation
 from ..attacks.pgd import FGSM, PGD
 from ..attacks.scoring import add_robustness_metrics, eps_key, recheck, resolve_epsilons, standard_definitions
+from ..attacks.verified import verified_perturb
 from ..audit import adversarial as audit
 from ..errors import SuiteError
 from ..metrics.stats import wilson_interval
 from ..scorecard import CheckResult, Series
 from ..seeding import derive_seed, sample_seeds
 from .base import CHECKS, Check, Params, RunContext
+from .sweep_merge import merge_over_eps
 
 
 def _enum(cls: Any, value: str, what: str) -> Any:
@@ -142,15 +144,12 @@ class _SweepCheck(Check):
             outcomes[eps] = _merge(parts)
         # a valid adversarial example at a smaller eps lies in every larger ball: worst case per point
         raw_ra = {e: float(np.mean(o["robust"])) if n else math.nan for e, o in outcomes.items()}
-        acc_flags = np.ones(n, dtype=bool)
-        for eps in eps_list:
-            acc_flags = acc_flags & np.asarray(outcomes[eps]["robust"], dtype=bool)
-            outcomes[eps]["robust"] = acc_flags.tolist()
+        merge_over_eps(outcomes, eps_list)
         correct = np.asarray(outcomes[eps_list[0]]["correct"], dtype=bool)
         res.add_metric(f"{prefix}/clean_accuracy", float(correct.mean()) if n else math.nan, interval=wilson_interval(int(correct.sum()), n), n=n)
         res.add_metric(f"{prefix}/primary_eps", primary)
         ra: dict[float, float] = {}
-        claimed = rejected = 0
+        claimed = rejected = flipped = 0
         for eps, o in outcomes.items():
             robust = np.asarray(o["robust"], dtype=bool)
             nrm = np.asarray([math.inf if v is None else v for v in o["norm"]], dtype=float)
@@ -158,13 +157,17 @@ class _SweepCheck(Check):
             ra[eps] = float(robust.mean()) if n else math.nan
             claimed += int(o["claimed"])
             rejected += int(o["rejected"])
+            flipped += int(o.get("flipped", 0))
             if p.per_sample:
                 res.per_sample[f"robust@{eps_key(eps)}"] = robust.tolist()
             self.extra_metrics(res, prefix, eps, o, n)
         if ctx.fast_model is not None:
-            res.add_metric(f"{prefix}/bf16_flipped", float(rejected))
-            res.notes.append(f"attack iterations ran under bf16 autocast; every adversarial example was re-verified in fp32 and {rejected} of {claimed} that did not hold were discarded (counted robust unless another attack broke them).")
-            res.definitions[f"{prefix}/bf16_flipped"] = "adversarial examples found under bf16 autocast that were not misclassified (or not valid) when re-verified on the fp32 model."
+            res.add_metric(f"{prefix}/bf16_flipped", float(flipped))
+            res.notes.append(
+                f"attack iterations ran under bf16 autocast; clean flags come from the fp32 model and every adversarial example was re-verified in fp32: "
+                f"{flipped} of {claimed} found under bf16 were classified correctly in fp32, and each of them was attacked again in fp32 by the same attack."
+            )
+            res.definitions[f"{prefix}/bf16_flipped"] = "adversarial examples found under bf16 autocast that the fp32 model classifies correctly (summed over epsilons); each such point was attacked again in fp32."
         prim = np.asarray(outcomes[primary]["robust"], dtype=bool)
         res.add_metric(f"{prefix}/robust_accuracy", float(prim.mean()) if n else math.nan, interval=wilson_interval(int(prim.sum()), n), n=n)
         res.series["robust_accuracy_vs_eps"] = Series(x=list(eps_list), y=self.curves(outcomes, eps_list, n), x_label=f"epsilon ({norm.value})", y_label="robust accuracy", kind="line")
@@ -172,7 +175,11 @@ class _SweepCheck(Check):
             res.per_sample["clean_correct"] = correct.tolist()
         res.definitions.update(standard_definitions(prefix, norm))
         res.definitions[f"{prefix}/primary_eps"] = "the epsilon behind adversarial/<id>/robust_accuracy, in the model's input scale."
-        res.definitions["sweep"] = "each epsilon is attacked separately; a point broken at a smaller epsilon counts as broken at every larger one (its adversarial example lies in the larger ball). The audit's monotonicity item looks at the separate runs before this."
+        res.definitions["sweep"] = (
+            "each epsilon is attacked separately; a point broken at a smaller epsilon counts as broken at every larger one (its adversarial example lies in the larger ball). "
+            "Every per-epsilon figure follows these merged flags: perturbation norms are those of the example that breaks the point, AutoAttack's after=ATTACK flags and the "
+            "black-box audit are merged the same way. The audit's monotonicity item looks at the separate runs before this."
+        )
         res.definitions.update(self.definitions(prefix))
         res.notes.append(f"{self.name}: {norm.value} epsilons {', '.join(f'{e:.4g}' for e in eps_list)} (primary {primary:.4g}) in the model's input scale {tuple(model.bounds)}.")
         if p.audit:
@@ -212,18 +219,21 @@ class _SweepCheck(Check):
             res.audit.append(audit.audit_gradients(model, x[cc], y[cc]))
             ids = [data.ids[i] for i in range(k) if bool(cc[i])]
             res.audit.append(audit.audit_large_eps(model, x[cc], y[cc], bounds=bounds, seeds=sample_seeds(ctx.seed, f"{self.id}/audit/large_eps", ids)))  # type: ignore[arg-type]
-        res.audit.append(audit.audit_robust_le_clean(clean_accuracy=float(correct.mean()) if n else 0.0, robust_accuracy=ra))
+        res.audit.append(audit.audit_clean_flags(model, x, y, torch.as_tensor(correct[:k])))
         if len(eps_list) > 1:
             res.audit.append(audit.audit_monotone(ra, n=n))
         res.audit.append(audit.audit_recheck(claimed=claimed, rejected=rejected, reasons={}))
         self.extra_audit(ctx, res, outcomes, n)
-        robust_idx = [i for i, r in enumerate(outcomes[primary]["robust"]) if r][: p.audit_samples]
+        robust_all = [i for i, r in enumerate(outcomes[primary]["robust"]) if r]
+        # a seeded random sample of the robust set, so the estimate scales to all of it
+        pick = np.random.default_rng(derive_seed(ctx.seed, f"{self.id}/audit/convergence")).permutation(len(robust_all))[: p.audit_samples]
+        robust_idx = sorted(robust_all[int(j)] for j in pick)
         if robust_idx:
             xr = data.images(robust_idx).to(ctx.device)
             yr = data.y[robust_idx].to(ctx.device)
             xa, what = self.stronger(ctx, xr, yr, [data.ids[i] for i in robust_idx], primary)
             rc = recheck(model, xr, xa, yr, primary, self.norm(), bounds)  # type: ignore[arg-type]
-            res.audit.append(audit.audit_convergence(name="convergence", n_total=n, n_tested=len(robust_idx), broken_by_stronger=int(rc.valid.sum()), what=what))
+            res.audit.append(audit.audit_convergence(name="convergence", n_total=n, n_robust=len(robust_all), n_tested=len(robust_idx), broken_by_stronger=int(rc.valid.sum()), what=what))
 
     def extra_audit(self, ctx: RunContext, res: CheckResult, outcomes: dict[float, dict[str, Any]], n: int) -> None:
         return None
@@ -242,18 +252,19 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _score(ctx: RunContext, x: torch.Tensor, y: torch.Tensor, xa: torch.Tensor, eps: float, norm: Norm) -> dict[str, Any]:
-    with torch.no_grad():
-        correct = ctx.model(x).argmax(1).eq(y).cpu()
-    rc = recheck(ctx.model, x, xa, y, eps, norm, tuple(float(b) for b in ctx.model.bounds))  # type: ignore[arg-type]
-    broken = correct & rc.valid
-    robust = correct & ~rc.valid
+def _score(ctx: RunContext, attack: Attack, x: torch.Tensor, y: torch.Tensor, eps: float, seeds: Sequence[int], *, early_stop: bool = True) -> dict[str, Any]:
+    """Attack with the run's attack view, decide and verify everything on the fp32 model."""
+    bounds = tuple(float(b) for b in ctx.model.bounds)
+    v = verified_perturb(attack, ctx.model, x, y, eps, seeds=seeds, bounds=bounds, attack_model=ctx.fast_model, early_stop=early_stop)  # type: ignore[arg-type]
+    broken = v.correct & v.check.valid
+    robust = v.correct & ~v.check.valid
     return {
-        "correct": correct.tolist(),
+        "correct": v.correct.tolist(),
         "robust": robust.tolist(),
-        "norm": [float(v) if b else None for v, b in zip(rc.norms.tolist(), broken.tolist())],
-        "claimed": int((correct & rc.misclassified).sum()),
-        "rejected": int((correct & rc.misclassified & ~rc.valid).sum()),
+        "norm": [float(n) if b else None for n, b in zip(v.check.norms.tolist(), broken.tolist())],
+        "claimed": v.claimed,
+        "rejected": v.rejected,
+        "flipped": v.flipped,
     }
 
 
@@ -280,8 +291,7 @@ class PGDCheck(_SweepCheck):
     def attack_batch(self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, ids: Sequence[str], eps: float) -> dict[str, Any]:
         p: PGDParams = self.params  # type: ignore[assignment]
         seeds = sample_seeds(ctx.seed, f"{self.id}/{eps_key(eps)}", ids)
-        xa = self._attack().perturb(ctx.attack_model, x, y, eps, seeds=seeds, early_stop=p.early_stop)
-        return _score(ctx, x, y, xa, eps, self.norm())
+        return _score(ctx, self._attack(), x, y, eps, seeds, early_stop=p.early_stop)
 
     def stronger(self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, ids: Sequence[str], eps: float) -> tuple[torch.Tensor, str]:
         p: PGDParams = self.params  # type: ignore[assignment]
@@ -309,8 +319,7 @@ class FGSMCheck(_SweepCheck):
     def attack_batch(self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, ids: Sequence[str], eps: float) -> dict[str, Any]:
         p: FGSMParams = self.params  # type: ignore[assignment]
         seeds = sample_seeds(ctx.seed, f"{self.id}/{eps_key(eps)}", ids)
-        xa = FGSM(norm=self.norm(), random_start=p.random_start).perturb(ctx.attack_model, x, y, eps, seeds=seeds)
-        return _score(ctx, x, y, xa, eps, self.norm())
+        return _score(ctx, FGSM(norm=self.norm(), random_start=p.random_start), x, y, eps, seeds)
 
     def stronger(self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, ids: Sequence[str], eps: float) -> tuple[torch.Tensor, str]:
         seeds = sample_seeds(ctx.seed, f"{self.id}/audit/stronger", ids)
@@ -338,7 +347,7 @@ class AutoAttackCheck(_SweepCheck):
     def attack_batch(self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, ids: Sequence[str], eps: float) -> dict[str, Any]:
         p: AutoAttackParams = self.params  # type: ignore[assignment]
         seeds = sample_seeds(ctx.seed, f"{self.id}/{eps_key(eps)}", ids)
-        r = run_autoattack(ctx.attack_model, x, y, eps=eps, norm=self.norm(), version=p.version, engine=p.engine, seed=ctx.seed, seeds=seeds, batch_size=max(len(ids), 1), n_iter=p.n_iter, square_queries=p.square_queries)
+        r = run_autoattack(ctx.model, x, y, attack_model=ctx.fast_model, eps=eps, norm=self.norm(), version=p.version, engine=p.engine, seed=ctx.seed, seeds=seeds, batch_size=max(len(ids), 1), n_iter=p.n_iter, square_queries=p.square_queries)
         nr = (r.x_adv - x).flatten(1)
         nrm = nr.abs().amax(1) if self.norm() is Norm.LINF else nr.norm(dim=1)
         broken = r.clean_correct & ~r.robust
@@ -348,6 +357,7 @@ class AutoAttackCheck(_SweepCheck):
             "norm": [float(v) if b else None for v, b in zip(nrm.cpu().tolist(), broken.cpu().tolist())],
             "claimed": r.claimed,
             "rejected": r.rejected,
+            "flipped": r.flipped,
             "after": {a: f.cpu().tolist() for a, f in r.robust_after.items()},
             "fooled_by": r.fooled_by,
         }

@@ -54,6 +54,9 @@ DEFINITIONS: dict[str, str] = {
         "only show what they found; Monte-Carlo votes are noisy), lower holds with probability >= 1 - alpha per point."
     ),
     "noise": (
+        "sigma and every radius are in units of the input range, like pixel values in [0, 1] (the convention of Cohen et al. and "
+        "of adversarial epsilons): for a model with bounds (lo, hi) the noise std is sigma * (hi - lo) and radii are divided by "
+        "(hi - lo), so the same model gives the same certified curve whatever its input scale. "
         "Gaussian noise N(0, sigma^2 I) is added in the model's input space (model.bounds, before the model's own normalisation); "
         "noisy inputs are not clamped, as in Cohen et al. Noise is seeded per sample (run seed, check id, sigma, sample id) and "
         "drawn in blocks independent of the batch size."
@@ -169,6 +172,7 @@ class CertifyCheck(Check):
         y = y_all.numpy()
         npts = len(idx)
         batch = self._noise_batch(ctx)
+        scale = float(model.bounds[1]) - float(model.bounds[0])  # sigmas and radii are in [0, 1] units, like epsilons
         scope = ctx.store.scope(self.id, {"check": self.name, **{k: v for k, v in res.params.items() if k != "sigmas_used"}})
 
         with torch.no_grad():
@@ -183,11 +187,11 @@ class CertifyCheck(Check):
         curves: dict[str, list[float | None]] = {}
         for sigma in sigmas:
             s_key = f"{pre}/sigma={fmt(sigma)}"
-            smooth = SmoothedClassifier(model, sigma=sigma, batch_size=batch)
+            smooth = SmoothedClassifier(model, sigma=sigma * scale, batch_size=batch)
             seeds = sample_seeds(ctx.seed, f"{self.id}/sigma={fmt(sigma)}", ids)
             certs = self._certify(ctx, smooth, x_all, seeds, ids, scope, s_key, p)
             pred = np.array([c.prediction for c in certs], dtype=np.int64)
-            radius = np.array([c.radius for c in certs], dtype=np.float64)
+            radius = np.array([c.radius for c in certs], dtype=np.float64) / scale
             correct = (pred == y) & (pred != ABSTAIN)
             for r in p.radii:
                 k = certified_count(radius, correct, r)
@@ -208,10 +212,10 @@ class CertifyCheck(Check):
             res.add_metric(f"{s_key}/smoothed_abstention_rate", float((ppred == ABSTAIN).mean()) if npts else math.nan, n=npts)
             res.definitions[f"{s_key}/smoothed_accuracy"] = DEFINITIONS["smoothed_accuracy"]
 
-            self._per_sample(res, len(data), idx, s_key, certs, ppred)
+            self._per_sample(res, len(data), idx, s_key, certs, ppred, scale)
             self._honesty(res, s_key, sigma, base_acc, correct, p)
             if p.attack and p.interval_radii:
-                self._interval(ctx, res, smooth, x_all, y_all, seeds, certs, correct, radius, s_key, sigma, p)
+                self._interval(ctx, res, smooth, x_all, y_all, seeds, certs, correct, radius, s_key, sigma * scale, p, scale)
 
         res.series[f"{pre}/certified_accuracy"] = Series(x=grid, y=curves, x_label="L2 radius", y_label="certified accuracy", kind="line")
         res.notes.append(
@@ -246,12 +250,12 @@ class CertifyCheck(Check):
         parts = ctx.map_batches(f"{scope}|{s_key}/predict/n={n}", len(ids), batch, batch_size=chunk, desc=f"predict {s_key.split('/')[-1]}")
         return np.array([int(c) for part in parts for c in part], dtype=np.int64)
 
-    def _per_sample(self, res: CheckResult, total: int, idx: list[int], s_key: str, certs: list[Certificate], ppred: np.ndarray) -> None:
+    def _per_sample(self, res: CheckResult, total: int, idx: list[int], s_key: str, certs: list[Certificate], ppred: np.ndarray, scale: float) -> None:
         radius: list[Any] = [None] * total
         pred: list[Any] = [None] * total
         predict: list[Any] = [None] * total
         for j, i in enumerate(idx):
-            radius[i] = certs[j].radius
+            radius[i] = certs[j].radius / scale
             pred[i] = certs[j].prediction
             predict[i] = int(ppred[j])
         res.per_sample[f"{s_key}/radius"] = radius
@@ -274,8 +278,10 @@ class CertifyCheck(Check):
                                    evidence={"certified_accuracy_r0": cert0, "base_accuracy": base_acc, "collapse_ratio": p.collapse_ratio}))
 
     def _interval(self, ctx: RunContext, res: CheckResult, smooth: SmoothedClassifier, x: torch.Tensor, y: torch.Tensor, seeds: list[int],
-                  certs: list[Certificate], correct: np.ndarray, radius: np.ndarray, s_key: str, sigma: float, p: CertifyParams) -> None:
-        """Certified (lower) and attacked (upper: SmoothAdv, and base-model PGD if enabled) robust accuracy per radius."""
+                  certs: list[Certificate], correct: np.ndarray, radius: np.ndarray, s_key: str, sigma: float, p: CertifyParams, scale: float) -> None:
+        """Certified (lower) and attacked (upper: SmoothAdv, and base-model PGD if enabled) robust accuracy per radius.
+
+        ``sigma`` is in the model's input units; ``radius`` and ``p.interval_radii`` in [0, 1] units (times ``scale``)."""
         model = ctx.model
         yn = y.numpy()
         clean_ok = np.array([c.majority for c in certs], dtype=np.int64) == yn
@@ -290,13 +296,13 @@ class CertifyCheck(Check):
             todo = np.nonzero(clean_ok)[0].tolist()
             if todo and r > 0:
                 att_seeds = [seeds[i] for i in todo]
-                xa = smoothadv_pgd_l2(model, x[todo], y[todo], att_seeds, eps=r, sigma=sigma, bounds=model.bounds,
+                xa = smoothadv_pgd_l2(model, x[todo], y[todo], att_seeds, eps=r * scale, sigma=sigma, bounds=model.bounds,
                                       steps=p.attack_steps, samples=p.attack_samples, batch_size=batch)
                 maj = smooth.majority(xa, att_seeds, n=p.attack_n, phase=f"attack/r={fmt(r)}")
                 robust_sa[todo] = maj == yn[todo]
                 if p.base_attack:
                     pgd = PGD(norm=Norm.L2, steps=p.attack_steps, rel_stepsize=2.5 / p.attack_steps, random_start=True)
-                    xb = pgd.perturb(model, x[todo].to(ctx.device), y[todo].to(ctx.device), float(r), seeds=att_seeds, early_stop=False, bounds=model.bounds)
+                    xb = pgd.perturb(model, x[todo].to(ctx.device), y[todo].to(ctx.device), float(r) * scale, seeds=att_seeds, early_stop=False, bounds=model.bounds)
                     maj_b = smooth.majority(xb, att_seeds, n=p.attack_n, phase=f"base_pgd/r={fmt(r)}")
                     robust_b[todo] = maj_b == yn[todo]
             robust = robust_sa & robust_b

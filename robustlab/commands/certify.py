@@ -19,7 +19,7 @@ from .common import _floats, run_settings, data_options, default_out_dir, load_o
 @click.command("certify")
 @model_options
 @data_options
-@click.option("--sigma", "sigmas", multiple=True, type=float, help="Gaussian noise level in input units; repeat for several (default: the data set's standard levels).")
+@click.option("--sigma", "sigmas", multiple=True, type=float, help="Gaussian noise level in units of the input range (as pixel values in [0, 1]; scaled by the model's bounds like epsilons); repeat for several (default: the data set's standard levels).")
 @click.option("--n", "n", type=click.IntRange(1), default=100_000, show_default=True, help="Estimation samples per point.")
 @click.option("--n0", type=click.IntRange(1), default=100, show_default=True, help="Selection samples per point.")
 @click.option("--alpha", type=float, default=0.001, show_default=True, help="Failure probability of each certificate.")

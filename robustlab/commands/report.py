@@ -47,8 +47,16 @@ def report(scorecard: Path, output: Path | None, policy: Path | None, baseline: 
     verification = None
     if card.signature or signature_path or public_key or scorecard.with_name(scorecard.name + ".sig").is_file():
         verification = verify_scorecard(scorecard, public_key=public_key, signature_path=signature_path)
+    warnings: list[str] = []
+    if baseline:
+        from ..gates.compare import mismatch_warning, setting_mismatches
+
+        mism = setting_mismatches(_load(baseline, mlflow_uri), card)
+        if mism:
+            warnings.append("baseline and this run: " + mismatch_warning(mism))
+            click.echo(f"warning: {warnings[-1]}", err=True)
     out = output or scorecard.with_name("report.html")
-    write_report(card, out, gate=gate, verification=verification)
+    write_report(card, out, gate=gate, verification=verification, warnings=warnings)
     click.echo(str(out))
 
 
@@ -92,11 +100,19 @@ def gate(ctx: click.Context, scorecard: Path, policy: Path, baseline: str | None
 @click.option("--min-delta", type=float, default=0.0, show_default=True, help="Show metrics whose absolute change exceeds this.")
 @click.option("--markdown", is_flag=True, help="Print markdown instead of plain text.")
 @click.option("--mlflow-uri", default=None, help="Tracking URI when A or B is an MLflow run id.")
-def compare(a: str, b: str, min_delta: float, markdown: bool, mlflow_uri: str | None) -> None:
-    """Show what moved from scorecard A to scorecard B (files or MLflow run ids)."""
-    from ..gates.compare import compare_scorecards, format_comparison
+@click.option("--allow-mismatch", is_flag=True, help="Compare even when A and B were made with different precision, compile, channels-last or corruption protocol (shown as a warning).")
+def compare(a: str, b: str, min_delta: float, markdown: bool, mlflow_uri: str | None, allow_mismatch: bool) -> None:
+    """Show what moved from scorecard A to scorecard B (files or MLflow run ids).
+
+    Refuses (exit 2) when A and B were made with different settings that change the numbers
+    (precision, compile, channels-last, a check's protocol) unless --allow-mismatch is given.
+    """
+    from ..errors import RobustlabError
+    from ..gates.compare import compare_scorecards, format_comparison, mismatch_warning
 
     cmp = compare_scorecards(_load(a, mlflow_uri), _load(b, mlflow_uri))
+    if cmp.settings and not allow_mismatch:
+        raise RobustlabError(f"not comparing: {mismatch_warning(cmp.settings)} Re-run one of them with the other's settings, or pass --allow-mismatch.")
     click.echo(format_comparison(cmp, min_abs=min_delta, markdown=markdown), nl=False)
 
 

@@ -34,11 +34,43 @@ class Comparison:
     metrics: tuple[MetricDelta, ...]
     flags: tuple[FlagDelta, ...]
     provenance: dict[str, tuple[str, str]] = field(default_factory=dict)
+    settings: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def moved(self, *, min_abs: float = 0.0) -> list[MetricDelta]:
         """Metrics that changed by more than ``min_abs``, appeared, or disappeared (largest first)."""
         out = [m for m in self.metrics if m.delta is None or abs(m.delta) > min_abs]
         return sorted(out, key=lambda m: (m.delta is not None, -abs(m.delta or 0.0), m.key))
+
+
+#: Run settings that change the numbers: scorecards that differ in them are not comparable.
+RUN_SETTINGS: tuple[tuple[str, object], ...] = (("precision", "fp32"), ("compile", False), ("channels_last", False))
+
+
+def setting_mismatches(a: Scorecard, b: Scorecard) -> dict[str, tuple[str, str]]:
+    """Settings that produced the numbers and differ between A and B: ``run.precision``,
+    ``run.compile``, ``run.channels_last`` (missing = the default) and the ``protocol`` parameter
+    of every check present in both (e.g. the corruption protocol). Label -> (A's value, B's value)."""
+    out: dict[str, tuple[str, str]] = {}
+    for key, default in RUN_SETTINGS:
+        va, vb = a.run.get(key, default), b.run.get(key, default)
+        if va != vb:
+            out[f"run.{key}"] = (str(va), str(vb))
+    for ca in a.checks:
+        cb = b.check(ca.id)
+        if cb is None:
+            continue
+        pa, pb = (ca.params or {}).get("protocol"), (cb.params or {}).get("protocol")
+        if (pa is not None or pb is not None) and pa != pb:
+            out[f"{ca.id}.protocol"] = (str(pa), str(pb))
+    return out
+
+
+def mismatch_warning(mismatches: dict[str, tuple[str, str]]) -> str:
+    """One line naming every differing setting (empty when there is none)."""
+    if not mismatches:
+        return ""
+    what = "; ".join(f"{k}: {x} vs {y}" for k, (x, y) in mismatches.items())
+    return f"the two scorecards were made with different settings ({what}); their numbers are not directly comparable."
 
 
 def _finite(v: float | None) -> float | None:
@@ -81,7 +113,7 @@ def compare_scorecards(a: Scorecard, b: Scorecard) -> Comparison:
     ):
         if da != db:
             prov[label] = (str(da), str(db))
-    return Comparison(tuple(rows), tuple(flags), prov)
+    return Comparison(tuple(rows), tuple(flags), prov, setting_mismatches(a, b))
 
 
 def format_comparison(cmp: Comparison, *, min_abs: float = 0.0, markdown: bool = False) -> str:
@@ -90,6 +122,9 @@ def format_comparison(cmp: Comparison, *, min_abs: float = 0.0, markdown: bool =
         return "—" if v is None else f"{v:.4f}"
 
     lines: list[str] = []
+    if cmp.settings:
+        lines.append(("**WARNING:** " if markdown else "WARNING: ") + mismatch_warning(cmp.settings))
+        lines.append("")
     if cmp.provenance:
         lines.append("## Provenance differences" if markdown else "Provenance differences:")
         for k, (x, y) in cmp.provenance.items():

@@ -198,8 +198,9 @@ def _headline(card: Scorecard, *, limit: int = 8) -> list[tuple[str, str, str]]:
     return out[:limit]
 
 
-def build_context(card: Scorecard, *, gate: "GateReport | None" = None, verification: "Verification | None" = None, command: str | None = None) -> dict[str, Any]:
-    """Everything the template shows, as plain data."""
+def build_context(card: Scorecard, *, gate: "GateReport | None" = None, verification: "Verification | None" = None, command: str | None = None,
+                  warnings: "list[str] | None" = None) -> dict[str, Any]:
+    """Everything the template shows, as plain data (``warnings``: lines shown above the verdict)."""
     fam_views = {k: FamilyView(k, t, i) for k, t, i in FAMILIES}
     other = FamilyView("other", "Other checks", "Checks outside the standard families.")
     for c in card.checks:
@@ -248,6 +249,7 @@ def build_context(card: Scorecard, *, gate: "GateReport | None" = None, verifica
         "families": families,
         "definitions": _group_definitions(definitions),
         "not_tested": not_tested(card),
+        "warnings": list(warnings or []),
     }
 
 
@@ -274,7 +276,8 @@ def _env() -> Any:
     return env
 
 
-def render_report(card: Scorecard, *, gate: "GateReport | None" = None, verification: "Verification | None" = None, command: str | None = None) -> str:
+def render_report(card: Scorecard, *, gate: "GateReport | None" = None, verification: "Verification | None" = None, command: str | None = None,
+                  warnings: "list[str] | None" = None) -> str:
     """The report as an HTML string.
 
     Args:
@@ -283,8 +286,9 @@ def render_report(card: Scorecard, *, gate: "GateReport | None" = None, verifica
         verification: the signature verification state (``None``: not verified; the report then says
             whether the scorecard carries a signature at all).
         command: the command line to show when the scorecard does not record one.
+        warnings: lines shown prominently above the verdict (e.g. a baseline made with other settings).
     """
-    return str(_env().get_template("report.html.j2").render(**build_context(card, gate=gate, verification=verification, command=command)))
+    return str(_env().get_template("report.html.j2").render(**build_context(card, gate=gate, verification=verification, command=command, warnings=warnings)))
 
 
 def write_report(card: Scorecard, path: str | Path, **kwargs: Any) -> Path:
