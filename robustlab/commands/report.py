@@ -92,11 +92,20 @@ def gate(ctx: click.Context, scorecard: Path, policy: Path, baseline: str | None
 @click.option("--min-delta", type=float, default=0.0, show_default=True, help="Show metrics whose absolute change exceeds this.")
 @click.option("--markdown", is_flag=True, help="Print markdown instead of plain text.")
 @click.option("--mlflow-uri", default=None, help="Tracking URI when A or B is an MLflow run id.")
-def compare(a: str, b: str, min_delta: float, markdown: bool, mlflow_uri: str | None) -> None:
+@click.option("--allow-protocol-mismatch", is_flag=True, help="Compare corruption checks made under different corruption protocols (printed first) instead of refusing.")
+def compare(a: str, b: str, min_delta: float, markdown: bool, mlflow_uri: str | None, allow_protocol_mismatch: bool) -> None:
     """Show what moved from scorecard A to scorecard B (files or MLflow run ids)."""
+    from ..errors import RobustlabError
     from ..gates.compare import compare_scorecards, format_comparison
+    from ..gates.protocols import protocol_mismatches
 
-    cmp = compare_scorecards(_load(a, mlflow_uri), _load(b, mlflow_uri))
+    card_a, card_b = _load(a, mlflow_uri), _load(b, mlflow_uri)
+    mismatch = protocol_mismatches(card_a, card_b)
+    if mismatch and not allow_protocol_mismatch:
+        raise RobustlabError(f"corruption protocols differ ({'; '.join(mismatch)}): their numbers are not comparable. Re-run one side with the other's protocol, or pass --allow-protocol-mismatch to compare anyway.")
+    if mismatch:
+        click.echo(("**Corruption protocols differ; corruption numbers are not comparable:** " if markdown else "WARNING corruption protocols differ; corruption numbers are not comparable: ") + "; ".join(mismatch) + "\n")
+    cmp = compare_scorecards(card_a, card_b)
     click.echo(format_comparison(cmp, min_abs=min_delta, markdown=markdown), nl=False)
 
 

@@ -96,3 +96,11 @@ def corrupt(
     fn = FAST_CORRUPTIONS.get(name) if proto is Protocol.IMAGENET_C else FAST_CIFAR_C.get(name)
     work, geom = to_working(x, name, proto)
     return from_working(fn(work, int(severity), list(seeds)), name, geom)
+
+
+def to_uint8(y: torch.Tensor) -> torch.Tensor:
+    """8-bit levels of corrupted images in [0, 1]: ``floor(255 y)`` (the reference scripts' ``np.uint8``
+    truncation; a 1e-3 margin keeps exact levels such as 128/255 from dropping to 127 in float32).
+    (N, C, H, W) float -> same shape, uint8. The corruption check evaluates these levels and
+    ``robustlab corrupt`` stores them, so a saved set reproduces on-the-fly numbers exactly."""
+    return torch.floor(y.detach().clamp(0.0, 1.0) * 255.0 + 1e-3).clamp_(0, 255).to(torch.uint8)

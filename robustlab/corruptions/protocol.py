@@ -15,13 +15,16 @@ A protocol is chosen explicitly (check parameter ``protocol:``, ``robustlab corr
   the ``cifar-c`` constants. **Per-pixel corruptions** (:data:`POINTWISE`: the four noises,
   brightness, contrast, saturate) run at the image's native resolution, so their stated strength
   (noise sigma, flip fraction, brightness shift) is exactly the one of the constants. **Spatial
-  corruptions** run at 32x32: the image is resized to 32x32 (nearest when upsampling, area when
-  downsampling), corrupted with the ``cifar-c`` procedure, and resized back (area average when
-  the 32x32 result is larger than the image, bilinear otherwise). For sides that divide 32 (8, 16)
-  the round trip is exactly the identity for an uncorrupted image; for 28 px it moves pixels by at
-  most the difference between neighbours (measured in ``tests/test_corruption_protocols.py``).
-  Spatial extents (blur radii, fog scale, frost crop) are therefore those of a 32x32 CIFAR image
-  mapped onto the small image: a defocus of radius 1.5 px at 32 px is 0.375 px at 8 px.
+  corruptions** of images with both sides <= 32 run on a 32x32 canvas: each pixel becomes a k x k
+  block (k = the largest integer with k H <= 32 and k W <= 32: 4 for 8x8, 1 for 28x28), the result
+  is reflect-padded to 32x32, corrupted with the ``cifar-c`` procedure, cropped, and averaged back
+  over the blocks. An uncorrupted image comes back exactly (no resampling blur); the padding only
+  feeds the borders of blurs and warps. Images with a side above 32 are corrupted at their own size
+  with the ``cifar-c`` procedures generalised to it (fog map, frost crop, elastic scale and the
+  glass-blur loop follow the image side, which is ``make_cifar_c.py`` exactly at 32). Spatial
+  extents (blur radii, fog scale, frost texture) are those of a 32x32 CIFAR image: on an 8x8 image
+  a defocus of radius 1.5 px at 32 px covers 0.375 px, i.e. the 8x8 image is treated as a
+  4x-downsampled CIFAR image; on 28x28 the pixel scale is CIFAR's, as for MNIST-C-style use.
 
 Small images under ``imagenet-c`` (a side below 32 px, which ``imagecorruptions`` refuses): per-pixel
 corruptions run at native resolution with the stated constants; spatial corruptions run on the image
@@ -112,12 +115,13 @@ class Geometry:
     """How an input batch was mapped to the working (RGB) batch.
 
     ``factor`` > 1: integer nearest upsampling, averaged back over factor x factor blocks.
-    ``size``: (H, W) of the input when the working batch was resized to 32x32 (``cifar-c-small``).
+    ``pad``: (left, right, top, bottom) reflect padding to the 32x32 canvas (``cifar-c-small``),
+    cropped off before averaging back.
     """
 
     channels: int
     factor: int
-    size: tuple[int, int] | None = None
+    pad: tuple[int, int, int, int] | None = None
 
 
 def upscale_factor(height: int, width: int) -> int:
@@ -140,10 +144,16 @@ def to_working(x: torch.Tensor, name: str = "", protocol: Protocol = Protocol.IM
     if name in POINTWISE:
         return x.contiguous(), Geometry(channels=c, factor=1)
     if protocol is Protocol.CIFAR_C_SMALL:
-        if (h, w) == (CIFAR_SIDE, CIFAR_SIDE):
+        if h > CIFAR_SIDE or w > CIFAR_SIDE or (h, w) == (CIFAR_SIDE, CIFAR_SIDE):
             return x.contiguous(), Geometry(channels=c, factor=1)
-        mode = "nearest-exact" if h <= CIFAR_SIDE and w <= CIFAR_SIDE else "area"
-        return F.interpolate(x.contiguous(), size=(CIFAR_SIDE, CIFAR_SIDE), mode=mode).contiguous(), Geometry(channels=c, factor=1, size=(h, w))
+        k = min(CIFAR_SIDE // h, CIFAR_SIDE // w)
+        if k > 1:
+            x = x.repeat_interleave(k, dim=2).repeat_interleave(k, dim=3)
+        ph, pw = CIFAR_SIDE - k * h, CIFAR_SIDE - k * w
+        pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+        if any(pad):
+            x = F.pad(x.contiguous(), pad, mode="reflect" if max(ph, pw) < min(k * h, k * w) else "replicate")
+        return x.contiguous(), Geometry(channels=c, factor=k, pad=pad)
     k = upscale_factor(h, w)
     if k > 1:
         x = x.repeat_interleave(k, dim=2).repeat_interleave(k, dim=3)
@@ -152,14 +162,11 @@ def to_working(x: torch.Tensor, name: str = "", protocol: Protocol = Protocol.IM
 
 def from_working(y: torch.Tensor, name: str, geometry: Geometry) -> torch.Tensor:
     """Inverse of :func:`to_working` for a corrupted working batch (see the module docstring)."""
+    if geometry.pad is not None:
+        left, right, top, bottom = geometry.pad
+        y = y[..., top : y.shape[-2] - bottom, left : y.shape[-1] - right]
     if geometry.factor > 1:
         y = F.avg_pool2d(y, geometry.factor)
-    if geometry.size is not None:
-        h, w = geometry.size
-        if h <= y.shape[-2] and w <= y.shape[-1]:
-            y = F.adaptive_avg_pool2d(y, (h, w))
-        else:
-            y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
     if geometry.channels == 1:
         if name in CHANNELWISE_NOISE:
             y = y[:, :1]

@@ -111,8 +111,10 @@ def gaussian_blur(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
 
 def glass_blur(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
     sigma, d, iters = const("glass_blur", s)
-    y = np.uint8(_sk_gaussian(x / 255.0, sigma) * 255)
+    y: np.ndarray = (_sk_gaussian(x / 255.0, sigma) * 255).astype(np.uint8)
     h, w = y.shape[:2]
+    # as in the script, the tuple assignment of numpy views copies y[r2, c2] into y[r, c] and
+    # leaves y[r2, c2] unchanged (not a true swap); kept as is
     for _ in range(iters):
         for r in range(h - d, d, -1):
             for c in range(w - d, d, -1):
@@ -167,7 +169,7 @@ def frost(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
 
     a, b = const("frost", s)
     idx = rng.randint(5)
-    photo = cv2.imread(str(frost_dir() / ["frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg"][idx]))
+    photo: Any = cv2.imread(str(frost_dir() / ["frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg"][idx]))
     photo = cv2.resize(photo, (0, 0), fx=FROST_SCALE, fy=FROST_SCALE)
     h, w = x.shape[:2]
     top, left = rng.randint(0, photo.shape[0] - h), rng.randint(0, photo.shape[1] - w)
@@ -197,7 +199,7 @@ def spatter(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
 
     loc, scale, sigma, thr, strength, mud = const("spatter", s)
     x = x.astype(np.float32) / 255.0
-    liquid = _sk_gaussian(rng.normal(size=x.shape[:2], loc=loc, scale=scale), sigma)
+    liquid = _sk_gaussian(np.asarray(rng.normal(size=x.shape[:2], loc=loc, scale=scale)), sigma)
     liquid[liquid < thr] = 0
     if not mud:
         level = (liquid * 255).astype(np.uint8)
@@ -207,7 +209,7 @@ def spatter(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
         dist = cv2.equalizeHist(cv2.blur(dist, (3, 3)).astype(np.uint8))
         dist = cv2.filter2D(dist, cv2.CV_8U, np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]))
         dist = cv2.blur(dist, (3, 3)).astype(np.float32)
-        m = cv2.cvtColor(level * dist, cv2.COLOR_GRAY2BGRA)
+        m: Any = cv2.cvtColor(level * dist, cv2.COLOR_GRAY2BGRA)
         m /= np.max(m, axis=(0, 1))
         m *= strength
         colour = np.concatenate([v / 255.0 * np.ones_like(m[..., :1]) for v in (175, 238, 238)], axis=2)
@@ -256,8 +258,9 @@ def pixelate(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
 
     c = const("pixelate", s)
     h, w = x.shape[:2]
-    im = Image.fromarray(x).resize((int(w * c), int(h * c)), Image.BOX)
-    return np.asarray(im.resize((w, h), Image.BOX))
+    box = Image.Resampling.BOX
+    im = Image.fromarray(x).resize((int(w * c), int(h * c)), box)
+    return np.asarray(im.resize((w, h), box))
 
 
 def elastic_transform(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
@@ -269,11 +272,12 @@ def elastic_transform(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
     img = x.astype(np.float32) / 255.0
     shape = img.shape
     size = shape[:2]
-    centre = np.float32(size) // 2
+    centre = np.asarray(size, dtype=np.float32) // 2
     sq = min(size) // 3
-    pts1 = np.float32([centre + sq, [centre[0] + sq, centre[1] - sq], centre - sq])
+    pts1 = np.asarray([centre + sq, [centre[0] + sq, centre[1] - sq], centre - sq], dtype=np.float32)
     pts2 = pts1 + rng.uniform(-aff, aff, size=pts1.shape).astype(np.float32)
-    img = cv2.warpAffine(img, cv2.getAffineTransform(pts1, pts2), size[::-1], borderMode=cv2.BORDER_REFLECT_101)
+    warp: Any = cv2.getAffineTransform(pts1, pts2)
+    img = np.asarray(cv2.warpAffine(img, warp, size[::-1], borderMode=cv2.BORDER_REFLECT_101))
     dx = (_sk_gaussian(rng.uniform(-1, 1, size=size), sigma, mode="reflect", truncate=3) * alpha).astype(np.float32)
     dy = (_sk_gaussian(rng.uniform(-1, 1, size=size), sigma, mode="reflect", truncate=3) * alpha).astype(np.float32)
     cols, rows, chans = np.meshgrid(np.arange(shape[1]), np.arange(shape[0]), np.arange(shape[2]))
