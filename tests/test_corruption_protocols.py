@@ -30,7 +30,9 @@ def _measure(name: str, severity: int, side: int, backend: str, protocol: str) -
     values = 1_500_000 if name == "impulse_noise" else 150_000
     n = max(1, -(-values // (3 * side * side)))
     x = torch.full((n, 3, side, side), GREY)
-    y = corrupt(x, name, severity, [1000 * side + i for i in range(n)], backend=backend, protocol=protocol)
+    seeds = [1000 * side + i for i in range(n)]
+    # imagenet-c is the engine's default protocol: call it without the keyword (as callers before protocols did)
+    y = corrupt(x, name, severity, seeds, backend=backend) if protocol == "imagenet-c" else corrupt(x, name, severity, seeds, backend=backend, protocol=protocol)
     return STRENGTH[name](x, y)
 
 
