@@ -3,6 +3,7 @@ CE / mCE / relative mCE against a baseline, the corruption x severity grid for t
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from ..metrics.stats import expected_calibration_error, wilson_interval
 from ..scorecard import AuditItem, CheckResult, Series, Verdict
 from .base import CHECKS, Check, Params, RunContext
 
+log = logging.getLogger(__name__)
 _BASELINE_WORDS = ("auto", "alexnet", "none")
 _GROUPS = {"all": ALL, "benchmark": BENCHMARK, "held_out": HELD_OUT}
 
@@ -159,8 +161,16 @@ class CorruptionCheck(Check):
             return name, f"pre-rendered {pre.layout} files in {pre.root} (as published by their authors)"
         shape = ctx.data.sample_shape() if len(ctx.data) else ()
         h, w = (int(shape[-2]), int(shape[-1])) if len(shape) == 3 else (0, 0)
-        proto = resolve(p.protocol, h, w) if h and w else Protocol.parse(p.protocol if p.protocol != "auto" else "imagenet-c")
-        return proto.value, proto.source
+        requested = p.protocol
+        named = str(ctx.options.get("dataset") or "")
+        if requested == "auto" and named:
+            from ..data.naming import auto_protocol
+
+            requested = auto_protocol(named) or "auto"
+        proto = resolve(requested, h, w) if h and w else Protocol.parse(requested if requested != "auto" else "imagenet-c")
+        why = f" (auto: data set named {named})" if p.protocol == "auto" and named else (f" (auto: {h}x{w} images)" if p.protocol == "auto" else "")
+        log.info("corruption protocol: %s%s", proto.value, why)
+        return proto.value, proto.source + why
 
     _protocol: str = "imagenet-c"
 
