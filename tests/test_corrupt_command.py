@@ -150,3 +150,7 @@ def test_compare_refuses_mixed_protocols(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "protocols differ" in r.output
     r = CliRunner().invoke(main, ["compare", cards[0], cards[0]])
     assert r.exit_code == 0 and "protocols differ" not in r.output
+    from robustlab.report import render_report
+
+    html = render_report(Scorecard.read(cards[0]))
+    assert "Protocol: cifar-c" in html and "make_cifar_c.py" in html  # header of the corruption section
