@@ -80,6 +80,8 @@ def test_render_round_trip_equals_on_the_fly(tmp_path: Path) -> None:
     eces = [k.replace("/accuracy", "/ece") for k in keys]  # confidences: the images are the same, not only the argmax
     assert {k: fly.metrics[k] for k in eces} == pytest.approx({k: back.metrics[k] for k in eces}, abs=1e-6)
     assert back.params["protocol_resolved"] == "cifar-c" and fly.params["protocol_resolved"] == "cifar-c"
+    with pytest.raises(SuiteError, match="rendered under cifar-c"):
+        _run({**raw, "protocol": "imagenet-c", "precomputed": str(out)}, model, data, tmp_path, seed=3)
     other = _run(raw, model, data, tmp_path, seed=4)
     assert any(other.metrics[k] != fly.metrics[k] for k in keys if "gaussian" in k or "fog" in k or "frost" in k)
 

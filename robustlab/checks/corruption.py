@@ -156,9 +156,14 @@ class CorruptionCheck(Check):
         if pre is not None:
             manifest = getattr(pre, "manifest", None) or {}
             if manifest.get("protocol"):
-                return str(manifest["protocol"]), f"pre-rendered by robustlab corrupt ({pre.root}); {manifest.get('protocol_source', '')}".rstrip("; ")
-            name = "cifar-c" if pre.layout == "cifar-c" else "imagenet-c"
-            return name, f"pre-rendered {pre.layout} files in {pre.root} (as published by their authors)"
+                name = str(manifest["protocol"])
+                source = f"pre-rendered by robustlab corrupt ({pre.root}); {manifest.get('protocol_source', '')}".rstrip("; ")
+            else:
+                name = "cifar-c" if pre.layout == "cifar-c" else "imagenet-c"
+                source = f"pre-rendered {pre.layout} files in {pre.root} (as published by their authors)"
+            if p.protocol != "auto" and p.protocol != name:
+                raise SuiteError(f"corruption.protocol is {p.protocol} but the precomputed set {pre.root} was rendered under {name}; set protocol: {name} (or auto) or render the set under {p.protocol}.")
+            return name, source
         shape = ctx.data.sample_shape() if len(ctx.data) else ()
         h, w = (int(shape[-2]), int(shape[-1])) if len(shape) == 3 else (0, 0)
         requested = p.protocol
