@@ -130,7 +130,7 @@ def upscale_factor(height: int, width: int) -> int:
     return 1 if side >= MIN_SIDE else math.ceil(MIN_SIDE / max(side, 1))
 
 
-def to_working(x: torch.Tensor, name: str = "", protocol: Protocol = Protocol.IMAGENET_C) -> tuple[torch.Tensor, Geometry]:
+def to_working(x: torch.Tensor, name: str = "", protocol: "Protocol | str" = Protocol.IMAGENET_C) -> tuple[torch.Tensor, Geometry]:
     """(N, C, H, W) in [0, 1] with C in {1, 3} -> (N, 3, H', W') working batch and its geometry.
 
     Per-pixel corruptions (:data:`POINTWISE`) always keep the native size; others follow
@@ -138,6 +138,7 @@ def to_working(x: torch.Tensor, name: str = "", protocol: Protocol = Protocol.IM
     """
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"corruptions take (N, C, H, W) images with C = 1 or 3, got shape {tuple(x.shape)}")
+    protocol = Protocol.parse(protocol)
     c, h, w = int(x.shape[1]), int(x.shape[2]), int(x.shape[3])
     if c == 1:
         x = x.expand(-1, 3, -1, -1)
