@@ -15,6 +15,7 @@ Usage::
     python bench/corruptions.py                  # everything (the grid takes minutes)
     python bench/corruptions.py --quick          # tiny budget (used by the test suite)
     python bench/corruptions.py --device cuda --skip-reference   # GPU images/s only
+    python bench/corruptions.py --protocol cifar-c  # cifar-c: fast vs the make_cifar_c.py transcription
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from robustlab.corruptions.registry import ALL
 
 DETERMINISTIC = {"brightness", "contrast", "saturate", "defocus_blur", "gaussian_blur", "zoom_blur", "pixelate", "jpeg_compression"}
 QUICK = ("gaussian_noise", "contrast", "zoom_blur")
+_PROTO = ["imagenet-c"]  # set by --protocol
+_REF = {"imagenet-c": "imagecorruptions-1.1.2", "cifar-c": "make_cifar_c.py (robustlab NumPy transcription)"}
 
 
 def _shared_images() -> tuple[torch.Tensor, str]:
@@ -88,17 +91,17 @@ def bench_single(names: list[str], x: torch.Tensor, severity: int, device: torch
         seeds = corruption_seeds(0, name, severity, ids)
         torch.set_num_threads(threads)
         if warmup:
-            corrupt(xd[:1], name, severity, seeds[:1])
+            corrupt(xd[:1], name, severity, seeds[:1], protocol=_PROTO[0])
             torch.matmul(torch.rand(512, 512, device=device), torch.rand(512, 512, device=device))
-        fast, t_fast = _timed(lambda: corrupt(xd, name, severity, seeds), device)
+        fast, t_fast = _timed(lambda: corrupt(xd, name, severity, seeds, protocol=_PROTO[0]), device)
         rec: dict[str, Any] = {
-            "task": f"corrupt/{name}/{h}x{w}/s{severity}", "impl": "robustlab-fast", "reference": "imagecorruptions-1.1.2",
+            "task": f"corrupt/{name}/{h}x{w}/s{severity}", "impl": "robustlab-fast", "reference": _REF[_PROTO[0]],
             "device": str(device), "threads": threads, "n": int(x.shape[0]), "seconds": round(t_fast, 5),
             "images_per_s": round(x.shape[0] / t_fast, 2) if t_fast > 0 else None, "deterministic": name in DETERMINISTIC,
         }
         if not skip_reference:
             torch.set_num_threads(1)
-            ref, t_ref = _timed(lambda: corrupt(x, name, severity, seeds, backend="reference"), torch.device("cpu"))
+            ref, t_ref = _timed(lambda: corrupt(x, name, severity, seeds, backend="reference", protocol=_PROTO[0]), torch.device("cpu"))
             rec.update({
                 "reference_seconds": round(t_ref, 5), "reference_threads": 1,
                 "reference_images_per_s": round(x.shape[0] / t_ref, 2) if t_ref > 0 else None,
@@ -115,7 +118,7 @@ def bench_grid(names: list[str], x: torch.Tensor, data_name: str, device: torch.
     sevs = [1, 2, 3, 4, 5]
     torch.set_num_threads(threads)
     xd = x.to(device)
-    corrupt(xd[:2], names[0], 1, [0, 1])  # warm-up: imports, BLAS initialisation (operators are
+    corrupt(xd[:2], names[0], 1, [0, 1], protocol=_PROTO[0])  # warm-up: imports, BLAS initialisation (operators are
     torch.matmul(torch.rand(3000, 1024, device=device), torch.rand(1024, 1024, device=device))  # built inside the timing)
 
     def run_fast() -> torch.Tensor:
@@ -124,12 +127,12 @@ def bench_grid(names: list[str], x: torch.Tensor, data_name: str, device: torch.
             for s in sevs:
                 seeds = corruption_seeds(0, name, s, ids)
                 for i in range(0, x.shape[0], batch):
-                    acc = acc + corrupt(xd[i : i + batch], name, s, seeds[i : i + batch]).mean()
+                    acc = acc + corrupt(xd[i : i + batch], name, s, seeds[i : i + batch], protocol=_PROTO[0]).mean()
         return acc
 
     _, t_fast = _timed(run_fast, device)
     rec: dict[str, Any] = {
-        "task": f"grid/{len(names)}x{len(sevs)}/{data_name}", "impl": "robustlab-fast", "reference": "imagecorruptions-1.1.2",
+        "task": f"grid/{len(names)}x{len(sevs)}/{data_name}", "impl": "robustlab-fast", "reference": _REF[_PROTO[0]],
         "device": str(device), "threads": threads, "n": int(x.shape[0]), "images": int(x.shape[0]) * len(names) * len(sevs),
         "seconds": round(t_fast, 3), "images_per_s": round(x.shape[0] * len(names) * len(sevs) / t_fast, 1),
     }
@@ -141,7 +144,7 @@ def bench_grid(names: list[str], x: torch.Tensor, data_name: str, device: torch.
             for name in names:
                 for s in sevs:
                     seeds = corruption_seeds(0, name, s, ids)
-                    acc = acc + corrupt(x, name, s, seeds, backend="reference").mean()
+                    acc = acc + corrupt(x, name, s, seeds, backend="reference", protocol=_PROTO[0]).mean()
             return acc
 
         _, t_ref = _timed(run_ref, torch.device("cpu"))
@@ -164,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid-batch", type=int, default=1000, help="batch size of the fast backend in the grid")
     ap.add_argument("--skip-reference", action="store_true", help="time only the fast backend (e.g. on a GPU)")
     ap.add_argument("--skip-single", action="store_true", help="skip the per-corruption timings (grid only)")
+    ap.add_argument("--protocol", choices=sorted(_REF), default="imagenet-c", help="corruption protocol; cifar-c times only 32x32 images")
     args = ap.parse_args(argv)
+    _PROTO[0] = args.protocol
 
     device = torch.device(args.device)
     names = list(ALL) if args.corruptions == "all" else [c.strip() for c in args.corruptions.split(",") if c.strip()]
@@ -174,12 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     images, data_name = _shared_images()
     x32 = images[: args.n32]
     x224 = (F.interpolate(images[: args.n224], size=(224, 224), mode="bilinear", align_corners=False).clamp(0, 1) * 255).round() / 255
-    _emit({"task": "setup", "impl": "robustlab-fast", "reference": "imagecorruptions-1.1.2", "device": str(device), "n": int(images.shape[0]),
+    _emit({"task": "setup", "impl": "robustlab-fast", "reference": _REF[_PROTO[0]], "device": str(device), "n": int(images.shape[0]),
            "seconds": 0.0, "ratio": None, "data": data_name, "torch": torch.__version__, "cpu_count": os.cpu_count(),
            "note": "timings on a shared machine are noisy; reference runs one image at a time on one thread"})
     if not args.skip_single:
         bench_single(names, x32, args.severity, device, args.threads, args.skip_reference, warmup=True)
-        bench_single(names, x224, args.severity, device, args.threads, args.skip_reference, warmup=True)
+        if args.protocol == "imagenet-c":  # cifar-c is defined for 32x32 images only
+            bench_single(names, x224, args.severity, device, args.threads, args.skip_reference, warmup=True)
     if args.grid_n > 0:
         bench_grid(names, images[: args.grid_n], data_name if args.grid_n == images.shape[0] else f"{data_name}[:{args.grid_n}]", device, args.threads, args.skip_reference, args.grid_batch)
     return 0

@@ -24,6 +24,7 @@ from . import __version__
 #: command name -> (module, function, one-line help). Modules are imported lazily.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": ("robustlab.commands.evaluate", "evaluate", "Evaluate a model with a suite and write a scorecard."),
+    "corrupt": ("robustlab.commands.corrupt", "corrupt", "Render data under a corruption protocol to a CIFAR-10-C style folder."),
     "certify": ("robustlab.commands.certify", "certify", "Certify L2 robustness by randomized smoothing."),
     "defend": ("robustlab.commands.defend", "defend", "Train a sturdier model (adversarial training, AugMix, noise)."),
     "report": ("robustlab.commands.report", "report", "Render a scorecard as a self-contained HTML report."),

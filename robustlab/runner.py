@@ -48,6 +48,7 @@ class RunConfig:
     load: LoadOptions
     suite: Suite
     data_spec: str | None = None
+    dataset: str | None = None  # the data set's name (--dataset), see robustlab.data.naming
     data_root: str | None = None
     download: bool = False
     out_dir: Path = Path("reports/run")
@@ -173,6 +174,13 @@ def evaluate(cfg: RunConfig) -> Scorecard:
     t = time.perf_counter()
     raw = load_dataset(data_spec, split="test", root=cfg.data_root, download=cfg.download).limit(cfg.limit)
     raw.check_labels(model.num_classes)
+    from .data.naming import resolve_dataset_name
+
+    ds_name, ds_source = resolve_dataset_name(cfg.dataset, str(raw.extra.get("dataset") or "") or None, model.info.dataset)
+    if ds_name is not None and model.info.dataset != ds_name:
+        model.info = model.info.with_overrides(dataset=ds_name)  # budgets read the family from it
+    progress_log.info("data set: %s (%s)", ds_name or "not named", ds_source)
+    cfg.options = {**cfg.options, "dataset": ds_name} if ds_name else cfg.options
     data = prepare_data(model, raw)
     with torch.no_grad():
         xb = data.images(slice(0, min(len(data), cfg.batch_size))).to(device)
@@ -246,7 +254,7 @@ def _run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Datase
         tool={"name": "robustlab", "version": __version__},
         model={**model.info.to_dict(), "loaded_in_seconds": None},
         data={"spec": data_spec, "split": "test", "n": len(data), "ids_sha256": raw.ids_sha256(), "content_sha256": raw.content_sha256(),
-              "classes": raw.classes, "limit": cfg.limit, "ids": list(raw.ids), "labels": raw.y.tolist()},
+              "classes": raw.classes, "limit": cfg.limit, "dataset": ds_name, "dataset_source": ds_source, "ids": list(raw.ids), "labels": raw.y.tolist()},
         suite={"name": cfg.suite.name, "source": cfg.suite.source, "sha256": cfg.suite.sha256, "checks": [e.id for e in cfg.suite.entries]},
         environment=environment(device),
         run={"seed": cfg.seed, "batch_size": cfg.batch_size, "device": str(device), "command": cfg.command, "started": started,

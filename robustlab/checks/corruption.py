@@ -3,6 +3,7 @@ CE / mCE / relative mCE against a baseline, the corruption x severity grid for t
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from ..metrics.stats import expected_calibration_error, wilson_interval
 from ..scorecard import AuditItem, CheckResult, Series, Verdict
 from .base import CHECKS, Check, Params, RunContext
 
+log = logging.getLogger(__name__)
 _BASELINE_WORDS = ("auto", "alexnet", "none")
 _GROUPS = {"all": ALL, "benchmark": BENCHMARK, "held_out": HELD_OUT}
 
@@ -29,7 +31,13 @@ class CorruptionParams(Params):
         corruptions: corruption names, or the groups ``benchmark`` (the 15), ``held_out`` (the 4),
             ``all`` (the 19); default: the 15 benchmark corruptions.
         severities: severities 1..5 to evaluate.
-        backend: ``fast`` (batched torch, any device) or ``reference`` (imagecorruptions, CPU).
+        backend: ``fast`` (batched torch, any device) or ``reference`` (per image on the CPU:
+            imagecorruptions for ``imagenet-c``, the NumPy transcription of make_cifar_c.py for
+            ``cifar-c`` / ``cifar-c-small``).
+        protocol: ``auto`` (cifar-c for 32x32 images, imagenet-c for sides >= 64, cifar-c-small
+            otherwise), ``imagenet-c``, ``cifar-c`` or ``cifar-c-small``; see
+            :mod:`robustlab.corruptions.protocol`. The resolved protocol and its source are recorded
+            in the result's params (``protocol_resolved``, ``protocol_source``).
         baseline: ``auto`` (AlexNet's ImageNet-C errors for 1000-class data, else none), ``alexnet``,
             ``none``, or the path of a baseline model's scorecard.json (with a corruption check).
         precomputed: folder of a pre-rendered set (CIFAR-10-C / CIFAR-100-C .npy layout, or
@@ -42,6 +50,7 @@ class CorruptionParams(Params):
     corruptions: list[str] = field(default_factory=lambda: list(BENCHMARK))
     severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     backend: str = "fast"
+    protocol: str = "auto"
     baseline: str | None = "auto"
     precomputed: str | None = None
     precomputed_limit: int | None = None
@@ -73,6 +82,8 @@ class CorruptionParams(Params):
             raise SuiteError(f"corruption.severities must be distinct integers in 1..5, got {self.severities}.")
         if self.backend not in ("fast", "reference"):
             raise SuiteError(f"corruption.backend must be 'fast' or 'reference', got {self.backend!r}.")
+        if self.protocol not in ("auto", "imagenet-c", "cifar-c", "cifar-c-small"):
+            raise SuiteError(f"corruption.protocol must be one of auto, imagenet-c, cifar-c, cifar-c-small, got {self.protocol!r}.")
         if self.baseline is not None and self.baseline not in _BASELINE_WORDS and not Path(self.baseline).expanduser().is_file():
             raise SuiteError(f"corruption.baseline {self.baseline!r} is neither one of {', '.join(_BASELINE_WORDS)} nor an existing scorecard.json; pass the baseline model's scorecard path.")
         if self.precomputed is not None and not Path(self.precomputed).expanduser().is_dir():
@@ -137,8 +148,39 @@ class CorruptionCheck(Check):
 
         return _cell(ctx.map_batches(f"{scope}|clean", len(ctx.data), batch, desc=f"{self.id} clean"))
 
+    def _resolve_protocol(self, ctx: RunContext, pre: Any) -> tuple[str, str]:
+        """(protocol name, source of its constants) for this run; ``auto`` resolved from the data."""
+        from ..corruptions.protocol import Protocol, resolve
+
+        p: CorruptionParams = self.params  # type: ignore[assignment]
+        if pre is not None:
+            manifest = getattr(pre, "manifest", None) or {}
+            if manifest.get("protocol"):
+                name = str(manifest["protocol"])
+                source = f"pre-rendered by robustlab corrupt ({pre.root}); {manifest.get('protocol_source', '')}".rstrip("; ")
+            else:
+                name = "cifar-c" if pre.layout == "cifar-c" else "imagenet-c"
+                source = f"pre-rendered {pre.layout} files in {pre.root} (as published by their authors)"
+            if p.protocol != "auto" and p.protocol != name:
+                raise SuiteError(f"corruption.protocol is {p.protocol} but the precomputed set {pre.root} was rendered under {name}; set protocol: {name} (or auto) or render the set under {p.protocol}.")
+            return name, source
+        shape = ctx.data.sample_shape() if len(ctx.data) else ()
+        h, w = (int(shape[-2]), int(shape[-1])) if len(shape) == 3 else (0, 0)
+        requested = p.protocol
+        named = str(ctx.options.get("dataset") or "")
+        if requested == "auto" and named:
+            from ..data.naming import auto_protocol
+
+            requested = auto_protocol(named) or "auto"
+        proto = resolve(requested, h, w) if h and w else Protocol.parse(requested if requested != "auto" else "imagenet-c")
+        why = f" (auto: data set named {named})" if p.protocol == "auto" and named else (f" (auto: {h}x{w} images)" if p.protocol == "auto" else "")
+        log.info("corruption protocol: %s%s", proto.value, why)
+        return proto.value, proto.source + why
+
+    _protocol: str = "imagenet-c"
+
     def _on_the_fly(self, ctx: RunContext, scope: str, name: str, severity: int) -> _Cell:
-        from ..corruptions.engine import Backend, corrupt, corruption_seeds
+        from ..corruptions.engine import Backend, corrupt, corruption_seeds, to_uint8
 
         p: CorruptionParams = self.params  # type: ignore[assignment]
         backend = Backend.parse(p.backend)
@@ -149,7 +191,7 @@ class CorruptionCheck(Check):
             seeds = corruption_seeds(ctx.seed, name, severity, ctx.data.ids[start:stop])
             x01 = ((x.float() - lo) / (hi - lo)).clamp(0, 1)
             x01 = x01.to(ctx.device if backend is Backend.FAST else "cpu")
-            xc = corrupt(x01, name, severity, seeds, backend=backend)
+            xc = to_uint8(corrupt(x01, name, severity, seeds, backend=backend, protocol=self._protocol)).float().div_(255.0)
             return self._classify(ctx, xc, ctx.data.y[start:stop])
 
         return _cell(ctx.map_batches(f"{scope}|{name}/s{severity}", len(ctx.data), batch, desc=f"{name} s{severity}"))
@@ -178,7 +220,6 @@ class CorruptionCheck(Check):
         p: CorruptionParams = self.params  # type: ignore[assignment]
         P = self.prefix
         res = self.new_result()
-        scope = ctx.store.scope(self.id, {"check": self.name, **res.params})
         sevs = sorted(p.severities)
         names = p.names()
         pre = None
@@ -192,6 +233,10 @@ class CorruptionCheck(Check):
                 from ..errors import DataError
 
                 raise DataError(f"precomputed set {pre.root} has label {top} but the model has {n_classes} classes; use the set that matches the model (CIFAR-10-C for 10 classes, CIFAR-100-C for 100, ImageNet-C for 1000).")
+        self._protocol, source = self._resolve_protocol(ctx, pre)
+        res.params["protocol_resolved"] = self._protocol
+        res.params["protocol_source"] = source
+        scope = ctx.store.scope(self.id, {"check": self.name, **res.params})
 
         clean = self._clean(ctx, scope)
         clean_acc = float(clean.correct.mean()) if clean.correct.size else math.nan
@@ -254,6 +299,9 @@ class CorruptionCheck(Check):
 
         self._audit(res, clean_acc, mean_acc, acc, sevs)
         self._describe(ctx, res, p, worst, main, pre)
+        res.definitions[f"{P}/protocol"] = f"corruption protocol {self._protocol}: {source}."
+        if self._protocol == "cifar-c" and len(bench) == len(BENCHMARK) and sevs == [1, 2, 3, 4, 5]:
+            res.notes.append("Protocol cifar-c over the 15 benchmark corruptions x 5 severities: corruption/mean_accuracy is aggregated as RobustBench's corruption leaderboard (unweighted mean of the 75 cells).")
         return res
 
     def _baseline_metrics(self, ctx: RunContext, res: CheckResult, acc: dict[str, dict[int, float]], clean_acc: float, bench: list[str], sevs: list[int]) -> None:
@@ -323,7 +371,7 @@ class CorruptionCheck(Check):
         res.definitions.update({
             f"{P}/<name>/s<k>/accuracy": "top-1 accuracy on all n images under corruption <name> at severity k; 95% Wilson interval. E(f, s, c) = 1 - this.",
             f"{P}/<name>/accuracy": "mean of the per-severity accuracies of one corruption.",
-            f"{P}/mean_accuracy": f"mean corruption accuracy: mean over {bench_word} of this run ({', '.join(main)}) and severities {sorted(p.severities)}; held-out corruptions are reported separately (corruption/held_out/mean_accuracy).",
+            f"{P}/mean_accuracy": f"mean corruption accuracy: unweighted mean of the (corruption, severity) cell accuracies over {bench_word} of this run ({', '.join(main)}) and severities {sorted(p.severities)} (equal n per cell, so it is also the accuracy over all corrupted images); with all 15 x 5 cells under protocol cifar-c this is RobustBench's corruption aggregate. Held-out corruptions are reported separately (corruption/held_out/mean_accuracy).",
             f"{P}/mean_error": "unnormalised mean corruption error = 1 - corruption/mean_accuracy, a fraction; it is NOT the AlexNet-normalised mCE.",
             f"{P}/<name>/ce": "CE(f, c) = sum_s E(f, s, c) / sum_s E(base, s, c) (Hendrycks & Dietterich 2019), a fraction.",
             f"{P}/mce": "mCE = mean of CE over the 15 benchmark corruptions, a fraction (published figures are percentages: ResNet-50 76.7% = 0.767).",
@@ -339,8 +387,15 @@ class CorruptionCheck(Check):
             res.notes.append(f"Images come from the pre-rendered {pre.layout} set {pre.root}; clean accuracy is measured on the run's data ({ctx.data.spec}).")
             return
         res.definitions[f"{P}/source"] = (
-            f"rendered on the fly with the {p.backend} backend (imagecorruptions definitions at native size; grey images via RGB; sides below 32 px upsampled by an integer factor and averaged back), seeded per (run seed, corruption, severity, sample id)."
+            f"rendered on the fly with the {p.backend} backend under protocol {self._protocol} ({self._protocol_rules()}), seeded per (run seed, corruption, severity, sample id); corrupted images are truncated to 8 bits (floor(255 y)) as the reference scripts save them."
         )
         shape = ctx.data.sample_shape() if len(ctx.data) else ()
-        if len(shape) == 3 and max(shape[1:]) < 64:
-            res.notes.append("Small images were corrupted with the ImageNet-C (imagecorruptions) constants, not CIFAR-10-C's milder 32x32 re-parametrisation: accuracies are lower than and not comparable with published CIFAR-10-C numbers. For those, evaluate on the CIFAR-10-C files (precomputed: <folder>).")
+        if self._protocol == "imagenet-c" and len(shape) == 3 and max(shape[1:]) < 64:
+            res.notes.append("Small images were corrupted with the ImageNet-C (imagecorruptions) constants (protocol imagenet-c), not CIFAR-10-C's milder 32x32 re-parametrisation: accuracies are lower than and not comparable with published CIFAR-10-C numbers. Use protocol: cifar-c (32x32) or auto.")
+
+    def _protocol_rules(self) -> str:
+        return {
+            "imagenet-c": "imagecorruptions constants at native size; per-pixel corruptions at native resolution; spatial ones on images with a side below 32 px upsampled by an integer factor and averaged back; grey images via RGB",
+            "cifar-c": "make_cifar_c.py constants and procedures, as CIFAR-10-C / CIFAR-100-C were rendered; motion blur and snow with imagecorruptions' NumPy motion blur instead of ImageMagick",
+            "cifar-c-small": "make_cifar_c.py constants; per-pixel corruptions at native resolution; spatial ones on a 32x32 canvas (integer blocks + reflect padding, cropped and averaged back) for sides <= 32, at native size otherwise",
+        }.get(self._protocol, self._protocol)

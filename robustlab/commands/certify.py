@@ -76,7 +76,7 @@ def certify(**kw: Any) -> None:
 
     out = Path(kw["out_dir"]) if kw.get("out_dir") else default_out_dir(kw["model_spec"], "certify")
     cfg = RunConfig(
-        model_spec=kw["model_spec"], load=load_options_from(kw), suite=suite, data_spec=kw.get("data_spec"), data_root=kw.get("data_root"),
+        model_spec=kw["model_spec"], load=load_options_from(kw), suite=suite, data_spec=kw.get("data_spec"), dataset=kw.get("dataset_name"), data_root=kw.get("data_root"),
         download=bool(kw.get("download")), out_dir=out, limit=kw.get("limit"), **run_settings(kw),
     )
     with output_lock(out, cfg.command):

@@ -62,6 +62,7 @@ def data_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option("--data", "data_spec", default=None, help="Data spec (see `robustlab datasets`); default: the model's own data set."),
         click.option("--data-root", default=None, type=click.Path(file_okay=False), help="Folder of torchvision data sets (cifar10, svhn, ...)."),
+        click.option("--dataset", "dataset_name", default=None, help="Name the data set once (cifar10, cifar100, imagenet, mnist, fashion-mnist, digits, svhn): sets the attack budgets and the corruption protocol of npz:/folder: data and --arch models."),
         click.option("--limit", type=int, default=None, help="Evaluate only the first N samples."),
     ]
     for o in reversed(opts):

@@ -51,7 +51,7 @@ def evaluate(**kw: Any) -> None:
 
     out = Path(kw["out_dir"]) if kw.get("out_dir") else default_out_dir(kw["model_spec"], kw["suite"])
     cfg = RunConfig(
-        model_spec=kw["model_spec"], load=load_options_from(kw), suite=suite, data_spec=kw.get("data_spec"), data_root=kw.get("data_root"),
+        model_spec=kw["model_spec"], load=load_options_from(kw), suite=suite, data_spec=kw.get("data_spec"), dataset=kw.get("dataset_name"), data_root=kw.get("data_root"),
         download=bool(kw.get("download")), out_dir=out, limit=kw.get("limit"),
         options={"ood_fit_data": kw["fit_data"]} if kw.get("fit_data") else {}, **run_settings(kw),
     )

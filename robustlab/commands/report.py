@@ -100,19 +100,27 @@ def gate(ctx: click.Context, scorecard: Path, policy: Path, baseline: str | None
 @click.option("--min-delta", type=float, default=0.0, show_default=True, help="Show metrics whose absolute change exceeds this.")
 @click.option("--markdown", is_flag=True, help="Print markdown instead of plain text.")
 @click.option("--mlflow-uri", default=None, help="Tracking URI when A or B is an MLflow run id.")
-@click.option("--allow-mismatch", is_flag=True, help="Compare even when A and B were made with different precision, compile, channels-last or corruption protocol (shown as a warning).")
+@click.option("--allow-mismatch", "--allow-protocol-mismatch", "allow_mismatch", is_flag=True,
+              help="Compare even when A and B were made with different precision, compile, channels-last or corruption protocol (printed first as a warning).")
 def compare(a: str, b: str, min_delta: float, markdown: bool, mlflow_uri: str | None, allow_mismatch: bool) -> None:
     """Show what moved from scorecard A to scorecard B (files or MLflow run ids).
 
     Refuses (exit 2) when A and B were made with different settings that change the numbers
-    (precision, compile, channels-last, a check's protocol) unless --allow-mismatch is given.
+    (precision, compile, channels-last, the corruption protocol) unless --allow-mismatch is given.
     """
     from ..errors import RobustlabError
     from ..gates.compare import compare_scorecards, format_comparison, mismatch_warning
+    from ..gates.protocols import protocol_mismatches
 
-    cmp = compare_scorecards(_load(a, mlflow_uri), _load(b, mlflow_uri))
-    if cmp.settings and not allow_mismatch:
-        raise RobustlabError(f"not comparing: {mismatch_warning(cmp.settings)} Re-run one of them with the other's settings, or pass --allow-mismatch.")
+    card_a, card_b = _load(a, mlflow_uri), _load(b, mlflow_uri)
+    protocols = protocol_mismatches(card_a, card_b)
+    cmp = compare_scorecards(card_a, card_b)
+    if (cmp.settings or protocols) and not allow_mismatch:
+        parts = ([mismatch_warning(cmp.settings)] if cmp.settings else []) + (
+            [f"corruption protocols differ ({'; '.join(protocols)}): their numbers are not comparable."] if protocols else [])
+        raise RobustlabError(f"not comparing: {' '.join(parts)} Re-run one of them with the other's settings, or pass --allow-mismatch.")
+    if protocols:
+        click.echo(("**Corruption protocols differ; corruption numbers are not comparable:** " if markdown else "WARNING corruption protocols differ; corruption numbers are not comparable: ") + "; ".join(protocols) + "\n")
     click.echo(format_comparison(cmp, min_abs=min_delta, markdown=markdown), nl=False)
 
 

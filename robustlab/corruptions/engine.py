@@ -18,8 +18,8 @@ import torch
 
 from ..errors import SuiteError, UnknownNameError
 from ..seeding import sample_seeds
-from .protocol import from_working, to_working
-from .registry import ALL, FAST_CORRUPTIONS
+from .protocol import Protocol, from_working, resolve, to_working
+from .registry import ALL, FAST_CIFAR_C, FAST_CORRUPTIONS
 
 
 class Backend(str, Enum):
@@ -57,6 +57,7 @@ def corrupt(
     seeds: Sequence[int],
     *,
     backend: Backend | str = Backend.FAST,
+    protocol: Protocol | str = Protocol.IMAGENET_C,
 ) -> torch.Tensor:
     """Corrupt a batch.
 
@@ -65,8 +66,11 @@ def corrupt(
         name: one of the 19 ImageNet-C corruptions (``registry.ALL``).
         severity: 1..5.
         seeds: one integer per image; image i's randomness depends only on ``seeds[i]``.
-        backend: ``fast`` (batched torch, on ``x``'s device) or ``reference`` (imagecorruptions
-            on the CPU, one image at a time).
+        backend: ``fast`` (batched torch, on ``x``'s device) or ``reference`` (one image at a
+            time on the CPU: ``imagecorruptions`` for ``imagenet-c``, robustlab's NumPy transcription
+            of ``make_cifar_c.py`` for ``cifar-c`` / ``cifar-c-small``).
+        protocol: ``imagenet-c``, ``cifar-c``, ``cifar-c-small`` or ``auto`` (resolved from the
+            image size), see :mod:`robustlab.corruptions.protocol`.
     Returns:
         (N, C, H, W) float32 in [0, 1] on ``x``'s device.
 
@@ -78,11 +82,25 @@ def corrupt(
     if len(seeds) != x.shape[0]:
         raise ValueError(f"need one seed per image: {len(seeds)} seeds for {x.shape[0]} images")
     b = Backend.parse(backend)
+    proto = resolve(protocol, int(x.shape[-2]), int(x.shape[-1])) if x.ndim == 4 else Protocol.parse(protocol)
     x = x.float()
     if b is Backend.REFERENCE:
-        from .reference import reference_corrupt
+        if proto is Protocol.IMAGENET_C:
+            from .reference import reference_corrupt
 
-        return reference_corrupt(x, name, int(severity), seeds)
-    fn = FAST_CORRUPTIONS.get(name)
-    work, geom = to_working(x)
+            return reference_corrupt(x, name, int(severity), seeds)
+        from .cifar_c.reference import reference_cifar_c
+
+        work, geom = to_working(x.detach().cpu(), name, proto)
+        return from_working(reference_cifar_c(work, name, int(severity), seeds), name, geom).to(x.device)
+    fn = FAST_CORRUPTIONS.get(name) if proto is Protocol.IMAGENET_C else FAST_CIFAR_C.get(name)
+    work, geom = to_working(x, name, proto)
     return from_working(fn(work, int(severity), list(seeds)), name, geom)
+
+
+def to_uint8(y: torch.Tensor) -> torch.Tensor:
+    """8-bit levels of corrupted images in [0, 1]: ``floor(255 y)`` (the reference scripts' ``np.uint8``
+    truncation; a 1e-3 margin keeps exact levels such as 128/255 from dropping to 127 in float32).
+    (N, C, H, W) float -> same shape, uint8. The corruption check evaluates these levels and
+    ``robustlab corrupt`` stores them, so a saved set reproduces on-the-fly numbers exactly."""
+    return torch.floor(y.detach().clamp(0.0, 1.0) * 255.0 + 1e-3).clamp_(0, 255).to(torch.uint8)

@@ -6,7 +6,9 @@ numbers. Two layouts are recognised:
 * **CIFAR-C** (Hendrycks & Dietterich's CIFAR-10-C and CIFAR-100-C releases): a folder with one
   ``<corruption>.npy`` per corruption, (5 n, 32, 32, 3) uint8 with the five severities stacked in
   order (rows ``(s - 1) n .. s n - 1`` are severity s of the n test images), and ``labels.npy``
-  (5 n,) int. Arrays are memory-mapped.
+  (5 n,) int. Arrays are memory-mapped. Folders written by ``robustlab corrupt`` have the same
+  layout plus ``manifest.json`` (protocol, seed, hashes; exposed as ``manifest``) and ``ids.json``
+  (the sample ids).
 * **ImageNet-C**: ``<root>/<corruption>/<severity>/<class folder>/<image>`` (JPEG). Labels are the
   index of the class folder in the sorted list of class folders (the standard ImageNet order for the
   1000 WordNet ids).
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
+
+import json
 
 import numpy as np
 import torch
@@ -42,6 +46,7 @@ class PrecomputedCorruptions:
     root: Path
     layout: str
     corruptions: list[str]
+    manifest: dict[str, Any] = field(default_factory=dict)
     _cache: dict[tuple[str, int], tuple[list[Path], np.ndarray]] = field(default_factory=dict, repr=False)
 
     def count(self, name: str, severity: int) -> int:
@@ -61,6 +66,8 @@ class PrecomputedCorruptions:
     def ids(self, name: str, severity: int) -> list[str]:
         """Stable ids of the underlying clean images (the same for every corruption)."""
         if self.layout == "cifar-c":
+            if (self.root / "ids.json").is_file():
+                return [str(i) for i in json.loads((self.root / "ids.json").read_text())]
             return [f"{self.root.name}/{i}" for i in range(self.count(name, severity))]
         return [f"{p.parent.name}/{p.name}" for p in self._imagenet_index(name, severity)[0]]
 
@@ -122,7 +129,15 @@ def open_precomputed(root: str | Path, corruptions: Sequence[str] = ()) -> Preco
         n = np.load(p / "labels.npy", mmap_mode="r").shape[0]
         if n % 5:
             raise DataError(f"{p / 'labels.npy'} has {n} labels, not 5 severities x n images; is this a CIFAR-C release?")
-        return PrecomputedCorruptions(root=p, layout="cifar-c", corruptions=found)
+        manifest: dict[str, Any] = {}
+        if (p / "manifest.json").is_file():
+            try:
+                manifest = json.loads((p / "manifest.json").read_text())
+            except (OSError, ValueError) as exc:
+                raise DataError(f"{p / 'manifest.json'} is not readable JSON ({exc}); restore it or delete it to read the folder as a plain CIFAR-C set.") from exc
+            if manifest.get("n") is not None and int(manifest["n"]) * 5 != int(n):
+                raise DataError(f"{p}: manifest.json says {manifest['n']} images per severity but labels.npy has {n} labels; the folder is incomplete or mixed, render it again.")
+        return PrecomputedCorruptions(root=p, layout="cifar-c", corruptions=found, manifest=manifest)
     found = sorted(d.name for d in p.iterdir() if d.is_dir() and any((d / str(s)).is_dir() for s in range(1, 6)))
     if not found:
         raise DataError(f"{p} is neither a CIFAR-C folder (<corruption>.npy + labels.npy) nor an ImageNet-C folder (<corruption>/<severity>/<class>/); check the path.")

@@ -7,7 +7,9 @@ uint8 result back to float32 / 255. The global numpy RNG state is saved before a
 so callers' numpy randomness is not disturbed. It is not thread-safe (nor is the reference).
 
 Grey, small and non-square images follow :mod:`robustlab.corruptions.protocol` (replicate grey to
-RGB; upsample sides below 32 px by an integer factor and average back).
+RGB; per-pixel corruptions at native size, calling the ``imagecorruptions`` function directly since
+its ``corrupt`` refuses sides below 32 px; spatial ones upsampled by an integer factor and averaged
+back).
 
 References: Hendrycks & Dietterich, ICLR 2019; ``imagecorruptions`` 1.1.2, loaded through
 :mod:`robustlab.corruptions.compat`.
@@ -44,14 +46,21 @@ def reference_corrupt(x: torch.Tensor, name: str, severity: int, seeds: Sequence
     if len(seeds) != x.shape[0]:
         raise ValueError(f"need one seed per image: {len(seeds)} seeds for {x.shape[0]} images")
     ic = load_imagecorruptions()
-    work, geom = to_working(x.detach().float().cpu())
+    work, geom = to_working(x.detach().float().cpu(), name)
+    small = min(work.shape[-2:]) < 32
     imgs = (work.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     out = np.empty_like(imgs)
     state = np.random.get_state()
     try:
         for i in range(imgs.shape[0]):
             np.random.seed(int(seeds[i]) % 2**32)
-            out[i] = ic.corrupt(np.ascontiguousarray(imgs[i]), severity=int(severity), corruption_name=name)
+            img = np.ascontiguousarray(imgs[i])
+            if small:  # per-pixel corruptions only (to_working upsamples the others)
+                from PIL import Image
+
+                out[i] = np.uint8(getattr(ic.corruptions, name)(Image.fromarray(img), int(severity)))
+            else:
+                out[i] = ic.corrupt(img, severity=int(severity), corruption_name=name)
     finally:
         np.random.set_state(state)
     y = torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)

@@ -24,6 +24,12 @@ FAST_CORRUPTIONS: "Registry[FastCorruption]" = Registry(
     "corruption", group="robustlab.corruptions", builtins=("robustlab.corruptions.fast",)
 )
 
+#: fast implementations of the ``cifar-c`` protocol (``make_cifar_c.py``'s constants and procedures),
+#: same contract; used for ``cifar-c`` and ``cifar-c-small``.
+FAST_CIFAR_C: "Registry[FastCorruption]" = Registry(
+    "cifar-c corruption", group="robustlab.corruptions_cifar_c", builtins=("robustlab.corruptions.cifar_c.fast", "robustlab.corruptions.cifar_c.fast_spatial")
+)
+
 BENCHMARK = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
     "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",

@@ -202,7 +202,10 @@ def _npz(arg: str, *, split: str, root: object = None, download: bool = False) -
         classes = [str(c) for c in member("classes").reshape(-1)]
     else:
         classes = [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
-    return Dataset(spec=f"npz:{arg}", split=split, ids=ids, y=torch.from_numpy(y), classes=classes, x=torch.from_numpy(np.ascontiguousarray(xf)), description=f"arrays from {p.name}")
+    extra: dict[str, object] = {}
+    if "dataset" in z.files:  # the data set's name, stored once with the data (robustlab.data.naming)
+        extra["dataset"] = str(np.asarray(z["dataset"]).reshape(-1)[0])
+    return Dataset(spec=f"npz:{arg}", split=split, ids=ids, y=torch.from_numpy(y), classes=classes, x=torch.from_numpy(np.ascontiguousarray(xf)), description=f"arrays from {p.name}", extra=extra)
 
 
 DATASETS.add("npz", DatasetPlugin(_npz, "npz:PATH, arrays x (images) and y (labels); optional x_train/y_train, ids, classes.", needs_arg=True))
@@ -259,7 +262,19 @@ def _folder(arg: str, *, split: str, root: object = None, download: bool = False
 
     ids = [f"{f.relative_to(base).as_posix()}" for f, _ in files]
     y = torch.tensor([c for _, c in files], dtype=torch.int64)
-    return Dataset(spec=f"folder:{arg}", split=split, ids=ids, y=y, classes=classes, loader=load, description=f"image folder {base}")
+    extra: dict[str, object] = {}
+    for mf in (base / "manifest.json", Path(arg).expanduser() / "manifest.json"):
+        if mf.is_file():
+            import json
+
+            try:
+                name = json.loads(mf.read_text()).get("dataset")
+            except (OSError, ValueError, AttributeError) as exc:
+                raise DataError(f"{mf} is not a JSON object ({exc}); fix it or remove it.") from exc
+            if name:
+                extra["dataset"] = str(name)
+            break
+    return Dataset(spec=f"folder:{arg}", split=split, ids=ids, y=y, classes=classes, loader=load, description=f"image folder {base}", extra=extra)
 
 
 DATASETS.add("folder", DatasetPlugin(_folder, "folder:PATH, ImageFolder layout PATH/<class>/<image> (lazy loading).", needs_arg=True))

@@ -97,6 +97,18 @@ class CheckView:
     plots: list[Plot]
     audit: list[dict[str, Any]]
     notes: list[str]
+    header: str = ""
+
+
+def _check_header(c: Any) -> str:
+    """One line shown under a check's title: for corruption checks, the protocol and its source
+    (scorecards from before protocols existed say so)."""
+    if c.check != "corruption":
+        return ""
+    proto = c.params.get("protocol_resolved")
+    if not proto:
+        return "Protocol: not recorded (scorecard made before corruption protocols; on-the-fly corruptions used the ImageNet-C constants)."
+    return f"Protocol: {proto} (requested: {c.params.get('protocol', 'auto')}) — {c.params.get('protocol_source', '')}"
 
 
 @dataclass
@@ -175,7 +187,7 @@ def _check_view(c: Any) -> CheckView:
     return CheckView(
         id=c.id, check=c.check, status=c.status.value, reason=c.reason, seconds=float(c.seconds or 0.0),
         params=_flatten(c.params), metrics=flat, pivots=pivots, detail_metrics=[m for m in rows if _is_detail(m.key)],
-        plots=plots, audit=audit, notes=list(c.notes),
+        plots=plots, audit=audit, notes=list(c.notes), header=_check_header(c),
     )
 
 

@@ -22,7 +22,11 @@ DELTA = (0.1, 0.2, 0.3, 0.4, 0.5)
 @FAST_CORRUPTIONS.register("brightness")
 def brightness(x: torch.Tensor, severity: int, seeds: Sequence[int]) -> torch.Tensor:
     """(N, C, H, W) in [0, 1] -> same shape (``seeds`` unused: deterministic)."""
-    c = DELTA[check_input(x, severity, seeds)]
+    return brightness_shift(x, DELTA[check_input(x, severity, seeds)])
+
+
+def brightness_shift(x: torch.Tensor, c: float) -> torch.Tensor:
+    """HSV value + ``c`` (clipped to 1) with hue and saturation kept: (N, C, H, W) -> same."""
     v = x.amax(dim=1, keepdim=True)
     v_new = (v + c).clamp(max=1.0)
     scaled = x * (v_new / torch.where(v > 0, v, torch.ones_like(v)))

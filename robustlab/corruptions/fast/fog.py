@@ -100,9 +100,10 @@ def draw_uniforms(seeds: Sequence[int], count: int) -> Tensor:
     return per_image(seeds, lambda g: torch.rand(count, generator=g))
 
 
-def fog_with_uniforms(x: Tensor, severity: int, u: Tensor) -> Tensor:
-    """Fog with explicit plasma uniforms ``u`` (N, plasma_draws(mapsize)) (see :func:`plasma_fractal`)."""
-    a, decay = PARAMS[severity - 1]
+def fog_with_uniforms(x: Tensor, severity: int, u: Tensor, *, params: tuple[float, float] | None = None) -> Tensor:
+    """Fog with explicit plasma uniforms ``u`` (N, plasma_draws(mapsize)) (see :func:`plasma_fractal`);
+    ``params`` (a, decay) replaces ``PARAMS[severity - 1]`` (another protocol's constants)."""
+    a, decay = params or PARAMS[severity - 1]
     h, w = x.shape[-2:]
     mapsize = next_power_of_2(max(h, w, 3))
     plasma = plasma_fractal(u.to(device=x.device, dtype=torch.float32), mapsize, decay)[:, None, :h, :w]

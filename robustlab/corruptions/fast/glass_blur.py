@@ -148,9 +148,10 @@ def _resolve(offsets: Tensor, centre: Tensor, order: Tensor, width: int, passes:
     return value[:, (passes - 1) * p :]
 
 
-def glass_blur_with_offsets(x: Tensor, severity: int, offsets: Tensor) -> Tensor:
-    """Glass blur with explicit swap offsets (N, P, 2) as described in :func:`glass_permutation`."""
-    sigma, d, _ = PARAMS[severity - 1]
+def glass_blur_with_offsets(x: Tensor, severity: int, offsets: Tensor, *, params: tuple[float, int, int] | None = None) -> Tensor:
+    """Glass blur with explicit swap offsets (N, P, 2) as described in :func:`glass_permutation`;
+    ``params`` (sigma, max_delta, iterations) replaces this protocol's ``PARAMS[severity - 1]``."""
+    sigma, d, _ = params or PARAMS[severity - 1]
     n, c, h, w = x.shape
     y = torch.floor(gaussian_blur_nearest(x, sigma) * 255.0) / 255.0
     perm = glass_permutation(h, w, d, offsets).to(x.device)
@@ -158,9 +159,9 @@ def glass_blur_with_offsets(x: Tensor, severity: int, offsets: Tensor) -> Tensor
     return gaussian_blur_nearest(y, sigma).clamp_(0.0, 1.0)
 
 
-def draw_offsets(seeds: Sequence[int], height: int, width: int, severity: int) -> Tensor:
+def draw_offsets(seeds: Sequence[int], height: int, width: int, severity: int, *, params: tuple[float, int, int] | None = None) -> Tensor:
     """Per-image swap offsets ``randint(-d, d)`` of shape (N, P, 2) from ``seeds[i]`` (CPU, int8)."""
-    _, d, iters = PARAMS[severity - 1]
+    _, d, iters = params or PARAMS[severity - 1]
     p = iters * max(height - 2 * d, 0) * max(width - 2 * d, 0)
     return per_image(seeds, lambda g: torch.randint(-d, d, (p, 2), generator=g, dtype=torch.int8))
 

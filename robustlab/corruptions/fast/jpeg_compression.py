@@ -44,7 +44,11 @@ def _pil_round_trip(u8: torch.Tensor, quality: int) -> torch.Tensor:
 @FAST_CORRUPTIONS.register("jpeg_compression")
 def jpeg_compression(x: torch.Tensor, severity: int, seeds: Sequence[int]) -> torch.Tensor:
     """(N, C, H, W) in [0, 1] -> same shape (``seeds`` unused: deterministic)."""
-    q = QUALITY[check_input(x, severity, seeds)]
+    return jpeg_round_trip(x, QUALITY[check_input(x, severity, seeds)])
+
+
+def jpeg_round_trip(x: torch.Tensor, q: int) -> torch.Tensor:
+    """8-bit quantise, JPEG encode at quality ``q`` and decode: (N, C, H, W) in [0, 1] -> same."""
     if x.shape[0] == 0:
         return x.clone()
     u8 = (x.detach().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)

@@ -26,6 +26,11 @@ PARAMS = ((0.3, 0.0), (0.1, 0.0), (2.0, 0.0), (5.0, 0.1), (20.0, 0.2))
 def saturate(x: torch.Tensor, severity: int, seeds: Sequence[int]) -> torch.Tensor:
     """(N, C, H, W) in [0, 1] -> same shape (``seeds`` unused: deterministic)."""
     a, b = PARAMS[check_input(x, severity, seeds)]
+    return saturate_affine(x, a, b)
+
+
+def saturate_affine(x: torch.Tensor, a: float, b: float) -> torch.Tensor:
+    """HSV saturation ``clip(S a + b)`` with hue and value kept: (N, C, H, W) -> same."""
     rgb = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
     v = rgb.amax(dim=1, keepdim=True)
     delta = v - rgb.amin(dim=1, keepdim=True)

@@ -70,17 +70,18 @@ def gray(x: Tensor) -> Tensor:
     return x if x.shape[1] == 1 else rgb_to_grey(x, LUMA)
 
 
-def snow_with_draws(x: Tensor, severity: int, normals: Tensor, angles: Tensor) -> Tensor:
+def snow_with_draws(x: Tensor, severity: int, normals: Tensor, angles: Tensor, *, params: tuple[float, float, float, float, int, float, float] | None = None) -> Tensor:
     """Snow with explicit random numbers.
 
     Args:
         x: (N, C, H, W) float in [0, 1].
         normals: (N, H, W) standard normal numbers (the snow layer before ``loc + scale * z``).
         angles: (N,) blur angles in degrees, float64.
+        params: replaces ``PARAMS[severity - 1]`` (another protocol's constants).
     Returns:
         (N, C, H, W) corrupted images in [0, 1].
     """
-    loc, scale, zoom, thr, radius, sigma, blend = PARAMS[severity - 1]
+    loc, scale, zoom, thr, radius, sigma, blend = params or PARAMS[severity - 1]
     h, w = x.shape[-2:]
     layer = loc + scale * normals.to(device=x.device, dtype=x.dtype)[:, None]
     layer = clipped_zoom(layer, zoom)

@@ -211,12 +211,13 @@ def _colour(colour: tuple[float, float, float], like: Tensor) -> Tensor:
     return torch.tensor(colour, dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
 
 
-def spatter_with_normals(x: Tensor, severity: int, normals: Tensor) -> Tensor:
-    """Spatter with explicit standard normal numbers ``normals`` (N, H, W) for the liquid layer."""
+def spatter_with_normals(x: Tensor, severity: int, normals: Tensor, *, params: tuple[float, float, float, float, float, int] | None = None) -> Tensor:
+    """Spatter with explicit standard normal numbers ``normals`` (N, H, W) for the liquid layer;
+    ``params`` replaces ``PARAMS[severity - 1]`` (another protocol's constants)."""
     if x.shape[1] == 1:
-        rgb = spatter_with_normals(x.expand(-1, 3, -1, -1), severity, normals)
+        rgb = spatter_with_normals(x.expand(-1, 3, -1, -1), severity, normals, params=params)
         return rgb_to_grey(rgb).clamp_(0.0, 1.0)
-    loc, scale, sigma, thr, strength, mud = PARAMS[severity - 1]
+    loc, scale, sigma, thr, strength, mud = params or PARAMS[severity - 1]
     liquid = loc + scale * normals.to(device=x.device, dtype=torch.float64)[:, None]  # float64 as numpy
     liquid = gaussian_blur_nearest(liquid, sigma)
     liquid = torch.where(liquid < thr, torch.zeros_like(liquid), liquid)

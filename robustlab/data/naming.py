@@ -1,0 +1,76 @@
+"""Which data set is this? A name given once, never guessed silently.
+
+Budgets (attack epsilons) and corruption protocols depend on the data set, but ``npz:`` and
+``folder:`` data and state dicts loaded with ``--arch`` do not say which it is. Users name it in one
+of three places, in this order of precedence, and any two that disagree are an error:
+
+1. ``--dataset NAME`` on the command line;
+2. the data: a ``dataset`` string array in the npz (``np.savez(..., dataset="cifar10")``), or
+   ``{"dataset": "cifar10"}`` in ``manifest.json`` at the root of an image folder;
+3. the model's own default data set (zoo models, ``robustbench:`` models).
+
+The name and where it came from are recorded in the scorecard (``data.dataset``,
+``data.dataset_source``). The robustness budgets map it to a family (``cifar``, ``imagenet``,
+``mnist``, ``digits``) and ``protocol: auto`` of the corruption check maps it to a protocol.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from ..errors import DataError, UnknownNameError
+
+#: known data set names -> (budget family, corruption protocol for ``auto``)
+KNOWN: dict[str, tuple[str | None, str]] = {
+    "cifar10": ("cifar", "cifar-c"),
+    "cifar100": ("cifar", "cifar-c"),
+    "imagenet": ("imagenet", "imagenet-c"),
+    "mnist": ("mnist", "cifar-c-small"),
+    "fashion-mnist": ("mnist", "cifar-c-small"),
+    "digits": ("digits", "cifar-c-small"),
+    "svhn": (None, "cifar-c"),
+}
+
+
+def check_dataset_name(name: str) -> str:
+    """``name`` normalised (lower case); unknown names raise with the closest known ones."""
+    n = name.strip().lower()
+    if n not in KNOWN:
+        close = difflib.get_close_matches(n, KNOWN, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise UnknownNameError(f"unknown data set name {name!r}.{hint} Known: {', '.join(KNOWN)}.")
+    return n
+
+
+def resolve_dataset_name(cli: str | None, data: str | None, model: str | None) -> tuple[str | None, str]:
+    """(name or None, where it came from) from the three places, checking that they agree.
+
+    ``model`` is the model's default data spec (``cifar10``, ``digits``, ``samples:cifar10`` ...); it
+    counts only when it is, or ends with, a known name.
+    """
+    named: list[tuple[str, str]] = []
+    if cli:
+        named.append((check_dataset_name(cli), "--dataset"))
+    if data:
+        named.append((check_dataset_name(data), "the data (npz 'dataset' entry or folder manifest.json)"))
+    if model:
+        tail = model.rsplit(":", 1)[-1].strip().lower()
+        if tail in KNOWN:
+            named.append((tail, "the model's default data set"))
+    if not named:
+        return None, "not named (pass --dataset, or store a 'dataset' entry in the npz / folder manifest.json)"
+    first = named[0]
+    for other in named[1:]:
+        if other[0] != first[0] and other[1] != "the model's default data set":
+            raise DataError(f"the data set is named {first[0]!r} by {first[1]} but {other[0]!r} by {other[1]}; name it once, consistently.")
+    return first
+
+
+def family(name: str | None) -> str | None:
+    """Budget family of a known name (None when unknown or unnamed)."""
+    return KNOWN.get(name or "", (None, ""))[0]
+
+
+def auto_protocol(name: str | None) -> str | None:
+    """The corruption protocol ``auto`` picks for a named data set (None: decide by image size)."""
+    return KNOWN[name][1] if name in KNOWN else None
