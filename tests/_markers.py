@@ -50,6 +50,14 @@ REFERENCE: dict[str, dict[str, str]] = {
         "test_same_accuracy_cifar_resnet": "imagecorruptions",
     },
     "test_corruption_engine.py": {"test_reference_backend_through_engine": "imagecorruptions"},
+    "test_corruption_protocols.py": {
+        "test_per_pixel_strength_on_small_images_equals_reference": "imagecorruptions",
+        "test_per_pixel_strength_on_small_images_reference_backend": "imagecorruptions",
+    },
+    "test_cifar_c_fidelity.py": {
+        "test_deterministic_within_one_grey_level": "make_cifar_c.py (NumPy transcription)",
+        "test_random_perturbation_statistics": "make_cifar_c.py (NumPy transcription)",
+    },
     "test_ood_detectors.py": {
         "test_mahalanobis_fit_matches_sklearn_and_scipy": "scikit-learn",
         "test_same_scores_as_pytorch_ood": "pytorch-ood",
