@@ -151,3 +151,21 @@ def test_check_sampling_mode() -> None:
     assert adapt.params["sampling"] == "adaptive"
     with pytest.raises(SuiteError, match="sampling"):
         CHECKS.get("certify").parse_params({"sampling": "sequential"})
+
+
+def test_certify_command_sampling_option(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from robustlab.cli import main
+    from robustlab.scorecard import Scorecard
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["certify", "--model", "zoo:digits-cnn", "--sigma", "0.25", "--n", "5000", "--n0", "30", "--sampling", "adaptive",
+                                  "--num-points", "6", "--no-attack", "--predict-n", "100", "--device", "cpu", "--out", str(out),
+                                  "--no-mlflow", "--no-report", "--radii", "0,0.25"])
+    assert r.exit_code == 0, r.output
+    card = Scorecard.read(out / "scorecard.json")
+    m = card.metrics()
+    assert m["certify/sigma=0.25/mean_samples"] < 5030
+    bad = CliRunner().invoke(main, ["certify", "--model", "zoo:digits-cnn", "--sampling", "sequential", "--out", str(tmp_path)])
+    assert bad.exit_code == 2
