@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
@@ -85,6 +86,14 @@ def main() -> None:
                 sync()
                 secs[mode] += time.perf_counter() - t0
                 out[mode].extend(certs)
+            # partial results on stderr, so that a run cut short still reports the points it finished
+            print(json.dumps(summary(args, device, sigma, out, secs, y[: len(out["fixed"])], wilson_interval)), file=sys.stderr, flush=True)
+        print(json.dumps(summary(args, device, sigma, out, secs, y, wilson_interval)), flush=True)
+
+
+def summary(args: Any, device: torch.device, sigma: float, out: dict[str, list[Any]], secs: dict[str, float], y: np.ndarray, wilson_interval: Any) -> dict[str, Any]:
+    npts = len(out["fixed"])
+    if npts:
         row: dict[str, Any] = {"task": "certify_adaptive", "impl": "robustlab(adaptive)", "reference": "robustlab(fixed n, Cohen et al.)",
                                "device": str(device), "model": args.model, "n": args.n, "n0": args.n0, "alpha": args.alpha, "sigma": sigma,
                                "points": npts, "threads": args.threads, "seconds": round(secs["adaptive"], 3),
@@ -108,7 +117,8 @@ def main() -> None:
         row["points_differing_at_some_radius"] = int(sum(
             any((a.prediction == yy and a.radius >= r) != (f.prediction == yy and f.radius >= r) for r in args.radii)
             for a, f, yy in zip(out["adaptive"], out["fixed"], y)))
-        print(json.dumps(row), flush=True)
+        return row
+    return {}
 
 
 if __name__ == "__main__":
