@@ -5,6 +5,8 @@ Prints one JSON line per measurement (task, impl, reference, device, n, seconds,
 * ``autoattack``: robustlab's AutoAttack (engine ``fast``) vs ``pyautoattack``'s
   ``run_standard_evaluation`` with the same seed and data; ``ratio`` = reference seconds /
   robustlab seconds; fidelity = robust accuracy of each and the number of points whose flags differ.
+* ``malt``: robustlab's MALT on the same points: seconds against both AutoAttacks, and the number
+  of points AutoAttack breaks that MALT misses (``autoattack_breaks_malt_misses``; goal 0).
 * ``pgd``: robustlab's PGD (with and without early exit) vs foolbox's ``LinfPGD`` with the same
   steps / step size; fidelity = robust accuracy difference.
 
@@ -38,7 +40,7 @@ def _emit(**kw: Any) -> None:
     print(json.dumps(kw, sort_keys=False), flush=True)
 
 
-def bench_autoattack(model: Any, x: torch.Tensor, y: torch.Tensor, *, eps: float, device: torch.device, task: str, n_iter: int, queries: int, seed: int = 0) -> None:
+def bench_autoattack(model: Any, x: torch.Tensor, y: torch.Tensor, *, eps: float, device: torch.device, task: str, n_iter: int, queries: int, seed: int = 0, malt: bool = True) -> None:
     from pyautoattack import AutoAttack
 
     from robustlab.attacks.autoattack import run_autoattack
@@ -71,6 +73,31 @@ def bench_autoattack(model: Any, x: torch.Tensor, y: torch.Tensor, *, eps: float
         robust_accuracy=float(r.robust.float().mean()), reference_robust_accuracy=float(ref.float().mean()),
         robust_accuracy_diff=float(r.robust.float().mean() - ref.float().mean()), flag_disagreements=int((r.robust != ref).sum()),
         seconds_per_attack={k: round(v, 3) for k, v in r.seconds.items()},
+    )
+    if malt:
+        bench_malt(model, x, y, eps=eps, device=device, task=task, n_iter=n_iter, aa_robust=r.robust, aa_seconds=t_ours, ref_robust=ref, ref_seconds=t_ref)
+
+
+def bench_malt(model: Any, x: torch.Tensor, y: torch.Tensor, *, eps: float, device: torch.device, task: str, n_iter: int,
+               aa_robust: torch.Tensor, aa_seconds: float, ref_robust: torch.Tensor, ref_seconds: float) -> None:
+    """MALT on the same points: its time against AutoAttack's, and the points AutoAttack breaks that MALT misses."""
+    from robustlab.attacks.malt import MALT
+
+    _sync(device)
+    t0 = time.perf_counter()
+    xa = MALT(n_iter=n_iter).perturb(model, x, y, eps, seeds=list(range(len(y))))
+    _sync(device)
+    t = time.perf_counter() - t0
+    with torch.no_grad():
+        robust = model(xa).argmax(1).eq(y)
+    _emit(
+        task=task.replace("autoattack", "malt"), impl="robustlab.attacks.malt.MALT", reference="robustlab.autoattack(engine=fast) and pyautoattack", device=str(device),
+        n=len(y), seconds=round(t, 3), reference_seconds=round(ref_seconds, 3), ratio=round(ref_seconds / t, 2) if t > 0 else None,
+        ratio_vs_robustlab_autoattack=round(aa_seconds / t, 2) if t > 0 else None, eps=eps, apgd_iterations=n_iter,
+        robust_accuracy=float(robust.float().mean()), autoattack_robust_accuracy=float(aa_robust.float().mean()),
+        reference_robust_accuracy=float(ref_robust.float().mean()),
+        autoattack_breaks_malt_misses=int((robust & ~aa_robust).sum()), malt_breaks_autoattack_misses=int((~robust & aa_robust).sum()),
+        reference_breaks_malt_misses=int((robust & ~ref_robust).sum()),
     )
 
 
@@ -112,6 +139,8 @@ def main() -> None:
     ap.add_argument("--cifar-n", type=int, default=None, help="shared CIFAR-10 images for the ResNet-18 (default: 1000 on cuda, 0 on cpu)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip-digits", action="store_true")
+    ap.add_argument("--cifar-model", default="zoo:cifar10-resnet18", help="model spec for the CIFAR rows (e.g. an adversarially trained checkpoint)")
+    ap.add_argument("--skip-pgd", action="store_true")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,7 +156,8 @@ def main() -> None:
         n = min(8 if args.quick else args.n, len(d))
         x, y = d.x[:n], d.y[:n]
         bench_autoattack(m, x, y, eps=0.1, device=device, task="autoattack/digits-cnn/linf=0.1", n_iter=n_iter, queries=queries)
-        bench_pgd(m, x, y, eps=0.1, device=device, task="pgd/digits-cnn/linf=0.1", steps=steps)
+        if not args.skip_pgd:
+            bench_pgd(m, x, y, eps=0.1, device=device, task="pgd/digits-cnn/linf=0.1", steps=steps)
     cifar_n = args.cifar_n if args.cifar_n is not None else (1000 if device.type == "cuda" and not args.quick else 0)
     if cifar_n:
         shared = Path(os.environ.get("ROBUSTLAB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -135,11 +165,13 @@ def main() -> None:
         if not npz.is_file():
             _emit(task="autoattack/cifar10-resnet18/linf=8/255", skipped=f"{npz} not found; set ROBUSTLAB_SHARED_DATA")
             return
-        m = load_model("zoo:cifar10-resnet18", device=str(device))
+        m = load_model(args.cifar_model, device=str(device))
         d = load_dataset(f"npz:{npz}", split="test")
         x, y = d.images(slice(0, cifar_n)), d.y[:cifar_n]
-        bench_autoattack(m, x, y, eps=8 / 255, device=device, task="autoattack/cifar10-resnet18/linf=8/255", n_iter=n_iter, queries=queries)
-        bench_pgd(m, x, y, eps=8 / 255, device=device, task="pgd/cifar10-resnet18/linf=8/255", steps=steps)
+        label = "cifar10-resnet18" if args.cifar_model == "zoo:cifar10-resnet18" else Path(args.cifar_model.split(":")[-1]).name.split(".")[0]
+        bench_autoattack(m, x, y, eps=8 / 255, device=device, task=f"autoattack/{label}/linf=8/255", n_iter=n_iter, queries=queries)
+        if not args.skip_pgd:
+            bench_pgd(m, x, y, eps=8 / 255, device=device, task="pgd/cifar10-resnet18/linf=8/255", steps=steps)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,13 @@
 3. The corruption grid, fast backend against the reference (``bench/corruptions.py``).
 4. OOD detectors (``bench/ood.py``).
 5. Certification (``bench/certify.py``), n = 100,000 on the ResNet-18.
+6. Adaptive certification against fixed n = 100,000 (``bench/certify_adaptive.py``): seconds per
+   image and forward passes, certified accuracy of both.
+7. AutoAttack and MALT on an adversarially trained ResNet-18 (``--robust-model``, default the
+   ``robustlab defend --method fast-at`` checkpoint under /work/models when present).
+
+Budgets add up to about 12 minutes at most (each part is cut at its budget; the robust-model
+AutoAttack runs on 500 of the 1000 images).
 
 Every line printed is one JSON measurement. Each part runs as a subprocess with its own time budget,
 so one slow or failing part cannot take the others down (a failure prints a JSON line with
@@ -99,7 +106,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="tiny budgets (CPU end-to-end test)")
     ap.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data" / "cifar10_test_1000.npz"), help="the 1000 real CIFAR-10 images (npz)")
-    ap.add_argument("--parts", default="throughput,attacks,corruptions,ood,certify")
+    ap.add_argument("--parts", default="throughput,attacks,attacks_robust,corruptions,ood,certify,certify_adaptive")
+    ap.add_argument("--robust-model", default="/work/models/cifar10_resnet18_fastat.safetensors", help="adversarially trained CIFAR-10 model spec")
     a = ap.parse_args()
     parts = set(a.parts.split(","))
     quick = ["--quick"] if a.quick else []
@@ -109,15 +117,26 @@ def main() -> None:
         throughput(a.device, 8 if a.quick else 512, 2 if a.quick else 20)
     if "attacks" in parts:
         extra = [] if a.quick or not have_data else ["--skip-digits", "--cifar-n", "1000"]
-        run_part("attacks", ["attacks.py", "--device", a.device, *quick, *extra], 180 if a.quick else 170)
+        run_part("attacks", ["attacks.py", "--device", a.device, *quick, *extra], 180 if a.quick else 150)
+    if "attacks_robust" in parts:
+        if a.quick:  # a ResNet-18 AutoAttack does not fit the CPU test's budget; the path is bench/attacks.py --cifar-model
+            emit(task="attacks_robust", skipped="--quick: not run on the CPU")
+        elif (a.robust_model.startswith("zoo:") or Path(a.robust_model.split(":", 1)[-1]).is_file()) and have_data:
+            extra = ["--skip-digits", "--skip-pgd", "--cifar-model", a.robust_model, "--cifar-n", "500"]
+            run_part("attacks_robust", ["attacks.py", "--device", a.device, *extra], 200)
+        else:
+            emit(task="attacks_robust", skipped=f"no adversarially trained model at {a.robust_model} or no CIFAR data")
     if "corruptions" in parts:
         extra = ["--grid-n", "0", "--n32", "16", "--n224", "2"] if a.quick else ["--skip-reference", "--grid-n", "1000", "--grid-batch", "1000", "--n32", "1000", "--n224", "64"]
-        run_part("corruptions", ["corruptions.py", "--device", a.device, *quick, *extra], 120 if a.quick else 90)
+        run_part("corruptions", ["corruptions.py", "--device", a.device, *quick, *extra], 120 if a.quick else 60)
     if "ood" in parts:
-        run_part("ood", ["ood.py", "--device", a.device, *quick], 120 if a.quick else 60)
+        run_part("ood", ["ood.py", "--device", a.device, *quick], 120 if a.quick else 40)
     if "certify" in parts:
         extra = [] if a.quick else ["--model", "zoo:cifar10-resnet18", "--n", "100000", "--points", "3", "--batch", "1000", "--our-batch", "10000"] + (["--data", f"npz:{a.data}"] if have_data else [])
-        run_part("certify", ["certify.py", "--device", a.device, *quick, *extra], 120 if a.quick else 150)
+        run_part("certify", ["certify.py", "--device", a.device, *quick, *extra], 120 if a.quick else 100)
+    if "certify_adaptive" in parts:
+        extra = [] if a.quick else ["--model", "zoo:cifar10-resnet18", "--n", "100000", "--points", "8", "--chunk", "8", "--batch", "10000", "--sigmas", "0.25"] + (["--data", f"npz:{a.data}"] if have_data else [])
+        run_part("certify_adaptive", ["certify_adaptive.py", "--device", a.device, *quick, *extra], 120 if a.quick else 60)
     emit(task="gpu_bench", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
 
 

@@ -179,3 +179,35 @@ def test_cifar_resnet18_both_engines_16_images(cifar_model, cifar_data) -> None:
     for engine in ("reference", "fast"):
         ours = run_autoattack(cifar_model, x, y, eps=8 / 255, engine=engine, seed=0)
         assert torch.equal(ours.robust, ref), engine
+
+
+@pytest.mark.slow
+def test_square_skips_candidates_equal_to_their_best(digits_model, digits_data) -> None:
+    """Late Square iterations change a 1x1 window often already at the drawn sign: such candidates
+    equal the current best and are not evaluated: fewer forward rows, the reference's flags."""
+    from pyautoattack.square import SquareAttack
+
+    x, y = digits_data.x[:16], digits_data.y[:16]
+    ok = digits_model(x).argmax(1).eq(y)
+    x, y = x[ok], y[ok]
+
+    class Counting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows = 0
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            self.rows += t.shape[0]
+            return digits_model(t)
+
+    counter = Counting()
+    queries = 2100  # reaches the 1-pixel windows of the schedule (iteration > 2000)
+    xo = square_linf(counter, x, y, 0.1, n_queries=queries, seed=2)
+    ref = SquareAttack(digits_model, p_init=0.8, n_queries=queries, eps=0.1, norm="Linf", n_restarts=1, seed=2, device="cpu", resc_schedule=False)
+    xr = ref.perturb(x, y)
+    flags = digits_model(xo).argmax(1).eq(y)
+    assert torch.equal(digits_model(xr).argmax(1).eq(y), flags)
+    robust = int(flags.sum())
+    assert robust > 0
+    # without skipping, every robust point costs one row per iteration
+    assert counter.rows < 0.97 * robust * queries, (counter.rows, robust * queries)

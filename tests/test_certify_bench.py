@@ -28,3 +28,14 @@ def test_bench_quick_runs() -> None:
     assert ref["ratio"] == pytest.approx(1.0)
     assert ours["ratio"] == pytest.approx(ref["seconds"] / ours["seconds"], rel=0.02, abs=0.002)
     assert 0.0 <= ours["prediction_agreement"] <= 1.0 and ours["mean_abs_radius_diff"] >= 0.0
+
+
+def test_adaptive_bench_quick_runs() -> None:
+    bench = BENCH.parent / "certify_adaptive.py"
+    r = subprocess.run([sys.executable, str(bench), "--quick", "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    (row,) = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+    for key in ("task", "impl", "reference", "device", "n", "seconds", "ratio", "samples_ratio", "same_within_interval"):
+        assert key in row, key
+    assert row["samples_fixed"] == row["n"] + row["n0"] and row["samples_adaptive"] <= row["samples_fixed"]
+    assert row["samples_adaptive_max"] <= row["samples_fixed"]

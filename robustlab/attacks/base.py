@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 #: Attack classes by name; built-ins register on first lookup.
 ATTACKS: "Registry[type[Attack]]" = Registry(
-    "attack", group="robustlab.attacks", builtins=("robustlab.attacks.pgd",)
+    "attack", group="robustlab.attacks", builtins=("robustlab.attacks.pgd", "robustlab.attacks.malt")
 )
 
 

@@ -20,6 +20,8 @@ from ..attacks.pgd import PGD
 from ..certify.bounds import max_certifiable_radius
 from ..certify.curves import average_certified_radius, certified_accuracy, certified_count, radius_grid, standard_sigmas
 from ..certify.smoothadv import smoothadv_pgd_l2
+from ..certify.sequential import DEFINITION as ADAPTIVE_DEFINITION
+from ..certify.sequential import SamplingMode
 from ..certify.smoothing import ABSTAIN, Certificate, SmoothedClassifier
 from ..errors import SuiteError
 from ..metrics.stats import wilson_interval
@@ -36,6 +38,10 @@ DEFINITIONS: dict[str, str] = {
         "probability >= 1 - alpha over the Monte-Carlo noise. R = sigma * Phi^-1(pA_lower), pA_lower the one-sided "
         "(1 - alpha) Clopper-Pearson lower bound from n estimation samples, the class chosen with n0 separate samples; "
         "abstain when pA_lower < 0.5. The 95% interval is Wilson's, over the sampled test points."
+    ),
+    "mean_samples": (
+        "Mean number of noise samples (forward passes) CERTIFY spent per evaluated point: n0 selection samples plus the estimation "
+        "samples (exactly n with fixed sampling; with adaptive sampling the number used before the answer was decided, at most n)."
     ),
     "average_certified_radius": "Average certified radius (Zhai et al. 2020): mean over all evaluated points of R for correct certified points, 0 otherwise.",
     "abstention_rate": "Fraction of evaluated points where CERTIFY abstains (pA_lower < 0.5).",
@@ -70,7 +76,11 @@ class CertifyParams(Params):
 
     Attributes:
         sigmas: noise levels (input units); empty: the data set's standard levels (``STANDARD_SIGMAS``).
-        n0: selection samples. n: estimation samples. alpha: failure probability per certificate.
+        n0: selection samples. n: estimation samples (the cap with adaptive sampling). alpha: failure
+            probability per certificate.
+        sampling: ``fixed`` (Cohen et al.: exactly n samples, Clopper-Pearson) or ``adaptive``
+            (anytime-valid confidence sequence, stops once every radius in ``radii`` is decided;
+            ``robustlab.certify.sequential``).
         predict_n: samples for PREDICT (smoothed accuracy); 0 = ``n``.
         num_points: evenly spaced test points to certify; 0 = all.
         radii: radii at which certified accuracy is reported as a metric.
@@ -87,6 +97,7 @@ class CertifyParams(Params):
     n0: int = 100
     n: int = 100_000
     alpha: float = 0.001
+    sampling: str = SamplingMode.FIXED.value
     predict_n: int = 0
     num_points: int = 500
     radii: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
@@ -110,6 +121,8 @@ class CertifyParams(Params):
         need = math.floor(math.log(self.alpha) / math.log(0.5)) + 1
         if self.n < need:
             raise SuiteError(f"certify.n={self.n} cannot certify any point at alpha={self.alpha}; use n >= {need} (the standard is 100000).")
+        if self.sampling not in {m.value for m in SamplingMode}:
+            raise SuiteError(f"certify.sampling must be one of {', '.join(m.value for m in SamplingMode)}, got {self.sampling!r}.")
         if self.predict_n < 0 or self.num_points < 0 or self.batch_size < 0:
             raise SuiteError("certify.predict_n, num_points and batch_size must be >= 0 (0 = default).")
         if any(not (r >= 0 and math.isfinite(r)) for r in [*self.radii, *self.interval_radii]):
@@ -193,10 +206,13 @@ class CertifyCheck(Check):
             pred = np.array([c.prediction for c in certs], dtype=np.int64)
             radius = np.array([c.radius for c in certs], dtype=np.float64) / scale
             correct = (pred == y) & (pred != ABSTAIN)
+            adaptive = SamplingMode(p.sampling) is SamplingMode.ADAPTIVE
             for r in p.radii:
                 k = certified_count(radius, correct, r)
                 res.add_metric(f"{s_key}/certified_accuracy@r={fmt(r)}", certified_accuracy(radius, correct, r), interval=wilson_interval(k, npts), n=npts)
-                res.definitions[f"{s_key}/certified_accuracy@r={fmt(r)}"] = DEFINITIONS["certified_accuracy"]
+                res.definitions[f"{s_key}/certified_accuracy@r={fmt(r)}"] = DEFINITIONS["certified_accuracy"] + (" " + ADAPTIVE_DEFINITION if adaptive else "")
+            res.add_metric(f"{s_key}/mean_samples", float(p.n0 + np.mean([c.n for c in certs])) if npts else math.nan, n=npts)
+            res.definitions[f"{s_key}/mean_samples"] = DEFINITIONS["mean_samples"]
             res.add_metric(f"{s_key}/average_certified_radius", average_certified_radius(radius, correct), n=npts)
             res.definitions[f"{s_key}/average_certified_radius"] = DEFINITIONS["average_certified_radius"]
             n_abs = int((pred == ABSTAIN).sum())
@@ -219,7 +235,8 @@ class CertifyCheck(Check):
 
         res.series[f"{pre}/certified_accuracy"] = Series(x=grid, y=curves, x_label="L2 radius", y_label="certified accuracy", kind="line")
         res.notes.append(
-            f"Randomized smoothing on {npts} of {len(data)} test points (evenly spaced), n0={p.n0}, n={p.n}, alpha={p.alpha}, "
+            f"Randomized smoothing on {npts} of {len(data)} test points (evenly spaced), n0={p.n0}, n={p.n}"
+            f"{' (cap; adaptive sampling by an anytime-valid confidence sequence: radii are those certified when sampling stopped, so the average certified radius is not comparable with fixed n)' if p.sampling == SamplingMode.ADAPTIVE.value else ''}, alpha={p.alpha}, "
             f"sigmas {', '.join(fmt(s) for s in sigmas)}{' (the standard levels for this data set)' if not p.sigmas else ''}. "
             "Certificates are for the Gaussian-smoothed classifier, not for the base model."
         )
@@ -229,10 +246,14 @@ class CertifyCheck(Check):
     def _certify(self, ctx: RunContext, smooth: SmoothedClassifier, x: torch.Tensor, seeds: list[int], ids: list[str],
                  scope: str, s_key: str, p: CertifyParams) -> list[Certificate]:
         """CERTIFY every point, reusing stored results (resume); one store entry per chunk of points."""
-        chunk = max(8, min(64, (self._noise_batch(ctx)) // (p.n0 + p.n)))
+        adaptive = SamplingMode(p.sampling) is SamplingMode.ADAPTIVE
+        chunk = 64 if adaptive else max(8, min(64, (self._noise_batch(ctx)) // (p.n0 + p.n)))
 
         def batch(start: int, stop: int) -> list[list[float]]:
-            certs = smooth.certify(x[start:stop], seeds[start:stop], n0=p.n0, n=p.n, alpha=p.alpha)
+            if adaptive:
+                certs = smooth.certify_adaptive(x[start:stop], seeds[start:stop], radii=p.radii, n0=p.n0, n=p.n, alpha=p.alpha)
+            else:
+                certs = smooth.certify(x[start:stop], seeds[start:stop], n0=p.n0, n=p.n, alpha=p.alpha)
             return [[c.prediction, c.radius, c.p_lower, c.count, c.n, c.majority, c.selected] for c in certs]
 
         parts = ctx.map_batches(f"{scope}|{s_key}/certify", len(ids), batch, batch_size=chunk, desc=f"certify {s_key.split('/')[-1]}")

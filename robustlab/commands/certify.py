@@ -20,7 +20,9 @@ from .common import _floats, run_settings, data_options, default_out_dir, load_o
 @model_options
 @data_options
 @click.option("--sigma", "sigmas", multiple=True, type=float, help="Gaussian noise level in units of the input range (as pixel values in [0, 1]; scaled by the model's bounds like epsilons); repeat for several (default: the data set's standard levels).")
-@click.option("--n", "n", type=click.IntRange(1), default=100_000, show_default=True, help="Estimation samples per point.")
+@click.option("--n", "n", type=click.IntRange(1), default=100_000, show_default=True, help="Estimation samples per point (the cap with --sampling adaptive).")
+@click.option("--sampling", type=click.Choice(["fixed", "adaptive"]), default="fixed", show_default=True,
+              help="fixed: Cohen et al.'s n samples; adaptive: anytime-valid confidence sequence, stops once every --radii answer is decided.")
 @click.option("--n0", type=click.IntRange(1), default=100, show_default=True, help="Selection samples per point.")
 @click.option("--alpha", type=float, default=0.001, show_default=True, help="Failure probability of each certificate.")
 @click.option("--num-points", type=click.IntRange(0), default=500, show_default=True, help="Certify this many evenly spaced test points (0 = all).")
@@ -47,6 +49,7 @@ def certify(**kw: Any) -> None:
     \b
     Examples:
       robustlab certify --model zoo:digits-cnn --sigma 0.25 --n 10000
+      robustlab certify --model zoo:digits-cnn --sigma 0.25 --sampling adaptive --no-attack
       robustlab certify --model zoo:cifar10-resnet18 --sigma 0.25 --sigma 0.5 --num-points 100 --device cuda
     """
     import yaml
@@ -58,6 +61,7 @@ def certify(**kw: Any) -> None:
         "n": kw["n"],
         "n0": kw["n0"],
         "alpha": kw["alpha"],
+        "sampling": kw["sampling"],
         "num_points": kw["num_points"],
         "radii": list(_floats(kw["radii"], "--radii") or ()),
         "predict_n": kw["predict_n"],

@@ -1,0 +1,171 @@
+"""Adaptive (anytime-valid) CERTIFY: the confidence sequence, its coverage under optional stopping on
+a classifier with closed-form pA, agreement with fixed-n CERTIFY, and the check's sampling mode."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import beta, norm
+
+import robustlab.certify.sequential as sequential
+from robustlab.certify import SamplingMode, SmoothedClassifier, confidence_sequence
+from robustlab.checks import CHECKS
+from robustlab.errors import SuiteError
+
+from test_certify import linear_model, point_with_margin
+from test_certify_check import margin_data, run_check
+
+
+def log_m(s: int, t: int, p: float) -> float:
+    """The Jeffreys-mixture log-martingale written independently with math.lgamma."""
+    lb = lambda a, b: math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)  # noqa: E731
+    return lb(0.5 + s, 0.5 + t - s) - lb(0.5, 0.5) - s * math.log(p) - (t - s) * math.log1p(-p)
+
+
+def test_confidence_sequence_ends_solve_the_ville_boundary() -> None:
+    alpha = 0.001
+    cases = [(0, 50), (1, 100), (57, 100), (99, 100), (100, 100), (9990, 10_000), (100_000, 100_000), (31_000, 40_000)]
+    lo, hi = confidence_sequence([s for s, _ in cases], [t for _, t in cases], alpha)
+    for (s, t), l, u in zip(cases, lo, hi):
+        assert 0.0 <= l <= s / t <= u <= 1.0
+        if s > 0:  # the lower end is where M_t(p) = 1/alpha, just outside the sequence
+            assert log_m(s, t, l) >= math.log(1 / alpha) and log_m(s, t, l) == pytest.approx(math.log(1 / alpha), abs=1e-6)
+        else:
+            assert l == 0.0
+        if s < t:
+            assert log_m(s, t, u) == pytest.approx(math.log(1 / alpha), abs=1e-6)
+        # wider than the fixed-n Clopper-Pearson interval at the same level (the price of optional stopping)
+        if 0 < s:
+            assert l <= beta.ppf(alpha / 2, s, t - s + 1)
+    # all successes: closed form of the lower end
+    t = 10_000
+    log_mix = math.lgamma(0.5 + t) + math.lgamma(0.5) - math.lgamma(1 + t) - 2 * math.lgamma(0.5)  # log B(t + 1/2, 1/2) / B(1/2, 1/2)
+    expect = math.exp((log_mix - math.log(1 / alpha)) / t)
+    assert float(confidence_sequence([t], t, alpha)[0][0]) == pytest.approx(expect, rel=1e-9)
+    l0, u0 = confidence_sequence([0], 0, alpha)
+    assert (l0[0], u0[0]) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        confidence_sequence([5], 3, alpha)
+
+
+def test_look_schedule_and_decision() -> None:
+    sched = sequential.look_schedule(100_000)
+    assert sched[0] == sequential.FIRST_LOOK and sched[-1] == 100_000 and all(b > a for a, b in zip(sched, sched[1:]))
+    assert sequential.look_schedule(50) == [50]
+    thr = sequential.radius_thresholds([0.0, 0.25, 0.5], 0.25)
+    assert thr.tolist() == pytest.approx([0.5, norm.cdf(1.0), norm.cdf(2.0)])
+    d = sequential.decided(np.array([0.99, 0.6, 0.6, 0.2]), np.array([1.0, 0.9, 0.7, 0.4]), thr, reachable=0.999)
+    assert d.tolist() == [True, False, True, True]
+    # the largest radius cannot be reached within the cap: the one below it is the top target
+    assert sequential.decided(np.array([0.9]), np.array([1.0]), thr, reachable=0.95).tolist() == [True]
+
+
+def test_adaptive_lower_bound_holds_under_optional_stopping_over_600_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linear classifier, pA = Phi(margin / sigma) exactly; the requested radius sits at the true
+    margin, the hardest case for a sequential test. The adaptive pA_lower exceeds the true pA of the
+    selected class in at most alpha of 600 seeds; the same procedure with a fixed-n Clopper-Pearson
+    bound read at each look (not valid under optional stopping) fails far more often, so the test
+    can tell a wrong bound."""
+    shape = (1, 4, 4)
+    model, net = linear_model(shape, seed=1)
+    sigma, margin, cap, alpha, trials = 0.5, 0.3, 2000, 0.05, 600
+    p_true = norm.cdf(margin / sigma)
+    x = point_with_margin(net, margin, shape).expand(trials, *shape).contiguous()
+    smooth = SmoothedClassifier(model, sigma=sigma, batch_size=50_000, max_group=trials)
+    limit = alpha * trials + 3 * math.sqrt(trials * alpha * (1 - alpha))
+
+    def failures() -> tuple[int, np.ndarray]:
+        certs = smooth.certify_adaptive(x, list(range(trials)), radii=[margin], n0=20, n=cap, alpha=alpha)
+        sel = np.array([c.selected for c in certs])
+        p_sel = np.where(sel == 1, p_true, 1 - p_true)
+        p_low = np.array([c.p_lower for c in certs])
+        for c in certs:
+            assert c.count <= c.n <= cap
+            assert c.radius == (pytest.approx(sigma * norm.ppf(c.p_lower)) if c.p_lower >= 0.5 else 0.0)
+        return int((p_low > p_sel).sum()), np.array([c.n for c in certs])
+
+    fails, used = failures()
+    assert fails <= limit, fails
+    assert used.min() < cap  # some seeds did stop early
+
+    def clopper_pearson_each_look(s, t, a, **_):  # type: ignore[no-untyped-def]
+        s = np.atleast_1d(np.asarray(s, dtype=float))
+        t = np.broadcast_to(np.asarray(t, dtype=float), s.shape)
+        lo = np.where(s > 0, beta.ppf(a, np.maximum(s, 1), t - s + 1), 0.0)
+        hi = np.where(s < t, beta.ppf(1 - a, s + 1, np.maximum(t - s, 1)), 1.0)
+        return lo, hi
+
+    monkeypatch.setattr(sequential, "confidence_sequence", clopper_pearson_each_look)
+    naive_fails, _ = failures()
+    assert naive_fails > limit + 20, (fails, naive_fails)
+
+
+def test_adaptive_matches_fixed_n_with_fewer_samples() -> None:
+    """Margins away from the requested radii: adaptive and fixed-n CERTIFY certify the same radii,
+    adaptive with far fewer samples."""
+    shape = (1, 4, 4)
+    model, net = linear_model(shape, seed=4)
+    sigma, n, alpha = 0.25, 100_000, 0.001
+    radii = [0.0, 0.25, 0.5, 0.75]
+    margins = [0.12, 0.4, 0.62, 2.0, -0.3]
+    x = torch.cat([point_with_margin(net, m, shape) for m in margins])
+    smooth = SmoothedClassifier(model, sigma=sigma, batch_size=20_000)
+    seeds = [7, 8, 9, 10, 11]
+    fixed = smooth.certify(x, seeds, n0=100, n=n, alpha=alpha)
+    adapt = smooth.certify_adaptive(x, seeds, radii=radii, n0=100, n=n, alpha=alpha)
+    for m, f, a in zip(margins, fixed, adapt):
+        assert [f.radius >= r for r in radii] == [a.radius >= r for r in radii], (m, f, a)
+        assert f.prediction == a.prediction
+        assert a.radius <= abs(m) + 1e-9  # never above the exact radius of g (the distance to the boundary)
+    used = np.array([a.n for a in adapt])
+    assert used.sum() * 5 < n * len(margins), used
+    assert adapt[-1].prediction == 0 and adapt[-1].radius >= 0.25  # the other side of the boundary: class 0
+
+
+def test_adaptive_does_not_depend_on_grouping() -> None:
+    shape = (1, 4, 4)
+    model, net = linear_model(shape, seed=2)
+    x = torch.cat([point_with_margin(net, m, shape) for m in [0.05, 0.2, 0.35, 0.5]])
+    seeds = [3, 4, 5, 6]
+    kw = dict(radii=[0.0, 0.25], n0=20, n=3000, alpha=0.01)
+    a = SmoothedClassifier(model, sigma=0.25, batch_size=1000).certify_adaptive(x, seeds, **kw)  # type: ignore[arg-type]
+    b = SmoothedClassifier(model, sigma=0.25, batch_size=7, max_group=1).certify_adaptive(x, seeds, **kw)  # type: ignore[arg-type]
+    assert a == b
+    assert SmoothedClassifier(model, sigma=0.25).certify_adaptive(x[2:3], seeds[2:3], **kw)[0] == a[2]  # type: ignore[arg-type]
+
+
+def test_check_sampling_mode() -> None:
+    model, data = margin_data(0.6, n=6)
+    raw = {"sigmas": [0.25], "n0": 50, "n": 20_000, "num_points": 6, "radii": [0, 0.25, 0.5], "attack": False, "predict_n": 200}
+    fixed = run_check(model, data, {**raw, "sampling": "fixed"})
+    adapt = run_check(model, data, {**raw, "sampling": "adaptive"})
+    key = "certify/sigma=0.25"
+    for r in ["0", "0.25", "0.5"]:
+        assert adapt.metrics[f"{key}/certified_accuracy@r={r}"] == fixed.metrics[f"{key}/certified_accuracy@r={r}"]
+    assert fixed.metrics[f"{key}/mean_samples"] == 50 + 20_000
+    assert adapt.metrics[f"{key}/mean_samples"] * 5 < 50 + 20_000
+    assert "confidence sequence" in adapt.definitions[f"{key}/certified_accuracy@r=0.5"]
+    assert adapt.params["sampling"] == "adaptive"
+    with pytest.raises(SuiteError, match="sampling"):
+        CHECKS.get("certify").parse_params({"sampling": "sequential"})
+
+
+def test_certify_command_sampling_option(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from robustlab.cli import main
+    from robustlab.scorecard import Scorecard
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["certify", "--model", "zoo:digits-cnn", "--sigma", "0.25", "--n", "5000", "--n0", "30", "--sampling", "adaptive",
+                                  "--num-points", "6", "--no-attack", "--predict-n", "100", "--device", "cpu", "--out", str(out),
+                                  "--no-mlflow", "--no-report", "--radii", "0,0.25"])
+    assert r.exit_code == 0, r.output
+    card = Scorecard.read(out / "scorecard.json")
+    m = card.metrics()
+    assert m["certify/sigma=0.25/mean_samples"] < 5030
+    bad = CliRunner().invoke(main, ["certify", "--model", "zoo:digits-cnn", "--sampling", "sequential", "--out", str(tmp_path)])
+    assert bad.exit_code == 2
