@@ -307,9 +307,11 @@ class _Scaled(nn.Module):
         return self.net(x / self.scale)
 
 
-def test_certify_curve_independent_of_input_scale() -> None:
+@pytest.mark.parametrize("sampling", ["fixed", "adaptive"])
+def test_certify_curve_independent_of_input_scale(sampling: str) -> None:
     from test_certify_check import SMALL, margin_data, run_check
 
+    SMALL = {**SMALL, "sampling": sampling, "n": 4000}
     model, data = margin_data(0.3)
     big_model = RobustModel(_Scaled(model.net, 255.0), ModelInfo(spec="t255", format="test", num_classes=2, input_shape=(1, 4, 4), bounds=(0.0, 255.0)))
     big_data = Dataset(spec=data.spec, split="test", ids=list(data.ids), y=data.y, classes=data.classes, x=data.x * 255.0)

@@ -202,7 +202,7 @@ class CertifyCheck(Check):
             s_key = f"{pre}/sigma={fmt(sigma)}"
             smooth = SmoothedClassifier(model, sigma=sigma * scale, batch_size=batch)
             seeds = sample_seeds(ctx.seed, f"{self.id}/sigma={fmt(sigma)}", ids)
-            certs = self._certify(ctx, smooth, x_all, seeds, ids, scope, s_key, p)
+            certs = self._certify(ctx, smooth, x_all, seeds, ids, scope, s_key, p, scale)
             pred = np.array([c.prediction for c in certs], dtype=np.int64)
             radius = np.array([c.radius for c in certs], dtype=np.float64) / scale
             correct = (pred == y) & (pred != ABSTAIN)
@@ -244,14 +244,16 @@ class CertifyCheck(Check):
 
     # -- pieces ------------------------------------------------------------------------------
     def _certify(self, ctx: RunContext, smooth: SmoothedClassifier, x: torch.Tensor, seeds: list[int], ids: list[str],
-                 scope: str, s_key: str, p: CertifyParams) -> list[Certificate]:
-        """CERTIFY every point, reusing stored results (resume); one store entry per chunk of points."""
+                 scope: str, s_key: str, p: CertifyParams, scale: float) -> list[Certificate]:
+        """CERTIFY every point, reusing stored results (resume); one store entry per chunk of points.
+        ``scale`` is the width of the model's input range: the radii that stop adaptive sampling are
+        in [0, 1] units, the smoothed classifier works in the model's units."""
         adaptive = SamplingMode(p.sampling) is SamplingMode.ADAPTIVE
         chunk = 64 if adaptive else max(8, min(64, (self._noise_batch(ctx)) // (p.n0 + p.n)))
 
         def batch(start: int, stop: int) -> list[list[float]]:
             if adaptive:
-                certs = smooth.certify_adaptive(x[start:stop], seeds[start:stop], radii=p.radii, n0=p.n0, n=p.n, alpha=p.alpha)
+                certs = smooth.certify_adaptive(x[start:stop], seeds[start:stop], radii=[r * scale for r in p.radii], n0=p.n0, n=p.n, alpha=p.alpha)
             else:
                 certs = smooth.certify(x[start:stop], seeds[start:stop], n0=p.n0, n=p.n, alpha=p.alpha)
             return [[c.prediction, c.radius, c.p_lower, c.count, c.n, c.majority, c.selected] for c in certs]
