@@ -23,6 +23,7 @@ REFERENCE: dict[str, dict[str, str]] = {
         "test_non_unit_bounds_are_mapped_for_the_reference": "pyautoattack",
         "test_cifar_resnet18_fast_equals_pyautoattack": "pyautoattack",
         "test_cifar_resnet18_both_engines_16_images": "pyautoattack",
+        "test_square_skips_candidates_equal_to_their_best": "pyautoattack",
     },
     "test_models.py": {"test_cifar_resnet_matches_plain_loop": "pyautoattack"},
     "test_attacks_pgd.py": {
@@ -87,6 +88,7 @@ INTEGRATION: dict[str, set[str]] = {
     "test_defend_bench.py": {"*"},
     "test_ood_bench.py": {"*"},
     "test_report_bench.py": {"*"},
+    "test_scale_bench.py": {"*"},
     "test_tracking.py": {"test_real_mlflow_server_over_http"},
     "test_report.py": {"test_report_subprocess_imports_no_torch", "test_report_renders_in_headless_chromium"},
     "test_trust_corpus.py": {"*"},
