@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -144,31 +145,62 @@ def _npz(arg: str, *, split: str, root: object = None, download: bool = False) -
     p = Path(arg).expanduser()
     if not p.is_file():
         raise DataError(f"npz file {p} does not exist; check the path after npz:.")
+    from .npz import members, open_member
+
     try:
-        z = np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as exc:
+        files = members(p)
+    except (zipfile.BadZipFile, OSError) as exc:
         raise DataError(f"cannot read {p} as an .npz archive ({exc}); save it with numpy.savez(x=..., y=...).") from exc
-    kx, ky = (f"x_{split}", f"y_{split}") if f"x_{split}" in z.files else ("x", "y")
-    if kx not in z.files or ky not in z.files:
-        raise DataError(f"{p} needs arrays 'x' and 'y' (or '{kx}'/'{ky}'); it has {', '.join(z.files)}.")
-    x = np.asarray(z[kx])
-    y = np.asarray(z[ky]).astype(np.int64).reshape(-1)
+    kx, ky = (f"x_{split}", f"y_{split}") if f"x_{split}" in files else ("x", "y")
+    if kx not in files or ky not in files:
+        raise DataError(f"{p} needs arrays 'x' and 'y' (or '{kx}'/'{ky}'); it has {', '.join(files)}.")
+    try:
+        # images stay memory-mapped (never held whole); labels, ids and class names are small
+        x = open_member(p, kx)
+        y = np.array(open_member(p, ky)).astype(np.int64).reshape(-1)
+        ids = [str(i) for i in open_member(p, "ids")] if "ids" in files else [f"{p.name}/{kx}/{i}" for i in range(len(y))]
+        classes = [str(c) for c in open_member(p, "classes")] if "classes" in files else [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise DataError(f"cannot read {p} as an .npz archive ({exc}); save it with numpy.savez(x=..., y=...).") from exc
     if x.ndim == 3:
-        x = x[:, None]
+        layout = "nhw"
     elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-        x = x.transpose(0, 3, 1, 2)
-    elif x.ndim != 4:
+        layout = "nhwc"
+    elif x.ndim == 4:
+        layout = "nchw"
+    else:
         raise DataError(f"{p}: '{kx}' has shape {x.shape}; expected (N,H,W), (N,H,W,C) or (N,C,H,W).")
-    if x.dtype == np.uint8:
-        xf = x.astype(np.float32) / 255.0
+    if x.shape[0] != len(y):
+        raise DataError(f"data npz:{arg}: {len(ids)} ids, {len(y)} labels and {x.shape[0]} images differ; every image needs one label.")
+
+    def load(idx: Sequence[int]) -> torch.Tensor:
+        return _npz_batch(x, idx, layout, p)
+
+    if x.dtype != np.uint8:  # uint8 is in range by construction; check float images once, in chunks
+        step = max(1, (4 << 20) // max(1, x[:1].nbytes))
+        for s in range(0, x.shape[0], step):
+            _npz_batch(x, range(s, min(s + step, x.shape[0])), layout, p)
+    return Dataset(spec=f"npz:{arg}", split=split, ids=ids, y=torch.from_numpy(y), classes=classes, loader=load, hash_pixels=True, description=f"arrays from {p.name}")
+
+
+def _npz_batch(x: np.ndarray, idx: Sequence[int], layout: str, p: Path) -> torch.Tensor:
+    """Images ``idx`` of a memory-mapped npz array as (n, C, H, W) float32 in [0, 1]."""
+    idx = list(idx)
+    if idx and idx == list(range(idx[0], idx[0] + len(idx))):
+        a = np.array(x[idx[0] : idx[0] + len(idx)])  # a contiguous run: one sequential read
     else:
-        xf = x.astype(np.float32)
-    ids = [str(i) for i in z["ids"]] if "ids" in z.files else [f"{p.name}/{kx}/{i}" for i in range(len(y))]
-    if "classes" in z.files:
-        classes = [str(c) for c in z["classes"]]
+        a = np.array(x[idx]) if idx else np.zeros((0, *x.shape[1:]), dtype=x.dtype)
+    if layout == "nhw":
+        a = a[:, None]
+    elif layout == "nhwc":
+        a = a.transpose(0, 3, 1, 2)
+    if a.dtype == np.uint8:
+        xf = a.astype(np.float32) / 255.0
     else:
-        classes = [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
-    return Dataset(spec=f"npz:{arg}", split=split, ids=ids, y=torch.from_numpy(y), classes=classes, x=torch.from_numpy(np.ascontiguousarray(xf)), description=f"arrays from {p.name}")
+        xf = a.astype(np.float32)
+        if xf.size and (not np.isfinite(xf).all() or float(xf.min()) < -1e-6 or float(xf.max()) > 1 + 1e-6):
+            raise DataError(f"data npz:{p} has values in [{float(np.nanmin(xf)):.4g}, {float(np.nanmax(xf)):.4g}] or non-finite values; images must be in [0, 1] (uint8 0..255 or float 0..1).")
+    return torch.from_numpy(np.ascontiguousarray(xf))
 
 
 DATASETS.add("npz", DatasetPlugin(_npz, "npz:PATH, arrays x (images) and y (labels); optional x_train/y_train, ids, classes.", needs_arg=True))

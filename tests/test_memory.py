@@ -1,0 +1,101 @@
+"""Bounded memory (issue 21): data is streamed, checks keep nothing proportional to n but compact
+per-sample results. Peak memory is measured in fresh subprocesses (``ru_maxrss``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from robustlab.data import load_dataset
+from robustlab.data.base import Dataset
+from robustlab.errors import DataError
+
+
+def _peak_mb(code: str) -> dict:
+    """Run ``code`` in a fresh interpreter; it prints a JSON dict; add the peak RSS in MB."""
+    prog = textwrap.dedent(code) + textwrap.dedent(
+        """
+        import json as _j, resource as _r, sys as _s
+        _s.stdout.write(_j.dumps({**OUT, "peak_mb": _r.getrusage(_r.RUSAGE_SELF).ru_maxrss / 1024}))
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_npz_images_are_not_held_in_memory(tmp_path: Path, compressed: bool) -> None:
+    """A 98 MB (as float32) npz set is opened and iterated in batches with a few MB of memory."""
+    n = 2000
+    x = np.random.default_rng(0).integers(0, 256, size=(n, 64, 64, 3), dtype=np.uint8)  # 24.6 MB uint8, 98 MB float32
+    y = np.arange(n) % 10
+    f = tmp_path / "big.npz"
+    (np.savez_compressed if compressed else np.savez)(f, x=x, y=y)
+    del x
+    out = _peak_mb(
+        f"""
+        import resource
+        import torch
+        from robustlab.data import load_dataset
+        torch.ones(1)
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        d = load_dataset("npz:{f}")
+        h = d.content_sha256()
+        total = 0.0
+        for s in range(0, len(d), 100):
+            total += float(d.images(slice(s, s + 100)).sum())
+        OUT = {{"base_mb": base, "n": len(d), "total": total}}
+        """
+    )
+    assert out["n"] == n
+    grew = out["peak_mb"] - out["base_mb"]
+    assert grew < 40, f"opening and streaming the npz set grew peak RSS by {grew:.0f} MB (the images alone are 98 MB as float32)"
+
+
+def test_npz_lazy_images_and_hash_match_in_memory(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.random((37, 3, 5, 6)).astype(np.float32)
+    y = rng.integers(0, 4, 37)
+    for i, save in enumerate((np.savez, np.savez_compressed)):
+        f = tmp_path / f"d{i}.npz"
+        save(f, x=x, y=y)
+        d = load_dataset(f"npz:{f}")
+        ref = Dataset(spec=d.spec, split="test", ids=list(d.ids), y=torch.from_numpy(y.astype(np.int64)), classes=d.classes, x=torch.from_numpy(x))
+        assert torch.equal(d.images(), ref.images())
+        assert torch.equal(d.images([30, 2, 2]), ref.images([30, 2, 2]))
+        assert d.content_sha256() == ref.content_sha256()  # resume fingerprints and scorecards keep their values
+        assert d.limit(7).content_sha256() == ref.limit(7).content_sha256()
+        assert d.subset([4, 1]).content_sha256() == ref.subset([4, 1]).content_sha256()
+    # pixels count: another image, another hash
+    x2 = x.copy()
+    x2[36, 0, 0, 0] = 0.5 if x2[36, 0, 0, 0] != 0.5 else 0.25
+    np.savez(tmp_path / "e.npz", x=x2, y=y)
+    assert load_dataset(f"npz:{tmp_path / 'e.npz'}").content_sha256() != load_dataset(f"npz:{tmp_path / 'd0.npz'}").content_sha256()
+
+
+def test_npz_layouts_and_bad_values(tmp_path: Path) -> None:
+    img = np.random.default_rng(2).integers(0, 256, size=(6, 8, 9, 3), dtype=np.uint8)
+    np.savez(tmp_path / "hwc.npz", x=img, y=np.zeros(6, dtype=np.int64))
+    d = load_dataset(f"npz:{tmp_path / 'hwc.npz'}")
+    assert torch.equal(d.images([1]), torch.from_numpy(img[1:2].transpose(0, 3, 1, 2).astype(np.float32) / 255.0))
+    np.savez(tmp_path / "grey.npz", x=img[..., 0], y=np.zeros(6, dtype=np.int64))
+    assert load_dataset(f"npz:{tmp_path / 'grey.npz'}").images([0, 5]).shape == (2, 1, 8, 9)
+    bad = np.zeros((6, 3, 4, 4), dtype=np.float32)
+    bad[5, 0, 0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", x=bad, y=np.zeros(6, dtype=np.int64))
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        load_dataset(f"npz:{tmp_path / 'nan.npz'}")  # checked when opened, not half-way through a run
+    (tmp_path / "not.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="npz"):
+        load_dataset(f"npz:{tmp_path / 'not.npz'}")
+    np.savez(tmp_path / "short.npz", x=img, y=np.zeros(5, dtype=np.int64))
+    with pytest.raises(DataError, match="label"):
+        load_dataset(f"npz:{tmp_path / 'short.npz'}")
