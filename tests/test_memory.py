@@ -99,3 +99,20 @@ def test_npz_layouts_and_bad_values(tmp_path: Path) -> None:
     np.savez(tmp_path / "short.npz", x=img, y=np.zeros(5, dtype=np.int64))
     with pytest.raises(DataError, match="label"):
         load_dataset(f"npz:{tmp_path / 'short.npz'}")
+
+
+def test_scorecard_lists_take_one_line_and_content_is_unchanged() -> None:
+    from robustlab.scorecard import CheckResult, Scorecard
+
+    n = 1000
+    card = Scorecard(tool={"name": "robustlab"}, model={}, data={"ids": [f"set/{i}" for i in range(n)], "labels": [i % 10 for i in range(n)]}, suite={}, environment={}, run={})
+    c = CheckResult(id="clean", check="clean")
+    c.per_sample = {"correct": [i % 3 == 0 for i in range(n)], "confidence": [round(i / n, 6) for i in range(n)], "fooled_by": ["apgd-ce" if i % 2 else "" for i in range(n)]}
+    c.series = {}
+    card.checks.append(c)
+    text = card.to_json()
+    assert json.loads(text) == json.loads(json.dumps(card.to_dict(), indent=1))
+    assert len(text.splitlines()) < 200  # not a line per value
+    per_image = len(text) / n
+    assert per_image < 80, f"{per_image:.0f} bytes per image for ids, labels and three per-sample arrays"
+    assert Scorecard.from_dict(json.loads(text)).checks[0].per_sample == c.per_sample
