@@ -116,3 +116,24 @@ def test_scorecard_lists_take_one_line_and_content_is_unchanged() -> None:
     per_image = len(text) / n
     assert per_image < 80, f"{per_image:.0f} bytes per image for ids, labels and three per-sample arrays"
     assert Scorecard.from_dict(json.loads(text)).checks[0].per_sample == c.per_sample
+
+
+def test_torchvision_sets_stay_uint8_and_hash_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision.datasets as tvd
+
+    rng = np.random.default_rng(3)
+    raw = rng.integers(0, 256, size=(50, 32, 32, 3), dtype=np.uint8)
+    targets = list(rng.integers(0, 10, 50))
+
+    class FakeCifar:
+        def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
+            self.data, self.targets = raw, targets
+
+    monkeypatch.setattr(tvd, "CIFAR10", FakeCifar)
+    for split, sel in (("train", np.arange(45)), ("val", np.arange(45, 50)), ("test", np.arange(50))):
+        d = load_dataset("cifar10", split=split)
+        assert d.x is None  # held as uint8 (4x smaller than float32), converted per batch
+        x = torch.from_numpy(raw[sel].astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous()
+        ref = Dataset(spec="cifar10", split=split, ids=list(d.ids), y=torch.tensor([targets[i] for i in sel]), classes=d.classes, x=x)
+        assert torch.equal(d.images(), x) and torch.equal(d.images([3, 0]), x[[3, 0]])
+        assert d.content_sha256() == ref.content_sha256()
