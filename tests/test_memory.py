@@ -137,3 +137,51 @@ def test_torchvision_sets_stay_uint8_and_hash_as_before(monkeypatch: pytest.Monk
         ref = Dataset(spec="cifar10", split=split, ids=list(d.ids), y=torch.tensor([targets[i] for i in sel]), classes=d.classes, x=x)
         assert torch.equal(d.images(), x) and torch.equal(d.images([3, 0]), x[[3, 0]])
         assert d.content_sha256() == ref.content_sha256()
+
+
+#: per check kind, how much more peak RSS the same suite may take on 800 images than on 100 (MB)
+CHECK_GROWTH_BOUND_MB = 40.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="per-check peak RSS needs Linux /proc")
+def test_peak_memory_per_check_does_not_grow_with_n(tmp_path: Path) -> None:
+    """Every check kind (clean, pgd, fgsm, autoattack, minimal_norm, corruption, ood, certify) on 100
+    and on 800 images, each run in its own process: the peak RSS while a check runs may differ by
+    at most CHECK_GROWTH_BOUND_MB. Holding adversarial examples, activations or the float images of
+    every point would cost 12 KB to 260 KB per image here, 8 to 180 MB over 700 images."""
+    here = Path(__file__).resolve().parent
+    procs = {n: subprocess.Popen([sys.executable, str(here / "plugins" / "rl_memory_probe.py"), str(n), str(tmp_path / str(n)), str(here / "suites" / "memory.yaml")],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in (100, 800)}
+    res = {}
+    for n, p in procs.items():
+        out, err = p.communicate(timeout=1200)
+        assert p.returncode == 0, err[-3000:]
+        res[n] = json.loads(out.strip().splitlines()[-1])
+    kinds = {"clean", "pgd", "fgsm", "autoattack", "minimal_norm", "corruption", "ood", "certify"}
+    assert set(res[800]["peaks"]) == kinds and all(s == "ok" for s in res[800]["status"].values()), res[800]
+    growth = {k: res[800]["peaks"][k] - res[100]["peaks"][k] for k in kinds}
+    assert max(growth.values()) < CHECK_GROWTH_BOUND_MB, f"peak RSS grew with n (MB, 800 vs 100 images): {growth}"
+    per_image = (res[800]["card_bytes"] - res[100]["card_bytes"]) / 700
+    assert per_image < 400, f"the scorecard grows by {per_image:.0f} bytes per image for 8 checks"
+
+
+def test_imagenet_c_index_holds_one_cell(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from robustlab.corruptions.precomputed import open_precomputed
+
+    for name in ("fog", "snow"):
+        for sev in (1, 2):
+            for c in ("n01", "n02"):
+                d = tmp_path / name / str(sev) / c
+                d.mkdir(parents=True)
+                for i in range(3):
+                    Image.fromarray(np.full((4, 4, 3), 40 * sev + i, dtype=np.uint8)).save(d / f"{i}.png")
+    pre = open_precomputed(tmp_path, ["fog", "snow"])
+    for name in ("fog", "snow"):
+        for sev in (1, 2):
+            assert pre.count(name, sev) == 6 and pre.labels(name, sev).tolist() == [0, 0, 0, 1, 1, 1]
+            assert pre.images(name, sev, [0, 5]).shape == (2, 3, 4, 4)
+            assert len(pre._cache) == 1  # paths of the cell being evaluated only, not of every cell
+    assert float(pre.images("fog", 1, [1])[0, 0, 0, 0]) == pytest.approx(41 / 255)
