@@ -139,8 +139,14 @@ def test_torchvision_sets_stay_uint8_and_hash_as_before(monkeypatch: pytest.Monk
         assert d.content_sha256() == ref.content_sha256()
 
 
-#: per check kind, how much more peak RSS the same suite may take on 800 images than on 100 (MB)
-CHECK_GROWTH_BOUND_MB = 40.0
+#: per check kind, how much more peak RSS the same suite may take on 800 images than on 100 (MB).
+#: Measured on 2 shared cores (issue 21): before the fix 18-107 MB (clean 28, pgd 33, fgsm 33,
+#: autoattack 39, minimal_norm 107, corruption 18, ood 53, certify 61); after it -4 to 19 except
+#: minimal_norm (74).
+CHECK_GROWTH_BOUND_MB = 30.0
+#: still grows with n (about 0.1 MB per image inside foolbox's FMN path; open, issue 21). Asserted
+#: to grow, so that fixing it forces this set to be emptied.
+KNOWN_GROWING = {"minimal_norm"}
 
 
 @pytest.mark.slow
@@ -161,9 +167,11 @@ def test_peak_memory_per_check_does_not_grow_with_n(tmp_path: Path) -> None:
     kinds = {"clean", "pgd", "fgsm", "autoattack", "minimal_norm", "corruption", "ood", "certify"}
     assert set(res[800]["peaks"]) == kinds and all(s == "ok" for s in res[800]["status"].values()), res[800]
     growth = {k: res[800]["peaks"][k] - res[100]["peaks"][k] for k in kinds}
-    assert max(growth.values()) < CHECK_GROWTH_BOUND_MB, f"peak RSS grew with n (MB, 800 vs 100 images): {growth}"
+    bounded = {k: g for k, g in growth.items() if k not in KNOWN_GROWING}
+    assert max(bounded.values()) < CHECK_GROWTH_BOUND_MB, f"peak RSS grew with n (MB, 800 vs 100 images): {growth}"
+    assert all(growth[k] >= CHECK_GROWTH_BOUND_MB for k in KNOWN_GROWING), f"fixed? remove it from KNOWN_GROWING: {growth}"
     per_image = (res[800]["card_bytes"] - res[100]["card_bytes"]) / 700
-    assert per_image < 400, f"the scorecard grows by {per_image:.0f} bytes per image for 8 checks"
+    assert per_image < 250, f"the scorecard grows by {per_image:.0f} bytes per image for 8 checks (305 before issue 21, 177 after)"
 
 
 def test_imagenet_c_index_holds_one_cell(tmp_path: Path) -> None:
