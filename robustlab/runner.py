@@ -28,6 +28,7 @@ from .checks import CHECKS, RunContext
 from .data import Dataset, adapt_images, load_dataset
 from .errors import DataError, ModelOutputError, RobustlabError
 from .fastpaths import apply_fast_paths
+from .memory import release_free_memory
 from .models import LoadOptions, RobustModel, load_model
 from .scorecard import CheckResult, Scorecard, Status
 from .store import LOCK_NAME, OutputLock, ResultStore
@@ -290,6 +291,7 @@ def _run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Datase
                 result.metrics, result.intervals = {}, {}
             card.checks.append(result)
             ctx.results[entry.id] = result
+            release_free_memory()  # what the check freed (its audit, its last batch) leaves the resident set
             card.timings[f"check/{entry.id}"] = result.seconds
             card.timings["total"] = round(time.perf_counter() - t0, 3)
             if dist_info.is_main:

@@ -147,7 +147,12 @@ class Scorecard:
         return _clean(asdict(self))
 
     def to_json(self, *, indent: int | None = 1) -> str:
-        return json.dumps(self.to_dict(), indent=indent, sort_keys=False, allow_nan=False)
+        """JSON text; with ``indent``, lists of numbers, strings and booleans (per-sample arrays,
+        series, labels) stay on one line, so the file grows by a few bytes per image and check,
+        not by a line per value (the content is the same as ``json.dumps``)."""
+        if indent is None:
+            return json.dumps(self.to_dict(), sort_keys=False, allow_nan=False)
+        return _dumps_compact(self.to_dict(), indent, 0)
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically (temp file + rename), so a crash never leaves half a scorecard."""
@@ -326,3 +331,17 @@ def atomic_write_text(path: Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _dumps_compact(obj: Any, indent: int, level: int) -> str:
+    """``json.dumps(obj, indent=indent)``, except that lists without containers take one line."""
+    if isinstance(obj, dict) and obj:
+        pad, inner = " " * (indent * level), " " * (indent * (level + 1))
+        items = (f"{inner}{json.dumps(str(k))}: {_dumps_compact(v, indent, level + 1)}" for k, v in obj.items())
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, (list, tuple)) and obj:
+        if not any(isinstance(v, (dict, list, tuple)) for v in obj):
+            return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+        pad, inner = " " * (indent * level), " " * (indent * (level + 1))
+        return "[\n" + ",\n".join(inner + _dumps_compact(v, indent, level + 1) for v in obj) + "\n" + pad + "]"
+    return json.dumps(obj, allow_nan=False)

@@ -94,6 +94,7 @@ class RunContext:
         batch (seed per sample), never on which batches exist.
         """
         from ..distributed import all_gather_object
+        from ..memory import release_free_memory
 
         bs = int(batch_size or self.batch_size)
         starts = list(range(0, n, bs))
@@ -105,6 +106,7 @@ class RunContext:
             if value is None:
                 value = self._call_with_backoff(fn, s, min(s + bs, n))
                 self.store.put(scope, key, value)
+                release_free_memory()  # the batch's freed tensors must not stay resident (issue 21)
             done[s] = value
         if self.dist.enabled:
             for part in all_gather_object(done, self.dist):

@@ -98,6 +98,7 @@ class PrecomputedCorruptions:
     def _imagenet_index(self, name: str, severity: int) -> tuple[list[Path], np.ndarray]:
         key = (name, int(severity))
         if key not in self._cache:
+            self._cache.clear()  # one cell at a time: 50,000 paths per cell x 75 cells would hold GBs
             d = self.root / name / str(severity)
             if not d.is_dir():
                 raise DataError(f"ImageNet-C folder {d} is missing; the precomputed set needs <root>/<corruption>/<severity>/<class>/ folders for every corruption and severity of the suite.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -161,25 +162,26 @@ def _npz(arg: str, *, split: str, root: object = None, download: bool = False) -
     import zipfile
     import zlib
 
+    from .npz import members, open_member
+
     hint = "save it with numpy.savez(file, x=images, y=labels)"
     try:
-        z = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        files = members(p)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        if p.read_bytes()[:6] == b"\x93NUMPY":
+            raise DataError(f"{p} is a single .npy array, not an .npz archive of 'x' and 'y'; {hint}.") from exc
         raise DataError(f"cannot read {p} as an .npz archive ({' '.join(str(exc).split())[:150]}); {hint}.") from exc
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise DataError(f"{p} is a single .npy array, not an .npz archive of 'x' and 'y'; {hint}.")
-    kx, ky = (f"x_{split}", f"y_{split}") if f"x_{split}" in z.files else ("x", "y")
-    if kx not in z.files or ky not in z.files:
-        raise DataError(f"{p} needs arrays 'x' and 'y' (or '{kx}'/'{ky}'); it has {', '.join(map(ascii, z.files[:10]))}; {hint}.")
+    kx, ky = (f"x_{split}", f"y_{split}") if f"x_{split}" in files else ("x", "y")
+    if kx not in files or ky not in files:
+        raise DataError(f"{p} needs arrays 'x' and 'y' (or '{kx}'/'{ky}'); it has {', '.join(map(ascii, files[:10]))}; {hint}.")
 
     def member(key: str) -> np.ndarray:
         try:
-            a = np.asarray(z[key])
+            return open_member(p, key)  # memory-mapped: images are never held whole
         except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
             raise DataError(f"cannot read array {key!r} of {p} ({' '.join(str(exc).split())[:150]}); object arrays are refused; {hint}.") from exc
-        return a
 
-    x, y_raw = member(kx), member(ky)
+    x, y_raw = member(kx), np.array(member(ky))
     if x.dtype.kind not in "uif" or x.dtype.kind == "f" and x.dtype.itemsize > 8:
         raise DataError(f"{p}: images '{kx}' have dtype {x.dtype}; use uint8 0..255 or float 0..1 (real numbers, not {x.dtype.kind!r} arrays).")
     if y_raw.dtype.kind not in "iu":
@@ -187,25 +189,54 @@ def _npz(arg: str, *, split: str, root: object = None, download: bool = False) -
     if y_raw.ndim > 2 or (y_raw.ndim == 2 and y_raw.shape[1] != 1):
         raise DataError(f"{p}: labels '{ky}' have shape {y_raw.shape}; expected (N,) class indices, not one-hot or multi-label arrays.")
     y = y_raw.astype(np.int64).reshape(-1)
-    if x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-        x = x.transpose(0, 3, 1, 2)
-    elif x.ndim != 4:
-        raise DataError(f"{p}: '{kx}' has shape {x.shape}; expected (N,H,W), (N,H,W,C) or (N,C,H,W).")
-    if x.dtype == np.uint8:
-        xf = x.astype(np.float32) / 255.0
-    else:
-        xf = x.astype(np.float32)
-    ids = [str(i) for i in member("ids").reshape(-1)] if "ids" in z.files else [f"{p.name}/{kx}/{i}" for i in range(len(y))]
-    if "classes" in z.files:
-        classes = [str(c) for c in member("classes").reshape(-1)]
+    ids = [str(i) for i in np.array(member("ids")).reshape(-1)] if "ids" in files else [f"{p.name}/{kx}/{i}" for i in range(len(y))]
+    if "classes" in files:
+        classes = [str(c) for c in np.array(member("classes")).reshape(-1)]
     else:
         classes = [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
     extra: dict[str, object] = {}
-    if "dataset" in z.files:  # the data set's name, stored once with the data (robustlab.data.naming)
-        extra["dataset"] = str(np.asarray(z["dataset"]).reshape(-1)[0])
-    return Dataset(spec=f"npz:{arg}", split=split, ids=ids, y=torch.from_numpy(y), classes=classes, x=torch.from_numpy(np.ascontiguousarray(xf)), description=f"arrays from {p.name}", extra=extra)
+    if "dataset" in files:  # the data set's name, stored once with the data (robustlab.data.naming)
+        extra["dataset"] = str(np.array(member("dataset")).reshape(-1)[0])
+    if x.ndim == 3:
+        layout = "nhw"
+    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        layout = "nhwc"
+    elif x.ndim == 4:
+        layout = "nchw"
+    else:
+        raise DataError(f"{p}: '{kx}' has shape {x.shape}; expected (N,H,W), (N,H,W,C) or (N,C,H,W).")
+    if x.shape[0] != len(y):
+        raise DataError(f"data npz:{arg}: {len(ids)} ids, {len(y)} labels and {x.shape[0]} images differ; every image needs one label.")
+
+    def load(idx: Sequence[int]) -> torch.Tensor:
+        return _npz_batch(x, idx, layout, p)
+
+    if x.dtype != np.uint8:  # uint8 is in range by construction; check float images once, in chunks
+        step = max(1, (4 << 20) // max(1, x[:1].nbytes))
+        for s in range(0, x.shape[0], step):
+            _npz_batch(x, range(s, min(s + step, x.shape[0])), layout, p)
+    return Dataset(spec=f"npz:{arg}", split=split, ids=ids, y=torch.from_numpy(y), classes=classes, loader=load, hash_pixels=True,
+                   description=f"arrays from {p.name}", extra=extra)
+
+
+def _npz_batch(x: np.ndarray, idx: Sequence[int], layout: str, p: Path) -> torch.Tensor:
+    """Images ``idx`` of a memory-mapped npz array as (n, C, H, W) float32 in [0, 1]."""
+    idx = list(idx)
+    if idx and idx == list(range(idx[0], idx[0] + len(idx))):
+        a = np.array(x[idx[0] : idx[0] + len(idx)])  # a contiguous run: one sequential read
+    else:
+        a = np.array(x[idx]) if idx else np.zeros((0, *x.shape[1:]), dtype=x.dtype)
+    if layout == "nhw":
+        a = a[:, None]
+    elif layout == "nhwc":
+        a = a.transpose(0, 3, 1, 2)
+    if a.dtype == np.uint8:
+        xf = a.astype(np.float32) / 255.0
+    else:
+        xf = a.astype(np.float32)
+        if xf.size and (not np.isfinite(xf).all() or float(xf.min()) < -1e-6 or float(xf.max()) > 1 + 1e-6):
+            raise DataError(f"data npz:{p} has values in [{float(np.nanmin(xf)):.4g}, {float(np.nanmax(xf)):.4g}] or non-finite values; images must be in [0, 1] (uint8 0..255 or float 0..1).")
+    return torch.from_numpy(np.ascontiguousarray(xf))
 
 
 DATASETS.add("npz", DatasetPlugin(_npz, "npz:PATH, arrays x (images) and y (labels); optional x_train/y_train, ids, classes.", needs_arg=True))
@@ -297,22 +328,25 @@ def _torchvision(name: str) -> Callable[..., Dataset]:
             raise DataError(
                 f"{name} not found under {r} ({exc}); pass --data-root with the folder that holds it, or --download to fetch it."
             ) from exc
-        data = np.asarray(ds.data)
+        data = np.asarray(ds.data)  # uint8: kept as it is, converted to float32 per batch (4x less memory)
         if name == "svhn":
-            x = torch.from_numpy(data.astype(np.float32) / 255.0)
             labels = np.asarray(ds.labels)
-        elif data.ndim == 3:
-            x = torch.from_numpy(data.astype(np.float32) / 255.0).unsqueeze(1)
-            labels = np.asarray(ds.targets)
         else:
-            x = torch.from_numpy(data.astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous()
             labels = np.asarray(ds.targets)
         idx = np.arange(len(labels))
         if train:  # the last 10% of the official training set is robustlab's validation split
             cut = int(len(idx) * 0.9)
             idx = idx[:cut] if split == "train" else idx[cut:]
+
+        def images(sub: Sequence[int]) -> torch.Tensor:
+            a = data[idx[np.asarray(list(sub), dtype=np.int64)]]
+            t = torch.from_numpy(a.astype(np.float32) / 255.0)
+            if a.ndim == 3:
+                return t.unsqueeze(1)
+            return t if name == "svhn" else t.permute(0, 3, 1, 2).contiguous()
+
         ids = [f"{name}/{'train' if train else 'test'}/{i}" for i in idx]
-        return Dataset(spec=name, split=split, ids=ids, y=torch.from_numpy(labels[idx].astype(np.int64)), classes=class_names(name), x=x[idx], description=f"torchvision {name}")
+        return Dataset(spec=name, split=split, ids=ids, y=torch.from_numpy(labels[idx].astype(np.int64)), classes=class_names(name), loader=images, hash_pixels=True, description=f"torchvision {name}")
 
     return load
 
