@@ -200,7 +200,7 @@ def evaluate(cfg: RunConfig) -> Scorecard:
     lock = OutputLock(out, name=LOCK_NAME if not dist_info.enabled or dist_info.is_main else f".robustlab.rank{dist_info.rank}.lock", command=cfg.command)
     lock.acquire()
     try:
-        return _run_checks(cfg, model, fast_model, raw, data, data_spec, device, dist_info, progress, out, started, t0, t_model, t_data)
+        return _run_checks(cfg, model, fast_model, raw, data, data_spec, (ds_name, ds_source), device, dist_info, progress, out, started, t0, t_model, t_data)
     finally:
         lock.release()
 
@@ -229,8 +229,9 @@ def run_fingerprint(cfg: RunConfig, model: RobustModel, raw: Dataset, data_spec:
     return fp
 
 
-def _run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset, data: Dataset, data_spec: str, device: torch.device,
+def _run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset, data: Dataset, data_spec: str, dataset: tuple[str | None, str], device: torch.device,
                 dist_info: Any, progress: Callable[..., Iterable[Any]], out: Path, started: str, t0: float, t_model: float, t_data: float) -> Scorecard:
+    ds_name, ds_source = dataset
     fingerprint = run_fingerprint(cfg, model, raw, data_spec)
     store_name = "results.sqlite" if not dist_info.enabled else f"results.rank{dist_info.rank}.sqlite"
     store = ResultStore(out / store_name, fingerprint)

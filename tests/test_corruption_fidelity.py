@@ -151,14 +151,27 @@ def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float
         return float((model(x).argmax(1) == y).float().mean())
 
 
+def _correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().numpy()
+
+
 @pytest.mark.parametrize("name", RANDOM)
 def test_model_accuracy_agrees_digits(digits_model, digits_data, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Random corruptions at full strength make each image's outcome a coin flip, so one draw per
+    backend differs by sampling noise alone (sd about 0.035 on 360 images). Each backend draws k
+    times; the accuracies must agree within 4 standard errors of their difference (estimated from the
+    per-image success rates), plus 0.01: a backend whose strength is off moves every image the same
+    way and fails by many standard errors."""
     x, y = digits_data.images(), digits_data.y
-    seeds = list(range(x.shape[0]))
+    n, k = x.shape[0], 4
     for sev in (3, 5):
-        a = _accuracy(digits_model, corrupt(x, name, sev, seeds, backend="reference"), y)
-        b = _accuracy(digits_model, corrupt(x, name, sev, [s + 77 for s in seeds]), y)
-        assert abs(a - b) <= 0.05, f"{name} s{sev}: accuracy reference {a:.3f} vs fast {b:.3f}"
+        ref = np.stack([_correct(digits_model, corrupt(x, name, sev, [s + 1000 * r for s in range(n)], backend="reference"), y) for r in range(k)])
+        fast = np.stack([_correct(digits_model, corrupt(x, name, sev, [s + 1000 * r + 77 for s in range(n)]), y) for r in range(k)])
+        p = (ref.mean(0) + fast.mean(0)) / 2  # per-image success rate, pooled
+        se = float(np.sqrt((2 * p * (1 - p) / k).sum()) / n)
+        a, b = float(ref.mean()), float(fast.mean())
+        assert abs(a - b) <= 4 * se + 0.01, f"{name} s{sev}: accuracy reference {a:.3f} vs fast {b:.3f} (se {se:.4f})"
 
 
 @pytest.mark.slow
