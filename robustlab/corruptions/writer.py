@@ -21,7 +21,6 @@ References: Hendrycks & Dietterich, ICLR 2019 (the CIFAR-10-C release format).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -34,6 +33,7 @@ import torch
 
 from ..data.base import Dataset
 from ..errors import DataError
+from ..signing import sha256_file
 from .engine import Backend, corrupt, corruption_seeds, to_uint8
 from .protocol import resolve
 
@@ -56,14 +56,6 @@ class RenderConfig:
     ids_sha256: str
     content_sha256: str
     image_shape: tuple[int, ...] = field(default=())
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _config_dict(cfg: RenderConfig) -> dict[str, object]:

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..errors import ModelLoadError, TrustError, UnknownNameError
 from ..registry import Registry
+from ..signing import sha256_file
 from .architectures import ARCHITECTURES
 from .metadata import META_KEYS as _META_KEYS
 from .metadata import check_consistency, no_constant, read_sidecar, validate_metadata
@@ -68,14 +69,6 @@ class LoadOptions:
 class _Loaded:
     net: nn.Module
     info: dict[str, Any]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_model(spec: str, options: LoadOptions | None = None, **kw: Any) -> RobustModel:
