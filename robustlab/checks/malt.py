@@ -49,8 +49,7 @@ class MALTCheck(_SweepCheck):
         p: MALTParams = self.params  # type: ignore[assignment]
         seeds = sample_seeds(ctx.seed, f"{self.id}/{eps_key(eps)}", ids)
         attack = MALT(norm=self.norm(), n_iter=p.n_iter, n_targets=p.n_targets, candidates=p.candidates, apgd_ce=p.apgd_ce)
-        xa = attack.perturb(ctx.attack_model, x, y, eps, seeds=seeds)
-        return _score(ctx, x, y, xa, eps, self.norm())
+        return _score(ctx, attack, x, y, eps, seeds)
 
     def stronger(self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, ids: Sequence[str], eps: float) -> tuple[torch.Tensor, str]:
         p: MALTParams = self.params  # type: ignore[assignment]
