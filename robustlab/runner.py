@@ -180,7 +180,7 @@ def evaluate(cfg: RunConfig) -> Scorecard:
     ds_name, ds_source = resolve_dataset_name(cfg.dataset, str(raw.extra.get("dataset") or "") or None, model.info.dataset)
     if ds_name is not None and model.info.dataset != ds_name:
         model.info = model.info.with_overrides(dataset=ds_name)  # budgets read the family from it
-    progress_log.info("data set: %s (%s)", ds_name or "not named", ds_source)
+    log.info("data set: %s (%s)", ds_name or "not named", ds_source)  # recorded in the scorecard's data section
     cfg.options = {**cfg.options, "dataset": ds_name} if ds_name else cfg.options
     data = prepare_data(model, raw)
     with torch.no_grad():

@@ -234,8 +234,11 @@ def _npz_batch(x: np.ndarray, idx: Sequence[int], layout: str, p: Path) -> torch
         xf = a.astype(np.float32) / 255.0
     else:
         xf = a.astype(np.float32)
-        if xf.size and (not np.isfinite(xf).all() or float(xf.min()) < -1e-6 or float(xf.max()) > 1 + 1e-6):
-            raise DataError(f"data npz:{p} has values in [{float(np.nanmin(xf)):.4g}, {float(np.nanmax(xf)):.4g}] or non-finite values; images must be in [0, 1] (uint8 0..255 or float 0..1).")
+        finite = np.isfinite(xf)
+        if xf.size and (not finite.all() or float(xf.min()) < -1e-6 or float(xf.max()) > 1 + 1e-6):
+            vals = xf[finite]
+            lo, hi = (float(vals.min()), float(vals.max())) if vals.size else (float("nan"), float("nan"))
+            raise DataError(f"data npz:{p} has values in [{lo:.4g}, {hi:.4g}]{' and non-finite values' if not finite.all() else ''}; images must be in [0, 1] (uint8 0..255 or float 0..1).")
     return torch.from_numpy(np.ascontiguousarray(xf))
 
 
