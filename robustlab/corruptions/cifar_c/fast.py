@@ -50,14 +50,9 @@ def speckle_noise(x: Tensor, severity: int, seeds: Sequence[int]) -> Tensor:
 def shot_noise(x: Tensor, severity: int, seeds: Sequence[int]) -> Tensor:
     """``clip(Poisson(c x) / c)``, c = 500 250 100 75 50 (Poisson draws on the CPU)."""
     check_input(x, severity, seeds)
-    c = float(const("shot_noise", severity))
-    rate = (x.detach().float().cpu() * c).clamp_min(0.0)
-    g = torch.Generator()
-    counts = torch.empty_like(rate)
-    for i, s in enumerate(seeds):
-        g.manual_seed(int(s) & ((1 << 63) - 1))
-        counts[i] = torch.poisson(rate[i], generator=g)
-    return (counts.to(device=x.device, dtype=x.dtype) / c).clamp(0.0, 1.0)
+    from ..fast.shot_noise import poisson_photons
+
+    return poisson_photons(x, float(const("shot_noise", severity)), seeds)
 
 
 @FAST_CIFAR_C.register("impulse_noise")

@@ -21,7 +21,11 @@ PHOTONS = (60.0, 25.0, 12.0, 5.0, 3.0)
 @FAST_CORRUPTIONS.register("shot_noise")
 def shot_noise(x: torch.Tensor, severity: int, seeds: Sequence[int]) -> torch.Tensor:
     """(N, C, H, W) in [0, 1] -> same shape; counts of image i drawn from ``seeds[i]`` only."""
-    c = PHOTONS[check_input(x, severity, seeds)]
+    return poisson_photons(x, float(PHOTONS[check_input(x, severity, seeds)]), seeds)
+
+
+def poisson_photons(x: torch.Tensor, c: float, seeds: Sequence[int]) -> torch.Tensor:
+    """``clip(Poisson(c x) / c)`` with image i's counts drawn from ``seeds[i]`` only (on the CPU)."""
     rate = (x.detach().float().cpu() * c).clamp_min(0.0)
     g = torch.Generator()
     counts = torch.empty_like(rate)
