@@ -80,6 +80,47 @@ def _printable(value: object) -> str:
     return ascii(s)[1:-1] if not s.isprintable() or any(0xDC80 <= ord(c) <= 0xDCFF for c in s) else s
 
 
+#: the disk-full advice shared by every command that writes files
+DISK_FULL_HINT = ("the disk is full: free some space and rerun the command (an `evaluate` rerun with --resume continues from "
+                  "the batches already stored), or write to another disk")
+READ_ONLY_HINT = "the file system is read-only: write to a folder on a writable file system (another --out or output file)"
+
+_SQLITE_DISK = {"SQLITE_FULL": DISK_FULL_HINT, "SQLITE_READONLY": READ_ONLY_HINT}
+
+
+def sqlite_disk_problem(exc: BaseException) -> str | None:
+    """The advice for an SQLite error caused by the disk (full, read-only, I/O, cannot open), else ``None``
+    (corruption and misuse are not disk problems)."""
+    import sqlite3
+
+    if not isinstance(exc, sqlite3.OperationalError):
+        return None
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    base = "_".join(name.split("_")[:2])  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
+    if base in _SQLITE_DISK:
+        return _SQLITE_DISK[base]
+    msg = str(exc).lower()
+    if "disk is full" in msg:
+        return DISK_FULL_HINT
+    if "readonly" in msg or "read-only" in msg:
+        return READ_ONLY_HINT
+    if base in ("SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PERM") or "disk i/o error" in msg or "unable to open" in msg:
+        return "the disk failed a write or the file cannot be opened (full, read-only or removed?): free space or write to another --out"
+    return None
+
+
+def is_disk_failure(exc: BaseException) -> bool:
+    """True for a failure of the output's storage (disk full, quota, read-only), which no check
+    should record as its own error: the run stops with exit 2 and keeps what it stored."""
+    import errno
+
+    if isinstance(exc, OutputError):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
+    return sqlite_disk_problem(exc) is not None
+
+
 def user_error_from(exc: BaseException) -> RobustlabError | None:
     """The user-facing error for an exception a user's environment can cause (file system, encoding,
     SQLite), or ``None`` for a genuine internal error."""
@@ -89,9 +130,9 @@ def user_error_from(exc: BaseException) -> RobustlabError | None:
     if isinstance(exc, OSError) and exc.errno is not None:
         where = f": {_printable(exc.filename)}" if exc.filename is not None else ""
         hint = {
-            errno.ENOSPC: "free some disk space or pass another --out",
-            errno.EDQUOT: "free some disk space or pass another --out",
-            errno.EROFS: "the file system is read-only; pass a writable --out",
+            errno.ENOSPC: DISK_FULL_HINT,
+            errno.EDQUOT: DISK_FULL_HINT.replace("the disk is full", "the disk quota is used up"),
+            errno.EROFS: READ_ONLY_HINT,
             errno.EACCES: "check the permissions or pass another path",
             errno.EPERM: "check the permissions or pass another path",
             errno.ENOTDIR: "a part of the path is a file, not a folder; pass another path",
@@ -106,6 +147,9 @@ def user_error_from(exc: BaseException) -> RobustlabError | None:
         return OutputError(f"{exc.strerror or os.strerror(exc.errno)}{where}; {hint}.")
     if isinstance(exc, UnicodeError):
         return RobustlabError(f"a path or text is not valid UTF-8 ({_printable(exc)}); rename it or re-save the file as UTF-8.")
+    disk = sqlite_disk_problem(exc)
+    if disk is not None:
+        return OutputError(f"a result store or tracking database cannot be written (SQLite: {_printable(exc)}); {disk}.")
     env_words = ("not a database", "malformed", "locked", "disk", "readonly", "read-only", "unable to open", "corrupt")
     if isinstance(exc, sqlite3.DatabaseError) and any(w in str(exc).lower() for w in env_words):
         return OutputError(f"a result store or tracking database is unusable (SQLite: {_printable(exc)}); pass another --out or remove the damaged file.")

@@ -26,7 +26,7 @@ import torch
 from . import __version__, distributed
 from .checks import CHECKS, RunContext
 from .data import Dataset, adapt_images, load_dataset
-from .errors import DataError, ModelOutputError, RobustlabError
+from .errors import DataError, ModelOutputError, RobustlabError, is_disk_failure
 from .fastpaths import apply_fast_paths
 from .memory import release_free_memory
 from .models import LoadOptions, RobustModel, load_model
@@ -279,12 +279,10 @@ def _run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Datase
                 result = check.run(ctx)
             except (DataError, ModelOutputError):
                 raise
-            except RobustlabError as exc:
-                result = CheckResult(id=entry.id, check=entry.check, status=Status.ERROR, reason=str(exc), params=_params(entry.params))
             except Exception as exc:  # noqa: BLE001 - a failing check must not lose the others
-                log.error("check %s failed: %s", entry.id, exc)
-                log.debug("%s", traceback.format_exc())
-                result = CheckResult(id=entry.id, check=entry.check, status=Status.ERROR, reason=f"{type(exc).__name__}: {exc}", params=_params(entry.params))
+                if is_disk_failure(exc):  # a full or read-only disk stops the run (exit 2); stored batches stay for --resume
+                    raise
+                result = _errored(entry, exc)
             result.seconds = round(time.perf_counter() - tc, 3)
             dup = sorted(set(card.metrics()) & set(result.metrics))
             if dup:
@@ -307,6 +305,15 @@ def _run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Datase
         store.close()
     distributed.barrier(dist_info)
     return card
+
+
+def _errored(entry: Any, exc: Exception) -> CheckResult:
+    """A check that failed is recorded as ``error``, so that it does not lose the others."""
+    if isinstance(exc, RobustlabError):
+        return CheckResult(id=entry.id, check=entry.check, status=Status.ERROR, reason=str(exc), params=_params(entry.params))
+    log.error("check %s failed: %s", entry.id, exc)
+    log.debug("%s", traceback.format_exc())
+    return CheckResult(id=entry.id, check=entry.check, status=Status.ERROR, reason=f"{type(exc).__name__}: {exc}", params=_params(entry.params))
 
 
 def _params(p: Any) -> dict[str, Any]:

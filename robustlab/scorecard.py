@@ -302,12 +302,24 @@ def _check_from_dict(c: dict[str, Any]) -> CheckResult:
     )
 
 
+def json_safe_text(s: str) -> str:
+    """``s`` with every lone surrogate written as a visible escape: a non-UTF-8 byte of a path
+    (surrogate-escaped by Python, e.g. ``b"\\xff"`` -> ``"\\udcff"``) becomes the four characters ``\\xff``, any
+    other lone surrogate ``\\udXXX``. Strict JSON readers (ours included) refuse lone surrogates."""
+    if not any(0xD800 <= ord(c) <= 0xDFFF for c in s):
+        return s
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else f"\\u{ord(c):04x}" if 0xD800 <= ord(c) <= 0xDFFF else c for c in s)
+
+
 def _clean(obj: Any) -> Any:
-    """Make an ``asdict`` tree JSON-safe: enums to values, non-finite floats to None."""
+    """Make an ``asdict`` tree JSON-safe: enums to values, non-finite floats to None, lone
+    surrogates (non-UTF-8 bytes of paths) to visible escapes."""
     if isinstance(obj, Enum):
         return obj.value
+    if isinstance(obj, str):
+        return json_safe_text(obj)
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {json_safe_text(str(k)): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -316,10 +328,22 @@ def _clean(obj: Any) -> Any:
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8; a lone surrogate as a backslash escape) to a temp file beside ``path``
+    and rename it over ``path``: a full disk or a crash leaves the old file, never half a new one.
+    A file-system error names ``path``, not the temp file."""
+    try:
+        return _atomic_write(path, text)
+    except OSError as exc:
+        if exc.errno is None or exc.filename == str(path):
+            raise
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from exc
+
+
+def _atomic_write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

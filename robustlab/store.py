@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from .errors import ResumeError, RobustlabError
+from .errors import DISK_FULL_HINT, OutputError, ResumeError, RobustlabError, sqlite_disk_problem
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class ResultStore:
         try:
             self._db = self._open()
         except sqlite3.DatabaseError as exc:  # not a database, or damaged beyond opening
+            self._raise_if_disk(exc)  # a full or read-only disk is not a damaged store: never move it aside
             self._broken = str(exc)
             self._db = self._open(memory=True)
 
@@ -86,6 +87,18 @@ class ResultStore:
             db.close()
             raise
         return db
+
+    def _raise_if_disk(self, exc: BaseException) -> None:
+        hint = sqlite_disk_problem(exc)
+        if hint is not None and self.path is not None and not hint.startswith("the disk is full"):
+            try:  # SQLite reports some full-disk writes as I/O errors: say what the file system says
+                st = os.statvfs(self.path.parent)
+                if st.f_bavail * st.f_frsize < 1 << 20:
+                    hint = DISK_FULL_HINT
+            except OSError:
+                pass
+        if hint is not None:
+            raise OutputError(f"cannot write the result store {self.path} (SQLite: {exc}); {hint}.") from exc
 
     def _where(self) -> str:
         return str(self.path.parent) if self.path else "memory"
@@ -142,6 +155,7 @@ class ResultStore:
                 self._db.commit()
             return int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
         except sqlite3.DatabaseError as exc:  # damage that only shows on reading
+            self._raise_if_disk(exc)
             if resume or self.path is None:
                 raise ResumeError(f"cannot resume: {self.path} is damaged ({exc}); run without --resume to start afresh.") from exc
             self._broken = str(exc)
@@ -185,8 +199,12 @@ class ResultStore:
         k = self._key(scope, key)
         v = json.dumps(value)
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?)", (k, v, _checksum(self._fp, k, v)))
-            self._db.commit()
+            try:
+                self._db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?)", (k, v, _checksum(self._fp, k, v)))
+                self._db.commit()
+            except sqlite3.DatabaseError as exc:
+                self._raise_if_disk(exc)
+                raise
 
     def scope(self, check_id: str, params: Any) -> str:
         """Scope name for a check: its id plus a hash of its parameters."""
@@ -231,7 +249,7 @@ class OutputLock:
                 self._held[key] = (f, n + 1)
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            f = open(self.path, "a+", encoding="utf-8")
+            f = open(self.path, "a+", encoding="utf-8", errors="backslashreplace")  # a non-UTF-8 path in the command
             try:
                 import fcntl
 
@@ -245,10 +263,17 @@ class OutputLock:
                 raise OutputLockedError(
                     f"output folder {self.path.parent} is in use by another run ({holder}); wait for it to finish or pass another --out."
                 ) from None
-            f.seek(0)
-            f.truncate()
-            f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}: {self.command}\n")
-            f.flush()
+            try:
+                f.seek(0)
+                f.truncate()
+                f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}: {self.command}\n")
+                f.flush()
+            except OSError as exc:  # a full disk: name the file
+                try:
+                    f.close()  # flushes what is left, so it fails again on a full disk
+                except OSError:
+                    pass
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
             self._held[key] = (f, 1)
 
     def release(self) -> None:

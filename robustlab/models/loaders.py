@@ -312,9 +312,11 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            sd = {k: f.get_tensor(k) for k in f.keys()}
+        with open(path, "rb") as fh:  # safetensors takes UTF-8 paths only: a non-UTF-8 name is read through its descriptor
+            name = str(path) if str(path).isprintable() and not any(0xD800 <= ord(c) <= 0xDFFF for c in str(path)) else f"/proc/self/fd/{fh.fileno()}"
+            with safe_open(name, framework="pt") as f:
+                meta = f.metadata() or {}
+                sd = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot read {path} as safetensors ({_first_line(exc)}); the file is corrupt or truncated.") from exc
     if "robustlab" not in meta:
