@@ -10,8 +10,10 @@ the seconds of a fresh interpreter that imports torch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -44,6 +46,21 @@ def _child(case: dict, out_path: str, err_path: str) -> None:
     os._exit(code)
 
 
+def _hashes(folder: str) -> dict[str, str]:
+    """sha256 of every file under ``folder`` right after a case (names relative, surrogate-escaped),
+    and the text of every scorecard.json under ``NAME:text``."""
+    out = {}
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            p = os.path.join(root, name)
+            with open(p, "rb") as f:
+                data = f.read()
+            out[os.path.relpath(p, folder)] = hashlib.sha256(data).hexdigest()
+            if name == "scorecard.json":  # kept for the test: the folder may vanish with its mount namespace
+                out[os.path.relpath(p, folder) + ":text"] = data.decode("utf-8", "backslashreplace")
+    return out
+
+
 def main() -> None:
     cases_path, results_path = sys.argv[1], sys.argv[2]
     cases = json.loads(open(cases_path, encoding="utf-8").read())
@@ -67,6 +84,8 @@ def main() -> None:
     for i, case in enumerate(cases):
         out_path = os.path.join(work, f".case{i}.out")
         err_path = os.path.join(work, f".case{i}.err")
+        if case.get("setup"):  # shell lines run before the case (mounts in the file-system namespace)
+            subprocess.run(["sh", "-c", case["setup"]], check=True)
         t = time.perf_counter()
         pid = os.fork()
         if pid == 0:
@@ -77,7 +96,8 @@ def main() -> None:
             out = f.read()
         with open(err_path, encoding="utf-8", errors="backslashreplace") as f:
             err = f.read()
-        results.append({"name": case["name"], "rc": rc, "stdout": out[-2000:], "stderr": err[-4000:], "seconds": round(time.perf_counter() - t, 3)})
+        results.append({"name": case["name"], "rc": rc, "stdout": out[-2000:], "stderr": err[-4000:], "seconds": round(time.perf_counter() - t, 3),
+                        "after": {f: _hashes(f) for f in case.get("inspect", [])}})
     with open(results_path, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1)
 

@@ -37,6 +37,9 @@ class Case:
     code: int = 2
     stderr_lines: int = 1
     env: dict[str, str] = field(default_factory=dict)
+    setup: str = ""  # shell lines run before the case (in the file-system namespace: mounts)
+    inspect: list[str] = field(default_factory=list)  # folders whose files are hashed right after the case
+    namespace: bool = False  # runs in the user+mount namespace with the read-only and full file systems
 
 
 class Payload:
@@ -288,6 +291,8 @@ def build_corpus(d: Path, marker: Path) -> list[Case]:
     add(Case("corrupt results.sqlite with --resume", "output", _digits_ev("--resume", out=str(cor))))
     add(Case("--junit in a folder that is a file", "output", _digits_ev("--policy", str(HERE.parent / "reports" / "example-policy.yaml"), "--junit", str(o / "afile" / "j.xml"))))
 
+    cases.extend(non_utf8_cases(d))
+
     # -- F. scorecard commands ------------------------------------------------------------------------
     sc = d / "cards"
     sc.mkdir()
@@ -361,6 +366,112 @@ def build_corpus(d: Path, marker: Path) -> list[Case]:
     return cases
 
 
+def _u(path: Path | str, name: bytes) -> str:
+    """``path/name`` with the non-UTF-8 bytes of ``name`` as Python passes them in argv (surrogate-escaped)."""
+    return os.fsdecode(os.path.join(os.fsencode(str(path)), name))
+
+
+def non_utf8_cases(d: Path) -> list[Case]:
+    """Paths with bytes that are not UTF-8 (b"\\xff"): existing files work, missing ones exit 2."""
+    nu = _u(d, b"nonutf8-\xff")
+    os.makedirs(nu)
+    from robustlab.models.zoo import ZOO
+
+    shutil.copy(ZOO["digits-cnn"].locate(), _u(nu, b"m\xfe.safetensors"))
+    shutil.copy(CLEAN, _u(nu, b"s\xfe.yaml"))
+    rng = np.random.default_rng(1)
+    _npz(Path(_u(nu, b"d\xfe.npz")), x=rng.random((12, 8, 8)).astype(np.float32), y=np.arange(12) % 10)
+    pol = str(HERE.parent / "reports" / "example-policy.yaml")
+    shutil.copy(pol, _u(nu, b"p\xfe.yaml"))
+    cards = [_u(nu, b"out-\xff-%d/scorecard.json" % i) for i in range(3)]
+    c: list[Case] = []
+    ok = dict(code=0, stderr_lines=0)
+    c.append(Case("non-UTF-8 --out", "non-UTF-8 path", _digits_ev(out=_u(nu, b"out-\xff-0")), **ok))
+    c.append(Case("non-UTF-8 --model, --suite and --out", "non-UTF-8 path",
+                  _ev("--model", _u(nu, b"m\xfe.safetensors"), "--data", "digits", "--limit", "20", "--suite", _u(nu, b"s\xfe.yaml"), out=_u(nu, b"out-\xff-1")), **ok))
+    c.append(Case("non-UTF-8 --data npz:", "non-UTF-8 path", _ev("--model", "zoo:digits-cnn", "--data", "npz:" + _u(nu, b"d\xfe.npz"), out=_u(nu, b"out-\xff-2")), **ok))
+    c.append(Case("non-UTF-8 --baseline and --policy", "non-UTF-8 path",
+                  _digits_ev("--baseline", cards[0], "--policy", _u(nu, b"p\xfe.yaml"), "--junit", _u(nu, b"j\xff.xml"), out=_u(nu, b"out-\xff-3")), code=1, stderr_lines=0))  # the example policy fails this tiny run
+    c.append(Case("report of a card under a non-UTF-8 folder", "non-UTF-8 path", ["report", cards[1], "-o", _u(nu, b"r\xff.html")], **ok))
+    c.append(Case("compare of cards under non-UTF-8 folders", "non-UTF-8 path", ["compare", cards[0], cards[1]], code=0, stderr_lines=0))
+    c.append(Case("gate of a card under a non-UTF-8 folder", "non-UTF-8 path", ["gate", cards[2], "--policy", _u(nu, b"p\xfe.yaml")], code=1, stderr_lines=0))  # a gate verdict, not an error
+    for name, args in [
+        ("--model", _ev("--model", _u(nu, b"nope\xff.safetensors"), "--data", "digits")),
+        ("--data npz:", _ev("--model", "zoo:digits-cnn", "--data", "npz:" + _u(nu, b"nope\xff.npz"))),
+        ("--data folder:", _ev("--model", "zoo:digits-cnn", "--data", "folder:" + _u(nu, b"nope\xff"))),
+        ("--suite", _digits_ev("--suite", _u(nu, b"nope\xff.yaml"))),
+        ("--policy", _digits_ev("--policy", _u(nu, b"nope\xff.yaml"))),
+        ("--baseline", _digits_ev("--baseline", _u(nu, b"nope\xff.json"), "--policy", pol)),
+        ("report", ["report", _u(nu, b"nope\xff.json")]),
+        ("verify", ["verify", _u(nu, b"nope\xff.json")]),
+        ("sign", ["sign", _u(nu, b"nope\xff.json"), "--generate-key", _u(nu, b"k\xff.pem")]),
+        ("--out under a missing file's name in a non-UTF-8 folder", _digits_ev(out=_u(nu, b"m\xfe.safetensors/sub"))),
+    ]:
+        c.append(Case(f"non-UTF-8 {name} that does not exist", "non-UTF-8 path", args))
+    return c
+
+
+def _fs_tools() -> str | None:
+    """Why the read-only and full file-system cases cannot run here, or None when they can."""
+    if not shutil.which("unshare") or not shutil.which("mount"):
+        return "needs unshare and mount (util-linux)"
+    r = subprocess.run(["unshare", "-Urm", "sh", "-c", "d=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs $d && mount -o remount,ro $d"],
+                       capture_output=True, text=True, timeout=60)
+    return None if r.returncode == 0 else f"no unprivileged user+mount namespace with tmpfs here ({r.stderr.strip()[:120]})"
+
+
+def fs_cases(d: Path, prior: Path) -> tuple[list[Case], str]:
+    """Cases on a read-only file system and a full disk; they run in one user+mount namespace whose
+    start-up script (returned) mounts the read-only tmpfs. The full tmpfs is mounted and filled per case."""
+    fs = d / "fs"
+    ro, full, keys = fs / "ro", fs / "full", fs / "keys"
+    for p in (ro, full, keys):
+        p.mkdir(parents=True)
+    start = f"mount -t tmpfs -o size=1m tmpfs {ro} && cp -r {prior} {ro}/prior && mount -o remount,ro {ro}"
+    c: list[Case] = []
+    rp = str(ro / "prior")
+    corrupt = ["corrupt", "--data", "digits", "--limit", "10", "--corruptions", "gaussian_noise", "-q", "--out"]
+    pol = str(HERE.parent / "reports" / "example-policy.yaml")
+    for name, args in [
+        ("evaluate --out", _digits_ev(out=str(ro / "new"))),
+        ("evaluate --out an earlier run", _digits_ev(out=rp)),
+        ("evaluate --resume an earlier run", _digits_ev("--resume", out=rp)),
+        ("evaluate --junit", _digits_ev("--policy", pol, "--junit", str(ro / "j.xml"), out=str(fs / "rw-out"))),
+        ("report next to the scorecard", ["report", f"{rp}/scorecard.json"]),
+        ("report -o", ["report", str(prior / "scorecard.json"), "-o", str(ro / "r.html")]),
+        ("sign the scorecard in place", ["sign", f"{rp}/scorecard.json", "--generate-key", str(keys / "k1.pem")]),
+        ("sign --generate-key", ["sign", str(prior / "scorecard.json"), "--generate-key", str(ro / "k.pem")]),
+        ("gate --junit", ["gate", str(prior / "scorecard.json"), "--policy", pol, "--junit", str(ro / "j.xml")]),
+        ("corrupt --out", [*corrupt, str(ro / "c")]),
+    ]:
+        c.append(Case(f"read-only file system: {name}", "read-only file system", args, inspect=[rp], namespace=True))
+
+    def fill(free_kib: int, copy_prior: bool = False) -> str:
+        """A fresh 512 KiB tmpfs on ``full``, filled but for ``free_kib``."""
+        cp = f" && cp -r {prior} {full}/prior" if copy_prior else ""
+        return (f"umount {full} 2>/dev/null; mount -t tmpfs -o size=512k tmpfs {full}{cp} && (cat /dev/zero > {full}/filler 2>/dev/null; true)"
+                f" && truncate -s -{free_kib}K {full}/filler")
+
+    run = str(full / "run")
+    for free in FULL_DISK_FREE_KIB:  # the disk fills at every stage: the lock, the store, a batch, the scorecard, the report
+        c.append(Case(f"full disk ({free} KiB free): evaluate", "full disk", _digits_ev("--batch-size", "5", out=run), setup=fill(free), inspect=[run], namespace=True))
+        c.append(Case(f"full disk ({free} KiB free): evaluate --resume after freeing space", "full disk", _digits_ev("--batch-size", "5", "--resume", out=run),
+                      code=0, stderr_lines=0, setup=f"rm -f {full}/filler", inspect=[run], namespace=True))
+    fp = str(full / "prior")
+    c.append(Case("full disk: evaluate over an earlier run", "full disk", _digits_ev(out=fp), setup=fill(0, copy_prior=True), inspect=[fp], namespace=True))
+    c.append(Case("full disk: report next to the scorecard", "full disk", ["report", f"{fp}/scorecard.json", "-o", f"{fp}/r2.html"], inspect=[fp], namespace=True))
+    c.append(Case("full disk: sign the scorecard in place", "full disk", ["sign", f"{fp}/scorecard.json", "--generate-key", str(keys / "k3.pem")], inspect=[fp], namespace=True))
+    c.append(Case("full disk: gate --junit", "full disk", ["gate", f"{fp}/scorecard.json", "--policy", pol, "--junit", f"{fp}/j.xml"], inspect=[fp], namespace=True))
+    c.append(Case("full disk: corrupt --out", "full disk", [*corrupt, str(full / "c")], setup=fill(16), inspect=[str(full)], namespace=True))
+    c.append(Case("full disk: corrupt again after freeing space", "full disk", [*corrupt, str(full / "c")], code=0, stderr_lines=0,
+                  setup=f"rm -f {full}/filler", namespace=True))
+    return c, start
+
+
+#: free space left on the full disk, KiB: the run stops at the lock, the store, a batch and the scorecard
+FULL_DISK_FREE_KIB = (0, 8, 24, 48, 64, 80, 96, 112)
+
+
 def _snapshot(folder: Path) -> dict[str, str]:
     skip = (".robustlab.lock",)
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -376,6 +487,7 @@ def corpus_results(tmp_path_factory):
     env.pop("MLFLOW_TRACKING_URI", None)
     workers = 2
     procs, priors = [], []
+    fs_skip: str | None = "not started"
     for w in range(workers):
         prior = d / f"prior{w}"
         if w == 0:  # one real run leaves the earlier outputs; the other workers get copies
@@ -384,30 +496,119 @@ def corpus_results(tmp_path_factory):
         else:
             shutil.copytree(d / "prior0", prior)
         priors.append((prior, _snapshot(prior)))
-        mine = [c for i, c in enumerate(cases) if i % workers == w]
+        # the non-UTF-8 cases read what the earlier ones wrote: one worker, in order
+        mine = [c for i, c in enumerate(cases) if not c.namespace and (0 if c.category == "non-UTF-8 path" else i % workers) == w]
         payload = [{"name": c.name, "args": [a.replace(PRIOR, str(prior)) for a in c.args], "cwd": str(d), "env": c.env} for c in mine]
         (d / f"cases{w}.json").write_text(json.dumps(payload))
         wd = d / f"work{w}"
         wd.mkdir()
         procs.append(subprocess.Popen([sys.executable, DRIVER, str(d / f"cases{w}.json"), str(wd / "results.json")], env=env))
+        if w == 0:
+            fs_skip = _fs_tools()
+            if fs_skip is None:  # a third worker in a user+mount namespace: read-only file system and full disk
+                fprior = d / "prior-fs"
+                shutil.copytree(d / "prior0", fprior)
+                extra, start = fs_cases(d, fprior)
+                cases.extend(extra)
+                payload = [{"name": c.name, "args": c.args, "cwd": str(d), "env": c.env, "setup": c.setup, "inspect": c.inspect} for c in extra]
+                (d / "cases-fs.json").write_text(json.dumps(payload))
+                (d / "work-fs").mkdir()
+                script = f'{start} && exec "$0" "$@"'
+                procs.append(subprocess.Popen(["unshare", "-Urm", "sh", "-c", script, sys.executable, DRIVER, str(d / "cases-fs.json"),
+                                               str(d / "work-fs" / "results.json")], env=env))
+                priors.append((fprior, _snapshot(fprior)))
     for p in procs:
         assert p.wait(timeout=1200) == 0
     results = {}
-    for w in range(workers):
-        for r in json.loads((d / f"work{w}" / "results.json").read_text()):
+    for w in [*(f"work{w}" for w in range(workers)), *(["work-fs"] if fs_skip is None else [])]:
+        for r in json.loads((d / w / "results.json").read_text()):
             results[r["name"]] = r
-    return cases, results, marker, priors
+    return cases, results, marker, priors, fs_skip
 
 
 def test_corpus_has_150_inputs_in_every_category(corpus_results):
-    cases, results, _m, _p = corpus_results
+    cases, results, _m, _p, _fs = corpus_results
     assert len(cases) >= 150 and len({c.name for c in cases}) == len(cases)
-    assert {c.category for c in cases} >= {"model", "model metadata", "options", "data", "suite", "output", "scorecard"}
+    assert {c.category for c in cases} >= {"model", "model metadata", "options", "data", "suite", "output", "scorecard", "non-UTF-8 path"}
     assert set(results) == {c.name for c in cases}
 
 
+def test_read_only_and_full_file_systems_are_in_the_corpus(corpus_results):
+    cases, results, _m, _p, fs_skip = corpus_results
+    if fs_skip is not None:
+        pytest.skip(f"read-only and full file-system cases not run: {fs_skip}")
+    cats = {c.category for c in cases}
+    assert {"read-only file system", "full disk"} <= cats
+    ro = [c for c in cases if c.category == "read-only file system"]
+    assert len({c.args[0] for c in ro}) >= 5  # evaluate, report, sign, gate, corrupt
+    for c in ro:
+        assert "read-only" in results[c.name]["stderr"], (c.name, results[c.name]["stderr"])
+
+
+def _card_metrics(text: str) -> dict[str, float]:
+    from robustlab.scorecard import loads_strict
+
+    card = loads_strict(text)
+    return {k: v for ch in card["checks"] for k, v in ch["metrics"].items()}
+
+
+def test_full_disk_says_so_and_loses_nothing(corpus_results):
+    """At every stage the disk fills (lock, store, a batch, the scorecard, the report): one line saying
+    the disk is full, no temp or half-written file left, an earlier scorecard kept byte for byte, and
+    a --resume after freeing space ends with the numbers of an uninterrupted run."""
+    cases, results, _m, priors, fs_skip = corpus_results
+    if fs_skip is not None:
+        pytest.skip(f"full-disk cases not run: {fs_skip}")
+    prior, before = priors[0]
+    want = _card_metrics((prior / "scorecard.json").read_text(encoding="utf-8"))
+    failed_at = set()
+    for c in (c for c in cases if c.category == "full disk" and c.code == 2):
+        r = results[c.name]
+        assert "disk is full" in r["stderr"], (c.name, r["stderr"])
+        for folder, files in r["after"].items():
+            assert not [f for f in files if f.endswith(".tmp")], (c.name, sorted(files))
+            for f, text in files.items():
+                if f.endswith(":text"):  # a scorecard present after the failure is whole (strict JSON)
+                    _card_metrics(text)
+        if "earlier run" in c.name or "in place" in c.name or "report next" in c.name or "gate" in c.name:
+            files = next(iter(r["after"].values()))
+            assert "scorecard.json" in before
+            for name in (n for n in before if n != "results.sqlite"):  # a run without --resume may clear the store: it was asked to
+                assert files.get(name) == before[name], (c.name, name)
+    for free in FULL_DISK_FREE_KIB:
+        first = results[f"full disk ({free} KiB free): evaluate"]
+        failed_at |= {f for f in (".robustlab.lock", "results.sqlite", "scorecard.json") if f in first["stderr"]}
+        resumed = results[f"full disk ({free} KiB free): evaluate --resume after freeing space"]
+        files = next(iter(resumed["after"].values()))
+        assert _card_metrics(files["scorecard.json:text"]) == want, free
+    assert failed_at == {".robustlab.lock", "results.sqlite", "scorecard.json"}, failed_at  # the sizes stop the run at each file it writes
+
+
+def test_non_utf8_paths_work_and_stay_strict_json(corpus_results, tmp_path_factory):
+    """A run whose --out, --model, --suite and --data have non-UTF-8 bytes completes; the scorecard
+    records the paths with visible \\xNN escapes and stays strict JSON (no lone surrogates)."""
+    from robustlab.scorecard import read_strict_json
+
+    cases, results, _m, _p, _fs = corpus_results
+    ok = [c for c in cases if c.category == "non-UTF-8 path" and c.code == 0]
+    assert len(ok) >= 5
+    for c in ok:
+        assert results[c.name]["rc"] == 0, (c.name, results[c.name]["stderr"])
+    d = Path(ok[0].args[ok[0].args.index("--out") + 1]).parent
+    cards = sorted(d.glob("out-*/scorecard.json"))
+    assert len(cards) == 4
+    for p in cards:
+        card = read_strict_json(p)
+        text = p.read_text(encoding="utf-8")
+        assert "nonutf8-\\\\xff" in text  # the byte, escaped in the JSON text as \\xff
+        assert card["run"]["complete"] is True
+    model = read_strict_json(d / os.fsdecode(b"out-\xff-1") / "scorecard.json")["model"]
+    assert model["path"].endswith("nonutf8-\\xff/m\\xfe.safetensors")
+    assert (d / os.fsdecode(b"r\xff.html")).is_file() and (d / os.fsdecode(b"j\xff.xml")).is_file()
+
+
 def test_every_hostile_input_ends_cleanly(corpus_results):
-    cases, results, marker, priors = corpus_results
+    cases, results, marker, priors, _fs = corpus_results
     bad = []
     for c in cases:
         r = results[c.name]
@@ -427,7 +628,7 @@ def test_every_hostile_input_ends_cleanly(corpus_results):
 
 
 def test_no_code_ran_and_earlier_outputs_are_untouched(corpus_results):
-    _c, _r, marker, priors = corpus_results
+    _c, _r, marker, priors, _fs = corpus_results
     assert not marker.exists(), "a hostile input executed code"
     for folder, before in priors:
         assert _snapshot(folder) == before

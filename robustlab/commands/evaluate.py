@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ def evaluate(**kw: Any) -> None:
             raise click.BadParameter(f"{kw[p]} does not exist", param_hint=f"--{p}")
     if kw.get("policy"):
         _validate_policy(Path(kw["policy"]))
+    b = kw.get("baseline")
+    if b and not Path(b).is_file() and (os.sep in b or b.endswith(".json")):  # a missing file, not a run id: refuse before the run
+        raise click.BadParameter(f"baseline scorecard {_shown(b)} does not exist; pass a scorecard.json path or an MLflow run id", param_hint="--baseline")
     check_output_path(kw.get("out_dir"), "--out")
     check_output_path(kw.get("junit"), "--junit")
 
@@ -63,6 +67,12 @@ def evaluate(**kw: Any) -> None:
             sys.exit(0)
         code = finish(card, out, kw)
     sys.exit(code)
+
+
+def _shown(path: str) -> str:
+    from ..errors import _printable
+
+    return _printable(path)
 
 
 def _validate_policy(path: Path) -> None:

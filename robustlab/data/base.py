@@ -110,7 +110,7 @@ class Dataset:
     def ids_sha256(self) -> str:
         h = hashlib.sha256()
         for i in self.ids:
-            h.update(i.encode())
+            h.update(i.encode("utf-8", "surrogatepass"))  # ids named after non-UTF-8 file names
             h.update(b"\n")
         return h.hexdigest()
 
