@@ -534,7 +534,7 @@ def test_corpus_has_150_inputs_in_every_category(corpus_results):
 
 
 def test_read_only_and_full_file_systems_are_in_the_corpus(corpus_results):
-    cases, results, _m, _p, fs_skip = corpus_results
+    cases, results, _m, priors, fs_skip = corpus_results
     if fs_skip is not None:
         pytest.skip(f"read-only and full file-system cases not run: {fs_skip}")
     cats = {c.category for c in cases}
@@ -543,6 +543,11 @@ def test_read_only_and_full_file_systems_are_in_the_corpus(corpus_results):
     assert len({c.args[0] for c in ro}) >= 5  # evaluate, report, sign, gate, corrupt
     for c in ro:
         assert "read-only" in results[c.name]["stderr"], (c.name, results[c.name]["stderr"])
+        assert ".tmp" not in results[c.name]["stderr"], (c.name, results[c.name]["stderr"])  # names the file asked for, not a temp file
+    fs_prior = priors[-1][1]  # the earlier run copied onto the read-only file system stays byte-identical
+    for c in ro:
+        after = {k: v for k, v in results[c.name]["after"][c.inspect[0]].items() if k != ".robustlab.lock" and not k.endswith(("-wal", "-shm", ":text"))}
+        assert after == fs_prior and "scorecard.json" in after, c.name
 
 
 def _card_metrics(text: str) -> dict[str, float]:
