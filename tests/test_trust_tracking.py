@@ -78,3 +78,24 @@ def test_unreachable_tracking_server_keeps_the_finished_run(tmp_path):
     assert r.returncode == 0 and (tmp_path / "o" / "scorecard.json").is_file(), r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "not reachable" in lines[0], r.stderr
+
+
+def test_concurrent_runs_on_one_tracking_store_both_finish(tmp_path):
+    """Two runs at once, each with its own --out, log to one SQLite tracking store (the store a team
+    shares through MLFLOW_TRACKING_URI): both exit 0 with their scorecards and both are recorded.
+    Without a lock, MLflow's first-use migration ran twice at once: both warned, neither was recorded."""
+    store = tmp_path / "shared-mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    procs = [subprocess.Popen([sys.executable, "-m", "robustlab", "evaluate", "--model", "zoo:digits-cnn", "--data", "digits", "--limit", "20",
+                               "--suite", CLEAN, "--out", str(tmp_path / f"o{i}"), "--quiet", "--no-report", "--device", "cpu", "--seed", str(i)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+    for i, p in enumerate(procs):
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert not lines, err
+        assert json.loads((tmp_path / f"o{i}" / "scorecard.json").read_text())["run"]["complete"] is True
+    import sqlite3
+
+    with sqlite3.connect(store) as db:
+        assert db.execute("select count(*) from runs").fetchone()[0] == 2

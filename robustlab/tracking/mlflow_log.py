@@ -26,8 +26,10 @@ import math
 import os
 import re
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from ..errors import RobustlabError
 from ..scorecard import Scorecard, Verdict
@@ -93,6 +95,54 @@ def resolve_tracking_uri(out_dir: str | Path | None, uri: str | None = None) -> 
     out.mkdir(parents=True, exist_ok=True)
     # built from the path, percent-encoded: '?', '#' or '%20' in a folder name stay part of the path
     return "sqlite:///" + quote(os.fsencode(out / "mlflow.db"), safe="/"), (out / "mlartifacts").as_uri()
+
+
+#: how long a run waits for another process logging to the same SQLite store (seconds).
+STORE_LOCK_TIMEOUT = 120.0
+
+
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (None for servers and file stores)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    from urllib.parse import unquote_to_bytes
+
+    return Path(os.fsdecode(unquote_to_bytes(tracking_uri[len("sqlite:///"):].split("?", 1)[0])))
+
+
+@contextmanager
+def _store_lock(tracking_uri: str, *, timeout: float = STORE_LOCK_TIMEOUT) -> Iterator[None]:
+    """Serialise writers of one SQLite tracking store across processes.
+
+    MLflow creates and migrates a new SQLite store on first use, and two processes doing that at
+    once both fail and leave the store half-migrated (measured: two concurrent runs sharing
+    MLFLOW_TRACKING_URI, neither recorded). A lock file beside the database (``<db>.lock``,
+    ``flock``) makes the second writer wait; servers do their own locking.
+    """
+    db = _sqlite_path(tracking_uri)
+    if db is None:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; MLflow's own retries apply
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a+b") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RobustlabError(f"the MLflow store {db} stayed locked by another process for {timeout:.0f} s; log again later or pass --no-mlflow.") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _client(tracking_uri: str) -> Any:
@@ -207,53 +257,59 @@ def log_scorecard(
     """
     tracking_uri, artifact_location = resolve_tracking_uri(out_dir, uri)
     _quiet_env()
-    from mlflow.entities import Metric, Param
     from mlflow.exceptions import MlflowException
 
     exp_name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
     check_reachable(tracking_uri)
     try:
-        client = _client(tracking_uri)
-        exp_id = _experiment_id(client, exp_name, artifact_location)
-        run_name = f"{card.model.get('spec', 'model')} · {card.suite.get('name', 'suite')}"
-        run = client.create_run(exp_id, run_name=run_name, tags=_tags(card, verdict, command))
-        run_id = str(run.info.run_id)
-        metrics = {k: v for k, v in card.metrics().items() if v is not None and math.isfinite(v)}
-        mapping = key_mapping(set(metrics))
-        import time
-
-        ts = int(time.time() * 1000)
-        ms = [Metric(mapping[k], float(v), ts, 0) for k, v in sorted(metrics.items())]
-        ps = [Param(k, v) for k, v in sorted(_params(card).items())]
-        for chunk in _chunks(ms, 1000):
-            client.log_batch(run_id, metrics=chunk)
-        for pchunk in _chunks(ps, 100):
-            client.log_batch(run_id, params=pchunk)
-        with tempfile.TemporaryDirectory(prefix="robustlab-mlflow-") as tmp:
-            t = Path(tmp)
-            sc = t / "scorecard.json"
-            src = Path(scorecard_path) if scorecard_path else None
-            if src is not None and src.is_file():
-                sc.write_bytes(src.read_bytes())  # byte-exact, so an embedded signature still verifies
-            else:
-                card.write(sc)
-            client.log_artifact(run_id, str(sc))
-            (t / "mlflow_keys.json").write_text(json.dumps(mapping, indent=1, sort_keys=True))
-            client.log_artifact(run_id, str(t / "mlflow_keys.json"))
-            ps_csv = write_per_sample_csv(card, t / "per_sample.csv")
-            if ps_csv is not None:
-                client.log_artifact(run_id, str(ps_csv))
-            for a in artifacts:
-                ap = Path(a)
-                if ap.is_file():
-                    client.log_artifact(run_id, str(ap))
-                else:
-                    log.warning("MLflow: artifact %s does not exist; not logged", ap)
-        client.set_terminated(run_id, "FINISHED")
+        with _store_lock(tracking_uri):
+            run_id = _log_card(card, tracking_uri, exp_name, artifact_location, artifacts, verdict, command, scorecard_path)
     except (MlflowException, OSError) as exc:
         msg = exc.message if isinstance(exc, MlflowException) else str(exc)
         raise RobustlabError(f"MLflow logging to {tracking_uri} failed ({msg}); check --mlflow-uri / MLFLOW_TRACKING_URI or pass --no-mlflow.") from exc
     log.info("MLflow run %s logged to %s (experiment %r)", run_id, tracking_uri, exp_name)
+    return run_id
+
+
+def _log_card(card: Scorecard, tracking_uri: str, exp_name: str, artifact_location: str | None, artifacts: Iterable[str | Path], verdict: str, command: str,
+              scorecard_path: str | Path | None) -> str:
+    from mlflow.entities import Metric, Param
+
+    client = _client(tracking_uri)
+    exp_id = _experiment_id(client, exp_name, artifact_location)
+    run_name = f"{card.model.get('spec', 'model')} · {card.suite.get('name', 'suite')}"
+    run = client.create_run(exp_id, run_name=run_name, tags=_tags(card, verdict, command))
+    run_id = str(run.info.run_id)
+    metrics = {k: v for k, v in card.metrics().items() if v is not None and math.isfinite(v)}
+    mapping = key_mapping(set(metrics))
+    ts = int(time.time() * 1000)
+    ms = [Metric(mapping[k], float(v), ts, 0) for k, v in sorted(metrics.items())]
+    ps = [Param(k, v) for k, v in sorted(_params(card).items())]
+    for chunk in _chunks(ms, 1000):
+        client.log_batch(run_id, metrics=chunk)
+    for pchunk in _chunks(ps, 100):
+        client.log_batch(run_id, params=pchunk)
+    with tempfile.TemporaryDirectory(prefix="robustlab-mlflow-") as tmp:
+        t = Path(tmp)
+        sc = t / "scorecard.json"
+        src = Path(scorecard_path) if scorecard_path else None
+        if src is not None and src.is_file():
+            sc.write_bytes(src.read_bytes())  # byte-exact, so an embedded signature still verifies
+        else:
+            card.write(sc)
+        client.log_artifact(run_id, str(sc))
+        (t / "mlflow_keys.json").write_text(json.dumps(mapping, indent=1, sort_keys=True))
+        client.log_artifact(run_id, str(t / "mlflow_keys.json"))
+        ps_csv = write_per_sample_csv(card, t / "per_sample.csv")
+        if ps_csv is not None:
+            client.log_artifact(run_id, str(ps_csv))
+        for a in artifacts:
+            ap = Path(a)
+            if ap.is_file():
+                client.log_artifact(run_id, str(ap))
+            else:
+                log.warning("MLflow: artifact %s does not exist; not logged", ap)
+    client.set_terminated(run_id, "FINISHED")
     return run_id
 
 
@@ -314,31 +370,31 @@ def log_training(
     exp_name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
     try:
         check_reachable(tracking_uri)
-        client = _client(tracking_uri)
-        exp_id = _experiment_id(client, exp_name, artifact_location)
-        run = client.create_run(exp_id, run_name=name, tags={"robustlab.version": __version__, "robustlab.kind": "defend", **tags})
-        run_id = str(run.info.run_id)
-        import time
+        with _store_lock(tracking_uri):
+            client = _client(tracking_uri)
+            exp_id = _experiment_id(client, exp_name, artifact_location)
+            run = client.create_run(exp_id, run_name=name, tags={"robustlab.version": __version__, "robustlab.kind": "defend", **tags})
+            run_id = str(run.info.run_id)
 
-        ts = int(time.time() * 1000)
-        ms = []
-        for rec in history:
-            step = int(rec.get("epoch", 0))
-            for k, v in rec.items():
-                if k == "extra" and isinstance(v, dict):
-                    ms += [Metric(sanitize_key(f"train/{kk}"), float(vv), ts, step) for kk, vv in v.items() if isinstance(vv, (int, float)) and math.isfinite(vv)]
-                elif isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch" and math.isfinite(v):
-                    ms.append(Metric(sanitize_key(f"train/{k}"), float(v), ts, step))
-        for chunk in _chunks(ms, 1000):
-            client.log_batch(run_id, metrics=chunk)
-        ps = [Param(sanitize_key(k), str(v)[:_MAX_PARAM_VALUE]) for k, v in sorted(params.items())]
-        for pchunk in _chunks(ps, 100):
-            client.log_batch(run_id, params=pchunk)
-        for a in artifacts:
-            ap = Path(a)
-            if ap.is_file():
-                client.log_artifact(run_id, str(ap))
-        client.set_terminated(run_id, "FINISHED")
+            ts = int(time.time() * 1000)
+            ms = []
+            for rec in history:
+                step = int(rec.get("epoch", 0))
+                for k, v in rec.items():
+                    if k == "extra" and isinstance(v, dict):
+                        ms += [Metric(sanitize_key(f"train/{kk}"), float(vv), ts, step) for kk, vv in v.items() if isinstance(vv, (int, float)) and math.isfinite(vv)]
+                    elif isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch" and math.isfinite(v):
+                        ms.append(Metric(sanitize_key(f"train/{k}"), float(v), ts, step))
+            for chunk in _chunks(ms, 1000):
+                client.log_batch(run_id, metrics=chunk)
+            ps = [Param(sanitize_key(k), str(v)[:_MAX_PARAM_VALUE]) for k, v in sorted(params.items())]
+            for pchunk in _chunks(ps, 100):
+                client.log_batch(run_id, params=pchunk)
+            for a in artifacts:
+                ap = Path(a)
+                if ap.is_file():
+                    client.log_artifact(run_id, str(ap))
+            client.set_terminated(run_id, "FINISHED")
     except (MlflowException, OSError) as exc:
         msg = exc.message if isinstance(exc, MlflowException) else str(exc)
         raise RobustlabError(f"MLflow logging to {tracking_uri} failed ({msg}); check --mlflow-uri / MLFLOW_TRACKING_URI or pass --no-mlflow.") from exc
