@@ -51,56 +51,6 @@ def release_free_memory() -> bool:
     return True
 
 
-#: glibc's ``mallopt`` parameter number of M_MMAP_THRESHOLD (malloc.h).
-_M_MMAP_THRESHOLD = -3
-#: blocks at least this large are mapped on their own and unmapped when freed (bytes).
-MMAP_THRESHOLD = 1 << 20
-
-
-def bound_heap_growth(threshold: int = MMAP_THRESHOLD) -> bool:
-    """Serve every block of at least ``threshold`` bytes with its own mapping; True when set.
-
-    glibc raises its mmap threshold to the size of each large block freed (up to 32 MB), after
-    which activations and gradients of a few MB come from the heap, and the holes they leave
-    inside an attack's batch (tensors of a new size at every early-stopping step) add up: PGD on
-    the CIFAR-10 ResNet-18, 600 images in batches of 100, peaked at 2.35 GB and still rising after
-    six batches, against 1.18 GB with a fixed 1 MB threshold (``malloc_trim`` between batches
-    cannot reach holes inside a batch). A fixed threshold also stops the dynamic adjustment.
-
-    Left alone when the user set ``MALLOC_MMAP_THRESHOLD_`` (glibc's own tunable) or
-    ``ROBUSTLAB_MMAP_THRESHOLD=0``; ``ROBUSTLAB_MMAP_THRESHOLD=<bytes>`` chooses another value.
-    """
-    import os
-
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return False
-    env = os.environ.get("ROBUSTLAB_MMAP_THRESHOLD", "").strip()
-    if env:
-        try:
-            threshold = int(env)
-        except ValueError:
-            log.warning("ROBUSTLAB_MMAP_THRESHOLD=%r is not a number of bytes; the C heap keeps its default", env)
-            return False
-        if threshold <= 0:
-            return False
-    fn = _mallopt()
-    return fn is not None and fn(_M_MMAP_THRESHOLD, threshold) == 1
-
-
-@lru_cache(maxsize=1)
-def _mallopt() -> Callable[[int, int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.mallopt
-    except (OSError, AttributeError):  # not glibc
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn  # type: ignore[no-any-return]
-
-
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MB (0.0 where it cannot be read)."""
     try:

@@ -28,7 +28,7 @@ from .checks import CHECKS, RunContext
 from .data import Dataset, adapt_images, load_dataset
 from .errors import DataError, ModelOutputError, RobustlabError, is_disk_failure
 from .fastpaths import apply_fast_paths
-from .memory import bound_heap_growth, release_free_memory
+from .memory import release_free_memory
 from .models import LoadOptions, RobustModel, load_model
 from .scorecard import CheckResult, Scorecard, Status
 from .store import LOCK_NAME, OutputLock, ResultStore
@@ -150,7 +150,6 @@ def evaluate(cfg: RunConfig) -> Scorecard:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    bound_heap_growth()  # large tensors get their own mappings: a batch's peak does not creep up (issue 21)
     device = resolve_device(cfg.load.device)
     dist_info = distributed.init(device.type)
     if dist_info.enabled and device.type == "cuda":

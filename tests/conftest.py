@@ -148,4 +148,7 @@ def _seed_global_rngs():
     """Tests that draw toy data from the global RNGs get the same data every run (no flaky tests)."""
     torch.manual_seed(0)
     np.random.seed(0)
+    threads = torch.get_num_threads()
     yield
+    if torch.get_num_threads() != threads:  # an in-process `--threads 1` run must not slow every later test
+        torch.set_num_threads(threads)

@@ -179,7 +179,7 @@ def test_model_accuracy_agrees_digits(digits_model, digits_data, name: str) -> N
 def test_model_accuracy_agrees_cifar(cifar_model, images32: torch.Tensor, cifar_npz: Path, name: str) -> None:  # type: ignore[no-untyped-def]
     y = torch.from_numpy(np.load(cifar_npz)["y"][:200])
     seeds = list(range(200))
-    for sev in (1, 3, 5):
+    for sev in (3, 5):  # (severity 1 changes the least; the pixel-level tests cover all five)
         a = _accuracy(cifar_model, corrupt(images32, name, sev, seeds, backend="reference"), y)
         b = _accuracy(cifar_model, corrupt(images32, name, sev, [s + 77 for s in seeds]), y)
         assert abs(a - b) <= 0.05, f"{name} s{sev}: accuracy reference {a:.3f} vs fast {b:.3f}"
