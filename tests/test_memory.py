@@ -151,6 +151,9 @@ RETAINED_GROWTH_BOUND_MB = 40.0
 #: still grows with n (about 0.1 MB per image inside foolbox's FMN path; open, issue 21). Asserted
 #: to grow, so that fixing it forces this set to be emptied.
 KNOWN_GROWING = {"minimal_norm"}
+#: a known-growing check grows by at least this much (MB); measured 25-59 for minimal_norm, while
+#: the bounded kinds came out between -12 and +10 in the same runs.
+KNOWN_GROWING_MIN_MB = 15.0
 
 
 @pytest.mark.slow
@@ -178,7 +181,7 @@ def test_peak_memory_per_check_does_not_grow_with_n(tmp_path: Path) -> None:
     growth = {k: round(rise[800][k] - rise[100][k], 1) for k in kinds}
     bounded = {k: g for k, g in growth.items() if k not in KNOWN_GROWING}
     assert max(bounded.values()) < CHECK_GROWTH_BOUND_MB, f"a check's peak RSS grew with n (MB, 800 vs 100 images): {growth}"
-    assert all(growth[k] >= CHECK_GROWTH_BOUND_MB for k in KNOWN_GROWING), f"fixed? remove it from KNOWN_GROWING: {growth}"
+    assert all(growth[k] >= KNOWN_GROWING_MIN_MB for k in KNOWN_GROWING), f"fixed? remove it from KNOWN_GROWING: {growth}"
     kept = res[800]["start"]["certify"] - res[100]["start"]["certify"]
     assert kept < RETAINED_GROWTH_BOUND_MB, f"the RSS kept after seven checks grew by {kept:.1f} MB from 100 to 800 images: {res}"
     per_image = (res[800]["card_bytes"] - res[100]["card_bytes"]) / 700
