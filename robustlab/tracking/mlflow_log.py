@@ -27,13 +27,13 @@ import os
 import re
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 from ..errors import RobustlabError
 from ..scorecard import Scorecard, Verdict
 from .keys import key_mapping, sanitize_key
+from .store_lock import store_lock
 
 log = logging.getLogger(__name__)
 
@@ -95,54 +95,6 @@ def resolve_tracking_uri(out_dir: str | Path | None, uri: str | None = None) -> 
     out.mkdir(parents=True, exist_ok=True)
     # built from the path, percent-encoded: '?', '#' or '%20' in a folder name stay part of the path
     return "sqlite:///" + quote(os.fsencode(out / "mlflow.db"), safe="/"), (out / "mlartifacts").as_uri()
-
-
-#: how long a run waits for another process logging to the same SQLite store (seconds).
-STORE_LOCK_TIMEOUT = 120.0
-
-
-def _sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` tracking URI (None for servers and file stores)."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    from urllib.parse import unquote_to_bytes
-
-    return Path(os.fsdecode(unquote_to_bytes(tracking_uri[len("sqlite:///"):].split("?", 1)[0])))
-
-
-@contextmanager
-def _store_lock(tracking_uri: str, *, timeout: float = STORE_LOCK_TIMEOUT) -> Iterator[None]:
-    """Serialise writers of one SQLite tracking store across processes.
-
-    MLflow creates and migrates a new SQLite store on first use, and two processes doing that at
-    once both fail and leave the store half-migrated (measured: two concurrent runs sharing
-    MLFLOW_TRACKING_URI, neither recorded). A lock file beside the database (``<db>.lock``,
-    ``flock``) makes the second writer wait; servers do their own locking.
-    """
-    db = _sqlite_path(tracking_uri)
-    if db is None:
-        yield
-        return
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; MLflow's own retries apply
-        yield
-        return
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a+b") as fh:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise RobustlabError(f"the MLflow store {db} stayed locked by another process for {timeout:.0f} s; log again later or pass --no-mlflow.") from None
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _client(tracking_uri: str) -> Any:
@@ -262,7 +214,7 @@ def log_scorecard(
     exp_name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
     check_reachable(tracking_uri)
     try:
-        with _store_lock(tracking_uri):
+        with store_lock(tracking_uri):
             run_id = _log_card(card, tracking_uri, exp_name, artifact_location, artifacts, verdict, command, scorecard_path)
     except (MlflowException, OSError) as exc:
         msg = exc.message if isinstance(exc, MlflowException) else str(exc)
@@ -370,7 +322,7 @@ def log_training(
     exp_name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
     try:
         check_reachable(tracking_uri)
-        with _store_lock(tracking_uri):
+        with store_lock(tracking_uri):
             client = _client(tracking_uri)
             exp_id = _experiment_id(client, exp_name, artifact_location)
             run = client.create_run(exp_id, run_name=name, tags={"robustlab.version": __version__, "robustlab.kind": "defend", **tags})

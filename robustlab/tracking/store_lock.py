@@ -1,0 +1,58 @@
+"""One writer at a time for a SQLite MLflow tracking store shared by several processes."""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import RobustlabError
+
+#: how long a run waits for another process logging to the same SQLite store (seconds).
+STORE_LOCK_TIMEOUT = 120.0
+
+
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (None for servers and file stores)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    from urllib.parse import unquote_to_bytes
+
+    return Path(os.fsdecode(unquote_to_bytes(tracking_uri[len("sqlite:///"):].split("?", 1)[0])))
+
+
+@contextmanager
+def store_lock(tracking_uri: str, *, timeout: float = STORE_LOCK_TIMEOUT) -> Iterator[None]:
+    """Serialise writers of one SQLite tracking store across processes.
+
+    MLflow creates and migrates a new SQLite store on first use, and two processes doing that at
+    once both fail and leave the store half-migrated (measured: two concurrent runs sharing
+    MLFLOW_TRACKING_URI, neither recorded). A lock file beside the database (``<db>.lock``,
+    ``flock``) makes the second writer wait; servers do their own locking.
+    """
+    db = _sqlite_path(tracking_uri)
+    if db is None:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; MLflow's own retries apply
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a+b") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RobustlabError(f"the MLflow store {db} stayed locked by another process for {timeout:.0f} s; log again later or pass --no-mlflow.") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
