@@ -1,0 +1,86 @@
+"""The golden runs shared by tests/test_golden.py and scripts/make_golden.py."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def shared_npz() -> Path | None:
+    env = os.environ.get("ROBUSTLAB_SHARED_DATA")
+    base = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    p = base / "cifar10_test_1000.npz"
+    return p if p.is_file() else None
+
+
+@dataclass(frozen=True)
+class Case:
+    model: str
+    suite: str
+    needs_cifar: bool = False
+    limit: int | None = None
+
+    def command(self, out: Path, npz: Path | None) -> list[str]:
+        cmd = ["evaluate", "--model", self.model, "--suite", self.suite, "--out", str(out), "--seed", "0", "--no-mlflow", "--quiet"]
+        if self.needs_cifar:
+            assert npz is not None
+            cmd += ["--data", f"npz:{npz}"]
+        if self.limit is not None:
+            cmd += ["--limit", str(self.limit)]
+        return cmd
+
+
+CASES: dict[str, Case] = {
+    "quick": Case("zoo:digits-cnn", "quick"),
+    "standard": Case("zoo:digits-cnn", "standard"),
+    "cifar": Case("zoo:cifar10-resnet18", str(GOLDEN / "cifar_mix.yaml"), needs_cifar=True, limit=64),
+}
+
+
+def normalise(card: dict[str, Any]) -> dict[str, Any]:
+    """:func:`strip_volatile`, then every metric key mapped to the current key grammar."""
+    card = strip_volatile(card)
+    card.pop("schema_version", None)  # the key grammar's version bump (issue 15) is the one allowed change
+    names = card.get("model", {}).get("class_names") or card.get("data", {}).get("classes")
+    card["checks"] = [_upgrade_keys(c, names) for c in card["checks"]]
+    return card
+
+
+def strip_volatile(card: dict[str, Any]) -> dict[str, Any]:
+    """Drop what legitimately differs between two runs of the same evaluation: timings, dates, the
+    command line, file locations, the tool version, the environment and the signature."""
+    card = dict(card)
+    for k in ("timings", "environment", "signature"):
+        card.pop(k, None)
+    card["tool"] = {k: v for k, v in card.get("tool", {}).items() if k != "version"}
+    card["run"] = {k: v for k, v in card.get("run", {}).items() if k not in ("started", "finished", "command")}
+    card["model"] = {k: v for k, v in card.get("model", {}).items() if k != "path"}
+    data = dict(card.get("data", {}))
+    if str(data.get("spec", "")).startswith("npz:"):
+        data["spec"] = "npz:" + Path(str(data["spec"])[4:]).name
+    card["data"] = data
+    suite = dict(card.get("suite", {}))
+    if "source" in suite and ("/" in str(suite["source"]) or os.sep in str(suite["source"])):
+        suite["source"] = Path(str(suite["source"])).name
+    card["suite"] = suite
+    card["checks"] = [{k: v for k, v in c.items() if k != "seconds"} for c in card.get("checks", [])]
+    return card
+
+
+def _upgrade_keys(obj: Any, names: list[str] | None) -> Any:
+    """Map every schema-1 metric key inside a check (dict keys and key-like strings) to the current
+    grammar, on both sides of the comparison: the key format changed on purpose (issue 15), the
+    numbers must not."""
+    from robustlab.metric_keys import upgrade_v1_key
+
+    if isinstance(obj, dict):
+        return {(upgrade_v1_key(k, names) if isinstance(k, str) else k): _upgrade_keys(v, names) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_upgrade_keys(v, names) for v in obj]
+    if isinstance(obj, str) and ("=" in obj or "@" in obj) and " " not in obj:
+        return upgrade_v1_key(obj, names)
+    return obj

@@ -1,0 +1,94 @@
+"""Golden scorecards: the redesign (issue 15) and later refactors must not change a single number.
+
+``quick`` and ``standard`` on ``zoo:digits-cnn``, and a clean+pgd+corruption+ood+certify suite on
+``zoo:cifar10-resnet18`` (64 real CIFAR-10 test images), are compared field by field with the
+scorecards stored in tests/golden/ (timings, dates, paths, the tool version and the environment aside).
+The stored files are read through ``Scorecard.read``, so a schema change must come with a reader for
+the old version for this test to pass. Regenerate with ``python scripts/make_golden.py`` only for a
+change that is meant to alter the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from golden_cases import CASES, GOLDEN, normalise
+
+pytestmark = pytest.mark.integration
+
+REL = 1e-6  # last-bit float differences between CPUs; a flipped prediction (1/64 or 1/360) still fails
+
+
+def _diff(a: Any, b: Any, path: str, out: list[str]) -> None:
+    if len(out) >= 20:
+        return
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if k not in a or k not in b:
+                out.append(f"{path}/{k}: only in {'golden' if k in a else 'new run'}")
+            else:
+                _diff(a[k], b[k], f"{path}/{k}", out)
+    elif isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            out.append(f"{path}: length {len(a)} (golden) != {len(b)} (new run)")
+        for i, (u, v) in enumerate(zip(a, b)):
+            _diff(u, v, f"{path}[{i}]", out)
+    elif isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+        if not math.isclose(float(a), float(b), rel_tol=REL, abs_tol=1e-9):
+            out.append(f"{path}: {a!r} (golden) != {b!r} (new run)")
+    elif a != b:
+        out.append(f"{path}: {str(a)[:80]!r} (golden) != {str(b)[:80]!r} (new run)")
+
+
+def _run_and_compare(name: str, tmp_path: Path, npz: Path | None) -> None:
+    from robustlab.scorecard import Scorecard
+
+    case = CASES[name]
+    r = subprocess.run([sys.executable, "-m", "robustlab", *case.command(tmp_path, npz)], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    new = normalise(Scorecard.read(tmp_path / "scorecard.json").to_dict())
+    golden = normalise(Scorecard.read(GOLDEN / f"{name}.json").to_dict())
+    # JSON round trip on both sides: tuples vs lists and int vs float keys are not differences.
+    new, golden = json.loads(json.dumps(new)), json.loads(json.dumps(golden))
+    out: list[str] = []
+    _diff(golden, new, "", out)
+    assert not out, f"scorecard of {name!r} differs from tests/golden/{name}.json:\n" + "\n".join(out)
+
+
+def test_golden_quick_digits(tmp_path):
+    _run_and_compare("quick", tmp_path, None)
+
+
+@pytest.mark.slow
+def test_golden_standard_digits(tmp_path):
+    _run_and_compare("standard", tmp_path, None)
+
+
+@pytest.mark.slow
+def test_golden_cifar_clean_pgd_corruption_ood_certify(tmp_path, cifar_npz):
+    _run_and_compare("cifar", tmp_path, cifar_npz)
+
+
+def test_the_comparison_catches_a_changed_number():
+    """The differ itself: one changed metric, one missing key and one flipped per-sample entry are each reported."""
+    golden = normalise(json.loads((GOLDEN / "quick.json").read_text()))
+    changed = json.loads(json.dumps(golden))
+    m = changed["checks"][0]["metrics"]
+    key = next(iter(m))
+    m[key] = m[key] + 1e-3
+    changed["checks"][1]["metrics"].pop(next(iter(changed["checks"][1]["metrics"])))
+    ps = changed["checks"][0]["per_sample"]["correct"]
+    ps[0] = not ps[0]
+    out: list[str] = []
+    _diff(golden, changed, "", out)
+    assert len(out) == 3, out
+    same: list[str] = []
+    _diff(golden, json.loads(json.dumps(golden)), "", same)
+    assert same == []
