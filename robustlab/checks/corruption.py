@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..corruptions.registry import ALL, BENCHMARK, HELD_OUT
+from ..corruptions.names import BENCHMARK, GROUPS, HELD_OUT, expand
 from ..errors import SuiteError
 from ..metrics.stats import expected_calibration_error, wilson_interval
 from ..scorecard import AuditItem, CheckResult, Series, Verdict
@@ -20,7 +20,6 @@ from .base import CHECKS, Check, Params, RunContext
 
 log = logging.getLogger(__name__)
 _BASELINE_WORDS = ("auto", "alexnet", "none")
-_GROUPS = {"all": ALL, "benchmark": BENCHMARK, "held_out": HELD_OUT}
 
 
 @dataclass(frozen=True)
@@ -28,8 +27,8 @@ class CorruptionParams(Params):
     """Parameters of the ``corruption`` check.
 
     Attributes:
-        corruptions: corruption names, or the groups ``benchmark`` (the 15), ``held_out`` (the 4),
-            ``all`` (the 19); default: the 15 benchmark corruptions.
+        corruptions: registered corruption names (built-in or entry-point plugins), or the groups
+            ``benchmark`` (the 15), ``held_out`` (the 4), ``all`` (the 19 built-ins); default: the 15.
         severities: severities 1..5 to evaluate.
         backend: ``fast`` (batched torch, any device) or ``reference`` (per image on the CPU:
             imagecorruptions for ``imagenet-c``, the NumPy transcription of make_cifar_c.py for
@@ -59,24 +58,24 @@ class CorruptionParams(Params):
 
     def names(self) -> list[str]:
         """The corruption names, groups expanded, in order, without repeats."""
-        out: list[str] = []
-        for c in self.corruptions:
-            for n in _GROUPS.get(c, (c,)):
-                if n not in out:
-                    out.append(n)
-        return out
+        return expand(self.corruptions)
 
     def validate(self) -> None:
         import difflib
 
+        from ..corruptions.registry import FAST_CORRUPTIONS, corruption_names
+
         if not self.corruptions:
-            raise SuiteError("corruption.corruptions is empty; list at least one of: " + ", ".join(ALL) + ".")
+            raise SuiteError("corruption.corruptions is empty; list at least one of: " + ", ".join(corruption_names()) + ".")
         for c in self.corruptions:
-            if c not in ALL and c not in _GROUPS:
-                close = difflib.get_close_matches(c, ALL, n=2, cutoff=0.5)
+            if c not in FAST_CORRUPTIONS and c not in GROUPS:
+                known = corruption_names()
+                close = difflib.get_close_matches(c, known, n=2, cutoff=0.5)
                 hint = f" (did you mean {' or '.join(repr(x) for x in close)}?)" if close else ""
-                raise SuiteError(f"corruption.corruptions: unknown corruption {c!r}{hint}; known: {', '.join(ALL)}, or the groups all, benchmark, held_out.")
-        if len(set(self.corruptions)) != len(self.corruptions) or len(self.names()) != sum(len(_GROUPS.get(c, (c,))) for c in self.corruptions):
+                raise SuiteError(f"corruption.corruptions: unknown corruption {c!r}{hint}; known: {', '.join(known)}, or the groups all, benchmark, held_out.")
+        if self.backend == "reference" and any(n not in GROUPS["all"] for n in self.names()):
+            raise SuiteError("corruption.backend: reference covers the 19 built-in corruptions only; use backend: fast for plugin corruptions.")
+        if len(set(self.corruptions)) != len(self.corruptions) or len(self.names()) != sum(len(GROUPS.get(c, (c,))) for c in self.corruptions):
             raise SuiteError("corruption.corruptions lists a corruption twice; list each once.")
         if not self.severities or any(s not in (1, 2, 3, 4, 5) for s in self.severities) or len(set(self.severities)) != len(self.severities):
             raise SuiteError(f"corruption.severities must be distinct integers in 1..5, got {self.severities}.")

@@ -25,20 +25,9 @@ if TYPE_CHECKING:
     from ..data.base import Dataset
     from ..models.wrapper import RobustModel
 
-#: All detectors by name. Built-ins register on import; plugins come through ``robustlab.detectors``.
-DETECTORS: "Registry[type[Detector]]" = Registry(
-    "detector",
-    group="robustlab.detectors",
-    builtins=(
-        "robustlab.ood.msp",
-        "robustlab.ood.maxlogit",
-        "robustlab.ood.energy",
-        "robustlab.ood.odin",
-        "robustlab.ood.mahalanobis",
-        "robustlab.ood.knn",
-        "robustlab.ood.vim",
-    ),
-)
+#: All detectors by name: one module per detector in this package, registered with
+#: ``@DETECTORS.register("name")``; third-party detectors come through the entry-point group ``robustlab.detectors``.
+DETECTORS: "Registry[type[Detector]]" = Registry("detector", group="robustlab.detectors", package="robustlab.ood")
 
 
 class DetectorError(RobustlabError):
