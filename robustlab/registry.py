@@ -143,7 +143,7 @@ class ParamField:
 
     Attributes:
         name: the field name (the suite key).
-        kind: ``int``, ``float``, ``bool``, ``str`` or ``list`` (other annotations read as ``str``).
+        kind: ``int``, ``float``, ``bool``, ``str``, ``list``, or ``any`` (other annotations).
         optional: ``None`` is allowed.
         default: the default value (``None`` for a required field).
         help: the field's ``metadata["help"]``, if any.
@@ -164,14 +164,16 @@ def _kind_of(tp: Any) -> tuple[str, bool]:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         optional = type(None) in args
         rest = [a for a in args if a is not type(None)]
-        tp = rest[0] if len(rest) == 1 else str
+        if len(rest) != 1:
+            return "any", optional
+        tp = rest[0]
     origin = typing.get_origin(tp) or tp
     if origin in (list, tuple):
         return "list", optional
     for t in (bool, int, float, str):
         if origin is t:
             return t.__name__, optional
-    return "str", optional
+    return "any", optional  # an annotation the CLI cannot type (Any, a class): taken as given
 
 
 def params_fields(params_cls: type) -> list[ParamField]:
@@ -190,6 +192,42 @@ def params_fields(params_cls: type) -> list[ParamField]:
     return out
 
 
+_KIND_OK: dict[str, Callable[[Any], bool]] = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "list": lambda v: isinstance(v, (list, tuple)),
+    "any": lambda v: True,
+}
+
+
+def check_kind(f: ParamField, value: Any, *, what: str) -> None:
+    """Raise :class:`SuiteError` unless ``value`` fits the field's kind (``None`` only when optional)."""
+    if value is None and f.optional:
+        return
+    if not _KIND_OK[f.kind](value):
+        raise SuiteError(f"{what}: {f.name} takes {'an optional ' if f.optional else 'a '}{f.kind}, got {value!r}.")
+
+
+def signature_params(cls: type, *, name: str | None = None) -> type:
+    """A frozen dataclass of the keyword parameters (with defaults) of ``cls.__init__``.
+
+    For plugins whose hyperparameters are keyword-only arguments with defaults (the house style)
+    and that declare no ``Params`` dataclass: the signature is their typed parameter list.
+    """
+    import inspect
+
+    init = getattr(cls, "__init__")
+    hints = typing.get_type_hints(init)
+    specs: list[tuple[str, Any, Any]] = []
+    for p in inspect.signature(init).parameters.values():
+        if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is p.empty:
+            continue
+        specs.append((p.name, hints.get(p.name, Any), dataclasses.field(default=p.default)))
+    return dataclasses.make_dataclass(name or f"{cls.__name__}Params", specs, frozen=True)
+
+
 def build_params(params_cls: type[T], values: Mapping[str, Any], *, what: str) -> T:
     """``params_cls(**values)``; an unknown key is a :class:`SuiteError` that lists the known ones,
     and the result's ``validate()`` (if any) runs. ``what`` names the plugin in messages."""
@@ -198,6 +236,9 @@ def build_params(params_cls: type[T], values: Mapping[str, Any], *, what: str) -
     if bad:
         hint = "".join(f" (did you mean {c!r}?)" for b in bad[:1] for c in difflib.get_close_matches(b, known, n=1))
         raise SuiteError(f"{what} has no parameter(s) {', '.join(bad)}{hint}; its parameters are: {', '.join(known) or 'none'}.")
+    fields = {f.name: f for f in params_fields(params_cls)}
+    for k, v in values.items():
+        check_kind(fields[k], v, what=what)
     try:
         obj = params_cls(**values)
     except TypeError as exc:

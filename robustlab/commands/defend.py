@@ -71,7 +71,7 @@ def defend(**kw: Any) -> None:
     from ..defenses.trainer import TrainConfig
 
     params = method_params_from(kw)
-    schedule = kw["schedule"] or dict(_METHODS)[kw["method"]].default_schedule
+    schedule = kw["schedule"] or str(getattr(dict(_METHODS)[kw["method"]], "default_schedule", "cosine"))
     train_cfg = TrainConfig(
         epochs=kw["epochs"], batch_size=kw["batch_size"], optimizer=kw["optimizer"], lr=kw["lr"], momentum=kw["momentum"],
         weight_decay=kw["weight_decay"], schedule=schedule, warmup_epochs=kw["warmup_epochs"], seed=kw["seed"],
