@@ -79,6 +79,7 @@ INTEGRATION: dict[str, set[str]] = {
     "test_distributed.py": {"*"},
     "test_kill_resume.py": {"*"},
     "test_plugins_resume.py": {"*"},
+    "test_third_party_plugins.py": {"*"},
     "test_typing.py": {"*"},
     "test_gpu_bench.py": {"*"},
     "test_attacks_bench.py": {"*"},
