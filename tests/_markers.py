@@ -80,6 +80,8 @@ INTEGRATION: dict[str, set[str]] = {
     "test_kill_resume.py": {"*"},
     "test_plugins_resume.py": {"*"},
     "test_third_party_plugins.py": {"*"},
+    "test_one_file_plugins.py": {"*"},
+    "test_readme_extending.py": {"test_readme_examples_run"},
     "test_typing.py": {"*"},
     "test_gpu_bench.py": {"*"},
     "test_attacks_bench.py": {"*"},
