@@ -207,7 +207,8 @@ def check_kind(f: ParamField, value: Any, *, what: str) -> None:
     if value is None and f.optional:
         return
     if not _KIND_OK[f.kind](value):
-        raise SuiteError(f"{what}: {f.name} takes {'an optional ' if f.optional else 'a '}{f.kind}, got {value!r}.")
+        article = "an optional " if f.optional else ("an " if f.kind[0] in "aeiou" else "a ")
+        raise SuiteError(f"{what}: {f.name} takes {article}{f.kind}, got {value!r}.")
 
 
 def signature_params(cls: type, *, name: str | None = None) -> type:
