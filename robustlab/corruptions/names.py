@@ -17,6 +17,7 @@ HELD_OUT: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "satur
 #: the 19 built-in corruptions: the suite group ``all`` (plugins are named one by one, so an
 #: installed plugin never changes what ``all`` measures).
 BUILTIN: tuple[str, ...] = BENCHMARK + HELD_OUT
+ALL = BUILTIN  # the former name
 #: the group words a suite (and ``robustlab corrupt --corruptions``) may use instead of names.
 GROUPS: dict[str, tuple[str, ...]] = {"all": BUILTIN, "benchmark": BENCHMARK, "held_out": HELD_OUT}
 

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..registry import Registry
-from .names import BENCHMARK, BUILTIN, HELD_OUT
+from .names import ALL, BENCHMARK, BUILTIN, HELD_OUT
 
 __all__ = ["ALL", "BENCHMARK", "BUILTIN", "FAST_CIFAR_C", "FAST_CORRUPTIONS", "HELD_OUT", "FastCorruption", "corruption_names"]
 
@@ -33,10 +33,6 @@ FAST_CORRUPTIONS: "Registry[FastCorruption]" = Registry("corruption", group="rob
 #: fast implementations of the ``cifar-c`` protocol (``make_cifar_c.py``'s constants and procedures),
 #: same contract; used for ``cifar-c`` and ``cifar-c-small``.
 FAST_CIFAR_C: "Registry[FastCorruption]" = Registry("cifar-c corruption", group="robustlab.corruptions_cifar_c", package="robustlab.corruptions.cifar_c")
-
-
-#: the 19 built-in corruptions (kept for callers; the registry, not this tuple, says what exists).
-ALL = BUILTIN
 
 
 def corruption_names() -> list[str]:
