@@ -1,39 +1,70 @@
-"""A small generic registry, one per kind of extension (checks, attacks, detectors, ...).
+"""A small generic registry, one per kind of extension, all discovered the same way.
 
-Names are registered with a decorator, a duplicate name is an error, an unknown name is an error that
-suggests the closest names, and third-party plugins arrive lazily through ``importlib.metadata``
-entry points (group ``robustlab.<kind>``).
+Every kind (model loader, data source, attack, corruption, detector, defense, check, gate protocol)
+is one :class:`Registry`:
+
+* built-ins are found by importing every public module (name not starting with ``_``) of the
+  kind's package (``package=``); each module registers its plugin with a decorator
+  (``@DETECTORS.register("knn")``), so adding a built-in is one new file and one decorator;
+* third parties add plugins through ``importlib.metadata`` entry points in the group
+  ``robustlab.<kind>`` (e.g. ``robustlab.detectors``), loaded lazily on first use;
+* a duplicate name is an error, an unknown name is an error that suggests the closest names;
+* a plugin may carry its typed parameters as a frozen dataclass (``Params``); suite validation and
+  CLI options are generated from those fields (:func:`params_fields`, :func:`build_params`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import logging
+import pkgutil
+import types
+import typing
 from importlib import metadata
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 
-from .errors import UnknownNameError
+from .errors import SuiteError, UnknownNameError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
+def import_submodules(package: str) -> list[str]:
+    """Import every public module of ``package`` (names not starting with ``_``); return their names.
+
+    This is how built-in plugins are discovered for every kind: importing a module runs its
+    ``@REGISTRY.register`` decorators. Subpackages are imported too (not recursed into).
+    """
+    pkg = importlib.import_module(package)
+    names: list[str] = []
+    for m in pkgutil.iter_modules(getattr(pkg, "__path__", [])):
+        if not m.name.startswith("_"):
+            importlib.import_module(f"{package}.{m.name}")
+            names.append(m.name)
+    return names
+
+
 class Registry(Generic[T]):
-    """Name -> object mapping with lazy built-ins and entry-point plugins.
+    """Name -> object mapping with lazily discovered built-ins and entry-point plugins.
 
     Args:
         kind: human name of what is registered ("check", "attack", ...), used in messages.
         group: entry-point group for third-party plugins, e.g. ``robustlab.attacks``.
-        builtins: modules imported on first lookup; importing them registers the built-ins.
+        package: the package whose public modules hold the built-ins (imported on first lookup).
+        builtins: explicit modules to import on first lookup (kept for kinds not yet moved to
+            ``package``; prefer ``package``).
     """
 
-    def __init__(self, kind: str, *, group: str | None = None, builtins: tuple[str, ...] = ()) -> None:
+    def __init__(self, kind: str, *, group: str | None = None, package: str | None = None, builtins: tuple[str, ...] = ()) -> None:
         self.kind = kind
         self.group = group
+        self.package = package
         self._builtins = builtins
         self._items: dict[str, T] = {}
         self._loaded = False
+        self._loading = False
         self._entry_points: dict[str, metadata.EntryPoint] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -51,11 +82,17 @@ class Registry(Generic[T]):
         self._items[name] = obj
 
     def _load(self) -> None:
-        if self._loaded:
+        if self._loaded or self._loading:
             return
+        self._loading = True
+        try:
+            if self.package:
+                import_submodules(self.package)
+            for mod in self._builtins:
+                importlib.import_module(mod)
+        finally:
+            self._loading = False
         self._loaded = True
-        for mod in self._builtins:
-            importlib.import_module(mod)
         if self.group:
             try:
                 eps = metadata.entry_points(group=self.group)
@@ -63,7 +100,9 @@ class Registry(Generic[T]):
                 log.warning("could not read entry points for %s: %s", self.group, exc)
                 return
             for ep in eps:
-                if ep.name not in self._items:
+                if ep.name in self._items:
+                    log.warning("%s plugin %r from %s is ignored: a built-in has that name", self.kind, ep.name, ep.value)
+                elif ep.name not in self._entry_points:
                     self._entry_points[ep.name] = ep
 
     def get(self, name: str) -> T:
@@ -73,8 +112,9 @@ class Registry(Generic[T]):
             return self._items[name]
         if name in self._entry_points:
             obj = self._entry_points[name].load()
-            self._items[name] = obj
-            return obj
+            if name not in self._items:  # loading the module may have registered it with the decorator
+                self._items[name] = obj
+            return self._items[name]
         raise UnknownNameError(self.unknown_message(name))
 
     def unknown_message(self, name: str) -> str:
@@ -94,3 +134,117 @@ class Registry(Generic[T]):
     def items(self) -> Iterator[tuple[str, T]]:
         for n in self.names():
             yield n, self.get(n)
+
+
+# -- typed plugin parameters ------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ParamField:
+    """One field of a plugin's parameter dataclass, as the CLI and suite validation see it.
+
+    Attributes:
+        name: the field name (the suite key).
+        kind: ``int``, ``float``, ``bool``, ``str``, ``list``, or ``any`` (other annotations).
+        optional: ``None`` is allowed.
+        default: the default value (``None`` for a required field).
+        help: the field's ``metadata["help"]``, if any.
+        cli: the CLI option name without dashes (``metadata["cli"]``, else the name with ``-``).
+    """
+
+    name: str
+    kind: str
+    optional: bool
+    default: Any
+    help: str
+    cli: str
+
+
+def _kind_of(tp: Any) -> tuple[str, bool]:
+    optional = False
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        optional = type(None) in args
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) != 1:
+            return "any", optional
+        tp = rest[0]
+    origin = typing.get_origin(tp) or tp
+    if origin in (list, tuple):
+        return "list", optional
+    for t in (bool, int, float, str):
+        if origin is t:
+            return t.__name__, optional
+    return "any", optional  # an annotation the CLI cannot type (Any, a class): taken as given
+
+
+def params_fields(params_cls: type) -> list[ParamField]:
+    """The fields of a frozen parameter dataclass with their kinds (from the type hints)."""
+    hints = typing.get_type_hints(params_cls)
+    out: list[ParamField] = []
+    for f in dataclasses.fields(params_cls):
+        kind, optional = _kind_of(hints.get(f.name, str))
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        out.append(ParamField(f.name, kind, optional, default, str(f.metadata.get("help", "")), str(f.metadata.get("cli", f.name.replace("_", "-")))))
+    return out
+
+
+_KIND_OK: dict[str, Callable[[Any], bool]] = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "list": lambda v: isinstance(v, (list, tuple)),
+    "any": lambda v: True,
+}
+
+
+def check_kind(f: ParamField, value: Any, *, what: str) -> None:
+    """Raise :class:`SuiteError` unless ``value`` fits the field's kind (``None`` only when optional)."""
+    if value is None and f.optional:
+        return
+    if not _KIND_OK[f.kind](value):
+        article = "an optional " if f.optional else ("an " if f.kind[0] in "aeiou" else "a ")
+        raise SuiteError(f"{what}: {f.name} takes {article}{f.kind}, got {value!r}.")
+
+
+def signature_params(cls: type, *, name: str | None = None) -> type:
+    """A frozen dataclass of the keyword parameters (with defaults) of ``cls.__init__``.
+
+    For plugins whose hyperparameters are keyword-only arguments with defaults (the house style)
+    and that declare no ``Params`` dataclass: the signature is their typed parameter list.
+    """
+    import inspect
+
+    init = getattr(cls, "__init__")
+    hints = typing.get_type_hints(init)
+    specs: list[tuple[str, Any, Any]] = []
+    for p in inspect.signature(init).parameters.values():
+        if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is p.empty:
+            continue
+        specs.append((p.name, hints.get(p.name, Any), dataclasses.field(default=p.default)))
+    return dataclasses.make_dataclass(name or f"{cls.__name__}Params", specs, frozen=True)
+
+
+def build_params(params_cls: type[T], values: Mapping[str, Any], *, what: str) -> T:
+    """``params_cls(**values)``; an unknown key is a :class:`SuiteError` that lists the known ones,
+    and the result's ``validate()`` (if any) runs. ``what`` names the plugin in messages."""
+    known = [f.name for f in dataclasses.fields(typing.cast(Any, params_cls))]
+    bad = sorted(set(values) - set(known))
+    if bad:
+        hint = "".join(f" (did you mean {c!r}?)" for b in bad[:1] for c in difflib.get_close_matches(b, known, n=1))
+        raise SuiteError(f"{what} has no parameter(s) {', '.join(bad)}{hint}; its parameters are: {', '.join(known) or 'none'}.")
+    fields = {f.name: f for f in params_fields(params_cls)}
+    for k, v in values.items():
+        check_kind(fields[k], v, what=what)
+    try:
+        obj = params_cls(**values)
+    except TypeError as exc:
+        raise SuiteError(f"{what}: {exc}") from exc
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate()
+    return obj

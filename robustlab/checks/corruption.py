@@ -5,93 +5,22 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..corruptions.registry import ALL, BENCHMARK, HELD_OUT
+from ..corruptions.names import BENCHMARK, HELD_OUT
 from ..errors import SuiteError
 from ..metrics.stats import expected_calibration_error, wilson_interval
 from ..scorecard import AuditItem, CheckResult, Series, Verdict
-from .base import CHECKS, Check, Params, RunContext
+from .base import CHECKS, Check, RunContext
+from .corruption_params import BASELINE_WORDS, CorruptionParams
+
+__all__ = ["CorruptionCheck", "CorruptionParams"]
 
 log = logging.getLogger(__name__)
-_BASELINE_WORDS = ("auto", "alexnet", "none")
-_GROUPS = {"all": ALL, "benchmark": BENCHMARK, "held_out": HELD_OUT}
-
-
-@dataclass(frozen=True)
-class CorruptionParams(Params):
-    """Parameters of the ``corruption`` check.
-
-    Attributes:
-        corruptions: corruption names, or the groups ``benchmark`` (the 15), ``held_out`` (the 4),
-            ``all`` (the 19); default: the 15 benchmark corruptions.
-        severities: severities 1..5 to evaluate.
-        backend: ``fast`` (batched torch, any device) or ``reference`` (per image on the CPU:
-            imagecorruptions for ``imagenet-c``, the NumPy transcription of make_cifar_c.py for
-            ``cifar-c`` / ``cifar-c-small``).
-        protocol: ``auto`` (cifar-c for 32x32 images, imagenet-c for sides >= 64, cifar-c-small
-            otherwise), ``imagenet-c``, ``cifar-c`` or ``cifar-c-small``; see
-            :mod:`robustlab.corruptions.protocol`. The resolved protocol and its source are recorded
-            in the result's params (``protocol_resolved``, ``protocol_source``).
-        baseline: ``auto`` (AlexNet's ImageNet-C errors for 1000-class data, else none), ``alexnet``,
-            ``none``, or the path of a baseline model's scorecard.json (with a corruption check).
-        precomputed: folder of a pre-rendered set (CIFAR-10-C / CIFAR-100-C .npy layout, or
-            ImageNet-C's corruption/severity/class folders) to evaluate instead of corrupting on the fly.
-        precomputed_limit: use only the first n images of each (corruption, severity) of that set.
-        ece_bins: equal-width confidence bins of the ECE.
-        per_sample: store each sample's number of correct (corruption, severity) cells.
-    """
-
-    corruptions: list[str] = field(default_factory=lambda: list(BENCHMARK))
-    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
-    backend: str = "fast"
-    protocol: str = "auto"
-    baseline: str | None = "auto"
-    precomputed: str | None = None
-    precomputed_limit: int | None = None
-    ece_bins: int = 15
-    per_sample: bool = True
-
-    def names(self) -> list[str]:
-        """The corruption names, groups expanded, in order, without repeats."""
-        out: list[str] = []
-        for c in self.corruptions:
-            for n in _GROUPS.get(c, (c,)):
-                if n not in out:
-                    out.append(n)
-        return out
-
-    def validate(self) -> None:
-        import difflib
-
-        if not self.corruptions:
-            raise SuiteError("corruption.corruptions is empty; list at least one of: " + ", ".join(ALL) + ".")
-        for c in self.corruptions:
-            if c not in ALL and c not in _GROUPS:
-                close = difflib.get_close_matches(c, ALL, n=2, cutoff=0.5)
-                hint = f" (did you mean {' or '.join(repr(x) for x in close)}?)" if close else ""
-                raise SuiteError(f"corruption.corruptions: unknown corruption {c!r}{hint}; known: {', '.join(ALL)}, or the groups all, benchmark, held_out.")
-        if len(set(self.corruptions)) != len(self.corruptions) or len(self.names()) != sum(len(_GROUPS.get(c, (c,))) for c in self.corruptions):
-            raise SuiteError("corruption.corruptions lists a corruption twice; list each once.")
-        if not self.severities or any(s not in (1, 2, 3, 4, 5) for s in self.severities) or len(set(self.severities)) != len(self.severities):
-            raise SuiteError(f"corruption.severities must be distinct integers in 1..5, got {self.severities}.")
-        if self.backend not in ("fast", "reference"):
-            raise SuiteError(f"corruption.backend must be 'fast' or 'reference', got {self.backend!r}.")
-        if self.protocol not in ("auto", "imagenet-c", "cifar-c", "cifar-c-small"):
-            raise SuiteError(f"corruption.protocol must be one of auto, imagenet-c, cifar-c, cifar-c-small, got {self.protocol!r}.")
-        if self.baseline is not None and self.baseline not in _BASELINE_WORDS and not Path(self.baseline).expanduser().is_file():
-            raise SuiteError(f"corruption.baseline {self.baseline!r} is neither one of {', '.join(_BASELINE_WORDS)} nor an existing scorecard.json; pass the baseline model's scorecard path.")
-        if self.precomputed is not None and not Path(self.precomputed).expanduser().is_dir():
-            raise SuiteError(f"corruption.precomputed folder {self.precomputed!r} does not exist; pass the extracted CIFAR-10-C / CIFAR-100-C / ImageNet-C folder.")
-        if self.precomputed_limit is not None and self.precomputed_limit <= 0:
-            raise SuiteError(f"corruption.precomputed_limit must be positive, got {self.precomputed_limit}.")
-        if not 2 <= self.ece_bins <= 1000:
-            raise SuiteError(f"corruption.ece_bins must be between 2 and 1000, got {self.ece_bins}.")
 
 
 @dataclass
@@ -313,7 +242,7 @@ class CorruptionCheck(Check):
         choice = p.baseline or "none"
         if choice == "alexnet" or (choice == "auto" and int(ctx.model.num_classes) == 1000):
             base = alexnet_baseline()
-        elif choice not in _BASELINE_WORDS:
+        elif choice not in BASELINE_WORDS:
             base = baseline_from_scorecard(choice)
         if base is None:
             res.notes.append("No baseline: mCE is not defined without one, so the unnormalised mean corruption error (corruption/mean_error) is reported instead. Pass baseline: <scorecard.json of a baseline model> to get CE and mCE.")

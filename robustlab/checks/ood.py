@@ -20,12 +20,14 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import RobustlabError, SuiteError
+from ..errors import RobustlabError
 from ..scorecard import AuditItem, CheckResult, Series, Status, Verdict
-from .base import CHECKS, Check, Params, RunContext
+from .base import CHECKS, Check, RunContext
+from .ood_params import OODParams
+
+__all__ = ["OODCheck", "OODParams"]
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,78 +40,6 @@ log = logging.getLogger(__name__)
 
 _METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95")
 _NEEDS_TUNING = {"odin": ("temperature", "eps"), "mahalanobis": ("eps",)}
-
-
-@dataclass(frozen=True)
-class OODParams(Params):
-    """Parameters of the ``ood`` check.
-
-    Sets are data specs (any data plugin, adapted to the model's input) or the offline synthetic
-    sources ``noise:gaussian``, ``noise:uniform``, ``blobs``, ``photos``; ``name=spec`` names a set.
-    ``None`` means the defaults for the evaluation data's domain (``robustlab.ood.defaults``).
-    ODIN/Mahalanobis hyperparameters left at ``None`` are tuned on validation data over the grids.
-    ``eps`` values are fractions of the width of the model's bounds.
-    """
-
-    detectors: list[str] = field(default_factory=lambda: ["msp", "energy"])
-    near: list[str] | None = None
-    far: list[str] | None = None
-    shift: list[str] | None = None
-    fit_data: str | None = None
-    fit_limit: int | None = 10000
-    val_fraction: float = 0.1
-    val_limit: int | None = 1000
-    tpr: float = 0.95
-    ood_limit: int | None = 1000
-    synthetic_n: int = 200
-    energy_temperature: float = 1.0
-    odin_temperature: float | None = None
-    odin_eps: float | None = None
-    odin_temperatures: list[float] = field(default_factory=lambda: [1.0, 10.0, 100.0, 1000.0])
-    odin_eps_grid: list[float] = field(default_factory=lambda: [0.0, 0.0005, 0.001, 0.0014, 0.002, 0.003, 0.004])
-    mahalanobis_eps: float | None = None
-    mahalanobis_eps_grid: list[float] = field(default_factory=lambda: [0.0, 0.0005, 0.001, 0.0014, 0.002, 0.005, 0.01])
-    knn_k: int = 50
-    vim_dim: int | None = None
-    tune_ood: str = "fgsm"
-    tune_fgsm_eps: float = 0.0125
-    tune_n: int = 250
-    cache: bool = True
-
-    def validate(self) -> None:
-        from ..ood.base import DETECTORS
-        from ..ood.sources import strip_name
-
-        if not self.detectors:
-            raise SuiteError("ood: give at least one detector, e.g. detectors: [msp, energy].")
-        for d in self.detectors:
-            if d not in DETECTORS:
-                raise SuiteError(f"ood: {DETECTORS.unknown_message(d)}")
-        if len(set(self.detectors)) != len(self.detectors):
-            raise SuiteError("ood: a detector is listed twice in detectors; list each once.")
-        if not 0 < self.tpr < 1:
-            raise SuiteError(f"ood: tpr must be in (0, 1), e.g. 0.95; got {self.tpr}.")
-        if not 0 < self.val_fraction < 1:
-            raise SuiteError(f"ood: val_fraction must be in (0, 1), e.g. 0.1; got {self.val_fraction}.")
-        for name in ("fit_limit", "ood_limit", "val_limit"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise SuiteError(f"ood: {name} must be a positive number of images or null; got {v}.")
-        if self.synthetic_n < 1 or self.tune_n < 2:
-            raise SuiteError("ood: synthetic_n must be >= 1 and tune_n >= 2.")
-        if self.knn_k < 1 or self.energy_temperature <= 0:
-            raise SuiteError("ood: knn_k must be >= 1 and energy_temperature > 0.")
-        if not self.odin_temperatures or any(t <= 0 for t in self.odin_temperatures) or (self.odin_temperature is not None and self.odin_temperature <= 0):
-            raise SuiteError("ood: ODIN temperatures must be positive (grid odin_temperatures must not be empty).")
-        for grid in (self.odin_eps_grid, self.mahalanobis_eps_grid):
-            if not grid or any(e < 0 or e > 1 for e in grid):
-                raise SuiteError("ood: eps grids must be non-empty fractions of the bounds' width in [0, 1].")
-        for e in (self.odin_eps, self.mahalanobis_eps, self.tune_fgsm_eps):
-            if e is not None and not 0 <= e <= 1:
-                raise SuiteError(f"ood: eps values are fractions of the bounds' width in [0, 1]; got {e}.")
-        tests = {strip_name(s) for s in (self.near or []) + (self.far or []) + (self.shift or [])}
-        if self.tune_ood != "fgsm" and strip_name(self.tune_ood) in tests:
-            raise SuiteError(f"ood: tune_ood {self.tune_ood!r} is also a test set; tuning on test OOD data inflates the results. Use tune_ood: fgsm or another set.")
 
 
 @CHECKS.register("ood")
@@ -237,8 +167,8 @@ class OODCheck(Check):
 
         # 3. Detectors, fit data, fitting with cache ----------------------------------------
         dets: dict[str, Detector] = {}
-        for name in p.detectors:
-            dets[name] = create_detector(name, **self._detector_kwargs(name))
+        for name, own in p.detector_specs():
+            dets[name] = create_detector(name, **{**self._detector_kwargs(name), **own})
         plan = plan_fit_data(ctx, fit_data=p.fit_data, fit_limit=p.fit_limit, val_fraction=p.val_fraction, val_limit=p.val_limit, shape=shape, seed=ctx.seed, min_fit=max(2 * model.num_classes, 20))
         result.notes.extend(plan.notes)
         protocol = (
@@ -362,7 +292,9 @@ class OODCheck(Check):
         from ..ood.sources import strip_name
         from ..ood.tuning import fgsm_images, make_grid, tune
 
-        fixed = {"odin": {"temperature": p.odin_temperature, "eps": p.odin_eps}, "mahalanobis": {"eps": p.mahalanobis_eps}}
+        fixed: dict[str, dict[str, Any]] = {"odin": {"temperature": p.odin_temperature, "eps": p.odin_eps}, "mahalanobis": {"eps": p.mahalanobis_eps}}
+        for n, own in p.detector_specs():  # a detector entry's own parameters are fixed, never tuned
+            fixed.get(n, {}).update({k: v for k, v in own.items() if k in fixed.get(n, {})})
         grids = {"odin": {"temperature": p.odin_temperatures, "eps": p.odin_eps_grid}, "mahalanobis": {"eps": p.mahalanobis_eps_grid}}
         todo = [n for n in _NEEDS_TUNING if n in dets and any(v is None for v in fixed[n].values())]
         for n in (x for x in _NEEDS_TUNING if x in dets):

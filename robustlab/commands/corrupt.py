@@ -24,17 +24,12 @@ from .common import user_errors
 @user_errors
 def corrupt(**kw: Any) -> None:
     """Render DATA under a corruption protocol into OUT in the CIFAR-10-C layout (resumable)."""
-    from ..corruptions.registry import ALL, BENCHMARK, HELD_OUT
     from ..corruptions.engine import check_name
+    from ..corruptions.names import expand
     from ..corruptions.writer import render
     from ..data.plugins import load_dataset
 
-    groups = {"all": ALL, "benchmark": BENCHMARK, "held_out": HELD_OUT}
-    names: list[str] = []
-    for part in (p.strip() for p in str(kw["corruptions"]).split(",") if p.strip()):
-        for n in groups.get(part, (part,)):
-            if check_name(n) not in names:
-                names.append(n)
+    names = [check_name(n) for n in expand([p.strip() for p in str(kw["corruptions"]).split(",") if p.strip()])]
     data = load_dataset(kw["data_spec"], split="test", root=kw["data_root"]).limit(kw["limit"])
     say = (lambda msg: None) if kw["quiet"] else (lambda msg: click.echo(msg, err=True))
     path = render(

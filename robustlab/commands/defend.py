@@ -2,69 +2,35 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .common import command_line, data_options, eval_fraction, load_options_from, model_options, user_errors
-
-METHODS = ("pgd-at", "trades", "fast-at", "augmix", "gaussian")
-
-#: CLI option -> (method parameter, methods it applies to).
-_METHOD_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "norm": ("norm", ("pgd-at", "trades", "fast-at")),
-    "eps": ("eps", ("pgd-at", "trades", "fast-at")),
-    "steps": ("steps", ("pgd-at", "trades")),
-    "step_ratio": ("rel_stepsize", ("pgd-at", "trades")),
-    "alpha_ratio": ("alpha_ratio", ("fast-at",)),
-    "beta": ("beta", ("trades",)),
-    "sigma": ("sigma", ("gaussian",)),
-    "augmix_width": ("width", ("augmix",)),
-    "augmix_depth": ("depth", ("augmix",)),
-    "augmix_severity": ("severity", ("augmix",)),
-    "augmix_alpha": ("alpha", ("augmix",)),
-    "jsd_weight": ("jsd_weight", ("augmix",)),
-}
+from .common import command_line, data_options, load_options_from, model_options, user_errors
+from .plugin_options import chosen_params, click_options, option_names, plugin_options
 
 
-def _number(value: str | None, name: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        v = eval_fraction(value.strip())
-    except ValueError as exc:
-        raise click.BadParameter(f"takes a number or a fraction like 8/255, got {value!r}", param_hint=name) from exc
-    if not math.isfinite(v):
-        raise click.BadParameter(f"must be finite, got {value!r}", param_hint=name)
-    return v
+def _methods() -> list[tuple[str, type]]:
+    from ..defenses.base import DEFENSES
+
+    return list(DEFENSES.items())
+
+
+_METHODS = _methods()
 
 
 def method_params_from(kw: dict[str, Any]) -> dict[str, Any]:
     """The method's parameters from the CLI options that were given (others keep the defaults);
     an option that does not apply to the chosen method is a usage error."""
-    method = kw["method"]
-    out: dict[str, Any] = {}
-    for opt, (param, methods) in _METHOD_OPTIONS.items():
-        v = kw.get(opt)
-        if v is None:
-            continue
-        if method not in methods:
-            raise click.UsageError(f"--{opt.replace('_', '-')} applies to {', '.join(methods)}, not to --method {method}.")
-        out[param] = _number(v, f"--{opt.replace('_', '-')}") if opt in ("eps", "step_ratio", "alpha_ratio", "sigma") else v
-    if kw.get("no_jsd"):
-        if method != "augmix":
-            raise click.UsageError(f"--no-jsd applies to augmix, not to --method {method}.")
-        out["jsd"] = False
-    return out
+    return chosen_params(METHOD_OPTIONS, kw["method"], kw, what="--method")
 
 
 @click.command("defend")
 @model_options
 @data_options
-@click.option("--method", type=click.Choice(METHODS), required=True, help="pgd-at (Madry), trades (Zhang), fast-at (Wong, FGSM-RS), augmix (+JSD), gaussian (noise for smoothing).")
+@click.option("--method", type=click.Choice([n for n, _c in _METHODS]), required=True, help="; ".join(f"{n}: {getattr(c, 'description', '')}" for n, c in _METHODS))
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--out", "out", default="robust.safetensors", show_default=True, type=click.Path(dir_okay=False), help="The defended model (.safetensors, loads without --trust-code). Checkpoints go to OUT.ckpt/.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint in OUT.ckpt/ (same options).")
@@ -80,27 +46,13 @@ def method_params_from(kw: dict[str, Any]) -> dict[str, Any]:
 @click.option("--lr", type=float, default=None, help="Peak learning rate [default: 0.1 from scratch, 0.01 fine-tuning (SGD); 1e-3 (Adam)].")
 @click.option("--momentum", type=float, default=0.9, show_default=True)
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True)
-@click.option("--schedule", type=click.Choice(["cosine", "cyclic", "multistep", "constant"]), default=None, help="Learning-rate schedule [default: cyclic for fast-at (Wong et al.), else cosine].")
+@click.option("--schedule", type=click.Choice(["cosine", "cyclic", "multistep", "constant"]), default=None, help="Learning-rate schedule [default: the method's: cyclic for fast-at (Wong et al.), else cosine].")
 @click.option("--warmup-epochs", type=float, default=0.0, show_default=True)
 @click.option("--select", type=click.Choice(["last", "best"]), default="last", show_default=True, help="Write the last epoch's weights, or the epoch with the best validation robust accuracy.")
 @click.option("--val-limit", type=click.IntRange(1), default=500, show_default=True, help="Validation images per epoch.")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Share of the training split held out when the data has no separate validation split.")
 @click.option("--train-limit", type=click.IntRange(1), default=None, help="Train on the first N training images only.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of all randomness (shuffles, attack starts, noise, AugMix, evaluation).")
-# -- method hyperparameters (defaults: REFERENCES.md)
-@click.option("--norm", type=click.Choice(["linf", "l2"]), default=None, help="Threat model of adversarial training [linf].")
-@click.option("--eps", default=None, help="Training budget, e.g. 8/255 [default: the data set's standard budget: CIFAR 8/255, MNIST 0.3, digits 0.1].")
-@click.option("--steps", type=click.IntRange(1), default=None, help="Attack steps per batch [pgd-at and trades: 10].")
-@click.option("--step-ratio", default=None, help="Attack step / eps [pgd-at 0.25 (2/255 at 8/255); trades 0.007/0.031].")
-@click.option("--alpha-ratio", default=None, help="fast-at: FGSM step / eps [1.25].")
-@click.option("--beta", type=float, default=None, help="trades: weight of the KL term [6].")
-@click.option("--sigma", default=None, help="gaussian: noise std in input units [0.25].")
-@click.option("--augmix-width", type=click.IntRange(1), default=None, help="augmix: chains [3].")
-@click.option("--augmix-depth", type=int, default=None, help="augmix: ops per chain, -1 = uniform 1..3 [-1].")
-@click.option("--augmix-severity", type=float, default=None, help="augmix: op magnitude [3].")
-@click.option("--augmix-alpha", type=float, default=None, help="augmix: Dirichlet/Beta parameter [1].")
-@click.option("--jsd-weight", type=float, default=None, help="augmix: weight of the Jensen-Shannon loss [12].")
-@click.option("--no-jsd", is_flag=True, help="augmix: train on one AugMix view with CE only.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars, epoch lines or table.")
 @click.option("--no-mlflow", is_flag=True, help="Do not record the training and the evaluations in MLflow.")
 @click.option("--mlflow-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else a SQLite store next to the model).")
@@ -119,7 +71,7 @@ def defend(**kw: Any) -> None:
     from ..defenses.trainer import TrainConfig
 
     params = method_params_from(kw)
-    schedule = kw["schedule"] or ("cyclic" if kw["method"] == "fast-at" else "cosine")
+    schedule = kw["schedule"] or str(getattr(dict(_METHODS)[kw["method"]], "default_schedule", "cosine"))
     train_cfg = TrainConfig(
         epochs=kw["epochs"], batch_size=kw["batch_size"], optimizer=kw["optimizer"], lr=kw["lr"], momentum=kw["momentum"],
         weight_decay=kw["weight_decay"], schedule=schedule, warmup_epochs=kw["warmup_epochs"], seed=kw["seed"],
@@ -154,6 +106,13 @@ def defend(**kw: Any) -> None:
             click.echo(f"scorecards: {cfg.eval_out / 'before' / 'scorecard.json'}, {cfg.eval_out / 'after' / 'scorecard.json'}; comparison: {cfg.eval_out / 'comparison.txt'}")
     _record(cfg, res, kw)
     sys.exit(0)
+
+
+#: method hyperparameter options, generated from every registered method's ``Params`` (defaults:
+#: REFERENCES.md); a parameter named like one of the command's own options becomes --<method>-<name>.
+METHOD_OPTIONS = plugin_options(_METHODS, reserved=option_names(defend))
+_at = next(i for i, p in enumerate(defend.params) if p.name == "quiet")
+defend.params[_at:_at] = click_options(METHOD_OPTIONS)
 
 
 def _record(cfg: Any, res: Any, kw: dict[str, Any]) -> None:

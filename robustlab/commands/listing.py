@@ -22,14 +22,12 @@ def suites() -> None:
 @click.command("models")
 def models() -> None:
     """List model spec prefixes and the bundled zoo models."""
-    from ..models.loaders import MODEL_PLUGINS, PREFIXES
+    from ..models.loaders import prefixes
     from ..models.zoo import ZOO
 
     click.echo("Model specs (a bare file path is sniffed):")
-    for p, d in PREFIXES.items():
+    for p, d in prefixes().items():
         click.echo(f"  {p + ':':<14} {d}")
-    for n in MODEL_PLUGINS.names():
-        click.echo(f"  {n + ':':<14} third-party plugin (entry point robustlab.models)")
     click.echo("Bundled zoo models:")
     for n, e in ZOO.items():
         click.echo(f"  zoo:{n:<18} {e.description}")

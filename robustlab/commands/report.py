@@ -117,10 +117,10 @@ def compare(a: str, b: str, min_delta: float, markdown: bool, mlflow_uri: str | 
     cmp = compare_scorecards(card_a, card_b)
     if (cmp.settings or protocols) and not allow_mismatch:
         parts = ([mismatch_warning(cmp.settings)] if cmp.settings else []) + (
-            [f"corruption protocols differ ({'; '.join(protocols)}): their numbers are not comparable."] if protocols else [])
+            [f"protocols differ ({'; '.join(protocols)}): their numbers are not comparable."] if protocols else [])
         raise RobustlabError(f"not comparing: {' '.join(parts)} Re-run one of them with the other's settings, or pass --allow-mismatch.")
     if protocols:
-        click.echo(("**Corruption protocols differ; corruption numbers are not comparable:** " if markdown else "WARNING corruption protocols differ; corruption numbers are not comparable: ") + "; ".join(protocols) + "\n")
+        click.echo(("**Protocols differ; those checks' numbers are not comparable:** " if markdown else "WARNING protocols differ; those checks' numbers are not comparable: ") + "; ".join(protocols) + "\n")
     click.echo(format_comparison(cmp, min_abs=min_delta, markdown=markdown), nl=False)
 
 

@@ -19,7 +19,8 @@ import torch
 from ..errors import SuiteError, UnknownNameError
 from ..seeding import sample_seeds
 from .protocol import Protocol, from_working, resolve, to_working
-from .registry import ALL, FAST_CIFAR_C, FAST_CORRUPTIONS
+from .names import BUILTIN
+from .registry import FAST_CIFAR_C, FAST_CORRUPTIONS, corruption_names
 
 
 class Backend(str, Enum):
@@ -37,11 +38,12 @@ class Backend(str, Enum):
 
 
 def check_name(name: str) -> str:
-    """Return ``name`` if it is one of the 19 corruptions, else raise with the closest names."""
-    if name not in ALL:
-        close = difflib.get_close_matches(name, ALL, n=3, cutoff=0.5)
+    """Return ``name`` if it is a registered corruption (built-in or plugin), else raise with the closest names."""
+    if name not in FAST_CORRUPTIONS:
+        known = corruption_names()
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise UnknownNameError(f"unknown corruption {name!r}.{hint} Known: {', '.join(ALL)}.")
+        raise UnknownNameError(f"unknown corruption {name!r}.{hint} Known: {', '.join(known)}.")
     return name
 
 
@@ -63,7 +65,7 @@ def corrupt(
 
     Args:
         x: (N, C, H, W) float in [0, 1], C = 1 or 3, any H, W, any device.
-        name: one of the 19 ImageNet-C corruptions (``registry.ALL``).
+        name: a registered corruption: the 19 ImageNet-C ones or a plugin (fast backend only).
         severity: 1..5.
         seeds: one integer per image; image i's randomness depends only on ``seeds[i]``.
         backend: ``fast`` (batched torch, on ``x``'s device) or ``reference`` (one image at a
@@ -85,6 +87,8 @@ def corrupt(
     proto = resolve(protocol, int(x.shape[-2]), int(x.shape[-1])) if x.ndim == 4 else Protocol.parse(protocol)
     x = x.float()
     if b is Backend.REFERENCE:
+        if name not in BUILTIN:
+            raise SuiteError(f"corruption {name!r} is a plugin and has no reference implementation; use backend: fast.")
         if proto is Protocol.IMAGENET_C:
             from .reference import reference_corrupt
 
@@ -93,7 +97,8 @@ def corrupt(
 
         work, geom = to_working(x.detach().cpu(), name, proto)
         return from_working(reference_cifar_c(work, name, int(severity), seeds), name, geom).to(x.device)
-    fn = FAST_CORRUPTIONS.get(name) if proto is Protocol.IMAGENET_C else FAST_CIFAR_C.get(name)
+    # a plugin corruption has one implementation for every protocol (the cifar-c registry falls back to it)
+    fn = FAST_CIFAR_C.get(name) if proto is not Protocol.IMAGENET_C and name in FAST_CIFAR_C else FAST_CORRUPTIONS.get(name)
     work, geom = to_working(x, name, proto)
     return from_working(fn(work, int(severity), list(seeds)), name, geom)
 

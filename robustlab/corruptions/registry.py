@@ -1,4 +1,4 @@
-"""Registry of the fast (torch) corruption implementations.
+"""Registry of the fast (torch) corruption implementations, one module per corruption.
 
 Contract of a fast corruption, registered with ``@FAST_CORRUPTIONS.register("name")``::
 
@@ -8,6 +8,11 @@ Contract of a fast corruption, registered with ``@FAST_CORRUPTIONS.register("nam
 ``seeds`` one integer per image (randomness of image i depends only on ``seeds[i]``, never on the
 batch). The result has the same shape, dtype and device, values in [0, 1], and follows the
 reference implementation (``imagecorruptions``) as documented in the module.
+
+Built-ins are the modules of :mod:`robustlab.corruptions.fast`; third parties register through the
+entry-point group ``robustlab.corruptions`` (a function with the contract above). A plugin
+corruption runs under every protocol (the ``cifar-c`` registry falls back to it) and with the
+``fast`` backend only.
 """
 
 from __future__ import annotations
@@ -17,23 +22,20 @@ from typing import Callable, Sequence
 import torch
 
 from ..registry import Registry
+from .names import ALL, BENCHMARK, BUILTIN, HELD_OUT
+
+__all__ = ["ALL", "BENCHMARK", "BUILTIN", "FAST_CIFAR_C", "FAST_CORRUPTIONS", "HELD_OUT", "FastCorruption", "corruption_names"]
 
 FastCorruption = Callable[[torch.Tensor, int, Sequence[int]], torch.Tensor]
 
-FAST_CORRUPTIONS: "Registry[FastCorruption]" = Registry(
-    "corruption", group="robustlab.corruptions", builtins=("robustlab.corruptions.fast",)
-)
+FAST_CORRUPTIONS: "Registry[FastCorruption]" = Registry("corruption", group="robustlab.corruptions", package="robustlab.corruptions.fast")
 
 #: fast implementations of the ``cifar-c`` protocol (``make_cifar_c.py``'s constants and procedures),
 #: same contract; used for ``cifar-c`` and ``cifar-c-small``.
-FAST_CIFAR_C: "Registry[FastCorruption]" = Registry(
-    "cifar-c corruption", group="robustlab.corruptions_cifar_c", builtins=("robustlab.corruptions.cifar_c.fast", "robustlab.corruptions.cifar_c.fast_spatial")
-)
+FAST_CIFAR_C: "Registry[FastCorruption]" = Registry("cifar-c corruption", group="robustlab.corruptions_cifar_c", package="robustlab.corruptions.cifar_c")
 
-BENCHMARK = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
-    "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
-    "jpeg_compression",
-)
-HELD_OUT = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-ALL = BENCHMARK + HELD_OUT
+
+def corruption_names() -> list[str]:
+    """Every registered corruption: the 19 built-ins in benchmark order, then plugins by name."""
+    extra = [n for n in FAST_CORRUPTIONS.names() if n not in BUILTIN]
+    return list(BUILTIN) + extra

@@ -32,7 +32,21 @@ class DatasetPlugin:
     needs_arg: bool = False
 
 
-DATASETS: Registry[DatasetPlugin] = Registry("data plugin", group="robustlab.datasets")
+#: Data sources by spec prefix. Built-ins are registered with :func:`data_source` in the modules of
+#: ``robustlab.data``; third parties use the entry-point group ``robustlab.datasets`` (a
+#: :class:`DatasetPlugin` or a bare ``load(arg, split=, root=, download=) -> Dataset``).
+DATASETS: Registry[DatasetPlugin] = Registry("data plugin", group="robustlab.datasets", package="robustlab.data")
+
+
+def data_source(name: str, description: str, *, needs_arg: bool = False) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
+    """Decorator: register ``load(arg, *, split, root=None, download=False) -> Dataset`` as the data
+    spec ``name`` (``name:ARG`` when ``needs_arg``)."""
+
+    def deco(fn: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        DATASETS.add(name, DatasetPlugin(fn, description, needs_arg=needs_arg))
+        return fn
+
+    return deco
 
 
 def class_names(name: str) -> list[str]:
@@ -76,6 +90,7 @@ def _check_unique(values: Sequence[str], what: str, kind: str, why: str) -> None
 
 
 # -- digits ------------------------------------------------------------------------------------
+@data_source("digits", "scikit-learn's 1,797 real 8x8 grey digits (train 1293 / val 144 / test 360), offline.")
 def _digits(arg: str, *, split: str, root: object = None, download: bool = False) -> Dataset:
     """scikit-learn's 1,797 real 8x8 digits, values 0..16 scaled to [0, 1].
 
@@ -95,13 +110,13 @@ def _digits(arg: str, *, split: str, root: object = None, download: bool = False
     return Dataset(spec="digits", split=split, ids=[f"digits/{i}" for i in sel], y=y, classes=class_names("digits"), x=x, description="scikit-learn digits")
 
 
-DATASETS.add("digits", DatasetPlugin(_digits, "scikit-learn's 1,797 real 8x8 grey digits (train 1293 / val 144 / test 360), offline."))
 
 
 # -- foolbox samples ----------------------------------------------------------------------------
 _SAMPLE_PREFIX = {"cifar10": "cifar10", "cifar100": "cifar100", "mnist": "mnist", "fashion-mnist": "fashionMNIST", "imagenet": "imagenet"}
 
 
+@data_source("samples", "foolbox's 20 real images: samples:cifar10|cifar100|mnist|fashion-mnist|imagenet, offline.", needs_arg=True)
 def _samples(arg: str, *, split: str, root: object = None, download: bool = False) -> Dataset:
     """foolbox's 20 real images per data set (``foolbox/data``). Every split gives the same 20 images."""
     from PIL import Image
@@ -146,10 +161,10 @@ def _imagenet_classes() -> list[str]:
         return [str(i) for i in range(1000)]
 
 
-DATASETS.add("samples", DatasetPlugin(_samples, "foolbox's 20 real images: samples:cifar10|cifar100|mnist|fashion-mnist|imagenet, offline.", needs_arg=True))
 
 
 # -- npz -------------------------------------------------------------------------------------------
+@data_source("npz", "npz:PATH, arrays x (images) and y (labels); optional x_train/y_train, ids, classes.", needs_arg=True)
 def _npz(arg: str, *, split: str, root: object = None, download: bool = False) -> Dataset:
     """Arrays ``x`` (N,H,W[,C]) uint8 0..255 or float 0..1, or (N,C,H,W); ``y`` (N,) ints.
 
@@ -242,13 +257,13 @@ def _npz_batch(x: np.ndarray, idx: Sequence[int], layout: str, p: Path) -> torch
     return torch.from_numpy(np.ascontiguousarray(xf))
 
 
-DATASETS.add("npz", DatasetPlugin(_npz, "npz:PATH, arrays x (images) and y (labels); optional x_train/y_train, ids, classes.", needs_arg=True))
 
 
 # -- image folder ------------------------------------------------------------------------------
 _IMG_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
 
+@data_source("folder", "folder:PATH, ImageFolder layout PATH/<class>/<image> (lazy loading).", needs_arg=True)
 def _folder(arg: str, *, split: str, root: object = None, download: bool = False, size: int | None = None) -> Dataset:
     """ImageFolder layout ``PATH/<class>/<image>`` (``PATH/<split>/<class>/...`` when split folders
     exist). Images are loaded lazily; those larger than 64 px are resized (shorter side to
@@ -311,7 +326,6 @@ def _folder(arg: str, *, split: str, root: object = None, download: bool = False
     return Dataset(spec=f"folder:{arg}", split=split, ids=ids, y=y, classes=classes, loader=load, description=f"image folder {base}", extra=extra)
 
 
-DATASETS.add("folder", DatasetPlugin(_folder, "folder:PATH, ImageFolder layout PATH/<class>/<image> (lazy loading).", needs_arg=True))
 
 
 # -- torchvision data sets ------------------------------------------------------------------------
@@ -355,4 +369,4 @@ def _torchvision(name: str) -> Callable[..., Dataset]:
 
 
 for _n, _d in [("cifar10", "CIFAR-10"), ("cifar100", "CIFAR-100"), ("svhn", "SVHN"), ("mnist", "MNIST"), ("fashion-mnist", "Fashion-MNIST")]:
-    DATASETS.add(_n, DatasetPlugin(_torchvision(_n), f"torchvision {_d} under --data-root (downloads only with --download); val = last 10% of train."))
+    data_source(_n, f"torchvision {_d} under --data-root (downloads only with --download); val = last 10% of train.")(_torchvision(_n))

@@ -9,7 +9,7 @@ end-to-end run with before/after evaluation is :func:`robustlab.defenses.run.run
 
 from __future__ import annotations
 
-from .base import DEFENSES, DefenseMethod, DefenseParams, LossOutput, Method, ValMetric
+from .base import DEFENSES, DefenseMethod, DefenseParams, LossOutput, ValMetric
 from .trainer import EpochRecord, TrainConfig, TrainResult, train
 
-__all__ = ["DEFENSES", "DefenseMethod", "DefenseParams", "EpochRecord", "LossOutput", "Method", "TrainConfig", "TrainResult", "ValMetric", "train"]
+__all__ = ["DEFENSES", "DefenseMethod", "DefenseParams", "EpochRecord", "LossOutput", "TrainConfig", "TrainResult", "ValMetric", "train"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import SuiteError
 from ..seeding import derive_seed
 from .augmix_ops import augmix
-from .base import DEFENSES, DefenseMethod, DefenseParams, LossOutput, Method, ValMetric, positive
+from .base import DEFENSES, DefenseMethod, DefenseParams, LossOutput, ValMetric, positive
 
 
 @dataclass(frozen=True)
@@ -20,12 +20,12 @@ class AugMixParams(DefenseParams):
     """The paper's defaults: 3 chains, depth 1..3 (``depth=-1``), severity 3, Dirichlet(1) and
     Beta(1, 1) (``alpha=1``), JSD weight 12; ``jsd=False`` trains on one AugMix view with CE only."""
 
-    width: int = 3
-    depth: int = -1
-    severity: float = 3.0
-    alpha: float = 1.0
-    jsd: bool = True
-    jsd_weight: float = 12.0
+    width: int = field(default=3, metadata={"cli": "augmix-width", "help": "Chains."})
+    depth: int = field(default=-1, metadata={"cli": "augmix-depth", "help": "Ops per chain, -1 = uniform 1..3."})
+    severity: float = field(default=3.0, metadata={"cli": "augmix-severity", "help": "Op magnitude."})
+    alpha: float = field(default=1.0, metadata={"cli": "augmix-alpha", "help": "Dirichlet/Beta parameter."})
+    jsd: bool = field(default=True, metadata={"help": "Jensen-Shannon consistency loss (--no-jsd: one AugMix view with CE only)."})
+    jsd_weight: float = field(default=12.0, metadata={"help": "Weight of the Jensen-Shannon loss."})
 
     def validate(self) -> None:
         if self.width < 1:
@@ -50,7 +50,7 @@ def jensen_shannon(logits_clean: torch.Tensor, logits_aug1: torch.Tensor, logits
     return sum(F.kl_div(log_m, pk, reduction="batchmean") for pk in p) / 3.0  # type: ignore[return-value]
 
 
-@DEFENSES.register(Method.AUGMIX.value)
+@DEFENSES.register("augmix")
 class AugMixTraining(DefenseMethod):
     """CE on the clean image + 12 * JS consistency between the clean image and two AugMix views.
 
@@ -63,7 +63,7 @@ class AugMixTraining(DefenseMethod):
     and Uncertainty", ICLR 2020; reference code github.com/google-research/augmix (``cifar.py``).
     """
 
-    name = Method.AUGMIX.value
+    name = "augmix"
     description = "AugMix with the Jensen-Shannon consistency loss (Hendrycks et al. 2020)"
     references = "Hendrycks et al. ICLR 2020"
     Params = AugMixParams

@@ -21,28 +21,11 @@ from torch import nn
 from ..errors import SuiteError
 from ..registry import Registry
 
-#: Defense methods by name (``pgd-at``, ``trades``, ``fast-at``, ``augmix``, ``gaussian``).
-DEFENSES: "Registry[type[DefenseMethod]]" = Registry(
-    "defense",
-    group="robustlab.defenses",
-    builtins=(
-        "robustlab.defenses.pgd_at",
-        "robustlab.defenses.trades",
-        "robustlab.defenses.fast_at",
-        "robustlab.defenses.augmix",
-        "robustlab.defenses.gaussian",
-    ),
-)
-
-
-class Method(str, enum.Enum):
-    """The built-in defense methods."""
-
-    PGD_AT = "pgd-at"
-    TRADES = "trades"
-    FAST_AT = "fast-at"
-    AUGMIX = "augmix"
-    GAUSSIAN = "gaussian"
+#: Defense methods by name: one module per method in this package, registered with
+#: ``@DEFENSES.register("name")``; third parties use the entry-point group ``robustlab.defenses``.
+#: A method's ``Params`` dataclass is its whole interface: suite/CLI validation and the
+#: ``robustlab defend`` options are generated from its fields (:mod:`robustlab.registry`).
+DEFENSES: "Registry[type[DefenseMethod]]" = Registry("defense", group="robustlab.defenses", package="robustlab.defenses")
 
 
 class ValMetric(str, enum.Enum):
@@ -58,6 +41,10 @@ class DefenseParams:
     """Hyperparameters of a method (subclasses add fields; all keyword, all with defaults).
 
     ``None`` budgets are resolved from the model's data set by :meth:`DefenseMethod.resolve`.
+    Each field becomes a ``robustlab defend`` option: ``--<field-name>`` (``_`` -> ``-``), or the
+    name in ``field(metadata={"cli": ...})``; ``metadata={"help": ...}`` is its help text. ``int``,
+    ``float`` (fractions like ``8/255`` allowed) and ``str`` fields take a value; a ``bool`` field
+    defaulting to True gives ``--no-<name>``, one defaulting to False gives ``--<name>``.
     """
 
     def validate(self) -> None:
@@ -103,6 +90,8 @@ class DefenseMethod(ABC):
     references: ClassVar[str] = ""
     Params: ClassVar[type[DefenseParams]] = DefenseParams
     val_metric: ClassVar[ValMetric] = ValMetric.PGD
+    #: learning-rate schedule ``robustlab defend`` uses unless ``--schedule`` says otherwise.
+    default_schedule: ClassVar[str] = "cosine"
 
     def __init__(self, params: DefenseParams | None = None) -> None:
         self.params = params if params is not None else self.Params()

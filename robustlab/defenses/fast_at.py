@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import torch
@@ -12,7 +12,7 @@ from torch import nn
 from ..attacks.base import Norm
 from ..attacks.pgd import PGD
 from ._budget import resolve_eps
-from .base import DEFENSES, DefenseMethod, DefenseParams, LossOutput, Method, ValMetric, attack_all_points, eval_mode, positive
+from .base import DEFENSES, DefenseMethod, DefenseParams, LossOutput, ValMetric, attack_all_points, eval_mode, positive
 
 
 @dataclass(frozen=True)
@@ -21,9 +21,9 @@ class FastATParams(DefenseParams):
     the eps ball, one signed-gradient step of size alpha = 1.25 * eps. The paper pairs it with a
     cyclic learning rate (the trainer's default schedule for this method)."""
 
-    norm: str = "linf"
-    eps: float | None = None
-    alpha_ratio: float = 1.25
+    norm: str = field(default="linf", metadata={"help": "Threat model of adversarial training (linf or l2)."})
+    eps: float | None = field(default=None, metadata={"help": "Training budget, e.g. 8/255 [default: the data set's standard budget: CIFAR 8/255, MNIST 0.3, digits 0.1]."})
+    alpha_ratio: float = field(default=1.25, metadata={"help": "FGSM step / eps."})
 
     def validate(self) -> None:
         Norm.parse(self.norm)
@@ -31,7 +31,7 @@ class FastATParams(DefenseParams):
         positive("alpha_ratio", self.alpha_ratio, allow_none=False)
 
 
-@DEFENSES.register(Method.FAST_AT.value)
+@DEFENSES.register("fast-at")
 class FastAdversarialTraining(DefenseMethod):
     """FGSM-RS training: delta ~ U(-eps, eps), one step of alpha = 1.25 eps, project, clip, train on it.
 
@@ -47,7 +47,8 @@ class FastAdversarialTraining(DefenseMethod):
     ICLR 2020 (reference code: github.com/locuslab/fast_adversarial).
     """
 
-    name = Method.FAST_AT.value
+    name = "fast-at"
+    default_schedule = "cyclic"  # Wong et al.'s cyclic learning rate
     description = "fast adversarial training, FGSM with random start (Wong et al. 2020)"
     references = "Wong, Rice & Kolter ICLR 2020"
     Params = FastATParams

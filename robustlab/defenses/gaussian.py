@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..seeding import per_sample_noise
-from .base import DEFENSES, DefenseMethod, DefenseParams, LossOutput, Method, ValMetric, positive
+from .base import DEFENSES, DefenseMethod, DefenseParams, LossOutput, ValMetric, positive
 
 
 @dataclass(frozen=True)
@@ -18,13 +18,13 @@ class GaussianParams(DefenseParams):
     """``sigma``: noise standard deviation in the model's input units (the same units the
     ``certify`` check's sigmas use; 0.25 by default: train at the sigma you will certify at)."""
 
-    sigma: float = 0.25
+    sigma: float = field(default=0.25, metadata={"help": "Noise std in input units."})
 
     def validate(self) -> None:
         positive("sigma", self.sigma, allow_none=False)
 
 
-@DEFENSES.register(Method.GAUSSIAN.value)
+@DEFENSES.register("gaussian")
 class GaussianNoiseTraining(DefenseMethod):
     """Train the base classifier on x + N(0, sigma^2 I), so the smoothed classifier certifies.
 
@@ -37,7 +37,7 @@ class GaussianNoiseTraining(DefenseMethod):
     Smoothing", ICML 2019; reference code github.com/locuslab/smoothing (``train.py``).
     """
 
-    name = Method.GAUSSIAN.value
+    name = "gaussian"
     description = "Gaussian-noise augmentation for randomized smoothing (Cohen et al. 2019)"
     references = "Cohen, Rosenfeld & Kolter ICML 2019"
     Params = GaussianParams

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import torch
@@ -13,7 +13,7 @@ from ..attacks.base import Norm
 from ..attacks.pgd import PGD
 from ..errors import SuiteError
 from ._budget import resolve_eps
-from .base import DEFENSES, DefenseMethod, DefenseParams, LossOutput, Method, ValMetric, attack_all_points, eval_mode, positive
+from .base import DEFENSES, DefenseMethod, DefenseParams, LossOutput, ValMetric, attack_all_points, eval_mode, positive
 
 
 @dataclass(frozen=True)
@@ -21,11 +21,11 @@ class PGDATParams(DefenseParams):
     """Madry et al.'s defaults: Linf, eps = the data set's standard budget (CIFAR 8/255),
     step 2/255 = eps / 4, 10 steps, random start. ``eps=None`` resolves from the model's data set."""
 
-    norm: str = "linf"
-    eps: float | None = None
-    steps: int = 10
-    rel_stepsize: float = 0.25
-    random_start: bool = True
+    norm: str = field(default="linf", metadata={"help": "Threat model of adversarial training (linf or l2)."})
+    eps: float | None = field(default=None, metadata={"help": "Training budget, e.g. 8/255 [default: the data set's standard budget: CIFAR 8/255, MNIST 0.3, digits 0.1]."})
+    steps: int = field(default=10, metadata={"help": "Attack steps per batch."})
+    rel_stepsize: float = field(default=0.25, metadata={"cli": "step-ratio", "help": "Attack step / eps."})
+    random_start: bool = field(default=True, metadata={"help": "Start the attack at a uniform random point of the eps ball."})
 
     def validate(self) -> None:
         Norm.parse(self.norm)
@@ -35,7 +35,7 @@ class PGDATParams(DefenseParams):
             raise SuiteError(f"steps must be at least 1 for PGD training, got {self.steps}.")
 
 
-@DEFENSES.register(Method.PGD_AT.value)
+@DEFENSES.register("pgd-at")
 class PGDAdversarialTraining(DefenseMethod):
     """Minimise the cross-entropy on PGD adversarial examples: min_theta E max_{||d|| <= eps} CE(f(x + d), y).
 
@@ -49,7 +49,7 @@ class PGDAdversarialTraining(DefenseMethod):
     foolbox 3.3.4 ``LinfPGD`` through robustlab's PGD tests.
     """
 
-    name = Method.PGD_AT.value
+    name = "pgd-at"
     description = "PGD adversarial training (Madry et al. 2018)"
     references = "Madry et al. ICLR 2018"
     Params = PGDATParams

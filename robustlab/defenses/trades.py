@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import torch
@@ -13,7 +13,7 @@ from ..attacks.base import Norm, normalize_gradient, project
 from ..errors import SuiteError
 from ..seeding import per_sample_noise
 from ._budget import resolve_eps
-from .base import DEFENSES, DefenseMethod, DefenseParams, LossOutput, Method, ValMetric, eval_mode, positive
+from .base import DEFENSES, DefenseMethod, DefenseParams, LossOutput, ValMetric, eval_mode, positive
 
 
 @dataclass(frozen=True)
@@ -21,12 +21,12 @@ class TRADESParams(DefenseParams):
     """The TRADES reference defaults: beta = 6, Linf, eps = the data set's standard budget
     (CIFAR 0.031), 10 steps of 0.007 (= eps * 0.007 / 0.031), start at x + 0.001 * N(0, I)."""
 
-    beta: float = 6.0
-    norm: str = "linf"
-    eps: float | None = None
-    steps: int = 10
-    rel_stepsize: float = 0.007 / 0.031
-    init_std: float = 0.001
+    beta: float = field(default=6.0, metadata={"help": "Weight of the KL term."})
+    norm: str = field(default="linf", metadata={"help": "Threat model of adversarial training (linf or l2)."})
+    eps: float | None = field(default=None, metadata={"help": "Training budget, e.g. 8/255 [default: the data set's standard budget: CIFAR 8/255, MNIST 0.3, digits 0.1]."})
+    steps: int = field(default=10, metadata={"help": "Attack steps per batch."})
+    rel_stepsize: float = field(default=0.007 / 0.031, metadata={"cli": "step-ratio", "help": "Attack step / eps."})
+    init_std: float = field(default=0.001, metadata={"help": "Std of the Gaussian start around x."})
 
     def validate(self) -> None:
         Norm.parse(self.norm)
@@ -74,7 +74,7 @@ def trades_adversary(model: nn.Module, x: torch.Tensor, eps: float, *, norm: Nor
     return xa.detach()
 
 
-@DEFENSES.register(Method.TRADES.value)
+@DEFENSES.register("trades")
 class TRADES(DefenseMethod):
     """Minimise CE(f(x), y) + beta * KL(f(x) || f(x')) with x' the KL-maximising point of the eps ball.
 
@@ -85,7 +85,7 @@ class TRADES(DefenseMethod):
     Accuracy", ICML 2019; reference code github.com/yaodongyu/TRADES (beta 6, eps 0.031, 10 x 0.007).
     """
 
-    name = Method.TRADES.value
+    name = "trades"
     description = "TRADES: CE + beta * KL(clean || adversarial) (Zhang et al. 2019)"
     references = "Zhang et al. ICML 2019"
     Params = TRADESParams

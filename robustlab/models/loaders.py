@@ -36,21 +36,34 @@ from .wrapper import ModelInfo, RobustModel
 
 log = logging.getLogger(__name__)
 
-#: Third-party model plugins: entry point ``name = "pkg.mod:load"``, called as
-#: ``load(arg: str, **options) -> nn.Module | RobustModel``; used as ``--model name:arg``.
-MODEL_PLUGINS: Registry[Callable[..., Any]] = Registry("model plugin", group="robustlab.models")
+#: Model spec prefixes (``--model PREFIX:ARG``). Built-ins are registered with :func:`model_loader`
+#: (``load(arg, opts) -> _Loaded``); third parties use the entry-point group ``robustlab.models``: a
+#: function ``load(arg: str, *, device, download) -> nn.Module | RobustModel``, used as ``--model name:arg``.
+MODEL_LOADERS: "Registry[ModelLoader | Callable[..., Any]]" = Registry("model loader", group="robustlab.models", package="robustlab.models")
+MODEL_PLUGINS = MODEL_LOADERS  # the former name
 
-PREFIXES: dict[str, str] = {
-    "zoo": "bundled models: zoo:digits-cnn, zoo:cifar10-resnet18",
-    "state-dict": "state-dict:PATH (.safetensors/.pt/.pth) with --arch torchvision:NAME|timm:NAME|factory:pkg.mod:fn|zoo-arch:NAME",
-    "torchvision": "torchvision:NAME (ImageNet weights from the local torch hub cache; --download to fetch)",
-    "timm": "timm:NAME (pretrained weights from the local Hugging Face cache; --download to fetch)",
-    "factory": "factory:pkg.mod:fn, a Python function returning an nn.Module (your own code)",
-    "torchscript": "torchscript:PATH, needs --trust-code (can run code)",
-    "export": "export:PATH.pt2 (torch.export), needs --trust-code (can run code)",
-    "pickle": "pickle:PATH, a whole pickled nn.Module, needs --trust-code (runs code)",
-    "robustbench": "robustbench:NAME[:dataset[:threat]] from --model-dir (default ./models); --download to fetch",
-}
+
+@dataclass(frozen=True)
+class ModelLoader:
+    """A built-in spec prefix: ``load(arg, opts) -> _Loaded`` and a one-line description."""
+
+    load: "Callable[[str, LoadOptions], _Loaded]"
+    description: str
+
+
+def model_loader(prefix: str, description: str) -> "Callable[[Callable[[str, LoadOptions], _Loaded]], Callable[[str, LoadOptions], _Loaded]]":
+    """Decorator: register ``load(arg, opts) -> _Loaded`` as the model spec prefix ``prefix``."""
+
+    def deco(fn: "Callable[[str, LoadOptions], _Loaded]") -> "Callable[[str, LoadOptions], _Loaded]":
+        MODEL_LOADERS.add(prefix, ModelLoader(fn, description))
+        return fn
+
+    return deco
+
+
+def prefixes() -> dict[str, str]:
+    """``{prefix: description}`` of every model loader (built-ins and entry-point plugins)."""
+    return {n: (o.description if isinstance(o, ModelLoader) else "third-party plugin (entry point robustlab.models)") for n, o in MODEL_LOADERS.items()}
 
 
 @dataclass
@@ -79,16 +92,15 @@ def load_model(spec: str, options: LoadOptions | None = None, **kw: Any) -> Robu
     path = Path(spec).expanduser()
     if path.exists() and (not sep or len(prefix) == 1):
         loaded = _load_path(path, opts, fmt=None)
-    elif sep and prefix in _PREFIX_LOADERS:
-        loaded = _PREFIX_LOADERS[prefix](rest, opts)
-    elif sep and prefix in MODEL_PLUGINS:
-        loaded = _plugin(prefix, rest, opts)
+    elif sep and prefix in MODEL_LOADERS:
+        loader = MODEL_LOADERS.get(prefix)
+        loaded = loader.load(rest, opts) if isinstance(loader, ModelLoader) else _plugin(prefix, loader, rest, opts)
     elif not sep and path.suffix:
         raise ModelLoadError(f"model file {path} does not exist; check the path.")
     else:
         import difflib
 
-        known = list(_PREFIX_LOADERS) + MODEL_PLUGINS.names()
+        known = MODEL_LOADERS.names()
         close = difflib.get_close_matches(prefix, known, 1)
         hint = f" Did you mean {close[0]}:?" if close else ""
         raise UnknownNameError(f"unknown model spec {spec!r}.{hint} Use a file path or one of the prefixes {', '.join(p + ':' for p in known)} (see `robustlab models`).")
@@ -367,6 +379,7 @@ def _from_state_dict(path: Path, sd: dict[str, torch.Tensor], meta: dict[str, An
 
 
 # -- prefixes ------------------------------------------------------------------------------------------
+@model_loader("zoo", 'bundled models: zoo:digits-cnn, zoo:cifar10-resnet18')
 def _zoo(name: str, opts: LoadOptions) -> _Loaded:
     from .zoo import ZOO
 
@@ -383,6 +396,7 @@ def _zoo(name: str, opts: LoadOptions) -> _Loaded:
     return loaded
 
 
+@model_loader("state-dict", 'state-dict:PATH (.safetensors/.pt/.pth) with --arch torchvision:NAME|timm:NAME|factory:pkg.mod:fn|zoo-arch:NAME')
 def _state_dict(rest: str, opts: LoadOptions) -> _Loaded:
     p = Path(rest).expanduser()
     if not p.is_file():
@@ -397,6 +411,7 @@ def _fmt_loader(fmt: str) -> Callable[[str, LoadOptions], _Loaded]:
     return load
 
 
+@model_loader("torchvision", 'torchvision:NAME (ImageNet weights from the local torch hub cache; --download to fetch)')
 def _torchvision(name: str, opts: LoadOptions) -> _Loaded:
     import torchvision.models as tvm
 
@@ -421,6 +436,7 @@ def _sha_or_none(p: Path) -> str | None:
     return sha256_file(p) if p.is_file() else None
 
 
+@model_loader("timm", 'timm:NAME (pretrained weights from the local Hugging Face cache; --download to fetch)')
 def _timm(name: str, opts: LoadOptions) -> _Loaded:
     timm = _import("timm", "pip install timm")
     import os
@@ -434,6 +450,7 @@ def _timm(name: str, opts: LoadOptions) -> _Loaded:
     return _Loaded(net, {"format": "timm", **_timm_meta(net), "architecture": f"timm:{name}"})
 
 
+@model_loader("factory", 'factory:pkg.mod:fn, a Python function returning an nn.Module (your own code)')
 def _factory(target: str, opts: LoadOptions) -> _Loaded:
     net = _call_factory(target, opts.overrides.get("num_classes"))
     sd_hash = hashlib.sha256()
@@ -443,28 +460,19 @@ def _factory(target: str, opts: LoadOptions) -> _Loaded:
     return _Loaded(net, {"format": "factory", "sha256": sd_hash.hexdigest(), "architecture": f"factory:{target}"})
 
 
+@model_loader("robustbench", 'robustbench:NAME[:dataset[:threat]] from --model-dir (default ./models); --download to fetch')
 def _robustbench(rest: str, opts: LoadOptions) -> _Loaded:
     from .robustbench_compat import load_robustbench
 
     return load_robustbench(rest, opts)
 
 
-def _plugin(prefix: str, rest: str, opts: LoadOptions) -> _Loaded:
-    fn = MODEL_PLUGINS.get(prefix)
+def _plugin(prefix: str, fn: Callable[..., Any], rest: str, opts: LoadOptions) -> _Loaded:
     obj = fn(rest, device=opts.device, download=opts.download)
     if not isinstance(obj, nn.Module):
         raise ModelLoadError(f"model plugin {prefix!r} returned {type(obj).__name__}, not an nn.Module.")
     return _Loaded(obj, {"format": f"plugin:{prefix}"})
 
 
-_PREFIX_LOADERS: dict[str, Callable[[str, LoadOptions], _Loaded]] = {
-    "zoo": _zoo,
-    "state-dict": _state_dict,
-    "torchvision": _torchvision,
-    "timm": _timm,
-    "factory": _factory,
-    "torchscript": _fmt_loader("torchscript"),
-    "export": _fmt_loader("export"),
-    "pickle": _fmt_loader("pickle"),
-    "robustbench": _robustbench,
-}
+for _fmt in ("torchscript", "export", "pickle"):
+    model_loader(_fmt, {"torchscript": 'torchscript:PATH, needs --trust-code (can run code)', "export": 'export:PATH.pt2 (torch.export), needs --trust-code (can run code)', "pickle": 'pickle:PATH, a whole pickled nn.Module, needs --trust-code (runs code)'}[_fmt])(_fmt_loader(_fmt))

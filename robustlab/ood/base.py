@@ -25,20 +25,9 @@ if TYPE_CHECKING:
     from ..data.base import Dataset
     from ..models.wrapper import RobustModel
 
-#: All detectors by name. Built-ins register on import; plugins come through ``robustlab.detectors``.
-DETECTORS: "Registry[type[Detector]]" = Registry(
-    "detector",
-    group="robustlab.detectors",
-    builtins=(
-        "robustlab.ood.msp",
-        "robustlab.ood.maxlogit",
-        "robustlab.ood.energy",
-        "robustlab.ood.odin",
-        "robustlab.ood.mahalanobis",
-        "robustlab.ood.knn",
-        "robustlab.ood.vim",
-    ),
-)
+#: All detectors by name: one module per detector in this package, registered with
+#: ``@DETECTORS.register("name")``; third-party detectors come through the entry-point group ``robustlab.detectors``.
+DETECTORS: "Registry[type[Detector]]" = Registry("detector", group="robustlab.detectors", package="robustlab.ood")
 
 
 class DetectorError(RobustlabError):
@@ -114,7 +103,9 @@ class Detector(ABC):
     statistics set ``requires_fit = True`` and implement :meth:`fit_features`, :meth:`fit_state`
     and :meth:`load_fit_state` (tensors only, so fitted statistics can be cached as safetensors).
     Detectors with hyperparameters tuned on validation data list them in ``tunable`` and may
-    override :meth:`score_grid` to share work between grid points.
+    override :meth:`score_grid` to share work between grid points. Hyperparameters are keyword-only
+    ``__init__`` arguments with defaults: they are the detector's typed parameters
+    (:func:`detector_params`), so a new detector needs no field anywhere else.
     """
 
     name: ClassVar[str] = ""
@@ -184,6 +175,16 @@ class Detector(ABC):
             for k, v in saved.items():
                 setattr(self, k, v)
         return out
+
+
+def detector_params(cls: type[Detector]) -> type:
+    """A detector's typed hyperparameters: its ``Params`` dataclass if it declares one, else a frozen
+    dataclass of the keyword parameters of its ``__init__`` (``def __init__(self, *, k: int = 50)``).
+    A suite sets them per detector (``detectors: [msp, {name: knn, k: 20}]``), validated against this."""
+    from ..registry import signature_params
+
+    declared = getattr(cls, "Params", None)
+    return declared if isinstance(declared, type) else signature_params(cls)
 
 
 def create_detector(name: str, **kwargs: Any) -> Detector:

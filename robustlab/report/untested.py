@@ -12,13 +12,9 @@ import math
 import re
 from typing import Any
 
+from ..corruptions.names import BENCHMARK as BENCHMARK_CORRUPTIONS
+from ..corruptions.names import HELD_OUT as HELD_OUT_CORRUPTIONS
 from ..scorecard import Scorecard, Status
-
-BENCHMARK_CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)
-HELD_OUT_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 AUTOATTACK_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 
 #: standard budgets by data-set keyword: norm -> (epsilon, label)
