@@ -27,7 +27,7 @@ from ..metrics.stats import wilson_interval
 from ..scorecard import CheckResult
 from ..seeding import derive_seed, sample_seeds
 from .adversarial_sweep import SweepCheck, SweepParams, bounds_of
-from .attack_scoring import seed_scope
+from .attack_scoring import seed_scope, sub
 from .base import CHECKS, RunContext
 
 
@@ -162,7 +162,7 @@ class AutoAttackCheck(SweepCheck[AutoAttackParams]):
     def extra_metrics(self, res: CheckResult, prefix: str, eps: float, o: dict[str, Any], n: int) -> None:
         for a, flags in o.get("after", {}).items():
             k = int(np.sum(flags))
-            res.add_metric(mk.key(prefix, mk.eps_segment(eps), mk.after_segment(a), "robust_accuracy"), k / n if n else math.nan, interval=wilson_interval(k, n), n=n)
+            res.add_metric(sub(prefix, mk.eps_segment(eps), mk.after_segment(a), "robust_accuracy"), k / n if n else math.nan, interval=wilson_interval(k, n), n=n)
         if self.params.per_sample:
             res.per_sample[mk.per_eps("fooled_by", eps)] = list(o.get("fooled_by", []))
 
@@ -175,7 +175,7 @@ class AutoAttackCheck(SweepCheck[AutoAttackParams]):
     def definitions(self, prefix: str) -> dict[str, str]:
         p = self.params
         return {
-            mk.key(prefix, mk.EPS_ANY, mk.after_segment("ATTACK"), "robust_accuracy"): "robust accuracy after running the attacks up to and including ATTACK, each only on the points still robust (cumulative worst case, AutoAttack's order).",
+            f"{prefix}/{mk.EPS_ANY}/{mk.after_segment('ATTACK')}/robust_accuracy": "robust accuracy after running the attacks up to and including ATTACK, each only on the points still robust (cumulative worst case, AutoAttack's order).",
             "attack": f"AutoAttack {p.version.value} ({', '.join(attacks_of(p.version))}), APGD {p.n_iter} iterations, Square {p.square_queries} queries, engine {p.engine.value}, reference attacks seeded with the run seed.",
             "per_sample fooled_by/eps_E": "name of the attack that first broke each point ('clean' for clean errors, '' for robust points).",
         }

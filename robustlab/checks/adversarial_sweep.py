@@ -27,7 +27,7 @@ from ..errors import SuiteError
 from ..metrics.stats import wilson_interval
 from ..scorecard import CheckResult, Series
 from ..seeding import derive_seed, sample_seeds
-from .attack_scoring import add_robustness_metrics, score_batch, seed_scope, standard_definitions
+from .attack_scoring import add_robustness_metrics, score_batch, seed_scope, standard_definitions, sub
 from .base import Check, Params, RunContext
 from .sweep_merge import merge_over_eps
 
@@ -78,7 +78,7 @@ def model_audit(ctx: RunContext, res: CheckResult, check_id: str, correct: np.nd
 
 def finish_audit(res: CheckResult, prefix: str) -> None:
     verdict = audit.overall_verdict(res.audit)
-    res.add_metric(mk.key(prefix, "audit", "verdict"), audit.verdict_code(verdict))
+    res.add_metric(sub(prefix, "audit", "verdict"), audit.verdict_code(verdict))
     res.notes.append(f"validity audit verdict: {verdict.value}")
 
 
@@ -145,13 +145,13 @@ class SweepCheck(Check[SP]):
         raw_ra = {e: float(np.mean(o["robust"])) if n else math.nan for e, o in outcomes.items()}
         merge_over_eps(outcomes, eps_list)
         correct = np.asarray(outcomes[eps_list[0]]["correct"], dtype=bool)
-        res.add_metric(mk.key(prefix, "clean_accuracy"), float(correct.mean()) if n else math.nan, interval=wilson_interval(int(correct.sum()), n), n=n)
-        res.add_metric(mk.key(prefix, "primary_eps"), primary)
+        res.add_metric(sub(prefix, "clean_accuracy"), float(correct.mean()) if n else math.nan, interval=wilson_interval(int(correct.sum()), n), n=n)
+        res.add_metric(sub(prefix, "primary_eps"), primary)
         claimed = rejected = flipped = 0
         for eps, o in outcomes.items():
             robust = np.asarray(o["robust"], dtype=bool)
             nrm = np.asarray([math.inf if v is None else v for v in o["norm"]], dtype=float)
-            add_robustness_metrics(res, mk.key(prefix, mk.eps_segment(eps)), robust=robust, correct=correct, y=y_all, n_classes=len(model.class_names), adv_norms=nrm)
+            add_robustness_metrics(res, sub(prefix, mk.eps_segment(eps)), robust=robust, correct=correct, y=y_all, n_classes=len(model.class_names), adv_norms=nrm)
             claimed += int(o["claimed"])
             rejected += int(o["rejected"])
             flipped += int(o.get("flipped", 0))
@@ -159,19 +159,19 @@ class SweepCheck(Check[SP]):
                 res.per_sample[mk.per_eps("robust", eps)] = robust.tolist()
             self.extra_metrics(res, prefix, eps, o, n)
         if ctx.fast_model is not None:
-            res.add_metric(mk.key(prefix, "bf16_flipped"), float(flipped))
+            res.add_metric(sub(prefix, "bf16_flipped"), float(flipped))
             res.notes.append(
                 f"attack iterations ran under bf16 autocast; clean flags come from the fp32 model and every adversarial example was re-verified in fp32: "
                 f"{flipped} of {claimed} found under bf16 were classified correctly in fp32, and each of them was attacked again in fp32 by the same attack."
             )
-            res.definitions[mk.key(prefix, "bf16_flipped")] = "adversarial examples found under bf16 autocast that the fp32 model classifies correctly (summed over epsilons); each such point was attacked again in fp32."
+            res.definitions[sub(prefix, "bf16_flipped")] = "adversarial examples found under bf16 autocast that the fp32 model classifies correctly (summed over epsilons); each such point was attacked again in fp32."
         prim = np.asarray(outcomes[primary]["robust"], dtype=bool)
-        res.add_metric(mk.key(prefix, "robust_accuracy"), float(prim.mean()) if n else math.nan, interval=wilson_interval(int(prim.sum()), n), n=n)
+        res.add_metric(sub(prefix, "robust_accuracy"), float(prim.mean()) if n else math.nan, interval=wilson_interval(int(prim.sum()), n), n=n)
         res.series["robust_accuracy_vs_eps"] = Series(x=list(eps_list), y=self.curves(outcomes, eps_list, n), x_label=f"epsilon ({norm.value})", y_label="robust accuracy", kind="line")
         if p.per_sample:
             res.per_sample["clean_correct"] = correct.tolist()
         res.definitions.update(standard_definitions(prefix, norm))
-        res.definitions[mk.key(prefix, "primary_eps")] = "the epsilon behind adversarial/<id>/robust_accuracy, in the model's input scale."
+        res.definitions[sub(prefix, "primary_eps")] = "the epsilon behind adversarial/<id>/robust_accuracy, in the model's input scale."
         res.definitions["sweep"] = (
             "each epsilon is attacked separately; a point broken at a smaller epsilon counts as broken at every larger one (its adversarial example lies in the larger ball). "
             "Every per-epsilon figure follows these merged flags: perturbation norms are those of the example that breaks the point, AutoAttack's after=ATTACK flags and the "
@@ -182,8 +182,8 @@ class SweepCheck(Check[SP]):
         if p.audit:
             self.run_audit(ctx, res, outcomes, eps_list, primary, correct, raw_ra, claimed, rejected)
         verdict = audit.overall_verdict(res.audit)
-        res.add_metric(mk.key(prefix, "audit", "verdict"), audit.verdict_code(verdict))
-        res.definitions[mk.key(prefix, "audit", "verdict")] = "worst verdict of the validity audit: 0 = valid, 1 = suspect, 2 = invalid (items in the check's audit list)."
+        res.add_metric(sub(prefix, "audit", "verdict"), audit.verdict_code(verdict))
+        res.definitions[sub(prefix, "audit", "verdict")] = "worst verdict of the validity audit: 0 = valid, 1 = suspect, 2 = invalid (items in the check's audit list)."
         res.notes.append(f"validity audit verdict: {verdict.value}")
         return res
 

@@ -33,6 +33,11 @@ ROBUST_ACCURACY_DEFINITION = (
 )
 
 
+def sub(prefix: str, *segments: str) -> str:
+    """The key ``prefix/segment/...`` (``prefix`` itself a key), checked by the grammar."""
+    return mk.key(*prefix.split("/"), *segments)
+
+
 def seed_scope(eps: float) -> str:
     """The per-epsilon seed scope (unchanged since schema 1, so the same seed gives the same attack)."""
     return f"eps={eps:.4g}"
@@ -73,27 +78,27 @@ def add_robustness_metrics(
     n = int(robust.size)
     k = int(robust.sum())
     nc = int(correct.sum())
-    res.add_metric(mk.key(prefix, "robust_accuracy"), k / n if n else math.nan, interval=wilson_interval(k, n) if n else None, n=n)
+    res.add_metric(sub(prefix, "robust_accuracy"), k / n if n else math.nan, interval=wilson_interval(k, n) if n else None, n=n)
     if nc:
-        res.add_metric(mk.key(prefix, "attack_success_rate"), (nc - k) / nc, interval=wilson_interval(nc - k, nc), n=nc)
-        res.add_metric(mk.key(prefix, "robust_accuracy_given_clean_correct"), k / nc, n=nc)
+        res.add_metric(sub(prefix, "attack_success_rate"), (nc - k) / nc, interval=wilson_interval(nc - k, nc), n=nc)
+        res.add_metric(sub(prefix, "robust_accuracy_given_clean_correct"), k / nc, n=nc)
     per_class: list[float] = []
     for c in range(n_classes):
         m = y == c
         if m.any():
             acc = float(robust[m].mean())
             per_class.append(acc)
-            res.add_metric(mk.key(prefix, mk.class_segment(c), "robust_accuracy"), acc, n=int(m.sum()))
+            res.add_metric(sub(prefix, mk.class_segment(c), "robust_accuracy"), acc, n=int(m.sum()))
     if per_class:
-        res.add_metric(mk.key(prefix, "worst_class_robust_accuracy"), min(per_class), n=n)
+        res.add_metric(sub(prefix, "worst_class_robust_accuracy"), min(per_class), n=n)
     if adv_norms is not None:
         found = correct & ~robust
         v = adv_norms[found]
         v = v[np.isfinite(v)]  # a broken point always has the norm of the example that broke it
         if v.size:
-            res.add_metric(mk.key(prefix, "perturbation", "median_norm"), float(np.median(v)), n=int(v.size))
-            res.add_metric(mk.key(prefix, "perturbation", "mean_norm"), float(np.mean(v)), n=int(v.size))
-            res.add_metric(mk.key(prefix, "perturbation", "max_norm"), float(np.max(v)), n=int(v.size))
+            res.add_metric(sub(prefix, "perturbation", "median_norm"), float(np.median(v)), n=int(v.size))
+            res.add_metric(sub(prefix, "perturbation", "mean_norm"), float(np.mean(v)), n=int(v.size))
+            res.add_metric(sub(prefix, "perturbation", "max_norm"), float(np.max(v)), n=int(v.size))
 
 
 def standard_definitions(prefix: str, norm: "Norm") -> dict[str, str]:

@@ -25,7 +25,7 @@ from ..metrics.stats import wilson_interval
 from ..scorecard import CheckResult, Series
 from ..seeding import sample_seeds
 from .adversarial_sweep import bounds_of, finish_audit, model_audit
-from .attack_scoring import add_robustness_metrics, standard_definitions
+from .attack_scoring import add_robustness_metrics, standard_definitions, sub
 from .base import CHECKS, Check, Params, RunContext
 
 
@@ -94,20 +94,20 @@ class MinimalNormCheck(Check[MinimalNormParams]):
         mn_arr = np.asarray(mins, dtype=float)
         correct = mn_arr > 0
         y_all = data.y.numpy()
-        res.add_metric(mk.key(prefix, "clean_accuracy"), float(correct.mean()) if n else math.nan, interval=wilson_interval(int(correct.sum()), n), n=n)
-        res.add_metric(mk.key(prefix, "median_min_norm"), float(np.median(mn_arr)) if n else math.nan, n=n)
+        res.add_metric(sub(prefix, "clean_accuracy"), float(correct.mean()) if n else math.nan, interval=wilson_interval(int(correct.sum()), n), n=n)
+        res.add_metric(sub(prefix, "median_min_norm"), float(np.median(mn_arr)) if n else math.nan, n=n)
         if correct.any():
-            res.add_metric(mk.key(prefix, "median_min_norm_given_clean_correct"), float(np.median(mn_arr[correct])), n=int(correct.sum()))
+            res.add_metric(sub(prefix, "median_min_norm_given_clean_correct"), float(np.median(mn_arr[correct])), n=int(correct.sum()))
             found = correct & np.isfinite(mn_arr)
-            res.add_metric(mk.key(prefix, "attack_success_rate"), float(found.sum() / correct.sum()), interval=wilson_interval(int(found.sum()), int(correct.sum())), n=int(correct.sum()))
+            res.add_metric(sub(prefix, "attack_success_rate"), float(found.sum() / correct.sum()), interval=wilson_interval(int(found.sum()), int(correct.sum())), n=int(correct.sum()))
         for eps in eps_list:
             robust = mn_arr > eps
-            add_robustness_metrics(res, mk.key(prefix, mk.eps_segment(eps)), robust=robust, correct=correct, y=y_all, n_classes=len(model.class_names))
+            add_robustness_metrics(res, sub(prefix, mk.eps_segment(eps)), robust=robust, correct=correct, y=y_all, n_classes=len(model.class_names))
             if p.per_sample:
                 res.per_sample[mk.per_eps("robust", eps)] = robust.tolist()
         prim = mn_arr > primary
-        res.add_metric(mk.key(prefix, "robust_accuracy"), float(prim.mean()) if n else math.nan, interval=wilson_interval(int(prim.sum()), n), n=n)
-        res.add_metric(mk.key(prefix, "primary_eps"), primary)
+        res.add_metric(sub(prefix, "robust_accuracy"), float(prim.mean()) if n else math.nan, interval=wilson_interval(int(prim.sum()), n), n=n)
+        res.add_metric(sub(prefix, "primary_eps"), primary)
         finite = mn_arr[np.isfinite(mn_arr)]
         top = max(2 * max(eps_list), float(finite.max()) if finite.size else 0.0)
         grid = [top * i / (p.curve_points - 1) for i in range(p.curve_points)]
@@ -116,9 +116,9 @@ class MinimalNormCheck(Check[MinimalNormParams]):
             res.per_sample["min_norm"] = [None if not math.isfinite(v) else float(v) for v in mn_arr]
         res.definitions.update(standard_definitions(prefix, norm))
         res.definitions.update({
-            mk.key(prefix, "median_min_norm"): f"median over all n points of the smallest {norm.value} perturbation found by {p.attack} (re-checked misclassified, in bounds); clean errors count 0, points the attack could not break count +inf.",
-            mk.key(prefix, "median_min_norm_given_clean_correct"): "the same median over the clean-correct points only.",
-            mk.key(prefix, mk.EPS_ANY, "robust_accuracy"): "fraction of all n points that are correct and whose minimal perturbation exceeds eps (an upper bound on the true robust accuracy: the attack may miss smaller perturbations).",
+            sub(prefix, "median_min_norm"): f"median over all n points of the smallest {norm.value} perturbation found by {p.attack} (re-checked misclassified, in bounds); clean errors count 0, points the attack could not break count +inf.",
+            sub(prefix, "median_min_norm_given_clean_correct"): "the same median over the clean-correct points only.",
+            f"{prefix}/{mk.EPS_ANY}/robust_accuracy": "fraction of all n points that are correct and whose minimal perturbation exceeds eps (an upper bound on the true robust accuracy: the attack may miss smaller perturbations).",
             "per_sample min_norm": "minimal perturbation norm per point (0 for clean errors, null when none was found).",
         })
         if p.audit:
