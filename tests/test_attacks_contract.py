@@ -186,3 +186,22 @@ def test_third_party_attack_runs_end_to_end_through_the_generic_check(tmp_path) 
     bad.write_text("name: bad\nchecks:\n  - check: attack\n    params: {attack: sign_steps, stepz: 2}\n")
     r = _cli(["evaluate", "--model", "zoo:digits-cnn", "--suite", str(bad), "--out", str(tmp_path / "o2"), "--no-mlflow", "--quiet"], tmp_path / "site")
     assert r.returncode == 2 and "stepz" in r.stderr and "steps" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_readme_attack_example_runs_through_the_generic_check(digits_model, digits_data) -> None:
+    """The ``### An attack`` code block of README.md, executed as is, then run by ``check: attack``."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### An attack", 1)[1].split("\n#", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the documented example itself
+    assert "gradient_step" in ATTACKS and len(code.strip().splitlines()) <= 20
+    check = CHECKS.get("attack")
+    p = check.parse_params({"attack": "gradient_step", "alpha": 1.0, "norm": "linf", "epsilons": [0.05, 0.1], "audit": False})
+    r = check(id="gradient_step", params=p).run(_ctx(digits_model, digits_data.limit(32)))
+    m = r.metrics
+    assert m["adversarial/gradient_step/eps_0.1/robust_accuracy"] < m["adversarial/gradient_step/clean_accuracy"]
+    with pytest.raises(SuiteError, match="alpha"):
+        check.parse_params({"attack": "gradient_step", "alpah": 2.0})
