@@ -205,3 +205,25 @@ def test_readme_attack_example_runs_through_the_generic_check(digits_model, digi
     assert m["adversarial/gradient_step/eps_0.1/robust_accuracy"] < m["adversarial/gradient_step/clean_accuracy"]
     with pytest.raises(SuiteError, match="alpha"):
         check.parse_params({"attack": "gradient_step", "alpah": 2.0})
+
+
+def test_one_budget_table_for_checks_defenses_and_the_report() -> None:
+    """Budgets live once (robustlab.attacks.threat, torch-free): the report's 'not tested' list reads
+    the field's standard ones from it, the checks resolve defaults from the same table."""
+    from robustlab.attacks.threat import BUDGETS, Budget, dataset_key, standard_budgets
+    from robustlab.report import untested
+
+    assert untested.STANDARD_BUDGETS == {ds: {n.value: (b.eps, b.label) for n, b in standard_budgets(ds).items()} for ds in BUDGETS if standard_budgets(ds)}
+    # REFERENCES.md: CIFAR-10/100 Linf 8/255, CIFAR-10 L2 0.5, ImageNet Linf 4/255, MNIST Linf 0.3
+    std = {(ds, n.value): b.eps for ds in BUDGETS for n, b in standard_budgets(ds).items()}
+    assert std == {("cifar10", "linf"): 8 / 255, ("cifar10", "l2"): 0.5, ("cifar100", "linf"): 8 / 255, ("imagenet", "linf"): 4 / 255, ("mnist", "linf"): 0.3}
+    assert BUDGETS["imagenet"][Norm.L2] == Budget(3.0, "3.0", False) and BUDGETS["digits"][Norm.LINF].eps == 0.1
+    assert [dataset_key(s) for s in ("CIFAR-100", "cifar10", "fashion-mnist", "mnist", "imagenet-val")] == ["cifar100", "cifar10", None, "mnist", "imagenet"]
+
+
+def test_attack_layer_never_imports_checks_runner_or_scorecard() -> None:
+    code = "import sys, robustlab.attacks._builtin; bad = [m for m in sys.modules if m.startswith(('robustlab.checks', 'robustlab.runner', 'robustlab.scorecard'))]; print(bad)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-c", "import sys, robustlab.attacks.threat, robustlab.report.untested; print('torch' in sys.modules)"], capture_output=True, text=True, timeout=300)
+    assert r.stdout.strip() == "False", r.stdout + r.stderr

@@ -1,5 +1,14 @@
-"""Importing this module registers robustlab's built-in attacks in ``ATTACKS`` (one file each)."""
+"""Imports every module of ``robustlab.attacks`` so that each built-in attack registers itself in
+``ATTACKS``: adding an attack is one new file with one ``@ATTACKS.register`` decorator (modules
+whose name starts with ``_`` are skipped)."""
 
 from __future__ import annotations
 
-from . import apgd_attacks, autoattack, fab, malt, minimal_norm, pgd, square  # noqa: F401
+import importlib
+import pkgutil
+
+from . import __path__ as _path
+
+for _m in pkgutil.iter_modules(_path):
+    if not _m.name.startswith("_"):
+        importlib.import_module(f"{__package__}.{_m.name}")
