@@ -227,3 +227,27 @@ def test_attack_layer_never_imports_checks_runner_or_scorecard() -> None:
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
     r = subprocess.run([sys.executable, "-c", "import sys, robustlab.attacks.threat, robustlab.report.untested; print('torch' in sys.modules)"], capture_output=True, text=True, timeout=300)
     assert r.stdout.strip() == "False", r.stdout + r.stderr
+
+
+def test_adversarial_keys_follow_the_grammar(digits_model, digits_data) -> None:
+    """Every metric and per-sample key of the adversarial checks is MLflow-legal as is and parses
+    back to its epsilon, class index and ensemble member; schema-1 names upgrade to the same keys."""
+    from robustlab import metric_keys as mk
+
+    data = digits_data.limit(16)
+    runs = [
+        _run("pgd", _ctx(digits_model, data), steps=2, epsilons=[0.1], audit_samples=4),
+        _run("autoattack", _ctx(digits_model, data), epsilons=[0.1], n_iter=4, square_queries=10, audit=False),
+        _run("minimal_norm", _ctx(digits_model, data), attack="deepfool", norm="linf", steps=5, epsilons=[0.1], audit=False),
+    ]
+    for r in runs:
+        for k in list(r.metrics) + list(r.per_sample):
+            assert mk.is_legal_key(k), k
+        assert mk.parse(mk.key("adversarial", r.id, "eps_0.1", "robust_accuracy")).eps == 0.1
+        assert r.per_sample["robust/eps_0.1"] and mk.upgrade_v1_key("robust@eps=0.1") == "robust/eps_0.1"
+    aa = runs[1].metrics
+    assert mk.parse("adversarial/autoattack/eps_0.1/after_fab-t/robust_accuracy").after == "fab-t"
+    assert "adversarial/autoattack/eps_0.1/after_fab-t/robust_accuracy" in aa
+    cls_keys = [k for k in runs[0].metrics if "/class_" in k]
+    assert cls_keys and all(mk.parse(k).class_index in range(10) for k in cls_keys)
+    assert mk.upgrade_v1_key("adversarial/pgd/eps=0.1/class=3/robust_accuracy", [str(i) for i in range(10)]) in runs[0].metrics
