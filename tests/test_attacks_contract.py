@@ -167,6 +167,7 @@ def _cli(args: list[str], site: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "robustlab", *args], capture_output=True, text=True, env=env, timeout=600)
 
 
+@pytest.mark.slow
 def test_third_party_attack_runs_end_to_end_through_the_generic_check(tmp_path) -> None:
     dist = tmp_path / "site" / "rl_attack_plugin-0.1.dist-info"
     dist.mkdir(parents=True)
