@@ -96,6 +96,11 @@ def after_segment(attack: str) -> str:
     return f"after_{attack}"
 
 
+def per_eps(name: str, eps: float) -> str:
+    """A per-sample (or per-item) name at one budget: ``robust/eps_0.1``, ``fooled_by/eps_0.1``."""
+    return key(name, eps_segment(eps))
+
+
 def fpr_at_tpr(tpr_percent: int | float) -> str:
     return f"fpr_at_{float(tpr_percent):g}tpr"
 
@@ -160,19 +165,23 @@ def eps_of(k: str) -> float | None:
 _V1_EPS = re.compile(r"^eps=(.*)$")
 _V1_CLASS = re.compile(r"^class=(.*)$")
 _V1_AFTER = re.compile(r"^after=(.*)$")
+_V1_AT_EPS = re.compile(r"^(.+)@eps=(.*)$")
 
 
 def upgrade_v1_key(k: str, class_names: Sequence[str] | None = None) -> str:
     """Map a schema-1.x key to this grammar.
 
-    ``eps=X`` -> ``eps_X``, ``after=A`` -> ``after_A``, ``@`` -> ``_at_``, and ``class=NAME`` ->
+    ``eps=X`` -> ``eps_X``, ``after=A`` -> ``after_A``, a per-sample ``NAME@eps=X`` -> ``NAME/eps_X``
+    (``robust@eps=0.1`` -> ``robust/eps_0.1``), ``@`` -> ``_at_``, and ``class=NAME`` ->
     ``class_<index of NAME in class_names>`` (a name that is not in the list, or no list, keeps
     ``class_<NAME made legal>``). Keys already in this grammar come back unchanged.
     """
     names = list(class_names) if class_names is not None else []
     out = []
     for s in k.split("/"):
-        if m := _V1_EPS.match(s):
+        if m := _V1_AT_EPS.match(s):
+            s = m.group(1).replace("@", "_at_") + "/eps_" + m.group(2)
+        elif m := _V1_EPS.match(s):
             s = "eps_" + m.group(1)
         elif m := _V1_AFTER.match(s):
             s = "after_" + m.group(1)

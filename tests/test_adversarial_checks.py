@@ -49,23 +49,23 @@ def test_pgd_check_metrics_and_flags(digits_model, small) -> None:
     r = _run("pgd", _ctx(digits_model, small), steps=10, epsilons=[0.05, 0.1, 0.3])
     m = r.metrics
     clean = m["adversarial/pgd/clean_accuracy"]
-    ra = [m[f"adversarial/pgd/eps={e}/robust_accuracy"] for e in ("0.05", "0.1", "0.3")]
+    ra = [m[f"adversarial/pgd/eps_{e}/robust_accuracy"] for e in ("0.05", "0.1", "0.3")]
     assert ra[0] <= clean
     # the sweep's flags at eps_j are the worst case over the separate runs at every eps_i <= eps_j
     # (each epsilon has its own seeds, so a separate run reproduces the sweep's raw flags)
-    raw = [_run("pgd", _ctx(digits_model, small), steps=10, epsilons=[e], audit=False).per_sample[f"robust@eps={e}"] for e in ("0.05", "0.1", "0.3")]
+    raw = [_run("pgd", _ctx(digits_model, small), steps=10, epsilons=[e], audit=False).per_sample[f"robust/eps_{e}"] for e in ("0.05", "0.1", "0.3")]
     merged = [all(fl) for fl in zip(*raw[:1])], [all(fl) for fl in zip(*raw[:2])], [all(fl) for fl in zip(*raw)]
-    assert [r.per_sample[f"robust@eps={e}"] for e in ("0.05", "0.1", "0.3")] == list(merged)
-    assert [m[f"adversarial/pgd/eps={e}/robust_accuracy"] for e in ("0.05", "0.1", "0.3")] == [sum(f) / len(small) for f in merged]
+    assert [r.per_sample[f"robust/eps_{e}"] for e in ("0.05", "0.1", "0.3")] == list(merged)
+    assert [m[f"adversarial/pgd/eps_{e}/robust_accuracy"] for e in ("0.05", "0.1", "0.3")] == [sum(f) / len(small) for f in merged]
     assert m["adversarial/pgd/robust_accuracy"] == ra[1]  # primary: the digits budget 0.1
     assert m["adversarial/pgd/primary_eps"] == pytest.approx(0.1)
     iv = r.intervals["adversarial/pgd/robust_accuracy"]
     assert iv.low <= ra[1] <= iv.high
-    flags = r.per_sample["robust@eps=0.1"]
+    flags = r.per_sample["robust/eps_0.1"]
     assert len(flags) == len(small) and sum(flags) / len(small) == pytest.approx(ra[1])
     assert not any(f and not c for f, c in zip(flags, r.per_sample["clean_correct"]))
-    assert "adversarial/pgd/eps=0.1/worst_class_robust_accuracy" in m
-    assert m["adversarial/pgd/eps=0.1/perturbation/max_norm"] <= 0.1 + 1e-6
+    assert "adversarial/pgd/eps_0.1/worst_class_robust_accuracy" in m
+    assert m["adversarial/pgd/eps_0.1/perturbation/max_norm"] <= 0.1 + 1e-6
     assert any("Wilson" in d or "wilson" in d for d in r.definitions.values())
     names = {a.name for a in r.audit}
     assert {"randomized_forward", "softmax_outputs", "gradients", "large_eps_accuracy", "clean_flags_fp32", "monotone_in_eps", "adversarial_recheck", "convergence"} <= names
@@ -77,14 +77,14 @@ def test_pgd_check_batch_size_and_resume(digits_model, small, tmp_path: Path, mo
     store = ResultStore(tmp_path / "r.sqlite", {"k": 1})
     store.begin(resume=False)
     b = _run("pgd", _ctx(digits_model, small, batch_size=16, store=store), steps=5, epsilons=[0.1], audit=False)
-    assert a.per_sample["robust@eps=0.1"] == b.per_sample["robust@eps=0.1"]
+    assert a.per_sample["robust/eps_0.1"] == b.per_sample["robust/eps_0.1"]
     # resume: every batch is stored, so a second run does not attack again
     import robustlab.attacks.pgd as pgd_mod
 
     def boom(*_a: Any, **_k: Any) -> None:
         raise AssertionError("attacked again although the batch was stored")
 
-    monkeypatch.setattr(pgd_mod.PGD, "_run", boom)
+    monkeypatch.setattr(pgd_mod.PGD, "run", boom)
     c = _run("pgd", _ctx(digits_model, small, batch_size=16, store=store), steps=5, epsilons=[0.1], audit=False)
     assert c.metrics == b.metrics
 
@@ -103,8 +103,8 @@ def test_autoattack_check_equals_pyautoattack(digits_model, small) -> None:
     xa, _ = a.run_standard_evaluation(small.x.contiguous(), small.y, batch_size=64)
     ref = digits_model(xa).argmax(1).eq(small.y).float().mean().item()
     assert r.metrics["adversarial/autoattack/robust_accuracy"] == pytest.approx(ref, abs=0)
-    assert "adversarial/autoattack/eps=0.1/after=square/robust_accuracy" in r.metrics
-    assert len(r.per_sample["fooled_by@eps=0.1"]) == len(small)
+    assert "adversarial/autoattack/eps_0.1/after_square/robust_accuracy" in r.metrics
+    assert len(r.per_sample["fooled_by/eps_0.1"]) == len(small)
 
 
 def test_fgsm_and_minimal_norm(digits_model, small) -> None:
@@ -118,7 +118,7 @@ def test_fgsm_and_minimal_norm(digits_model, small) -> None:
     assert all(a >= b for a, b in zip(curve, curve[1:])) and curve[-1] == 0.0
     # the curve and the per-epsilon metrics come from the same per-sample minimal norms
     mins = mn.per_sample["min_norm"]
-    assert m["adversarial/minimal_norm/eps=0.5/robust_accuracy"] == pytest.approx(sum(1 for v in mins if v is None or v > 0.5) / len(mins))
+    assert m["adversarial/minimal_norm/eps_0.5/robust_accuracy"] == pytest.approx(sum(1 for v in mins if v is None or v > 0.5) / len(mins))
 
 
 @pytest.mark.parametrize(

@@ -98,8 +98,8 @@ def test_pgd_under_low_precision_view_decides_in_fp32(digits_model, small, view_
     params = dict(steps=10, epsilons=[0.1], audit=False)
     r32 = _run("pgd", _ctx(digits_model, small), **params)
     rv = _run("pgd", _ctx(digits_model, small, fast_model=view), **params)
-    flags32 = np.asarray(r32.per_sample["robust@eps=0.1"])
-    flagsv = np.asarray(rv.per_sample["robust@eps=0.1"])
+    flags32 = np.asarray(r32.per_sample["robust/eps_0.1"])
+    flagsv = np.asarray(rv.per_sample["robust/eps_0.1"])
     assert rv.per_sample["clean_correct"] == r32.per_sample["clean_correct"]
     # points only the view misclassifies are attacked (item 4), not counted robust
     with torch.no_grad():
@@ -172,17 +172,17 @@ def test_sweep_norms_follow_merged_flags(digits_model, small, monkeypatch) -> No
     from robustlab.attacks.pgd import PGD
 
     class OnlySmall(PGD):
-        def _run(self, model, x, y, eps, **kw):  # type: ignore[no-untyped-def, override]
-            return super()._run(model, x, y, eps, **kw) if eps < 0.15 else x.clone()
+        def run(self, model, x, y, eps, **kw):  # type: ignore[no-untyped-def, override]
+            return super().run(model, x, y, eps, **kw) if eps < 0.15 else x.clone()
 
     monkeypatch.setattr(adv, "PGD", OnlySmall)
     r = _run("pgd", _ctx(digits_model, small), steps=10, epsilons=[0.1, 0.3], audit=False)
     m = r.metrics
     assert all(math.isfinite(v) for v in m.values()), {k: v for k, v in m.items() if not math.isfinite(v)}
-    assert r.per_sample["robust@eps=0.3"] == r.per_sample["robust@eps=0.1"]
-    assert m["adversarial/pgd/eps=0.1/robust_accuracy"] < m["adversarial/pgd/clean_accuracy"]
+    assert r.per_sample["robust/eps_0.3"] == r.per_sample["robust/eps_0.1"]
+    assert m["adversarial/pgd/eps_0.1/robust_accuracy"] < m["adversarial/pgd/clean_accuracy"]
     for stat in ("mean_norm", "max_norm", "median_norm"):
-        assert m[f"adversarial/pgd/eps=0.3/perturbation/{stat}"] == pytest.approx(m[f"adversarial/pgd/eps=0.1/perturbation/{stat}"])
+        assert m[f"adversarial/pgd/eps_0.3/perturbation/{stat}"] == pytest.approx(m[f"adversarial/pgd/eps_0.1/perturbation/{stat}"])
 
 
 def test_autoattack_after_flags_and_black_box_follow_merged_flags(digits_model, small, monkeypatch) -> None:
@@ -204,14 +204,14 @@ def test_autoattack_after_flags_and_black_box_follow_merged_flags(digits_model, 
     r = _run("autoattack", _ctx(digits_model, data), epsilons=[0.1, 0.3], n_iter=10, square_queries=100, audit_samples=8)
     m = r.metrics
     for e in ("0.1", "0.3"):
-        ra = m[f"adversarial/autoattack/eps={e}/robust_accuracy"]
-        assert m[f"adversarial/autoattack/eps={e}/after=square/robust_accuracy"] == pytest.approx(ra)
-        afters = [m[f"adversarial/autoattack/eps={e}/after={a}/robust_accuracy"] for a in ("apgd-ce", "apgd-t", "fab-t", "square")]
+        ra = m[f"adversarial/autoattack/eps_{e}/robust_accuracy"]
+        assert m[f"adversarial/autoattack/eps_{e}/after_square/robust_accuracy"] == pytest.approx(ra)
+        afters = [m[f"adversarial/autoattack/eps_{e}/after_{a}/robust_accuracy"] for a in ("apgd-ce", "apgd-t", "fab-t", "square")]
         assert all(a >= b for a, b in zip(afters, afters[1:]))
-    assert m["adversarial/autoattack/eps=0.3/after=apgd-ce/robust_accuracy"] == pytest.approx(m["adversarial/autoattack/eps=0.1/after=apgd-ce/robust_accuracy"])
-    assert r.per_sample["fooled_by@eps=0.3"] == r.per_sample["fooled_by@eps=0.1"]
+    assert m["adversarial/autoattack/eps_0.3/after_apgd-ce/robust_accuracy"] == pytest.approx(m["adversarial/autoattack/eps_0.1/after_apgd-ce/robust_accuracy"])
+    assert r.per_sample["fooled_by/eps_0.3"] == r.per_sample["fooled_by/eps_0.1"]
     assert all(math.isfinite(v) for v in m.values())
-    bb = _item(r, "black_box_beats_white_box@eps=0.3")
+    bb = _item(r, "black_box_beats_white_box/eps_0.3")
     assert bb.evidence["robust_after_black_box"] <= bb.evidence["robust_after_white_box"]
 
 
@@ -221,8 +221,8 @@ def test_autoattack_after_flags_and_black_box_follow_merged_flags(digits_model, 
 def test_batched_fab_t_maps_targets_per_copy(digits_model, small, monkeypatch) -> None:
     from pyautoattack.fab_pt import FABAttack_PT
 
-    from robustlab.attacks.autoattack import _fab_t_batched, _reference_fab_batched
     from robustlab.attacks.base import Norm
+    from robustlab.attacks.fab import _reference_fab_batched, fab_t_batched
 
     x = small.x[:4].contiguous()
     with torch.no_grad():
@@ -238,7 +238,7 @@ def test_batched_fab_t_maps_targets_per_copy(digits_model, small, monkeypatch) -
         return orig(self, imgs, la, la_target)
 
     monkeypatch.setattr(FABAttack_PT, "get_diff_logits_grads_batch_targeted", spy)
-    _fab_t_batched(SimpleNamespace(fab=fab), digits_model, x, y, 0.1, Norm.LINF)
+    fab_t_batched(fab, digits_model, x, y, 0.1, Norm.LINF)
     order = logits.sort(dim=1)[1]
     kept = [i for i in range(4) if i != 1]
     expected = [int(order[i, -tc]) for tc in range(2, 5) for i in kept]

@@ -25,8 +25,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..errors import SuiteError
 from ..seeding import derive_seed
-from .base import Norm
+from .geometry import attack_loss, clip_to_ball, normalize, random_direction
+from .threat import Loss, Norm
 
 __all__ = ["APGD", "APGDResult"]
 
@@ -41,30 +43,6 @@ class APGDResult:
     iterations: torch.Tensor
 
 
-def _norm_l2(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(t.shape[0], -1).norm(p=2, dim=1).reshape(-1, *([1] * (t.ndim - 1)))
-
-
-def _normalize(t: torch.Tensor, norm: Norm) -> torch.Tensor:
-    flat = t.reshape(t.shape[0], -1)
-    n = flat.abs().amax(dim=1) if norm is Norm.LINF else flat.norm(p=2, dim=1)
-    return t / (n.reshape(-1, *([1] * (t.ndim - 1))) + 1e-12)
-
-
-def _loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, kind: str) -> torch.Tensor:
-    """Per-sample loss (N,) to maximise: 'ce', 'dlr' or 'dlr-targeted' (Croce & Hein 2020, eq. 5-6)."""
-    if kind == "ce":
-        return nn.functional.cross_entropy(logits, y, reduction="none")
-    srt, ind = logits.sort(dim=1)
-    u = torch.arange(logits.shape[0], device=logits.device)
-    zy = logits[u, y]
-    if kind == "dlr":
-        top_is_y = (ind[:, -1] == y).to(logits.dtype)
-        return -(zy - srt[:, -2] * top_is_y - srt[:, -1] * (1.0 - top_is_y)) / (srt[:, -1] - srt[:, -3] + 1e-12)
-    assert target is not None
-    return -(zy - logits[u, target]) / (srt[:, -1] - 0.5 * (srt[:, -3] + srt[:, -4]) + 1e-12)
-
-
 class APGD:
     """Auto-PGD, Linf or L2, untargeted (CE or DLR loss) or targeted (DLR-T loss), with early exit.
 
@@ -75,12 +53,14 @@ class APGD:
     (``APGDAttack``, ``APGDAttack_targeted``) in tests/test_attacks_autoattack.py.
     """
 
-    def __init__(self, *, norm: Norm | str = Norm.LINF, n_iter: int = 100, loss: str = "ce", rho: float = 0.75, eot_iter: int = 1, n_target_classes: int = 9) -> None:
-        if loss not in ("ce", "dlr", "dlr-targeted"):
-            raise ValueError(f"unknown APGD loss {loss!r}")
+    def __init__(self, *, norm: Norm | str = Norm.LINF, n_iter: int = 100, loss: Loss | str = Loss.CE, rho: float = 0.75, eot_iter: int = 1, n_target_classes: int = 9) -> None:
+        self.loss = Loss.parse(loss)
+        if self.loss is Loss.MARGIN:
+            raise SuiteError("APGD takes loss ce, dlr or dlr-targeted.")
+        if n_iter < 1 or eot_iter < 1 or n_target_classes < 1:
+            raise SuiteError(f"APGD needs n_iter, eot_iter and n_target_classes >= 1, got {n_iter}, {eot_iter}, {n_target_classes}.")
         self.norm = Norm.parse(norm)
         self.n_iter = int(n_iter)
-        self.loss = loss
         self.rho = float(rho)
         self.eot_iter = int(eot_iter)
         self.n_target_classes = int(n_target_classes)
@@ -106,8 +86,8 @@ class APGD:
         step by step.
         """
         n = x.shape[0]
-        if self.loss != "dlr-targeted" or targets is not None:
-            s2 = [derive_seed(int(s), "apgd", self.loss) for s in seeds]
+        if self.loss is not Loss.DLR_TARGETED or targets is not None:
+            s2 = [derive_seed(int(s), "apgd", self.loss.value) for s in seeds]
             return self._single(model, x, y, targets, torch.arange(n, device=x.device), n, eps, s2, bounds, early_exit, x_init)
         with torch.no_grad():
             order = model(x).sort(dim=1)[1]
@@ -125,32 +105,15 @@ class APGD:
             ss.extend(derive_seed(int(s), "apgd-t", tc) for s in seeds)
         return self._single(model, torch.cat(xs), torch.cat(ys), torch.cat(ts), torch.cat(groups), n, eps, ss, bounds, early_exit)
 
-    def _init(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
-        g = torch.Generator()
-        t = torch.empty_like(x, device="cpu")
-        for i, s in enumerate(seeds):
-            g.manual_seed(int(s) & ((1 << 63) - 1))
-            if self.norm is Norm.LINF:
-                t[i] = 2 * torch.rand(x.shape[1:], generator=g, dtype=x.dtype) - 1
-            else:
-                t[i] = torch.randn(x.shape[1:], generator=g, dtype=x.dtype)
-        return _normalize(t.to(x.device), self.norm)
-
     def _grad(self, model: nn.Module, xa: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         grad = torch.zeros_like(xa)
         xa = xa.detach().requires_grad_(True)
         for _ in range(self.eot_iter):
             with torch.enable_grad():
                 logits = model(xa)
-                li = _loss(logits, y, t, self.loss)
+                li = attack_loss(logits, y, self.loss, target=t)
             grad += torch.autograd.grad(li.sum(), xa)[0].detach()
         return logits.detach(), li.detach(), grad / float(self.eot_iter)
-
-    def _project(self, x: torch.Tensor, x1: torch.Tensor, eps: float, lo: float, hi: float) -> torch.Tensor:
-        if self.norm is Norm.LINF:
-            return torch.clamp(torch.min(torch.max(x1, x - eps), x + eps), lo, hi)
-        d = x1 - x
-        return torch.clamp(x + _normalize(d, Norm.L2) * torch.clamp(_norm_l2(d), max=eps), lo, hi)
 
     def _single(
         self,
@@ -177,7 +140,7 @@ class APGD:
         n_iter_min = max(int(0.06 * n_iter), 1)
         size_decr = max(int(0.03 * n_iter), 1)
 
-        x_adv = (x_init.clone() if x_init is not None else x + eps * self._init(x, seeds)).clamp(lo, hi)
+        x_adv = (x_init.clone() if x_init is not None else x + eps * random_direction(seeds, x.shape[1:], self.norm, device=x.device, dtype=x.dtype)).clamp(lo, hi)
         logits, loss, grad = self._grad(model, x_adv, y, tgt)
         state = {
             "x": x, "y": y, "x_adv": x_adv, "x_best": x_adv.clone(), "grad": grad, "grad_best": grad.clone(),
@@ -213,11 +176,10 @@ class APGD:
                 s["x_old"] = xa.clone()
                 a = 0.75 if i > 0 else 1.0
                 if self.norm is Norm.LINF:
-                    x1 = self._project(s["x"], xa + s["step"] * torch.sign(s["grad"]), eps, lo, hi)
-                    x1 = self._project(s["x"], xa + (x1 - xa) * a + grad2 * (1 - a), eps, lo, hi)
+                    x1 = clip_to_ball(s["x"], xa + s["step"] * torch.sign(s["grad"]), eps, self.norm, bounds)
                 else:
-                    x1 = self._project(s["x"], xa + s["step"] * _normalize(s["grad"], Norm.L2), eps, lo, hi)
-                    x1 = self._project(s["x"], xa + (x1 - xa) * a + grad2 * (1 - a), eps, lo, hi)
+                    x1 = clip_to_ball(s["x"], xa + s["step"] * normalize(s["grad"], Norm.L2), eps, self.norm, bounds)
+                x1 = clip_to_ball(s["x"], xa + (x1 - xa) * a + grad2 * (1 - a), eps, self.norm, bounds)
             logits, li, grad = self._grad(model, x1, s["y"], s.get("t"))
             s["x_adv"], s["grad"] = x1, grad
             iters[s["group"]] += 1

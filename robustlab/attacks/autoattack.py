@@ -34,13 +34,15 @@ import torch
 from torch import nn
 
 from ..errors import SuiteError
-from .apgd import APGD
-from .base import Norm, norms
-from .scoring import recheck
+from .base import ATTACKS, FixedEpsilonAttack
+from .geometry import model_bounds
+from .recheck import recheck
+from .threat import Norm
+from .unit_box import UnitBox
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AAVersion", "AAEngine", "AutoAttackResult", "run_autoattack", "attacks_of"]
+__all__ = ["AAVersion", "AAEngine", "AutoAttackResult", "AutoAttack", "run_autoattack", "attacks_of", "members", "ENSEMBLES"]
 
 
 class AAVersion(str, enum.Enum):
@@ -53,9 +55,34 @@ class AAEngine(str, enum.Enum):
     REFERENCE = "reference"
 
 
+#: The ensembles: registered attack names, in the order they run (Croce & Hein 2020).
+ENSEMBLES: dict[AAVersion, tuple[str, ...]] = {
+    AAVersion.STANDARD: ("apgd-ce", "apgd-t", "fab-t", "square"),
+    AAVersion.RAND: ("apgd-ce", "apgd-dlr"),
+}
+
+
 def attacks_of(version: AAVersion) -> tuple[str, ...]:
     """The attacks of a version, in the order they run."""
-    return ("apgd-ce", "apgd-t", "fab-t", "square") if version is AAVersion.STANDARD else ("apgd-ce", "apgd-dlr")
+    return ENSEMBLES[version]
+
+
+def members(version: AAVersion, *, norm: Norm, n_iter: int, square_queries: int, seed: int, num_classes: int | None, names: Sequence[str] | None = None) -> dict[str, FixedEpsilonAttack]:
+    """The ensemble's attacks from the registry, each configured with AutoAttack's settings that
+    it declares among its hyperparameters (``rand``: EOT over 20 draws)."""
+    settings: dict[str, Any] = {
+        "norm": norm, "n_iter": n_iter, "n_queries": square_queries, "seed": seed,
+        "eot_iter": 20 if version is AAVersion.RAND else 1, "p_init": 0.8,
+        "n_target_classes": 9 if num_classes is None or num_classes >= 10 else max(num_classes - 1, 1),
+    }
+    out: dict[str, FixedEpsilonAttack] = {}
+    for name in names if names is not None else ENSEMBLES[version]:
+        cls = ATTACKS.get(name)
+        attack = cls(**{k: v for k, v in settings.items() if k in cls.hyperparameters()})
+        if not isinstance(attack, FixedEpsilonAttack):
+            raise SuiteError(f"AutoAttack member {name!r} is not a fixed-epsilon attack.")
+        out[name] = attack
+    return out
 
 
 @dataclass(frozen=True)
@@ -87,57 +114,7 @@ class AutoAttackResult:
     flipped: int = 0
 
 
-class _UnitBox(nn.Module):
-    """Presents a model with bounds (lo, hi) as a model on [0, 1] (the reference's fixed range)."""
-
-    def __init__(self, model: nn.Module, lo: float, hi: float) -> None:
-        super().__init__()
-        self.model = model
-        self.lo, self.hi = lo, hi
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        return self.model(self.lo + (self.hi - self.lo) * u)
-
-
-def _reference_fab_batched() -> type:
-    from pyautoattack.fab_pt import FABAttack_PT
-
-    class _BatchedTargetFAB(FABAttack_PT):  # type: ignore[misc, valid-type]
-        """Reference FAB-T whose target class is given per point (so all targets run in one batch).
-
-        FAB attacks only the copies its own clean check finds correct; the indices of those copies
-        are the first thing ``attack_single_run`` passes to ``check_shape``, so they are captured
-        there and every copy keeps its own target even when that check drops some copies.
-        """
-
-        targets: torch.Tensor | None = None
-        _kept: torch.Tensor | None = None
-        _capture: bool = False
-
-        def attack_single_run(self, x: torch.Tensor, y: Any = None, use_rand_start: bool = False, is_targeted: bool = False) -> Any:
-            self._kept, self._capture = None, self.targets is not None
-            try:
-                return super().attack_single_run(x, y, use_rand_start=use_rand_start, is_targeted=is_targeted)
-            finally:
-                self._kept, self._capture = None, False
-
-        def check_shape(self, x: torch.Tensor) -> torch.Tensor:
-            out = super().check_shape(x)
-            if self._capture:
-                self._kept, self._capture = out, False
-            return out  # type: ignore[no-any-return]
-
-        def get_diff_logits_grads_batch_targeted(self, imgs: torch.Tensor, la: torch.Tensor, la_target: torch.Tensor) -> Any:
-            t = la_target
-            if self.targets is not None and self._kept is not None:
-                t = self.targets.to(imgs.device)[self._kept.to(imgs.device)]
-                assert t.shape[0] == imgs.shape[0], "FAB-T: one target per attacked copy"
-            return super().get_diff_logits_grads_batch_targeted(imgs, la, t)
-
-    return _BatchedTargetFAB
-
-
-def _reference_suite(ref_model: nn.Module, *, engine: AAEngine, norm: Norm, version: AAVersion, eps_u: float, seed: int, dev: torch.device, n_iter: int, square_queries: int, num_classes: int | None) -> Any:
+def _reference_suite(ref_model: nn.Module, *, norm: Norm, version: AAVersion, eps_u: float, seed: int, dev: torch.device, n_iter: int, square_queries: int, num_classes: int | None) -> Any:
     """pyautoattack's attack objects on ``ref_model`` (a model on [0, 1]) with robustlab's budgets."""
     from pyautoattack import AutoAttack
 
@@ -150,9 +127,6 @@ def _reference_suite(ref_model: nn.Module, *, engine: AAEngine, norm: Norm, vers
     aa.square.n_queries = square_queries
     if num_classes is not None and num_classes < 10:  # the reference indexes 9 targets
         aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = max(num_classes - 1, 1)
-    if engine is AAEngine.FAST:
-        fab_cls = _reference_fab_batched()
-        aa.fab = fab_cls(ref_model, n_restarts=1, n_iter=n_iter, eps=eps_u, seed=seed, norm=norm.autoattack_name, verbose=False, device=dev, n_target_classes=aa.fab.n_target_classes)
     return aa
 
 
@@ -198,10 +172,7 @@ def run_autoattack(
     norm = Norm.parse(norm)
     version = AAVersion(version)
     engine = AAEngine(engine)
-    if bounds is None:
-        bounds = tuple(float(b) for b in model.bounds)  # type: ignore[union-attr, assignment]
-    assert bounds is not None
-    lo, hi = float(bounds[0]), float(bounds[1])
+    lo, hi = model_bounds(model, bounds)
     to_run = tuple(attacks) if attacks is not None else attacks_of(version)
     unknown = [a for a in to_run if a not in attacks_of(version)]
     if unknown:
@@ -228,17 +199,26 @@ def run_autoattack(
     after: dict[str, torch.Tensor] = {}
     secs: dict[str, float] = {}
     claimed = rejected = flipped = 0
-    suites: dict[bool, tuple[nn.Module, nn.Module, Any]] = {}
-    needs_reference = engine is AAEngine.REFERENCE or any(a in ("fab-t", "square") for a in to_run)
+    ensemble = members(version, norm=norm, n_iter=n_iter, square_queries=square_queries, seed=seed, num_classes=num_classes, names=to_run)
+    suites: dict[bool, tuple[nn.Module, Any]] = {}
 
-    def suite(fp32: bool) -> tuple[nn.Module, nn.Module, Any]:
-        """(attack model, its [0, 1] view, the reference's attack objects) for fp32 or the view."""
+    def suite(fp32: bool) -> tuple[nn.Module, Any]:
+        """(attack model, the reference's attack objects on its [0, 1] view or None) for fp32 or the view."""
         if fp32 not in suites:
             m = model if fp32 or view is None else view
-            ref = _UnitBox(m, lo, hi) if unit else m
-            aa = _reference_suite(ref, engine=engine, norm=norm, version=version, eps_u=eps_u, seed=seed, dev=dev, n_iter=n_iter, square_queries=square_queries, num_classes=num_classes) if needs_reference else None
-            suites[fp32] = (m, ref, aa)
+            ref = UnitBox(m, lo, hi) if unit else m
+            aa = _reference_suite(ref, norm=norm, version=version, eps_u=eps_u, seed=seed, dev=dev, n_iter=n_iter, square_queries=square_queries, num_classes=num_classes) if engine is AAEngine.REFERENCE else None
+            suites[fp32] = (m, aa)
         return suites[fp32]
+
+    def one(name: str, fp32: bool, xb: torch.Tensor, xub: torch.Tensor, yb: torch.Tensor, sd: Sequence[int]) -> torch.Tensor:
+        """Candidates (n, ...) in model bounds of one member on one chunk of still-robust points."""
+        m, aa = suite(fp32)
+        member = ensemble[name]
+        if aa is None:  # fast engine: the member's own run(); every candidate is re-checked below
+            return member.run(m, xb, yb, eps, seeds=sd, early_stop=True, targeted=False, bounds=(lo, hi))
+        adv = getattr(member, "reference")(aa, xub, yb, seed).detach()
+        return adv if not unit else lo + (hi - lo) * adv
 
     fork_devices = [dev] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
@@ -248,8 +228,7 @@ def run_autoattack(
             for s in range(0, idx.numel(), batch_size):
                 bi = idx[s : s + batch_size]
                 sd = [seeds[int(i)] for i in bi]
-                am, ref, aa = suite(view is None)
-                adv = _run_one(attack, engine, aa, am, ref, x[bi], xu[bi], y[bi], eps, eps_u, norm, version, sd, (lo, hi), n_iter, seed)
+                adv = one(attack, view is None, x[bi], xu[bi], y[bi], sd)
                 rc = recheck(model, x[bi], adv, y[bi], eps, norm, (lo, hi))
                 ok = rc.valid.to(dev)
                 claimed += int(rc.misclassified.sum())
@@ -260,8 +239,7 @@ def run_autoattack(
                     if bool(flip.any()):
                         flipped += int(flip.sum())
                         fi = flip.nonzero()[:, 0].to(dev)
-                        m32, ref32, aa32 = suite(True)
-                        adv32 = _run_one(attack, engine, aa32, m32, ref32, x[bi][fi], xu[bi][fi], y[bi][fi], eps, eps_u, norm, version, [sd[int(i)] for i in fi], (lo, hi), n_iter, seed)
+                        adv32 = one(attack, True, x[bi][fi], xu[bi][fi], y[bi][fi], [sd[int(i)] for i in fi])
                         rc32 = recheck(model, x[bi][fi], adv32, y[bi][fi], eps, norm, (lo, hi))
                         ok32 = rc32.valid.to(dev)
                         claimed += int(rc32.misclassified.sum())
@@ -280,88 +258,28 @@ def run_autoattack(
     return AutoAttackResult(x_adv=x_adv, clean_correct=clean, robust=robust, robust_after=after, fooled_by=fooled_by, seconds=secs, claimed=claimed, rejected=rejected, flipped=flipped)
 
 
-def _run_one(
-    attack: str,
-    engine: AAEngine,
-    aa: Any,
-    model: nn.Module,
-    ref_model: nn.Module,
-    x: torch.Tensor,
-    xu: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    eps_u: float,
-    norm: Norm,
-    version: AAVersion,
-    seeds: Sequence[int],
-    bounds: tuple[float, float],
-    n_iter: int,
-    seed: int,
-) -> torch.Tensor:
-    """One attack on one chunk of still-robust points; returns candidates (n, ...) in model bounds."""
-    lo, hi = bounds
-    eot = 20 if version is AAVersion.RAND else 1
-    if engine is AAEngine.FAST and attack in ("apgd-ce", "apgd-dlr", "apgd-t"):
-        loss = {"apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr-targeted"}[attack]
-        return APGD(norm=norm, n_iter=n_iter, loss=loss, eot_iter=eot).run(model, x, y, eps, seeds=seeds, bounds=bounds).x_adv
-    if engine is AAEngine.FAST and attack == "square" and norm is Norm.LINF:
-        from .square import square_linf
+@ATTACKS.register("autoattack")
+class AutoAttack(FixedEpsilonAttack):
+    """AutoAttack as one attack: the ensemble's members from the registry, each on the points still
+    robust, every candidate re-checked (:func:`run_autoattack`). Shapes: x (N, C, H, W) -> x_adv.
 
-        adv = square_linf(ref_model, xu, y, eps_u, n_queries=int(aa.square.n_queries), p_init=float(aa.square.p_init), seed=seed)
-    elif engine is AAEngine.FAST and attack == "fab-t":
-        adv = _fab_t_batched(aa, ref_model, xu, y, eps_u, norm)
-    elif attack in ("apgd-ce", "apgd-dlr"):
-        aa.apgd.loss = "ce" if attack == "apgd-ce" else "dlr"
-        aa.apgd.seed = seed
-        adv = aa.apgd.perturb(xu, y)
-    elif attack == "apgd-t":
-        aa.apgd_targeted.seed = seed
-        adv = aa.apgd_targeted.perturb(xu, y)
-    elif attack == "fab-t":
-        aa.fab.targeted = True
-        aa.fab.n_restarts = 1
-        aa.fab.seed = seed
-        adv = aa.fab.perturb(xu, y)
-    elif attack == "square":
-        aa.square.seed = seed
-        adv = aa.square.perturb(xu, y)
-    else:  # pragma: no cover - guarded by run_autoattack
-        raise SuiteError(f"unknown AutoAttack attack {attack!r}")
-    adv = adv.detach()
-    return adv if (lo, hi) == (0.0, 1.0) else lo + (hi - lo) * adv
-
-
-def _fab_t_batched(aa: Any, ref_model: nn.Module, xu: torch.Tensor, y: torch.Tensor, eps_u: float, norm: Norm) -> torch.Tensor:
-    """Reference FAB-T with the 9 target classes of every point stacked into one batch.
-
-    FAB-T with one restart starts from the clean point (no randomness), and its iterations are
-    per point, so each copy follows the trajectory the reference's sequential loop would give.
-    A point is broken when any copy ends misclassified within eps (the reference's rule).
+    References: Croce & Hein, ICML 2020; ``pyautoattack`` 0.2.0.
     """
-    fab = aa.fab
-    fab.targeted = True
-    with torch.no_grad():
-        order = ref_model(xu).sort(dim=1)[1]
-    k = min(fab.n_target_classes, order.shape[1] - 1)
-    n = xu.shape[0]
-    xs = xu.repeat(k, 1, 1, 1)
-    ys = y.repeat(k)
-    fab.targets = torch.cat([order[:, -tc] for tc in range(2, k + 2)])
-    fab.target_class = 2
-    fab.device = xu.device
-    fab.orig_dim = list(xs.shape[1:])
-    fab.ndims = len(fab.orig_dim)
-    try:
-        with torch.no_grad():
-            adv = fab.attack_single_run(xs, ys, use_rand_start=False, is_targeted=True)
-    finally:
-        fab.targets = None
-    with torch.no_grad():
-        wrong = ref_model(adv).argmax(1).ne(ys)
-        inside = norms(adv - xs, norm) <= eps_u
-    ok = (wrong & inside).reshape(k, n)
-    out = xu.clone()
-    for j in range(k - 1, -1, -1):  # the first target that succeeds wins, as in the sequential loop
-        sel = ok[j]
-        out[sel] = adv.reshape(k, n, *xu.shape[1:])[j][sel]
-    return out
+
+    def __init__(self, *, norm: Norm | str = Norm.LINF, version: AAVersion | str = AAVersion.STANDARD, engine: AAEngine | str = AAEngine.FAST,
+                 n_iter: int = 100, square_queries: int = 5000, seed: int = 0) -> None:
+        self.norm = Norm.parse(norm)
+        try:
+            self.version, self.engine = AAVersion(version), AAEngine(engine)
+        except ValueError as exc:
+            raise SuiteError(f"autoattack: version is standard or rand and engine fast or reference ({exc}).") from exc
+        if n_iter < 1 or square_queries < 1:
+            raise SuiteError("autoattack: n_iter and square_queries must be at least 1 (AutoAttack uses 100 and 5000).")
+        self.n_iter, self.square_queries, self.seed = int(n_iter), int(square_queries), int(seed)
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, seeds: Sequence[int], early_stop: bool, targeted: bool, bounds: tuple[float, float]) -> torch.Tensor:
+        if targeted:
+            raise SuiteError("autoattack is untargeted.")
+        r = run_autoattack(model, x, y, eps=eps, norm=self.norm, version=self.version, engine=self.engine, seed=self.seed, seeds=seeds,
+                           batch_size=max(x.shape[0], 1), bounds=bounds, n_iter=self.n_iter, square_queries=self.square_queries)
+        return r.x_adv

@@ -1,174 +1,71 @@
-"""The attack engine: norms, projections, losses and the template-method base class.
+"""The attack contract (foolbox 3's pattern): one registry, typed keyword-only hyperparameters,
+one hook, and final entry points that own validation, the epsilon loop and the re-check.
 
-Following foolbox's design, the base class owns everything that is not the attack's step: it
-validates that the inputs lie in the model's bounds, handles clean errors (they are returned
-unchanged: a clean error is already non-robust), loops over epsilons (:meth:`Attack.sweep`),
-projects and clips the result, and scores success. A subclass only writes :meth:`Attack._run`.
+* :class:`FixedEpsilonAttack` -- a subclass writes only :meth:`FixedEpsilonAttack.run` (candidates
+  inside the ``eps`` ball). The final :meth:`~FixedEpsilonAttack.perturb` (also ``__call__``)
+  validates the bounds, leaves clean errors unchanged, projects and clips the candidates (a safety
+  net), and the final :meth:`~FixedEpsilonAttack.sweep` loops over epsilons and re-checks every
+  returned example (finite, in the ball, in bounds, misclassified).
+* :class:`MinimizationAttack` -- a subclass writes only :meth:`MinimizationAttack.run` (the
+  smallest adversarial example it finds). The final ``__call__`` re-checks every example and
+  returns per-point minimal norms; the final ``sweep`` reads every epsilon off one run.
+
+``perturb``, ``__call__`` and ``sweep`` are ``typing.final`` (mypy rejects an override) and
+``__init_subclass__`` refuses a subclass that defines them, so every attack is scored the same way.
+Hyperparameters are the keyword-only arguments of ``__init__`` with defaults;
+:meth:`Attack.hyperparameters` lists them (the generic ``attack`` check validates suites with it).
 
 All randomness is per sample: each sample has its own seed (``seeds``), so the batch size and the
-order of batches never change the result. Gradients are taken with respect to the input only
-(``torch.autograd.grad``); model parameters never receive gradients.
+order of batches never change the result. Gradients are taken with respect to the input only.
 """
 
 from __future__ import annotations
 
-import enum
+import inspect
 import logging
+import math
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence, final
 
 import torch
 from torch import nn
 
-from ..errors import DataError, SuiteError
+from ..errors import SuiteError
 from ..registry import Registry
 from ..seeding import derive_seed
+from .geometry import attack_loss, check_in_bounds, is_adversarial, model_bounds, norms, normalize_gradient, project, uniform_in_ball
+from .recheck import recheck
+from .threat import Loss, Norm
 
 log = logging.getLogger(__name__)
 
-#: Attack classes by name; built-ins register on first lookup.
-ATTACKS: "Registry[type[Attack]]" = Registry(
-    "attack", group="robustlab.attacks", builtins=("robustlab.attacks.pgd", "robustlab.attacks.malt")
-)
+__all__ = [
+    "ATTACKS", "Attack", "FixedEpsilonAttack", "MinimizationAttack", "SweepResult", "MinimalResult", "Norm", "Loss",
+    "norms", "project", "normalize_gradient", "uniform_in_ball", "attack_loss", "is_adversarial", "model_bounds",
+    "check_in_bounds", "default_seeds", "Hyperparameter",
+]
 
+#: Attack classes by name; built-ins register on first lookup, third parties via the
+#: ``robustlab.attacks`` entry-point group.
+ATTACKS: "Registry[type[Attack]]" = Registry("attack", group="robustlab.attacks", builtins=("robustlab.attacks._builtin",))
 
-class Norm(str, enum.Enum):
-    """The threat model's norm."""
-
-    LINF = "linf"
-    L2 = "l2"
-
-    @classmethod
-    def parse(cls, value: "Norm | str") -> "Norm":
-        if isinstance(value, Norm):
-            return value
-        v = str(value).strip().lower().replace("_", "")
-        aliases = {"linf": cls.LINF, "inf": cls.LINF, "l2": cls.L2, "2": cls.L2}
-        if v not in aliases:
-            raise SuiteError(f"unknown norm {value!r}; use 'linf' or 'l2'.")
-        return aliases[v]
-
-    @property
-    def autoattack_name(self) -> str:
-        return "Linf" if self is Norm.LINF else "L2"
-
-
-class Loss(str, enum.Enum):
-    """Attack objectives: cross-entropy, the difference-of-logits ratio (Croce & Hein 2020) and the
-    logit margin (Carlini & Wagner 2017)."""
-
-    CE = "ce"
-    DLR = "dlr"
-    MARGIN = "margin"
-
-
-def _view(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Reshape a per-sample (N,) tensor to broadcast against x (N, ...)."""
-    return t.reshape(-1, *([1] * (x.ndim - 1)))
-
-
-def norms(delta: torch.Tensor, norm: Norm) -> torch.Tensor:
-    """Per-sample norms (N,) of perturbations (N, ...)."""
-    flat = delta.reshape(delta.shape[0], -1)
-    if norm is Norm.LINF:
-        return flat.abs().amax(dim=1) if flat.shape[1] else torch.zeros(flat.shape[0], device=delta.device)
-    return flat.norm(p=2, dim=1)
-
-
-def project(delta: torch.Tensor, eps: torch.Tensor | float, norm: Norm) -> torch.Tensor:
-    """Project perturbations (N, ...) onto the ``norm`` ball of radius ``eps`` (scalar or (N,))."""
-    e = eps if isinstance(eps, torch.Tensor) else torch.full((delta.shape[0],), float(eps), device=delta.device, dtype=delta.dtype)
-    e = _view(e.to(delta.dtype), delta)
-    if norm is Norm.LINF:
-        return torch.maximum(torch.minimum(delta, e), -e)
-    n = _view(norms(delta, norm), delta)
-    factor = torch.clamp(e / n.clamp_min(1e-12), max=1.0)
-    return delta * factor
-
-
-def normalize_gradient(g: torch.Tensor, norm: Norm) -> torch.Tensor:
-    """Steepest-ascent direction for ``norm``: sign for Linf, unit L2 direction for L2. (N, ...)."""
-    if norm is Norm.LINF:
-        return g.sign()
-    return g / _view(norms(g, Norm.L2).clamp_min(1e-12), g)
-
-
-def uniform_in_ball(seeds: Sequence[int], shape: Sequence[int], norm: Norm, *, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Per-sample uniform samples (N, *shape) in the unit ``norm`` ball; sample i depends only on seeds[i].
-
-    Linf: uniform in the cube. L2: uniform in the ball (direction from a Gaussian, radius u^(1/d)),
-    as in foolbox's ``L2PGD`` random start.
-    """
-    out = torch.empty((len(seeds), *shape), dtype=dtype)
-    g = torch.Generator()
-    d = 1
-    for s in shape:
-        d *= int(s)
-    for i, s in enumerate(seeds):
-        g.manual_seed(int(s) & ((1 << 63) - 1))
-        if norm is Norm.LINF:
-            out[i] = torch.rand(tuple(shape), generator=g, dtype=dtype) * 2 - 1
-        else:
-            v = torch.randn(tuple(shape), generator=g, dtype=dtype)
-            r = torch.rand((), generator=g, dtype=dtype) ** (1.0 / d)
-            out[i] = v / v.norm().clamp_min(1e-12) * r
-    return out.to(device)
-
-
-def attack_loss(logits: torch.Tensor, y: torch.Tensor, loss: Loss, *, targeted: bool) -> torch.Tensor:
-    """Per-sample loss (N,) that the attack *maximises*.
-
-    Untargeted: CE(logits, y), DLR (Croce & Hein 2020, eq. 5) or margin max_{j!=y} z_j - z_y.
-    Targeted (``y`` are the targets): -CE(logits, t), targeted DLR, or z_t - max_{j!=t} z_j.
-    """
-    if loss is Loss.CE:
-        ce = nn.functional.cross_entropy(logits, y, reduction="none")
-        return -ce if targeted else ce
-    zy = logits.gather(1, y[:, None])[:, 0]
-    other = logits.clone()
-    other.scatter_(1, y[:, None], float("-inf"))
-    zmax_other = other.amax(dim=1)
-    if loss is Loss.MARGIN:
-        return zy - zmax_other if targeted else zmax_other - zy
-    srt = logits.sort(dim=1).values
-    if targeted:
-        denom = (srt[:, -1] - 0.5 * (srt[:, -3] + srt[:, -4]) + 1e-12) if logits.shape[1] >= 4 else (srt[:, -1] - srt[:, 0] + 1e-12)
-        return (zy - zmax_other) / denom
-    denom = (srt[:, -1] - srt[:, -3] + 1e-12) if logits.shape[1] >= 3 else (srt[:, -1] - srt[:, 0] + 1e-12)
-    return (zmax_other - zy) / denom
-
-
-def is_adversarial(logits: torch.Tensor, y: torch.Tensor, *, targeted: bool) -> torch.Tensor:
-    """(N,) bool: misclassified (untargeted) or classified as the target (targeted)."""
-    pred = logits.argmax(dim=1)
-    return pred.eq(y) if targeted else pred.ne(y)
-
-
-def model_bounds(model: nn.Module, bounds: tuple[float, float] | None) -> tuple[float, float]:
-    if bounds is not None:
-        lo, hi = float(bounds[0]), float(bounds[1])
-    elif hasattr(model, "bounds"):
-        lo, hi = (float(b) for b in model.bounds)  # type: ignore[union-attr]
-    else:
-        raise DataError("this model has no .bounds; pass bounds=(low, high), the input range the model expects.")
-    if not hi > lo:
-        raise DataError(f"invalid bounds ({lo}, {hi}); the upper bound must exceed the lower bound.")
-    return lo, hi
-
-
-def check_in_bounds(x: torch.Tensor, bounds: tuple[float, float], *, tol: float = 1e-5) -> None:
-    lo, hi = bounds
-    if x.numel() and (float(x.min()) < lo - tol or float(x.max()) > hi + tol):
-        raise DataError(
-            f"attack inputs lie in [{float(x.min()):.4g}, {float(x.max()):.4g}], outside the model's bounds [{lo:g}, {hi:g}]; "
-            "give inputs in the model's bounds (normalisation belongs inside the model)."
-        )
+_FINAL = ("perturb", "__call__", "sweep")
 
 
 def default_seeds(n: int, *, seed: int = 0, scope: str = "attack") -> list[int]:
     """Seeds for callers that do not track sample ids: seed i depends only on (seed, scope, i)."""
     return [derive_seed(seed, scope, i) for i in range(n)]
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """One keyword-only hyperparameter of an attack: name, annotation (resolved) and default."""
+
+    name: str
+    annotation: Any
+    default: Any
 
 
 @dataclass(frozen=True)
@@ -178,7 +75,7 @@ class SweepResult:
     Attributes:
         epsilons: the budgets, in order.
         x_adv: one (N, ...) tensor per epsilon (clean errors are returned unchanged).
-        success: (E, N) bool: adversarial at each epsilon (re-checked on the returned points).
+        success: (E, N) bool: a valid adversarial example at each epsilon (re-checked by the base).
         norms: (E, N) perturbation norms of the returned points.
     """
 
@@ -188,16 +85,52 @@ class SweepResult:
     norms: torch.Tensor
 
 
-class Attack(ABC):
-    """Base class of fixed-epsilon attacks (template method; subclasses implement :meth:`_run`).
+@dataclass(frozen=True)
+class MinimalResult:
+    """x_adv (N, ...) and min_norm (N,): the re-checked minimal norm, 0 for clean errors, +inf
+    where the attack found no valid adversarial example."""
 
-    ``perturb`` validates inputs, removes clean errors from the computation, calls ``_run`` on the
-    rest, then projects onto the epsilon ball and clips to the bounds (a safety net; a correct
-    ``_run`` already stays inside).
-    """
+    x_adv: torch.Tensor
+    min_norm: torch.Tensor
+
+
+class Attack(ABC):
+    """Common base: ``norm`` and the hyperparameter introspection. Subclass
+    :class:`FixedEpsilonAttack` or :class:`MinimizationAttack`, never this class directly."""
 
     norm: Norm = Norm.LINF
+    #: norms the attack supports (the generic check rejects others before a model loads).
+    norms_supported: ClassVar[tuple[Norm, ...]] = (Norm.LINF, Norm.L2)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _FINAL:
+            if name in cls.__dict__ and cls.__module__ != __name__:
+                raise TypeError(f"{cls.__qualname__} overrides {name}(), which is final in robustlab.attacks.base; implement run() instead.")
+
+    @classmethod
+    def hyperparameters(cls) -> dict[str, Hyperparameter]:
+        """The keyword-only ``__init__`` arguments (name -> annotation and default)."""
+        sig = inspect.signature(cls.__init__)
+        try:
+            hints = typing.get_type_hints(cls.__init__)
+        except (NameError, TypeError):  # an annotation that cannot be resolved is taken as Any
+            hints = {}
+        return {
+            p.name: Hyperparameter(p.name, hints.get(p.name, Any), p.default)
+            for p in sig.parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+
+    @property
+    def minimal(self) -> bool:
+        return isinstance(self, MinimizationAttack)
+
+
+class FixedEpsilonAttack(Attack):
+    """Attacks that look for an adversarial example inside a given ``eps`` ball (template method)."""
+
+    @final
     def perturb(
         self,
         model: nn.Module,
@@ -226,8 +159,8 @@ class Attack(ABC):
                 training needs this; for evaluation a clean error is already non-robust and is
                 returned unchanged).
         """
-        if eps < 0:
-            raise SuiteError(f"epsilon must be non-negative, got {eps}.")
+        if not eps >= 0 or not math.isfinite(eps):
+            raise SuiteError(f"epsilon must be a non-negative finite number, got {eps}.")
         b = model_bounds(model, bounds)
         check_in_bounds(x, b)
         if seeds is None:
@@ -247,11 +180,17 @@ class Attack(ABC):
             todo = (~clean_adv).nonzero()[:, 0]
         if todo.numel():
             idx = todo.tolist()
-            xa = self._run(model, x[todo], y[todo], float(eps), seeds=[seeds[i] for i in idx], early_stop=early_stop, targeted=targeted, bounds=b)
+            xa = self.run(model, x[todo], y[todo], float(eps), seeds=[seeds[i] for i in idx], early_stop=early_stop, targeted=targeted, bounds=b)
             xa = x[todo] + project(xa - x[todo], float(eps), self.norm)
             out[todo] = xa.clamp(b[0], b[1]).detach()
         return out
 
+    @final
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **kwargs: Any) -> torch.Tensor:
+        """Same as :meth:`perturb`."""
+        return self.perturb(model, x, y, eps, **kwargs)
+
+    @final
     def sweep(
         self,
         model: nn.Module,
@@ -264,10 +203,10 @@ class Attack(ABC):
         bounds: tuple[float, float] | None = None,
         seed_scope: Callable[[int, float], int] | None = None,
     ) -> SweepResult:
-        """Run :meth:`perturb` at each epsilon and score the returned points (untargeted).
+        """Run :meth:`perturb` at each epsilon and re-check every returned point (untargeted).
 
         ``seed_scope(seed, eps)`` may derive per-epsilon seeds (default: the same seeds for all).
-        Returns a :class:`SweepResult`; success is re-evaluated on the returned points.
+        Success means a valid adversarial example: finite, in the ball, in bounds, misclassified.
         """
         b = model_bounds(model, bounds)
         if seeds is None:
@@ -278,14 +217,15 @@ class Attack(ABC):
         for e in epsilons:
             s = [seed_scope(int(si), float(e)) for si in seeds] if seed_scope else list(seeds)
             xa = self.perturb(model, x, y, float(e), seeds=s, early_stop=early_stop, bounds=b)
-            with torch.no_grad():
-                succ.append(is_adversarial(model(xa), y.to(xa.device), targeted=False).cpu())
+            rc = recheck(model, x, xa, y, float(e), self.norm, b)
+            succ.append(rc.valid)
             advs.append(xa)
-            nrm.append(norms((xa - x).float(), self.norm).cpu())
-        return SweepResult(tuple(float(e) for e in epsilons), tuple(advs), torch.stack(succ) if succ else torch.zeros(0, x.shape[0], dtype=torch.bool), torch.stack(nrm) if nrm else torch.zeros(0, x.shape[0]))
+            nrm.append(rc.norms)
+        empty = torch.zeros(0, x.shape[0])
+        return SweepResult(tuple(float(e) for e in epsilons), tuple(advs), torch.stack(succ) if succ else empty.bool(), torch.stack(nrm) if nrm else empty)
 
     @abstractmethod
-    def _run(
+    def run(
         self,
         model: nn.Module,
         x: torch.Tensor,
@@ -298,3 +238,46 @@ class Attack(ABC):
         bounds: tuple[float, float],
     ) -> torch.Tensor:
         """The attack itself on (n, ...) points that still need work; returns (n, ...) candidates."""
+
+
+class MinimizationAttack(Attack):
+    """Attacks that look for the smallest adversarial perturbation (FMN, CW, DeepFool)."""
+
+    @final
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seeds: Sequence[int] | None = None, bounds: tuple[float, float] | None = None) -> MinimalResult:
+        """Minimal adversarial examples of the clean-correct points of x (N, C, H, W), re-checked:
+        min_norm is 0 for clean errors and +inf where no valid example was found."""
+        b = model_bounds(model, bounds)
+        check_in_bounds(x, b)
+        if seeds is None:
+            seeds = default_seeds(x.shape[0])
+        x = x.detach()
+        y = y.to(x.device)
+        with torch.no_grad():
+            correct = model(x).argmax(1).eq(y) if x.shape[0] else torch.zeros(0, dtype=torch.bool, device=x.device)
+        x_adv = x.clone()
+        if bool(correct.any()):
+            idx = correct.nonzero()[:, 0]
+            xa = self.run(model, x[idx], y[idx], seeds=[seeds[int(i)] for i in idx], bounds=b)
+            x_adv[idx] = xa.detach().to(x.dtype)
+        if not x.shape[0]:
+            return MinimalResult(x_adv, torch.zeros(0))
+        rc = recheck(model, x, x_adv, y, math.inf, self.norm, b)
+        found = rc.valid & correct.cpu()
+        out = torch.where(found, rc.norms.clone(), torch.full_like(rc.norms, math.inf))
+        out[~correct.cpu()] = 0.0
+        return MinimalResult(x_adv, out)
+
+    @final
+    def sweep(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons: Sequence[float], *, seeds: Sequence[int] | None = None, bounds: tuple[float, float] | None = None) -> SweepResult:
+        """One minimal-norm run read at each epsilon: success at eps = a valid example with norm <= eps."""
+        r = self(model, x, y, seeds=seeds, bounds=bounds)
+        eps = tuple(float(e) for e in epsilons)
+        succ = torch.stack([(r.min_norm > 0) & (r.min_norm <= e) for e in eps]) if eps else torch.zeros(0, x.shape[0], dtype=torch.bool)
+        advs = tuple(torch.where((s.to(x.device)).reshape(-1, *([1] * (x.ndim - 1))), r.x_adv, x) for s in succ)
+        nrm = torch.stack([torch.where(s, r.min_norm, torch.zeros_like(r.min_norm)) for s in succ]) if eps else torch.zeros(0, x.shape[0])
+        return SweepResult(eps, advs, succ, nrm)
+
+    @abstractmethod
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seeds: Sequence[int], bounds: tuple[float, float]) -> torch.Tensor:
+        """Smallest adversarial candidates (n, ...) for n clean-correct points (re-checked by the base)."""

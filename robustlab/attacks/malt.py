@@ -30,7 +30,8 @@ from torch import nn
 from ..errors import SuiteError
 from ..seeding import derive_seed
 from .apgd import APGD
-from .base import ATTACKS, Attack, Norm
+from .base import ATTACKS, FixedEpsilonAttack
+from .threat import Loss, Norm
 
 __all__ = ["MALT", "malt_targets"]
 
@@ -61,7 +62,7 @@ def malt_targets(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: No
 
 
 @ATTACKS.register("malt")
-class MALT(Attack):
+class MALT(FixedEpsilonAttack):
     """MALT targeting + targeted APGD (DLR-T), Linf or L2 (see the module docstring).
 
     Args:
@@ -79,14 +80,14 @@ class MALT(Attack):
         self.candidates = int(candidates)
         self.apgd_ce = bool(apgd_ce)
 
-    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, seeds: Sequence[int], early_stop: bool,
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, seeds: Sequence[int], early_stop: bool,
              targeted: bool, bounds: tuple[float, float]) -> torch.Tensor:
         if targeted:
             raise SuiteError("malt is an untargeted attack; use pgd with targeted=True for targeted attacks.")
         out = x.clone()
         todo = torch.arange(x.shape[0], device=x.device)
         if self.apgd_ce:
-            r = APGD(norm=self.norm, n_iter=self.n_iter, loss="ce").run(model, x, y, eps, seeds=[derive_seed(int(s), "malt", "ce") for s in seeds], bounds=bounds)
+            r = APGD(norm=self.norm, n_iter=self.n_iter, loss=Loss.CE).run(model, x, y, eps, seeds=[derive_seed(int(s), "malt", "ce") for s in seeds], bounds=bounds)
             out[r.success] = r.x_adv[r.success]
             todo = (~r.success).nonzero()[:, 0]
         if todo.numel() == 0:
@@ -95,14 +96,14 @@ class MALT(Attack):
         with torch.no_grad():
             k_cls = int(model(xt[:1]).shape[1])
         if k_cls < 4:  # the DLR-T loss needs four classes; fall back to the untargeted DLR loss
-            r = APGD(norm=self.norm, n_iter=self.n_iter, loss="dlr").run(model, xt, yt, eps, seeds=[derive_seed(int(seeds[i]), "malt", "dlr") for i in todo.tolist()], bounds=bounds)
+            r = APGD(norm=self.norm, n_iter=self.n_iter, loss=Loss.DLR).run(model, xt, yt, eps, seeds=[derive_seed(int(seeds[i]), "malt", "dlr") for i in todo.tolist()], bounds=bounds)
             out[todo[r.success]] = r.x_adv[r.success]
             return out
         tgt = malt_targets(model, xt, yt, norm=self.norm, n_targets=self.n_targets, candidates=self.candidates)
         n, k = tgt.shape
         ids = todo.tolist()
         copy_seeds = [derive_seed(int(seeds[i]), "malt", rank) for rank in range(k) for i in ids]
-        apgd = APGD(norm=self.norm, n_iter=self.n_iter, loss="dlr-targeted")
+        apgd = APGD(norm=self.norm, n_iter=self.n_iter, loss=Loss.DLR_TARGETED)
         # all targets of a point in one stacked batch; a point leaves when any of its copies succeeds
         group = torch.arange(n, device=x.device).repeat(k)
         r = apgd._single(model, xt.repeat(k, *([1] * (x.ndim - 1))), yt.repeat(k), tgt.t().reshape(-1), group, n, eps, copy_seeds, bounds, early_stop)

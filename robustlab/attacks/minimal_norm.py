@@ -2,23 +2,28 @@
 
 A minimal-norm attack returns, per point, the smallest perturbation it found that changes the
 prediction. One run therefore gives the whole robust-accuracy-versus-epsilon curve: a point is
-robust at eps when it is correct and its minimal perturbation is larger than eps.
+robust at eps when it is correct and its minimal perturbation is larger than eps. Each is a
+registered :class:`~robustlab.attacks.base.MinimizationAttack`; the base re-checks every example.
+
+Shapes: x (N, C, H, W) in bounds, y (N,) -> minimal examples (N, C, H, W).
+References: Pintor et al., "Fast Minimum-norm Adversarial Attacks through Adaptive Norm
+Constraints", NeurIPS 2021; Carlini & Wagner, S&P 2017; Moosavi-Dezfooli et al., CVPR 2016;
+implementations from foolbox 3.3.4.
 """
 
 from __future__ import annotations
 
 import enum
-import math
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import SuiteError
-from .base import Norm
-from .scoring import recheck
+from .base import ATTACKS, MinimizationAttack
+from .threat import Norm
 
-__all__ = ["MinNormAttack", "minimal_perturbation"]
+__all__ = ["MinNormAttack", "FMN", "CarliniWagnerL2", "DeepFool", "minimal_perturbation"]
 
 
 class MinNormAttack(str, enum.Enum):
@@ -27,16 +32,63 @@ class MinNormAttack(str, enum.Enum):
     DEEPFOOL = "deepfool"
 
 
-def _foolbox_attack(kind: MinNormAttack, norm: Norm, steps: int, binary_search_steps: int) -> Any:
-    import foolbox as fb
+class _FoolboxMinimal(MinimizationAttack):
+    def __init__(self, *, norm: Norm | str = Norm.L2, steps: int = 100) -> None:
+        self.norm = Norm.parse(norm)
+        if self.norm not in self.norms_supported:
+            raise SuiteError(f"{type(self).__name__} supports {', '.join(n.value for n in self.norms_supported)}, not {self.norm.value}.")
+        if steps < 1:
+            raise SuiteError(f"steps must be at least 1, got {steps}.")
+        self.steps = int(steps)
 
-    if kind is MinNormAttack.FMN:
-        return fb.attacks.LInfFMNAttack(steps=steps) if norm is Norm.LINF else fb.attacks.L2FMNAttack(steps=steps)
-    if kind is MinNormAttack.CW_L2:
-        if norm is not Norm.L2:
-            raise SuiteError("cw_l2 is an L2 attack; set norm: l2 or use attack: fmn for Linf.")
-        return fb.attacks.L2CarliniWagnerAttack(binary_search_steps=binary_search_steps, steps=steps, stepsize=0.01, confidence=0.0, initial_const=0.001)
-    return fb.attacks.LinfDeepFoolAttack(steps=steps) if norm is Norm.LINF else fb.attacks.L2DeepFoolAttack(steps=steps)
+    def foolbox_attack(self) -> Any:  # pragma: no cover - each subclass
+        raise NotImplementedError
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seeds: Sequence[int], bounds: tuple[float, float]) -> torch.Tensor:
+        import foolbox as fb
+
+        fmodel = fb.PyTorchModel(model, bounds=bounds, device=x.device)
+        _, clipped, _ = self.foolbox_attack()(fmodel, x, y, epsilons=None)
+        out: torch.Tensor = clipped.detach()
+        return out
+
+
+@ATTACKS.register("fmn")
+class FMN(_FoolboxMinimal):
+    """Fast minimum-norm attack (Linf, L2), foolbox's ``LInfFMNAttack`` / ``L2FMNAttack``."""
+
+    def foolbox_attack(self) -> Any:
+        import foolbox as fb
+
+        return fb.attacks.LInfFMNAttack(steps=self.steps) if self.norm is Norm.LINF else fb.attacks.L2FMNAttack(steps=self.steps)
+
+
+@ATTACKS.register("cw_l2")
+class CarliniWagnerL2(_FoolboxMinimal):
+    """Carlini-Wagner L2 with binary search over the constant, foolbox's ``L2CarliniWagnerAttack``."""
+
+    norms_supported = (Norm.L2,)
+
+    def __init__(self, *, norm: Norm | str = Norm.L2, steps: int = 100, binary_search_steps: int = 9) -> None:
+        super().__init__(norm=norm, steps=steps)
+        if binary_search_steps < 1:
+            raise SuiteError(f"binary_search_steps must be at least 1, got {binary_search_steps}.")
+        self.binary_search_steps = int(binary_search_steps)
+
+    def foolbox_attack(self) -> Any:
+        import foolbox as fb
+
+        return fb.attacks.L2CarliniWagnerAttack(binary_search_steps=self.binary_search_steps, steps=self.steps, stepsize=0.01, confidence=0.0, initial_const=0.001)
+
+
+@ATTACKS.register("deepfool")
+class DeepFool(_FoolboxMinimal):
+    """DeepFool (Linf, L2), foolbox's ``LinfDeepFoolAttack`` / ``L2DeepFoolAttack``."""
+
+    def foolbox_attack(self) -> Any:
+        import foolbox as fb
+
+        return fb.attacks.LinfDeepFoolAttack(steps=self.steps) if self.norm is Norm.LINF else fb.attacks.L2DeepFoolAttack(steps=self.steps)
 
 
 def minimal_perturbation(
@@ -50,31 +102,15 @@ def minimal_perturbation(
     binary_search_steps: int = 9,
     bounds: tuple[float, float],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-point minimal adversarial perturbation norms.
-
-    Shapes: x (N, C, H, W) in bounds, y (N,) -> (x_adv (N, C, H, W), min_norm (N,) float) with
-    min_norm = 0 for clean errors and +inf where the attack found nothing (re-checked by robustlab).
-
-    References: Pintor et al., "Fast Minimum-norm Adversarial Attacks through Adaptive Norm
-    Constraints", NeurIPS 2021; Carlini & Wagner, S&P 2017; Moosavi-Dezfooli et al., CVPR 2016;
-    implementations from foolbox 3.3.4.
-    """
-    import foolbox as fb
-
+    """(x_adv (N, C, H, W), min_norm (N,)) of the registered attack ``attack``; min_norm is 0 for
+    clean errors and +inf where the attack found nothing (re-checked by the base class)."""
     kind = MinNormAttack(attack)
-    norm = Norm.parse(norm)
-    fa = _foolbox_attack(kind, norm, steps, binary_search_steps)
-    fmodel = fb.PyTorchModel(model, bounds=bounds, device=x.device)
-    with torch.no_grad():
-        correct = model(x).argmax(1).eq(y)
-    x_adv = x.clone()
-    if bool(correct.any()):
-        xc, yc = x[correct], y[correct]
-        _, clipped, _ = fa(fmodel, xc, yc, epsilons=None)
-        x_adv[correct] = clipped.detach().to(x.dtype)
-    rc = recheck(model, x, x_adv, y, math.inf, norm, bounds)
-    dev_norms = rc.norms.clone()
-    found = rc.valid & correct.cpu()
-    out = torch.where(found, dev_norms, torch.full_like(dev_norms, math.inf))
-    out[~correct.cpu()] = 0.0
-    return x_adv, out
+    cls = ATTACKS.get(kind.value)
+    kw: dict[str, Any] = {"norm": norm, "steps": steps}
+    if "binary_search_steps" in cls.hyperparameters():
+        kw["binary_search_steps"] = binary_search_steps
+    a = cls(**kw)
+    if not isinstance(a, MinimizationAttack):  # pragma: no cover - the three names are minimal-norm attacks
+        raise SuiteError(f"{kind.value} is not a minimal-norm attack")
+    r = a(model, x, y, bounds=bounds)
+    return r.x_adv, r.min_norm

@@ -20,13 +20,15 @@ from torch import nn
 
 from ..errors import SuiteError
 from ..seeding import derive_seed
-from .base import ATTACKS, Attack, Loss, Norm, attack_loss, is_adversarial, normalize_gradient, project, uniform_in_ball
+from .base import ATTACKS, FixedEpsilonAttack
+from .geometry import attack_loss, is_adversarial, normalize_gradient, project, uniform_in_ball
+from .threat import Loss, Norm
 
 __all__ = ["PGD", "FGSM", "Norm"]
 
 
 @ATTACKS.register("pgd")
-class PGD(Attack):
+class PGD(FixedEpsilonAttack):
     """Projected gradient descent with random start and restarts (Madry et al. 2018).
 
     Each step: ``x <- clip_bounds(x0 + proj_eps(x + alpha * d(grad) - x0))`` with ``d`` = sign
@@ -62,15 +64,14 @@ class PGD(Attack):
         self.abs_stepsize = None if abs_stepsize is None else float(abs_stepsize)
         self.random_start = bool(random_start)
         self.restarts = int(restarts)
-        try:
-            self.loss = Loss(loss) if not isinstance(loss, Loss) else loss
-        except ValueError as exc:
-            raise SuiteError(f"unknown attack loss {loss!r}; use one of {', '.join(m.value for m in Loss)}.") from exc
+        self.loss = Loss.parse(loss)
+        if self.loss is Loss.DLR_TARGETED:
+            raise SuiteError("PGD takes loss ce, dlr or margin; the DLR-targeted loss belongs to apgd-t.")
 
     def stepsize(self, eps: float) -> float:
         return self.abs_stepsize if self.abs_stepsize is not None else self.rel_stepsize * eps
 
-    def _run(
+    def run(
         self,
         model: nn.Module,
         x: torch.Tensor,

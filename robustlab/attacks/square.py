@@ -14,11 +14,53 @@ evaluated: their margin is the current one, so the reference's decision is known
 from __future__ import annotations
 
 import math
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["square_linf", "p_selection"]
+from ..errors import SuiteError
+from .base import ATTACKS, FixedEpsilonAttack
+from .threat import Norm
+from .unit_box import from_unit_box, on_unit_box
+
+__all__ = ["Square", "square_linf", "p_selection"]
+
+
+@ATTACKS.register("square")
+class Square(FixedEpsilonAttack):
+    """Square Attack (black-box, untargeted margin loss), Linf with :func:`square_linf`, L2 with the
+    reference's ``SquareAttack``. ``seed`` seeds the square positions (shared by the batch, as in the
+    reference). Shapes: x (N, C, H, W) in bounds, y (N,) -> x_adv (N, C, H, W).
+
+    References: Andriushchenko et al., ECCV 2020; ``pyautoattack`` 0.2.0 ``SquareAttack``.
+    """
+
+    def __init__(self, *, norm: Norm | str = Norm.LINF, n_queries: int = 5000, p_init: float = 0.8, seed: int = 0) -> None:
+        if n_queries < 1 or not 0 < p_init <= 1:
+            raise SuiteError(f"square: n_queries must be >= 1 and p_init in (0, 1], got {n_queries}, {p_init}.")
+        self.norm = Norm.parse(norm)
+        self.n_queries = int(n_queries)
+        self.p_init = float(p_init)
+        self.seed = int(seed)
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, seeds: Sequence[int], early_stop: bool, targeted: bool, bounds: tuple[float, float]) -> torch.Tensor:
+        if targeted:
+            raise SuiteError("square is untargeted here.")
+        ref, xu, eps_u = on_unit_box(model, x.contiguous(), eps, bounds)
+        if self.norm is Norm.LINF:
+            return from_unit_box(square_linf(ref, xu, y, eps_u, n_queries=self.n_queries, p_init=self.p_init, seed=self.seed), bounds)
+        from pyautoattack.square import SquareAttack
+
+        sq = SquareAttack(ref, p_init=self.p_init, n_queries=self.n_queries, eps=eps_u, norm="L2", n_restarts=1, seed=self.seed, verbose=False, device=x.device, resc_schedule=False)
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            return from_unit_box(sq.perturb(xu, y).detach(), bounds)
+
+    def reference(self, aa: Any, xu: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
+        """pyautoattack's own Square (``aa.square``, inputs in [0, 1])."""
+        aa.square.seed = seed
+        out: torch.Tensor = aa.square.perturb(xu, y)
+        return out
 
 
 def p_selection(it: int, p_init: float) -> float:

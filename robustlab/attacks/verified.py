@@ -5,7 +5,7 @@ With ``--precision bf16`` the attack iterations run on a bf16 autocast view of t
 
 1. clean correctness is decided by the fp32 model (a point that only the bf16 view misclassifies
    is attacked, not skipped as a clean error);
-2. every returned example is re-checked on the fp32 model (:func:`~robustlab.attacks.scoring.recheck`);
+2. every returned example is re-checked on the fp32 model (:func:`~robustlab.attacks.recheck.recheck`);
 3. an example the view finds adversarial but the fp32 model classifies correctly (a *flip*: early
    exit returns exactly such boundary points) is counted, and the same attack runs again on that
    point with the fp32 model, so the lower precision never leaves a point robust that the fp32
@@ -20,8 +20,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .base import Attack, is_adversarial
-from .scoring import Recheck, recheck
+from .base import FixedEpsilonAttack
+from .geometry import is_adversarial
+from .recheck import Recheck, recheck
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class VerifiedOutcome:
 
 
 def verified_perturb(
-    attack: Attack,
+    attack: FixedEpsilonAttack,
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,

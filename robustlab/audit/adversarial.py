@@ -89,7 +89,8 @@ def audit_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Audit
     Non-finite gradients of either loss are suspect. With fewer than 3 classes (no DLR) the CE
     gradient decides. Shapes: x (n, C, H, W) clean-correct points, y (n,).
     """
-    from ..attacks.base import Loss, attack_loss
+    from ..attacks.geometry import attack_loss
+    from ..attacks.threat import Loss
 
     xg = x.detach().clone().requires_grad_(True)
     stats: dict[str, float] = {}
@@ -190,7 +191,7 @@ def audit_large_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bound
 
     Shapes: x (n, C, H, W), y (n,). Flags when more than ``threshold`` of the points survive.
     """
-    from ..attacks.base import Norm
+    from ..attacks.threat import Norm
     from ..attacks.pgd import PGD
 
     lo, hi = bounds

@@ -7,13 +7,14 @@ A check returns a :class:`~robustlab.scorecard.CheckResult`. It never logs to ML
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import logging
 import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Iterable, Iterator, TypeVar
 
 from ..errors import SuiteError
 from ..registry import Registry
@@ -160,11 +161,16 @@ def _single() -> "DistInfo":
     return DistInfo()
 
 
-class Check(ABC):
-    """Base class of all checks.
+P = TypeVar("P", bound=Params)
+
+
+class Check(ABC, Generic[P]):
+    """Base class of all checks, generic over its parameters (``Check[PGDParams]``).
 
     Subclasses set ``name`` (registry name), ``family`` (first part of metric keys, e.g.
-    ``adversarial``), ``Params`` (a :class:`Params` dataclass) and implement :meth:`run`.
+    ``adversarial``), ``Params`` (a :class:`Params` dataclass, the ``P`` of ``Check[P]``) and
+    implement :meth:`run`. Enum-typed fields are converted from suite strings once, in
+    :meth:`parse_params`.
     """
 
     name: ClassVar[str]
@@ -172,9 +178,9 @@ class Check(ABC):
     description: ClassVar[str] = ""
     Params: ClassVar[type[Params]] = Params
 
-    def __init__(self, *, id: str, params: "_ParamsBase") -> None:
+    def __init__(self, *, id: str, params: P) -> None:
         self.id = id
-        self.params = params
+        self.params: P = params
 
     @classmethod
     def parse_params(cls, raw: dict[str, Any] | None, *, where: str = "") -> "_ParamsBase":
@@ -206,7 +212,8 @@ class Check(ABC):
         """Run the check and return its result (metrics under ``<family>/...`` slash keys)."""
 
     def new_result(self) -> CheckResult:
-        return CheckResult(id=self.id, check=self.name, params=dataclasses.asdict(self.params))
+        raw = dataclasses.asdict(self.params)
+        return CheckResult(id=self.id, check=self.name, params={k: v.value if isinstance(v, enum.Enum) else v for k, v in raw.items()})
 
 
 def _coerce(v: Any, tp: Any, where: str) -> Any:
@@ -237,6 +244,14 @@ def _coerce(v: Any, tp: Any, where: str) -> Any:
         if not isinstance(v, dict):
             raise SuiteError(f"{where} must be a mapping, got {v!r}.")
         return dict(v)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if isinstance(v, tp):
+            return v
+        parse = getattr(tp, "parse", None)
+        try:
+            return parse(v) if parse is not None else tp(v)
+        except (ValueError, SuiteError) as exc:
+            raise SuiteError(f"{where} must be one of {', '.join(str(m.value) for m in tp)}, got {v!r}.") from exc
     if tp is float:
         if isinstance(v, bool) or not isinstance(v, (int, float, str)):
             raise SuiteError(f"{where} must be a number, got {v!r}.")

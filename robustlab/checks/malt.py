@@ -8,16 +8,17 @@ the paper reports it matching AutoAttack's successes, but a release decision sho
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
 from ..attacks.apgd import APGD
+from ..attacks.base import FixedEpsilonAttack
 from ..attacks.malt import MALT
-from ..attacks.scoring import eps_key
+from ..attacks.threat import Loss
 from ..errors import SuiteError
 from ..seeding import derive_seed, sample_seeds
-from .adversarial import SweepParams, _score, _SweepCheck
+from .adversarial_sweep import SweepCheck, SweepParams, bounds_of
 from .base import CHECKS, RunContext
 
 
@@ -35,7 +36,7 @@ class MALTParams(SweepParams):
 
 
 @CHECKS.register("malt")
-class MALTCheck(_SweepCheck):
+class MALTCheck(SweepCheck[MALTParams]):
     """Robust accuracy under MALT (Linf or L2), at the standard budget by default, with the audit.
 
     References: Melamed, Yehudai & Shamir, NeurIPS 2024; APGD as in Croce & Hein, ICML 2020.
@@ -45,22 +46,22 @@ class MALTCheck(_SweepCheck):
     description = "MALT (linearised target ranking + targeted APGD) robust accuracy: a fast addition to AutoAttack, with a validity audit."
     Params = MALTParams
 
-    def attack_batch(self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, ids: Sequence[str], eps: float) -> dict[str, Any]:
-        p: MALTParams = self.params  # type: ignore[assignment]
-        seeds = sample_seeds(ctx.seed, f"{self.id}/{eps_key(eps)}", ids)
-        attack = MALT(norm=self.norm(), n_iter=p.n_iter, n_targets=p.n_targets, candidates=p.candidates, apgd_ce=p.apgd_ce)
-        return _score(ctx, attack, x, y, eps, seeds)
+    def attack(self, *, stronger: bool = False) -> FixedEpsilonAttack:
+        p = self.params
+        if stronger:
+            return MALT(norm=self.norm(), n_iter=2 * p.n_iter, n_targets=p.n_targets + 4, candidates=p.candidates, apgd_ce=True)
+        return MALT(norm=self.norm(), n_iter=p.n_iter, n_targets=p.n_targets, candidates=p.candidates, apgd_ce=p.apgd_ce)
 
     def stronger(self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, ids: Sequence[str], eps: float) -> tuple[torch.Tensor, str]:
-        p: MALTParams = self.params  # type: ignore[assignment]
+        p = self.params
         seeds = sample_seeds(derive_seed(ctx.seed, "stronger"), f"{self.id}/audit", ids)
-        xa = MALT(norm=self.norm(), n_iter=2 * p.n_iter, n_targets=p.n_targets + 4, candidates=p.candidates, apgd_ce=True).perturb(ctx.model, x, y, eps, seeds=seeds)
-        r = APGD(norm=self.norm(), n_iter=2 * p.n_iter, loss="dlr").run(ctx.model, x, y, eps, seeds=seeds, bounds=tuple(float(b) for b in ctx.model.bounds))  # type: ignore[arg-type]
+        xa = self.attack(stronger=True).perturb(ctx.model, x, y, eps, seeds=seeds)
+        r = APGD(norm=self.norm(), n_iter=2 * p.n_iter, loss=Loss.DLR).run(ctx.model, x, y, eps, seeds=seeds, bounds=bounds_of(ctx))
         xa[r.success] = r.x_adv[r.success]
         return xa, f"MALT with {2 * p.n_iter} iterations and {p.n_targets + 4} targets, and APGD-DLR with {2 * p.n_iter} iterations"
 
     def definitions(self, prefix: str) -> dict[str, str]:
-        p: MALTParams = self.params  # type: ignore[assignment]
+        p = self.params
         return {"attack": (
             f"MALT (Melamed et al. 2024): APGD-CE ({'on' if p.apgd_ce else 'off'}), then targeted APGD (DLR-T loss, {p.n_iter} iterations) on the "
             f"{p.n_targets} classes (of the {p.candidates} highest logits) with the smallest linearised boundary distance "

@@ -12,17 +12,16 @@ import math
 import re
 from typing import Any
 
+from ..attacks.threat import BUDGETS, standard_budgets
 from ..corruptions.names import BENCHMARK as BENCHMARK_CORRUPTIONS
 from ..corruptions.names import HELD_OUT as HELD_OUT_CORRUPTIONS
 from ..scorecard import Scorecard, Status
 AUTOATTACK_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 
-#: standard budgets by data-set keyword: norm -> (epsilon, label)
+#: the field's standard budgets by data-set key: norm -> (epsilon, label); the one table is
+#: robustlab.attacks.threat.BUDGETS (torch-free), robustlab's own default choices left out.
 STANDARD_BUDGETS: dict[str, dict[str, tuple[float, str]]] = {
-    "cifar10": {"linf": (8 / 255, "8/255"), "l2": (0.5, "0.5")},
-    "cifar100": {"linf": (8 / 255, "8/255")},
-    "imagenet": {"linf": (4 / 255, "4/255")},
-    "mnist": {"linf": (0.3, "0.3")},
+    ds: {n.value: (b.eps, b.label) for n, b in standard_budgets(ds).items()} for ds in BUDGETS if standard_budgets(ds)
 }
 
 _EPS = re.compile(r"eps=([0-9.eE+-]+)")
