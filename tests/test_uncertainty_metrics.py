@@ -137,3 +137,28 @@ def test_temperature_scaling_recovers_temperature_and_ignores_test(rng: np.rando
     from robustlab.uncertainty.calibration import nll
 
     assert nll(scaled_probs(z, t), y) <= min(nll(scaled_probs(z, t * 1.1), y), nll(scaled_probs(z, t / 1.1), y))
+
+
+def test_temperature_is_not_driven_to_zero_by_error_free_validation(rng: np.random.Generator) -> None:
+    z = rng.normal(size=(100, 10))
+    y = z.argmax(1)  # every validation prediction correct: NLL decreases as T -> 0, no minimiser
+    assert fit_temperature(z, y) == 1.0
+    y2 = y.copy()
+    y2[:10] = (y2[:10] + 1) % 10  # with errors the minimiser is finite and inside the bounds
+    assert 0.05 < fit_temperature(z, y2) < 20
+
+
+def test_temperature_never_sees_test_data(rng: np.random.Generator) -> None:
+    """The protocol fits T, thresholds and conformal quantiles from validation arrays only: the fitted
+    state is identical whatever the test data are, even garbage."""
+    from robustlab.uncertainty import protocol as U
+
+    zv = rng.normal(size=(400, 10)) * 3
+    yv = np.where(rng.random(400) < 0.8, zv.argmax(1), rng.integers(0, 10, 400))
+    s = U.Settings(n_boot=0)
+    f1 = U.fit(zv, yv, s, rng=np.random.default_rng(0))
+    garbage = np.full((50, 10), 1e6) * rng.choice([-1, 1], size=(50, 10))
+    rows = U.measure(garbage, rng.integers(0, 10, 50), f1, s, scores=("msp",), rng=np.random.default_rng(1))
+    f2 = U.fit(zv, yv, s, rng=np.random.default_rng(0))
+    assert f1 == f2 and rows
+    assert f1.temperature == fit_temperature(zv[np.sort(np.random.default_rng(0).permutation(400)[:200])], yv[np.sort(np.random.default_rng(0).permutation(400)[:200])])

@@ -99,7 +99,10 @@ def fit_temperature(val_logits: np.ndarray, val_labels: np.ndarray, *, bounds: t
 
     Args:
         val_logits: (N, K) validation logits. val_labels: (N,) int labels.
-    Returns the temperature (a bounded search over log T; 1.0 without validation data).
+    Returns the temperature (a bounded search over log T). 1.0 without validation data, and 1.0
+    when every validation prediction is correct: the NLL then falls monotonically as T -> 0, so no
+    finite temperature minimises it and the search would return its lower bound (a model made
+    falsely certain on test data).
     """
     from scipy.optimize import minimize_scalar
 
@@ -109,6 +112,8 @@ def fit_temperature(val_logits: np.ndarray, val_labels: np.ndarray, *, bounds: t
         return 1.0
     if y.size != z.shape[0]:
         raise ValueError("val_logits and val_labels must have the same length")
+    if bool((z.argmax(axis=1) == y).all()):
+        return 1.0
     lo, hi = math.log(bounds[0]), math.log(bounds[1])
     res = minimize_scalar(lambda lt: _nll_at(z, y, math.exp(lt)), bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
     t = math.exp(float(res.x))
