@@ -94,7 +94,10 @@ class UncertaintyParams(Params):
             if any(not 0 < v < 1 for v in vals) or len(set(vals)) != len(vals):
                 raise SuiteError(f"uncertainty: {name} must be distinct numbers in (0, 1), e.g. [0.9, 0.95]; got {vals}.")
         for c in self.corruptions:
-            check_name(c)
+            try:
+                check_name(c)
+            except RobustlabError as exc:
+                raise SuiteError(f"uncertainty: {exc}") from exc
         if any(s not in (1, 2, 3, 4, 5) for s in self.severities):
             raise SuiteError(f"uncertainty: severities must be in 1..5, got {self.severities}.")
         if self.n_boot < 0 or self.ece_bins < 2 or self.raps_lam < 0 or self.raps_k_reg < 0 or self.adv_steps < 1 or self.adv_limit < 0 or self.synthetic_n < 1:
@@ -192,7 +195,6 @@ class UncertaintyCheck(Check):
 
     def run(self, ctx: RunContext) -> CheckResult:
         import numpy as np
-        import torch
 
         from ..seeding import derive_seed, sample_seeds
         from ..uncertainty import protocol as U
@@ -293,7 +295,6 @@ class UncertaintyCheck(Check):
         self._severity_series(res, by_cond, p)
         self._definitions(res, P, p, fitted, val_source, len(test))
         res.seconds = time.perf_counter() - t0
-        _ = torch  # torch is needed by the helpers above; imported here to fail early without it
         return res
 
     # -- helpers -------------------------------------------------------------------------------
