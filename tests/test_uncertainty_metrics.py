@@ -162,3 +162,11 @@ def test_temperature_never_sees_test_data(rng: np.random.Generator) -> None:
     f2 = U.fit(zv, yv, s, rng=np.random.default_rng(0))
     assert f1 == f2 and rows
     assert f1.temperature == fit_temperature(zv[np.sort(np.random.default_rng(0).permutation(400)[:200])], yv[np.sort(np.random.default_rng(0).permutation(400)[:200])])
+
+
+def test_protocol_reports_error_free_temperature_half(rng: np.random.Generator) -> None:
+    from robustlab.uncertainty import protocol as U
+
+    z = rng.normal(size=(60, 10))
+    f = U.fit(z, z.argmax(1), U.Settings(n_boot=0), rng=np.random.default_rng(0))
+    assert f.temperature == 1.0 and f.errors_in_temperature_half == 0 and f.n_temperature == 30 and f.n_conformal == 30

@@ -224,8 +224,8 @@ class UncertaintyCheck(Check):
         z_val = self._logits(ctx, "val", len(val), lambda a, b: val.images(slice(a, b)))
         fitted = U.fit(z_val, val.y.numpy(), settings, rng=np.random.default_rng(derive_seed(ctx.seed, "uncertainty-fit", self.id)))
         res.add_metric(key(*P, "calibration", "temperature"), fitted.temperature, n=fitted.n_temperature)
-        if bool((z_val.argmax(1) == val.y.numpy()).all()):
-            res.notes.append("every validation prediction is correct: temperature scaling is not identifiable (NLL falls as T -> 0), so T = 1; failure-detection fits see no errors.")
+        if fitted.errors_in_temperature_half == 0:
+            res.notes.append(f"all {fitted.n_temperature} validation predictions used to fit the temperature are correct: temperature scaling is not identifiable (NLL falls as T -> 0), so T = 1 and the risk thresholds see no errors; give more validation data (val_limit) for a fitted T.")
         for (m, lv), cc in fitted.conformal.items():
             res.add_metric(key(*P, "conformal", m, U.level_segment(lv), "qhat"), cc.qhat if math.isfinite(cc.qhat) else 1e9, n=cc.n)
         y = test.y.numpy()

@@ -47,6 +47,7 @@ class Fitted:
     coverage_thresholds: dict[tuple[str, float], float] = field(default_factory=dict)
     risk_thresholds: dict[tuple[str, float], float] = field(default_factory=dict)
     conformal: dict[tuple[str, float], cp.ConformalCalibration] = field(default_factory=dict)
+    errors_in_temperature_half: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def fit(val_logits: np.ndarray, val_labels: np.ndarray, s: Settings, *, rng: np.
             risk_t[(name, r)] = sel.threshold_for_risk(c, correct_a, r)
     pb = cal.scaled_probs(z[b], t)
     conf = {(m, lv): cp.calibrate(m, pb, y[b], 1 - lv, randomized=s.randomized, rng=rng, **_opts(s, m)) for m in s.methods for lv in s.levels}
-    return Fitted(t, int(a.size), int(b.size), cov_t, risk_t, conf)
+    return Fitted(t, int(a.size), int(b.size), cov_t, risk_t, conf, int((~correct_a).sum()))
 
 
 def _wilson(head: tuple[str, ...], metric: str, k: int, n: int) -> Measurement:
