@@ -41,7 +41,7 @@ def _run(ctx: RunContext, **params):
 
 def test_uncertainty_check_digits(digits_model, tmp_path: Path) -> None:
     ctx = _ctx(digits_model, tmp_path)
-    r = _run(ctx)
+    r = _run(ctx, detectors=["odin", "knn"])
     m, iv = r.metrics, r.intervals
     assert all(is_legal_key(k) for k in m)
     assert m["uncertainty/model/accuracy"] > 0.9
@@ -58,11 +58,16 @@ def test_uncertainty_check_digits(digits_model, tmp_path: Path) -> None:
                 assert 0 <= m[k] <= 1 and iv[k].method == "wilson" and iv[k].low - 1e-12 <= m[k] <= iv[k].high + 1e-12, (k, m[k])
             assert 0 <= m[f"{base}/ood/noise_uniform/nonempty_rate"] <= 1
             assert m[f"{base}/mean_set_size"] >= 1 - m[f"{base}/empty_rate"] - 1e-9
+    assert 0.5 < m["uncertainty/failure/odin/auroc"] <= 1 and "uncertainty/selective/odin/aurc" in m
+    assert "uncertainty/failure/knn/auroc" not in m and any("knn needs fitted" in n for n in r.notes)
     # pooled corruption = the one corruption here
-    assert m["uncertainty/conformal/aps/0.9/corruption/coverage"] == m["uncertainty/conformal/aps/0.9/s5/contrast/coverage"]
+    assert m["uncertainty/model/corruption/accuracy"] == m["uncertainty/model/s5/contrast/accuracy"]
+    assert m["uncertainty/calibration/ts/corruption/nll"] == m["uncertainty/calibration/ts/s5/contrast/nll"]
     assert m["uncertainty/calibration/ts/nll"] <= m["uncertainty/calibration/raw/nll"] + 0.05
     n = len(ctx.data)
     assert len(r.per_sample["uncertainty/correct"]) == n and len(r.per_sample["uncertainty/conformal/aps/0.9/set_size"]) == n
+    sizes = [v for v in r.per_sample["uncertainty/conformal/aps/0.9/set_size"] if v is not None]
+    assert sum(sizes) / len(sizes) == pytest.approx(m["uncertainty/conformal/aps/0.9/mean_set_size"])
     for name in ("risk_coverage", "reliability", "conformal_coverage_vs_severity", "conformal_set_size_vs_severity", "failure_vs_severity"):
         assert name in r.series
     assert r.series["conformal_coverage_vs_severity"].x == [0, 5]

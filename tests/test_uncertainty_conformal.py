@@ -28,13 +28,13 @@ def test_scores_hand_made() -> None:
     p = np.array([[0.5, 0.3, 0.2]])
     assert label_scores("lac", p) == pytest.approx(np.array([[0.5, 0.7, 0.8]]))
     assert label_scores("thr", p) == pytest.approx(label_scores("lac", p))
-    assert label_scores("aps", p) == pytest.approx(np.array([[0.5, 0.8, 1.0]]))
+    assert label_scores("aps", p) + 1 == pytest.approx(np.array([[0.5, 0.8, 1.0]]))  # stored minus 1
     u = np.array([0.25])
     r = label_scores("aps", p, randomized=True, rng=_FixedRng(u))
-    assert r == pytest.approx(np.array([[0.125, 0.5 + 0.075, 0.8 + 0.05]]))
-    assert label_scores("raps", p, lam=0.1, k_reg=1) == pytest.approx(np.array([[0.5, 0.9, 1.2]]))
+    assert r + 1 == pytest.approx(np.array([[0.125, 0.5 + 0.075, 0.8 + 0.05]]))
+    assert label_scores("raps", p, lam=0.1, k_reg=1) + 1 == pytest.approx(np.array([[0.5, 0.9, 1.2]]))
     cal = calibrate("aps", np.array([[0.5, 0.3, 0.2]] * 9), np.array([0, 0, 0, 1, 1, 1, 2, 2, 2]), 0.5)
-    assert cal.qhat == pytest.approx(0.8)  # ceil(10 * 0.5) = 5th smallest of [.5 .5 .5 .8 .8 .8 1 1 1]
+    assert cal.qhat + 1 == pytest.approx(0.8)  # ceil(10 * 0.5) = 5th smallest of [.5 .5 .5 .8 .8 .8 1 1 1]
     sets = prediction_sets(cal, p)
     assert sets.tolist() == [[True, True, False]]
     ev = evaluate_sets(sets, np.array([1]))
@@ -45,6 +45,29 @@ def test_scores_hand_made() -> None:
         label_scores("nope", p)
     with pytest.raises(ValueError):
         label_scores("aps", p, randomized=True)  # no generator
+
+
+def test_aps_scores_keep_tiny_masses_apart() -> None:
+    """With p_top = 1 - 3e-20, "mass above + p_k" rounds to exactly 1.0 for every label in float64;
+    the scores (stored minus 1 as -(mass below k)) must keep the exact values."""
+    p = np.array([[1 - 3e-20, 1e-20, 2e-20]])
+    p[0, 0] = 1.0  # what float64 makes of 1 - 3e-20
+    s = label_scores("aps", p)
+    assert s[0, 0] == pytest.approx(-3e-20, rel=1e-9) and s[0, 2] == pytest.approx(-1e-20, rel=1e-9) and s[0, 1] == 0.0
+    # a saturated, 95%-accurate model: the old scores tied at 1.0 put all K labels in every set
+    rng = np.random.default_rng(0)
+
+    def confident(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 10, n)
+        pred = np.where(rng.random(n) < 0.95, y, (y + 1) % 10)
+        z = rng.normal(size=(n, 10))
+        z[np.arange(n), pred] += rng.uniform(40, 60, n)
+        return softmax(z), y
+
+    pc, yc = confident(500)
+    pt, yt = confident(2000)
+    ev = evaluate_sets(prediction_sets(calibrate("aps", pc, yc, 0.1), pt), yt)
+    assert ev.coverage >= 0.88 and ev.mean_set_size < 9.0, ev
 
 
 class _FixedRng:

@@ -57,7 +57,7 @@ class UncertaintyParams(Params):
     target_risks: list[float] = field(default_factory=lambda: [0.01, 0.05])
     methods: list[str] = field(default_factory=lambda: ["lac", "aps", "raps"])
     levels: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    randomized: bool = False
+    randomized: bool = True
     raps_lam: float = 0.01
     raps_k_reg: int = 1
     ece_bins: int = 15
@@ -180,7 +180,9 @@ class UncertaintyCheck(Check):
         import numpy as np
         import torch
 
-        scope = ctx.store.scope(self.id, {"check": self.name, "params": dataclasses.asdict(self.params), "what": tag})
+        p: UncertaintyParams = self.params  # type: ignore[assignment]
+        inputs = {k: getattr(p, k) for k in ("val_limit", "ood_limit", "synthetic_n", "adv_eps", "adv_steps", "adv_limit")}
+        scope = ctx.store.scope(self.id, {"check": self.name, "logits": tag, **inputs})  # only what changes the logits
 
         def batch(start: int, stop: int) -> list[list[float]]:
             x = get(start, stop).to(ctx.device)
@@ -241,7 +243,7 @@ class UncertaintyCheck(Check):
 
         def measure(cond: tuple[str, ...], z: "np.ndarray", labels: "np.ndarray | None", scores: tuple[str, ...]) -> dict[tuple[str, ...], float]:
             sub = np.random.default_rng(derive_seed(ctx.seed, "uncertainty", self.id, *cond))
-            return record(cond, U.measure(z, labels, fitted, settings, scores=scores, rng=sub))
+            return record(cond, U.measure(z, labels, fitted, settings, scores=scores, rng=sub, set_seed=derive_seed(ctx.seed, "uncertainty-sets", self.id, *cond)))
 
         # 2. clean ------------------------------------------------------------------------------
         z = self._logits(ctx, "test", len(test), lambda a, b: test.images(slice(a, b)))
@@ -291,7 +293,7 @@ class UncertaintyCheck(Check):
 
         # 6. per-sample, plots, definitions -----------------------------------------------------
         if p.per_sample:
-            self._per_sample(res, P, len(data), test_idx, ok, confidence(p.primary_score, z), z, fitted, settings)
+            self._per_sample(res, P, len(data), test_idx, ok, confidence(p.primary_score, z), z, fitted, settings, derive_seed(ctx.seed, "uncertainty-sets", self.id))
         self._severity_series(res, by_cond, p)
         self._definitions(res, P, p, fitted, val_source, len(test))
         res.seconds = time.perf_counter() - t0
@@ -334,11 +336,8 @@ class UncertaintyCheck(Check):
         res.series["reliability"] = Series(x=[(i + 0.5) / n_bins for i in range(n_bins)], y=ys, x_label="confidence", y_label="accuracy", kind="line")
 
     @staticmethod
-    def _per_sample(res: CheckResult, P: tuple[str, ...], n: int, test_idx: list[int], ok: "np.ndarray", conf: "np.ndarray", z: "np.ndarray", fitted: Any, s: Any) -> None:
-        import numpy as np
-
-        from ..uncertainty import conformal as cp
-        from ..uncertainty.protocol import level_segment
+    def _per_sample(res: CheckResult, P: tuple[str, ...], n: int, test_idx: list[int], ok: "np.ndarray", conf: "np.ndarray", z: "np.ndarray", fitted: Any, s: Any, set_seed: int) -> None:
+        from ..uncertainty.protocol import conformal_sets, level_segment
         from ..uncertainty.scores import softmax
 
         def aligned(values: list[Any]) -> list[Any]:
@@ -350,9 +349,8 @@ class UncertaintyCheck(Check):
         res.per_sample[key(*P, "correct")] = aligned([bool(v) for v in ok])
         res.per_sample[key(*P, "confidence")] = aligned([round(float(v), 6) for v in conf])
         probs = softmax(z, fitted.temperature)
-        for (m, lv), cc in fitted.conformal.items():
-            opts = {"lam": s.raps_lam, "k_reg": s.raps_k_reg} if m == "raps" else {}
-            sets = cp.prediction_sets(cc, probs, randomized=s.randomized, rng=np.random.default_rng(0), **opts)
+        for m, lv in fitted.conformal:
+            sets = conformal_sets(fitted, probs, s, m, lv, set_seed=set_seed)
             res.per_sample[key(*P, "conformal", m, level_segment(lv), "set_size")] = aligned([int(v) for v in sets.sum(1)])
 
     @staticmethod

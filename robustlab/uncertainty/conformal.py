@@ -9,8 +9,9 @@ is {k : s(x, k) <= qhat}. For exchangeable data P(y in C(x)) >= 1 - alpha, and <
 when the scores have no ties (Vovk et al. 2005; Lei et al. 2018).
 
 * ``lac`` / ``thr``: s = 1 - p_k (Sadinle et al. 2019).
-* ``aps``: s = sum of the probabilities ranked above k plus u * p_k (Romano et al. 2020).
-* ``raps``: APS + lambda * max(0, rank(k) - k_reg), rank 1-based (Angelopoulos et al. 2021).
+* ``aps``: s = sum of the probabilities ranked above k plus u * p_k (Romano et al. 2020), stored
+  minus 1 as -(mass ranked below k + (1 - u) p_k): the same sets, without float saturation at 1.
+* ``raps``: APS + lambda * max(0, rank(k) - k_reg), rank 1-based (Angelopoulos et al. 2021), also minus 1.
 
 ``randomized=False`` (the default) uses u = 1: deterministic sets, never empty for APS/RAPS, still
 valid (slightly conservative); ``randomized=True`` draws u ~ U(0, 1) per input from a seeded
@@ -60,18 +61,31 @@ CONFORMAL_METHODS.add("lac", _lac)
 CONFORMAL_METHODS.add("thr", _lac)
 
 
+def _below(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Mass ranked strictly below each label plus (1 - u) * p_k, (N, K), summed from the smallest
+    probabilities up so that masses like 1e-20 survive (the APS score is 1 minus this)."""
+    order = np.argsort(probs, axis=1, kind="mergesort")  # ascending
+    ps = np.take_along_axis(probs, order, axis=1)
+    below = np.zeros_like(ps)
+    below[:, 1:] = np.cumsum(ps, axis=1)[:, :-1]  # exclusive sum: no cancellation
+    out = np.empty_like(probs)
+    np.put_along_axis(out, order, below, axis=1)
+    return out + (1.0 - u)[:, None] * probs
+
+
 @CONFORMAL_METHODS.register("aps")
 def _aps(probs: np.ndarray, u: np.ndarray, **_: float) -> np.ndarray:
-    order = np.argsort(-probs, axis=1, kind="mergesort")
-    ps = np.take_along_axis(probs, order, axis=1)
-    above = np.cumsum(ps, axis=1) - ps  # mass ranked strictly above each position
-    out = np.empty_like(probs)
-    np.put_along_axis(out, order, above + u[:, None] * ps, axis=1)
-    return out
+    """APS score minus 1: -(mass ranked below k + (1 - u) p_k) = (mass above k + u p_k) - 1.
+
+    The constant shift leaves every set unchanged; it keeps scores of confident inputs apart that
+    ``mass above + p_k`` would round to exactly 1.0 (with such ties the quantile lands on 1.0 and
+    every label enters every set)."""
+    return -_below(probs, u)
 
 
 @CONFORMAL_METHODS.register("raps")
 def _raps(probs: np.ndarray, u: np.ndarray, *, lam: float = 0.01, k_reg: int = 1, **_: float) -> np.ndarray:
+    """RAPS score minus 1: the APS score plus lam * max(0, rank(k) - k_reg)."""
     order = np.argsort(-probs, axis=1, kind="mergesort")
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.arange(1, probs.shape[1] + 1)[None, :].repeat(probs.shape[0], 0), axis=1)

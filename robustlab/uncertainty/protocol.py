@@ -109,9 +109,16 @@ def _boot(head: tuple[str, ...], metric: str, stat: "fd.Callable[..., float]", c
     return Measurement(head, metric, v, lo, hi, "bootstrap" if lo is not None else "", int(c.size))
 
 
-def measure(logits: np.ndarray, labels: np.ndarray | None, fitted: Fitted, s: Settings, *, scores: tuple[str, ...], rng: np.random.Generator, calibration: bool = True) -> list[Measurement]:
+def conformal_sets(fitted: Fitted, probs: np.ndarray, s: Settings, method: str, level: float, *, set_seed: int) -> np.ndarray:
+    """Prediction sets (N, K) of one calibrated method; randomised sets draw u from ``set_seed``
+    (the same u for every method and level: common random numbers)."""
+    return cp.prediction_sets(fitted.conformal[(method, level)], probs, randomized=s.randomized, rng=np.random.default_rng(set_seed), **_opts(s, method))
+
+
+def measure(logits: np.ndarray, labels: np.ndarray | None, fitted: Fitted, s: Settings, *, scores: tuple[str, ...], rng: np.random.Generator, set_seed: int = 0, calibration: bool = True) -> list[Measurement]:
     """Every metric of one condition. ``labels=None`` marks OOD data (conformal non-empty rate,
-    selective acceptance rate). ``scores`` limits failure/selective metrics to some scores."""
+    selective acceptance rate). ``scores`` limits failure/selective metrics to some scores; ``rng``
+    drives the bootstrap, ``set_seed`` the randomised conformal sets."""
     z = as_logits(logits)
     n = z.shape[0]
     out: list[Measurement] = []
@@ -121,9 +128,8 @@ def measure(logits: np.ndarray, labels: np.ndarray | None, fitted: Fitted, s: Se
             c = confidence(name, z)
             for cv in s.coverages:
                 out.append(_wilson(("selective", name, f"coverage_{cv:g}"), "acceptance", int((c >= fitted.coverage_thresholds[(name, cv)]).sum()), n))
-        for (m, lv), cc in fitted.conformal.items():
-            sets = cp.prediction_sets(cc, probs_ts, randomized=s.randomized, rng=rng, **_opts(s, m))
-            ev = cp.evaluate_sets(sets, None)
+        for m, lv in fitted.conformal:
+            ev = cp.evaluate_sets(conformal_sets(fitted, probs_ts, s, m, lv, set_seed=set_seed), None)
             out.append(_wilson(("conformal", m, level_segment(lv)), "nonempty_rate", int(round((1 - ev.empty_rate) * n)), n))
             out.append(Measurement(("conformal", m, level_segment(lv)), "mean_set_size", ev.mean_set_size, n=n))
         return out
@@ -149,8 +155,8 @@ def measure(logits: np.ndarray, labels: np.ndarray | None, fitted: Fitted, s: Se
             cm = cal.calibration_metrics(p, y, n_bins=s.ece_bins)
             for metric in ("ece", "adaptive_ece", "classwise_ece", "nll", "brier"):
                 out.append(Measurement(("calibration", tag), metric, float(getattr(cm, metric)), n=n))
-    for (m, lv), cc in fitted.conformal.items():
-        ev = cp.evaluate_sets(cp.prediction_sets(cc, probs_ts, randomized=s.randomized, rng=rng, **_opts(s, m)), y)
+    for m, lv in fitted.conformal:
+        ev = cp.evaluate_sets(conformal_sets(fitted, probs_ts, s, m, lv, set_seed=set_seed), y)
         out.append(_wilson(("conformal", m, level_segment(lv)), "coverage", ev.n_covered, n))
         out.append(Measurement(("conformal", m, level_segment(lv)), "mean_set_size", ev.mean_set_size, n=n))
         out.append(Measurement(("conformal", m, level_segment(lv)), "empty_rate", ev.empty_rate, n=n))
