@@ -53,15 +53,12 @@ class Registry(Generic[T]):
         kind: human name of what is registered ("check", "attack", ...), used in messages.
         group: entry-point group for third-party plugins, e.g. ``robustlab.attacks``.
         package: the package whose public modules hold the built-ins (imported on first lookup).
-        builtins: explicit modules to import on first lookup (kept for kinds not yet moved to
-            ``package``; prefer ``package``).
     """
 
-    def __init__(self, kind: str, *, group: str | None = None, package: str | None = None, builtins: tuple[str, ...] = ()) -> None:
+    def __init__(self, kind: str, *, group: str | None = None, package: str | None = None) -> None:
         self.kind = kind
         self.group = group
         self.package = package
-        self._builtins = builtins
         self._items: dict[str, T] = {}
         self._loaded = False
         self._loading = False
@@ -88,8 +85,6 @@ class Registry(Generic[T]):
         try:
             if self.package:
                 import_submodules(self.package)
-            for mod in self._builtins:
-                importlib.import_module(mod)
         finally:
             self._loading = False
         self._loaded = True

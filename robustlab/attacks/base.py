@@ -49,7 +49,7 @@ __all__ = [
 
 #: Attack classes by name; built-ins register on first lookup, third parties via the
 #: ``robustlab.attacks`` entry-point group.
-ATTACKS: "Registry[type[Attack]]" = Registry("attack", group="robustlab.attacks", builtins=("robustlab.attacks._builtin",))
+ATTACKS: "Registry[type[Attack]]" = Registry("attack", group="robustlab.attacks", package="robustlab.attacks")
 
 _FINAL = ("perturb", "__call__", "sweep")
 

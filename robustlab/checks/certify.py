@@ -146,7 +146,7 @@ def sample_indices(total: int, num_points: int) -> list[int]:
 
 
 @CHECKS.register("certify")
-class CertifyCheck(Check):
+class CertifyCheck(Check[CertifyParams]):
     """Certified L2 robustness by randomized smoothing, with an attack-based upper bound.
 
     Per sigma: CERTIFY on the sampled points (certified accuracy vs radius, average certified
@@ -165,14 +165,14 @@ class CertifyCheck(Check):
     Params = CertifyParams
 
     def _noise_batch(self, ctx: RunContext) -> int:
-        p: CertifyParams = self.params  # type: ignore[assignment]
+        p: CertifyParams = self.params
         return p.batch_size or max(ctx.batch_size, 1000)
 
     def prefix(self) -> str:
         return "certify" if self.id == self.name else f"certify/{self.id}"
 
     def run(self, ctx: RunContext) -> CheckResult:
-        p: CertifyParams = self.params  # type: ignore[assignment]
+        p: CertifyParams = self.params
         res = self.new_result()
         model, data = ctx.model, ctx.data
         pre = self.prefix()

@@ -24,7 +24,7 @@ class CleanParams(Params):
 
 
 @CHECKS.register("clean")
-class CleanCheck(Check):
+class CleanCheck(Check[CleanParams]):
     """Top-1 accuracy with a 95% Wilson interval, per-class accuracy, confusion matrix, expected
     calibration error (equal-width bins) and mean confidence.
 
@@ -39,7 +39,7 @@ class CleanCheck(Check):
     Params = CleanParams
 
     def run(self, ctx: RunContext) -> CheckResult:
-        p: CleanParams = self.params  # type: ignore[assignment]
+        p: CleanParams = self.params
         res = self.new_result()
         model, data = ctx.model, ctx.data
         scope = ctx.store.scope(self.id, {"check": self.name, **res.params})

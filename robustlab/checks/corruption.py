@@ -36,7 +36,7 @@ def _cell(parts: list[dict[str, list[Any]]]) -> "_Cell":
 
 
 @CHECKS.register("corruption")
-class CorruptionCheck(Check):
+class CorruptionCheck(Check[CorruptionParams]):
     """Top-1 accuracy and ECE for every (corruption, severity), mean corruption accuracy and error,
     CE / mCE / relative mCE against a baseline, worst corruption, and the grid for a heat map.
 
@@ -81,7 +81,7 @@ class CorruptionCheck(Check):
         """(protocol name, source of its constants) for this run; ``auto`` resolved from the data."""
         from ..corruptions.protocol import Protocol, resolve
 
-        p: CorruptionParams = self.params  # type: ignore[assignment]
+        p: CorruptionParams = self.params
         if pre is not None:
             manifest = getattr(pre, "manifest", None) or {}
             if manifest.get("protocol"):
@@ -111,7 +111,7 @@ class CorruptionCheck(Check):
     def _on_the_fly(self, ctx: RunContext, scope: str, name: str, severity: int) -> _Cell:
         from ..corruptions.engine import Backend, corrupt, corruption_seeds, to_uint8
 
-        p: CorruptionParams = self.params  # type: ignore[assignment]
+        p: CorruptionParams = self.params
         backend = Backend.parse(p.backend)
         lo, hi = (float(b) for b in ctx.model.bounds)
 
@@ -128,7 +128,7 @@ class CorruptionCheck(Check):
     def _from_files(self, ctx: RunContext, scope: str, pre: Any, name: str, severity: int) -> _Cell:
         from ..data.base import adapt_images
 
-        p: CorruptionParams = self.params  # type: ignore[assignment]
+        p: CorruptionParams = self.params
         n = pre.count(name, severity)
         if p.precomputed_limit is not None:
             n = min(n, p.precomputed_limit)
@@ -146,7 +146,7 @@ class CorruptionCheck(Check):
 
     # -- main ---------------------------------------------------------------------------------
     def run(self, ctx: RunContext) -> CheckResult:
-        p: CorruptionParams = self.params  # type: ignore[assignment]
+        p: CorruptionParams = self.params
         P = self.prefix
         res = self.new_result()
         sevs = sorted(p.severities)
@@ -236,7 +236,7 @@ class CorruptionCheck(Check):
     def _baseline_metrics(self, ctx: RunContext, res: CheckResult, acc: dict[str, dict[int, float]], clean_acc: float, bench: list[str], sevs: list[int]) -> None:
         from ..corruptions.metrics import Baseline, alexnet_baseline, baseline_from_scorecard, corruption_error, relative_corruption_error
 
-        p: CorruptionParams = self.params  # type: ignore[assignment]
+        p: CorruptionParams = self.params
         P = self.prefix
         base: Baseline | None = None
         choice = p.baseline or "none"

@@ -43,7 +43,7 @@ _NEEDS_TUNING = {"odin": ("temperature", "eps"), "mahalanobis": ("eps",)}
 
 
 @CHECKS.register("ood")
-class OODCheck(Check):
+class OODCheck(Check[OODParams]):
     """Out-of-distribution detection: per detector and OOD set AUROC, AUPR-In/Out, FPR@95TPR,
     near/far means, ID accuracy, deployable threshold and rejection rates, domain-shift accuracy.
 
@@ -60,7 +60,7 @@ class OODCheck(Check):
 
     # -- helpers -----------------------------------------------------------------------------
     def _detector_kwargs(self, name: str) -> dict[str, Any]:
-        p: OODParams = self.params  # type: ignore[assignment]
+        p: OODParams = self.params
         table: dict[str, dict[str, Any]] = {
             "energy": {"temperature": p.energy_temperature},
             "odin": {k: v for k, v in (("temperature", p.odin_temperature), ("eps", p.odin_eps)) if v is not None},
@@ -112,7 +112,7 @@ class OODCheck(Check):
         from ..ood.sources import set_name, strip_name
 
         t0 = time.perf_counter()
-        p: OODParams = self.params  # type: ignore[assignment]
+        p: OODParams = self.params
         result = self.new_result()
         P = "ood" if self.id in ("ood", self.name) else f"ood/{self.id}"
         model = ctx.model

@@ -110,12 +110,12 @@ class UncertaintyParams(Params):
                 raise SuiteError(f"uncertainty: {name} must be at least 4 images or null; got {v}.")
 
 
-# -- the few functions that touch other modules (adapt these after the issue-15 redesign) ---------
+# -- the few functions that touch other modules -----------------------------------------------------
 def _adversarial_inputs(ctx: RunContext, x: "torch.Tensor", y: "torch.Tensor", *, eps: float, steps: int, seeds: list[int]) -> "torch.Tensor":
     """L-inf PGD examples (N, C, H, W) in the model's bounds at absolute budget ``eps``."""
-    from ..attacks.base import ATTACKS
+    from ..attacks.pgd import PGD
 
-    attack = ATTACKS.get("pgd")(norm="linf", steps=steps)  # type: ignore[call-arg]
+    attack = PGD(norm="linf", steps=steps)
     lo, hi = (float(b) for b in ctx.model.bounds)
     return attack.perturb(ctx.attack_model, x.to(ctx.device), y.to(ctx.device), eps, seeds=seeds, bounds=(lo, hi))
 
@@ -162,7 +162,7 @@ def _extra_sets(ctx: RunContext, p: UncertaintyParams, shape: tuple[int, ...], r
 
 
 @CHECKS.register("uncertainty")
-class UncertaintyCheck(Check):
+class UncertaintyCheck(Check[UncertaintyParams]):
     """Failure detection, selective prediction, calibration and conformal coverage under shift.
 
     References: Hendrycks & Gimpel 2017; Geifman et al. 2019; Guo et al. 2017; Romano et al. 2020;
@@ -180,7 +180,7 @@ class UncertaintyCheck(Check):
         import numpy as np
         import torch
 
-        p: UncertaintyParams = self.params  # type: ignore[assignment]
+        p: UncertaintyParams = self.params
         inputs = {k: getattr(p, k) for k in ("val_limit", "ood_limit", "synthetic_n", "adv_eps", "adv_steps", "adv_limit")}
         scope = ctx.store.scope(self.id, {"check": self.name, "logits": tag, **inputs})  # only what changes the logits
 
@@ -204,7 +204,7 @@ class UncertaintyCheck(Check):
         from ..uncertainty.scores import confidence
 
         t0 = time.perf_counter()
-        p: UncertaintyParams = self.params  # type: ignore[assignment]
+        p: UncertaintyParams = self.params
         res = self.new_result()
         P = ("uncertainty",) if self.id in ("uncertainty", self.name) else ("uncertainty", legal_segment(self.id))
         model, data = ctx.model, ctx.data
