@@ -33,6 +33,7 @@ so old scorecards and policies keep working.
 from __future__ import annotations
 
 import re
+from fnmatch import fnmatchcase
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -76,6 +77,14 @@ def key(*segments: str) -> str:
     if len(k) > MAX_KEY_LENGTH:
         raise MetricKeyError(f"metric key longer than {MAX_KEY_LENGTH} characters: {k[:60]}...")
     return k
+
+
+def pattern(*segments: str) -> str:
+    """Like :func:`key`, but segments may hold the ``*`` wildcard: names a family of keys in definitions."""
+    for s in segments:
+        if not is_legal_segment(s.replace("*", "x")):
+            raise MetricKeyError(f"illegal metric-key pattern segment {s!r}")
+    return "/".join(segments)
 
 
 def child(parent: str, *segments: str) -> str:
@@ -159,6 +168,26 @@ class ParsedKey:
         """The last segment: the metric's name (``accuracy``, ``robust_accuracy``, ...)."""
         return self.segments[-1] if self.segments else ""
 
+    @property
+    def measure(self) -> str:
+        """The metric's name without its radius (``certified_accuracy_at_r_0.5`` -> ``certified_accuracy``)."""
+        m = _AT_RADIUS.match(self.metric)
+        return m.group(1) if m else self.metric
+
+    @property
+    def parent(self) -> str:
+        """The key without its last segment (``ood/energy/svhn/auroc`` -> ``ood/energy/svhn``)."""
+        return "/".join(self.segments[:-1])
+
+    def label(self, class_names: Sequence[str] | None = None) -> str:
+        """The key for people: a ``class_<i>`` segment also names the class (``class_3 [cat]``)."""
+        names = list(class_names or [])
+        out = []
+        for s in self.segments:
+            m = _CLASS.match(s)
+            out.append(f"{s} [{names[int(m.group(1))]}]" if m and m.group(1).isdigit() and int(m.group(1)) < len(names) else s)
+        return "/".join(out)
+
     def without_values(self) -> str:
         """The key with eps/class segments replaced by their wildcards (groups keys by kind)."""
         out = []
@@ -168,8 +197,10 @@ class ParsedKey:
 
 
 def parse(k: str) -> ParsedKey:
-    """Split a key into its parts; eps, class, severity and ensemble-member segments are decoded."""
-    segs = tuple(k.split("/"))
+    """Split a key into its parts; eps, class, severity, ensemble-member, sigma and radius segments
+    are decoded. A schema-1.x key is read as :func:`upgrade_v1_key` (without class names) maps it,
+    so consumers accept both forms (``class=<name>`` then has no index unless the name is one)."""
+    segs = tuple(upgrade_v1_key(k).split("/")) if ("=" in k or "@" in k) else tuple(k.split("/"))
     eps: float | None = None
     cls: int | None = None
     sev: int | None = None
@@ -200,6 +231,17 @@ def _float(text: str) -> float | None:
         return float(text)
     except ValueError:
         return None
+
+
+def matches(k: str, *patterns: str) -> bool:
+    """True when key ``k`` (either schema) has as many segments as one of ``patterns`` and each
+    segment matches (shell-style ``*`` within a segment: ``ood/*/near/auroc``, ``certify/sigma_*/abstention_rate``)."""
+    segs = parse(k).segments
+    for pat in patterns:
+        ps = pat.split("/")
+        if len(ps) == len(segs) and all(fnmatchcase(s, q) for s, q in zip(segs, ps)):
+            return True
+    return False
 
 
 def eps_of(k: str) -> float | None:

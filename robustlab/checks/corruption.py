@@ -14,7 +14,7 @@ import torch
 
 from ..corruptions.registry import ALL, BENCHMARK, HELD_OUT
 from ..errors import SuiteError
-from ..metric_keys import NAME_ANY, SEVERITY_ANY, key, legal_segment, severity_segment
+from ..metric_keys import NAME_ANY, SEVERITY_ANY, key, legal_segment, pattern, severity_segment
 from ..metrics.stats import expected_calibration_error, wilson_interval
 from ..scorecard import AuditItem, CheckResult, Series, Verdict
 from .base import CHECKS, Check, Params, RunContext
@@ -133,6 +133,9 @@ class CorruptionCheck(Check):
     def key(self, *segments: str) -> str:
         """A metric key under :attr:`prefix` (corruption names pass through ``legal_segment``)."""
         return key(*self.prefix.split("/"), *segments)
+
+    def key_pattern(self, *segments: str) -> str:
+        return pattern(*self.prefix.split("/"), *segments)
 
     # -- evaluation ---------------------------------------------------------------------------
     def _classify(self, ctx: RunContext, x01: torch.Tensor, y: torch.Tensor) -> dict[str, list[Any]]:
@@ -371,15 +374,15 @@ class CorruptionCheck(Check):
     def _describe(self, ctx: RunContext, res: CheckResult, p: CorruptionParams, worst: str, main: list[str], pre: Any) -> None:
         bench_word = "the benchmark corruptions" if any(c in BENCHMARK for c in p.names()) else "the corruptions"
         res.definitions.update({
-            self.key(NAME_ANY, SEVERITY_ANY, "accuracy"): "top-1 accuracy on all n images under corruption <name> at severity k; 95% Wilson interval. E(f, s, c) = 1 - this.",
-            self.key(NAME_ANY, "accuracy"): "mean of the per-severity accuracies of one corruption.",
+            self.key_pattern(NAME_ANY, SEVERITY_ANY, "accuracy"): "top-1 accuracy on all n images under corruption <name> at severity k; 95% Wilson interval. E(f, s, c) = 1 - this.",
+            self.key_pattern(NAME_ANY, "accuracy"): "mean of the per-severity accuracies of one corruption.",
             self.key("mean_accuracy"): f"mean corruption accuracy: unweighted mean of the (corruption, severity) cell accuracies over {bench_word} of this run ({', '.join(main)}) and severities {sorted(p.severities)} (equal n per cell, so it is also the accuracy over all corrupted images); with all 15 x 5 cells under protocol cifar-c this is RobustBench's corruption aggregate. Held-out corruptions are reported separately (corruption/held_out/mean_accuracy).",
             self.key("mean_error"): "unnormalised mean corruption error = 1 - corruption/mean_accuracy, a fraction; it is NOT the AlexNet-normalised mCE.",
-            self.key(NAME_ANY, "ce"): "CE(f, c) = sum_s E(f, s, c) / sum_s E(base, s, c) (Hendrycks & Dietterich 2019), a fraction.",
+            self.key_pattern(NAME_ANY, "ce"): "CE(f, c) = sum_s E(f, s, c) / sum_s E(base, s, c) (Hendrycks & Dietterich 2019), a fraction.",
             self.key("mce"): "mCE = mean of CE over the 15 benchmark corruptions, a fraction (published figures are percentages: ResNet-50 76.7% = 0.767).",
-            self.key(NAME_ANY, "relative_ce"): "relative CE = sum_s (E(f,s,c) - E_clean(f)) / sum_s (E(base,s,c) - E_clean(base)); E_clean(f) = 1 - corruption/clean/accuracy.",
+            self.key_pattern(NAME_ANY, "relative_ce"): "relative CE = sum_s (E(f,s,c) - E_clean(f)) / sum_s (E(base,s,c) - E_clean(base)); E_clean(f) = 1 - corruption/clean/accuracy.",
             self.key("relative_mce"): "mean of relative CE over the 15 benchmark corruptions, a fraction.",
-            self.key(NAME_ANY, SEVERITY_ANY, "ece"): f"expected calibration error of the max softmax probability, {p.ece_bins} equal-width bins (Guo et al. 2017), a fraction.",
+            self.key_pattern(NAME_ANY, SEVERITY_ANY, "ece"): f"expected calibration error of the max softmax probability, {p.ece_bins} equal-width bins (Guo et al. 2017), a fraction.",
             self.key("ece"): "ECE under corruption: mean over the corruptions of corruption/mean_accuracy of their mean per-severity ECE.",
             self.key("worst", "accuracy"): f"lowest per-corruption mean accuracy; this run: {worst}.",
             self.key("clean", "accuracy"): "top-1 accuracy on the same images uncorrupted (used for relative CE).",
