@@ -147,6 +147,15 @@ class Scorecard:
     def check(self, check_id: str) -> CheckResult | None:
         return next((c for c in self.checks if c.id == check_id), None)
 
+    def class_names(self) -> list[str] | None:
+        """The names behind ``class_<i>`` key segments: the model's class names, else the data set's."""
+        return _class_names({"model": self.model, "data": self.data})
+
+    def in_key_schema(self) -> "Scorecard":
+        """This card as :meth:`read` would give it back: every key in the current grammar (a check
+        whose producer still writes 1.x keys is mapped like a 1.x file). The card itself is unchanged."""
+        return Scorecard.from_dict(self.to_dict())
+
     # -- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return _clean(asdict(self))

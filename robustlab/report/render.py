@@ -193,14 +193,6 @@ def _check_view(c: Any, class_names: "list[str] | None" = None) -> CheckView:
     )
 
 
-def class_names_of(card: Scorecard) -> list[str] | None:
-    """The names behind the ``class_<i>`` segments of the card's keys (the model's, else the data's)."""
-    for names in (card.model.get("class_names"), card.data.get("classes")):
-        if isinstance(names, list) and names:
-            return [str(n) for n in names]
-    return None
-
-
 def _headline(card: Scorecard, *, limit: int = 8) -> list[tuple[str, str, str]]:
     """Key figures: per check and measure (``x_at_r_<g>`` counts as ``x``), the shortest key (e.g. the
     primary ``adversarial/<id>/robust_accuracy`` rather than one epsilon), first one on ties."""
@@ -216,7 +208,7 @@ def _headline(card: Scorecard, *, limit: int = 8) -> list[tuple[str, str, str]]:
         for k in picked.values():
             iv = c.intervals.get(k)
             ci = f"[{iv.low:.3f}, {iv.high:.3f}]" if iv is not None and math.isfinite(iv.low) and math.isfinite(iv.high) else ""
-            out.append((parse(k).label(class_names_of(card)), _fmt(c.metrics[k]), ci))
+            out.append((parse(k).label(card.class_names()), _fmt(c.metrics[k]), ci))
     return out[:limit]
 
 
@@ -226,7 +218,7 @@ def build_context(card: Scorecard, *, gate: "GateReport | None" = None, verifica
     fam_views = {k: FamilyView(k, t, i) for k, t, i in FAMILIES}
     other = FamilyView("other", "Other checks", "Checks outside the standard families.")
     for c in card.checks:
-        fam_views.get(family_of(c), other).checks.append(_check_view(c, class_names_of(card)))
+        fam_views.get(family_of(c), other).checks.append(_check_view(c, card.class_names()))
     families = [f for f in fam_views.values()] + ([other] if other.checks else [])
     audit_counts = {v.value: sum(a.verdict is v for c in card.checks for a in c.audit) for v in Verdict}
     status_counts = {s.value: sum(c.status is s for c in card.checks) for s in Status}
