@@ -13,13 +13,19 @@ segment                        meaning
 ``s<k>``                       corruption severity ``k`` (1-5)
 ``after_<attack>``             cumulative robust accuracy after an ensemble member (AutoAttack)
 ``fpr_at_<p>tpr``              false-positive rate at ``p``% true-positive rate (OOD)
+``sigma_<g>``                  randomized-smoothing noise level (certify), ``.4g``
+``<metric>_at_r_<g>``          a certify metric at L2 radius ``g`` (``certified_accuracy_at_r_0.5``)
 =============================  =====================================================================
+
+Definitions (``CheckResult.definitions``) may name a family of keys with the wildcards ``*`` (any
+name), ``eps_*``, ``class_*`` and ``s*``: ``corruption/*/s*/accuracy``. Metric keys never hold a ``*``.
 
 Examples: ``adversarial/pgd_linf/eps_0.03137/robust_accuracy``,
 ``adversarial/autoattack_linf/eps_0.03137/after_apgd-ce/robust_accuracy``,
 ``clean/class_3/accuracy``, ``corruption/gaussian_noise/s3/accuracy``, ``ood/energy/svhn/fpr_at_95tpr``.
 
-Scorecards of schema 1.x wrote ``eps=<g>``, ``class=<name>``, ``after=<attack>`` and ``fpr@95tpr``;
+Scorecards of schema 1.x wrote ``eps=<g>``, ``class=<name>``, ``after=<attack>``, ``sigma=<g>``,
+``certified_accuracy@r=<g>``, ``robust@eps=<g>`` and definitions such as ``corruption/<name>/s<k>/accuracy``;
 :func:`upgrade_v1_key` maps such a key to this grammar (``Scorecard.read`` and gate policies use it),
 so old scorecards and policies keep working.
 """
@@ -27,8 +33,9 @@ so old scorecards and policies keep working.
 from __future__ import annotations
 
 import re
+from fnmatch import fnmatchcase
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Iterable, Sequence
 
 #: The scorecard schema that introduced this grammar.
 KEY_SCHEMA = "2.0"
@@ -41,6 +48,8 @@ _EPS = re.compile(r"^eps_([0-9.eE+\-]+|\*)$")
 _CLASS = re.compile(r"^class_(\d+|\*)$")
 _SEVERITY = re.compile(r"^s(\d+)$")
 _AFTER = re.compile(r"^after_(.+)$")
+_SIGMA = re.compile(r"^sigma_([0-9.eE+\-]+)$")
+_AT_RADIUS = re.compile(r"^(.+)_at_r_([0-9.eE+\-]+)$")
 
 
 class MetricKeyError(ValueError):
@@ -70,8 +79,32 @@ def key(*segments: str) -> str:
     return k
 
 
+def pattern(*segments: str) -> str:
+    """Like :func:`key`, but segments may hold the ``*`` wildcard: names a family of keys in definitions."""
+    for s in segments:
+        if not is_legal_segment(s.replace("*", "x")):
+            raise MetricKeyError(f"illegal metric-key pattern segment {s!r}")
+    return "/".join(segments)
+
+
+def child(parent: str, *segments: str) -> str:
+    """The key ``parent/segment/...`` (``parent`` is a key; segments are checked like :func:`key`'s)."""
+    return key(*parent.split("/"), *segments)
+
+
 def is_legal_key(k: str) -> bool:
     return 0 < len(k) <= MAX_KEY_LENGTH and all(is_legal_segment(s) for s in k.split("/"))
+
+
+def is_legal_pattern(k: str) -> bool:
+    """A key, or a family of keys written with the ``*`` wildcard (definitions only)."""
+    return is_legal_key(k.replace("*", "x"))
+
+
+def illegal_keys(keys: "Iterable[str]", *, patterns: bool = False) -> list[str]:
+    """The keys (sorted) that break the grammar; ``patterns`` allows the ``*`` wildcard."""
+    ok = is_legal_pattern if patterns else is_legal_key
+    return sorted(k for k in keys if not ok(k))
 
 
 # -- value segments -------------------------------------------------------------------------------
@@ -82,6 +115,8 @@ def eps_segment(eps: float) -> str:
 
 EPS_ANY = "eps_*"  # used in definitions (``.../eps_*/robust_accuracy``), never in a metric key
 CLASS_ANY = "class_*"
+NAME_ANY = "*"  # any name (a corruption, an OOD set) in a definition
+SEVERITY_ANY = "s*"
 
 
 def class_segment(index: int) -> str:
@@ -105,6 +140,16 @@ def fpr_at_tpr(tpr_percent: int | float) -> str:
     return f"fpr_at_{float(tpr_percent):g}tpr"
 
 
+def sigma_segment(sigma: float) -> str:
+    """``sigma_<sigma formatted with .4g>`` (randomized smoothing's noise level)."""
+    return f"sigma_{float(sigma):.4g}"
+
+
+def at_radius(metric: str, radius: float) -> str:
+    """``<metric>_at_r_<radius formatted with .4g>``: a certify metric at one L2 radius."""
+    return f"{metric}_at_r_{float(radius):.4g}"
+
+
 # -- parsing --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ParsedKey:
@@ -115,6 +160,8 @@ class ParsedKey:
     class_index: int | None = None
     severity: int | None = None
     after: str | None = None
+    sigma: float | None = None
+    radius: float | None = None
 
     @property
     def head(self) -> str:
@@ -126,6 +173,26 @@ class ParsedKey:
         """The last segment: the metric's name (``accuracy``, ``robust_accuracy``, ...)."""
         return self.segments[-1] if self.segments else ""
 
+    @property
+    def measure(self) -> str:
+        """The metric's name without its radius (``certified_accuracy_at_r_0.5`` -> ``certified_accuracy``)."""
+        m = _AT_RADIUS.match(self.metric)
+        return m.group(1) if m else self.metric
+
+    @property
+    def parent(self) -> str:
+        """The key without its last segment (``ood/energy/svhn/auroc`` -> ``ood/energy/svhn``)."""
+        return "/".join(self.segments[:-1])
+
+    def label(self, class_names: Sequence[str] | None = None) -> str:
+        """The key for people: a ``class_<i>`` segment also names the class (``class_3 [cat]``)."""
+        names = list(class_names or [])
+        out = []
+        for s in self.segments:
+            m = _CLASS.match(s)
+            out.append(f"{s} [{names[int(m.group(1))]}]" if m and m.group(1).isdigit() and int(m.group(1)) < len(names) else s)
+        return "/".join(out)
+
     def without_values(self) -> str:
         """The key with eps/class segments replaced by their wildcards (groups keys by kind)."""
         out = []
@@ -135,12 +202,16 @@ class ParsedKey:
 
 
 def parse(k: str) -> ParsedKey:
-    """Split a key into its parts; eps, class, severity and ensemble-member segments are decoded."""
-    segs = tuple(k.split("/"))
+    """Split a key into its parts; eps, class, severity, ensemble-member, sigma and radius segments
+    are decoded. A schema-1.x key is read as :func:`upgrade_v1_key` (without class names) maps it,
+    so consumers accept both forms (``class=<name>`` then has no index unless the name is one)."""
+    segs = tuple(upgrade_v1_key(k).split("/")) if ("=" in k or "@" in k) else tuple(k.split("/"))
     eps: float | None = None
     cls: int | None = None
     sev: int | None = None
     after: str | None = None
+    sigma: float | None = None
+    radius: float | None = None
     for s in segs:
         if (m := _EPS.match(s)) and m.group(1) != "*":
             try:
@@ -153,7 +224,29 @@ def parse(k: str) -> ParsedKey:
             sev = int(m.group(1))
         elif m := _AFTER.match(s):
             after = m.group(1)
-    return ParsedKey(segs, eps, cls, sev, after)
+        elif m := _SIGMA.match(s):
+            sigma = _float(m.group(1))
+        elif m := _AT_RADIUS.match(s):
+            radius = _float(m.group(2))
+    return ParsedKey(segs, eps, cls, sev, after, sigma, radius)
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def matches(k: str, *patterns: str) -> bool:
+    """True when key ``k`` (either schema) has as many segments as one of ``patterns`` and each
+    segment matches (shell-style ``*`` within a segment: ``ood/*/near/auroc``, ``certify/sigma_*/abstention_rate``)."""
+    segs = parse(k).segments
+    for pat in patterns:
+        ps = pat.split("/")
+        if len(ps) == len(segs) and all(fnmatchcase(s, q) for s, q in zip(segs, ps)):
+            return True
+    return False
 
 
 def eps_of(k: str) -> float | None:
@@ -162,32 +255,57 @@ def eps_of(k: str) -> float | None:
 
 
 # -- schema 1.x -----------------------------------------------------------------------------------
-_V1_EPS = re.compile(r"^eps=(.*)$")
 _V1_CLASS = re.compile(r"^class=(.*)$")
-_V1_AFTER = re.compile(r"^after=(.*)$")
-_V1_AT_EPS = re.compile(r"^(.+)@eps=(.*)$")
+_V1_AT_EPS = re.compile(r"^([^@]+)@eps=(.*)$")
+_V1_PLACEHOLDER = re.compile(r"<[^<>/]*>")
+_V1_ILLEGAL = re.compile(r"[^A-Za-z0-9_.\- *]")
 
 
 def upgrade_v1_key(k: str, class_names: Sequence[str] | None = None) -> str:
-    """Map a schema-1.x key to this grammar.
+    """Map a schema-1.x key (or definition pattern) to this grammar.
 
-    ``eps=X`` -> ``eps_X``, ``after=A`` -> ``after_A``, a per-sample ``NAME@eps=X`` -> ``NAME/eps_X``
-    (``robust@eps=0.1`` -> ``robust/eps_0.1``), ``@`` -> ``_at_``, and ``class=NAME`` ->
-    ``class_<index of NAME in class_names>`` (a name that is not in the list, or no list, keeps
-    ``class_<NAME made legal>``). Keys already in this grammar come back unchanged.
+    Per segment: a per-sample ``NAME@eps=X`` -> ``NAME/eps_X`` (``robust@eps=0.1`` -> ``robust/eps_0.1``);
+    ``class=NAME`` -> ``class_<index of NAME in class_names>`` (a name that is not in
+    the list, or no list, keeps ``class_<NAME made legal>``); otherwise ``@`` -> ``_at_``, ``=`` ->
+    ``_`` (``eps=X`` -> ``eps_X``, ``after=A`` -> ``after_A``, ``sigma=X`` -> ``sigma_X``,
+    ``certified_accuracy@r=X`` -> ``certified_accuracy_at_r_X``, ``fpr@95tpr`` -> ``fpr_at_95tpr``),
+    a ``<placeholder>`` -> ``*`` (``corruption/<name>/s<k>/accuracy`` -> ``corruption/*/s*/accuracy``)
+    and any other character MLflow refuses -> ``_``. Keys already in this grammar come back unchanged.
     """
     names = list(class_names) if class_names is not None else []
     out = []
     for s in k.split("/"):
         if m := _V1_AT_EPS.match(s):
-            s = m.group(1).replace("@", "_at_") + "/eps_" + m.group(2)
-        elif m := _V1_EPS.match(s):
-            s = "eps_" + m.group(1)
-        elif m := _V1_AFTER.match(s):
-            s = "after_" + m.group(1)
+            s = _V1_ILLEGAL.sub("_", m.group(1)) + "/eps_" + _V1_ILLEGAL.sub("_", _V1_PLACEHOLDER.sub("*", m.group(2)))
         elif m := _V1_CLASS.match(s):
             name = m.group(1)
-            s = class_segment(names.index(name)) if name in names else ("class_*" if name == "*" else "class_" + legal_segment(name))
-        s = s.replace("@", "_at_")
+            s = class_segment(names.index(name)) if name in names else (CLASS_ANY if name == "*" else "class_" + legal_segment(name))
+        else:
+            s = _V1_PLACEHOLDER.sub("*", s.replace("@", "_at_").replace("=", "_"))
+            s = _V1_ILLEGAL.sub("_", s)
         out.append(s)
     return "/".join(out)
+
+
+_KEYED_FIELDS = ("metrics", "intervals", "counts", "definitions", "per_sample", "series")
+
+
+def upgrade_v1_check(check: dict[str, Any], class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """A copy of one check of a scorecard dict with every key of its metrics, intervals, counts,
+    definitions, per-sample arrays and series (and key-like audit names) mapped by
+    :func:`upgrade_v1_key`; the input is not modified (a signature is verified over it as signed).
+    The identity on a check already in this grammar."""
+    out = dict(check)
+    for f in _KEYED_FIELDS:
+        v = check.get(f)
+        if isinstance(v, dict):
+            out[f] = {(upgrade_v1_key(k, class_names) if isinstance(k, str) else k): x for k, x in v.items()}
+            if len(out[f]) != len(v):
+                raise MetricKeyError(f"two {f} keys of check {check.get('id')!r} name the same key once upgraded to schema {KEY_SCHEMA}")
+    audit = check.get("audit")
+    if isinstance(audit, list):
+        out["audit"] = [
+            {**a, "name": upgrade_v1_key(a["name"], class_names)} if isinstance(a, dict) and isinstance(a.get("name"), str) and ("=" in a["name"] or "@" in a["name"]) else a
+            for a in audit
+        ]
+    return out

@@ -1,9 +1,14 @@
 """The scorecard: the single source of truth of a run.
 
 Pure data and JSON (no torch import), so that tracking, the report and the gates read it without
-loading any model. Metric keys are stable slash paths (``clean/accuracy``,
-``adversarial/pgd_linf/eps=0.0314/robust_accuracy``); the same key is used in the scorecard, in
-MLflow and in gate policies.
+loading any model. Metric keys are stable slash paths built and parsed by
+:mod:`robustlab.metric_keys` (``clean/accuracy``, ``adversarial/pgd_linf/eps_0.0314/robust_accuracy``);
+the same key is used in the scorecard, in MLflow and in gate policies.
+
+Schema 2.0 introduced that grammar. :meth:`Scorecard.from_dict` (and so :meth:`Scorecard.read`)
+maps the keys of a 1.x scorecard (``eps=0.0314``, ``class=cat``, ``fpr@95tpr``) in memory with
+:func:`robustlab.metric_keys.upgrade_v1_key`, using the card's class names; the file and the dict
+passed in are left as they are, so a signed 1.x scorecard still verifies.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 
 
 class Status(str, Enum):
@@ -142,6 +147,15 @@ class Scorecard:
     def check(self, check_id: str) -> CheckResult | None:
         return next((c for c in self.checks if c.id == check_id), None)
 
+    def class_names(self) -> list[str] | None:
+        """The names behind ``class_<i>`` key segments: the model's class names, else the data set's."""
+        return _class_names({"model": self.model, "data": self.data})
+
+    def in_key_schema(self) -> "Scorecard":
+        """This card as :meth:`read` would give it back: every key in the current grammar (a check
+        whose producer still writes 1.x keys is mapped like a 1.x file). The card itself is unchanged."""
+        return Scorecard.from_dict(self.to_dict())
+
     # -- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return _clean(asdict(self))
@@ -160,7 +174,15 @@ class Scorecard:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Scorecard":
-        checks = [_check_from_dict(c) for c in d.get("checks", [])]
+        """A scorecard from its JSON dict (not modified); keys of schema 1.x are upgraded to 2.0,
+        keys already in the 2.0 grammar are kept (the upgrade is the identity on them)."""
+        from .metric_keys import upgrade_v1_check
+
+        version = str(d.get("schema_version", SCHEMA_VERSION))
+        if version.split(".")[0] not in ("1", "2"):
+            raise ValueError(f"schema_version {version!r} is not one this robustlab reads (1.x, 2.x); upgrade robustlab")
+        names = _class_names(d)
+        checks = [_check_from_dict(upgrade_v1_check(c, names) if isinstance(c, dict) else c) for c in d.get("checks", [])]
         return cls(
             tool=d.get("tool", {}),
             model=d.get("model", {}),
@@ -169,7 +191,7 @@ class Scorecard:
             environment=d.get("environment", {}),
             run=d.get("run", {}),
             checks=checks,
-            schema_version=d.get("schema_version", SCHEMA_VERSION),
+            schema_version=SCHEMA_VERSION,
             timings=d.get("timings", {}),
             signature=d.get("signature"),
         )
@@ -281,6 +303,16 @@ def _metric_value(key: str, v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise TypeError(f"metric {key!r} must be a number, got {type(v).__name__}")
     return float(v)
+
+
+def _class_names(d: dict[str, Any]) -> list[str] | None:
+    """The class names a 1.x key's ``class=NAME`` refers to: the model's, else the data set's."""
+    for section, field_name in (("model", "class_names"), ("data", "classes")):
+        sec = d.get(section)
+        names = sec.get(field_name) if isinstance(sec, dict) else None
+        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+            return names
+    return None
 
 
 def _check_from_dict(c: dict[str, Any]) -> CheckResult:

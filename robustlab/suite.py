@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from .errors import SuiteError
+from .metric_keys import is_legal_segment
 
 _TOP_KEYS = {"name", "description", "checks"}
 _ENTRY_KEYS = {"check", "id", "params", "description"}
@@ -119,6 +120,8 @@ def parse_suite(text: str, *, source: str = "<string>", default_name: str = "cus
             raise SuiteError(f"{where}{CHECKS.unknown_message(name)}")
         cls = CHECKS.get(name)
         cid = str(e.get("id") or name)
+        if not is_legal_segment(cid):
+            raise SuiteError(f"{where}id {cid!r} cannot be part of a metric key; use only letters, digits, '_', '-', '.' and spaces (no '/').")
         if cid in seen:
             raise SuiteError(f"{where}duplicate id {cid!r}; give each entry of the same check its own 'id'.")
         seen.add(cid)

@@ -142,12 +142,12 @@ def test_check_sampling_mode() -> None:
     raw = {"sigmas": [0.25], "n0": 50, "n": 20_000, "num_points": 6, "radii": [0, 0.25, 0.5], "attack": False, "predict_n": 200}
     fixed = run_check(model, data, {**raw, "sampling": "fixed"})
     adapt = run_check(model, data, {**raw, "sampling": "adaptive"})
-    key = "certify/sigma=0.25"
+    key = "certify/sigma_0.25"
     for r in ["0", "0.25", "0.5"]:
-        assert adapt.metrics[f"{key}/certified_accuracy@r={r}"] == fixed.metrics[f"{key}/certified_accuracy@r={r}"]
+        assert adapt.metrics[f"{key}/certified_accuracy_at_r_{r}"] == fixed.metrics[f"{key}/certified_accuracy_at_r_{r}"]
     assert fixed.metrics[f"{key}/mean_samples"] == 50 + 20_000
     assert adapt.metrics[f"{key}/mean_samples"] * 5 < 50 + 20_000
-    assert "confidence sequence" in adapt.definitions[f"{key}/certified_accuracy@r=0.5"]
+    assert "confidence sequence" in adapt.definitions[f"{key}/certified_accuracy_at_r_0.5"]
     assert adapt.params["sampling"] == "adaptive"
     with pytest.raises(SuiteError, match="sampling"):
         CHECKS.get("certify").parse_params({"sampling": "sequential"})
@@ -166,6 +166,6 @@ def test_certify_command_sampling_option(tmp_path) -> None:  # type: ignore[no-u
     assert r.exit_code == 0, r.output
     card = Scorecard.read(out / "scorecard.json")
     m = card.metrics()
-    assert m["certify/sigma=0.25/mean_samples"] < 5030
+    assert m["certify/sigma_0.25/mean_samples"] < 5030
     bad = CliRunner().invoke(main, ["certify", "--model", "zoo:digits-cnn", "--sampling", "sequential", "--out", str(tmp_path)])
     assert bad.exit_code == 2

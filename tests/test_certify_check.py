@@ -98,17 +98,17 @@ def test_robust_linear_model_certifies_its_margin() -> None:
     res = run_check(model, data, raw)
     m = res.metrics
     assert m["certify/base_accuracy"] == 1.0
-    assert m["certify/sigma=0.25/certified_accuracy@r=0"] == 1.0
-    assert m["certify/sigma=0.25/certified_accuracy@r=0.5"] == 1.0
-    assert m["certify/sigma=0.25/certified_accuracy@r=0.7"] == 0.0  # never beyond the exact radius 0.6
-    radii = np.array(res.per_sample["certify/sigma=0.25/radius"])
+    assert m["certify/sigma_0.25/certified_accuracy_at_r_0"] == 1.0
+    assert m["certify/sigma_0.25/certified_accuracy_at_r_0.5"] == 1.0
+    assert m["certify/sigma_0.25/certified_accuracy_at_r_0.7"] == 0.0  # never beyond the exact radius 0.6
+    radii = np.array(res.per_sample["certify/sigma_0.25/radius"])
     assert np.all(radii <= 0.6) and np.all(radii > 0.55)
-    assert m["certify/sigma=0.25/average_certified_radius"] == pytest.approx(radii.mean())
-    assert m["certify/sigma=0.25/smoothed_accuracy"] == 1.0
+    assert m["certify/sigma_0.25/average_certified_radius"] == pytest.approx(radii.mean())
+    assert m["certify/sigma_0.25/smoothed_accuracy"] == 1.0
     # the attack at r = 0.3 < margin cannot flip g: upper = lower = 1
-    assert m["certify/sigma=0.25/interval@r=0.3/lower"] == 1.0
-    assert m["certify/sigma=0.25/interval@r=0.3/upper"] == 1.0
-    assert m["certify/sigma=0.25/interval@r=0.3/gap"] == 0.0
+    assert m["certify/sigma_0.25/interval_at_r_0.3/lower"] == 1.0
+    assert m["certify/sigma_0.25/interval_at_r_0.3/upper"] == 1.0
+    assert m["certify/sigma_0.25/interval_at_r_0.3/gap"] == 0.0
     assert not any("collapses" in n for n in res.notes)
     assert all(a.verdict is Verdict.VALID for a in res.audit)
 
@@ -122,28 +122,28 @@ def test_fragile_model_gets_the_honesty_note_and_attack_breaks_it() -> None:
     res = run_check(model, data, raw)
     m = res.metrics
     assert m["certify/base_accuracy"] == 1.0
-    assert m["certify/sigma=0.5/certified_accuracy@r=0"] <= 0.25
-    assert m["certify/sigma=0.5/abstention_rate"] >= 0.75
+    assert m["certify/sigma_0.5/certified_accuracy_at_r_0"] <= 0.25
+    assert m["certify/sigma_0.5/abstention_rate"] >= 0.75
     assert any("collapses" in n and "Gaussian noise" in n for n in res.notes)
     item = next(a for a in res.audit if a.name.endswith("noise_trained_base_model"))
     assert item.verdict is Verdict.SUSPECT
-    assert m["certify/sigma=0.5/interval@r=0.25/upper"] == 0.0  # every point pushed across the boundary
+    assert m["certify/sigma_0.5/interval_at_r_0.25/upper"] == 0.0  # every point pushed across the boundary
 
 
 # -- the check on the zoo digits model ----------------------------------------------------------------------
 def test_check_on_digits_model(digits_model: RobustModel, digits_data: Dataset) -> None:
     res = run_check(digits_model, digits_data, SMALL)
     m, n_all = res.metrics, len(digits_data)
-    s = "certify/sigma=0.25"
+    s = "certify/sigma_0.25"
     for key in ["certify/base_accuracy", f"{s}/average_certified_radius", f"{s}/abstention_rate", f"{s}/smoothed_accuracy",
-                f"{s}/certified_accuracy@r=0", f"{s}/certified_accuracy@r=0.5", f"{s}/interval@r=0.5/lower", f"{s}/interval@r=0.5/upper",
-                f"{s}/interval@r=0.5/gap"]:
+                f"{s}/certified_accuracy_at_r_0", f"{s}/certified_accuracy_at_r_0.5", f"{s}/interval_at_r_0.5/lower", f"{s}/interval_at_r_0.5/upper",
+                f"{s}/interval_at_r_0.5/gap"]:
         assert key in m and 0 - 1e-9 <= m[key] <= max(1.0, m[key]) and not math.isnan(m[key]), key
         assert key in res.definitions or key.rsplit("/", 1)[0] in res.definitions, key
-    curve = [m[f"{s}/certified_accuracy@r={r}"] for r in ("0", "0.25", "0.5")]
+    curve = [m[f"{s}/certified_accuracy_at_r_{r}"] for r in ("0", "0.25", "0.5")]
     assert curve == sorted(curve, reverse=True)
-    assert m[f"{s}/interval@r=0.5/gap"] == pytest.approx(m[f"{s}/interval@r=0.5/upper"] - m[f"{s}/interval@r=0.5/lower"])
-    assert res.counts[f"{s}/certified_accuracy@r=0"] == 10
+    assert m[f"{s}/interval_at_r_0.5/gap"] == pytest.approx(m[f"{s}/interval_at_r_0.5/upper"] - m[f"{s}/interval_at_r_0.5/lower"])
+    assert res.counts[f"{s}/certified_accuracy_at_r_0"] == 10
     radius = res.per_sample[f"{s}/radius"]
     assert len(radius) == n_all and sum(r is not None for r in radius) == 10
     assert "certify/certified_accuracy" in res.series and f"{s}/interval" in res.series
@@ -195,8 +195,8 @@ def test_certify_command_writes_scorecard(tmp_path: Path) -> None:
     card = Scorecard.read(out / "scorecard.json")
     assert card.suite["name"] == "certify"
     m = card.metrics()
-    assert "certify/sigma=0.25/certified_accuracy@r=0.5" in m and "certify/sigma=0.5/smoothed_accuracy" in m
-    assert f"{m['certify/sigma=0.25/certified_accuracy@r=0.25']:.3f}" in r.output
+    assert "certify/sigma_0.25/certified_accuracy_at_r_0.5" in m and "certify/sigma_0.5/smoothed_accuracy" in m
+    assert f"{m['certify/sigma_0.25/certified_accuracy_at_r_0.25']:.3f}" in r.output
 
 
 def test_certify_command_rejects_impossible_budget(tmp_path: Path) -> None:

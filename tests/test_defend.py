@@ -84,7 +84,7 @@ def test_augmix_raises_mean_corruption_accuracy(tmp_path: Path) -> None:
 def test_gaussian_raises_certified_accuracy(tmp_path: Path) -> None:
     res = _defend(tmp_path, "gaussian", epochs=2, train_limit=768, params={"sigma": 0.25}, suite=str(SUITES / "defend_certify.yaml"))
     assert res.before is not None and res.after is not None
-    key = "certify/sigma=0.25/certified_accuracy@r=0.25"
+    key = "certify/sigma_0.25/certified_accuracy_at_r_0.25"
     before, after = res.before.metrics()[key], res.after.metrics()[key]
     assert after > before + 0.1, (before, after)
     rows = {r["metric"]: r for r in res.comparison}

@@ -17,7 +17,7 @@ import yaml
 from test_report_cards import make_card
 
 from robustlab.postrun import after_run
-from robustlab.tracking import key_mapping, load_baseline, log_scorecard, resolve_tracking_uri, sanitize_key
+from robustlab.tracking import checked_metric_keys, load_baseline, log_scorecard, name_key, resolve_tracking_uri
 
 ROBUST = "adversarial/pgd/robust_accuracy"
 
@@ -29,31 +29,20 @@ def _no_ambient_mlflow(monkeypatch):
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
 
 
-@pytest.mark.parametrize(
-    "key, expected",
-    [
-        ("adversarial/pgd_linf/eps=0.0314/robust_accuracy", "adversarial/pgd_linf/eps_0.0314/robust_accuracy"),
-        ("ood/energy/cifar100/fpr@95tpr", "ood/energy/cifar100/fpr_at_95tpr"),
-        ("clean/accuracy", "clean/accuracy"),
-        ("corruption//mce/", "corruption/mce"),
-        ("certify/sigma=0.25/radius=0.5/certified_accuracy", "certify/sigma_0.25/radius_0.5/certified_accuracy"),
-        ("a/./b/../c:d*e", "a/b/c_d_e"),
-    ],
-)
-def test_sanitize_key(key, expected):
-    assert sanitize_key(key) == expected
-
-
-def test_key_mapping_is_valid_unique_and_deterministic():
+def test_mlflow_names_are_the_keys_and_an_illegal_key_is_refused():
+    """No sanitising: legal keys pass as they are; a key MLflow would refuse is a bug, named in the error."""
     from mlflow.utils.validation import _validate_metric_name
 
-    keys = {"adversarial/pgd/eps=0.0314/robust_accuracy", "adversarial/pgd/eps_0.0314/robust_accuracy", "x/" + "y" * 400, "ood/e/c@1", "ood/e/c_at_1"}
-    m = key_mapping(keys)
-    assert len(set(m.values())) == len(keys)
-    for v in m.values():
-        _validate_metric_name(v)  # raises on an invalid key
-        assert len(v) <= 250
-    assert key_mapping(sorted(keys, reverse=True)) == m
+    from robustlab.metric_keys import MetricKeyError
+
+    keys = ["adversarial/pgd_linf/eps_0.0314/robust_accuracy", "ood/energy/cifar100/fpr_at_95tpr", "clean/class_3/accuracy"]
+    assert checked_metric_keys(keys) == sorted(keys)
+    for k in keys:
+        _validate_metric_name(k)
+    for bad in ("adversarial/pgd/eps=0.0314/robust_accuracy", "ood/e/c@1", "a//b", "x/" + "y" * 300):
+        with pytest.raises(MetricKeyError, match="break the key grammar"):
+            checked_metric_keys(["clean/accuracy", bad])
+    assert name_key("check", "my id:1", "steps") == "check/my id_1/steps"
 
 
 def test_resolve_tracking_uri_precedence(tmp_path, monkeypatch):
@@ -100,20 +89,22 @@ def test_after_run_embedded_store_report_gate_and_baseline(tmp_path):
     run, arts = _read_run(uri, runs[0].info.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["adversarial/pgd/eps_0.03137/robust_accuracy"] == pytest.approx(card.metrics()["adversarial/pgd/eps=0.03137/robust_accuracy"])
+    assert set(run.data.metrics) == set(card.in_key_schema().metrics())  # the (1.x) card is logged under its 2.0 keys, nothing else
     assert run.data.params["model"] == "zoo:test-net" and run.data.params["seed"] == "0" and run.data.params["suite"] == "standard"
     assert run.data.params["check/pgd/steps"] == "40"
     tags = run.data.tags
     assert tags["robustlab.model_sha256"] == card.model["sha256"] and tags["robustlab.verdict"] == "fail"
     assert tags["robustlab.version"] == "0.1.0"
-    assert {"scorecard.json", "report.html", "junit.xml", "gate-summary.md", "per_sample.csv", "mlflow_keys.json", "defense.log"} <= set(arts)
+    assert {"scorecard.json", "report.html", "junit.xml", "gate-summary.md", "per_sample.csv", "defense.log"} <= set(arts)
+    assert "mlflow_keys.json" not in arts  # the mapping would be the identity
     csv_text = Path(client.download_artifacts(run.info.run_id, "per_sample.csv", str(tmp_path))).read_text()
-    assert csv_text.splitlines()[0].startswith("id,clean/correct,pgd/robust@eps=0.03137,pgd/clean_correct")
+    assert csv_text.splitlines()[0].startswith("id,clean/correct,pgd/robust_at_eps_0.03137,pgd/clean_correct")
 
     # the MLflow run is a usable baseline: a regressed candidate fails the McNemar rule, itself passes
     reg = tmp_path / "regress.yaml"
     reg.write_text(yaml.safe_dump({"rules": [{"name": "no regression", "metric": ROBUST, "max_drop": 0.01, "mcnemar": {"per_sample": "robust@eps=0.03137", "check": "pgd"}}]}))
     base = load_baseline(f"runs:/{run.info.run_id}", uri=uri)
-    assert base.metrics() == card.metrics()
+    assert base.metrics() == card.in_key_schema().metrics()
     worse = make_card(n=300, robust_flags=[False] * 300)
     out2 = tmp_path / "run2"
     worse.write(out2 / "scorecard.json")
@@ -172,7 +163,7 @@ def test_real_mlflow_server_over_http(tmp_path):
         run, arts = _read_run(url, run_id)
         assert run.data.metrics["clean/accuracy"] == pytest.approx(card.metrics()["clean/accuracy"])
         assert run.data.tags["robustlab.verdict"] == "pass" and "scorecard.json" in arts
-        assert load_baseline(run_id, uri=url).metrics() == card.metrics()
+        assert load_baseline(run_id, uri=url).metrics() == card.in_key_schema().metrics()
         assert list((tmp_path / "server-art").rglob("scorecard.json"))  # stored by the server, not locally
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -24,6 +24,7 @@ from ..certify.sequential import DEFINITION as ADAPTIVE_DEFINITION
 from ..certify.sequential import SamplingMode
 from ..certify.smoothing import ABSTAIN, Certificate, SmoothedClassifier
 from ..errors import SuiteError
+from ..metric_keys import at_radius, child, sigma_segment
 from ..metrics.stats import wilson_interval
 from ..scorecard import AuditItem, CheckResult, Series, Verdict
 from ..seeding import sample_seeds
@@ -191,15 +192,15 @@ class CertifyCheck(Check[CertifyParams]):
         with torch.no_grad():
             base_pred = model.predict_logits(x_all, batch_size=ctx.batch_size).argmax(1).numpy()
         base_acc = float((base_pred == y).mean()) if npts else math.nan
-        res.add_metric(f"{pre}/base_accuracy", base_acc, interval=wilson_interval(int((base_pred == y).sum()), npts), n=npts)
-        res.definitions[f"{pre}/base_accuracy"] = DEFINITIONS["base_accuracy"]
-        res.definitions[f"{pre}/noise"] = DEFINITIONS["noise"]
+        res.add_metric(child(pre, "base_accuracy"), base_acc, interval=wilson_interval(int((base_pred == y).sum()), npts), n=npts)
+        res.definitions[child(pre, "base_accuracy")] = DEFINITIONS["base_accuracy"]
+        res.definitions[child(pre, "noise")] = DEFINITIONS["noise"]
 
         curve_max = max([max_certifiable_radius(p.n, p.alpha, s) for s in sigmas] + [max(p.radii, default=0.0)])
         grid = radius_grid(curve_max)
         curves: dict[str, list[float | None]] = {}
         for sigma in sigmas:
-            s_key = f"{pre}/sigma={fmt(sigma)}"
+            s_key = child(pre, sigma_segment(sigma))
             smooth = SmoothedClassifier(model, sigma=sigma * scale, batch_size=batch)
             seeds = sample_seeds(ctx.seed, f"{self.id}/sigma={fmt(sigma)}", ids)
             certs = self._certify(ctx, smooth, x_all, seeds, ids, scope, s_key, p, scale)
@@ -209,31 +210,31 @@ class CertifyCheck(Check[CertifyParams]):
             adaptive = SamplingMode(p.sampling) is SamplingMode.ADAPTIVE
             for r in p.radii:
                 k = certified_count(radius, correct, r)
-                res.add_metric(f"{s_key}/certified_accuracy@r={fmt(r)}", certified_accuracy(radius, correct, r), interval=wilson_interval(k, npts), n=npts)
-                res.definitions[f"{s_key}/certified_accuracy@r={fmt(r)}"] = DEFINITIONS["certified_accuracy"] + (" " + ADAPTIVE_DEFINITION if adaptive else "")
-            res.add_metric(f"{s_key}/mean_samples", float(p.n0 + np.mean([c.n for c in certs])) if npts else math.nan, n=npts)
-            res.definitions[f"{s_key}/mean_samples"] = DEFINITIONS["mean_samples"]
-            res.add_metric(f"{s_key}/average_certified_radius", average_certified_radius(radius, correct), n=npts)
-            res.definitions[f"{s_key}/average_certified_radius"] = DEFINITIONS["average_certified_radius"]
+                res.add_metric(child(s_key, at_radius("certified_accuracy", r)), certified_accuracy(radius, correct, r), interval=wilson_interval(k, npts), n=npts)
+                res.definitions[child(s_key, at_radius("certified_accuracy", r))] = DEFINITIONS["certified_accuracy"] + (" " + ADAPTIVE_DEFINITION if adaptive else "")
+            res.add_metric(child(s_key, "mean_samples"), float(p.n0 + np.mean([c.n for c in certs])) if npts else math.nan, n=npts)
+            res.definitions[child(s_key, "mean_samples")] = DEFINITIONS["mean_samples"]
+            res.add_metric(child(s_key, "average_certified_radius"), average_certified_radius(radius, correct), n=npts)
+            res.definitions[child(s_key, "average_certified_radius")] = DEFINITIONS["average_certified_radius"]
             n_abs = int((pred == ABSTAIN).sum())
-            res.add_metric(f"{s_key}/abstention_rate", n_abs / npts if npts else math.nan, interval=wilson_interval(n_abs, npts), n=npts)
-            res.definitions[f"{s_key}/abstention_rate"] = DEFINITIONS["abstention_rate"]
+            res.add_metric(child(s_key, "abstention_rate"), n_abs / npts if npts else math.nan, interval=wilson_interval(n_abs, npts), n=npts)
+            res.definitions[child(s_key, "abstention_rate")] = DEFINITIONS["abstention_rate"]
             curves[f"sigma={fmt(sigma)}"] = [certified_accuracy(radius, correct, r) for r in grid]
 
             # PREDICT: the smoothed classifier's clean accuracy
             n_pred = p.predict_n or p.n
             ppred = self._predict(ctx, smooth, x_all, seeds, ids, scope, s_key, n_pred, p.alpha)
             k_ok = int(((ppred == y) & (ppred != ABSTAIN)).sum())
-            res.add_metric(f"{s_key}/smoothed_accuracy", k_ok / npts if npts else math.nan, interval=wilson_interval(k_ok, npts), n=npts)
-            res.add_metric(f"{s_key}/smoothed_abstention_rate", float((ppred == ABSTAIN).mean()) if npts else math.nan, n=npts)
-            res.definitions[f"{s_key}/smoothed_accuracy"] = DEFINITIONS["smoothed_accuracy"]
+            res.add_metric(child(s_key, "smoothed_accuracy"), k_ok / npts if npts else math.nan, interval=wilson_interval(k_ok, npts), n=npts)
+            res.add_metric(child(s_key, "smoothed_abstention_rate"), float((ppred == ABSTAIN).mean()) if npts else math.nan, n=npts)
+            res.definitions[child(s_key, "smoothed_accuracy")] = DEFINITIONS["smoothed_accuracy"]
 
             self._per_sample(res, len(data), idx, s_key, certs, ppred, scale)
             self._honesty(res, s_key, sigma, base_acc, correct, p)
             if p.attack and p.interval_radii:
                 self._interval(ctx, res, smooth, x_all, y_all, seeds, certs, correct, radius, s_key, sigma * scale, p, scale)
 
-        res.series[f"{pre}/certified_accuracy"] = Series(x=grid, y=curves, x_label="L2 radius", y_label="certified accuracy", kind="line")
+        res.series[child(pre, "certified_accuracy")] = Series(x=grid, y=curves, x_label="L2 radius", y_label="certified accuracy", kind="line")
         res.notes.append(
             f"Randomized smoothing on {npts} of {len(data)} test points (evenly spaced), n0={p.n0}, n={p.n}"
             f"{' (cap; adaptive sampling by an anytime-valid confidence sequence: radii are those certified when sampling stopped, so the average certified radius is not comparable with fixed n)' if p.sampling == SamplingMode.ADAPTIVE.value else ''}, alpha={p.alpha}, "
@@ -281,10 +282,10 @@ class CertifyCheck(Check[CertifyParams]):
             radius[i] = certs[j].radius / scale
             pred[i] = certs[j].prediction
             predict[i] = int(ppred[j])
-        res.per_sample[f"{s_key}/radius"] = radius
-        res.per_sample[f"{s_key}/certified_prediction"] = pred
-        res.per_sample[f"{s_key}/predict"] = predict
-        res.definitions[f"{s_key}/radius"] = "Per-sample certified L2 radius (0 when CERTIFY abstains; None for points not sampled); predictions use -1 for abstain."
+        res.per_sample[child(s_key, "radius")] = radius
+        res.per_sample[child(s_key, "certified_prediction")] = pred
+        res.per_sample[child(s_key, "predict")] = predict
+        res.definitions[child(s_key, "radius")] = "Per-sample certified L2 radius (0 when CERTIFY abstains; None for points not sampled); predictions use -1 for abstain."
 
     def _honesty(self, res: CheckResult, s_key: str, sigma: float, base_acc: float, correct: np.ndarray, p: CertifyParams) -> None:
         cert0 = float(correct.mean()) if correct.size else math.nan
@@ -297,7 +298,7 @@ class CertifyCheck(Check[CertifyParams]):
             "training, `robustlab defend`) and certify the resulting model."
         )
         res.notes.append(msg)
-        res.audit.append(AuditItem(name=f"{s_key}/noise_trained_base_model", verdict=Verdict.SUSPECT, message=msg,
+        res.audit.append(AuditItem(name=child(s_key, "noise_trained_base_model"), verdict=Verdict.SUSPECT, message=msg,
                                    evidence={"certified_accuracy_r0": cert0, "base_accuracy": base_acc, "collapse_ratio": p.collapse_ratio}))
 
     def _interval(self, ctx: RunContext, res: CheckResult, smooth: SmoothedClassifier, x: torch.Tensor, y: torch.Tensor, seeds: list[int],
@@ -331,22 +332,22 @@ class CertifyCheck(Check[CertifyParams]):
             robust = robust_sa & robust_b
             lower = certified_accuracy(radius, correct, r)
             upper = float(robust.mean()) if npts else math.nan
-            rk = f"{s_key}/interval@r={fmt(r)}"
-            res.add_metric(f"{rk}/lower", lower, n=npts)
-            res.add_metric(f"{rk}/upper", upper, interval=wilson_interval(int(robust.sum()), npts), n=npts)
-            res.add_metric(f"{rk}/gap", upper - lower, n=npts)
-            res.add_metric(f"{rk}/upper_smoothadv", float(robust_sa.mean()) if npts else math.nan, n=npts)
+            rk = child(s_key, at_radius("interval", r))
+            res.add_metric(child(rk, "lower"), lower, n=npts)
+            res.add_metric(child(rk, "upper"), upper, interval=wilson_interval(int(robust.sum()), npts), n=npts)
+            res.add_metric(child(rk, "gap"), upper - lower, n=npts)
+            res.add_metric(child(rk, "upper_smoothadv"), float(robust_sa.mean()) if npts else math.nan, n=npts)
             if p.base_attack:
-                res.add_metric(f"{rk}/upper_base_pgd", float(robust_b.mean()) if npts else math.nan, n=npts)
+                res.add_metric(child(rk, "upper_base_pgd"), float(robust_b.mean()) if npts else math.nan, n=npts)
             res.definitions[rk] = DEFINITIONS["interval"]
             lowers.append(lower)
             uppers.append(upper)
             violations[fmt(r)] = int((correct & (radius >= r) & ~robust).sum())
-        res.series[f"{s_key}/interval"] = Series(x=list(p.interval_radii), y={"certified (lower)": lowers, "attacks (upper)": uppers},
+        res.series[child(s_key, "interval")] = Series(x=list(p.interval_radii), y={"certified (lower)": lowers, "attacks (upper)": uppers},
                                                  x_label="L2 radius", y_label="accuracy", kind="line")
         bad = sum(violations.values())
         res.audit.append(AuditItem(
-            name=f"{s_key}/interval_consistency",
+            name=child(s_key, "interval_consistency"),
             verdict=Verdict.VALID if bad == 0 else Verdict.SUSPECT,
             message=("every point certified at radius r also resisted the attack at r" if bad == 0 else
                      f"{bad} (point, radius) pairs were certified yet the attack changed the Monte-Carlo majority vote: expected only with "

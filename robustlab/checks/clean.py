@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..errors import SuiteError
+from ..metric_keys import class_segment, key
 from ..metrics.stats import confusion_matrix, expected_calibration_error, reliability_bins, wilson_interval
 from ..scorecard import CheckResult, Series
 from .base import CHECKS, Check, Params, RunContext
@@ -71,7 +72,7 @@ class CleanCheck(Check[CleanParams]):
             if m.any():
                 acc = float(correct[m].mean())
                 per_class.append(acc)
-                res.add_metric(f"clean/class={names[c]}/accuracy", acc, interval=wilson_interval(int(correct[m].sum()), int(m.sum())), n=int(m.sum()))
+                res.add_metric(key("clean", class_segment(c), "accuracy"), acc, interval=wilson_interval(int(correct[m].sum()), int(m.sum())), n=int(m.sum()))
             else:
                 per_class.append(None)
         present = [a for a in per_class if a is not None]

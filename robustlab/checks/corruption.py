@@ -13,6 +13,7 @@ import torch
 
 from ..corruptions.names import BENCHMARK, HELD_OUT
 from ..errors import SuiteError
+from ..metric_keys import NAME_ANY, SEVERITY_ANY, key, legal_segment, pattern, severity_segment
 from ..metrics.stats import expected_calibration_error, wilson_interval
 from ..scorecard import AuditItem, CheckResult, Series, Verdict
 from .base import CHECKS, Check, RunContext
@@ -57,6 +58,13 @@ class CorruptionCheck(Check[CorruptionParams]):
         """Metric key prefix: ``corruption`` for the entry id ``corruption`` (the default), else
         ``corruption/<id>`` so that several corruption entries of one suite never collide."""
         return "corruption" if self.id == self.name else f"corruption/{self.id}"
+
+    def key(self, *segments: str) -> str:
+        """A metric key under :attr:`prefix` (corruption names pass through ``legal_segment``)."""
+        return key(*self.prefix.split("/"), *segments)
+
+    def key_pattern(self, *segments: str) -> str:
+        return pattern(*self.prefix.split("/"), *segments)
 
     # -- evaluation ---------------------------------------------------------------------------
     def _classify(self, ctx: RunContext, x01: torch.Tensor, y: torch.Tensor) -> dict[str, list[Any]]:
@@ -147,7 +155,6 @@ class CorruptionCheck(Check[CorruptionParams]):
     # -- main ---------------------------------------------------------------------------------
     def run(self, ctx: RunContext) -> CheckResult:
         p: CorruptionParams = self.params
-        P = self.prefix
         res = self.new_result()
         sevs = sorted(p.severities)
         names = p.names()
@@ -170,7 +177,7 @@ class CorruptionCheck(Check[CorruptionParams]):
         clean = self._clean(ctx, scope)
         clean_acc = float(clean.correct.mean()) if clean.correct.size else math.nan
         n_clean = int(clean.correct.size)
-        res.add_metric(f"{P}/clean/accuracy", clean_acc, interval=wilson_interval(int(clean.correct.sum()), n_clean), n=n_clean)
+        res.add_metric(self.key("clean", "accuracy"), clean_acc, interval=wilson_interval(int(clean.correct.sum()), n_clean), n=n_clean)
 
         cells: dict[tuple[str, int], _Cell] = {}
         jobs = [(c, s) for c in names for s in sevs]
@@ -186,26 +193,26 @@ class CorruptionCheck(Check[CorruptionParams]):
             e = expected_calibration_error(cell.conf, cell.correct, n_bins=p.ece_bins) if n else math.nan
             acc.setdefault(name, {})[sev] = a
             ece.setdefault(name, {})[sev] = e
-            res.add_metric(f"{P}/{name}/s{sev}/accuracy", a, interval=wilson_interval(k, n), n=n)
-            res.add_metric(f"{P}/{name}/s{sev}/ece", e, n=n)
+            res.add_metric(self.key(legal_segment(name), severity_segment(sev), "accuracy"), a, interval=wilson_interval(k, n), n=n)
+            res.add_metric(self.key(legal_segment(name), severity_segment(sev), "ece"), e, n=n)
         n_cell = int(next(iter(cells.values())).correct.size) if cells else 0
         per_corr_acc = {c: float(np.mean([acc[c][s] for s in sevs])) for c in names}
         per_corr_ece = {c: float(np.mean([ece[c][s] for s in sevs])) for c in names}
         for c in names:
-            res.add_metric(f"{P}/{c}/accuracy", per_corr_acc[c], n=n_cell * len(sevs))
-            res.add_metric(f"{P}/{c}/ece", per_corr_ece[c], n=n_cell * len(sevs))
+            res.add_metric(self.key(legal_segment(c), "accuracy"), per_corr_acc[c], n=n_cell * len(sevs))
+            res.add_metric(self.key(legal_segment(c), "ece"), per_corr_ece[c], n=n_cell * len(sevs))
 
         bench = [c for c in names if c in BENCHMARK]
         held = [c for c in names if c in HELD_OUT]
         main = bench or list(names)
         mean_acc = float(np.mean([per_corr_acc[c] for c in main]))
-        res.add_metric(f"{P}/mean_accuracy", mean_acc, n=n_cell * len(sevs) * len(main))
-        res.add_metric(f"{P}/mean_error", 1.0 - mean_acc, n=n_cell * len(sevs) * len(main))
-        res.add_metric(f"{P}/ece", float(np.mean([per_corr_ece[c] for c in main])), n=n_cell * len(sevs) * len(main))
+        res.add_metric(self.key("mean_accuracy"), mean_acc, n=n_cell * len(sevs) * len(main))
+        res.add_metric(self.key("mean_error"), 1.0 - mean_acc, n=n_cell * len(sevs) * len(main))
+        res.add_metric(self.key("ece"), float(np.mean([per_corr_ece[c] for c in main])), n=n_cell * len(sevs) * len(main))
         if held and bench:
-            res.add_metric(f"{P}/held_out/mean_accuracy", float(np.mean([per_corr_acc[c] for c in held])), n=n_cell * len(sevs) * len(held))
+            res.add_metric(self.key("held_out", "mean_accuracy"), float(np.mean([per_corr_acc[c] for c in held])), n=n_cell * len(sevs) * len(held))
         worst = min(names, key=lambda c: per_corr_acc[c])
-        res.add_metric(f"{P}/worst/accuracy", per_corr_acc[worst], n=n_cell * len(sevs))
+        res.add_metric(self.key("worst", "accuracy"), per_corr_acc[worst], n=n_cell * len(sevs))
         res.notes.append(f"Worst corruption: {worst} (mean accuracy {per_corr_acc[worst]:.4f} over severities {sevs}).")
 
         self._baseline_metrics(ctx, res, acc, clean_acc, bench, sevs)
@@ -228,7 +235,7 @@ class CorruptionCheck(Check[CorruptionParams]):
 
         self._audit(res, clean_acc, mean_acc, acc, sevs)
         self._describe(ctx, res, p, worst, main, pre)
-        res.definitions[f"{P}/protocol"] = f"corruption protocol {self._protocol}: {source}."
+        res.definitions[self.key("protocol")] = f"corruption protocol {self._protocol}: {source}."
         if self._protocol == "cifar-c" and len(bench) == len(BENCHMARK) and sevs == [1, 2, 3, 4, 5]:
             res.notes.append("Protocol cifar-c over the 15 benchmark corruptions x 5 severities: corruption/mean_accuracy is aggregated as RobustBench's corruption leaderboard (unweighted mean of the 75 cells).")
         return res
@@ -237,7 +244,6 @@ class CorruptionCheck(Check[CorruptionParams]):
         from ..corruptions.metrics import Baseline, alexnet_baseline, baseline_from_scorecard, corruption_error, relative_corruption_error
 
         p: CorruptionParams = self.params
-        P = self.prefix
         base: Baseline | None = None
         choice = p.baseline or "none"
         if choice == "alexnet" or (choice == "auto" and int(ctx.model.num_classes) == 1000):
@@ -259,25 +265,25 @@ class CorruptionCheck(Check[CorruptionParams]):
             ce = corruption_error(errs, base, c)
             if ce is not None:
                 ces[c] = ce
-                res.add_metric(f"{P}/{c}/ce", ce)
+                res.add_metric(self.key(legal_segment(c), "ce"), ce)
             rce = relative_corruption_error(errs, clean_err, base, c)
             if rce is not None:
                 rces[c] = rce
-                res.add_metric(f"{P}/{c}/relative_ce", rce)
+                res.add_metric(self.key(legal_segment(c), "relative_ce"), rce)
         covered = [c for c in bench if c in ces]
         complete = len(covered) == len(BENCHMARK)
         suffix = "" if complete else "_partial"
         if covered:
-            res.add_metric(f"{P}/mce{suffix}", float(np.mean([ces[c] for c in covered])))
+            res.add_metric(self.key(f"mce{suffix}"), float(np.mean([ces[c] for c in covered])))
         rcovered = [c for c in bench if c in rces]
         if rcovered:
-            res.add_metric(f"{P}/relative_mce{'' if len(rcovered) == len(BENCHMARK) else '_partial'}", float(np.mean([rces[c] for c in rcovered])))
+            res.add_metric(self.key(f"relative_mce{'' if len(rcovered) == len(BENCHMARK) else '_partial'}"), float(np.mean([rces[c] for c in rcovered])))
         if not complete:
             res.notes.append(f"mCE over {len(covered)} of the 15 benchmark corruptions ({', '.join(covered) or 'none'}) is reported as corruption/mce_partial; it is not comparable with published mCE, which needs all 15 at all five severities.")
         missing = [c for c in acc if c not in ces]
         if missing:
             res.notes.append(f"No CE for {', '.join(missing)}: the baseline {base.name} has no errors for them (or, for AlexNet's published means, not all five severities were evaluated).")
-        res.definitions[f"{P}/baseline"] = f"baseline: {base.name} ({base.source}); clean error {base.clean_error if base.clean_error is not None else 'unknown'}."
+        res.definitions[self.key("baseline")] = f"baseline: {base.name} ({base.source}); clean error {base.clean_error if base.clean_error is not None else 'unknown'}."
 
     def _audit(self, res: CheckResult, clean_acc: float, mean_acc: float, acc: dict[str, dict[int, float]], sevs: list[int]) -> None:
         if math.isfinite(clean_acc) and mean_acc > clean_acc + 0.02:
@@ -295,27 +301,26 @@ class CorruptionCheck(Check[CorruptionParams]):
             res.audit.append(AuditItem("severity_monotone", verdict, msg, {"rising": rising}))
 
     def _describe(self, ctx: RunContext, res: CheckResult, p: CorruptionParams, worst: str, main: list[str], pre: Any) -> None:
-        P = self.prefix
         bench_word = "the benchmark corruptions" if any(c in BENCHMARK for c in p.names()) else "the corruptions"
         res.definitions.update({
-            f"{P}/<name>/s<k>/accuracy": "top-1 accuracy on all n images under corruption <name> at severity k; 95% Wilson interval. E(f, s, c) = 1 - this.",
-            f"{P}/<name>/accuracy": "mean of the per-severity accuracies of one corruption.",
-            f"{P}/mean_accuracy": f"mean corruption accuracy: unweighted mean of the (corruption, severity) cell accuracies over {bench_word} of this run ({', '.join(main)}) and severities {sorted(p.severities)} (equal n per cell, so it is also the accuracy over all corrupted images); with all 15 x 5 cells under protocol cifar-c this is RobustBench's corruption aggregate. Held-out corruptions are reported separately (corruption/held_out/mean_accuracy).",
-            f"{P}/mean_error": "unnormalised mean corruption error = 1 - corruption/mean_accuracy, a fraction; it is NOT the AlexNet-normalised mCE.",
-            f"{P}/<name>/ce": "CE(f, c) = sum_s E(f, s, c) / sum_s E(base, s, c) (Hendrycks & Dietterich 2019), a fraction.",
-            f"{P}/mce": "mCE = mean of CE over the 15 benchmark corruptions, a fraction (published figures are percentages: ResNet-50 76.7% = 0.767).",
-            f"{P}/<name>/relative_ce": "relative CE = sum_s (E(f,s,c) - E_clean(f)) / sum_s (E(base,s,c) - E_clean(base)); E_clean(f) = 1 - corruption/clean/accuracy.",
-            f"{P}/relative_mce": "mean of relative CE over the 15 benchmark corruptions, a fraction.",
-            f"{P}/<name>/s<k>/ece": f"expected calibration error of the max softmax probability, {p.ece_bins} equal-width bins (Guo et al. 2017), a fraction.",
-            f"{P}/ece": "ECE under corruption: mean over the corruptions of corruption/mean_accuracy of their mean per-severity ECE.",
-            f"{P}/worst/accuracy": f"lowest per-corruption mean accuracy; this run: {worst}.",
-            f"{P}/clean/accuracy": "top-1 accuracy on the same images uncorrupted (used for relative CE).",
+            self.key_pattern(NAME_ANY, SEVERITY_ANY, "accuracy"): "top-1 accuracy on all n images under corruption <name> at severity k; 95% Wilson interval. E(f, s, c) = 1 - this.",
+            self.key_pattern(NAME_ANY, "accuracy"): "mean of the per-severity accuracies of one corruption.",
+            self.key("mean_accuracy"): f"mean corruption accuracy: unweighted mean of the (corruption, severity) cell accuracies over {bench_word} of this run ({', '.join(main)}) and severities {sorted(p.severities)} (equal n per cell, so it is also the accuracy over all corrupted images); with all 15 x 5 cells under protocol cifar-c this is RobustBench's corruption aggregate. Held-out corruptions are reported separately (corruption/held_out/mean_accuracy).",
+            self.key("mean_error"): "unnormalised mean corruption error = 1 - corruption/mean_accuracy, a fraction; it is NOT the AlexNet-normalised mCE.",
+            self.key_pattern(NAME_ANY, "ce"): "CE(f, c) = sum_s E(f, s, c) / sum_s E(base, s, c) (Hendrycks & Dietterich 2019), a fraction.",
+            self.key("mce"): "mCE = mean of CE over the 15 benchmark corruptions, a fraction (published figures are percentages: ResNet-50 76.7% = 0.767).",
+            self.key_pattern(NAME_ANY, "relative_ce"): "relative CE = sum_s (E(f,s,c) - E_clean(f)) / sum_s (E(base,s,c) - E_clean(base)); E_clean(f) = 1 - corruption/clean/accuracy.",
+            self.key("relative_mce"): "mean of relative CE over the 15 benchmark corruptions, a fraction.",
+            self.key_pattern(NAME_ANY, SEVERITY_ANY, "ece"): f"expected calibration error of the max softmax probability, {p.ece_bins} equal-width bins (Guo et al. 2017), a fraction.",
+            self.key("ece"): "ECE under corruption: mean over the corruptions of corruption/mean_accuracy of their mean per-severity ECE.",
+            self.key("worst", "accuracy"): f"lowest per-corruption mean accuracy; this run: {worst}.",
+            self.key("clean", "accuracy"): "top-1 accuracy on the same images uncorrupted (used for relative CE).",
         })
         if pre is not None:
-            res.definitions[f"{P}/source"] = f"pre-rendered {pre.layout} files in {pre.root} (the benchmark authors' deterministic set)."
+            res.definitions[self.key("source")] = f"pre-rendered {pre.layout} files in {pre.root} (the benchmark authors' deterministic set)."
             res.notes.append(f"Images come from the pre-rendered {pre.layout} set {pre.root}; clean accuracy is measured on the run's data ({ctx.data.spec}).")
             return
-        res.definitions[f"{P}/source"] = (
+        res.definitions[self.key("source")] = (
             f"rendered on the fly with the {p.backend} backend under protocol {self._protocol} ({self._protocol_rules()}), seeded per (run seed, corruption, severity, sample id); corrupted images are truncated to 8 bits (floor(255 y)) as the reference scripts save them."
         )
         shape = ctx.data.sample_shape() if len(ctx.data) else ()

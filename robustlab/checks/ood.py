@@ -22,7 +22,8 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import RobustlabError
+from ..errors import RobustlabError, SuiteError
+from ..metric_keys import key as join_key, legal_segment
 from ..scorecard import AuditItem, CheckResult, Series, Status, Verdict
 from .base import CHECKS, Check, RunContext
 from .ood_params import OODParams
@@ -39,6 +40,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95")
+
+
+def _key(prefix: str, *names: str) -> str:
+    """A key under ``prefix``; detector and set names (plugins', users') pass through ``legal_segment``."""
+    return join_key(*prefix.split("/"), *(legal_segment(n) for n in names))
 _NEEDS_TUNING = {"odin": ("temperature", "eps"), "mahalanobis": ("eps",)}
 
 
@@ -125,12 +131,12 @@ class OODCheck(Check[OODParams]):
         shift_specs = list(p.shift) if p.shift is not None else list(defaults.shift)
         if p.near is None or p.far is None or p.shift is None:
             result.notes.append(f"default OOD sets for domain {domain or 'unknown'}: near={groups['near']}, far={groups['far']}, shift={shift_specs}.")
-        result.definitions.update({f"{P}/{k}": v for k, v in M.DEFINITIONS.items()})
+        result.definitions.update({_key(P, *k.split("/")): v for k, v in M.DEFINITIONS.items()})
 
         # 1. ID accuracy --------------------------------------------------------------------
         correct, k = self._accuracy(ctx, ctx.data, "ood: ID accuracy")
-        result.add_metric(f"{P}/id/accuracy", k / max(1, len(correct)), interval=wilson_interval(k, len(correct)), n=len(correct))
-        result.per_sample[f"{P}/id/correct"] = correct
+        result.add_metric(_key(P, "id", "accuracy"), k / max(1, len(correct)), interval=wilson_interval(k, len(correct)), n=len(correct))
+        result.per_sample[_key(P, "id", "correct")] = correct
 
         # 2. OOD and shift sets -------------------------------------------------------------
         sets: dict[str, tuple[str, "torch.Tensor"]] = {}  # name -> (group, x)
@@ -151,7 +157,7 @@ class OODCheck(Check[OODParams]):
                 else:
                     assert ds.x is not None
                     sets[name] = (group, ds.x)
-                result.definitions[f"{P}/sets/{name}"] = f"{group}: {spec} ({len(ds)} images, adapted to {shape} in bounds {list(model.bounds)})"
+                result.definitions[_key(P, "sets", name)] = f"{group}: {spec} ({len(ds)} images, adapted to {shape} in bounds {list(model.bounds)})"
         if not sets:
             result.status = Status.SKIPPED
             result.reason = "no OOD set could be loaded; name near/far sets that exist offline (e.g. samples:cifar100, noise:uniform)."
@@ -163,7 +169,7 @@ class OODCheck(Check[OODParams]):
                 result.notes.append(f"shift set {name}: labels do not match the model ({exc}); accuracy not reported.")
                 continue
             c, kk = self._accuracy(ctx, ds, f"ood: shift {name}")
-            result.add_metric(f"{P}/shift/{name}/accuracy", kk / len(c), interval=wilson_interval(kk, len(c)), n=len(c))
+            result.add_metric(_key(P, "shift", name, "accuracy"), kk / len(c), interval=wilson_interval(kk, len(c)), n=len(c))
 
         # 3. Detectors, fit data, fitting with cache ----------------------------------------
         dets: dict[str, Detector] = {}
@@ -175,7 +181,7 @@ class OODCheck(Check[OODParams]):
             f"fit data: {plan.fit_source or 'none'}; ID validation data: {plan.val_source or 'none (ID test scores used)'}; "
             "fit and validation images never include evaluation images (matching ids are dropped)."
         )
-        result.definitions[f"{P}/protocol"] = protocol
+        result.definitions[_key(P, "protocol")] = protocol
         self._fit_hash = plan.fit.content_sha256() if plan.fit is not None else ""
         if plan.fit is None or plan.val is None:
             result.audit.append(AuditItem("ood_fit_validation_data", Verdict.SUSPECT, "; ".join(plan.notes) or protocol))
@@ -194,14 +200,14 @@ class OODCheck(Check[OODParams]):
             except DetectorError as exc:
                 result.notes.append(f"detector {dname} skipped: {exc}")
                 continue
-            result.per_sample[f"{P}/{dname}/score"] = [float(v) for v in id_scores]
+            result.per_sample[_key(P, dname, "score")] = [float(v) for v in id_scores]
             val_scores = self._scores(ctx, det, plan.val, f"ood: {dname} ID val") if plan.val is not None else id_scores
             thr = M.threshold_at_tpr(val_scores, p.tpr)
-            result.add_metric(f"{P}/{dname}/threshold", thr, n=len(val_scores))
+            result.add_metric(_key(P, dname, "threshold"), thr, n=len(val_scores))
             acc_id = 1.0 - M.rejection_rate(id_scores, thr)
             n_acc = int(round(acc_id * len(id_scores)))
             ci = wilson_interval(n_acc, len(id_scores))
-            result.add_metric(f"{P}/{dname}/id_acceptance", acc_id, interval=ci, n=len(id_scores))
+            result.add_metric(_key(P, dname, "id_acceptance"), acc_id, interval=ci, n=len(id_scores))
             if plan.val is not None and not ci.low - 0.01 <= p.tpr <= ci.high + 0.01:
                 result.audit.append(AuditItem(
                     "ood_threshold_transfer", Verdict.SUSPECT,
@@ -219,23 +225,23 @@ class OODCheck(Check[OODParams]):
                 vals = {"auroc": m.auroc, "aupr_in": m.aupr_in, "aupr_out": m.aupr_out, "fpr95": m.fpr95, "rejection_rate": rej}
                 for key, v in vals.items():
                     interval = wilson_interval(int(round(rej * len(s))), len(s)) if key == "rejection_rate" else None
-                    result.add_metric(f"{P}/{dname}/{sname}/{key}", v, interval=interval, n=len(s))
+                    result.add_metric(_key(P, dname, sname, key), v, interval=interval, n=len(s))
                 by_group[group].append(vals)
                 grid_x, tpr_line = M.roc_points(id_scores, s)
                 roc_y[sname] = list(tpr_line)
             for sname, ds in shift_sets.items():
                 s = self._scores(ctx, det, ds.x if ds.x is not None else ds, f"ood: {dname} shift {sname}")
                 rej = M.rejection_rate(s, thr)
-                result.add_metric(f"{P}/{dname}/{sname}/rejection_rate", rej, interval=wilson_interval(int(round(rej * len(s))), len(s)), n=len(s))
+                result.add_metric(_key(P, dname, sname, "rejection_rate"), rej, interval=wilson_interval(int(round(rej * len(s))), len(s)), n=len(s))
             for group, rows in by_group.items():
                 if rows:
                     for key in (*_METRICS, "rejection_rate"):
-                        result.add_metric(f"{P}/{dname}/{group}/{key}", sum(r[key] for r in rows) / len(rows))
+                        result.add_metric(_key(P, dname, group, key), sum(r[key] for r in rows) / len(rows))
                     far_bad = [r for r in rows if r["auroc"] < 0.5]
                     if group == "far" and far_bad:
                         result.audit.append(AuditItem("ood_worse_than_chance", Verdict.SUSPECT, f"{dname} ranks some far-OOD set below in-distribution data (AUROC < 0.5); do not deploy it for such inputs.", {"detector": dname}))
-            result.series[f"{P}/{dname}/roc"] = Series(x=grid_x, y=roc_y, x_label="FPR (ID flagged as OOD)", y_label="TPR (OOD flagged)", kind="roc")
-            result.definitions[f"{P}/{dname}/config"] = str(det.config())
+            result.series[_key(P, dname, "roc")] = Series(x=grid_x, y=roc_y, x_label="FPR (ID flagged as OOD)", y_label="TPR (OOD flagged)", kind="roc")
+            result.definitions[_key(P, dname, "config")] = str(det.config())
         result.seconds = time.perf_counter() - t0
         return result
 
@@ -280,9 +286,9 @@ class OODCheck(Check[OODParams]):
                     continue
                 if p.cache:
                     save_state(keys[n], dets[n].fit_state(), {"detector": n, "model": mfp, "data": dfp})
-        result.add_metric(f"{P}/fit/n", len(fit))
-        result.add_metric(f"{P}/fit/passes", passes)
-        result.definitions[f"{P}/fit/passes"] = "Forward passes over the fit data in this run (0 when every fitted detector came from the cache; all detectors share one pass)."
+        result.add_metric(_key(P, "fit", "n"), len(fit))
+        result.add_metric(_key(P, "fit", "passes"), passes)
+        result.definitions[_key(P, "fit", "passes")] = "Forward passes over the fit data in this run (0 when every fitted detector came from the cache; all detectors share one pass)."
 
     # -- tuning ------------------------------------------------------------------------------
     def _tune(self, ctx: RunContext, dets: "dict[str, Detector]", val: "Dataset | None", p: OODParams, result: CheckResult, P: str) -> None:
@@ -299,7 +305,7 @@ class OODCheck(Check[OODParams]):
         todo = [n for n in _NEEDS_TUNING if n in dets and any(v is None for v in fixed[n].values())]
         for n in (x for x in _NEEDS_TUNING if x in dets):
             for k in _NEEDS_TUNING[n]:
-                result.add_metric(f"{P}/{n}/tuned/{k}", float(getattr(dets[n], k)))
+                result.add_metric(_key(P, n, "tuned", k), float(getattr(dets[n], k)))
         if not todo:
             return
         if val is None:
@@ -317,10 +323,10 @@ class OODCheck(Check[OODParams]):
             values = {k: ([v] if v is not None else grids[n][k]) for k, v in fixed[n].items()}
             res = tune(dets[n], ctx.model, x_id, x_ood, make_grid(values), batch_size=ctx.batch_size, tpr=p.tpr, track=ctx.track)
             for k, v in res.chosen.items():
-                result.add_metric(f"{P}/{n}/tuned/{k}", v)
-            result.add_metric(f"{P}/{n}/tuning/fpr95", res.fpr95, n=x_id.shape[0])
-            result.add_metric(f"{P}/{n}/tuning/auroc", res.auroc, n=x_id.shape[0])
-            result.definitions[f"{P}/{n}/tuning"] = (
+                result.add_metric(_key(P, n, "tuned", k), v)
+            result.add_metric(_key(P, n, "tuning", "fpr95"), res.fpr95, n=x_id.shape[0])
+            result.add_metric(_key(P, n, "tuning", "auroc"), res.auroc, n=x_id.shape[0])
+            result.definitions[_key(P, n, "tuning")] = (
                 f"{n} hyperparameters {sorted(values)} chosen from the grid {values} by the lowest FPR@{p.tpr:.0%}TPR (ties: higher AUROC) "
                 f"between {x_id.shape[0]} ID validation images and {x_ood.shape[0]} {what}; chosen {res.chosen}."
             )

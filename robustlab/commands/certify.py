@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from ..metric_keys import child, parse, sigma_segment
 from .common import _floats, run_settings, data_options, default_out_dir, load_options_from, model_options, output_lock, run_options, user_errors
 
 
@@ -105,28 +106,46 @@ def certify_table(card: Any) -> str:
             lines.append(f"{c.id}: {c.status.value}: {c.reason}")
             continue
         m = c.metrics
-        pre = "certify" if c.id == "certify" else f"certify/{c.id}"
-        sigmas = sorted({k[len(pre) + 1 :].split("/")[0] for k in m if k.startswith(f"{pre}/sigma=")}, key=lambda s: float(s.split("=")[1]))
-        radii = sorted({k.split("@r=")[1] for k in m if "/certified_accuracy@r=" in k}, key=float)
-        head = ["sigma"] + [f"r={r}" for r in radii] + ["ACR", "abstain", "PREDICT acc"]
+        pre = ("certify" if c.id == "certify" else f"certify/{c.id}").split("/")
+        cert: dict[float, dict[float, float]] = {}
+        inter: dict[tuple[float, float], dict[str, float]] = {}
+        per_sigma: dict[float, dict[str, float]] = {}
+        for k, v in m.items():
+            pk = parse(k)
+            if len(pk.segments) < len(pre) + 2 or list(pk.segments[: len(pre)]) != pre or pk.sigma is None or pk.segments[len(pre)] != sigma_segment(pk.sigma):
+                continue
+            rest = pk.segments[len(pre) + 1 :]
+            if len(rest) == 1 and pk.radius is not None and pk.measure == "certified_accuracy":
+                cert.setdefault(pk.sigma, {})[pk.radius] = v
+            elif len(rest) == 2 and pk.radius is not None and parse(rest[0]).measure == "interval":
+                inter.setdefault((pk.sigma, pk.radius), {})[rest[1]] = v
+            elif len(rest) == 1:
+                per_sigma.setdefault(pk.sigma, {})[rest[0]] = v
+        sigmas = sorted(set(cert) | set(per_sigma))
+        radii = sorted({r for rs in cert.values() for r in rs})
+        nan = float("nan")
+        head = ["sigma"] + [f"r={_g(r)}" for r in radii] + ["ACR", "abstain", "PREDICT acc"]
         rows = []
         for s in sigmas:
-            b = f"{pre}/{s}"
-            rows.append([s.split("=")[1]] + [f"{m[f'{b}/certified_accuracy@r={r}']:.3f}" for r in radii]
-                        + [f"{m[f'{b}/average_certified_radius']:.3f}", f"{m[f'{b}/abstention_rate']:.3f}", f"{m.get(f'{b}/smoothed_accuracy', float('nan')):.3f}"])
-        n = c.counts.get(f"{pre}/base_accuracy", 0)
-        lines.append(f"certified accuracy (fraction of {n} points certified correct with radius >= r), base accuracy {m.get(f'{pre}/base_accuracy', float('nan')):.3f}")
+            ps = per_sigma.get(s, {})
+            rows.append([_g(s)] + [f"{cert.get(s, {}).get(r, nan):.3f}" for r in radii]
+                        + [f"{ps.get('average_certified_radius', nan):.3f}", f"{ps.get('abstention_rate', nan):.3f}", f"{ps.get('smoothed_accuracy', nan):.3f}"])
+        base_key = child("/".join(pre), "base_accuracy")
+        n = c.counts.get(base_key, 0)
+        lines.append(f"certified accuracy (fraction of {n} points certified correct with radius >= r), base accuracy {m.get(base_key, nan):.3f}")
         lines += _table(head, rows)
-        irows = []
-        for s in sigmas:
-            for k in sorted((k for k in m if k.startswith(f"{pre}/{s}/interval@r=") and k.endswith("/lower")), key=lambda k: float(k.split("@r=")[1].split("/")[0])):
-                base = k[: -len("/lower")]
-                irows.append([s.split("=")[1], base.split("@r=")[1], f"{m[base + '/lower']:.3f}", f"{m[base + '/upper']:.3f}", f"{m[base + '/gap']:.3f}"])
+        irows = [[_g(s), _g(r), f"{d.get('lower', nan):.3f}", f"{d.get('upper', nan):.3f}", f"{d.get('gap', nan):.3f}"]
+                 for (s, r), d in sorted(inter.items()) if "lower" in d]
         if irows:
             lines.append("robustness interval of the smoothed classifier: certified accuracy (lower) vs robust accuracy under attack (upper)")
             lines += _table(["sigma", "radius", "lower", "upper", "gap"], irows)
         lines += [f"note: {t}" for t in c.notes]
     return "\n".join(lines)
+
+
+def _g(v: float) -> str:
+    """A sigma or radius as its key writes it (``.4g``)."""
+    return f"{v:.4g}"
 
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:

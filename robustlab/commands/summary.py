@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import re
-
+from ..metric_keys import at_radius, matches, parse
 from ..scorecard import CheckResult, Scorecard
 
-#: Headline metrics per family (regular expressions on the key); everything else is in the scorecard.
-HEADLINES = [
-    r"^clean/(accuracy|ece|worst_class_accuracy)$",
-    r"^adversarial/[^/]+/(robust_accuracy|clean_accuracy|median_min_norm|bf16_flipped)$",
-    r"^corruption/(mean_accuracy|mean_error|mce|relative_mce|mce_partial|ece|worst/accuracy)$",
-    r"^corruption/[^/]+/(mean_accuracy|mce|relative_mce|worst/accuracy)$",
-    r"^ood/id/accuracy$",
-    r"^ood(/[^/]+)?/[^/]+/(near|far)/(auroc|fpr95)$",
-    r"^certify/sigma=[^/]+/(smoothed_accuracy|average_certified_radius|abstention_rate|certified_accuracy@r=0\.5)$",
-]
+#: Headline metrics per family (key patterns for :func:`robustlab.metric_keys.matches`); everything else is in the scorecard.
+HEADLINES = (
+    *(f"clean/{m}" for m in ("accuracy", "ece", "worst_class_accuracy")),
+    *(f"adversarial/*/{m}" for m in ("robust_accuracy", "clean_accuracy", "median_min_norm", "bf16_flipped")),
+    *(f"corruption/{m}" for m in ("mean_accuracy", "mean_error", "mce", "relative_mce", "mce_partial", "ece", "worst/accuracy")),
+    *(f"corruption/*/{m}" for m in ("mean_accuracy", "mce", "relative_mce", "worst/accuracy")),
+    "ood/id/accuracy",
+    *(f"ood/{d}{g}/{m}" for d in ("*", "*/*") for g in ("/near", "/far") for m in ("auroc", "fpr95")),
+    *(f"certify/sigma_*/{m}" for m in ("smoothed_accuracy", "average_certified_radius", "abstention_rate", at_radius("certified_accuracy", 0.5))),
+)
 _VERDICTS = {0.0: "valid", 1.0: "suspect", 2.0: "invalid"}
 
 
 def headline_keys(c: CheckResult, limit: int = 12) -> list[str]:
-    pats = [re.compile(p) for p in HEADLINES]
-    keys = [k for k in c.metrics if any(p.search(k) for p in pats)]
+    keys = [k for k in c.metrics if matches(k, *HEADLINES)]
     if not keys:
-        keys = sorted((k for k in c.metrics if "/class=" not in k), key=lambda k: (k.count("/"), k))
+        keys = sorted((k for k in c.metrics if parse(k).class_index is None), key=lambda k: (len(parse(k).segments), k))
     return keys[:limit]
 
 

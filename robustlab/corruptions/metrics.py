@@ -72,15 +72,17 @@ def baseline_from_scorecard(path: str | Path) -> Baseline:
     chk = next((c for c in card.checks if c.check == "corruption"), None)
     if chk is None:
         raise RobustlabError(f"baseline scorecard {path} has no corruption check; run `robustlab evaluate` on the baseline model with a suite that contains `check: corruption`.")
-    prefix = "corruption/" if chk.id == "corruption" else f"corruption/{chk.id}/"
+    from ..metric_keys import parse, severity_segment
+
+    pre = ("corruption",) if chk.id == "corruption" else ("corruption", chk.id)
+    prefix = "/".join(pre) + "/"
     errors: dict[str, dict[int, float]] = {}
     for key, value in chk.metrics.items():
-        if not key.startswith(prefix):
-            continue
-        parts = key[len(prefix) :].split("/")
-        if len(parts) == 3 and parts[1].startswith("s") and parts[1][1:].isdigit() and parts[2] == "accuracy":
+        pk = parse(key)  # <prefix>/<corruption>/s<k>/accuracy
+        if pk.segments[: len(pre)] == pre and len(pk.segments) == len(pre) + 3 and pk.severity is not None \
+                and pk.segments[len(pre) + 1] == severity_segment(pk.severity) and pk.metric == "accuracy":
             if value is not None and math.isfinite(value):
-                errors.setdefault(parts[0], {})[int(parts[1][1:])] = 1.0 - float(value)
+                errors.setdefault(pk.segments[len(pre)], {})[pk.severity] = 1.0 - float(value)
     if not errors:
         raise RobustlabError(f"baseline scorecard {path} has no per-severity corruption accuracies (corruption/<name>/s<k>/accuracy); re-run the baseline with a current robustlab.")
     clean = chk.metrics.get(f"{prefix}clean/accuracy", card.metrics().get("clean/accuracy"))

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..metric_keys import parse
 from ..scorecard import Scorecard
 
 
@@ -15,8 +16,9 @@ def headline_keys(card: Scorecard, *, max_per_check: int = 8) -> list[str]:
     in suite order -- the same selection as the run summary table."""
     keys: list[str] = []
     for c in card.checks:
-        ks = [k for k in c.metrics if "/class=" not in k and "/s" not in k.rsplit("/", 2)[-2:][0][:2]]
-        keys += sorted(ks, key=lambda k: (k.count("/"), k))[:max_per_check]
+        parsed = {k: parse(k) for k in c.metrics}
+        ks = [k for k, pk in parsed.items() if pk.class_index is None and pk.severity is None]
+        keys += sorted(ks, key=lambda k: (len(parsed[k].segments), k))[:max_per_check]
     return keys
 
 

@@ -79,6 +79,7 @@ def _finite(v: float | None) -> float | None:
 
 def compare_scorecards(a: Scorecard, b: Scorecard) -> Comparison:
     """Compare metrics (with CI overlap), paired per-sample flags (exact McNemar) and provenance."""
+    a, b = a.in_key_schema(), b.in_key_schema()  # a 1.x card (or producer) is compared under its 2.0 keys
     ma, mb = a.metrics(), b.metrics()
     ia, ib = a.intervals(), b.intervals()
     rows = []

@@ -247,7 +247,13 @@ def _checks_result(card: Scorecard, policy: Policy) -> RuleResult:
 
 
 def evaluate_policy(card: Scorecard, policy: Policy, *, baseline: Scorecard | None = None, baseline_source: str = "") -> GateReport:
-    """Evaluate every rule of ``policy`` on ``card`` (and ``baseline`` for regression rules)."""
+    """Evaluate every rule of ``policy`` on ``card`` (and ``baseline`` for regression rules).
+
+    Keys are compared in the current grammar: a 1.x policy or baseline is mapped with the class names
+    of ``card`` (a 2.0 scorecard gates against a 1.x baseline and the reverse)."""
+    card = card.in_key_schema()
+    baseline = baseline.in_key_schema() if baseline is not None else None
+    policy = policy.in_key_schema(card.class_names())
     results = [_evaluate_rule(r, card, baseline) for r in policy.rules]
     results += _audit_results(card, policy)
     results.append(_checks_result(card, policy))

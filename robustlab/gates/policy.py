@@ -15,22 +15,24 @@ A policy (see ``reports/example-policy.yaml``)::
         op: ">="
         threshold: 0.90
         on: lower            # value | lower | upper  (end of the confidence interval)
-      - metric: adversarial/pgd_linf/eps=0.0314/robust_accuracy
+      - metric: adversarial/pgd_linf/eps_0.0314/robust_accuracy
         op: ">="
         threshold: 0.40
-      - metric: adversarial/pgd_linf/eps=0.0314/robust_accuracy
+      - metric: adversarial/pgd_linf/eps_0.0314/robust_accuracy
         max_drop: 0.02       # non-regression against --baseline
         mcnemar: {per_sample: robust, check: pgd, alpha: 0.05}
 
-Keys are the scorecard's slash keys (the same as in MLflow before sanitising). Policies are parsed
-once, at the boundary, into frozen dataclasses and enums; anything malformed raises
-:class:`~robustlab.errors.PolicyError` (exit code 2).
+Keys are the scorecard's slash keys (:mod:`robustlab.metric_keys`; the same in MLflow). A policy
+written for schema-1.x scorecards (``eps=0.0314``, ``clean/class=cat/accuracy``) keeps working: the
+gate maps its keys with :meth:`Policy.in_key_schema` and the class names of the scorecard it gates.
+Policies are parsed once, at the boundary, into frozen dataclasses and enums; anything malformed
+raises :class:`~robustlab.errors.PolicyError` (exit code 2).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -122,6 +124,18 @@ class Policy:
     check_error: Action = Action.INCONCLUSIVE
     incomplete: Action = Action.INCONCLUSIVE
     source: str = ""
+
+    def in_key_schema(self, class_names: "list[str] | None" = None) -> "Policy":
+        """This policy with every metric key (and McNemar per-sample name) in the current key grammar:
+        1.x keys are mapped by :func:`robustlab.metric_keys.upgrade_v1_key` with ``class_names``
+        (those of the scorecard being gated); rule names stay as written."""
+        from ..metric_keys import upgrade_v1_key
+
+        def up(r: Rule) -> Rule:
+            mc = replace(r.mcnemar, per_sample=upgrade_v1_key(r.mcnemar.per_sample, class_names)) if r.mcnemar is not None else None
+            return replace(r, metric=upgrade_v1_key(r.metric, class_names), mcnemar=mc)
+
+        return replace(self, rules=tuple(up(r) for r in self.rules))
 
 
 _RULE_KEYS = {"name", "metric", "op", "threshold", "on", "min_samples", "max_drop", "higher_is_better", "mcnemar", "if_missing"}

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..metric_keys import legal_segment
 from ..seeding import derive_seed
 
 
@@ -40,13 +41,13 @@ def set_name(spec: str) -> str:
     """A short, slash-free name for metric keys: ``samples:cifar100`` -> ``cifar100``,
     ``noise:gaussian`` -> ``noise_gaussian``, ``npz:/a/b.npz`` -> ``b``; ``name=spec`` -> ``name``."""
     if "=" in spec and ":" not in spec.split("=", 1)[0]:
-        return spec.split("=", 1)[0]
+        return legal_segment(spec.split("=", 1)[0])  # a user's name: only characters metric keys allow
     if spec.startswith("noise:"):
         return "noise_" + spec.split(":", 1)[1]
     rest = spec.split(":", 1)[1] if ":" in spec else spec
     rest = rest.rstrip("/").split("/")[-1]
     rest = rest.rsplit(".", 1)[0] if rest.endswith((".npz", ".npy")) else rest
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in rest) or "ood"
+    return legal_segment("".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in rest) or "ood")
 
 
 def strip_name(spec: str) -> str:

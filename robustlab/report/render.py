@@ -8,12 +8,12 @@ is escaped; only the SVG built (and escaped) by :mod:`robustlab.report.svg` is m
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..metric_keys import parse
 from ..scorecard import Scorecard, Status, Verdict, atomic_write_text
 from .svg import render_series
 from .untested import family_of, not_tested
@@ -29,7 +29,7 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("ood", "Out-of-distribution detection", "Scores are oriented so that higher means more likely OOD. AUROC, AUPR and FPR at 95% TPR separate in-distribution test data from each OOD set."),
     ("certify", "Certified robustness (randomized smoothing)", "Cohen et al. (2019): certified L2 radius R = sigma * Phi^-1(pA_lower), abstaining when pA_lower < 0.5; certified accuracy at radius r is the fraction of all points certified, correct and with R >= r."),
 )
-_HEADLINE_SUFFIXES = ("accuracy", "robust_accuracy", "mce", "mce_partial", "mean_error", "auroc", "fpr95", "fpr@95tpr", "certified_accuracy", "ece")
+_HEADLINE_SUFFIXES = ("accuracy", "robust_accuracy", "mce", "mce_partial", "mean_error", "auroc", "fpr95", "fpr_at_95tpr", "certified_accuracy", "ece")
 
 GATE_DEFINITIONS = {
     "gate: confidence interval rules": "A rule 'on: lower' compares the lower end of the metric's recorded confidence interval (Wilson score interval at 95% unless the metric states otherwise) with the threshold, so a pass holds with that confidence rather than only for the point estimate.",
@@ -45,6 +45,7 @@ class MetricRow:
     interval: str
     n: str
     definition: str = ""
+    label: str = ""  # the key as shown: class indices also name the class (``class_3 [cat]``)
 
 
 @dataclass
@@ -66,9 +67,9 @@ def _pivot(rows: list[MetricRow]) -> tuple[list[Pivot], list[MetricRow]]:
     suffixes) into tables, e.g. ``ood/<detector>/<set>/{auroc, aupr_in, ...}``; return the rest flat."""
     by_prefix: dict[str, dict[str, MetricRow]] = {}
     for m in rows:
-        if "/" in m.key:
-            pre, suf = m.key.rsplit("/", 1)
-            by_prefix.setdefault(pre, {})[suf] = m
+        pk = parse(m.key)
+        if len(pk.segments) > 1:
+            by_prefix.setdefault(pk.parent, {})[pk.metric] = m
     groups: dict[tuple[str, ...], list[str]] = {}
     for pre, cells in by_prefix.items():
         if len(cells) >= 2:
@@ -147,26 +148,27 @@ def _flatten(d: Any, prefix: str = "", *, max_list: int = 12) -> list[tuple[str,
     return rows
 
 
-_DETAIL_SEGMENT = re.compile(r"^(class=.*|s\d+|perturbation|after=.*|tuned|tuning|fit)$")
+_DETAIL_SEGMENTS = frozenset({"perturbation", "tuned", "tuning", "fit"})
 
 
 def _is_detail(key: str) -> bool:
     """Per-class, per-severity and diagnostic keys go to the collapsible full table."""
-    parts = key.split("/")
-    return len(parts) > 5 or any(_DETAIL_SEGMENT.match(p) for p in parts[1:])
+    pk = parse(key)
+    return (len(pk.segments) > 5 or pk.class_index is not None or pk.severity is not None or pk.after is not None
+            or any(s in _DETAIL_SEGMENTS or s.startswith("class_") for s in pk.segments[1:]))
 
 
-def _metric_rows(c: Any) -> list[MetricRow]:
+def _metric_rows(c: Any, class_names: "list[str] | None" = None) -> list[MetricRow]:
     rows = []
     for k, v in c.metrics.items():
         iv = c.intervals.get(k)
         ci = f"[{iv.low:.4f}, {iv.high:.4f}] {iv.level:.0%} {iv.method}" if iv is not None and math.isfinite(iv.low) and math.isfinite(iv.high) else ""
         n = c.counts.get(k)
-        rows.append(MetricRow(k, _fmt(v), ci, str(n) if n is not None else "", c.definitions.get(k, "")))
+        rows.append(MetricRow(k, _fmt(v), ci, str(n) if n is not None else "", c.definitions.get(k, ""), parse(k).label(class_names)))
     return rows
 
 
-def _check_view(c: Any) -> CheckView:
+def _check_view(c: Any, class_names: "list[str] | None" = None) -> CheckView:
     from markupsafe import Markup
 
     plots = []
@@ -182,7 +184,7 @@ def _check_view(c: Any) -> CheckView:
         {"name": a.name, "verdict": a.verdict.value, "message": a.message, "evidence": _flatten(a.evidence, max_list=8)}
         for a in c.audit
     ]
-    rows = _metric_rows(c)
+    rows = _metric_rows(c, class_names)
     pivots, flat = _pivot([m for m in rows if not _is_detail(m.key)])
     return CheckView(
         id=c.id, check=c.check, status=c.status.value, reason=c.reason, seconds=float(c.seconds or 0.0),
@@ -192,13 +194,13 @@ def _check_view(c: Any) -> CheckView:
 
 
 def _headline(card: Scorecard, *, limit: int = 8) -> list[tuple[str, str, str]]:
-    """Key figures: per check and metric name (``x@...`` counts as ``x``), the shortest key (e.g. the
+    """Key figures: per check and measure (``x_at_r_<g>`` counts as ``x``), the shortest key (e.g. the
     primary ``adversarial/<id>/robust_accuracy`` rather than one epsilon), first one on ties."""
     out: list[tuple[str, str, str]] = []
     for c in card.checks:
         picked: dict[str, str] = {}
         for k in c.metrics:
-            last = k.rsplit("/", 1)[-1].split("@", 1)[0]
+            last = parse(k).measure
             if last == "accuracy" and k.count("/") > 1:  # per-class / per-corruption accuracies are not headline figures
                 continue
             if last in _HEADLINE_SUFFIXES and (last not in picked or len(k) < len(picked[last])):
@@ -206,7 +208,7 @@ def _headline(card: Scorecard, *, limit: int = 8) -> list[tuple[str, str, str]]:
         for k in picked.values():
             iv = c.intervals.get(k)
             ci = f"[{iv.low:.3f}, {iv.high:.3f}]" if iv is not None and math.isfinite(iv.low) and math.isfinite(iv.high) else ""
-            out.append((k, _fmt(c.metrics[k]), ci))
+            out.append((parse(k).label(card.class_names()), _fmt(c.metrics[k]), ci))
     return out[:limit]
 
 
@@ -216,7 +218,7 @@ def build_context(card: Scorecard, *, gate: "GateReport | None" = None, verifica
     fam_views = {k: FamilyView(k, t, i) for k, t, i in FAMILIES}
     other = FamilyView("other", "Other checks", "Checks outside the standard families.")
     for c in card.checks:
-        fam_views.get(family_of(c), other).checks.append(_check_view(c))
+        fam_views.get(family_of(c), other).checks.append(_check_view(c, card.class_names()))
     families = [f for f in fam_views.values()] + ([other] if other.checks else [])
     audit_counts = {v.value: sum(a.verdict is v for c in card.checks for a in c.audit) for v in Verdict}
     status_counts = {s.value: sum(c.status is s for c in card.checks) for s in Status}

@@ -15,6 +15,7 @@ from typing import Any
 from ..attacks.threat import BUDGETS, standard_budgets
 from ..corruptions.names import BENCHMARK as BENCHMARK_CORRUPTIONS
 from ..corruptions.names import HELD_OUT as HELD_OUT_CORRUPTIONS
+from ..metric_keys import eps_of, parse
 from ..scorecard import Scorecard, Status
 AUTOATTACK_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 
@@ -24,12 +25,10 @@ STANDARD_BUDGETS: dict[str, dict[str, tuple[float, str]]] = {
     ds: {n.value: (b.eps, b.label) for n, b in standard_budgets(ds).items()} for ds in BUDGETS if standard_budgets(ds)
 }
 
-_EPS = re.compile(r"eps=([0-9.eE+-]+)")
-
 
 def family_of(check: Any) -> str:
     """The family of a check result: the first segment of its metric keys, else a guess from its name."""
-    heads = [k.split("/", 1)[0] for k in check.metrics]
+    heads = [parse(k).head for k in check.metrics]
     if heads:
         return max(set(heads), key=heads.count)
     name = str(check.check).lower()
@@ -109,10 +108,9 @@ def not_tested(card: Scorecard) -> list[str]:
         if ds in STANDARD_BUDGETS:
             for norm, (eps_std, label) in STANDARD_BUDGETS[ds].items():
                 eps = [
-                    float(m) for c in adv if _norms(str(c.params.get("norm", "linf")).lower()) == {norm}
-                    for k in c.metrics for m in _EPS.findall(k)
+                    e for c in adv if _norms(str(c.params.get("norm", "linf")).lower()) == {norm}
+                    for k in c.metrics if (e := eps_of(k)) is not None and math.isfinite(e)
                 ]
-                eps = [e for e in eps if math.isfinite(e)]
                 if eps and max(eps) < eps_std * 0.99:
                     name = "L-infinity" if norm == "linf" else "L2"
                     out.append(f"The largest {name} epsilon tested ({max(eps):.4g}) is below the standard {ds} budget {label}.")
@@ -135,7 +133,8 @@ def not_tested(card: Scorecard) -> list[str]:
         out.append("Out-of-distribution detection was not tested.")
     else:
         groups = {"near", "far", "tuning", "tuned", "fit", "shift", "id"}
-        sets = sorted({k.split("/")[-2] for c in ood for k in c.metrics if k.endswith("/auroc") and k.count("/") >= 3} - groups)
+        keys = [parse(k) for c in ood for k in c.metrics]
+        sets = sorted({pk.segments[-2] for pk in keys if pk.metric == "auroc" and len(pk.segments) >= 4} - groups)
         out.append(
             "OOD detection was tested only against " + (", ".join(sets) if sets else "the configured OOD sets")
             + "; other shifts (near-OOD, new classes from the same source, adversarially perturbed OOD inputs) are untested."

@@ -1,57 +1,32 @@
-"""Deterministic mapping of scorecard metric keys to MLflow metric keys.
+"""MLflow names: the scorecard's metric keys, as they are.
 
-MLflow (3.x, ``mlflow.utils.validation``) accepts keys of at most 250 characters made of
-alphanumerics, ``_ - . / :`` and spaces, that are normalised POSIX paths (no ``//``, no leading
-``/``, no ``.``/``..`` segments). robustlab keys such as ``adversarial/pgd_linf/eps=0.0314/robust_accuracy``
-or ``ood/energy/cifar100/fpr@95tpr`` contain ``=`` and ``@``, so they are mapped:
+MLflow (3.x, ``mlflow.utils.validation``) accepts names of at most 250 characters made of
+alphanumerics, ``_ - . / :`` and spaces that are normalised POSIX paths. Every scorecard key is
+built by :mod:`robustlab.metric_keys`, whose grammar is a subset of that, so metrics are logged
+under exactly the keys of the scorecard: no sanitising, no hashing, no remapping, and no
+``mlflow_keys.json`` mapping artifact any more (it would be the identity). A key that breaks the
+grammar is a bug in the check that produced it, and logging stops with :class:`MetricKeyError`.
 
-* ``=`` -> ``_`` and ``@`` -> ``_at_`` (``eps=0.0314`` -> ``eps_0.0314``, ``fpr@95tpr`` -> ``fpr_at_95tpr``);
-* any other character outside the allowed set -> ``_``; ``:`` too (not allowed on Windows stores);
-* empty, ``.`` and ``..`` segments are dropped (``a//b`` -> ``a/b``);
-* when the result is longer than 250 characters, or two keys of one scorecard map to the same
-  MLflow key, the key is cut and suffixed with ``-h`` + the first 8 hex of the sha256 of the original key
-  (``...-h1a2b3c4d``).
-
-The full mapping of a run is logged as the artifact ``mlflow_keys.json`` so a key can always be
-traced back; the scorecard (the source of truth) is logged as ``scorecard.json``.
+Parameter names (``check/<id>/<param>``) and training-history names (``train/<name>``) are not
+scorecard keys; their parts pass through :func:`robustlab.metric_keys.legal_segment`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
+from typing import Iterable
 
-MAX_KEY = 250
-_BAD = re.compile(r"[^A-Za-z0-9_\-. /]")
+from ..metric_keys import MetricKeyError, illegal_keys, legal_segment
 
 
-def sanitize_key(key: str) -> str:
-    """Map one scorecard key to a valid MLflow key (without collision handling)."""
-    s = key.replace("=", "_").replace("@", "_at_")
-    s = _BAD.sub("_", s)
-    parts = [p for p in s.split("/") if p not in ("", ".", "..")]
-    s = "/".join(parts) or "_"
-    if len(s) > MAX_KEY:
-        s = _hashed(s, key)
-    return s
+def checked_metric_keys(keys: Iterable[str]) -> list[str]:
+    """The keys, sorted; raises :class:`MetricKeyError` naming the first keys MLflow would refuse."""
+    ks = sorted(keys)
+    bad = illegal_keys(ks)
+    if bad:
+        raise MetricKeyError(f"{len(bad)} scorecard metric key(s) break the key grammar (a bug in the check that wrote them): {', '.join(map(repr, bad[:3]))}")
+    return ks
 
 
-def _hashed(s: str, original: str) -> str:
-    h = hashlib.sha256(original.encode()).hexdigest()[:8]
-    return s[: MAX_KEY - 10].rstrip("/") + "-h" + h
-
-
-def key_mapping(keys: list[str] | set[str]) -> dict[str, str]:
-    """Map every scorecard key to a unique MLflow key (deterministic, independent of order)."""
-    base = {k: sanitize_key(k) for k in sorted(keys)}
-    seen: dict[str, list[str]] = {}
-    for k, v in base.items():
-        seen.setdefault(v, []).append(k)
-    out: dict[str, str] = {}
-    for v, ks in seen.items():
-        if len(ks) == 1:
-            out[ks[0]] = v
-        else:
-            for k in ks:  # collision: every key of the group gets its hash suffix
-                out[k] = _hashed(v, k)
-    return out
+def name_key(*parts: str) -> str:
+    """An MLflow parameter or history name from parts that may hold any character."""
+    return "/".join(legal_segment(p) for p in parts)

@@ -11,10 +11,10 @@ functions. Where the run goes, first match wins:
 Telemetry is off (``MLFLOW_DISABLE_TELEMETRY=true``, ``DO_NOT_TRACK=true`` unless the user set them).
 
 What is logged: params (model spec, data spec and size, suite, seed, and every check's parameters as
-``check/<id>/<param>``), metrics (every finite scorecard metric under its sanitised key, see
-:mod:`robustlab.tracking.keys`), tags (``robustlab.version``, ``robustlab.model_sha256``,
-``robustlab.verdict``, ``robustlab.audit`` ...), artifacts (``scorecard.json``, ``per_sample.csv``,
-``mlflow_keys.json`` and the files passed in, e.g. ``report.html`` and the JUnit XML).
+``check/<id>/<param>``), metrics (every finite scorecard metric under its scorecard key, as it is:
+see :mod:`robustlab.tracking.keys`), tags (``robustlab.version``, ``robustlab.model_sha256``,
+``robustlab.verdict``, ``robustlab.audit`` ...), artifacts (``scorecard.json``, ``per_sample.csv``
+and the files passed in, e.g. ``report.html`` and the JUnit XML).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any, Iterable, Sequence
 
 from ..errors import RobustlabError
 from ..scorecard import Scorecard, Verdict
-from .keys import key_mapping, sanitize_key
+from .keys import checked_metric_keys, name_key
 from .store_lock import store_lock
 
 log = logging.getLogger(__name__)
@@ -128,14 +128,14 @@ def _params(card: Scorecard) -> dict[str, str]:
         "batch_size": card.run.get("batch_size"),
     }
     for c in card.checks:
-        p[f"check/{c.id}/check"] = c.check
+        p[name_key("check", c.id, "check")] = c.check
         for k, v in c.params.items():
-            p[f"check/{c.id}/{k}"] = v if isinstance(v, str) else json.dumps(v)
+            p[name_key("check", c.id, k)] = v if isinstance(v, str) else json.dumps(v)
     out: dict[str, str] = {}
     for k, v in p.items():
         if v is None:
             continue
-        out[sanitize_key(k)] = str(v)[:_MAX_PARAM_VALUE]
+        out[k] = str(v)[:_MAX_PARAM_VALUE]
     return out
 
 
@@ -232,10 +232,11 @@ def _log_card(card: Scorecard, tracking_uri: str, exp_name: str, artifact_locati
     run_name = f"{card.model.get('spec', 'model')} · {card.suite.get('name', 'suite')}"
     run = client.create_run(exp_id, run_name=run_name, tags=_tags(card, verdict, command))
     run_id = str(run.info.run_id)
-    metrics = {k: v for k, v in card.metrics().items() if v is not None and math.isfinite(v)}
-    mapping = key_mapping(set(metrics))
+    # the keys Scorecard.read gives for the logged scorecard.json (the identity for a card in the current schema)
+    keyed = card.in_key_schema()
+    metrics = {k: v for k, v in keyed.metrics().items() if v is not None and math.isfinite(v)}
     ts = int(time.time() * 1000)
-    ms = [Metric(mapping[k], float(v), ts, 0) for k, v in sorted(metrics.items())]
+    ms = [Metric(k, float(metrics[k]), ts, 0) for k in checked_metric_keys(metrics)]
     ps = [Param(k, v) for k, v in sorted(_params(card).items())]
     for chunk in _chunks(ms, 1000):
         client.log_batch(run_id, metrics=chunk)
@@ -250,9 +251,7 @@ def _log_card(card: Scorecard, tracking_uri: str, exp_name: str, artifact_locati
         else:
             card.write(sc)
         client.log_artifact(run_id, str(sc))
-        (t / "mlflow_keys.json").write_text(json.dumps(mapping, indent=1, sort_keys=True))
-        client.log_artifact(run_id, str(t / "mlflow_keys.json"))
-        ps_csv = write_per_sample_csv(card, t / "per_sample.csv")
+        ps_csv = write_per_sample_csv(keyed, t / "per_sample.csv")
         if ps_csv is not None:
             client.log_artifact(run_id, str(ps_csv))
         for a in artifacts:
@@ -334,12 +333,12 @@ def log_training(
                 step = int(rec.get("epoch", 0))
                 for k, v in rec.items():
                     if k == "extra" and isinstance(v, dict):
-                        ms += [Metric(sanitize_key(f"train/{kk}"), float(vv), ts, step) for kk, vv in v.items() if isinstance(vv, (int, float)) and math.isfinite(vv)]
+                        ms += [Metric(name_key("train", kk), float(vv), ts, step) for kk, vv in v.items() if isinstance(vv, (int, float)) and math.isfinite(vv)]
                     elif isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch" and math.isfinite(v):
-                        ms.append(Metric(sanitize_key(f"train/{k}"), float(v), ts, step))
+                        ms.append(Metric(name_key("train", k), float(v), ts, step))
             for chunk in _chunks(ms, 1000):
                 client.log_batch(run_id, metrics=chunk)
-            ps = [Param(sanitize_key(k), str(v)[:_MAX_PARAM_VALUE]) for k, v in sorted(params.items())]
+            ps = [Param(name_key(*k.split("/")), str(v)[:_MAX_PARAM_VALUE]) for k, v in sorted(params.items())]
             for pchunk in _chunks(ps, 100):
                 client.log_batch(run_id, params=pchunk)
             for a in artifacts:
