@@ -22,7 +22,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import RobustlabError, SuiteError
+from ..errors import RobustlabError
 from ..metric_keys import key as join_key, legal_segment
 from ..scorecard import AuditItem, CheckResult, Series, Status, Verdict
 from .base import CHECKS, Check, RunContext
