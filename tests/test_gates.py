@@ -257,7 +257,7 @@ def test_compare_reports_moved_metrics(tmp_path):
     assert "clean/accuracy" not in moved
     assert cmp.provenance["model.sha256"] == ("ab" * 32, "12" * 32)
     fl = {f.name: f.result for f in cmp.flags}
-    assert fl["pgd/robust_at_eps_0.03137"].lost == sum(flags) and fl["pgd/robust_at_eps_0.03137"].gained == 0
+    assert fl["pgd/robust/eps_0.03137"].lost == sum(flags) and fl["pgd/robust/eps_0.03137"].gained == 0
     text = format_comparison(cmp, min_abs=0.01)
     assert ROBUST in text and "model.sha256" in text
     pa, pb = a.write(tmp_path / "a.json"), b.write(tmp_path / "b.json")

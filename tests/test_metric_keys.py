@@ -65,7 +65,7 @@ def test_upgrade_v1_key_covers_every_1x_form_and_is_the_identity_on_2x():
         "ood/energy/cifar100/fpr@95tpr": "ood/energy/cifar100/fpr_at_95tpr",
         "certify/sigma=0.25/certified_accuracy@r=0.5": "certify/sigma_0.25/certified_accuracy_at_r_0.5",
         "certify/sigma=0.25/interval@r=0.25/lower": "certify/sigma_0.25/interval_at_r_0.25/lower",
-        "robust@eps=0.1": "robust_at_eps_0.1",
+        "robust@eps=0.1": "robust/eps_0.1",  # per-sample names, as the adversarial checks write them
         "corruption/<name>/s<k>/accuracy": "corruption/*/s*/accuracy",
         "adversarial/pgd/eps=*/robust_accuracy": "adversarial/pgd/eps_*/robust_accuracy",
     }

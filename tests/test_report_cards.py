@@ -99,7 +99,7 @@ def test_card_round_trips_through_json(tmp_path):
     p = card.write(tmp_path / "scorecard.json")
     back = Scorecard.read(p)
     assert back.metrics() == card.in_key_schema().metrics()  # make_card writes 1.x keys: read back under their 2.0 keys
-    assert back.checks[1].per_sample["robust_at_eps_0.03137"] == card.checks[1].per_sample["robust@eps=0.03137"]
+    assert back.checks[1].per_sample["robust/eps_0.03137"] == card.checks[1].per_sample["robust@eps=0.03137"]
     assert len(back.data["ids"]) == len(back.checks[0].per_sample["correct"])
 
 

@@ -98,7 +98,7 @@ def test_after_run_embedded_store_report_gate_and_baseline(tmp_path):
     assert {"scorecard.json", "report.html", "junit.xml", "gate-summary.md", "per_sample.csv", "defense.log"} <= set(arts)
     assert "mlflow_keys.json" not in arts  # the mapping would be the identity
     csv_text = Path(client.download_artifacts(run.info.run_id, "per_sample.csv", str(tmp_path))).read_text()
-    assert csv_text.splitlines()[0].startswith("id,clean/correct,pgd/robust_at_eps_0.03137,pgd/clean_correct")
+    assert csv_text.splitlines()[0].startswith("id,clean/correct,pgd/robust/eps_0.03137,pgd/clean_correct")
 
     # the MLflow run is a usable baseline: a regressed candidate fails the McNemar rule, itself passes
     reg = tmp_path / "regress.yaml"
