@@ -16,7 +16,7 @@ import pytest
 import yaml
 from test_report_cards import make_card
 
-from robustlab.postrun import after_run
+from robustlab.pipelines.postrun import after_run
 from robustlab.tracking import key_mapping, load_baseline, log_scorecard, resolve_tracking_uri, sanitize_key
 
 ROBUST = "adversarial/pgd/robust_accuracy"

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from ..data.base import Dataset
     from ..ood.base import Detector
+    from ..ood.data import RunData
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ class OODCheck(Check):
                 while name in sets or name in shift_sets or name in ("near", "far", "id", "shift", "fit", "threshold"):
                     name += "_"
                 try:
-                    ds = load_set(ctx, strip_name(spec), split="test", shape=shape, limit=p.ood_limit, n_synthetic=p.synthetic_n, seed=ctx.seed)
+                    ds = load_set(_run_data(ctx), strip_name(spec), split="test", shape=shape, limit=p.ood_limit, n_synthetic=p.synthetic_n, seed=ctx.seed)
                 except RobustlabError as exc:
                     result.notes.append(f"skipped {group} set {spec}: {exc}")
                     result.audit.append(AuditItem("ood_set_missing", Verdict.SUSPECT, f"{group} set {spec} could not be loaded; its metrics are absent.", {"error": str(exc)}))
@@ -239,7 +240,7 @@ class OODCheck(Check):
         dets: dict[str, Detector] = {}
         for name in p.detectors:
             dets[name] = create_detector(name, **self._detector_kwargs(name))
-        plan = plan_fit_data(ctx, fit_data=p.fit_data, fit_limit=p.fit_limit, val_fraction=p.val_fraction, val_limit=p.val_limit, shape=shape, seed=ctx.seed, min_fit=max(2 * model.num_classes, 20))
+        plan = plan_fit_data(_run_data(ctx), fit_data=p.fit_data, fit_limit=p.fit_limit, val_fraction=p.val_fraction, val_limit=p.val_limit, shape=shape, seed=ctx.seed, min_fit=max(2 * model.num_classes, 20))
         result.notes.extend(plan.notes)
         protocol = (
             f"fit data: {plan.fit_source or 'none'}; ID validation data: {plan.val_source or 'none (ID test scores used)'}; "
@@ -379,7 +380,7 @@ class OODCheck(Check):
             x_ood = torch.cat([fgsm_images(ctx.model, x_id[s : s + ctx.batch_size], eps=p.tune_fgsm_eps).cpu() for s in range(0, x_id.shape[0], ctx.batch_size)])
             what = f"FGSM-perturbed ID validation images (eps={p.tune_fgsm_eps} of the bounds' width, Lee et al. 2018)"
         else:
-            x_ood = load_set(ctx, strip_name(p.tune_ood), split="val", shape=x_id.shape[1:], limit=p.tune_n, n_synthetic=p.tune_n, seed=ctx.seed + 1).images()
+            x_ood = load_set(_run_data(ctx), strip_name(p.tune_ood), split="val", shape=x_id.shape[1:], limit=p.tune_n, n_synthetic=p.tune_n, seed=ctx.seed + 1).images()
             what = f"{p.tune_ood} (not a test OOD set)"
         for n in todo:
             values = {k: ([v] if v is not None else grids[n][k]) for k, v in fixed[n].items()}
@@ -395,3 +396,11 @@ class OODCheck(Check):
 
 
 __all__ = ["OODCheck", "OODParams"]
+
+
+def _run_data(ctx: RunContext) -> "RunData":
+    from ..ood.data import RunData
+
+    lo, hi = ctx.model.bounds
+    return RunData(load=ctx.load_data, model_bounds=(float(lo), float(hi)), eval_spec=ctx.data_spec, eval_ids=ctx.data.ids,
+                   fit_spec=str(ctx.options.get("ood_fit_data") or "") or None)

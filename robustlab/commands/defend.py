@@ -115,7 +115,7 @@ def defend(**kw: Any) -> None:
       robustlab defend --model zoo:cifar10-resnet18 --data npz:cifar10_9000_jpeg.npz --method pgd-at --eps 8/255
       robustlab defend ... --resume      # continue an interrupted run
     """
-    from ..defenses.run import DefendConfig, run_defense
+    from ..pipelines.defend import DefendConfig, run_defense
     from ..defenses.trainer import TrainConfig
 
     params = method_params_from(kw)
@@ -161,7 +161,7 @@ def _record(cfg: Any, res: Any, kw: dict[str, Any]) -> None:
     import dataclasses
     import json
 
-    from ..postrun import after_run
+    from ..pipelines.postrun import after_run
 
     mlflow = not kw.get("no_mlflow")
     store = cfg.eval_out if res.after is not None else cfg.ckpt_dir
