@@ -18,22 +18,17 @@ from ..errors import RobustlabError
 def _floats(value: str | None, name: str, n: int | None = None) -> tuple[float, ...] | None:
     if value is None:
         return None
+    from ..parsing import parse_fraction
+
     try:
-        out = tuple(float(eval_fraction(v)) for v in value.replace(" ", "").split(",") if v)
-    except (ValueError, ZeroDivisionError, OverflowError) as exc:
+        out = tuple(parse_fraction(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError as exc:
         raise click.BadParameter(f"{name} takes comma-separated numbers, e.g. 0.5,0.5,0.5; got {value!r}") from exc
     if not out or not all(math.isfinite(v) for v in out):
         raise click.BadParameter(f"{name} takes comma-separated finite numbers, e.g. 0.5,0.5,0.5; got {value!r}")
     if n is not None and len(out) != n:
         raise click.BadParameter(f"{name} takes {n} numbers, got {len(out)}")
     return out
-
-
-def eval_fraction(s: str) -> float:
-    if "/" in s:
-        a, b = s.split("/", 1)
-        return float(a) / float(b)
-    return float(s)
 
 
 def model_options(f: Callable[..., Any]) -> Callable[..., Any]:

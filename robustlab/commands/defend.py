@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .common import command_line, data_options, eval_fraction, load_options_from, model_options, user_errors
+from ..parsing import parse_fraction
+from .common import command_line, data_options, load_options_from, model_options, user_errors
 
 METHODS = ("pgd-at", "trades", "fast-at", "augmix", "gaussian")
 
@@ -34,12 +34,9 @@ def _number(value: str | None, name: str) -> float | None:
     if value is None:
         return None
     try:
-        v = eval_fraction(value.strip())
+        return parse_fraction(value)
     except ValueError as exc:
-        raise click.BadParameter(f"takes a number or a fraction like 8/255, got {value!r}", param_hint=name) from exc
-    if not math.isfinite(v):
-        raise click.BadParameter(f"must be finite, got {value!r}", param_hint=name)
-    return v
+        raise click.BadParameter(f"takes a finite number or a fraction like 8/255, got {value!r}", param_hint=name) from exc
 
 
 def method_params_from(kw: dict[str, Any]) -> dict[str, Any]:
