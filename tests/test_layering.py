@@ -109,3 +109,30 @@ def test_the_import_walk_sees_relative_lazy_and_type_checking_imports(tmp_path: 
 def test_each_algorithm_package_exists(package: str) -> None:
     """A renamed package must be renamed here too, or the rule would silently check nothing."""
     assert (PKG / package / "__init__.py").is_file()
+
+
+#: private names imported across modules in parts other engineers of issue 15 own (delete when fixed)
+KNOWN_PRIVATE = {
+    ("robustlab.checks.malt", "_score"), ("robustlab.checks.malt", "_SweepCheck"),
+    ("robustlab.corruptions.cifar_c.fast", "_dense_defocus"), ("robustlab.corruptions.cifar_c.fast", "_box_pass"),
+    ("robustlab.corruptions.cifar_c.fast_spatial", "_frost_image"), ("robustlab.corruptions.fast.defocus_blur", "_axis_operator_np"),
+    ("robustlab.gates.compare", "_ids"), ("robustlab.commands.evaluate", "_printable"),
+}
+
+
+def private_imports(root: Path = PKG) -> list[tuple[str, str]]:
+    """(module, name) for every ``from robustlab.x import _name`` between two different modules."""
+    out: list[tuple[str, str]] = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("robustlab")):
+                out += [(module_name(path, root), a.name) for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    return out
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    """e.g. models/loaders.py and models/robustbench_compat.py once imported each other's _Loaded,
+    _unwrap_checkpoint: what two modules share is public, in the module that owns it."""
+    bad = [v for v in private_imports() if v not in KNOWN_PRIVATE]
+    assert not bad, "private names imported across modules: " + "; ".join(f"{m} imports {n}" for m, n in bad)

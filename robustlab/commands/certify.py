@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from .common import _floats, run_settings, data_options, default_out_dir, load_options_from, model_options, output_lock, run_options, user_errors
+from .common import float_list_option, run_settings, data_options, default_out_dir, load_options_from, model_options, output_lock, run_options, user_errors
 
 
 @click.command("certify")
@@ -59,8 +59,8 @@ def certify(**kw: Any) -> None:
 
     params = CertifyParams(
         sigmas=tuple(kw["sigmas"]), n=kw["n"], n0=kw["n0"], alpha=kw["alpha"], sampling=kw["sampling"], num_points=kw["num_points"],
-        radii=_floats(kw["radii"], "--radii") or (), predict_n=kw["predict_n"], attack=bool(kw["attack"]),
-        interval_radii=_floats(kw["interval_radii"], "--interval-radii") or (), attack_steps=kw["attack_steps"], attack_samples=kw["attack_samples"],
+        radii=float_list_option(kw["radii"], "--radii") or (), predict_n=kw["predict_n"], attack=bool(kw["attack"]),
+        interval_radii=float_list_option(kw["interval_radii"], "--interval-radii") or (), attack_steps=kw["attack_steps"], attack_samples=kw["attack_samples"],
         base_attack=bool(kw["base_attack"]), noise_batch_size=kw["noise_batch_size"],
     )
     suite = certification_suite(params)  # validated before loading
