@@ -1,6 +1,6 @@
 """``robustlab certify``: randomized-smoothing certification of one model, as a one-check suite.
 
-The command parses its options into :class:`~robustlab.pipelines.certify.CertifyParams` and runs
+The command parses its options into :class:`~robustlab.pipelines.certify.CertifyOptions` and runs
 the certify pipeline (a one-check suite through the evaluate pipeline), so the scorecard
 (``OUT/scorecard.json``), resume, tracking and the report work as for ``robustlab evaluate``.
 """
@@ -52,12 +52,12 @@ def certify(**kw: Any) -> None:
       robustlab certify --model zoo:digits-cnn --sigma 0.25 --sampling adaptive --no-attack
       robustlab certify --model zoo:cifar10-resnet18 --sigma 0.25 --sigma 0.5 --num-points 100 --device cuda
     """
-    from ..pipelines.certify import CertifyParams, certification_suite, certify as run_certify
+    from ..pipelines.certify import CertifyOptions, certification_suite, certify as run_certify
     from ..pipelines.evaluate import RunConfig
     from ..pipelines.postrun import PostRunOptions
     from .evaluate import finish
 
-    params = CertifyParams(
+    params = CertifyOptions(
         sigmas=tuple(kw["sigmas"]), n=kw["n"], n0=kw["n0"], alpha=kw["alpha"], sampling=kw["sampling"], num_points=kw["num_points"],
         radii=float_list_option(kw["radii"], "--radii") or (), predict_n=kw["predict_n"], attack=bool(kw["attack"]),
         interval_radii=float_list_option(kw["interval_radii"], "--interval-radii") or (), attack_steps=kw["attack_steps"], attack_samples=kw["attack_samples"],

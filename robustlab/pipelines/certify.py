@@ -1,6 +1,6 @@
 """The certify pipeline: randomized-smoothing certification of one model, as a one-check suite.
 
-:class:`CertifyParams` are the ``certify`` check's parameters as the ``robustlab certify`` command
+:class:`CertifyOptions` are the ``certify`` check's parameters as the ``robustlab certify`` command
 takes them; :func:`certification_suite` builds the one-entry :class:`~robustlab.suite.Suite`
 directly (validated by the check, no YAML round trip) and :func:`certify` runs it through the
 evaluate pipeline, so the scorecard, resume, tracking and the report work as for ``evaluate``.
@@ -16,12 +16,13 @@ from ..runner import RunConfig
 from ..scorecard import Scorecard
 from ..suite import Suite, build_suite
 
-__all__ = ["CertifyParams", "certification_suite", "certify"]
+__all__ = ["CertifyOptions", "certification_suite", "certify"]
 
 
 @dataclass(frozen=True)
-class CertifyParams:
-    """The ``certify`` check's parameters (see ``robustlab certify --help`` for each)."""
+class CertifyOptions:
+    """The ``robustlab certify`` options that become the ``certify`` check's parameters (validated by the
+    check's own ``CertifyParams`` when the suite is built; see ``robustlab certify --help``)."""
 
     sigmas: tuple[float, ...] = ()  # empty: the data set's standard levels
     n: int = 100_000
@@ -45,7 +46,7 @@ class CertifyParams:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
-def certification_suite(params: CertifyParams) -> Suite:
+def certification_suite(params: CertifyOptions) -> Suite:
     """The one-check suite of ``robustlab certify`` (validated before any model is loaded)."""
     return build_suite("certify", [("certify", params.check_params())], description="robustlab certify: randomized smoothing",
                        source="robustlab certify")
