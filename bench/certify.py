@@ -121,7 +121,7 @@ def main() -> None:
         args.n, args.n0, args.points, args.batch = 300, 20, 3, 100
     torch.set_num_threads(args.threads)
 
-    from robustlab.certify import SmoothedClassifier
+    from robustlab.smoothing import SmoothedClassifier
     from robustlab.data import load_dataset
     from robustlab.models import load_model
     from robustlab.seeding import sample_seeds

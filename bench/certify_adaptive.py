@@ -50,7 +50,7 @@ def main() -> None:
         args.n, args.n0, args.points, args.chunk = 2000, 20, 4, 2
     torch.set_num_threads(args.threads)
 
-    from robustlab.certify import SmoothedClassifier
+    from robustlab.smoothing import SmoothedClassifier
     from robustlab.data import load_dataset
     from robustlab.metrics.stats import wilson_interval
     from robustlab.models import load_model

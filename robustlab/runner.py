@@ -1,9 +1,9 @@
-"""The runner: model + data + suite -> :class:`Scorecard`.
+"""The check runner: a loaded model + data + suite -> :class:`Scorecard`.
 
-Order of work: the suite is validated first (before any model is loaded), then the model and data
-are loaded and checked against each other (shapes, bounds, labels, a probe forward pass), then each
-check runs. The scorecard is rewritten atomically after every check, so an interruption or an input
-error loses nothing already computed; per-batch results live in ``OUT/results.sqlite`` for
+The pipelines (:mod:`robustlab.pipelines`) load the model and data and lock the output folder;
+this module checks data against the model (:func:`prepare_data`) and runs each check of the suite
+(:func:`run_checks`). The scorecard is rewritten atomically after every check, so an interruption or
+an input error loses nothing already computed; per-batch results live in ``OUT/results.sqlite`` for
 ``--resume``. A check that raises an unexpected error is recorded as ``error`` and the run goes on;
 input errors (bad data, non-finite logits) stop the run with exit code 2 after saving.
 """
@@ -16,7 +16,7 @@ import platform
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -27,21 +27,18 @@ from . import __version__, distributed
 from .checks import CHECKS, RunContext
 from .data import Dataset, adapt_images, load_dataset
 from .errors import DataError, ModelOutputError, RobustlabError, is_disk_failure
-from .fastpaths import apply_fast_paths
 from .memory import release_free_memory
-from .models import LoadOptions, RobustModel, load_model
+from .models import LoadOptions, RobustModel
 from .scorecard import CheckResult, Scorecard, Status
-from .store import LOCK_NAME, OutputLock, ResultStore
+from .store import ResultStore
 from .suite import Suite
 
 log = logging.getLogger(__name__)
 #: one line per check on stderr (the CLI gives it a plain "%(message)s" handler)
 progress_log = logging.getLogger("robustlab.progress")
-#: below this many parameters a CPU run uses one torch thread unless --threads says otherwise
-SMALL_MODEL_PARAMS = 2_000_000
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a run (recorded in the scorecard)."""
 
@@ -59,11 +56,24 @@ class RunConfig:
     resume: bool = False
     quiet: bool = False
     command: str = ""
-    options: dict[str, Any] = field(default_factory=dict)
+    ood_fit_data: str | None = None  # --fit-data: the data whose train split fits OOD detectors
+    defend_role: str | None = None  # "before" / "after" when the defend pipeline evaluates
     precision: str = "fp32"
     threads: int | None = None
     channels_last: bool = False
     compile: bool = False
+
+    def recorded_options(self, dataset: str | None) -> dict[str, Any]:
+        """The run's optional settings as the scorecard's ``run`` section, the store fingerprint and
+        :attr:`RunContext.options` record them; ``dataset`` is the resolved data-set name."""
+        out: dict[str, Any] = {}
+        if self.ood_fit_data:
+            out["ood_fit_data"] = self.ood_fit_data
+        if self.defend_role is not None:
+            out["defend"] = {"role": self.defend_role}
+        if dataset:
+            out["dataset"] = dataset
+        return out
 
 
 def resolve_device(name: str) -> torch.device:
@@ -144,68 +154,7 @@ def prepare_data(model: RobustModel, data: Dataset, *, adapt: bool = False) -> D
     return mapped
 
 
-def evaluate(cfg: RunConfig) -> Scorecard:
-    """Run ``cfg.suite`` on the model and data of ``cfg``; write and return the scorecard."""
-    t0 = time.perf_counter()
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.load.device)
-    dist_info = distributed.init(device.type)
-    if dist_info.enabled and device.type == "cuda":
-        device = torch.device("cuda", dist_info.local_rank)
-    cfg.load.device = str(device)
-    progress = make_progress(cfg.quiet or not dist_info.is_main)
-
-    t = time.perf_counter()
-    model = load_model(cfg.model_spec, cfg.load)
-    fast_model = apply_fast_paths(model, precision=cfg.precision, channels_last=cfg.channels_last, compile=cfg.compile)
-    if not cfg.threads and device.type == "cpu" and sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
-        # Intra-op threads only spin on tiny models: one thread is several times faster (measured:
-        # AutoAttack on the digits CNN, 26 s with 1 thread vs 90 s with 2 on this 2-core machine).
-        torch.set_num_threads(1)
-    t_model = time.perf_counter() - t
-
-    data_spec = cfg.data_spec or model.info.dataset
-    if not cfg.data_spec and data_spec and not cfg.quiet and dist_info.is_main:
-        source = "a sidecar file or the model file's header" if model.info.path and not cfg.model_spec.startswith("zoo:") else "the model's metadata"
-        progress_log.info("data: %s (no --data given; the data set named by %s; pass --data to choose another)", data_spec, source)
-    if not data_spec:
-        raise DataError(f"model {cfg.model_spec} names no default data set; pass --data (e.g. --data digits, --data npz:PATH, --data folder:PATH).")
-    t = time.perf_counter()
-    raw = load_dataset(data_spec, split="test", root=cfg.data_root, download=cfg.download).limit(cfg.limit)
-    raw.check_labels(model.num_classes)
-    from .data.naming import resolve_dataset_name
-
-    ds_name, ds_source = resolve_dataset_name(cfg.dataset, str(raw.extra.get("dataset") or "") or None, model.info.dataset)
-    if ds_name is not None and model.info.dataset != ds_name:
-        model.info = model.info.with_overrides(dataset=ds_name)  # budgets read the family from it
-    log.info("data set: %s (%s)", ds_name or "not named", ds_source)  # recorded in the scorecard's data section
-    cfg.options = {**cfg.options, "dataset": ds_name} if ds_name else cfg.options
-    data = prepare_data(model, raw)
-    with torch.no_grad():
-        xb = data.images(slice(0, min(len(data), cfg.batch_size))).to(device)
-        try:
-            logits = model(xb)
-        except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # shape/channel mismatches surface here
-            raise ModelOutputError(
-                f"the model fails on a batch of {data_spec} of shape {tuple(xb.shape)} ({' '.join(str(exc).split())[:160]}); "
-                "check that the data matches the model (--data, --input-shape, --mean/--std channels, --arch)."
-            ) from exc
-        model.check_output(logits, xb.shape[0])
-    t_data = time.perf_counter() - t
-
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    lock = OutputLock(out, name=LOCK_NAME if not dist_info.enabled or dist_info.is_main else f".robustlab.rank{dist_info.rank}.lock", command=cfg.command)
-    lock.acquire()
-    try:
-        return _run_checks(cfg, model, fast_model, raw, data, data_spec, (ds_name, ds_source), device, dist_info, progress, out, started, t0, t_model, t_data)
-    finally:
-        lock.release()
-
-
-def run_fingerprint(cfg: RunConfig, model: RobustModel, raw: Dataset, data_spec: str) -> dict[str, Any]:
+def run_fingerprint(cfg: RunConfig, model: RobustModel, raw: Dataset, data_spec: str, *, dataset: str | None = None) -> dict[str, Any]:
     """Everything that can change a number of the run, as a flat mapping (see :mod:`robustlab.store`)."""
     info = model.info.to_dict()
     fp: dict[str, Any] = {f"model.{k}": info.get(k) for k in (
@@ -223,16 +172,18 @@ def run_fingerprint(cfg: RunConfig, model: RobustModel, raw: Dataset, data_spec:
         "precision": cfg.precision,
         "channels_last": cfg.channels_last,
         "compile": cfg.compile,
-        "options": dict(cfg.options),
+        "options": cfg.recorded_options(dataset),
         "robustlab": __version__,
     })
     return fp
 
 
-def _run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset, data: Dataset, data_spec: str, dataset: tuple[str | None, str], device: torch.device,
-                dist_info: Any, progress: Callable[..., Iterable[Any]], out: Path, started: str, t0: float, t_model: float, t_data: float) -> Scorecard:
+def run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset, data: Dataset, data_spec: str, dataset: tuple[str | None, str], device: torch.device,
+               dist_info: Any, progress: Callable[..., Iterable[Any]], out: Path, started: str, t0: float, t_model: float, t_data: float) -> Scorecard:
+    """Run each check of ``cfg.suite`` on the prepared ``data``; write ``out/scorecard.json`` after each."""
     ds_name, ds_source = dataset
-    fingerprint = run_fingerprint(cfg, model, raw, data_spec)
+    options = cfg.recorded_options(ds_name)
+    fingerprint = run_fingerprint(cfg, model, raw, data_spec, dataset=ds_name)
     store_name = "results.sqlite" if not dist_info.enabled else f"results.rank{dist_info.rank}.sqlite"
     store = ResultStore(out / store_name, fingerprint)
     try:
@@ -261,13 +212,13 @@ def _run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Datase
         environment=environment(device),
         run={"seed": cfg.seed, "batch_size": cfg.batch_size, "device": str(device), "command": cfg.command, "started": started,
              "resumed": cfg.resume, "trust_code": cfg.load.trust_code, "world_size": dist_info.world_size,
-             "precision": cfg.precision, "channels_last": cfg.channels_last, "compile": cfg.compile, **cfg.options},
+             "precision": cfg.precision, "channels_last": cfg.channels_last, "compile": cfg.compile, **options},
     )
     card.model.pop("loaded_in_seconds")
     card.timings = {"load_model": round(t_model, 3), "load_data": round(t_data, 3)}
     card_path = out / "scorecard.json"
     ctx = RunContext(model=model, data=data, seed=cfg.seed, batch_size=cfg.batch_size, device=device, out_dir=out, store=store,
-                     load_data=load_data, progress=progress, data_spec=data_spec, options=cfg.options, dist=dist_info, fast_model=fast_model)
+                     load_data=load_data, progress=progress, data_spec=data_spec, options=options, dist=dist_info, fast_model=fast_model)
     try:
         for entry in cfg.suite.entries:
             cls = CHECKS.get(entry.check)

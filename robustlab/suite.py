@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -85,9 +86,39 @@ def load_suite(name_or_path: str) -> Suite:
     return parse_suite(text, source=str(path), default_name=path.stem)
 
 
-def parse_suite(text: str, *, source: str = "<string>", default_name: str = "custom") -> Suite:
+def _entry(name: str, cid: Any, raw: Any, seen: set[str], where: str) -> SuiteEntry:
+    """One validated suite entry (its params parsed by the check's own ``parse_params``)."""
     from .checks import CHECKS
 
+    if name not in CHECKS:
+        raise SuiteError(f"{where}{CHECKS.unknown_message(name)}")
+    cls = CHECKS.get(name)
+    cid = str(cid or name)
+    if not is_legal_segment(cid):
+        raise SuiteError(f"{where}id {cid!r} cannot be part of a metric key; use only letters, digits, '_', '-', '.' and spaces (no '/').")
+    if cid in seen:
+        raise SuiteError(f"{where}duplicate id {cid!r}; give each entry of the same check its own 'id'.")
+    seen.add(cid)
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{where}'params' must be a mapping.")
+    params = cls.parse_params(raw, where=where)
+    return SuiteEntry(check=name, id=cid, params=params, raw_params=dict(raw))
+
+
+def build_suite(name: str, checks: Sequence[tuple[str, Mapping[str, Any]]], *, description: str = "", source: str = "<built>") -> Suite:
+    """A suite built in code (e.g. by ``robustlab certify``), validated like a YAML one: each
+    ``(check, params)`` pair's params are parsed by the check. Its ``sha256`` is that of the canonical
+    JSON of the definition (a YAML suite's is that of its text)."""
+    if not checks:
+        raise SuiteError(f"suite {source} needs at least one check.")
+    seen: set[str] = set()
+    entries = tuple(_entry(check, None, dict(raw), seen, f"suite {source}, check #{i}: ") for i, (check, raw) in enumerate(checks, 1))
+    doc = {"name": name, "description": description, "checks": [{"check": c, "params": dict(p)} for c, p in checks]}
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return Suite(name=name, description=description, entries=entries, source=source, sha256=hashlib.sha256(text.encode()).hexdigest())
+
+
+def parse_suite(text: str, *, source: str = "<string>", default_name: str = "custom") -> Suite:
     try:
         doc = yaml.safe_load(text)
     except RecursionError as exc:
@@ -115,21 +146,7 @@ def parse_suite(text: str, *, source: str = "<string>", default_name: str = "cus
         bad = set(e) - _ENTRY_KEYS
         if bad:
             raise SuiteError(f"{where}unknown key(s) {', '.join(sorted(map(str, bad)))}; allowed: {', '.join(sorted(_ENTRY_KEYS))}.")
-        name = str(e["check"])
-        if name not in CHECKS:
-            raise SuiteError(f"{where}{CHECKS.unknown_message(name)}")
-        cls = CHECKS.get(name)
-        cid = str(e.get("id") or name)
-        if not is_legal_segment(cid):
-            raise SuiteError(f"{where}id {cid!r} cannot be part of a metric key; use only letters, digits, '_', '-', '.' and spaces (no '/').")
-        if cid in seen:
-            raise SuiteError(f"{where}duplicate id {cid!r}; give each entry of the same check its own 'id'.")
-        seen.add(cid)
-        raw = e.get("params") or {}
-        if not isinstance(raw, dict):
-            raise SuiteError(f"{where}'params' must be a mapping.")
-        params = cls.parse_params(raw, where=where)
-        entries.append(SuiteEntry(check=name, id=cid, params=params, raw_params=dict(raw)))
+        entries.append(_entry(str(e["check"]), e.get("id"), e.get("params") or {}, seen, where))
     return Suite(
         name=str(doc.get("name") or default_name),
         description=str(doc.get("description") or ""),

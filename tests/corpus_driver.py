@@ -69,6 +69,7 @@ def main() -> None:
     import robustlab.commands.report  # noqa: F401
     import robustlab.data  # noqa: F401
     import robustlab.models  # noqa: F401
+    import robustlab.pipelines.evaluate  # noqa: F401
     import robustlab.runner  # noqa: F401
     import robustlab.suite  # noqa: F401 - imports every check (attacks, corruptions, detectors)
     import safetensors.torch  # noqa: F401

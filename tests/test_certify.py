@@ -11,8 +11,8 @@ import torch
 from scipy.stats import beta, binomtest, norm
 from torch import nn
 
-import robustlab.certify.sampling as sampling
-from robustlab.certify import (
+import robustlab.smoothing.sampling as sampling
+from robustlab.smoothing import (
     ABSTAIN,
     SmoothedClassifier,
     average_certified_radius,

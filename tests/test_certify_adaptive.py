@@ -10,8 +10,8 @@ import pytest
 import torch
 from scipy.stats import beta, norm
 
-import robustlab.certify.sequential as sequential
-from robustlab.certify import SamplingMode, SmoothedClassifier, confidence_sequence
+import robustlab.smoothing.sequential as sequential
+from robustlab.smoothing import SamplingMode, SmoothedClassifier, confidence_sequence
 from robustlab.checks import CHECKS
 from robustlab.errors import SuiteError
 

@@ -163,7 +163,7 @@ def test_same_seed_same_result_whatever_the_batch_size(digits_model: RobustModel
 
 
 def test_resume_reuses_stored_certificates(digits_model: RobustModel, digits_data: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
-    from robustlab.certify.smoothing import SmoothedClassifier
+    from robustlab.smoothing.classifier import SmoothedClassifier
 
     store = ResultStore(None, {"t": 1})
     raw = {**SMALL, "attack": False}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from robustlab.defenses.run import DefendConfig, DefendResult, run_defense
+from robustlab.pipelines.defend import DefendConfig, DefendResult, run_defense
 from robustlab.defenses.trainer import TrainConfig
 from robustlab.models import LoadOptions, load_model
 

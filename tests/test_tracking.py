@@ -16,7 +16,7 @@ import pytest
 import yaml
 from test_report_cards import make_card
 
-from robustlab.postrun import after_run
+from robustlab.pipelines.postrun import after_run
 from robustlab.tracking import checked_metric_keys, load_baseline, log_scorecard, name_key, resolve_tracking_uri
 
 ROBUST = "adversarial/pgd/robust_accuracy"

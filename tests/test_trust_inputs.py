@@ -97,12 +97,12 @@ def test_sidecar_dataset_choice_is_announced(tmp_path):
 
 
 def test_internal_error_exits_4_with_a_crash_log(tmp_path, monkeypatch):
-    import robustlab.runner
+    import robustlab.pipelines.evaluate
 
     def boom(cfg):
         raise ZeroDivisionError("an internal bug")
 
-    monkeypatch.setattr(robustlab.runner, "evaluate", boom)
+    monkeypatch.setattr(robustlab.pipelines.evaluate, "evaluate", boom)
     out = tmp_path / "o"
     r = CliRunner().invoke(main, ["evaluate", "--model", "zoo:digits-cnn", "--out", str(out), "--no-mlflow", "--quiet", "--suite", CLEAN])
     assert r.exit_code == 4, (r.output, r.exception)

@@ -98,7 +98,7 @@ def _changed(cfg: RunConfig, raw, what: str):
     if what == "trust_code":
         return _fp(cfg, raw, trusted=True)
     if what == "options":
-        return _fp(replace(cfg, options={"ood_fit_data": "npz:x.npz"}), raw)
+        return _fp(replace(cfg, ood_fit_data="npz:x.npz"), raw)
     raise AssertionError(what)
 
 

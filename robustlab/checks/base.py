@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from ..data.base import Dataset
     from ..models.wrapper import RobustModel
+    from ..ood.data import RunData
     from ..store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,14 @@ class RunContext:
             self.effective_batch_size = min(self.effective_batch_size or stop - start, mid - start)
             log.warning("out of memory on a batch of %d; retrying in halves", stop - start)
             return _merge_halves(self._call_with_backoff(fn, start, mid), self._call_with_backoff(fn, mid, stop))
+
+    def run_data(self) -> "RunData":
+        """What the OOD/uncertainty data helpers need of the run (they never see the context itself)."""
+        from ..ood.data import RunData
+
+        lo, hi = self.model.bounds
+        return RunData(load=self.load_data, model_bounds=(float(lo), float(hi)), eval_spec=self.data_spec, eval_ids=self.data.ids,
+                       fit_spec=str(self.options.get("ood_fit_data") or "") or None)
 
     @property
     def attack_model(self) -> "torch.nn.Module":

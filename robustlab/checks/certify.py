@@ -17,12 +17,12 @@ import torch
 
 from ..attacks.base import Norm
 from ..attacks.pgd import PGD
-from ..certify.bounds import max_certifiable_radius
-from ..certify.curves import average_certified_radius, certified_accuracy, certified_count, radius_grid, standard_sigmas
-from ..certify.smoothadv import smoothadv_pgd_l2
-from ..certify.sequential import DEFINITION as ADAPTIVE_DEFINITION
-from ..certify.sequential import SamplingMode
-from ..certify.smoothing import ABSTAIN, Certificate, SmoothedClassifier
+from ..smoothing.bounds import max_certifiable_radius
+from ..smoothing.curves import average_certified_radius, certified_accuracy, certified_count, radius_grid, standard_sigmas
+from ..smoothing.smoothadv import smoothadv_pgd_l2
+from ..smoothing.sequential import DEFINITION as ADAPTIVE_DEFINITION
+from ..smoothing.sequential import SamplingMode
+from ..smoothing.classifier import ABSTAIN, Certificate, SmoothedClassifier
 from ..errors import SuiteError
 from ..metric_keys import at_radius, child, sigma_segment
 from ..metrics.stats import wilson_interval
@@ -81,7 +81,7 @@ class CertifyParams(Params):
             probability per certificate.
         sampling: ``fixed`` (Cohen et al.: exactly n samples, Clopper-Pearson) or ``adaptive``
             (anytime-valid confidence sequence, stops once every radius in ``radii`` is decided;
-            ``robustlab.certify.sequential``).
+            ``robustlab.smoothing.sequential``).
         predict_n: samples for PREDICT (smoothed accuracy); 0 = ``n``.
         num_points: evenly spaced test points to certify; 0 = all.
         radii: radii at which certified accuracy is reported as a metric.

@@ -147,7 +147,7 @@ class OODCheck(Check[OODParams]):
                 while name in sets or name in shift_sets or name in ("near", "far", "id", "shift", "fit", "threshold"):
                     name += "_"
                 try:
-                    ds = load_set(ctx, strip_name(spec), split="test", shape=shape, limit=p.ood_limit, n_synthetic=p.synthetic_n, seed=ctx.seed)
+                    ds = load_set(ctx.run_data(), strip_name(spec), split="test", shape=shape, limit=p.ood_limit, n_synthetic=p.synthetic_n, seed=ctx.seed)
                 except RobustlabError as exc:
                     result.notes.append(f"skipped {group} set {spec}: {exc}")
                     result.audit.append(AuditItem("ood_set_missing", Verdict.SUSPECT, f"{group} set {spec} could not be loaded; its metrics are absent.", {"error": str(exc)}))
@@ -175,7 +175,7 @@ class OODCheck(Check[OODParams]):
         dets: dict[str, Detector] = {}
         for name, own in p.detector_specs():
             dets[name] = create_detector(name, **{**self._detector_kwargs(name), **own})
-        plan = plan_fit_data(ctx, fit_data=p.fit_data, fit_limit=p.fit_limit, val_fraction=p.val_fraction, val_limit=p.val_limit, shape=shape, seed=ctx.seed, min_fit=max(2 * model.num_classes, 20))
+        plan = plan_fit_data(ctx.run_data(), fit_data=p.fit_data, fit_limit=p.fit_limit, val_fraction=p.val_fraction, val_limit=p.val_limit, shape=shape, seed=ctx.seed, min_fit=max(2 * model.num_classes, 20))
         result.notes.extend(plan.notes)
         protocol = (
             f"fit data: {plan.fit_source or 'none'}; ID validation data: {plan.val_source or 'none (ID test scores used)'}; "
@@ -317,7 +317,7 @@ class OODCheck(Check[OODParams]):
             x_ood = torch.cat([fgsm_images(ctx.model, x_id[s : s + ctx.batch_size], eps=p.tune_fgsm_eps).cpu() for s in range(0, x_id.shape[0], ctx.batch_size)])
             what = f"FGSM-perturbed ID validation images (eps={p.tune_fgsm_eps} of the bounds' width, Lee et al. 2018)"
         else:
-            x_ood = load_set(ctx, strip_name(p.tune_ood), split="val", shape=x_id.shape[1:], limit=p.tune_n, n_synthetic=p.tune_n, seed=ctx.seed + 1).images()
+            x_ood = load_set(ctx.run_data(), strip_name(p.tune_ood), split="val", shape=x_id.shape[1:], limit=p.tune_n, n_synthetic=p.tune_n, seed=ctx.seed + 1).images()
             what = f"{p.tune_ood} (not a test OOD set)"
         for n in todo:
             values = {k: ([v] if v is not None else grids[n][k]) for k, v in fixed[n].items()}

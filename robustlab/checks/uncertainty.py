@@ -134,7 +134,7 @@ def _validation(ctx: RunContext, p: UncertaintyParams, shape: tuple[int, ...]) -
     """In-distribution validation data disjoint from the evaluation data (as the ood check gets it)."""
     from ..ood.data import plan_fit_data
 
-    plan = plan_fit_data(ctx, fit_data=None, fit_limit=1, val_fraction=0.2, val_limit=p.val_limit, shape=shape, seed=ctx.seed, min_fit=2)
+    plan = plan_fit_data(ctx.run_data(), fit_data=None, fit_limit=1, val_fraction=0.2, val_limit=p.val_limit, shape=shape, seed=ctx.seed, min_fit=2)
     ok = plan.val is not None and len(plan.val) >= 20 and bool((plan.val.y >= 0).all())
     return (plan.val if ok else None), plan.val_source
 
@@ -151,7 +151,7 @@ def _extra_sets(ctx: RunContext, p: UncertaintyParams, shape: tuple[int, ...], r
     for group, names in specs.items():
         for spec in names:
             try:
-                ds = load_set(ctx, strip_name(spec), split="test", shape=shape, limit=p.ood_limit, n_synthetic=p.synthetic_n, seed=ctx.seed)
+                ds = load_set(ctx.run_data(), strip_name(spec), split="test", shape=shape, limit=p.ood_limit, n_synthetic=p.synthetic_n, seed=ctx.seed)
                 if group == "shift":
                     ds.check_labels(ctx.model.num_classes)
             except RobustlabError as exc:

@@ -1,8 +1,8 @@
 """``robustlab certify``: randomized-smoothing certification of one model, as a one-check suite.
 
-The command builds a suite with a single ``certify`` entry from its options and runs it through the
-same runner as ``robustlab evaluate``, so the scorecard (``OUT/scorecard.json``), resume, tracking
-and the report work the same way.
+The command parses its options into :class:`~robustlab.pipelines.certify.CertifyOptions` and runs
+the certify pipeline (a one-check suite through the evaluate pipeline), so the scorecard
+(``OUT/scorecard.json``), resume, tracking and the report work as for ``robustlab evaluate``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..metric_keys import child, parse, sigma_segment
-from .common import _floats, run_settings, data_options, default_out_dir, load_options_from, model_options, output_lock, run_options, user_errors
+from .common import float_list_option, run_settings, data_options, default_out_dir, load_options_from, model_options, output_lock, run_options, user_errors
 
 
 @click.command("certify")
@@ -53,40 +53,27 @@ def certify(**kw: Any) -> None:
       robustlab certify --model zoo:digits-cnn --sigma 0.25 --sampling adaptive --no-attack
       robustlab certify --model zoo:cifar10-resnet18 --sigma 0.25 --sigma 0.5 --num-points 100 --device cuda
     """
-    import yaml
-
-    from ..suite import parse_suite
-
-    params: dict[str, Any] = {
-        "sigmas": list(kw["sigmas"]),
-        "n": kw["n"],
-        "n0": kw["n0"],
-        "alpha": kw["alpha"],
-        "sampling": kw["sampling"],
-        "num_points": kw["num_points"],
-        "radii": list(_floats(kw["radii"], "--radii") or ()),
-        "predict_n": kw["predict_n"],
-        "attack": bool(kw["attack"]),
-        "interval_radii": list(_floats(kw["interval_radii"], "--interval-radii") or ()),
-        "attack_steps": kw["attack_steps"],
-        "attack_samples": kw["attack_samples"],
-        "base_attack": bool(kw["base_attack"]),
-        "batch_size": kw["noise_batch_size"],
-    }
-    doc = {"name": "certify", "description": "robustlab certify: randomized smoothing", "checks": [{"check": "certify", "params": params}]}
-    suite = parse_suite(yaml.safe_dump(doc, sort_keys=False), source="robustlab certify", default_name="certify")  # validated before loading
-
-    from ..runner import RunConfig, evaluate as run_evaluate
+    from ..pipelines.certify import CertifyOptions, certification_suite, certify as run_certify
+    from ..pipelines.evaluate import RunConfig
+    from ..pipelines.postrun import PostRunOptions
     from .evaluate import finish
 
+    params = CertifyOptions(
+        sigmas=tuple(kw["sigmas"]), n=kw["n"], n0=kw["n0"], alpha=kw["alpha"], sampling=kw["sampling"], num_points=kw["num_points"],
+        radii=float_list_option(kw["radii"], "--radii") or (), predict_n=kw["predict_n"], attack=bool(kw["attack"]),
+        interval_radii=float_list_option(kw["interval_radii"], "--interval-radii") or (), attack_steps=kw["attack_steps"], attack_samples=kw["attack_samples"],
+        base_attack=bool(kw["base_attack"]), noise_batch_size=kw["noise_batch_size"],
+    )
+    suite = certification_suite(params)  # validated before loading
     out = Path(kw["out_dir"]) if kw.get("out_dir") else default_out_dir(kw["model_spec"], "certify")
     cfg = RunConfig(
         model_spec=kw["model_spec"], load=load_options_from(kw), suite=suite, data_spec=kw.get("data_spec"), dataset=kw.get("dataset_name"), data_root=kw.get("data_root"),
         download=bool(kw.get("download")), out_dir=out, limit=kw.get("limit"), **run_settings(kw),
     )
+    post = PostRunOptions(mlflow=not kw.get("no_mlflow"), mlflow_uri=kw.get("mlflow_uri"), report=not kw.get("no_report"))
     with output_lock(out, cfg.command):
-        card = run_evaluate(cfg)
-        code = finish(card, out, {**kw, "quiet": True, "policy": None, "baseline": None, "junit": None})
+        card = run_certify(cfg)
+        code = finish(card, out, post, quiet=True, as_json=bool(kw.get("as_json")))
     if not kw.get("quiet"):
         click.echo(certify_table(card), err=bool(kw.get("as_json")))
         click.echo(f"scorecard: {out / 'scorecard.json'}", err=bool(kw.get("as_json")))

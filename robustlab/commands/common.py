@@ -15,25 +15,20 @@ import click
 from ..errors import RobustlabError
 
 
-def _floats(value: str | None, name: str, n: int | None = None) -> tuple[float, ...] | None:
+def float_list_option(value: str | None, name: str, n: int | None = None) -> tuple[float, ...] | None:
     if value is None:
         return None
+    from ..parsing import parse_fraction
+
     try:
-        out = tuple(float(eval_fraction(v)) for v in value.replace(" ", "").split(",") if v)
-    except (ValueError, ZeroDivisionError, OverflowError) as exc:
+        out = tuple(parse_fraction(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError as exc:
         raise click.BadParameter(f"{name} takes comma-separated numbers, e.g. 0.5,0.5,0.5; got {value!r}") from exc
     if not out or not all(math.isfinite(v) for v in out):
         raise click.BadParameter(f"{name} takes comma-separated finite numbers, e.g. 0.5,0.5,0.5; got {value!r}")
     if n is not None and len(out) != n:
         raise click.BadParameter(f"{name} takes {n} numbers, got {len(out)}")
     return out
-
-
-def eval_fraction(s: str) -> float:
-    if "/" in s:
-        a, b = s.split("/", 1)
-        return float(a) / float(b)
-    return float(s)
 
 
 def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -91,7 +86,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def load_options_from(kw: dict[str, Any]) -> Any:
     from ..models import LoadOptions
 
-    shape = _floats(kw.get("input_shape"), "--input-shape", 3)
+    shape = float_list_option(kw.get("input_shape"), "--input-shape", 3)
     if shape is not None and not all(s == int(s) and 1 <= s <= 100_000 for s in shape):
         raise click.BadParameter(f"--input-shape takes three positive integers C,H,W, e.g. 3,32,32; got {kw.get('input_shape')!r}")
     device = kw.get("device") or "auto"
@@ -99,9 +94,9 @@ def load_options_from(kw: dict[str, Any]) -> Any:
         raise click.BadParameter(f"--device takes auto, cpu, cuda or cuda:N; got {device!r}")
     overrides = {
         "num_classes": kw.get("num_classes"),
-        "bounds": _floats(kw.get("bounds"), "--bounds", 2),
-        "mean": _floats(kw.get("mean"), "--mean"),
-        "std": _floats(kw.get("std"), "--std"),
+        "bounds": float_list_option(kw.get("bounds"), "--bounds", 2),
+        "mean": float_list_option(kw.get("mean"), "--mean"),
+        "std": float_list_option(kw.get("std"), "--std"),
         "input_shape": tuple(int(s) for s in shape) if shape else None,
         "class_names": tuple(c.strip() for c in kw["class_names"].split(",")) if kw.get("class_names") is not None else None,
         "feature_layer": kw.get("feature_layer"),

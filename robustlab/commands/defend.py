@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .common import command_line, data_options, load_options_from, model_options, user_errors
 from .plugin_options import chosen_params, click_options, option_names, plugin_options
+
+if TYPE_CHECKING:
+    from ..pipelines.defend import DefendConfig, DefendResult
 
 
 def _methods() -> list[tuple[str, type]]:
@@ -67,7 +70,7 @@ def defend(**kw: Any) -> None:
       robustlab defend --model zoo:cifar10-resnet18 --data npz:cifar10_9000_jpeg.npz --method pgd-at --eps 8/255
       robustlab defend ... --resume      # continue an interrupted run
     """
-    from ..defenses.run import DefendConfig, run_defense
+    from ..pipelines.defend import DefendConfig, run_defense
     from ..defenses.trainer import TrainConfig
 
     params = method_params_from(kw)
@@ -104,7 +107,7 @@ def defend(**kw: Any) -> None:
             click.echo(f"\nbefore/after ({cfg.suite}, seed {cfg.train.seed}, same data):")
             click.echo(res.table)
             click.echo(f"scorecards: {cfg.eval_out / 'before' / 'scorecard.json'}, {cfg.eval_out / 'after' / 'scorecard.json'}; comparison: {cfg.eval_out / 'comparison.txt'}")
-    _record(cfg, res, kw)
+    _record(cfg, res, mlflow=not kw.get("no_mlflow"), mlflow_uri=kw.get("mlflow_uri"))
     sys.exit(0)
 
 
@@ -115,14 +118,13 @@ _at = next(i for i, p in enumerate(defend.params) if p.name == "quiet")
 defend.params[_at:_at] = click_options(METHOD_OPTIONS)
 
 
-def _record(cfg: Any, res: Any, kw: dict[str, Any]) -> None:
+def _record(cfg: "DefendConfig", res: "DefendResult", *, mlflow: bool, mlflow_uri: str | None) -> None:
     """Reports for both scorecards, and MLflow runs for the training and both evaluations."""
     import dataclasses
     import json
 
-    from ..postrun import after_run
+    from ..pipelines.postrun import after_run
 
-    mlflow = not kw.get("no_mlflow")
     store = cfg.eval_out if res.after is not None else cfg.ckpt_dir
     for card, sub in ((res.before, "before"), (res.after, "after")):
         if card is not None:
@@ -132,7 +134,7 @@ def _record(cfg: Any, res: Any, kw: dict[str, Any]) -> None:
             if mlflow:
                 from ..tracking.mlflow_log import log_scorecard
 
-                log_scorecard(card, out_dir=store, uri=kw.get("mlflow_uri"), artifacts=[cfg.eval_out / sub / "report.html", *extra],
+                log_scorecard(card, out_dir=store, uri=mlflow_uri, artifacts=[cfg.eval_out / sub / "report.html", *extra],
                               command=cfg.command, scorecard_path=cfg.eval_out / sub / "scorecard.json")
     if mlflow:
         from ..tracking.mlflow_log import log_training
@@ -144,5 +146,5 @@ def _record(cfg: Any, res: Any, kw: dict[str, Any]) -> None:
         params = {"method": cfg.method, "model": cfg.model_spec, "data": cfg.data_spec or "", "suite": cfg.suite or "",
                   **{f"method.{k}": v for k, v in cfg.method_params.items()}, **{f"train.{k}": v for k, v in dataclasses.asdict(cfg.train).items()}}
         artifacts = [hist_file] + ([res.model_path] if Path(res.model_path).stat().st_size < 200 * 2**20 else [])
-        log_training(out_dir=store, uri=kw.get("mlflow_uri"), name=f"defend {cfg.method} · {cfg.model_spec}", params=params, history=history,
+        log_training(out_dir=store, uri=mlflow_uri, name=f"defend {cfg.method} · {cfg.model_spec}", params=params, history=history,
                      tags={"robustlab.method": cfg.method, "robustlab.command": cfg.command[:5000]}, artifacts=artifacts)

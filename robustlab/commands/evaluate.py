@@ -6,9 +6,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from ..pipelines.postrun import PostRunOptions
+    from ..scorecard import Scorecard
 
 from .common import data_options, default_out_dir, load_options_from, check_output_path, model_options, output_lock, run_options, run_settings, user_errors
 
@@ -51,21 +55,22 @@ def evaluate(**kw: Any) -> None:
     check_output_path(kw.get("out_dir"), "--out")
     check_output_path(kw.get("junit"), "--junit")
 
-    from ..runner import RunConfig, evaluate as run_evaluate
+    from ..distributed import from_env
+    from ..pipelines.evaluate import RunConfig, evaluate as run_evaluate
+    from ..pipelines.postrun import PostRunOptions
 
     out = Path(kw["out_dir"]) if kw.get("out_dir") else default_out_dir(kw["model_spec"], kw["suite"])
     cfg = RunConfig(
         model_spec=kw["model_spec"], load=load_options_from(kw), suite=suite, data_spec=kw.get("data_spec"), dataset=kw.get("dataset_name"), data_root=kw.get("data_root"),
-        download=bool(kw.get("download")), out_dir=out, limit=kw.get("limit"),
-        options={"ood_fit_data": kw["fit_data"]} if kw.get("fit_data") else {}, **run_settings(kw),
+        download=bool(kw.get("download")), out_dir=out, limit=kw.get("limit"), ood_fit_data=kw.get("fit_data") or None, **run_settings(kw),
     )
-    from ..distributed import from_env
-
+    post = PostRunOptions(policy=Path(kw["policy"]) if kw.get("policy") else None, baseline=kw.get("baseline"), junit=Path(kw["junit"]) if kw.get("junit") else None,
+                          mlflow=not kw.get("no_mlflow"), mlflow_uri=kw.get("mlflow_uri"), report=not kw.get("no_report"))
     with output_lock(out, cfg.command):  # held through the report and MLflow, not only the checks
         card = run_evaluate(cfg)
         if not from_env().is_main:  # under torchrun only rank 0 reports
             sys.exit(0)
-        code = finish(card, out, kw)
+        code = finish(card, out, post, quiet=cfg.quiet, as_json=bool(kw.get("as_json")))
     sys.exit(code)
 
 
@@ -81,22 +86,19 @@ def _validate_policy(path: Path) -> None:
     load_policy(path)
 
 
-def finish(card: Any, out: Path, kw: dict[str, Any], *, model_path: Path | None = None) -> int:
+def finish(card: "Scorecard", out: Path, post: "PostRunOptions", *, quiet: bool, as_json: bool, model_path: Path | None = None) -> int:
     """Print the summary, hand the scorecard to tracking/report/gates; return the exit code."""
-    from ..postrun import after_run
+    from ..pipelines.postrun import after_run
     from .summary import summary_table
 
     mp = model_path or (Path(card.model["path"]) if card.model.get("path") else None)
-    code = after_run(
-        card, out, policy=Path(kw["policy"]) if kw.get("policy") else None, baseline=kw.get("baseline"),
-        junit=Path(kw["junit"]) if kw.get("junit") else None, mlflow=not kw.get("no_mlflow"), mlflow_uri=kw.get("mlflow_uri"),
-        command=card.run.get("command", ""), model_path=mp, artifacts=[], report=not kw.get("no_report"),
-    )
-    if kw.get("as_json"):
+    code = after_run(card, out, policy=post.policy, baseline=post.baseline, junit=post.junit, mlflow=post.mlflow, mlflow_uri=post.mlflow_uri,
+                     command=card.run.get("command", ""), model_path=mp, artifacts=[], report=post.report)
+    if as_json:
         click.echo(card.to_json(indent=1))
-    if not kw.get("quiet"):
-        click.echo(summary_table(card), err=bool(kw.get("as_json")))
-        click.echo(f"scorecard: {out / 'scorecard.json'}", err=bool(kw.get("as_json")))
+    if not quiet:
+        click.echo(summary_table(card), err=as_json)
+        click.echo(f"scorecard: {out / 'scorecard.json'}", err=as_json)
         if (out / "report.html").is_file():
-            click.echo(f"report:    {out / 'report.html'}", err=bool(kw.get("as_json")))
+            click.echo(f"report:    {out / 'report.html'}", err=as_json)
     return code

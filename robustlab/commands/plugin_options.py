@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import click
 
 from ..registry import ParamField, params_fields
-from .common import eval_fraction
+from ..parsing import parse_fraction
 
 
 @dataclass
@@ -97,7 +97,7 @@ def parse_value(f: ParamField, value: str, flag: str) -> Any:
         if f.kind == "int":
             return int(text)
         if f.kind == "float":
-            v = eval_fraction(text)
+            v = parse_fraction(text)
             if not math.isfinite(v):
                 raise ValueError(text)
             return v
@@ -110,7 +110,7 @@ def parse_value(f: ParamField, value: str, flag: str) -> Any:
 
 
 def _scalar(text: str) -> Any:
-    for conv in (int, eval_fraction):
+    for conv in (int, parse_fraction):
         try:
             return conv(text)
         except (ValueError, ZeroDivisionError):

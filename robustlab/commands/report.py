@@ -40,10 +40,9 @@ def report(scorecard: Path, output: Path | None, policy: Path | None, baseline: 
     card = Scorecard.read(scorecard)
     gate = None
     if policy is not None:
-        from ..gates import evaluate_policy, load_policy
+        from ..pipelines.gate import gate_report
 
-        base = _load(baseline, mlflow_uri) if baseline else None
-        gate = evaluate_policy(card, load_policy(policy), baseline=base, baseline_source=baseline or "")
+        gate = gate_report(card, policy, baseline=baseline, mlflow_uri=mlflow_uri)
     verification = None
     if card.signature or signature_path or public_key or scorecard.with_name(scorecard.name + ".sig").is_file():
         verification = verify_scorecard(scorecard, public_key=public_key, signature_path=signature_path)
@@ -75,23 +74,12 @@ def gate(ctx: click.Context, scorecard: Path, policy: Path, baseline: str | None
     file), 3 inconclusive (too few samples, no interval or baseline, audit suspect when the policy
     says so).
     """
-    from ..gates import evaluate_policy, load_policy
-    from ..gates.junit import write_junit
-    from ..gates.markdown import append_step_summary, markdown_summary
-    from ..scorecard import Scorecard, atomic_write_text
+    from ..pipelines.gate import apply_gate
+    from ..scorecard import Scorecard
 
-    pol = load_policy(policy)
-    card = Scorecard.read(scorecard)
-    base = _load(baseline, mlflow_uri) if baseline else None
-    result = evaluate_policy(card, pol, baseline=base, baseline_source=baseline or "")
-    md = markdown_summary(result, card)
-    if junit is not None:
-        write_junit(result, junit, card)
-    if markdown_path is not None:
-        atomic_write_text(markdown_path, md)
-    append_step_summary(md)
-    click.echo(md)
-    ctx.exit(result.exit_code)
+    outcome = apply_gate(Scorecard.read(scorecard), policy, baseline=baseline, mlflow_uri=mlflow_uri, junit=junit, markdown_path=markdown_path)
+    click.echo(outcome.markdown)
+    ctx.exit(outcome.exit_code)
 
 
 @click.command("compare")

@@ -66,10 +66,9 @@ class Select(str, enum.Enum):
 
 
 def _enum(cls: type[enum.Enum], value: Any, what: str) -> Any:
-    try:
-        return cls(value)
-    except ValueError as exc:
-        raise SuiteError(f"{what} must be one of {', '.join(str(m.value) for m in cls)}, got {value!r}.") from exc
+    from ..parsing import parse_enum
+
+    return parse_enum(cls, value, what)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ModelLoadError, UnknownNameError
 
 if TYPE_CHECKING:
-    from .loaders import LoadOptions, _Loaded
+    from .options import LoadedNet, LoadOptions
 
 
 def import_robustbench() -> Any:
@@ -66,10 +66,12 @@ _DATASET_INFO = {
 }
 
 
-def load_robustbench(rest: str, opts: "LoadOptions") -> "_Loaded":
+def load_robustbench(rest: str, opts: "LoadOptions") -> "LoadedNet":
     import torch
 
-    from .loaders import _Loaded, _unwrap_checkpoint, sha256_file
+    from ..signing import sha256_file
+    from .files import unwrap_checkpoint
+    from .options import LoadedNet
 
     parts = rest.split(":")
     name = parts[0]
@@ -97,7 +99,7 @@ def load_robustbench(rest: str, opts: "LoadOptions") -> "_Loaded":
         if not opts.download:
             raise ModelLoadError(f"RobustBench weights for {name} are not in {path.parent}; pass --model-dir with the folder that holds them, or --download to fetch them.")
         net = rb.utils.load_model(model_name=name, model_dir=str(model_dir), dataset=dataset, threat_model=threat)
-        return _Loaded(net, {**info, "path": str(path), "sha256": sha256_file(path) if path.is_file() else None})
+        return LoadedNet(net, {**info, "path": str(path), "sha256": sha256_file(path) if path.is_file() else None})
     net = zoo[name]["model"]()
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -105,10 +107,10 @@ def load_robustbench(rest: str, opts: "LoadOptions") -> "_Loaded":
         raise ModelLoadError(f"cannot read RobustBench checkpoint {path} ({str(exc).splitlines()[0][:160]}).") from exc
     if isinstance(ckpt, dict) and "last" in ckpt and isinstance(ckpt["last"], dict):
         ckpt = ckpt["last"]
-    sd, _ = _unwrap_checkpoint(ckpt, path)
+    sd, _ = unwrap_checkpoint(ckpt, path)
     sd = {k.replace("model.", "", 1) if k.startswith("model.") and not hasattr(net, "model") else k: v for k, v in sd.items()}
     try:
         net.load_state_dict(sd, strict=True)
     except RuntimeError as exc:
         raise ModelLoadError(f"RobustBench checkpoint {path} does not fit {name}'s architecture ({str(exc).splitlines()[0][:160]}).") from exc
-    return _Loaded(net, {**info, "path": str(path), "sha256": sha256_file(path)})
+    return LoadedNet(net, {**info, "path": str(path), "sha256": sha256_file(path)})

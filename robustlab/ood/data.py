@@ -3,7 +3,7 @@ disjoint fit / validation splits of in-distribution data.
 
 Protocol for fit and validation data (recorded in the scorecard):
 
-1. Fit data: the ``fit_data`` spec (suite parameter, or the run option ``ood_fit_data``), else the
+1. Fit data: the ``fit_data`` spec (suite parameter, or the run's ``--fit-data``), else the
    evaluation data's spec, always its ``train`` split. Samples whose ids are in the evaluation
    (test) set are dropped, so data plugins that serve one set for every split (``samples:...``,
    single-array ``npz:``) never leak test images into fitting.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -29,10 +29,25 @@ from ..errors import RobustlabError
 from ..seeding import derive_seed
 from .sources import is_synthetic, synthetic_images
 
-if TYPE_CHECKING:
-    from ..checks.base import RunContext
-
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What these helpers need of a run: built by the caller (the ood check) from its own context,
+    so this package does not depend on the checks layer.
+
+    ``load(spec, split=..., adapt=...)``: a data set prepared for the model (``adapt``: converted
+    to its input shape); ``model_bounds``: the model's input range; ``eval_spec`` / ``eval_ids``:
+    the evaluation data's spec and sample ids; ``fit_spec``: the run's default fit data
+    (``--fit-data``), if any.
+    """
+
+    load: Callable[..., Dataset]
+    model_bounds: tuple[float, float]
+    eval_spec: str | None
+    eval_ids: Sequence[str]
+    fit_spec: str | None = None
 
 
 @dataclass
@@ -46,11 +61,11 @@ class FitPlan:
     notes: list[str] = field(default_factory=list)
 
 
-def _to_model_input(ds: Dataset, ctx: "RunContext", shape: Sequence[int]) -> Dataset:
+def _to_model_input(ds: Dataset, run: RunData, shape: Sequence[int]) -> Dataset:
     """Materialise ``ds`` as (N, C, H, W) in the model's bounds and input shape."""
     x = ds.images()
     lo, hi = map(float, ds.bounds)
-    mlo, mhi = map(float, ctx.model.bounds)
+    mlo, mhi = map(float, run.model_bounds)
     if tuple(x.shape[1:]) != tuple(shape):
         x = adapt_images(((x - lo) / (hi - lo)).clamp(0, 1), shape)
         lo, hi = 0.0, 1.0
@@ -59,21 +74,21 @@ def _to_model_input(ds: Dataset, ctx: "RunContext", shape: Sequence[int]) -> Dat
     return dataclasses.replace(ds, x=x.float().contiguous(), loader=None, bounds=(mlo, mhi))
 
 
-def load_set(ctx: "RunContext", spec: str, *, split: str, shape: Sequence[int], limit: int | None, n_synthetic: int, seed: int) -> Dataset:
+def load_set(run: RunData, spec: str, *, split: str, shape: Sequence[int], limit: int | None, n_synthetic: int, seed: int) -> Dataset:
     """A named OOD / shift / fit set in the model's bounds and input shape, at most ``limit`` images
     (the first ones; synthetic sets have ``n_synthetic``)."""
     if is_synthetic(spec):
         x01 = synthetic_images(spec, n=n_synthetic, shape=shape, seed=seed)
         ds = Dataset(spec=spec, split=split, ids=[f"{spec}/{i}" for i in range(len(x01))], y=torch.full((len(x01),), -1, dtype=torch.int64), classes=[], x=x01)
-        return _to_model_input(ds, ctx, shape)
-    return _to_model_input(_load_raw(ctx, spec, split).limit(limit), ctx, shape)
+        return _to_model_input(ds, run, shape)
+    return _to_model_input(_load_raw(run, spec, split).limit(limit), run, shape)
 
 
-def _load_raw(ctx: "RunContext", spec: str, split: str) -> Dataset:
+def _load_raw(run: RunData, spec: str, split: str) -> Dataset:
     try:
-        return ctx.load_data(spec, split=split, adapt=True)
-    except TypeError:  # a load_data without the adapt keyword
-        return ctx.load_data(spec, split=split)
+        return run.load(spec, split=split, adapt=True)
+    except TypeError:  # a loader without the adapt keyword
+        return run.load(spec, split=split)
 
 
 def seeded_subset(ds: Dataset, n: int | None, seed: int, scope: str) -> Dataset:
@@ -90,7 +105,7 @@ def _without(ds: Dataset, ids: set[str]) -> tuple[Dataset, int]:
 
 
 def plan_fit_data(
-    ctx: "RunContext",
+    run: RunData,
     *,
     fit_data: str | None,
     fit_limit: int | None,
@@ -101,14 +116,14 @@ def plan_fit_data(
     min_fit: int,
 ) -> FitPlan:
     """Fit and validation splits following the module's protocol."""
-    test_ids = set(ctx.data.ids)
-    spec = fit_data or str(ctx.options.get("ood_fit_data") or "") or ctx.data_spec
+    test_ids = set(run.eval_ids)
+    spec = fit_data or run.fit_spec or run.eval_spec
     plan = FitPlan(fit=None, val=None)
     if not spec:
         plan.notes.append("no fit data: the run has no data spec and no fit_data was given.")
         return plan
     try:
-        fit: Dataset | None = _load_raw(ctx, spec, "train")
+        fit: Dataset | None = _load_raw(run, spec, "train")
     except RobustlabError as exc:
         plan.notes.append(f"no fit data: {spec} has no usable train split ({exc}). Set the ood check's fit_data parameter to in-distribution training images.")
         fit = None
@@ -120,9 +135,9 @@ def plan_fit_data(
             plan.notes.append(f"fit data {spec} (train) has {len(fit)} images not in the evaluation set, fewer than {min_fit}; detectors that need fitting are skipped. Set fit_data to in-distribution training images.")
             fit = None
     val: Dataset | None = None
-    if spec == ctx.data_spec:
+    if spec == run.eval_spec:
         try:
-            val, _ = _without(_load_raw(ctx, spec, "val"), test_ids | (set(fit.ids) if fit is not None else set()))
+            val, _ = _without(_load_raw(run, spec, "val"), test_ids | (set(fit.ids) if fit is not None else set()))
             val = val if len(val) >= 2 else None
             if val is not None:
                 plan.val_source = f"{spec} (val split)"
@@ -136,10 +151,10 @@ def plan_fit_data(
             fit = fit.subset(sorted(int(i) for i in perm[n_val:]))
             plan.val_source = f"seeded {n_val}-image hold-out of {spec} (train), excluded from fitting"
     if fit is not None:
-        fit = _to_model_input(seeded_subset(fit, fit_limit, seed, "ood-fit-limit"), ctx, shape)
+        fit = _to_model_input(seeded_subset(fit, fit_limit, seed, "ood-fit-limit"), run, shape)
         plan.fit_source = f"{spec} (train), {len(fit)} images"
     if val is not None:
-        val = _to_model_input(seeded_subset(val, val_limit, seed, "ood-val-limit"), ctx, shape)
+        val = _to_model_input(seeded_subset(val, val_limit, seed, "ood-val-limit"), run, shape)
     plan.fit, plan.val = fit, val
     if val is None:
         plan.notes.append("no in-distribution validation data: thresholds come from the ID test scores (optimistic) and ODIN/Mahalanobis use their paper defaults instead of tuned values.")

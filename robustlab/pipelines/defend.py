@@ -1,10 +1,11 @@
-"""``robustlab defend`` without the CLI: load, (evaluate before), train, save, (evaluate after), compare.
+"""The defend pipeline: load, (evaluate before), train, save, (evaluate after), compare.
 
 The defended model is written with :func:`robustlab.models.save.save_model` (safetensors weights,
 metadata in the header: bounds, mean, std, num_classes, input_shape, class_names, dataset and the
 training provenance), so ``robustlab evaluate --model robust.safetensors`` loads it without
 ``--trust-code``. Before/after evaluations run the same suite with the same seed and data through
-:func:`robustlab.runner.evaluate`.
+:func:`robustlab.pipelines.evaluate.evaluate`. The training itself is
+:func:`robustlab.defenses.trainer.train`; ``defenses/`` knows nothing of runs, suites or scorecards.
 """
 
 from __future__ import annotations
@@ -20,16 +21,18 @@ import torch
 
 from .. import __version__
 from ..errors import DataError, RobustlabError, SuiteError
+from ..models import LoadOptions
+from ..suite import Suite
 from ..scorecard import Scorecard
-from .base import DEFENSES, DefenseMethod
-from .trainer import EpochRecord, TrainConfig, TrainResult, train
+from ..defenses.base import DEFENSES, DefenseMethod
+from ..defenses.trainer import EpochRecord, TrainConfig, TrainResult, train
 
 log = logging.getLogger(__name__)
 
 TRUSTED_ARCH_PREFIXES = ("zoo-arch", "torchvision", "timm")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DefendConfig:
     """Everything that defines a defend run.
 
@@ -41,7 +44,7 @@ class DefendConfig:
     """
 
     model_spec: str
-    load: Any  # robustlab.models.LoadOptions
+    load: LoadOptions
     method: str
     method_params: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -126,12 +129,12 @@ def _warn_overlap(cfg: DefendConfig, spec: str, train_ds: Any) -> None:
                     "(e.g. npz:cifar10_test_1000.npz when training on cifar10_9000_jpeg.npz).", shared, len(test), spec)
 
 
-def _evaluate(cfg: DefendConfig, suite: Any, model_spec: str, load: Any, out_dir: Path, *, resume: bool) -> Scorecard:
-    from ..runner import RunConfig, evaluate
+def _evaluate(cfg: DefendConfig, suite: Suite, model_spec: str, load: LoadOptions, out_dir: Path, *, resume: bool) -> Scorecard:
+    from .evaluate import RunConfig, evaluate
 
     rc = RunConfig(model_spec=model_spec, load=load, suite=suite, data_spec=cfg.eval_data_spec or cfg.data_spec, data_root=cfg.data_root, download=cfg.download,
                    out_dir=out_dir, seed=cfg.train.seed, batch_size=cfg.eval_batch_size, limit=cfg.eval_limit, resume=resume, quiet=cfg.quiet,
-                   command=cfg.command, options={"defend": {"role": out_dir.name}})
+                   command=cfg.command, defend_role=out_dir.name)
     return evaluate(rc)
 
 
@@ -140,7 +143,7 @@ def run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | N
     """Run a defense end to end (see the module docstring). Errors a user can cause are raised as
     :class:`RobustlabError` before any training starts where possible."""
     from ..data import load_dataset
-    from ..models import LoadOptions, load_model
+    from ..models import load_model
     from ..models.save import save_model, unwrap
     from ..runner import prepare_data, resolve_device
 
@@ -148,7 +151,7 @@ def run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | N
     cfg.train.validate()
     if not 0 <= cfg.val_fraction < 1:
         raise SuiteError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}.")
-    suite = None
+    suite: Suite | None = None
     if cfg.suite:
         from ..suite import load_suite
 
@@ -161,8 +164,8 @@ def run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | N
                 shutil.rmtree(d)
 
     device = resolve_device(cfg.load.device)
-    cfg.load.device = str(device)
-    model = load_model(cfg.model_spec, cfg.load)
+    load = dataclasses.replace(cfg.load, device=str(device))
+    model = load_model(cfg.model_spec, load)
     arch = model.info.architecture
     if not arch or arch.split(":", 1)[0] not in TRUSTED_ARCH_PREFIXES:
         raise RobustlabError(f"cannot write the defended model in robustlab's trusted format: its architecture is {arch or 'unknown'}; "
@@ -186,7 +189,7 @@ def run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | N
     if suite is not None:
         _warn_overlap(cfg, cfg.eval_data_spec or data_spec, raw_train)
         log.info("evaluating the input model with suite %s", suite.name)
-        before = _evaluate(cfg, suite, cfg.model_spec, dataclasses.replace(cfg.load), cfg.eval_out / "before", resume=cfg.resume)
+        before = _evaluate(cfg, suite, cfg.model_spec, load, cfg.eval_out / "before", resume=cfg.resume)
 
     method = method.resolve(model)
     fingerprint = {"model": model.info.sha256 or cfg.model_spec, "data": raw_train.content_sha256(),
@@ -212,7 +215,7 @@ def run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | N
     after = rows = None
     table = ""
     if suite is not None:
-        from .comparison import write_comparison
+        from .defend_comparison import write_comparison
 
         log.info("evaluating the defended model with suite %s", suite.name)
         load_after = LoadOptions(device=str(device))

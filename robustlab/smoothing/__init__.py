@@ -11,7 +11,7 @@ from .bounds import certified_radius, lower_confidence_bound, max_certifiable_ra
 from .curves import STANDARD_SIGMAS, average_certified_radius, certified_accuracy, standard_sigmas
 from .smoothadv import smoothadv_pgd_l2
 from .sequential import SamplingMode, confidence_sequence
-from .smoothing import ABSTAIN, Certificate, Prediction, SmoothedClassifier
+from .classifier import ABSTAIN, Certificate, Prediction, SmoothedClassifier
 
 __all__ = [
     "ABSTAIN",

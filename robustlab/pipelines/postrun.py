@@ -8,12 +8,25 @@ a tag. Only a :class:`~robustlab.scorecard.Scorecard` is read; no torch import.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import RobustlabError
-from .scorecard import Scorecard, atomic_write_text
+from ..errors import RobustlabError
+from ..scorecard import Scorecard
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PostRunOptions:
+    """What to do with a written scorecard (see :func:`after_run` for each field)."""
+
+    policy: Path | None = None
+    baseline: str | None = None
+    junit: Path | None = None
+    mlflow: bool = True
+    mlflow_uri: str | None = None
+    report: bool = True
 
 
 def after_run(
@@ -51,7 +64,7 @@ def after_run(
         0 pass (or no policy), 1 a gate failed, 3 inconclusive. Policy and baseline errors raise
         :class:`~robustlab.errors.RobustlabError` (exit 2).
     """
-    from .report import write_report
+    from ..report import write_report
 
     out_dir = Path(out_dir)
     scorecard_path = out_dir / "scorecard.json"
@@ -59,41 +72,30 @@ def after_run(
     code = 0
     files: list[Path] = []
     if policy is not None:
-        from .gates import evaluate_policy, load_policy
-        from .gates.junit import write_junit
-        from .gates.markdown import append_step_summary, markdown_summary
+        from .gate import apply_gate
 
-        pol = load_policy(policy)
-        base = None
-        if baseline:
-            from .tracking import load_baseline
-
-            base = load_baseline(baseline, uri=mlflow_uri, out_dir=out_dir)
-        gate = evaluate_policy(card, pol, baseline=base, baseline_source=baseline or "")
-        junit_path = Path(junit) if junit else out_dir / "junit.xml"
-        write_junit(gate, junit_path, card)
-        md = markdown_summary(gate, card)
-        md_path = atomic_write_text(out_dir / "gate-summary.md", md)
-        append_step_summary(md)
-        files += [junit_path, md_path]
-        code = gate.exit_code
-        log.info("gate %s (exit %d); JUnit %s", gate.outcome.value, code, junit_path)
+        outcome = apply_gate(card, Path(policy), baseline=baseline, mlflow_uri=mlflow_uri, baseline_dir=out_dir,
+                             junit=Path(junit) if junit else out_dir / "junit.xml", markdown_path=out_dir / "gate-summary.md")
+        gate = outcome.report
+        files += list(outcome.files)
+        code = outcome.exit_code
+        log.info("gate %s (exit %d); JUnit %s", gate.outcome.value, code, outcome.files[0])
     elif baseline:
         log.warning("--baseline %s is ignored without --policy", baseline)
     if model_path is not None and Path(model_path).is_file() and card.model.get("sha256"):
-        from .signing import sha256_file
+        from ..signing import sha256_file
 
         if sha256_file(model_path) != str(card.model["sha256"]).lower():
             log.warning("model file %s does not match the scorecard's model sha256", model_path)
     verification = None
     if card.signature and scorecard_path.is_file():
-        from .signing import verify_scorecard
+        from ..signing import verify_scorecard
 
         verification = verify_scorecard(scorecard_path)
     if report:
         files.insert(0, write_report(card, out_dir / "report.html", gate=gate, verification=verification, command=command))
     if mlflow:
-        from .tracking import log_scorecard
+        from ..tracking import log_scorecard
 
         try:
             run_id = log_scorecard(

@@ -1,0 +1,265 @@
+"""Reading model files: format sniffing, state dicts, safetensors, TorchScript, ``torch.export`` and
+pickled modules, and building the architecture a state dict needs (``--arch`` or file metadata).
+
+Safety: state dicts are read with ``torch.load(weights_only=True)`` or safetensors. TorchScript,
+``torch.export`` and pickled modules can run code, so they load only with ``trust_code=True``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ModelLoadError, TrustError, UnknownNameError
+from ..signing import sha256_file
+from .architectures import ARCHITECTURES
+from .metadata import no_constant, read_sidecar, validate_metadata
+from .options import LoadedNet, LoadOptions, first_line
+
+log = logging.getLogger(__name__)
+
+
+def infer_num_classes(net: nn.Module) -> int:
+    """Output size of the last linear layer (also inside TorchScript and torch.export modules)."""
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear) or getattr(m, "original_name", None) == "Linear"]
+    weight = getattr(linears[-1], "weight", None) if linears else None
+    if isinstance(weight, torch.Tensor):
+        return int(weight.shape[0])
+    weights = [p for n, p in net.named_parameters() if n.endswith("weight") and p.ndim == 2]
+    if weights:
+        return int(weights[-1].shape[0])
+    raise ModelLoadError("cannot infer the number of classes (no nn.Linear head); pass --num-classes.")
+
+
+def _sidecar(path: Path) -> dict[str, Any]:
+    return read_sidecar(path)
+
+
+# -- architectures --------------------------------------------------------------------------------
+def build_architecture(arch: str, *, num_classes: int | None, from_file: bool = False, opts: LoadOptions | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Build an untrained network from ``zoo-arch:NAME``, ``torchvision:NAME``, ``timm:NAME`` or
+    ``factory:pkg.mod:fn`` (the last only when named by the user, never from file metadata)."""
+    prefix, _, name = arch.partition(":")
+    kw = {} if num_classes is None else {"num_classes": int(num_classes)}
+    if prefix in ("zoo-arch", "zoo"):
+        if name not in ARCHITECTURES:
+            raise UnknownNameError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}.")
+        return ARCHITECTURES[name](**kw), {}
+    if prefix == "torchvision":
+        import torchvision.models as tvm
+
+        try:
+            return tvm.get_model(name, weights=None, **kw), {"input_shape": (3, 224, 224)}
+        except ValueError as exc:
+            raise UnknownNameError(f"unknown torchvision architecture {name!r}; see torchvision.models.list_models().") from exc
+    if prefix == "timm":
+        timm = import_optional("timm", "pip install timm")
+        try:
+            net = timm.create_model(name, pretrained=False, **kw)
+        except RuntimeError as exc:
+            raise UnknownNameError(f"unknown timm architecture {name!r}; see timm.list_models().") from exc
+        return net, timm_meta(net)
+    if prefix == "factory":
+        if from_file:
+            raise TrustError(
+                f"the model file asks robustlab to import and run Python code ({arch.split(':')[0]}: ...); robustlab never runs code that a file names. "
+                "Load the weights with an architecture you choose: --arch torchvision:NAME, timm:NAME or zoo-arch:NAME."
+            )
+        net = call_factory(name, num_classes)
+        return net, {}
+    raise UnknownNameError(f"unknown architecture spec {arch!r}; use zoo-arch:NAME, torchvision:NAME, timm:NAME or factory:pkg.mod:fn.")
+
+
+def import_optional(mod: str, hint: str) -> Any:
+    try:
+        return importlib.import_module(mod)
+    except ImportError as exc:
+        raise ModelLoadError(f"this model needs the package {mod!r}: {hint}.") from exc
+
+
+def call_factory(target: str, num_classes: int | None) -> nn.Module:
+    mod_name, _, fn_name = target.partition(":")
+    if not mod_name or not fn_name:
+        raise ModelLoadError(f"factory spec must be factory:package.module:function, got factory:{target}.")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ModelLoadError(f"cannot import {mod_name!r} for factory:{target} ({exc}); is it on PYTHONPATH?") from exc
+    fn = getattr(mod, fn_name, None)
+    if not callable(fn):
+        raise ModelLoadError(f"{mod_name} has no function {fn_name!r}; check factory:{target}.")
+    try:
+        try:
+            net = fn(num_classes=num_classes) if num_classes is not None else fn()
+        except TypeError:
+            net = fn()
+    except Exception as exc:  # noqa: BLE001 - the user's own function failed: say so in one line
+        raise ModelLoadError(f"factory:{target} raised {type(exc).__name__}: {first_line(exc)}; fix the function or its arguments.") from exc
+    if not isinstance(net, nn.Module):
+        raise ModelLoadError(f"factory:{target} returned {type(net).__name__}, not a torch.nn.Module.")
+    return net
+
+
+def timm_meta(net: nn.Module) -> dict[str, Any]:
+    cfg = getattr(net, "pretrained_cfg", None) or {}
+    out: dict[str, Any] = {}
+    if "input_size" in cfg:
+        out["input_shape"] = tuple(cfg["input_size"])
+    if "mean" in cfg:
+        out["mean"], out["std"] = tuple(cfg["mean"]), tuple(cfg["std"])
+    return out
+
+
+# -- files ------------------------------------------------------------------------------------------
+def _sniff(path: Path) -> str:
+    """Guess a file's format: safetensors, torchscript, export, or torch-zip/legacy pickle."""
+    if path.suffix == ".safetensors":
+        return "safetensors"
+    if path.suffix == ".pt2":
+        return "export"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except zipfile.BadZipFile as exc:
+            raise ModelLoadError(f"{path} is corrupt ({exc}); re-save or re-download the file.") from exc
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "torchscript"
+        if any(n.endswith("serialized_exported_program.json") or n.endswith(".json") and "/models/" in n for n in names):
+            return "export"
+    return "torch"
+
+
+def load_path(path: Path, opts: LoadOptions, *, fmt: str | None) -> LoadedNet:
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} does not exist; check the path.")
+    fmt = fmt or _sniff(path)
+    sha = sha256_file(path)
+    base = {"path": str(path), "sha256": sha}
+    if fmt in ("torchscript", "export", "pickle") and not opts.trust_code:
+        raise TrustError(
+            f"{path.name} is a {fmt} file, which can run arbitrary code when loaded; robustlab refuses it unless you pass --trust-code (only for files you trust). Safer: save a state dict and pass --arch."
+        )
+    if fmt == "torchscript":
+        try:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                net = torch.jit.load(str(path), map_location="cpu")
+        except RuntimeError as exc:
+            raise ModelLoadError(f"cannot load TorchScript file {path} ({first_line(exc)}); is it corrupt or truncated?") from exc
+        return LoadedNet(net, {**_sidecar(path), **base, "format": "torchscript"})
+    if fmt == "export":
+        try:
+            ep = torch.export.load(str(path))
+        except (RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise ModelLoadError(f"cannot load torch.export file {path} ({first_line(exc)}); is it corrupt or truncated?") from exc
+        return LoadedNet(ep.module(), {**_sidecar(path), **base, "format": "torch.export"})
+    if fmt == "safetensors":
+        sd, meta = _read_safetensors(path)
+        return _from_state_dict(path, sd, {**_sidecar(path), **meta}, opts, base, "safetensors")
+    # torch zip or legacy file: try safe loading first
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        pickled_object = "Unsupported global" in str(exc) or "Unsupported class" in str(exc) or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+        if pickled_object and not opts.trust_code:
+            raise TrustError(
+                f"{path.name} contains a pickled Python object (e.g. a whole nn.Module), which runs code when loaded; robustlab refuses it unless you pass --trust-code (only for files you trust). Safer: save model.state_dict() and pass --arch."
+            ) from exc
+        if opts.trust_code and ("weights_only" in str(exc) or pickled_object):
+            return _load_pickle(path, base)
+        if "weights_only" in str(exc) or "Weights only" in str(exc):
+            raise ModelLoadError(
+                f"{path.name} is not a recognised model file (not safetensors, a PyTorch state dict, TorchScript or torch.export); it may be corrupt, truncated or another format."
+            ) from exc
+        raise ModelLoadError(f"{path} is not a valid checkpoint ({first_line(exc)}); is it corrupt or truncated?") from exc
+    except Exception as exc:  # noqa: BLE001 - the unpickler raises arbitrary errors (IndexError, KeyError...) on junk
+        raise ModelLoadError(f"cannot read {path} as a PyTorch checkpoint ({first_line(exc)}); the file is corrupt or truncated: re-save or re-download it.") from exc
+    if fmt == "pickle" or isinstance(obj, nn.Module):
+        return LoadedNet(obj, {**_sidecar(path), **base, "format": "pickle"})
+    sd, meta = unwrap_checkpoint(obj, path)
+    return _from_state_dict(path, sd, {**_sidecar(path), **meta}, opts, base, "state_dict")
+
+
+def _load_pickle(path: Path, base: dict[str, Any]) -> LoadedNet:
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ModuleNotFoundError) as exc:
+        raise ModelLoadError(f"cannot unpickle {path} ({first_line(exc)}); the classes it needs must be importable.") from exc
+    if not isinstance(obj, nn.Module):
+        raise ModelLoadError(f"{path} holds a {type(obj).__name__}, not an nn.Module.")
+    return LoadedNet(obj, {**_sidecar(path), **base, "format": "pickle"})
+
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with open(path, "rb") as fh:  # safetensors takes UTF-8 paths only: a non-UTF-8 name is read through its descriptor
+            name = str(path) if str(path).isprintable() and not any(0xD800 <= ord(c) <= 0xDFFF for c in str(path)) else f"/proc/self/fd/{fh.fileno()}"
+            with safe_open(name, framework="pt") as f:
+                meta = f.metadata() or {}
+                sd = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read {path} as safetensors ({first_line(exc)}); the file is corrupt or truncated.") from exc
+    if "robustlab" not in meta:
+        return sd, {}
+    try:
+        info = json.loads(meta["robustlab"], parse_constant=no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ModelLoadError(f"the 'robustlab' metadata in the safetensors header of {path.name} is not valid JSON ({first_line(exc)}); re-save the file or pass the metadata as flags.") from exc
+    return sd, validate_metadata(info, f"the safetensors header of {path.name}")
+
+
+def unwrap_checkpoint(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    meta: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        if "robustlab" in obj:
+            meta = validate_metadata(obj["robustlab"], f"the 'robustlab' entry of {path.name}")
+        for key in ("state_dict", "model_state_dict", "model", "net", "ema"):
+            if isinstance(obj.get(key), dict) and obj[key] and all(isinstance(v, torch.Tensor) for v in obj[key].values()):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelLoadError(f"{path} does not hold a state dict (a mapping of parameter names to tensors); save model.state_dict().")
+    sd = {k.removeprefix("module."): v for k, v in obj.items()}
+    return sd, meta
+
+
+def _from_state_dict(path: Path, sd: dict[str, torch.Tensor], meta: dict[str, Any], opts: LoadOptions, base: dict[str, Any], fmt: str) -> LoadedNet:
+    arch = opts.arch
+    from_file = False
+    if arch is None:
+        arch = meta.get("architecture")
+        from_file = True
+    if not arch:
+        raise ModelLoadError(f"{path.name} is a state dict (weights only); say which architecture it belongs to with --arch, e.g. --arch torchvision:resnet18 or --arch factory:my_pkg.models:build.")
+    num_classes = opts.overrides.get("num_classes") or meta.get("num_classes")
+    if num_classes is None:
+        heads = [k for k in sd if k.endswith(".weight") and sd[k].ndim == 2]
+        num_classes = int(sd[heads[-1]].shape[0]) if heads else None
+    net, arch_meta = build_architecture(arch, num_classes=num_classes, from_file=from_file, opts=opts)
+    try:
+        net.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"the weights in {path.name} do not fit architecture {arch} ({first_line(exc)}); check --arch and --num-classes.") from exc
+    info = {**arch_meta, **meta, **base, "format": fmt, "architecture": arch}
+    if num_classes is not None:
+        info["num_classes"] = num_classes
+    return LoadedNet(net, info)
+
+
+# -- prefixes ------------------------------------------------------------------------------------------

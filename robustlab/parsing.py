@@ -1,0 +1,47 @@
+"""Parsing helpers shared by the CLI, suites and configs: one home for each (torch-free).
+
+- :func:`parse_fraction`: ``"8/255"`` or ``"0.5"`` -> a float (budgets and ratios are written as
+  fractions in suites, policies and CLI options).
+- :func:`parse_enum`: a user-given string -> a member of an :class:`~enum.Enum`, with one line
+  naming the allowed values when it is not one (a :class:`~robustlab.errors.SuiteError` unless the
+  caller names another :class:`~robustlab.errors.RobustlabError`).
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from typing import TypeVar
+
+from .errors import RobustlabError, SuiteError
+
+E = TypeVar("E", bound=Enum)
+
+
+def parse_fraction(text: str) -> float:
+    """``"8/255"`` -> 0.0313..., ``" 0.5 "`` -> 0.5. Raises ``ValueError`` (never
+    ``ZeroDivisionError`` or ``OverflowError``) when ``text`` is not a finite number or fraction."""
+    s = text.strip()
+    try:
+        if "/" in s:
+            a, b = s.split("/", 1)
+            v = float(a) / float(b)
+        else:
+            v = float(s)
+    except (ZeroDivisionError, OverflowError) as exc:
+        raise ValueError(f"{text!r} is not a finite number") from exc
+    if not math.isfinite(v):
+        raise ValueError(f"{text!r} is not a finite number")
+    return v
+
+
+def parse_enum(cls: type[E], value: object, what: str, *, error: type[RobustlabError] = SuiteError) -> E:
+    """``value`` as a member of ``cls`` (a member passes through; strings match a member's value).
+
+    Raises ``error`` with one line: ``"{what} must be one of a, b, c, got 'x'."``."""
+    if isinstance(value, cls):
+        return value
+    for member in cls:
+        if isinstance(value, str) and value.strip() == str(member.value):
+            return member
+    raise error(f"{what} must be one of {', '.join(str(m.value) for m in cls)}, got {value!r}.")

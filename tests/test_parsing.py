@@ -1,0 +1,46 @@
+"""The shared parsing helpers (robustlab.parsing) and the CLI options that use them."""
+
+from __future__ import annotations
+
+import enum
+
+import pytest
+from click.testing import CliRunner
+
+from robustlab.cli import main
+from robustlab.errors import PolicyError, SuiteError
+from robustlab.parsing import parse_enum, parse_fraction
+
+
+class Color(str, enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@pytest.mark.parametrize("text,value", [("8/255", 8 / 255), (" 0.5 ", 0.5), ("3", 3.0), ("-1/4", -0.25), ("1e-3", 1e-3)])
+def test_parse_fraction(text: str, value: float) -> None:
+    assert parse_fraction(text) == pytest.approx(value, rel=0, abs=0)
+
+
+@pytest.mark.parametrize("text", ["8/0", "1/0.0", "inf", "nan", "1e999", "x", "", "1/2/3", "1e999/1"])
+def test_parse_fraction_refuses_with_value_error_only(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_fraction(text)
+
+
+def test_parse_enum() -> None:
+    assert parse_enum(Color, "red", "colour") is Color.RED
+    assert parse_enum(Color, " blue", "colour") is Color.BLUE
+    assert parse_enum(Color, Color.BLUE, "colour") is Color.BLUE
+    with pytest.raises(SuiteError, match=r"^colour must be one of red, blue, got 'green'\.$"):
+        parse_enum(Color, "green", "colour")
+    with pytest.raises(PolicyError, match="one of red, blue"):
+        parse_enum(Color, 3, "colour", error=PolicyError)
+
+
+@pytest.mark.parametrize("eps", ["8/0", "1/0", "inf", "nan"])
+def test_defend_refuses_a_bad_budget_with_exit_2(eps: str) -> None:
+    """--eps 8/0 used to escape as ZeroDivisionError (an internal error) instead of a usage error."""
+    r = CliRunner().invoke(main, ["defend", "--model", "zoo:digits-cnn", "--method", "pgd-at", "--eps", eps, "--out", "x.safetensors"])
+    assert r.exit_code == 2, (r.output, r.exception)
+    assert "8/255" in r.output and "Traceback" not in r.output
