@@ -52,7 +52,7 @@ def main() -> None:
 
     from robustlab.smoothing import SmoothedClassifier
     from robustlab.data import load_dataset
-    from robustlab.metrics.stats import wilson_interval
+    from robustlab.stats import wilson_interval
     from robustlab.models import load_model
     from robustlab.seeding import sample_seeds
 

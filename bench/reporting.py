@@ -37,7 +37,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from robustlab.metrics.stats import wilson_interval  # noqa: E402
+from robustlab.stats import wilson_interval  # noqa: E402
 from robustlab.scorecard import CheckResult, Scorecard, Series  # noqa: E402
 
 

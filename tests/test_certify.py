@@ -25,7 +25,7 @@ from robustlab.smoothing import (
     standard_sigmas,
 )
 from robustlab.errors import RobustlabError
-from robustlab.metrics.stats import clopper_pearson_interval
+from robustlab.stats import clopper_pearson_interval
 from robustlab.models.wrapper import ModelInfo, RobustModel
 
 
@@ -68,7 +68,7 @@ def test_lower_bound_is_one_sided_clopper_pearson() -> None:
     for k, n in [(0, 100), (1, 100), (57, 100), (99, 100), (100, 100), (9990, 10000)]:
         ours = float(lower_confidence_bound(k, n, alpha))
         # Cohen et al.: proportion_confint(k, n, alpha=2*alpha, method="beta")[0] == lower end of a
-        # two-sided 1 - 2*alpha Clopper-Pearson interval (robustlab.metrics.stats, independent code)
+        # two-sided 1 - 2*alpha Clopper-Pearson interval (robustlab.stats, independent code)
         ref = clopper_pearson_interval(k, n, level=1 - 2 * alpha).low
         assert ours == pytest.approx(ref, abs=1e-12)
         # scipy's own exact (Clopper-Pearson) interval

@@ -164,7 +164,7 @@ def _as_v2_file(src: Path, dst: Path) -> dict:
 
 
 def test_1x_policy_and_1x_baseline_gate_a_2x_scorecard(tmp_path):
-    from robustlab.gates.evaluate import Outcome, evaluate_policy
+    from robustlab.gates.rules import Outcome, evaluate_policy
     from robustlab.gates.policy import parse_policy
 
     v2 = tmp_path / "v2.json"
@@ -193,7 +193,7 @@ def test_gate_maps_keys_of_a_card_whose_producer_still_writes_1x_keys():
     """Until every producer is switched, an in-memory card can hold 1.x keys; a 2.0 policy gates it."""
     from test_report_cards import make_card
 
-    from robustlab.gates.evaluate import Outcome, evaluate_policy
+    from robustlab.gates.rules import Outcome, evaluate_policy
     from robustlab.gates.policy import parse_policy
 
     card = make_card(n=300)
@@ -229,7 +229,7 @@ def test_certify_table_and_summary_read_2x_keys():
 
 
 def test_defend_comparison_headlines_leave_out_per_class_and_per_severity_keys():
-    from robustlab.defenses.comparison import headline_keys
+    from robustlab.pipelines.defend_comparison import headline_keys
 
     card = Scorecard.read(GOLDEN / "standard.json")
     keys = headline_keys(card, max_per_check=100)

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from robustlab.metrics.stats import wilson_interval
+from robustlab.stats import wilson_interval
 from robustlab.scorecard import AuditItem, CheckResult, Scorecard, Series, Status, Verdict
 
 CORRUPTIONS = (

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from robustlab.metrics.stats import clopper_pearson_interval, confusion_matrix, expected_calibration_error, wilson_interval
+from robustlab.stats import clopper_pearson_interval, confusion_matrix, expected_calibration_error, wilson_interval
 
 
 @pytest.mark.parametrize("k,n", [(0, 10), (5, 10), (93, 100), (360, 360), (937, 1000)])

@@ -218,7 +218,7 @@ def audit_convergence(*, name: str, n_total: int, n_robust: int, n_tested: int, 
     estimated as ``broken / n_tested * n_robust / n_total`` with a 95% Clopper-Pearson interval
     (exact when every robust point was tested). Flags when the estimate exceeds ``tolerance``.
     """
-    from ..metrics.stats import clopper_pearson_interval
+    from ..stats import clopper_pearson_interval
 
     frac = broken_by_stronger / n_tested if n_tested else 0.0
     scale = n_robust / n_total if n_total else 0.0

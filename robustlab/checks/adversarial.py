@@ -23,7 +23,7 @@ from ..attacks.pgd import FGSM, PGD
 from ..attacks.threat import Loss
 from ..audit import adversarial as audit
 from ..errors import SuiteError
-from ..metrics.stats import wilson_interval
+from ..stats import wilson_interval
 from ..scorecard import CheckResult
 from ..seeding import derive_seed, sample_seeds
 from .adversarial_sweep import SweepCheck, SweepParams, bounds_of

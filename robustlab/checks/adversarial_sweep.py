@@ -24,7 +24,7 @@ from ..attacks.scoring import resolve_epsilons
 from ..attacks.threat import Norm
 from ..audit import adversarial as audit
 from ..errors import SuiteError
-from ..metrics.stats import wilson_interval
+from ..stats import wilson_interval
 from ..scorecard import CheckResult, Series
 from ..seeding import derive_seed, sample_seeds
 from .attack_scoring import add_robustness_metrics, score_batch, seed_scope, standard_definitions, sub

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from .. import metric_keys as mk
-from ..metrics.stats import wilson_interval
+from ..stats import wilson_interval
 from ..scorecard import CheckResult
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from ..smoothing.sequential import SamplingMode
 from ..smoothing.classifier import ABSTAIN, Certificate, SmoothedClassifier
 from ..errors import SuiteError
 from ..metric_keys import at_radius, child, sigma_segment
-from ..metrics.stats import wilson_interval
+from ..stats import wilson_interval
 from ..scorecard import AuditItem, CheckResult, Series, Verdict
 from ..seeding import sample_seeds
 from .base import CHECKS, Check, Params, RunContext

@@ -9,7 +9,7 @@ import torch
 
 from ..errors import SuiteError
 from ..metric_keys import class_segment, key
-from ..metrics.stats import confusion_matrix, expected_calibration_error, reliability_bins, wilson_interval
+from ..stats import confusion_matrix, expected_calibration_error, reliability_bins, wilson_interval
 from ..scorecard import CheckResult, Series
 from .base import CHECKS, Check, Params, RunContext
 
@@ -31,7 +31,7 @@ class CleanCheck(Check[CleanParams]):
 
     Shapes: logits (N, K) from ``model(x)`` on the evaluation data in ``model.bounds``.
     References: Guo et al. 2017 (ECE); Wilson 1927 (interval). ECE checked against the definition in
-    ``robustlab.metrics.stats``; accuracy against a plain PyTorch loop (tests).
+    ``robustlab.stats``; accuracy against a plain PyTorch loop (tests).
     """
 
     name = "clean"

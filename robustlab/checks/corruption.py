@@ -14,7 +14,7 @@ import torch
 from ..corruptions.names import BENCHMARK, HELD_OUT
 from ..errors import SuiteError
 from ..metric_keys import NAME_ANY, SEVERITY_ANY, key, legal_segment, pattern, severity_segment
-from ..metrics.stats import expected_calibration_error, wilson_interval
+from ..stats import expected_calibration_error, wilson_interval
 from ..scorecard import AuditItem, CheckResult, Series, Verdict
 from .base import CHECKS, Check, RunContext
 from .corruption_params import BASELINE_WORDS, CorruptionParams

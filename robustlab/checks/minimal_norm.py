@@ -21,7 +21,7 @@ from ..attacks.base import ATTACKS, MinimizationAttack
 from ..attacks.scoring import resolve_epsilons
 from ..attacks.threat import Norm
 from ..errors import SuiteError
-from ..metrics.stats import wilson_interval
+from ..stats import wilson_interval
 from ..scorecard import CheckResult, Series
 from ..seeding import sample_seeds
 from .adversarial_sweep import bounds_of, finish_audit, model_audit

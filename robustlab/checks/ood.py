@@ -110,7 +110,7 @@ class OODCheck(Check[OODParams]):
 
     # -- run ---------------------------------------------------------------------------------
     def run(self, ctx: RunContext) -> CheckResult:
-        from ..metrics.stats import wilson_interval
+        from ..stats import wilson_interval
         from ..ood import metrics as M
         from ..ood.base import DetectorError, create_detector
         from ..ood.data import load_set, plan_fit_data

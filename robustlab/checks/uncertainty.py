@@ -326,7 +326,7 @@ class UncertaintyCheck(Check[UncertaintyParams]):
 
     @staticmethod
     def _reliability(z: "np.ndarray", y: "np.ndarray", t: float, n_bins: int, res: CheckResult) -> None:
-        from ..metrics.stats import reliability_bins
+        from ..stats import reliability_bins
         from ..uncertainty.scores import softmax
 
         ys: dict[str, list[float | None]] = {}

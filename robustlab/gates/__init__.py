@@ -3,7 +3,7 @@
 No torch import: gates read only a :class:`~robustlab.scorecard.Scorecard`.
 """
 
-from .evaluate import EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, EXIT_USAGE, GateReport, Outcome, RuleResult, evaluate_policy
+from .rules import EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, EXIT_USAGE, GateReport, Outcome, RuleResult, evaluate_policy
 from .policy import Action, Bound, McNemarSpec, Missing, Op, Policy, Rule, load_policy, parse_policy
 
 __all__ = [

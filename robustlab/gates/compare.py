@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..scorecard import Scorecard
-from .evaluate import _ids
+from .rules import _ids
 from .mcnemar import McNemarResult, is_flag_list, paired_mcnemar
 
 

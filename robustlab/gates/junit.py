@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..scorecard import atomic_write_text
-from .evaluate import GateReport, Outcome
+from .rules import GateReport, Outcome
 
 if TYPE_CHECKING:
     from ..scorecard import Scorecard

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .evaluate import GateReport, Outcome
+from .rules import GateReport, Outcome
 
 if TYPE_CHECKING:
     from ..scorecard import Scorecard

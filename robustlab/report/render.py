@@ -19,7 +19,7 @@ from .svg import render_series
 from .untested import family_of, not_tested
 
 if TYPE_CHECKING:
-    from ..gates.evaluate import GateReport
+    from ..gates.rules import GateReport
     from ..signing import Verification
 
 FAMILIES: tuple[tuple[str, str, str], ...] = (

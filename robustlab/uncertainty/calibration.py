@@ -1,6 +1,6 @@
 """Calibration metrics on probabilities and temperature scaling fitted on validation logits.
 
-* ECE: equal-width bins of the top-1 confidence (``robustlab.metrics.stats.expected_calibration_error``).
+* ECE: equal-width bins of the top-1 confidence (``robustlab.stats.expected_calibration_error``).
 * Adaptive ECE: the same sum over ``n_bins`` equal-mass bins (sorted confidences split in
   near-equal groups; Nguyen & O'Connor 2015, Nixon et al. 2019).
 * Classwise ECE: for each class k, equal-width bins of p_k, sum_b |B|/N |freq(y=k in B) - mean p_k(B)|,
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..metrics.stats import expected_calibration_error
+from ..stats import expected_calibration_error
 from .scores import as_logits, logsumexp, softmax
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..metrics.stats import wilson_interval
+from ..stats import wilson_interval
 from . import calibration as cal
 from . import conformal as cp
 from . import failure as fd

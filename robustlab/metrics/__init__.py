@@ -1,1 +1,0 @@
-"""Metric helpers shared by the checks (confidence intervals, calibration, confusion)."""
