@@ -1,5 +1,5 @@
 """Third-party plugins end to end: ``tests/plugins/robustlab_extras`` (its own pyproject.toml) adds a
-model loader, a data source, a corruption, a detector, a defense, a check and a gate protocol through
+model loader, a data source, a corruption, a detector, a defense, a check, a gate protocol and an attack through
 entry points only, and each runs through the CLI without any edit to robustlab.
 
 The package is installed the way pip lays it out (the package folder plus a ``.dist-info`` with the
@@ -53,6 +53,9 @@ checks:
     params: {detectors: [msp, {name: extras_gap, scale: 2.0}], near: ["noise:gaussian"], far: ["noise:uniform"], fit_limit: 100, val_limit: 50, ood_limit: 50, synthetic_n: 50}
   - check: extras_confidence
     params: {temperature: 2.0}
+  - check: attack
+    id: signsteps
+    params: {attack: extras_signsteps, steps: 2, epsilons: [0.05, 0.1], audit: false}
 """
 
 
@@ -61,12 +64,13 @@ def test_entry_points_are_discovered_for_every_kind(extras_site: Path) -> None:
         "from robustlab.models.loaders import MODEL_LOADERS; from robustlab.data import DATASETS; "
         "from robustlab.corruptions.registry import FAST_CORRUPTIONS; from robustlab.ood.base import DETECTORS; "
         "from robustlab.defenses.base import DEFENSES; from robustlab.checks.base import CHECKS; from robustlab.gates.protocols import GATE_PROTOCOLS; "
+        "from robustlab.attacks.base import ATTACKS; "
         "print([n in r for n, r in [('extras', MODEL_LOADERS), ('extras-digits', DATASETS), ('extras_dim', FAST_CORRUPTIONS), ('extras_gap', DETECTORS), "
-        "('extras-smooth', DEFENSES), ('extras_confidence', CHECKS), ('extras_confidence', GATE_PROTOCOLS)]])"
+        "('extras-smooth', DEFENSES), ('extras_confidence', CHECKS), ('extras_confidence', GATE_PROTOCOLS), ('extras_signsteps', ATTACKS)]])"
     )
     env = {**os.environ, "PYTHONPATH": str(extras_site)}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert r.stdout.strip() == str([True] * 7), r.stdout + r.stderr
+    assert r.stdout.strip() == str([True] * 8), r.stdout + r.stderr
     listing = run(extras_site, "models").stdout + run(extras_site, "datasets").stdout
     assert "extras:" in listing and "extras-digits" in listing
 
@@ -84,6 +88,9 @@ def test_evaluate_and_compare_with_plugin_model_data_corruption_detector_check_p
     dim = sorted(k for k in value if "extras_dim" in k and k.endswith("accuracy"))
     assert len(dim) >= 2, sorted(value)
     assert [k for k in value if "extras_gap" in k and "auroc" in k], sorted(value)
+    # the plugin attack through the generic check: a sweep whose robust accuracy cannot rise with eps
+    ra = [value[f"adversarial/signsteps/eps_{e}/robust_accuracy"] for e in ("0.05", "0.1")]
+    assert ra[1] <= ra[0] <= value["clean/accuracy"], ra
     conf = value["extras_confidence/mean_confidence"]
     assert 0.1 <= conf <= 1.0
     ood = next(c for c in card["checks"] if c["check"] == "ood")
