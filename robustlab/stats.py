@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..scorecard import Interval
+from .scorecard import Interval
 
 
 def wilson_interval(k: int, n: int, *, level: float = 0.95) -> Interval:
