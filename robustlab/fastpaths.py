@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .errors import RobustlabError
+from .parsing import parse_enum
 from .models.wrapper import RobustModel
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,7 @@ class Precision(str, Enum):
 
     @classmethod
     def parse(cls, v: "str | Precision") -> "Precision":
-        try:
-            return cls(v)
-        except ValueError as exc:
-            raise RobustlabError(f"unknown precision {v!r}; use fp32, tf32 or bf16.") from exc
+        return parse_enum(cls, v, "precision", error=RobustlabError)
 
 
 class AutocastView(nn.Module):
