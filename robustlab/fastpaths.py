@@ -11,6 +11,8 @@ Out-of-memory back-off lives in :meth:`RunContext.map_batches`.
 
 from __future__ import annotations
 
+from typing import cast
+
 import logging
 from enum import Enum
 
@@ -52,7 +54,7 @@ class AutocastView(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, dtype=self.dtype):
-            return self.model(x).float()
+            return cast("torch.Tensor", self.model(x).float())
 
 
 def apply_fast_paths(model: RobustModel, *, precision: str = "fp32", channels_last: bool = False, compile: bool = False) -> nn.Module | None:
@@ -63,7 +65,7 @@ def apply_fast_paths(model: RobustModel, *, precision: str = "fp32", channels_la
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if channels_last:
-        model.net = model.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model.net = model.net.to(memory_format=torch.channels_last)
     if compile:
         model.net = torch.compile(model.net)  # type: ignore[assignment]
     if p is Precision.BF16:

@@ -168,7 +168,7 @@ class Scorecard:
 
     # -- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return _clean(asdict(self))
+        return cast("dict[str, Any]", _clean(asdict(self)))
 
     def to_json(self, *, indent: int | None = 1) -> str:
         """JSON text; with ``indent``, lists of numbers, strings and booleans (per-sample arrays,

@@ -36,7 +36,7 @@ T = TypeVar("T")
 
 #: All checks, by suite name. Built-in check modules in ``robustlab.checks`` register themselves on
 #: import; third-party checks come through the ``robustlab.checks`` entry-point group.
-CHECKS: "Registry[type[Check]]" = Registry("check", group="robustlab.checks", package="robustlab.checks")
+CHECKS: "Registry[type[Check[Any]]]" = Registry("check", group="robustlab.checks", package="robustlab.checks")
 
 
 @dataclass(frozen=True)

@@ -289,7 +289,7 @@ def train(
                 if not torch.isfinite(out.loss):
                     raise RobustlabError(f"the training loss became {float(out.loss)} at epoch {epoch}, step {step}; lower --lr (now {lr:g}) or check the data.")
                 opt.zero_grad(set_to_none=True)
-                out.loss.backward()
+                out.loss.backward()  # type: ignore[no-untyped-call]
                 opt.step()
                 step += 1
                 loss_sum += float(out.loss.detach()) * len(idx)
