@@ -57,7 +57,7 @@ class LazyGroup(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         """Like click's standalone mode, but every usage error is one line on stderr (exit 2)."""
         if not kwargs.pop("standalone_mode", True):  # an embedding caller handles exceptions itself
             return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]

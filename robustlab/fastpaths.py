@@ -11,6 +11,8 @@ Out-of-memory back-off lives in :meth:`RunContext.map_batches`.
 
 from __future__ import annotations
 
+from typing import cast
+
 import logging
 from enum import Enum
 
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from .errors import RobustlabError
+from .parsing import parse_enum
 from .models.wrapper import RobustModel
 
 log = logging.getLogger(__name__)
@@ -30,10 +33,7 @@ class Precision(str, Enum):
 
     @classmethod
     def parse(cls, v: "str | Precision") -> "Precision":
-        try:
-            return cls(v)
-        except ValueError as exc:
-            raise RobustlabError(f"unknown precision {v!r}; use fp32, tf32 or bf16.") from exc
+        return parse_enum(cls, v, "precision", error=RobustlabError)
 
 
 class AutocastView(nn.Module):
@@ -54,7 +54,7 @@ class AutocastView(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, dtype=self.dtype):
-            return self.model(x).float()
+            return cast("torch.Tensor", self.model(x).float())
 
 
 def apply_fast_paths(model: RobustModel, *, precision: str = "fp32", channels_last: bool = False, compile: bool = False) -> nn.Module | None:
@@ -65,7 +65,7 @@ def apply_fast_paths(model: RobustModel, *, precision: str = "fp32", channels_la
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if channels_last:
-        model.net = model.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model.net = model.net.to(memory_format=torch.channels_last)
     if compile:
         model.net = torch.compile(model.net)  # type: ignore[assignment]
     if p is Precision.BF16:

@@ -35,13 +35,21 @@ def parse_fraction(text: str) -> float:
     return v
 
 
-def parse_enum(cls: type[E], value: object, what: str, *, error: type[RobustlabError] = SuiteError) -> E:
-    """``value`` as a member of ``cls`` (a member passes through; strings match a member's value).
+def parse_enum(
+    cls: type[E], value: object, what: str, *, error: type[RobustlabError] = SuiteError, ignore_case: bool = False, hint: str = ""
+) -> E:
+    """``value`` as a member of ``cls`` (a member passes through; strings match a member's value,
+    ignoring surrounding blanks, and letter case too with ``ignore_case``).
 
-    Raises ``error`` with one line: ``"{what} must be one of a, b, c, got 'x'."``."""
+    Raises ``error`` with one line: ``"{what} must be one of a, b, c, got 'x'."`` (``"...; {hint}."``
+    with a ``hint`` that says what to fix)."""
     if isinstance(value, cls):
         return value
-    for member in cls:
-        if isinstance(value, str) and value.strip() == str(member.value):
-            return member
-    raise error(f"{what} must be one of {', '.join(str(m.value) for m in cls)}, got {value!r}.")
+    if isinstance(value, str):
+        text = value.strip().casefold() if ignore_case else value.strip()
+        for member in cls:
+            name = str(member.value)
+            if text == (name.casefold() if ignore_case else name):
+                return member
+    tail = f"; {hint}." if hint else "."
+    raise error(f"{what} must be one of {', '.join(str(m.value) for m in cls)}, got {value!r}{tail}")

@@ -19,7 +19,7 @@ import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, cast
 
 import torch
 
@@ -96,7 +96,7 @@ def make_progress(quiet: bool) -> Callable[..., Iterable[Any]]:
             return it
         from tqdm.auto import tqdm
 
-        return tqdm(it, total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.5)
+        return cast("Iterable[Any]", tqdm(it, total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.5))
 
     return progress
 

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, cast
 
 SCHEMA_VERSION = "2.0"
 
@@ -37,6 +37,16 @@ class Verdict(str, Enum):
     VALID = "valid"
     SUSPECT = "suspect"
     INVALID = "invalid"
+
+
+#: Severity of each verdict, least to most severe (also the ``.../audit/verdict`` metric's code).
+VERDICT_SEVERITY: dict[Verdict, int] = {Verdict.VALID: 0, Verdict.SUSPECT: 1, Verdict.INVALID: 2}
+
+
+def worst_verdict(verdicts: Iterable[Verdict]) -> Verdict | None:
+    """The most severe of ``verdicts`` (``invalid`` > ``suspect`` > ``valid``); ``None`` when there
+    are none. The one place where verdicts are aggregated (audits, MLflow tags)."""
+    return max(verdicts, key=VERDICT_SEVERITY.__getitem__, default=None)
 
 
 @dataclass(frozen=True)
@@ -158,7 +168,7 @@ class Scorecard:
 
     # -- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return _clean(asdict(self))
+        return cast("dict[str, Any]", _clean(asdict(self)))
 
     def to_json(self, *, indent: int | None = 1) -> str:
         """JSON text; with ``indent``, lists of numbers, strings and booleans (per-sample arrays,

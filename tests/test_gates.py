@@ -34,17 +34,17 @@ def _policy(tmp_path: Path, doc: dict, name: str = "policy.yaml") -> Path:
 @pytest.mark.parametrize(
     "doc, fragment",
     [
-        ({"rules": [{"metric": "clean/accuracy", "op": ">", "threshold": 0.5}]}, "'>='"),
+        ({"rules": [{"metric": "clean/accuracy", "op": ">", "threshold": 0.5}]}, "rules[0].op must be one of >=, <=, got '>'; fix the policy file."),
         ({"rules": [{"metric": "clean/accuracy", "op": ">="}]}, "both 'op'"),
         ({"rules": [{"metric": "clean/accuracy", "op": ">=", "threshold": "high"}]}, "finite number"),
         ({"rules": [{"metric": "clean/accuracy", "threshhold": 0.5}]}, "unknown key"),
         ({"rules": [{"metric": "clean/accuracy"}]}, "tests nothing"),
         ({"rules": [{"op": ">=", "threshold": 0.5}]}, "'metric'"),
-        ({"rules": [{"metric": "a", "op": ">=", "threshold": 1, "on": "middle"}]}, "'lower'"),
+        ({"rules": [{"metric": "a", "op": ">=", "threshold": 1, "on": "middle"}]}, "rules[0].on must be one of value, lower, upper, got 'middle'; fix the policy file."),
         ({"rules": [{"metric": "a", "max_drop": -0.1}]}, "max_drop must be >= 0"),
         ({"rules": [{"metric": "a", "mcnemar": {"alpha": 0.05}}]}, "per_sample"),
         ({"rules": [{"metric": "a", "op": ">=", "threshold": 1}, {"metric": "a", "op": ">=", "threshold": 1}]}, "duplicate rule name"),
-        ({"audit": {"invalid": "ignore"}, "rules": []}, "'allow'"),
+        ({"audit": {"invalid": "ignore"}, "rules": []}, "audit.invalid must be one of fail, inconclusive, allow, got 'ignore'; fix the policy file."),
         ({"version": 2, "rules": []}, "version"),
         (["not", "a", "mapping"], "mapping"),
     ],
@@ -263,3 +263,12 @@ def test_compare_reports_moved_metrics(tmp_path):
     pa, pb = a.write(tmp_path / "a.json"), b.write(tmp_path / "b.json")
     res = CliRunner().invoke(main, ["compare", str(pa), str(pb), "--markdown"])
     assert res.exit_code == 0 and ROBUST in res.output and "| metric |" in res.output
+
+
+def test_policy_choices_ignore_case_but_operators_do_not():
+    """Policy words are read case-insensitively (as before the move to parsing.parse_enum); operators exactly."""
+    p = parse_policy({"audit": {"invalid": " INCONCLUSIVE", "suspect": "Fail"}, "rules": [{"metric": "a", "op": ">=", "threshold": 1, "on": "Lower", "if_missing": "SKIP"}]})
+    assert (p.audit_invalid.value, p.audit_suspect.value) == ("inconclusive", "fail")
+    assert (p.rules[0].on.value, p.rules[0].if_missing.value) == ("lower", "skip")
+    with pytest.raises(PolicyError, match=r"op must be one of"):
+        parse_policy({"rules": [{"metric": "a", "op": "=>", "threshold": 1}]})

@@ -44,3 +44,30 @@ def test_defend_refuses_a_bad_budget_with_exit_2(eps: str) -> None:
     r = CliRunner().invoke(main, ["defend", "--model", "zoo:digits-cnn", "--method", "pgd-at", "--eps", eps, "--out", "x.safetensors"])
     assert r.exit_code == 2, (r.output, r.exception)
     assert "8/255" in r.output and "Traceback" not in r.output
+
+
+def test_parse_enum_ignore_case_and_hint() -> None:
+    assert parse_enum(Color, " RED ", "colour", ignore_case=True) is Color.RED
+    with pytest.raises(SuiteError, match="got 'RED'"):
+        parse_enum(Color, "RED", "colour")
+    with pytest.raises(PolicyError, match=r"^colour must be one of red, blue, got 'Green'; fix the policy file\.$"):
+        parse_enum(Color, "Green", "colour", error=PolicyError, ignore_case=True, hint="fix the policy file")
+
+
+def test_precision_parse_uses_parse_enum() -> None:
+    from robustlab.errors import RobustlabError
+    from robustlab.fastpaths import Precision
+
+    assert Precision.parse(" bf16") is Precision.BF16
+    with pytest.raises(RobustlabError, match=r"^precision must be one of fp32, tf32, bf16, got 'fp16'\.$"):
+        Precision.parse("fp16")
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "1e999", "8/0"])
+def test_check_float_params_refuse_non_finite_text(text: str) -> None:
+    """A check's float hyperparameter written as text goes through parsing.parse_fraction: "inf" and
+    "1e999" used to pass as an infinite budget (checks/base had its own fraction parser)."""
+    from robustlab.checks.base import CHECKS
+
+    with pytest.raises(SuiteError, match="must be a number such as 0.031 or 8/255"):
+        CHECKS.get("autoattack").parse_params({"epsilons": [text]})

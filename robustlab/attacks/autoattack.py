@@ -28,7 +28,7 @@ import enum
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 from torch import nn
@@ -218,7 +218,7 @@ def run_autoattack(
         if aa is None:  # fast engine: the member's own run(); every candidate is re-checked below
             return member.run(m, xb, yb, eps, seeds=sd, early_stop=True, targeted=False, bounds=(lo, hi))
         adv = getattr(member, "reference")(aa, xub, yb, seed).detach()
-        return adv if not unit else lo + (hi - lo) * adv
+        return cast("torch.Tensor", adv if not unit else lo + (hi - lo) * adv)
 
     fork_devices = [dev] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):

@@ -60,7 +60,7 @@ class FABT(FixedEpsilonAttack):
 def _reference_fab_batched() -> type:
     from pyautoattack.fab_pt import FABAttack_PT
 
-    class _BatchedTargetFAB(FABAttack_PT):  # type: ignore[misc, valid-type]
+    class _BatchedTargetFAB(FABAttack_PT):  # type: ignore[misc]
         """Reference FAB-T whose target class is given per point (so all targets run in one batch).
 
         FAB attacks only the copies its own clean check finds correct; the indices of those copies

@@ -10,7 +10,7 @@ Likewise two random starts: :func:`uniform_in_ball` (PGD; foolbox) and :func:`ra
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 import torch
 from torch import nn
@@ -34,7 +34,7 @@ def norms(delta: torch.Tensor, norm: Norm) -> torch.Tensor:
     flat = delta.reshape(delta.shape[0], -1)
     if norm is Norm.LINF:
         return flat.abs().amax(dim=1) if flat.shape[1] else torch.zeros(flat.shape[0], device=delta.device)
-    return flat.norm(p=2, dim=1)
+    return cast("torch.Tensor", flat.norm(p=2, dim=1))
 
 
 def project(delta: torch.Tensor, eps: torch.Tensor | float, norm: Norm) -> torch.Tensor:
@@ -96,7 +96,7 @@ def uniform_in_ball(seeds: Sequence[int], shape: Sequence[int], norm: Norm, *, d
             return torch.rand(shp, generator=g, dtype=dtype) * 2 - 1
         v = torch.randn(shp, generator=g, dtype=dtype)
         r = torch.rand((), generator=g, dtype=dtype) ** (1.0 / d)
-        return v / v.norm().clamp_min(1e-12) * r
+        return cast("torch.Tensor", v / v.norm().clamp_min(1e-12) * r)
 
     return _per_sample(seeds, shp, dtype, draw).to(device)
 

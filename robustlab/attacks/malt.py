@@ -22,7 +22,7 @@ Hein, ICML 2020 (APGD, DLR-T loss; ``pyautoattack`` 0.2.0).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 from torch import nn
@@ -58,7 +58,7 @@ def malt_targets(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: No
             g = torch.autograd.grad(diff.sum(), xg, retain_graph=j < m - 1)[0]
             scores[:, j] = diff.detach() / (g.flatten(1).norm(p=dual, dim=1) + 1e-12)
     order = scores.argsort(dim=1)[:, : min(n_targets, m)]
-    return cand.gather(1, order)
+    return cast("torch.Tensor", cand.gather(1, order))
 
 
 @ATTACKS.register("malt")

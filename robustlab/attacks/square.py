@@ -14,7 +14,7 @@ evaluated: their margin is the current one, so the reference's decision is known
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 from torch import nn
@@ -76,7 +76,7 @@ def _margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     u = torch.arange(x.shape[0], device=x.device)
     zy = logits[u, y].clone()
     logits[u, y] = -float("inf")
-    return zy - logits.max(dim=-1)[0]
+    return cast("torch.Tensor", zy - logits.max(dim=-1)[0])
 
 
 @torch.no_grad()

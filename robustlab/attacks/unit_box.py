@@ -3,6 +3,8 @@ range): the model is presented on [0, 1], inputs and budgets are rescaled, resul
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -16,7 +18,7 @@ class UnitBox(nn.Module):
         self.lo, self.hi = lo, hi
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        return self.model(self.lo + (self.hi - self.lo) * u)
+        return cast("torch.Tensor", self.model(self.lo + (self.hi - self.lo) * u))
 
 
 def on_unit_box(model: nn.Module, x: torch.Tensor, eps: float, bounds: tuple[float, float]) -> tuple[nn.Module, torch.Tensor, float]:

@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..scorecard import AuditItem, Verdict
+from ..scorecard import VERDICT_SEVERITY, AuditItem, Verdict, worst_verdict
 
 __all__ = [
     "audit_randomness",
@@ -31,17 +31,16 @@ __all__ = [
     "overall_verdict",
 ]
 
-_ORDER = {Verdict.VALID: 0, Verdict.SUSPECT: 1, Verdict.INVALID: 2}
-
 
 def overall_verdict(items: Sequence[AuditItem]) -> Verdict:
     """The worst verdict of the items (``valid`` when there are none)."""
-    return max((i.verdict for i in items), key=lambda v: _ORDER[v], default=Verdict.VALID)
+    worst = worst_verdict(i.verdict for i in items)
+    return Verdict.VALID if worst is None else worst
 
 
 def verdict_code(v: Verdict) -> float:
     """0 = valid, 1 = suspect, 2 = invalid (for the ``.../audit/verdict`` metric)."""
-    return float(_ORDER[v])
+    return float(VERDICT_SEVERITY[v])
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Iterable, Iterator, TypeVar
 
 from ..errors import SuiteError
+from ..parsing import parse_fraction
 from ..registry import Registry
 from ..scorecard import CheckResult
 
@@ -35,7 +36,7 @@ T = TypeVar("T")
 
 #: All checks, by suite name. Built-in check modules in ``robustlab.checks`` register themselves on
 #: import; third-party checks come through the ``robustlab.checks`` entry-point group.
-CHECKS: "Registry[type[Check]]" = Registry("check", group="robustlab.checks", package="robustlab.checks")
+CHECKS: "Registry[type[Check[Any]]]" = Registry("check", group="robustlab.checks", package="robustlab.checks")
 
 
 @dataclass(frozen=True)
@@ -265,7 +266,7 @@ def _coerce(v: Any, tp: Any, where: str) -> Any:
         if isinstance(v, bool) or not isinstance(v, (int, float, str)):
             raise SuiteError(f"{where} must be a number, got {v!r}.")
         try:
-            f = float(_eval_fraction(v) if isinstance(v, str) else v)
+            f = float(parse_fraction(v) if isinstance(v, str) else v)
         except (ValueError, ZeroDivisionError, OverflowError) as exc:
             raise SuiteError(f"{where} must be a number such as 0.031 or 8/255, got {v!r}.") from exc
         if math.isnan(f):
@@ -284,12 +285,3 @@ def _coerce(v: Any, tp: Any, where: str) -> Any:
             raise SuiteError(f"{where} must be a string, got {v!r}.")
         return str(v)
     return v
-
-
-def _eval_fraction(s: str) -> float:
-    """Parse ``"8/255"`` or ``"0.5"``."""
-    s = s.strip()
-    if "/" in s:
-        a, b = s.split("/", 1)
-        return float(a) / float(b)
-    return float(s)

@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import RobustlabError, SuiteError
 from ..metric_keys import eps_segment, key, legal_segment, severity_segment
@@ -189,7 +189,7 @@ class UncertaintyCheck(Check[UncertaintyParams]):
             with torch.no_grad():
                 z = ctx.model(x)
             ctx.model.check_output(z, x.shape[0])
-            return z.float().cpu().tolist()
+            return cast("list[list[float]]", z.float().cpu().tolist())
 
         parts = ctx.map_batches(scope, n, batch, desc=f"uncertainty {tag}")
         rows = [r for part in parts for r in part]

@@ -102,7 +102,7 @@ def load_options_from(kw: dict[str, Any]) -> Any:
         "feature_layer": kw.get("feature_layer"),
     }
     b = overrides["bounds"]
-    if b is not None and not b[0] < b[1]:  # type: ignore[index]
+    if b is not None and not b[0] < b[1]:
         raise click.BadParameter("--bounds needs LOW,HIGH with LOW < HIGH")
     return LoadOptions(arch=kw.get("arch"), trust_code=bool(kw.get("trust_code")), download=bool(kw.get("download")),
                        model_dir=kw.get("model_dir"), device=device, overrides={k: v for k, v in overrides.items() if v is not None})

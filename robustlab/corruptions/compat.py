@@ -75,7 +75,7 @@ def _gaussian_compat(image: Any, sigma: Any = 1, *args: Any, multichannel: bool 
 
     if multichannel is not None and "channel_axis" not in kwargs:
         kwargs["channel_axis"] = -1 if multichannel else None
-    return gaussian(image, sigma, *args, **kwargs)
+    return gaussian(image, sigma, *args, **kwargs)  # type: ignore[no-untyped-call]
 
 
 def _random_noise_legacy_seeded(image: Any, mode: str = "gaussian", rng: Any = None, clip: bool = True, **kwargs: Any) -> Any:
@@ -85,7 +85,7 @@ def _random_noise_legacy_seeded(image: Any, mode: str = "gaussian", rng: Any = N
 
     if rng is None:
         rng = np.random.default_rng(int(np.random.randint(0, 2**31 - 1)))
-    return random_noise(image, mode=mode, rng=rng, clip=clip, **kwargs)
+    return random_noise(image, mode=mode, rng=rng, clip=clip, **kwargs)  # type: ignore[no-untyped-call]
 
 
 def _skimage_proxy() -> types.SimpleNamespace:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import json
 
@@ -93,7 +93,7 @@ class PrecomputedCorruptions:
         return torch.stack(out).float() / 255.0
 
     def _labels_all(self) -> np.ndarray:
-        return np.load(self.root / "labels.npy", mmap_mode="r")
+        return cast("np.ndarray", np.load(self.root / "labels.npy", mmap_mode="r"))
 
     def _imagenet_index(self, name: str, severity: int) -> tuple[list[Path], np.ndarray]:
         key = (name, int(severity))

@@ -13,7 +13,7 @@ import enum
 import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Sequence, cast
 
 import torch
 from torch import nn
@@ -131,7 +131,7 @@ def attack_all_points(attack: Any, model: nn.Module, x: torch.Tensor, y: torch.T
 
     Shapes: x (N, C, H, W) in bounds, y (N,) -> x_adv (N, C, H, W), detached.
     """
-    return attack.perturb(model, x.detach(), y, float(eps), seeds=list(seeds), early_stop=False, bounds=bounds, include_clean_errors=True).detach()
+    return cast("torch.Tensor", attack.perturb(model, x.detach(), y, float(eps), seeds=list(seeds), early_stop=False, bounds=bounds, include_clean_errors=True).detach())
 
 
 class eval_mode:

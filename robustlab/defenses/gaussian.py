@@ -46,5 +46,5 @@ class GaussianNoiseTraining(DefenseMethod):
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seeds: Sequence[int], bounds: tuple[float, float]) -> LossOutput:
         noise = per_sample_noise(list(seeds), tuple(x.shape[1:]), device=x.device, dtype=x.dtype)
-        logits = model(x + self.params.sigma * noise)  # type: ignore[operator]
+        logits = model(x + self.params.sigma * noise)
         return LossOutput(F.cross_entropy(logits, y), logits.detach(), {})

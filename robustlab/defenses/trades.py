@@ -62,7 +62,7 @@ def trades_adversary(model: nn.Module, x: torch.Tensor, eps: float, *, norm: Nor
     with torch.no_grad():
         p_clean = F.softmax(model(x), dim=1)
     noise = per_sample_noise(list(seeds), tuple(x.shape[1:]), device=x.device, dtype=x.dtype)
-    xa = (x + init_std * noise).clamp(lo, hi)  # type: ignore[operator]
+    xa = (x + init_std * noise).clamp(lo, hi)
     for _ in range(steps):
         xa = xa.detach().requires_grad_(True)
         with torch.enable_grad():

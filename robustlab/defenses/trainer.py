@@ -29,6 +29,7 @@ from torch import nn
 
 from ..data import Dataset
 from ..errors import ResumeError, RobustlabError, SuiteError
+from ..parsing import parse_enum
 from ..seeding import derive_seed, sample_seeds
 from .base import DefenseMethod
 from .validation import ValResult, validate
@@ -65,12 +66,6 @@ class Select(str, enum.Enum):
     BEST = "best"
 
 
-def _enum(cls: type[enum.Enum], value: Any, what: str) -> Any:
-    from ..parsing import parse_enum
-
-    return parse_enum(cls, value, what)
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Training-loop settings (all keyword, all with defaults).
@@ -99,9 +94,9 @@ class TrainConfig:
             raise SuiteError(f"epochs must be at least 1, got {self.epochs}.")
         if self.batch_size < 1:
             raise SuiteError(f"batch size must be at least 1, got {self.batch_size}.")
-        _enum(OptimizerKind, self.optimizer, "optimizer")
-        _enum(Schedule, self.schedule, "schedule")
-        _enum(Select, self.select, "select")
+        parse_enum(OptimizerKind, self.optimizer, "optimizer")
+        parse_enum(Schedule, self.schedule, "schedule")
+        parse_enum(Select, self.select, "select")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise SuiteError(f"lr must be positive, got {self.lr}.")
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:
@@ -294,7 +289,7 @@ def train(
                 if not torch.isfinite(out.loss):
                     raise RobustlabError(f"the training loss became {float(out.loss)} at epoch {epoch}, step {step}; lower --lr (now {lr:g}) or check the data.")
                 opt.zero_grad(set_to_none=True)
-                out.loss.backward()
+                out.loss.backward()  # type: ignore[no-untyped-call]
                 opt.step()
                 step += 1
                 loss_sum += float(out.loss.detach()) * len(idx)

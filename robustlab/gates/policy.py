@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PolicyError
+from ..parsing import E, parse_enum
 
 
 class Op(str, Enum):
@@ -142,12 +143,9 @@ _RULE_KEYS = {"name", "metric", "op", "threshold", "on", "min_samples", "max_dro
 _TOP_KEYS = {"version", "audit", "checks", "min_samples", "rules", "description"}
 
 
-def _enum(cls: type[Enum], value: Any, where: str) -> Any:
-    try:
-        return cls(str(value).strip().lower() if cls is not Op else str(value).strip())
-    except ValueError:
-        allowed = ", ".join(repr(m.value) for m in cls)  # type: ignore[attr-defined]
-        raise PolicyError(f"{where}: {value!r} is not one of {allowed}; fix the policy file.") from None
+def _choice(cls: type[E], value: Any, where: str) -> E:
+    """A policy field's closed set of values (letter case ignored, except for the operators)."""
+    return parse_enum(cls, value, where, error=PolicyError, ignore_case=cls is not Op, hint="fix the policy file")
 
 
 def _number(value: Any, where: str, *, integer: bool = False) -> float:
@@ -171,11 +169,11 @@ def _rule(raw: Any, i: int, default_min: int | None) -> Rule:
     if not isinstance(metric, str) or not metric.strip():
         raise PolicyError(f"{where}: 'metric' must be a scorecard metric key such as 'clean/accuracy'.")
     metric = metric.strip()
-    op = _enum(Op, raw["op"], f"{where}.op") if "op" in raw else None
+    op = _choice(Op, raw["op"], f"{where}.op") if "op" in raw else None
     threshold = _number(raw["threshold"], f"{where}.threshold") if "threshold" in raw else None
     if (op is None) != (threshold is None):
         raise PolicyError(f"{where}: give both 'op' ('>=' or '<=') and 'threshold', or neither.")
-    on = _enum(Bound, raw.get("on", "value"), f"{where}.on")
+    on = _choice(Bound, raw.get("on", "value"), f"{where}.on")
     if on is not Bound.VALUE and op is None:
         raise PolicyError(f"{where}: 'on: {on.value}' needs 'op' and 'threshold'.")
     ms = raw.get("min_samples", default_min)
@@ -202,7 +200,7 @@ def _rule(raw: Any, i: int, default_min: int | None) -> Rule:
         mcnemar = McNemarSpec(per_sample=mc["per_sample"], check=mc.get("check"), alpha=alpha)
     if op is None and max_drop is None and mcnemar is None:
         raise PolicyError(f"{where}: rule on {metric!r} tests nothing; add 'op' + 'threshold', 'max_drop' or 'mcnemar'.")
-    if_missing = _enum(Missing, raw.get("if_missing", "fail"), f"{where}.if_missing")
+    if_missing = _choice(Missing, raw.get("if_missing", "fail"), f"{where}.if_missing")
     name = raw.get("name") or _default_name(metric, op, threshold, on, max_drop, mcnemar)
     return Rule(
         name=str(name), metric=metric, op=op, threshold=threshold, on=on, min_samples=min_samples,
@@ -250,10 +248,10 @@ def parse_policy(raw: Any, *, source: str = "") -> Policy:
         raise PolicyError(f"policy: duplicate rule name(s) {', '.join(map(repr, dup))}; give each rule a unique 'name'.")
     return Policy(
         rules=rules,
-        audit_invalid=_enum(Action, audit.get("invalid", "fail"), "audit.invalid"),
-        audit_suspect=_enum(Action, audit.get("suspect", "allow"), "audit.suspect"),
-        check_error=_enum(Action, checks.get("error", "inconclusive"), "checks.error"),
-        incomplete=_enum(Action, checks.get("incomplete", "inconclusive"), "checks.incomplete"),
+        audit_invalid=_choice(Action, audit.get("invalid", "fail"), "audit.invalid"),
+        audit_suspect=_choice(Action, audit.get("suspect", "allow"), "audit.suspect"),
+        check_error=_choice(Action, checks.get("error", "inconclusive"), "checks.error"),
+        incomplete=_choice(Action, checks.get("incomplete", "inconclusive"), "checks.incomplete"),
         source=source,
     )
 

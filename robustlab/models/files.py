@@ -154,7 +154,7 @@ def load_path(path: Path, opts: LoadOptions, *, fmt: str | None) -> LoadedNet:
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
-                net = torch.jit.load(str(path), map_location="cpu")
+                net = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
         except RuntimeError as exc:
             raise ModelLoadError(f"cannot load TorchScript file {path} ({first_line(exc)}); is it corrupt or truncated?") from exc
         return LoadedNet(net, {**_sidecar(path), **base, "format": "torchscript"})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 from torch import nn
@@ -125,7 +125,7 @@ class RobustModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, K) for inputs (N, C, H, W) in ``bounds``."""
-        return self.net(self.normalise(x))
+        return cast("torch.Tensor", self.net(self.normalise(x)))
 
     # -- features ------------------------------------------------------------------------
     def _resolve_feature_module(self) -> nn.Module:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, cast
 
 import torch
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def _normalise(f: torch.Tensor) -> torch.Tensor:
-    return f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return cast("torch.Tensor", f / f.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
 
 @DETECTORS.register("knn")

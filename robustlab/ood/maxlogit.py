@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -26,4 +26,4 @@ class MaxLogit(Detector):
 
     @torch.no_grad()
     def score(self, model: "RobustModel", x: torch.Tensor) -> torch.Tensor:
-        return -model(x.to(model.device)).float().amax(dim=1)
+        return cast("torch.Tensor", -model(x.to(model.device)).float().amax(dim=1))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -27,4 +27,4 @@ class MSP(Detector):
     @torch.no_grad()
     def score(self, model: "RobustModel", x: torch.Tensor) -> torch.Tensor:
         logits = model(x.to(model.device)).float()
-        return -logits.softmax(dim=1).amax(dim=1)
+        return cast("torch.Tensor", -logits.softmax(dim=1).amax(dim=1))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +57,7 @@ class ODIN(Detector):
     @torch.no_grad()
     def _score_at(self, model: "RobustModel", x: torch.Tensor, direction: torch.Tensor, temperature: float, eps: float) -> torch.Tensor:
         logits = model(perturb(model, x, direction, eps)).float() / temperature
-        return -logits.softmax(dim=1).amax(dim=1)
+        return cast("torch.Tensor", -logits.softmax(dim=1).amax(dim=1))
 
     def score(self, model: "RobustModel", x: torch.Tensor) -> torch.Tensor:
         x = x.to(model.device)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from enum import Enum
 from functools import lru_cache
-from typing import Sequence
+from typing import Sequence, cast
 
 import numpy as np
 import torch
@@ -76,7 +76,7 @@ def _one(kind: Source, rng: np.random.Generator, shape: Sequence[int]) -> np.nda
         x = rng.binomial(1, 0.7, size=(c, h, w)).astype(np.float64)
         x = gaussian_filter(x, sigma=(0.0, 1.5 * h / 32, 1.5 * w / 32))
         x[x < 0.75] = 0.0
-        return x
+        return cast("np.ndarray", x)
     photos = _photos()
     img = photos[int(rng.integers(len(photos)))]
     ph, pw = img.shape[:2]

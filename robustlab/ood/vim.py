@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, cast
 
 import torch
 from torch import nn
@@ -99,4 +99,4 @@ class ViM(Detector):
         f = f.float()
         dev = f.device
         vlogit = ((f - self.origin.to(dev)) @ self.residual.to(dev)).norm(dim=1) * self.alpha.to(dev)
-        return vlogit - torch.logsumexp(logits.float(), dim=1)
+        return cast("torch.Tensor", vlogit - torch.logsumexp(logits.float(), dim=1))

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from enum import Enum
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 import numpy as np
 from scipy.special import betaln
@@ -76,7 +76,7 @@ def log_mixture_martingale(successes: np.ndarray, trials: np.ndarray, p: np.ndar
     t = np.asarray(trials, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
     a, b = prior
-    return betaln(a + s, b + t - s) - betaln(a, b) - s * np.log(p) - (t - s) * np.log1p(-p)
+    return cast("np.ndarray", betaln(a + s, b + t - s) - betaln(a, b) - s * np.log(p) - (t - s) * np.log1p(-p))
 
 
 def confidence_sequence(
@@ -151,7 +151,7 @@ def decided(lower: np.ndarray, upper: np.ndarray, thresholds: np.ndarray, reacha
     top = targets[-1] if targets.size else thresholds[0]
     nxt_idx = np.searchsorted(thresholds, lower, side="right")  # first threshold strictly above lower
     nxt = np.where(nxt_idx < thresholds.size, thresholds[np.minimum(nxt_idx, thresholds.size - 1)], np.inf)
-    return (lower >= top) | (upper < nxt)
+    return cast("np.ndarray", (lower >= top) | (upper < nxt))
 
 
 def adaptive_estimate(

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..errors import RobustlabError
-from ..scorecard import Scorecard, Verdict
+from ..scorecard import Scorecard, worst_verdict
 from .keys import checked_metric_keys, name_key
 from .store_lock import store_lock
 
@@ -140,11 +140,8 @@ def _params(card: Scorecard) -> dict[str, str]:
 
 
 def _worst_audit(card: Scorecard) -> str:
-    verdicts = {a.verdict for c in card.checks for a in c.audit}
-    for v in (Verdict.INVALID, Verdict.SUSPECT, Verdict.VALID):
-        if v in verdicts:
-            return v.value
-    return "none"
+    worst = worst_verdict(a.verdict for c in card.checks for a in c.audit)
+    return "none" if worst is None else worst.value
 
 
 def _tags(card: Scorecard, verdict: str, command: str) -> dict[str, str]:

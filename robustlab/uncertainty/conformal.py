@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, cast
 
 import numpy as np
 
@@ -70,7 +70,7 @@ def _below(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
     below[:, 1:] = np.cumsum(ps, axis=1)[:, :-1]  # exclusive sum: no cancellation
     out = np.empty_like(probs)
     np.put_along_axis(out, order, below, axis=1)
-    return out + (1.0 - u)[:, None] * probs
+    return cast("np.ndarray", out + (1.0 - u)[:, None] * probs)
 
 
 @CONFORMAL_METHODS.register("aps")

@@ -11,6 +11,7 @@ Test data never enter a fit.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,7 +104,7 @@ def _wilson(head: tuple[str, ...], metric: str, k: int, n: int) -> Measurement:
     return Measurement(head, metric, k / n if n else math.nan, ci.low, ci.high, "wilson", n)
 
 
-def _boot(head: tuple[str, ...], metric: str, stat: "fd.Callable[..., float]", c: np.ndarray, ok: np.ndarray, s: Settings, rng: np.random.Generator) -> Measurement:
+def _boot(head: tuple[str, ...], metric: str, stat: Callable[..., float], c: np.ndarray, ok: np.ndarray, s: Settings, rng: np.random.Generator) -> Measurement:
     v = stat(c, ok)
     lo, hi = fd.bootstrap_interval(stat, c, ok, rng=rng, n_boot=s.n_boot) if s.n_boot > 0 and not math.isnan(v) else (None, None)
     return Measurement(head, metric, v, lo, hi, "bootstrap" if lo is not None else "", int(c.size))

@@ -10,7 +10,7 @@ References: Hendrycks & Gimpel 2017 (MSP); Hendrycks et al. 2022 (max-logit); Li
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, cast
 
 import numpy as np
 
@@ -35,25 +35,25 @@ def as_logits(logits: np.ndarray) -> np.ndarray:
 def logsumexp(z: np.ndarray) -> np.ndarray:
     """Row-wise log(sum(exp(z))) of (N, K), computed stably -> (N,)."""
     m = z.max(axis=1, keepdims=True)
-    return (m + np.log(np.exp(z - m).sum(axis=1, keepdims=True)))[:, 0]
+    return cast("np.ndarray", (m + np.log(np.exp(z - m).sum(axis=1, keepdims=True)))[:, 0])
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Row-wise softmax of logits / temperature: (N, K) -> (N, K) probabilities."""
     z = as_logits(logits) / float(temperature)
-    return np.exp(z - logsumexp(z)[:, None])
+    return cast("np.ndarray", np.exp(z - logsumexp(z)[:, None]))
 
 
 @CONFIDENCE_SCORES.register("msp")
 def msp(logits: np.ndarray) -> np.ndarray:
     """Maximum softmax probability max_k p_k."""
-    return softmax(logits).max(axis=1)
+    return cast("np.ndarray", softmax(logits).max(axis=1))
 
 
 @CONFIDENCE_SCORES.register("max_logit")
 def max_logit(logits: np.ndarray) -> np.ndarray:
     """Largest logit max_k z_k."""
-    return as_logits(logits).max(axis=1)
+    return cast("np.ndarray", as_logits(logits).max(axis=1))
 
 
 @CONFIDENCE_SCORES.register("energy")
@@ -70,7 +70,7 @@ def doctor(logits: np.ndarray) -> np.ndarray:
     ranks exactly like g.
     """
     g = (softmax(logits) ** 2).sum(axis=1)
-    return -(1.0 - g) / g
+    return cast("np.ndarray", -(1.0 - g) / g)
 
 
 @CONFIDENCE_SCORES.register("entropy")
@@ -78,7 +78,7 @@ def negative_entropy(logits: np.ndarray) -> np.ndarray:
     """Negative Shannon entropy sum_k p_k log p_k (nats) of the softmax."""
     z = as_logits(logits)
     logp = z - logsumexp(z)[:, None]
-    return (np.exp(logp) * logp).sum(axis=1)
+    return cast("np.ndarray", (np.exp(logp) * logp).sum(axis=1))
 
 
 def confidence(name: str, logits: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ References: Hendrycks & Dietterich, ICLR 2019; ``make_cifar_c.py`` (hendrycks/ro
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, cast
 
 import numpy as np
 import torch
@@ -36,14 +36,14 @@ Tensor = torch.Tensor
 def gaussian_noise(x: Tensor, severity: int, seeds: Sequence[int]) -> Tensor:
     """``clip(x + N(0, sigma^2))``, sigma = .04 .06 .08 .09 .10."""
     check_input(x, severity, seeds)
-    return (x + const("gaussian_noise", severity) * gaussian_draws(x, seeds)).clamp(0.0, 1.0)
+    return cast("torch.Tensor", (x + const("gaussian_noise", severity) * gaussian_draws(x, seeds)).clamp(0.0, 1.0))
 
 
 @FAST_CIFAR_C.register("speckle_noise")
 def speckle_noise(x: Tensor, severity: int, seeds: Sequence[int]) -> Tensor:
     """``clip(x + x N(0, sigma^2))``, sigma = .06 .1 .12 .16 .2."""
     check_input(x, severity, seeds)
-    return (x + x * const("speckle_noise", severity) * gaussian_draws(x, seeds)).clamp(0.0, 1.0)
+    return cast("torch.Tensor", (x + x * const("speckle_noise", severity) * gaussian_draws(x, seeds)).clamp(0.0, 1.0))
 
 
 @FAST_CIFAR_C.register("shot_noise")

@@ -20,7 +20,7 @@ References: Hendrycks & Dietterich, ICLR 2019; ``make_cifar_c.py`` (hendrycks/ro
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Sequence
+from typing import Sequence, cast
 
 import numpy as np
 import torch
@@ -86,7 +86,7 @@ def snow(x: Tensor, severity: int, seeds: Sequence[int]) -> Tensor:
     dy, dx, wts = motion_taps(angles, int(radius), float(sigma), layer.shape[-2], layer.shape[-1])
     layer = torch.round(shift_sum(layer, dy, dx, wts).clamp(0.0, 1.0) * 255.0) / 255.0
     whitened = blend * x + (1 - blend) * torch.maximum(x, gray(x) * 1.5 + 0.5)
-    return (whitened + layer + torch.flip(layer, dims=(-2, -1))).clamp_(0.0, 1.0)
+    return cast("torch.Tensor", (whitened + layer + torch.flip(layer, dims=(-2, -1))).clamp_(0.0, 1.0))
 
 
 def _bilinear_matrix(n_in: int, n_out: int, scale: float) -> np.ndarray:
@@ -169,7 +169,7 @@ def affine_maps(shift: Tensor, h: int, w: int) -> Tensor:
     p1 = torch.tensor([[cy + sq, cx + sq], [cy + sq, cx - sq], [cy - sq, cx - sq]], dtype=torch.float64)
     p2 = p1[None] + shift.to(torch.float64)
     src = torch.cat([p1, torch.ones(3, 1, dtype=torch.float64)], dim=1)  # (3, 3)
-    return torch.linalg.solve(src[None].expand(shift.shape[0], 3, 3), p2).transpose(1, 2)  # (N, 2, 3)
+    return cast("torch.Tensor", torch.linalg.solve(src[None].expand(shift.shape[0], 3, 3), p2).transpose(1, 2))  # (N, 2, 3)
 
 
 @FAST_CIFAR_C.register("elastic_transform")

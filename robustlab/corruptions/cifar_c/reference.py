@@ -24,7 +24,7 @@ References: Hendrycks & Dietterich, ICLR 2019; ``make_cifar_c.py``; ``imagecorru
 from __future__ import annotations
 
 from io import BytesIO
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ def _sk_gaussian(img: np.ndarray, sigma: float, **kw: Any) -> np.ndarray:
 
     if img.ndim == 3:
         kw.setdefault("channel_axis", -1)
-    return np.asarray(gaussian(img, sigma=sigma, **kw))
+    return np.asarray(gaussian(img, sigma=sigma, **kw))  # type: ignore[no-untyped-call]
 
 
 def _zoom(img: np.ndarray, z: float) -> np.ndarray:
@@ -80,7 +80,7 @@ def _plasma(rng: Rng, mapsize: int, decay: float) -> np.ndarray:
         step //= 2
         wibble /= decay
     m -= m.min()
-    return m / m.max()
+    return cast("np.ndarray", m / m.max())
 
 
 def gaussian_noise(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
@@ -90,14 +90,14 @@ def gaussian_noise(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
 
 def shot_noise(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
     c = const("shot_noise", s)
-    return np.clip(rng.poisson(x / 255.0 * c) / c, 0, 1) * 255
+    return cast("np.ndarray", np.clip(rng.poisson(x / 255.0 * c) / c, 0, 1) * 255)
 
 
 def impulse_noise(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
     from skimage.util import random_noise
 
     gen = np.random.default_rng(int(rng.randint(0, 2**31 - 1)))
-    return np.clip(random_noise(x / 255.0, mode="s&p", amount=const("impulse_noise", s), rng=gen), 0, 1) * 255
+    return cast("np.ndarray", np.clip(random_noise(x / 255.0, mode="s&p", amount=const("impulse_noise", s), rng=gen), 0, 1) * 255)  # type: ignore[no-untyped-call]
 
 
 def speckle_noise(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
@@ -106,7 +106,7 @@ def speckle_noise(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
 
 
 def gaussian_blur(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
-    return np.clip(_sk_gaussian(x / 255.0, const("gaussian_blur", s)), 0, 1) * 255
+    return cast("np.ndarray", np.clip(_sk_gaussian(x / 255.0, const("gaussian_blur", s)), 0, 1) * 255)
 
 
 def glass_blur(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
@@ -121,7 +121,7 @@ def glass_blur(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
                 dx, dy = rng.randint(-d, d, size=(2,))
                 r2, c2 = r + dy, c + dx
                 y[r, c], y[r2, c2] = y[r2, c2], y[r, c]
-    return np.clip(_sk_gaussian(y / 255.0, sigma), 0, 1) * 255
+    return cast("np.ndarray", np.clip(_sk_gaussian(y / 255.0, sigma), 0, 1) * 255)
 
 
 def defocus_blur(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
@@ -140,7 +140,7 @@ def defocus_blur(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
 
 def motion_blur(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
     radius, sigma = const("motion_blur", s)
-    return np.clip(_motion(x, radius, sigma, rng.uniform(-45, 45)), 0, 255)
+    return cast("np.ndarray", np.clip(_motion(x, radius, sigma, rng.uniform(-45, 45)), 0, 255))
 
 
 def zoom_blur(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
@@ -149,7 +149,7 @@ def zoom_blur(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
     zs = zoom_factors(s)
     for z in zs:
         out += _zoom(x, z)
-    return np.clip((x + out) / (len(zs) + 1), 0, 1) * 255
+    return cast("np.ndarray", np.clip((x + out) / (len(zs) + 1), 0, 1) * 255)
 
 
 def fog(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
@@ -159,7 +159,7 @@ def fog(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
     mapsize = 1 << max(int(np.ceil(np.log2(max(h, w, 3)))), 0)
     max_val = x.max()
     x = x + a * _plasma(rng, mapsize, decay)[:h, :w][..., None]
-    return np.clip(x * max_val / (max_val + a), 0, 1) * 255
+    return cast("np.ndarray", np.clip(x * max_val / (max_val + a), 0, 1) * 255)
 
 
 def frost(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
@@ -174,7 +174,7 @@ def frost(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
     h, w = x.shape[:2]
     top, left = rng.randint(0, photo.shape[0] - h), rng.randint(0, photo.shape[1] - w)
     crop = photo[top : top + h, left : left + w][..., [2, 1, 0]]
-    return np.clip(a * x + b * crop, 0, 255)
+    return cast("np.ndarray", np.clip(a * x + b * crop, 0, 255))
 
 
 def snow(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
@@ -215,11 +215,11 @@ def spatter(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
         colour = np.concatenate([v / 255.0 * np.ones_like(m[..., :1]) for v in (175, 238, 238)], axis=2)
         colour = cv2.cvtColor(colour, cv2.COLOR_BGR2BGRA)
         xa = cv2.cvtColor(x, cv2.COLOR_BGR2BGRA)
-        return cv2.cvtColor(np.clip(xa + m * colour, 0, 1), cv2.COLOR_BGRA2BGR) * 255
+        return cast("np.ndarray", cv2.cvtColor(np.clip(xa + m * colour, 0, 1), cv2.COLOR_BGRA2BGR) * 255)
     m = _sk_gaussian(np.where(liquid > thr, 1, 0).astype(np.float32), strength)
     m[m < 0.8] = 0
     colour = np.concatenate([v / 255.0 * np.ones_like(x[..., :1]) for v in (63, 42, 20)], axis=2) * m[..., None]
-    return np.clip(x * (1 - m[..., None]) + colour, 0, 1) * 255
+    return cast("np.ndarray", np.clip(x * (1 - m[..., None]) + colour, 0, 1) * 255)
 
 
 def _hsv(x: np.ndarray, channel: int, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -227,7 +227,7 @@ def _hsv(x: np.ndarray, channel: int, fn: Callable[[np.ndarray], np.ndarray]) ->
 
     hsv = skimage.color.rgb2hsv(x / 255.0)
     hsv[:, :, channel] = fn(hsv[:, :, channel])
-    return np.clip(skimage.color.hsv2rgb(hsv), 0, 1) * 255
+    return cast("np.ndarray", np.clip(skimage.color.hsv2rgb(hsv), 0, 1) * 255)
 
 
 def brightness(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
@@ -242,7 +242,7 @@ def saturate(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
 def contrast(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
     x = x / 255.0
     m = np.mean(x, axis=(0, 1), keepdims=True)
-    return np.clip((x - m) * const("contrast", s) + m, 0, 1) * 255
+    return cast("np.ndarray", np.clip((x - m) * const("contrast", s) + m, 0, 1) * 255)
 
 
 def jpeg_compression(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
@@ -282,7 +282,7 @@ def elastic_transform(x: np.ndarray, s: int, rng: Rng) -> np.ndarray:
     dy = (_sk_gaussian(rng.uniform(-1, 1, size=size), sigma, mode="reflect", truncate=3) * alpha).astype(np.float32)
     cols, rows, chans = np.meshgrid(np.arange(shape[1]), np.arange(shape[0]), np.arange(shape[2]))
     idx = (np.reshape(rows + dy[..., None], (-1, 1)), np.reshape(cols + dx[..., None], (-1, 1)), np.reshape(chans, (-1, 1)))
-    return np.clip(map_coordinates(img, idx, order=1, mode="reflect").reshape(shape), 0, 1) * 255
+    return cast("np.ndarray", np.clip(map_coordinates(img, idx, order=1, mode="reflect").reshape(shape), 0, 1) * 255)
 
 
 FUNCTIONS: dict[str, Callable[[np.ndarray, int, Rng], np.ndarray]] = {

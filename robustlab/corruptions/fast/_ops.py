@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 import numpy as np
 import torch
@@ -63,14 +63,14 @@ def gaussian_kernel1d(sigma: float, *, truncate: float = 4.0) -> np.ndarray:
         return np.ones(1)
     t = np.arange(-radius, radius + 1, dtype=np.float64)
     k = np.exp(-0.5 / float(sigma) ** 2 * t**2)
-    return k / k.sum()
+    return cast("np.ndarray", k / k.sum())
 
 
 def opencv_gaussian_kernel1d(ksize: int, sigma: float) -> np.ndarray:
     """``cv2.getGaussianKernel(ksize, sigma)`` in float64 (sigma > 0)."""
     t = np.arange(ksize, dtype=np.float64) - (ksize - 1) / 2.0
     k = np.exp(-(t**2) / (2.0 * float(sigma) ** 2))
-    return k / k.sum()
+    return cast("np.ndarray", k / k.sum())
 
 
 @lru_cache(maxsize=256)
@@ -157,7 +157,7 @@ def fft_conv2d_same(x: torch.Tensor, kernel: np.ndarray, *, mode: str) -> torch.
         dtype=torch.complex64 if x.dtype != torch.float64 else torch.complex128, device=x.device,
     )
     y = torch.fft.irfft2(torch.fft.rfft2(xp) * kf, s=(hp, wp))
-    return y[..., 2 * rh : 2 * rh + h, 2 * rw : 2 * rw + w].to(x.dtype)
+    return cast("torch.Tensor", y[..., 2 * rh : 2 * rh + h, 2 * rw : 2 * rw + w].to(x.dtype))
 
 
 #: Images with at most this many pixels use a dense (H W) x (H W) linear operator per corruption.
