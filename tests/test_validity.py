@@ -319,9 +319,9 @@ def test_certify_curve_independent_of_input_scale(sampling: str) -> None:
     b = run_check(big_model, big_data, SMALL)
     for k, v in a.metrics.items():
         assert b.metrics[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
-    assert a.metrics["certify/sigma=0.25/certified_accuracy@r=0.25"] > 0
-    ra = [v for v in a.per_sample["certify/sigma=0.25/radius"] if v is not None]
-    rb = [v for v in b.per_sample["certify/sigma=0.25/radius"] if v is not None]
+    assert a.metrics["certify/sigma_0.25/certified_accuracy_at_r_0.25"] > 0
+    ra = [v for v in a.per_sample["certify/sigma_0.25/radius"] if v is not None]
+    rb = [v for v in b.per_sample["certify/sigma_0.25/radius"] if v is not None]
     assert rb == pytest.approx(ra, rel=1e-4, abs=1e-6)
 
 

@@ -33,7 +33,7 @@ import os
 import sys
 import threading
 import types
-from typing import Any
+from typing import Any, cast
 
 _LOCK = threading.Lock()
 _MODULE: types.ModuleType | None = None
@@ -75,7 +75,7 @@ def _gaussian_compat(image: Any, sigma: Any = 1, *args: Any, multichannel: bool 
 
     if multichannel is not None and "channel_axis" not in kwargs:
         kwargs["channel_axis"] = -1 if multichannel else None
-    return gaussian(image, sigma, *args, **kwargs)  # type: ignore[no-untyped-call]
+    return cast(Any, gaussian)(image, sigma, *args, **kwargs)  # skimage may ship untyped: call through Any
 
 
 def _random_noise_legacy_seeded(image: Any, mode: str = "gaussian", rng: Any = None, clip: bool = True, **kwargs: Any) -> Any:
@@ -85,7 +85,7 @@ def _random_noise_legacy_seeded(image: Any, mode: str = "gaussian", rng: Any = N
 
     if rng is None:
         rng = np.random.default_rng(int(np.random.randint(0, 2**31 - 1)))
-    return random_noise(image, mode=mode, rng=rng, clip=clip, **kwargs)  # type: ignore[no-untyped-call]
+    return cast(Any, random_noise)(image, mode=mode, rng=rng, clip=clip, **kwargs)
 
 
 def _skimage_proxy() -> types.SimpleNamespace:
