@@ -74,7 +74,7 @@ def crash_dir() -> "Path | None":
     return Path(_CRASH_DIR[0]) if _CRASH_DIR else None
 
 
-def _printable(value: object) -> str:
+def printable(value: object) -> str:
     """A path or name as one printable line (non-UTF-8 bytes and control characters escaped)."""
     s = os.fsdecode(value) if isinstance(value, (bytes, os.PathLike)) else str(value)
     return ascii(s)[1:-1] if not s.isprintable() or any(0xDC80 <= ord(c) <= 0xDCFF for c in s) else s
@@ -128,7 +128,7 @@ def user_error_from(exc: BaseException) -> RobustlabError | None:
     import sqlite3
 
     if isinstance(exc, OSError) and exc.errno is not None:
-        where = f": {_printable(exc.filename)}" if exc.filename is not None else ""
+        where = f": {printable(exc.filename)}" if exc.filename is not None else ""
         hint = {
             errno.ENOSPC: DISK_FULL_HINT,
             errno.EDQUOT: DISK_FULL_HINT.replace("the disk is full", "the disk quota is used up"),
@@ -146,11 +146,11 @@ def user_error_from(exc: BaseException) -> RobustlabError | None:
             return None
         return OutputError(f"{exc.strerror or os.strerror(exc.errno)}{where}; {hint}.")
     if isinstance(exc, UnicodeError):
-        return RobustlabError(f"a path or text is not valid UTF-8 ({_printable(exc)}); rename it or re-save the file as UTF-8.")
+        return RobustlabError(f"a path or text is not valid UTF-8 ({printable(exc)}); rename it or re-save the file as UTF-8.")
     disk = sqlite_disk_problem(exc)
     if disk is not None:
-        return OutputError(f"a result store or tracking database cannot be written (SQLite: {_printable(exc)}); {disk}.")
+        return OutputError(f"a result store or tracking database cannot be written (SQLite: {printable(exc)}); {disk}.")
     env_words = ("not a database", "malformed", "locked", "disk", "readonly", "read-only", "unable to open", "corrupt")
     if isinstance(exc, sqlite3.DatabaseError) and any(w in str(exc).lower() for w in env_words):
-        return OutputError(f"a result store or tracking database is unusable (SQLite: {_printable(exc)}); pass another --out or remove the damaged file.")
+        return OutputError(f"a result store or tracking database is unusable (SQLite: {printable(exc)}); pass another --out or remove the damaged file.")
     return None

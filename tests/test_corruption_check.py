@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from robustlab.checks.base import CHECKS, RunContext
-from robustlab.corruptions.metrics import Baseline, alexnet_baseline, baseline_from_scorecard, corruption_error, relative_corruption_error
+from robustlab.checks.corruption_baseline import baseline_from_scorecard
+from robustlab.corruptions.metrics import Baseline, alexnet_baseline, corruption_error, relative_corruption_error
 from robustlab.corruptions.precomputed import open_precomputed
 from robustlab.corruptions.registry import ALL, BENCHMARK, HELD_OUT
 from robustlab.data.base import Dataset

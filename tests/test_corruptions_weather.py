@@ -203,11 +203,11 @@ def test_opencv_steps_of_spatter() -> None:
 def test_frost_photographs_match_opencv() -> None:
     """Decoded and resized frost photographs equal cv2.imread + cv2.resize(INTER_CUBIC) within 1 level."""
     cv2 = pytest.importorskip("cv2")
-    from robustlab.corruptions.fast.frost import FROST_FILES, _frost_image, frost_dir, frost_layer, scaled_size
+    from robustlab.corruptions.fast.frost import FROST_FILES, frost_image, frost_dir, frost_layer, scaled_size
 
     for i, f in enumerate(FROST_FILES):
         bgr = cv2.imread(str(frost_dir() / f))
-        np.testing.assert_array_equal(_frost_image(i).permute(1, 2, 0).numpy(), bgr[..., ::-1])
+        np.testing.assert_array_equal(frost_image(i).permute(1, 2, 0).numpy(), bgr[..., ::-1])
         fh, fw = scaled_size(bgr.shape[:2], (224, 224))
         want = cv2.resize(bgr, (fw, fh), interpolation=cv2.INTER_CUBIC)[..., ::-1].astype(np.float32)
         got = frost_layer(i, fh, fw, "cpu").permute(1, 2, 0).numpy()
@@ -236,10 +236,10 @@ def _numpy_draws(name: str, severity: int, seed: int, h: int, w: int):  # noqa: 
 
         return rs.random_sample(plasma_draws(next_power_of_2(max(h, w, 3))))
     if name == "frost":
-        from robustlab.corruptions.fast.frost import _frost_image, scaled_size
+        from robustlab.corruptions.fast.frost import frost_image, scaled_size
 
         idx = rs.randint(5)
-        fh, fw = scaled_size(tuple(_frost_image(idx).shape[1:]), (h, w))
+        fh, fw = scaled_size(tuple(frost_image(idx).shape[1:]), (h, w))
         return idx, rs.randint(0, fh - h), rs.randint(0, fw - w)
     if name == "spatter":
         return rs.standard_normal((h, w))

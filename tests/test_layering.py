@@ -26,10 +26,7 @@ ABOVE_RUNNER = ("robustlab.pipelines", "robustlab.commands", "robustlab.cli")
 
 #: violations that other parts of issue 15 remove (engineer A: attacks/scoring.py writes CheckResult;
 #: engineer C: corruptions/metrics.py reads a Scorecard). Delete an entry once its fix is merged.
-KNOWN = {
-    ("robustlab.attacks.scoring", "robustlab.scorecard"),
-    ("robustlab.corruptions.metrics", "robustlab.scorecard"),
-}
+KNOWN: set[tuple[str, str]] = set()  # no exceptions left
 
 
 def module_name(path: Path, root: Path = PKG) -> str:
@@ -112,12 +109,7 @@ def test_each_algorithm_package_exists(package: str) -> None:
 
 
 #: private names imported across modules in parts other engineers of issue 15 own (delete when fixed)
-KNOWN_PRIVATE = {
-    ("robustlab.checks.malt", "_score"), ("robustlab.checks.malt", "_SweepCheck"),
-    ("robustlab.corruptions.cifar_c.fast", "_dense_defocus"), ("robustlab.corruptions.cifar_c.fast", "_box_pass"),
-    ("robustlab.corruptions.cifar_c.fast_spatial", "_frost_image"), ("robustlab.corruptions.fast.defocus_blur", "_axis_operator_np"),
-    ("robustlab.gates.compare", "_ids"), ("robustlab.commands.evaluate", "_printable"),
-}
+KNOWN_PRIVATE: set[tuple[str, str]] = set()  # no exceptions left
 
 
 def private_imports(root: Path = PKG) -> list[tuple[str, str]]:

@@ -26,7 +26,7 @@ from ..attacks.threat import Loss
 from ..errors import SuiteError
 from ..seeding import derive_seed, sample_seeds
 from .adversarial_sweep import SweepCheck, SweepParams, bounds_of
-from .base import CHECKS, RunContext, _coerce
+from .base import CHECKS, RunContext, coerce_param
 
 #: hyperparameters the check sets itself (from the sweep), never taken from the suite directly.
 _FROM_SWEEP = ("norm",)
@@ -94,7 +94,7 @@ class AttackCheck(SweepCheck[AttackParams]):
         if unknown:
             valid = sorted(own | set(known))
             raise SuiteError(f"{where}unknown parameter {', '.join(map(repr, unknown))} for attack {name!r}; valid: {', '.join(valid)}.")
-        coerced = {k: _coerce(v, known[k].annotation, f"{where}{name}.{k}") for k, v in hp.items()}
+        coerced = {k: coerce_param(v, known[k].annotation, f"{where}{name}.{k}") for k, v in hp.items()}
         base = super().parse_params({k: v for k, v in raw.items() if k in own}, where=where)
         assert isinstance(base, AttackParams)
         p = dataclasses.replace(base, hyperparameters=coerced)

@@ -206,7 +206,7 @@ class Check(ABC, Generic[P]):
         hints_t = typing.get_type_hints(cls.Params)
         values: dict[str, Any] = {}
         for k, v in raw.items():
-            values[k] = _coerce(v, hints_t.get(k, Any), f"{where}{cls.name}.{k}")
+            values[k] = coerce_param(v, hints_t.get(k, Any), f"{where}{cls.name}.{k}")
         try:
             p = cls.Params(**values)
         except TypeError as exc:
@@ -226,7 +226,7 @@ class Check(ABC, Generic[P]):
         return CheckResult(id=self.id, check=self.name, params={k: v.value if isinstance(v, enum.Enum) else v for k, v in raw.items()})
 
 
-def _coerce(v: Any, tp: Any, where: str) -> Any:
+def coerce_param(v: Any, tp: Any, where: str) -> Any:
     """Light type checking of YAML values against dataclass annotations."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -240,7 +240,7 @@ def _coerce(v: Any, tp: Any, where: str) -> Any:
             if a is type(None):
                 continue
             try:
-                return _coerce(v, a, where)
+                return coerce_param(v, a, where)
             except SuiteError as e:
                 errs.append(str(e))
         raise SuiteError(errs[0] if errs else f"{where}: invalid value {v!r}.")
@@ -248,7 +248,7 @@ def _coerce(v: Any, tp: Any, where: str) -> Any:
         if not isinstance(v, (list, tuple)):
             v = [v]
         inner = args[0] if args else Any
-        out = [_coerce(e, inner, where) for e in v]
+        out = [coerce_param(e, inner, where) for e in v]
         return tuple(out) if origin is tuple else out
     if origin is dict:
         if not isinstance(v, dict):

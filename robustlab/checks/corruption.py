@@ -241,7 +241,8 @@ class CorruptionCheck(Check[CorruptionParams]):
         return res
 
     def _baseline_metrics(self, ctx: RunContext, res: CheckResult, acc: dict[str, dict[int, float]], clean_acc: float, bench: list[str], sevs: list[int]) -> None:
-        from ..corruptions.metrics import Baseline, alexnet_baseline, baseline_from_scorecard, corruption_error, relative_corruption_error
+        from ..corruptions.metrics import Baseline, alexnet_baseline, corruption_error, relative_corruption_error
+        from .corruption_baseline import baseline_from_scorecard
 
         p: CorruptionParams = self.params
         base: Baseline | None = None

@@ -75,9 +75,9 @@ def evaluate(**kw: Any) -> None:
 
 
 def _shown(path: str) -> str:
-    from ..errors import _printable
+    from ..errors import printable
 
-    return _printable(path)
+    return printable(path)
 
 
 def _validate_policy(path: Path) -> None:

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..scorecard import Scorecard
-from .rules import _ids
+from .rules import sample_ids_of
 from .mcnemar import McNemarResult, is_flag_list, paired_mcnemar
 
 
@@ -97,7 +97,7 @@ def compare_scorecards(a: Scorecard, b: Scorecard) -> Comparison:
             fb = cb.per_sample.get(name)
             if fb is None or not is_flag_list(fa) or not is_flag_list(fb):
                 continue
-            res = paired_mcnemar(_ids(b, len(fb)), fb, _ids(a, len(fa)), fa)
+            res = paired_mcnemar(sample_ids_of(b, len(fb)), fb, sample_ids_of(a, len(fa)), fa)
             flags.append(FlagDelta(f"{ca.id}/{name}", res))
     prov: dict[str, tuple[str, str]] = {}
     for label, da, db in (

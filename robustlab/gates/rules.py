@@ -119,7 +119,7 @@ def _flags(card: Scorecard, name: str, check: str | None) -> tuple[list[Any] | N
     return flags, ""
 
 
-def _ids(card: Scorecard, n: int) -> list[Any]:
+def sample_ids_of(card: Scorecard, n: int) -> list[Any]:
     ids = card.data.get("ids")
     if isinstance(ids, list) and len(ids) == n:
         return ids
@@ -149,7 +149,7 @@ def _regression_part(rule: Rule, card: Scorecard, value: float, baseline: Scorec
             outcome = _worst(outcome, Outcome.INCONCLUSIVE)
             msgs.append(f"McNemar not possible: {why_c or why_b} ({'candidate' if cf is None else 'baseline'})")
         else:
-            res = paired_mcnemar(_ids(card, len(cf)), cf, _ids(baseline, len(bf)), bf)
+            res = paired_mcnemar(sample_ids_of(card, len(cf)), cf, sample_ids_of(baseline, len(bf)), bf)
             if not isinstance(card.data.get("ids"), list) or not isinstance(baseline.data.get("ids"), list):
                 msgs.append("paired by position: a scorecard lacks data.ids")
             details.update({"paired": res.n, "lost": res.lost, "gained": res.gained, "p_regression": res.p_regression})

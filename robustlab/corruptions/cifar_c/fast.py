@@ -21,10 +21,10 @@ import torch
 from ..fast._ops import DENSE_MAX_PIXELS, apply_dense, cached_tensor, check_input, fft_conv2d_same, gaussian_draws, linear_resize_matrix, per_image
 from ..fast._ops import gaussian_blur as _blur
 from ..fast.brightness import brightness_shift
-from ..fast.defocus_blur import _dense_defocus, disk_kernel
+from ..fast.defocus_blur import dense_defocus, disk_kernel
 from ..fast.jpeg_compression import jpeg_round_trip
 from ..fast.motion_blur import motion_taps, shift_sum, uniform_per_image
-from ..fast.pixelate import _box_pass, box_weights
+from ..fast.pixelate import box_pass, box_weights
 from ..fast.saturate import saturate_affine
 from ..registry import FAST_CIFAR_C
 from .constants import const, zoom_factors
@@ -104,8 +104,8 @@ def pixelate(x: Tensor, severity: int, seeds: Sequence[int]) -> Tensor:
     h, w = int(x.shape[2]), int(x.shape[3])
     hs, ws = max(int(h * c), 1), max(int(w * c), 1)
     u = (x.detach().clamp(0.0, 1.0) * 255.0).round().to(torch.float64)
-    u = _box_pass(_box_pass(u, box_weights(w, ws), 3), box_weights(h, hs), 2)
-    u = _box_pass(_box_pass(u, box_weights(ws, w), 3), box_weights(hs, h), 2)
+    u = box_pass(box_pass(u, box_weights(w, ws), 3), box_weights(h, hs), 2)
+    u = box_pass(box_pass(u, box_weights(ws, w), 3), box_weights(hs, h), 2)
     return (u / 255.0).to(x.dtype)
 
 
@@ -125,7 +125,7 @@ def defocus_blur(x: Tensor, severity: int, seeds: Sequence[int]) -> Tensor:
     kernel = disk_kernel(radius, alias)
     h, w = int(x.shape[2]), int(x.shape[3])
     if h * w <= DENSE_MAX_PIXELS:
-        op = cached_tensor(("defocus", radius, alias, h, w), lambda: _dense_defocus(kernel, h, w), dtype=x.dtype, device=x.device)
+        op = cached_tensor(("defocus", radius, alias, h, w), lambda: dense_defocus(kernel, h, w), dtype=x.dtype, device=x.device)
         return apply_dense(x, op).clamp(0.0, 1.0)
     return fft_conv2d_same(x, kernel, mode="mirror").clamp(0.0, 1.0)
 

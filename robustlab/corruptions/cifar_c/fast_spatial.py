@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..fast._ops import check_input, gaussian_blur, per_image, rgb_to_grey
 from ..fast.elastic_transform import elastic_warp
 from ..fast.fog import draw_uniforms, fog_with_uniforms, next_power_of_2, plasma_draws
-from ..fast.frost import FROST_FILES, _frost_image
+from ..fast.frost import FROST_FILES, frost_image
 from ..fast.glass_blur import draw_offsets, glass_blur_with_offsets
 from ..fast.motion_blur import motion_taps, shift_sum
 from ..fast.snow import draw_snow, gray
@@ -109,7 +109,7 @@ def _bilinear_matrix(n_in: int, n_out: int, scale: float) -> np.ndarray:
 @lru_cache(maxsize=None)
 def small_frost(index: int) -> Tensor:
     """(3, h, w) float32 photograph ``index`` resized by 0.2 (OpenCV bilinear), rounded to 0..255."""
-    img = _frost_image(index).to(torch.float64)
+    img = frost_image(index).to(torch.float64)
     h, w = img.shape[-2:]
     oh, ow = int(round(h * FROST_SCALE)), int(round(w * FROST_SCALE))
     mh = torch.from_numpy(_bilinear_matrix(int(h), oh, FROST_SCALE))

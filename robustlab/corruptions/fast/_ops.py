@@ -74,7 +74,7 @@ def opencv_gaussian_kernel1d(ksize: int, sigma: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=256)
-def _axis_operator_np(n: int, kernel: tuple[float, ...], mode: str) -> np.ndarray:
+def axis_operator_np(n: int, kernel: tuple[float, ...], mode: str) -> np.ndarray:
     k = np.asarray(kernel, dtype=np.float64)
     r = (len(k) - 1) // 2
     idx = _pad_index_np(n, r, r, mode)
@@ -104,7 +104,7 @@ def axis_operator(n: int, kernel: np.ndarray | torch.Tensor, mode: str, *, dtype
     """(n, n) matrix of a 1-D correlation with ``kernel`` along an axis of length n, the boundary
     ``mode`` folded in: ``y = A @ x`` equals padding x with ``mode`` and correlating."""
     kt = tuple(float(v) for v in np.asarray(kernel, dtype=np.float64).ravel())
-    return cached_tensor(("axis", n, kt, mode), lambda: _axis_operator_np(n, kt, mode), dtype=dtype, device=torch.device(device))
+    return cached_tensor(("axis", n, kt, mode), lambda: axis_operator_np(n, kt, mode), dtype=dtype, device=torch.device(device))
 
 
 def conv_separable(x: torch.Tensor, kh: np.ndarray | torch.Tensor, kw: np.ndarray | torch.Tensor, *, mode: str) -> torch.Tensor:

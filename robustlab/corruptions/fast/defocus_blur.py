@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..registry import FAST_CORRUPTIONS
-from ._ops import DENSE_MAX_PIXELS, _axis_operator_np, apply_dense, cached_tensor, check_input, fft_conv2d_same, opencv_gaussian_kernel1d
+from ._ops import DENSE_MAX_PIXELS, axis_operator_np, apply_dense, cached_tensor, check_input, fft_conv2d_same, opencv_gaussian_kernel1d
 
 PARAMS = ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5))
 
@@ -41,7 +41,7 @@ def disk_kernel(radius: int, alias_blur: float) -> np.ndarray:
     return conv_separable(t, g, g, mode="mirror")[0, 0].numpy()
 
 
-def _dense_defocus(kernel: np.ndarray, h: int, w: int) -> np.ndarray:
+def dense_defocus(kernel: np.ndarray, h: int, w: int) -> np.ndarray:
     """(H W, H W) matrix of the reflect-101 correlation with ``kernel``: the kernel's SVD splits it
     into separable terms, each the Kronecker product of two 1-D banded operators (exact to float64)."""
     u, sv, vt = np.linalg.svd(kernel)
@@ -49,8 +49,8 @@ def _dense_defocus(kernel: np.ndarray, h: int, w: int) -> np.ndarray:
     for i in range(len(sv)):
         if sv[i] <= sv[0] * 1e-13:
             break
-        ah = _axis_operator_np(h, tuple(u[:, i] * sv[i]), "mirror")
-        aw = _axis_operator_np(w, tuple(vt[i]), "mirror")
+        ah = axis_operator_np(h, tuple(u[:, i] * sv[i]), "mirror")
+        aw = axis_operator_np(w, tuple(vt[i]), "mirror")
         op += np.kron(ah, aw)
     op[np.abs(op) < 1e-12] = 0.0  # sigma 0.1 leaves weights ~1e-44: denormals make matmuls crawl
     return op
@@ -63,6 +63,6 @@ def defocus_blur(x: torch.Tensor, severity: int, seeds: Sequence[int]) -> torch.
     kernel = disk_kernel(radius, alias)
     h, w = int(x.shape[2]), int(x.shape[3])
     if h * w <= DENSE_MAX_PIXELS:
-        op = cached_tensor(("defocus", radius, alias, h, w), lambda: _dense_defocus(kernel, h, w), dtype=x.dtype, device=x.device)
+        op = cached_tensor(("defocus", radius, alias, h, w), lambda: dense_defocus(kernel, h, w), dtype=x.dtype, device=x.device)
         return apply_dense(x, op).clamp(0.0, 1.0)
     return fft_conv2d_same(x, kernel, mode="mirror").clamp(0.0, 1.0)

@@ -64,7 +64,7 @@ def frost_dir() -> Path:
 
 
 @lru_cache(maxsize=None)
-def _frost_image(index: int) -> Tensor:
+def frost_image(index: int) -> Tensor:
     """(3, h, w) uint8 RGB photograph ``FROST_FILES[index]`` (alpha dropped, as cv2.imread)."""
     from PIL import Image
 
@@ -93,7 +93,7 @@ def scaled_size(frost_hw: tuple[int, int], image_hw: tuple[int, int]) -> tuple[i
 @lru_cache(maxsize=64)
 def frost_layer(index: int, height: int, width: int, device: str) -> Tensor:
     """(3, height, width) float32 photograph ``index`` resized bicubically, uint8-rounded, in 0..255."""
-    img = _frost_image(index).to(torch.float32)[None]
+    img = frost_image(index).to(torch.float32)[None]
     out = F.interpolate(img, size=(height, width), mode="bicubic", align_corners=False)
     return out[0].round_().clamp_(0.0, 255.0).to(device)
 
@@ -105,7 +105,7 @@ def draw_frost(seeds: Sequence[int], height: int, width: int) -> list[tuple[int,
     for s in seeds:
         g.manual_seed(int(s) & ((1 << 63) - 1))
         idx = int(torch.randint(0, len(FROST_FILES), (), generator=g))
-        fh, fw = scaled_size(tuple(_frost_image(idx).shape[1:]), (height, width))  # type: ignore[arg-type]
+        fh, fw = scaled_size(tuple(frost_image(idx).shape[1:]), (height, width))  # type: ignore[arg-type]
         top = int(torch.randint(0, fh - height, (), generator=g))
         left = int(torch.randint(0, fw - width, (), generator=g))
         draws.append((idx, top, left))
@@ -118,7 +118,7 @@ def frost_with_draws(x: Tensor, severity: int, draws: Sequence[tuple[int, int, i
     h, w = x.shape[-2:]
     crops = []
     for idx, top, left in draws:
-        fh, fw = scaled_size(tuple(_frost_image(idx).shape[1:]), (h, w))  # type: ignore[arg-type]
+        fh, fw = scaled_size(tuple(frost_image(idx).shape[1:]), (h, w))  # type: ignore[arg-type]
         layer = frost_layer(idx, fh, fw, str(x.device))
         crops.append(layer[:, top : top + h, left : left + w])
     grey = x.shape[1] == 1

@@ -74,7 +74,7 @@ def _nearest_matrix(n_small: int, n: int) -> np.ndarray:
     return m
 
 
-def _box_pass(u: torch.Tensor, weights: np.ndarray, dim: int) -> torch.Tensor:
+def box_pass(u: torch.Tensor, weights: np.ndarray, dim: int) -> torch.Tensor:
     """One Pillow pass on integer-valued float64 ``u`` along ``dim`` (2 = H, 3 = W); integers stay
     below 2**40, so the float64 products and sums are exact."""
     w = torch.as_tensor(weights, dtype=torch.float64, device=u.device)
@@ -90,8 +90,8 @@ def pixelate(x: torch.Tensor, severity: int, seeds: Sequence[int]) -> torch.Tens
     h, w = int(x.shape[2]), int(x.shape[3])
     hs, ws = max(int(h * c), 1), max(int(w * c), 1)
     u = (x.detach().clamp(0.0, 1.0) * 255.0).round().to(torch.float64)
-    u = _box_pass(u, box_weights(w, ws), 3)
-    u = _box_pass(u, box_weights(h, hs), 2)
+    u = box_pass(u, box_weights(w, ws), 3)
+    u = box_pass(u, box_weights(h, hs), 2)
     small = u.to(x.dtype) / 255.0  # 8-bit levels are exact in float32
     nh = torch.as_tensor(_nearest_matrix(hs, h), dtype=x.dtype, device=x.device)
     nw = torch.as_tensor(_nearest_matrix(ws, w), dtype=x.dtype, device=x.device)
