@@ -37,6 +37,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+from robustlab.metric_keys import class_segment, eps_segment, key  # noqa: E402
 from robustlab.stats import wilson_interval  # noqa: E402
 from robustlab.scorecard import CheckResult, Scorecard, Series  # noqa: E402
 
@@ -47,12 +48,12 @@ def synthetic_card(n_metrics: int, n: int = 1000, seed: int = 0) -> Scorecard:
     c = CheckResult(id="pgd", check="pgd")
     for i in range(n_metrics):
         k = int(rng.integers(0, n + 1))
-        c.add_metric(f"adversarial/pgd/eps={0.001 * (i + 1):.4g}/class={i % 10}/robust_accuracy", k / n, interval=wilson_interval(k, n), n=n)
+        c.add_metric(key("adversarial", "pgd", eps_segment(0.001 * (i + 1)), class_segment(i % 10), "robust_accuracy"), k / n, interval=wilson_interval(k, n), n=n)
     eps = [0.5 * i / 255 for i in range(1, 17)]
     c.series["robust_accuracy_vs_eps"] = Series(x=eps, y={"pgd": sorted(rng.random(16).tolist(), reverse=True)}, x_label="epsilon", y_label="robust accuracy")
     rows = [f"corruption_{i}" for i in range(15)]
     c.series["grid"] = Series(x=[1, 2, 3, 4, 5], y={r: rng.random(5).tolist() for r in rows}, rows=rows, x_label="severity", y_label="accuracy", kind="grid")
-    c.per_sample["robust@eps=0.03137"] = (rng.random(n) < 0.4).tolist()
+    c.per_sample["robust/eps_0.03137"] = (rng.random(n) < 0.4).tolist()
     return Scorecard(tool={"name": "robustlab", "version": "bench"}, model={"spec": "bench", "sha256": "0" * 64},
                      data={"spec": "bench", "n": n, "ids": [str(i) for i in range(n)]}, suite={"name": "bench"},
                      environment={}, run={"seed": seed}, checks=[c])
@@ -67,7 +68,7 @@ def bench_mlflow(n_metrics: int, device: str) -> None:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from robustlab.tracking import key_mapping, log_scorecard
+    from robustlab.tracking import log_scorecard
 
     card = synthetic_card(n_metrics)
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,18 +80,17 @@ def bench_mlflow(n_metrics: int, device: str) -> None:
         run_id = log_scorecard(card, out_dir=out, uri=uri, experiment="ours")
         ours = time.perf_counter() - t0
 
-        mapping = key_mapping(set(card.metrics()))
         card_path = card.write(out / "scorecard.json")
         mlflow.set_tracking_uri(uri)
         exp = client.create_experiment("reference", artifact_location=(out / "art-r").as_uri())
         t0 = time.perf_counter()
         with mlflow.start_run(experiment_id=exp) as run:
             for k, v in card.metrics().items():
-                mlflow.log_metric(mapping[k], v)
+                mlflow.log_metric(k, v)  # the scorecard key is the MLflow name (no mapping)
             mlflow.log_artifact(str(card_path))
         ref = time.perf_counter() - t0
         got = client.get_run(run_id).data.metrics
-        err = max(abs(got[mapping[k]] - v) for k, v in card.metrics().items())
+        err = max(abs(got[k] - v) for k, v in card.metrics().items())
         ref_got = client.get_run(run.info.run_id).data.metrics
     emit(task="mlflow_log", impl="robustlab.tracking.log_scorecard", reference="mlflow fluent log_metric per metric", device=device,
          n=n_metrics, seconds=round(ours, 4), reference_seconds=round(ref, 4), ratio=round(ref / ours, 3),

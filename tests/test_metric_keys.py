@@ -82,11 +82,12 @@ def test_legal_segment_makes_user_names_legal():
 
 @pytest.mark.parametrize("name", ["quick", "standard", "cifar"])
 def test_every_key_of_the_golden_scorecards_is_legal_once_read(name):
-    """The golden files are schema 1.0: read, every key is in the 2.0 grammar and MLflow-legal."""
+    """quick and cifar are stored in schema 1.0 (standard was regenerated in 2.0 when the uncertainty
+    check joined the suite): read, every key is in the 2.0 grammar and MLflow-legal."""
     from mlflow.utils.validation import _validate_metric_name
 
     raw = json.loads((GOLDEN / f"{name}.json").read_text())
-    assert raw["schema_version"].startswith("1.")
+    assert raw["schema_version"].startswith("2." if name == "standard" else "1.")
     card = Scorecard.read(GOLDEN / f"{name}.json")
     keys, pats = _all_keys(card)
     assert illegal_keys(keys) == [] and illegal_keys(pats, patterns=True) == []
