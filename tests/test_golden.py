@@ -1,6 +1,6 @@
 """Golden scorecards: the redesign (issue 15) and later refactors must not change a single number.
 
-``quick`` and ``standard`` on ``zoo:digits-cnn``, and a clean+pgd+corruption+ood+certify suite on
+``quick`` and ``standard`` (on 120 of the 360 test digits) on ``zoo:digits-cnn``, and a clean+pgd+corruption+ood+certify suite on
 ``zoo:cifar10-resnet18`` (64 real CIFAR-10 test images), are compared field by field with the
 scorecards stored in tests/golden/ (timings, dates, paths, the tool version and the environment aside).
 The stored files are read through ``Scorecard.read``, so a schema change must come with a reader for
