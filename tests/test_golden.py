@@ -92,3 +92,20 @@ def test_the_comparison_catches_a_changed_number():
     same: list[str] = []
     _diff(golden, json.loads(json.dumps(golden)), "", same)
     assert same == []
+
+
+def test_a_checkout_elsewhere_is_not_a_difference():
+    """CI checks out at another path (/check/work/... instead of /work/...): a data folder inside notes
+    and protocol texts must not count as a difference, while the file name still does."""
+    golden = json.loads((GOLDEN / "cifar.json").read_text())
+    text = json.dumps(golden)
+    where = "npz:/work/shared/data/"
+    assert where in json.dumps(golden["checks"]), "the stored CIFAR scorecard no longer names its data folder in a check"
+    there = json.loads(text.replace(where, "npz:/check/work/shared/data/"))
+    out: list[str] = []
+    _diff(normalise(golden), normalise(there), "", out)
+    assert out == []
+    renamed = json.loads(text.replace(where + "cifar10_test_1000.npz", "npz:/check/other.npz"))
+    out = []
+    _diff(normalise(golden), normalise(renamed), "", out)
+    assert out and all("other.npz" in line for line in out), out
