@@ -177,9 +177,12 @@ def test_model_accuracy_agrees_digits(digits_model, digits_data, name: str) -> N
 @pytest.mark.slow
 @pytest.mark.parametrize("name", RANDOM + DETERMINISTIC)
 def test_model_accuracy_agrees_cifar(cifar_model, images32: torch.Tensor, cifar_npz: Path, name: str) -> None:  # type: ignore[no-untyped-def]
-    y = torch.from_numpy(np.load(cifar_npz)["y"][:200])
-    seeds = list(range(200))
+    # Deterministic corruptions give (nearly) the same pixels on both sides, so 100 images show any
+    # disagreement; random ones draw their own noise per side and need 200 for the 0.05 tolerance.
+    n = 200 if name in RANDOM else 100
+    x, y = images32[:n], torch.from_numpy(np.load(cifar_npz)["y"][:n])
+    seeds = list(range(n))
     for sev in (3, 5):  # (severity 1 changes the least; the pixel-level tests cover all five)
-        a = _accuracy(cifar_model, corrupt(images32, name, sev, seeds, backend="reference"), y)
-        b = _accuracy(cifar_model, corrupt(images32, name, sev, [s + 77 for s in seeds]), y)
+        a = _accuracy(cifar_model, corrupt(x, name, sev, seeds, backend="reference"), y)
+        b = _accuracy(cifar_model, corrupt(x, name, sev, [s + 77 for s in seeds]), y)
         assert abs(a - b) <= 0.05, f"{name} s{sev}: accuracy reference {a:.3f} vs fast {b:.3f}"

@@ -63,6 +63,7 @@ class OODCheck(Check[OODParams]):
     description = "Out-of-distribution detection (MSP, energy, ODIN, Mahalanobis, KNN, ViM): AUROC, AUPR, FPR@95TPR, deployable threshold."
     Params = OODParams
     _fit_hash: str = ""
+    _joint_memo: "dict[tuple[int, str], dict[str, np.ndarray]]"
 
     # -- helpers -----------------------------------------------------------------------------
     def _detector_kwargs(self, name: str) -> dict[str, Any]:
@@ -76,25 +77,44 @@ class OODCheck(Check[OODParams]):
         }
         return table.get(name, {})
 
-    def _scores(self, ctx: RunContext, det: "Detector", x_or_ds: "torch.Tensor | Dataset", desc: str) -> "np.ndarray":
-        """Scores (n,) of one detector on one set; stored in ``ctx.store`` so ``--resume`` reuses them."""
+    def _scores(self, ctx: RunContext, dets: "dict[str, Detector]", dname: str, x_or_ds: "torch.Tensor | Dataset", what: str) -> "np.ndarray":
+        """Scores (n,) of detector ``dname`` on one set (``what``: 'ID', 'ID val', a set name), stored in
+        ``ctx.store`` so ``--resume`` reuses them. Detectors that need only the logits (MSP, energy,
+        max-logit) are scored together from one forward pass per batch, and the others' come from
+        this memo when asked for."""
         import numpy as np
         import torch
 
+        det = dets[dname]
+        group = sorted(n for n, d in dets.items() if d.logits_only) if det.logits_only else [dname]
+        memo_key = (id(x_or_ds), what)
+        if dname in self._joint_memo.get(memo_key, {}):
+            return self._joint_memo[memo_key].pop(dname)
         n = int(x_or_ds.shape[0]) if isinstance(x_or_ds, torch.Tensor) else len(x_or_ds)
         scope = ctx.store.scope(self.id, {"params": dataclasses.asdict(self.params), "fit": self._fit_hash})
-        key = f"{desc}|{json.dumps(det.config(), sort_keys=True)}|n={n}"
+        configs = json.dumps({g: dets[g].config() for g in group}, sort_keys=True)
+        desc = f"ood: {'+'.join(group)} {what}"
+        key = f"{desc}|{configs}|n={n}"
 
-        def batch(start: int, stop: int) -> list[float]:
+        def batch(start: int, stop: int) -> dict[str, list[float]]:
             x = x_or_ds[start:stop] if isinstance(x_or_ds, torch.Tensor) else x_or_ds.images(slice(start, stop))
-            return [float(v) for v in det.score(ctx.model, x.to(ctx.device)).detach().float().cpu()]
+            x = x.to(ctx.device)
+            if not det.logits_only:
+                return {dname: [float(v) for v in det.score(ctx.model, x).detach().float().cpu()]}
+            with torch.no_grad():
+                logits = ctx.model(x).float()
+                return {g: [float(v) for v in dets[g].score_logits(logits).detach().float().cpu()] for g in group}
 
         parts = ctx.map_batches(f"{scope}|{key}", n, batch, desc=desc)
-        out = [torch.tensor(p, dtype=torch.float64) for p in parts]
-        scores = torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
-        if not np.isfinite(scores).all():
-            raise RobustlabError(f"detector {det.name} produced non-finite scores on {desc}; check the model's logits and features.")
-        return scores
+        out: dict[str, np.ndarray] = {}
+        for g in group:
+            cols = [torch.tensor(part[g], dtype=torch.float64) for part in parts]
+            scores = torch.cat(cols).numpy().astype(np.float64) if cols else np.zeros(0)
+            if not np.isfinite(scores).all():
+                raise RobustlabError(f"detector {g} produced non-finite scores on {what}; check the model's logits and features.")
+            out[g] = scores
+        self._joint_memo[memo_key] = {g: v for g, v in out.items() if g != dname}
+        return out[dname]
 
     @staticmethod
     def _accuracy(ctx: RunContext, ds: "Dataset", desc: str) -> tuple[list[bool], int]:
@@ -119,6 +139,7 @@ class OODCheck(Check[OODParams]):
 
         t0 = time.perf_counter()
         p: OODParams = self.params
+        self._joint_memo = {}
         result = self.new_result()
         P = "ood" if self.id in ("ood", self.name) else f"ood/{self.id}"
         model = ctx.model
@@ -196,12 +217,12 @@ class OODCheck(Check[OODParams]):
             result.audit.append(AuditItem("ood_small_sets", Verdict.SUSPECT, f"fewer than 100 images in {', '.join(small)}: AUROC and FPR@95TPR are uncertain by several points.", {"sets": small}))
         for dname, det in dets.items():
             try:
-                id_scores = self._scores(ctx, det, ctx.data, f"ood: {dname} ID")
+                id_scores = self._scores(ctx, dets, dname, ctx.data, "ID")
             except DetectorError as exc:
                 result.notes.append(f"detector {dname} skipped: {exc}")
                 continue
             result.per_sample[_key(P, dname, "score")] = [float(v) for v in id_scores]
-            val_scores = self._scores(ctx, det, plan.val, f"ood: {dname} ID val") if plan.val is not None else id_scores
+            val_scores = self._scores(ctx, dets, dname, plan.val, "ID val") if plan.val is not None else id_scores
             thr = M.threshold_at_tpr(val_scores, p.tpr)
             result.add_metric(_key(P, dname, "threshold"), thr, n=len(val_scores))
             acc_id = 1.0 - M.rejection_rate(id_scores, thr)
@@ -219,7 +240,7 @@ class OODCheck(Check[OODParams]):
             roc_y: dict[str, list[float | None]] = {}
             grid_x: list[float] = []
             for sname, (group, x) in sets.items():
-                s = self._scores(ctx, det, x, f"ood: {dname} {sname}")
+                s = self._scores(ctx, dets, dname, x, sname)
                 m = M.ood_metrics(id_scores, s, tpr=p.tpr)
                 rej = M.rejection_rate(s, thr)
                 vals = {"auroc": m.auroc, "aupr_in": m.aupr_in, "aupr_out": m.aupr_out, "fpr95": m.fpr95, "rejection_rate": rej}
@@ -230,7 +251,7 @@ class OODCheck(Check[OODParams]):
                 grid_x, tpr_line = M.roc_points(id_scores, s)
                 roc_y[sname] = list(tpr_line)
             for sname, ds in shift_sets.items():
-                s = self._scores(ctx, det, ds.x if ds.x is not None else ds, f"ood: {dname} shift {sname}")
+                s = self._scores(ctx, dets, dname, ds.x if ds.x is not None else ds, f"shift {sname}")
                 rej = M.rejection_rate(s, thr)
                 result.add_metric(_key(P, dname, sname, "rejection_rate"), rej, interval=wilson_interval(int(round(rej * len(s))), len(s)), n=len(s))
             for group, rows in by_group.items():

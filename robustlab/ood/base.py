@@ -111,6 +111,9 @@ class Detector(ABC):
     name: ClassVar[str] = ""
     requires_fit: ClassVar[bool] = False
     tunable: ClassVar[tuple[str, ...]] = ()
+    #: True for detectors whose score is a function of the logits alone (MSP, energy, max-logit):
+    #: they implement :meth:`score_logits`, and the OOD check scores all of them from one forward pass.
+    logits_only: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._fitted = not self.requires_fit
@@ -162,6 +165,11 @@ class Detector(ABC):
     @abstractmethod
     def score(self, model: "RobustModel", x: torch.Tensor) -> torch.Tensor:
         """Outlier scores (N,) for inputs x (N, C, H, W) in ``model.bounds``; higher = more OOD."""
+
+    def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Scores (N,) from fp32 logits (N, K); only for ``logits_only`` detectors, where
+        ``score(model, x)`` must equal ``score_logits(model(x).float())``."""
+        raise DetectorError(f"detector {self.name!r} needs the model, not only its logits; call score(model, x).")
 
     def score_grid(self, model: "RobustModel", x: torch.Tensor, grid: Sequence[Mapping[str, Any]]) -> list[torch.Tensor]:
         """Scores (N,) for each hyperparameter setting of ``grid``; restores the current setting."""

@@ -26,6 +26,7 @@ class Energy(Detector):
     """
 
     name = "energy"
+    logits_only = True
 
     def __init__(self, *, temperature: float = 1.0) -> None:
         super().__init__()
@@ -38,5 +39,7 @@ class Energy(Detector):
 
     @torch.no_grad()
     def score(self, model: "RobustModel", x: torch.Tensor) -> torch.Tensor:
-        logits = model(x.to(model.device)).float()
+        return self.score_logits(model(x.to(model.device)).float())
+
+    def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return -self.temperature * torch.logsumexp(logits / self.temperature, dim=1)

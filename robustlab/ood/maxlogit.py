@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -23,7 +23,11 @@ class MaxLogit(Detector):
     """
 
     name = "maxlogit"
+    logits_only = True
 
     @torch.no_grad()
     def score(self, model: "RobustModel", x: torch.Tensor) -> torch.Tensor:
-        return cast("torch.Tensor", -model(x.to(model.device)).float().amax(dim=1))
+        return self.score_logits(model(x.to(model.device)).float())
+
+    def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return -logits.amax(dim=1)

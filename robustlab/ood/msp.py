@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -23,8 +23,11 @@ class MSP(Detector):
     """
 
     name = "msp"
+    logits_only = True
 
     @torch.no_grad()
     def score(self, model: "RobustModel", x: torch.Tensor) -> torch.Tensor:
-        logits = model(x.to(model.device)).float()
-        return cast("torch.Tensor", -logits.softmax(dim=1).amax(dim=1))
+        return self.score_logits(model(x.to(model.device)).float())
+
+    def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return -logits.softmax(dim=1).amax(dim=1)
