@@ -212,3 +212,84 @@ def test_shards_hold_no_pickles(saved_run: tuple[Path, Path, dict]) -> None:
         with np.load(p, allow_pickle=False) as z:  # would raise on an object array
             assert all(z[k].dtype != object for k in z.files)
         assert not os.access(p, os.X_OK)
+
+
+MEMORY_SUITE = """\
+name: advdisk-memory
+save_adversarial: true
+checks:
+  - check: pgd
+    params: {epsilons: [0.05, 0.1], steps: 5, audit: false}
+  - check: autoattack
+    params: {epsilons: [0.1], n_iter: 3, square_queries: 10, audit: false}
+  - check: uncertainty
+    params: {corruptions: [contrast], severities: [5], n_boot: 10, ood: [], shift: []}
+"""
+#: how much more a check's peak RSS (over the RSS it started from) may rise on 600 digits than on
+#: 100, with the examples written to disk (MB). Holding every example instead would add only
+#: 0.13 MB per copy on 8x8 digits; the bound is the one tests/test_memory.py applies to every check.
+ADV_GROWTH_BOUND_MB = 30.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="per-check peak RSS needs Linux /proc")
+def test_saving_examples_keeps_memory_bounded_and_sizes_as_stated(tmp_path: Path) -> None:
+    """pgd (2 epsilons), autoattack and uncertainty with the option on, on 100 and 600 digits, each
+    size in its own process: per-check peak RSS growth below ADV_GROWTH_BOUND_MB, and the files hold
+    the stated arrays: per example 64 float32 pixels, 22 bytes of labels/flags/norm, the id, plus a
+    bounded per-shard overhead."""
+    import subprocess
+    import sys
+    import textwrap
+
+    here = Path(__file__).resolve().parent
+    (tmp_path / "suite.yaml").write_text(MEMORY_SUITE)
+    prog = textwrap.dedent(
+        f"""
+        import json, sys
+        from pathlib import Path
+        import numpy as np, torch
+        sys.path.insert(0, {str(here / "plugins")!r})
+        from rl_memory_probe import _wrap
+        from robustlab.checks import CHECKS
+        from robustlab.cli import main
+        from robustlab.data import load_dataset
+        n, out = int(sys.argv[1]), Path(sys.argv[2])
+        out.mkdir(parents=True)
+        parts = [load_dataset("digits", split=s) for s in ("test", "train")]
+        x = torch.cat([p.images() for p in parts])[:n]
+        y = torch.cat([p.y for p in parts])[:n]
+        np.savez(out / "d.npz", x=x.numpy(), y=y.numpy())
+        peaks, starts = {{}}, {{}}
+        for _n, cls in list(CHECKS.items()):
+            cls.run = _wrap(cls.run, peaks, starts)
+        try:
+            main(["evaluate", "--model", "zoo:digits-cnn", "--data", f"npz:{{out / 'd.npz'}}", "--dataset", "digits", "--suite", {str(tmp_path / "suite.yaml")!r},
+                  "--out", str(out / "run"), "--no-mlflow", "--no-report", "--quiet", "--batch-size", "50", "--device", "cpu", "--threads", "1"], standalone_mode=False)
+        except SystemExit as exc:
+            assert exc.code in (0, None), exc.code
+        card = json.loads((out / "run" / "scorecard.json").read_text())
+        print(json.dumps({{"peaks": peaks, "start": starts, "status": {{c["id"]: c["status"] for c in card["checks"]}}}}))
+        """
+    )
+    procs = {n: subprocess.Popen([sys.executable, "-c", prog, str(n), str(tmp_path / str(n))], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in (100, 600)}
+    res = {}
+    for n, p in procs.items():
+        o, e = p.communicate(timeout=900)
+        assert p.returncode == 0, e[-3000:]
+        res[n] = json.loads(o.strip().splitlines()[-1])
+        assert all(s == "ok" for s in res[n]["status"].values()), res[n]
+    growth = {k: round((res[600]["peaks"][k] - res[600]["start"][k]) - (res[100]["peaks"][k] - res[100]["start"][k]), 1) for k in res[600]["peaks"]}
+    assert max(growth.values()) < ADV_GROWTH_BOUND_MB, f"peak RSS growth per check, MB, 600 vs 100 digits: {growth}"
+    for n in (100, 600):
+        root = root_of(tmp_path / str(n) / "run")
+        index = load_index(root)
+        files = [p for p in root.rglob("*.npz")]
+        assert index["bytes"] == sum(p.stat().st_size for p in files)
+        cells = [(cid, e) for cid, c in index["checks"].items() for e in c["by_eps"].values()]
+        assert len(cells) == 3 and all(e["n"] == n for _c, e in cells)
+        id_len = max(len(str(i)) for i in read_shard(files[0])["ids"])
+        shards = len(files)
+        low = 3 * n * (64 * 4 + 22)
+        high = 3 * n * (64 * 4 + 22 + 4 * (id_len + 4)) + shards * 2500
+        assert low <= index["bytes"] <= high, (n, index["bytes"], low, high)
