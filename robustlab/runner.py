@@ -196,12 +196,14 @@ def run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset
         raise
     if cfg.resume:
         log.info("resuming: %d stored batch results reused", kept)
-    elif options.get("save_adversarial") and dist_info.is_main:
-        import shutil
+    elif options.get("save_adversarial"):
+        if dist_info.is_main:
+            import shutil
 
-        from .adversarial_examples import root_of
+            from .adversarial_examples import root_of
 
-        shutil.rmtree(root_of(out), ignore_errors=True)  # a fresh run never mixes in an earlier run's examples
+            shutil.rmtree(root_of(out), ignore_errors=True)  # a fresh run never mixes in an earlier run's examples
+        distributed.barrier(dist_info)  # no rank writes a shard before the old ones are gone
 
     data_cache: dict[tuple[str, str, bool], Dataset] = {}
 
