@@ -62,6 +62,7 @@ class RunConfig:
     threads: int | None = None
     channels_last: bool = False
     compile: bool = False
+    save_adversarial: bool = False  # --save-adversarial: write the adversarial checks' examples under OUT/adversarial/
 
     def recorded_options(self, dataset: str | None) -> dict[str, Any]:
         """The run's optional settings as the scorecard's ``run`` section, the store fingerprint and
@@ -73,6 +74,8 @@ class RunConfig:
             out["defend"] = {"role": self.defend_role}
         if dataset:
             out["dataset"] = dataset
+        if self.save_adversarial or self.suite.save_adversarial:
+            out["save_adversarial"] = True  # recorded only when on: runs without it keep their scorecards
         return out
 
 
@@ -193,6 +196,14 @@ def run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset
         raise
     if cfg.resume:
         log.info("resuming: %d stored batch results reused", kept)
+    elif options.get("save_adversarial"):
+        if dist_info.is_main:
+            import shutil
+
+            from .adversarial_examples import root_of
+
+            shutil.rmtree(root_of(out), ignore_errors=True)  # a fresh run never mixes in an earlier run's examples
+        distributed.barrier(dist_info)  # no rank writes a shard before the old ones are gone
 
     data_cache: dict[tuple[str, str, bool], Dataset] = {}
 
@@ -220,7 +231,7 @@ def run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset
     ctx = RunContext(model=model, data=data, seed=cfg.seed, batch_size=cfg.batch_size, device=device, out_dir=out, store=store,
                      load_data=load_data, progress=progress, data_spec=data_spec, options=options, dist=dist_info, fast_model=fast_model)
     try:
-        for entry in cfg.suite.entries:
+        for entry in _ordered(cfg.suite.entries, consumers=bool(options.get("save_adversarial"))):
             cls = CHECKS.get(entry.check)
             check = cls(id=entry.id, params=entry.params)
             if not cfg.quiet and dist_info.is_main:
@@ -256,6 +267,25 @@ def run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset
         store.close()
     distributed.barrier(dist_info)
     return card
+
+
+def _ordered(entries: Iterable[Any], *, consumers: bool) -> list[Any]:
+    """The suite's checks in order; with ``consumers`` (the run saves adversarial examples), checks
+    that read other checks' outputs (``Check.runs_after``: check families) move after the checks of
+    those families, keeping the suite's order otherwise."""
+    entries = list(entries)
+    if not consumers:
+        return entries
+    families = {e.id: getattr(CHECKS.get(e.check), "family", "") for e in entries}
+    out: list[Any] = []
+    waiting: list[Any] = []
+    for i, e in enumerate(entries):
+        after = set(getattr(CHECKS.get(e.check), "runs_after", ()))
+        if after and any(families[later.id] in after for later in entries[i + 1 :]):
+            waiting.append(e)
+        else:
+            out.append(e)
+    return out + waiting
 
 
 def _errored(entry: Any, exc: Exception) -> CheckResult:

@@ -29,7 +29,7 @@ import yaml
 from .errors import SuiteError
 from .metric_keys import is_legal_segment
 
-_TOP_KEYS = {"name", "description", "checks"}
+_TOP_KEYS = {"name", "description", "checks", "save_adversarial"}
 _ENTRY_KEYS = {"check", "id", "params", "description"}
 
 
@@ -48,6 +48,7 @@ class Suite:
     entries: tuple[SuiteEntry, ...]
     source: str
     sha256: str
+    save_adversarial: bool = False  # write the adversarial checks' examples to disk (like --save-adversarial)
 
 
 def builtin_suites() -> dict[str, Path]:
@@ -147,10 +148,14 @@ def parse_suite(text: str, *, source: str = "<string>", default_name: str = "cus
         if bad:
             raise SuiteError(f"{where}unknown key(s) {', '.join(sorted(map(str, bad)))}; allowed: {', '.join(sorted(_ENTRY_KEYS))}.")
         entries.append(_entry(str(e["check"]), e.get("id"), e.get("params") or {}, seen, where))
+    save = doc.get("save_adversarial", False)
+    if not isinstance(save, bool):
+        raise SuiteError(f"suite {source}: save_adversarial must be true or false, got {save!r}.")
     return Suite(
         name=str(doc.get("name") or default_name),
         description=str(doc.get("description") or ""),
         entries=tuple(entries),
         source=source,
         sha256=hashlib.sha256(text.encode()).hexdigest(),
+        save_adversarial=save,
     )

@@ -157,6 +157,7 @@ class AutoAttackCheck(SweepCheck[AutoAttackParams]):
             "flipped": r.flipped,
             "after": {a: f.cpu().tolist() for a, f in r.robust_after.items()},
             "fooled_by": r.fooled_by,
+            "x_adv": r.x_adv,  # removed before the record is stored
         }
 
     def extra_metrics(self, res: CheckResult, prefix: str, eps: float, o: dict[str, Any], n: int) -> None:

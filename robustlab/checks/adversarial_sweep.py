@@ -29,6 +29,7 @@ from ..scorecard import CheckResult, Series
 from ..seeding import derive_seed, sample_seeds
 from .attack_scoring import add_robustness_metrics, score_batch, seed_scope, standard_definitions, sub
 from .base import Check, Params, RunContext
+from .save_examples import ExampleSaver, saving
 from .sweep_merge import merge_over_eps
 
 
@@ -132,15 +133,22 @@ class SweepCheck(Check[SP]):
         n, bs = len(data), ctx.batch_size
         y_all = data.y.numpy()
         outcomes: dict[float, dict[str, Any]] = {}
+        saver = ExampleSaver(ctx, check_id=self.id, check=self.name, norm=norm, epsilons=eps_list) if saving(ctx) else None
         for eps in eps_list:
 
             def batch(start: int, stop: int, eps: float = eps) -> dict[str, Any]:
                 x = data.images(slice(start, stop)).to(ctx.device)
                 yb = data.y[start:stop].to(ctx.device)
-                return self.attack_batch(ctx, x, yb, data.ids[start:stop], eps)
+                rec = self.attack_batch(ctx, x, yb, data.ids[start:stop], eps)
+                x_adv = rec.pop("x_adv", None)  # never stored with the compact result
+                if saver is not None and x_adv is not None:
+                    saver.write(eps, start, stop, x, yb, x_adv, correct=rec["correct"], success=[bool(c) and not bool(r) for c, r in zip(rec["correct"], rec["robust"])])
+                return rec
 
             parts = ctx.map_batches(f"{scope}|{seed_scope(eps)}", n, batch, batch_size=bs, desc=f"{self.id} {mk.eps_segment(eps)}")
             outcomes[eps] = merge_parts(parts)
+            if saver is not None:
+                saver.finish(eps, n, batch)
         # a valid adversarial example at a smaller eps lies in every larger ball: worst case per point
         raw_ra = {e: float(np.mean(o["robust"])) if n else math.nan for e, o in outcomes.items()}
         merge_over_eps(outcomes, eps_list)

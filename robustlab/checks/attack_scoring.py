@@ -45,7 +45,8 @@ def seed_scope(eps: float) -> str:
 
 def score_batch(ctx: "RunContext", attack: "FixedEpsilonAttack", x: "torch.Tensor", y: "torch.Tensor", eps: float, seeds: Sequence[int], *, early_stop: bool = True) -> dict[str, Any]:
     """Attack with the run's attack view, decide and verify everything on the fp32 model; a
-    JSON-serialisable per-sample record (stored per batch for resume)."""
+    JSON-serialisable per-sample record (stored per batch for resume), plus ``x_adv`` (the examples
+    as re-checked, a tensor the check removes before storing the record)."""
     from ..attacks.verified import verified_perturb
 
     lo, hi = (float(b) for b in ctx.model.bounds)
@@ -59,6 +60,7 @@ def score_batch(ctx: "RunContext", attack: "FixedEpsilonAttack", x: "torch.Tenso
         "claimed": v.claimed,
         "rejected": v.rejected,
         "flipped": v.flipped,
+        "x_adv": v.x_adv,  # taken out by the check before the record is stored (--save-adversarial)
     }
 
 

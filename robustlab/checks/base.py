@@ -187,6 +187,9 @@ class Check(ABC, Generic[P]):
     family: ClassVar[str]
     description: ClassVar[str] = ""
     Params: ClassVar[type[Params]] = Params
+    #: families of checks whose outputs this check reads (the runner runs it after them when the
+    #: run saves adversarial examples)
+    runs_after: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, id: str, params: P) -> None:
         self.id = id

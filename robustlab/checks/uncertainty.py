@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import RobustlabError, SuiteError
-from ..metric_keys import eps_segment, key, legal_segment, severity_segment
+from ..metric_keys import key, legal_segment, severity_segment
 from ..scorecard import CheckResult, Interval, Series
 from .base import CHECKS, Check, Params, RunContext
+from .uncertainty_adversarial import measure_adversarial
 
 if TYPE_CHECKING:
     import numpy as np
@@ -111,15 +112,6 @@ class UncertaintyParams(Params):
 
 
 # -- the few functions that touch other modules -----------------------------------------------------
-def _adversarial_inputs(ctx: RunContext, x: "torch.Tensor", y: "torch.Tensor", *, eps: float, steps: int, seeds: list[int]) -> "torch.Tensor":
-    """L-inf PGD examples (N, C, H, W) in the model's bounds at absolute budget ``eps``."""
-    from ..attacks.pgd import PGD
-
-    attack = PGD(norm="linf", steps=steps)
-    lo, hi = (float(b) for b in ctx.model.bounds)
-    return attack.perturb(ctx.attack_model, x.to(ctx.device), y.to(ctx.device), eps, seeds=seeds, bounds=(lo, hi))
-
-
 def _corrupted(ctx: RunContext, x: "torch.Tensor", ids: list[str], name: str, severity: int) -> "torch.Tensor":
     """Images corrupted by the engine (same per-image seeds as the corruption check), in bounds."""
     from ..corruptions.engine import corrupt, corruption_seeds, to_uint8
@@ -174,6 +166,7 @@ class UncertaintyCheck(Check[UncertaintyParams]):
     family = "uncertainty"
     description = "Does the model know when it is wrong: failure detection, selective risk, calibration, conformal coverage under shift."
     Params = UncertaintyParams
+    runs_after = ("adversarial",)  # reads the examples the adversarial checks saved (--save-adversarial)
 
     def _logits(self, ctx: RunContext, tag: str, n: int, get: Any) -> "np.ndarray":
         """Logits (n, K) of ``get(start, stop)`` images, batch by batch through ``ctx.map_batches``."""
@@ -198,7 +191,7 @@ class UncertaintyCheck(Check[UncertaintyParams]):
     def run(self, ctx: RunContext) -> CheckResult:
         import numpy as np
 
-        from ..seeding import derive_seed, sample_seeds
+        from ..seeding import derive_seed
         from ..uncertainty import protocol as U
         from ..uncertainty.selective import curve_points, risk_coverage
         from ..uncertainty.scores import confidence
@@ -281,15 +274,8 @@ class UncertaintyCheck(Check[UncertaintyParams]):
             zo = self._logits(ctx, f"ood/{name}", len(ds), lambda a, b, d=ds: d.images(slice(a, b)))
             measure(("ood", name), zo, None, (p.primary_score,))
 
-        # 5. adversarial ------------------------------------------------------------------------
-        if p.adv_limit > 0 and p.adv_eps > 0:
-            lo, hi = (float(b) for b in model.bounds)
-            eps = p.adv_eps * (hi - lo)
-            adv = test.limit(p.adv_limit)
-            seeds = sample_seeds(ctx.seed, "uncertainty/pgd", list(adv.ids))
-            za = self._logits(ctx, f"pgd/{eps:.6g}", len(adv), lambda a, b: _adversarial_inputs(ctx, adv.images(slice(a, b)), adv.y[a:b], eps=eps, steps=p.adv_steps, seeds=seeds[a:b]).detach())
-            acond = ("adversarial", "pgd", eps_segment(eps))
-            by_cond[acond] = measure(acond, za, adv.y.numpy(), (p.primary_score,))
+        # 5. adversarial: the adversarial checks' saved examples, else the check's own PGD ---------
+        measure_adversarial(ctx, lambda tag, n, get: self._logits(ctx, tag, n, get), measure, p, P, test, test_idx, by_cond, res)
 
         # 6. per-sample, plots, definitions -----------------------------------------------------
         if p.per_sample:

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 @click.option("--no-mlflow", is_flag=True, help="Do not record the run in MLflow.")
 @click.option("--mlflow-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else a SQLite store in OUT).")
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
+@click.option("--save-adversarial", is_flag=True, help="Write the adversarial checks' examples under OUT/adversarial/ (one .npz per batch, epsilon and check; read by the uncertainty check).")
 @click.option("--fit-data", default=None, help="Data spec whose train split fits OOD detectors (default: the evaluation data set's train split), e.g. npz:cifar10_train.npz.")
 @user_errors
 def evaluate(**kw: Any) -> None:
@@ -62,7 +63,7 @@ def evaluate(**kw: Any) -> None:
     out = Path(kw["out_dir"]) if kw.get("out_dir") else default_out_dir(kw["model_spec"], kw["suite"])
     cfg = RunConfig(
         model_spec=kw["model_spec"], load=load_options_from(kw), suite=suite, data_spec=kw.get("data_spec"), dataset=kw.get("dataset_name"), data_root=kw.get("data_root"),
-        download=bool(kw.get("download")), out_dir=out, limit=kw.get("limit"), ood_fit_data=kw.get("fit_data") or None, **run_settings(kw),
+        download=bool(kw.get("download")), out_dir=out, limit=kw.get("limit"), ood_fit_data=kw.get("fit_data") or None, save_adversarial=bool(kw.get("save_adversarial")), **run_settings(kw),
     )
     post = PostRunOptions(policy=Path(kw["policy"]) if kw.get("policy") else None, baseline=kw.get("baseline"), junit=Path(kw["junit"]) if kw.get("junit") else None,
                           mlflow=not kw.get("no_mlflow"), mlflow_uri=kw.get("mlflow_uri"), report=not kw.get("no_report"))

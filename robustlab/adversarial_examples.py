@@ -1,0 +1,241 @@
+"""Adversarial examples written to disk in batches (``evaluate --save-adversarial``), and read back.
+
+Layout under the run's output folder (no pickles, nothing executable)::
+
+    OUT/adversarial/index.json                            what is there (see below)
+    OUT/adversarial/<check id>/eps_<e>/<start>-<stop>.npz one shard per batch [start, stop)
+
+A shard is an uncompressed NumPy ``.npz`` (read with ``allow_pickle=False``) holding, for the samples
+``start .. stop-1`` of the evaluation data, in data order:
+
+* ``ids`` (n,) unicode: sample ids; ``y`` (n,) int64: clean labels;
+* ``x_adv`` (n, C, H, W), the dtype the check evaluated (float32), in the model's input bounds: the
+  input the attack returned at this epsilon (the clean image for clean errors);
+* ``pred`` (n,) int64: the fp32 model's prediction on ``x_adv``;
+* ``correct`` (n,) bool: clean prediction correct; ``success`` (n,) bool: ``x_adv`` is a valid
+  adversarial example of this epsilon (re-checked: finite, in the ball, in bounds, misclassified);
+* ``norm`` (n,) float32: ``||x_adv - x||`` in the check's norm.
+
+Shards are written atomically (a temp file renamed over the name), so a half-written shard never
+exists under its name; ``index.json`` (written atomically after each epsilon of each check) lists
+every finished shard with its size and sha256, and readers verify the hash. A check's outcome at
+``eps_j`` is the worst case over its sweep (:mod:`robustlab.checks.sweep_merge`): a point not broken
+at ``eps_j`` but broken at a smaller ``eps_i`` counts the ``eps_i`` example. :class:`WorstCase`
+applies that rule when reading, so it returns exactly the example each point was counted with.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import RobustlabError
+from .jsonio import atomic_write_text, read_strict_json
+
+FORMAT = "robustlab-adversarial-examples/1"
+DIRNAME = "adversarial"
+INDEX = "index.json"
+FIELDS = ("ids", "y", "x_adv", "pred", "correct", "success", "norm")
+_SHARD = re.compile(r"^(\d{9})-(\d{9})\.npz$")
+
+
+def root_of(out_dir: Path) -> Path:
+    return Path(out_dir) / DIRNAME
+
+
+def eps_dir(root: Path, check_id: str, eps: float) -> Path:
+    from .metric_keys import eps_segment, legal_segment
+
+    return root / legal_segment(check_id) / eps_segment(eps)
+
+
+def shard_path(folder: Path, start: int, stop: int) -> Path:
+    return folder / f"{start:09d}-{stop:09d}.npz"
+
+
+def write_shard(path: Path, *, ids: Sequence[str], y: np.ndarray, x_adv: np.ndarray, pred: np.ndarray, correct: Sequence[bool] | np.ndarray, success: Sequence[bool] | np.ndarray, norm: np.ndarray) -> int:
+    """Write one shard atomically (temp file beside it, fsync, rename); return its size in bytes."""
+    n = len(ids)
+    arrays = {"ids": np.asarray([str(i) for i in ids], dtype=np.str_), "y": np.asarray(y, dtype=np.int64), "x_adv": np.ascontiguousarray(x_adv),
+              "pred": np.asarray(pred, dtype=np.int64), "correct": np.asarray(correct, dtype=bool), "success": np.asarray(success, dtype=bool),
+              "norm": np.asarray(norm, dtype=np.float32)}
+    assert all(a.shape[0] == n for a in arrays.values()), {k: a.shape for k, a in arrays.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path.stat().st_size
+
+
+def read_shard(path: Path, *, sha256: str | None = None) -> dict[str, np.ndarray]:
+    """The arrays of one shard (no pickles); ``sha256`` (from the index) is verified when given."""
+    try:
+        if sha256 is not None and _sha256(path) != sha256:
+            raise RobustlabError(f"adversarial example shard {path} does not match its sha256 in {INDEX}; it was changed or damaged: rerun without --resume.")
+        with np.load(path, allow_pickle=False) as z:
+            out = {k: z[k] for k in FIELDS}
+    except (OSError, ValueError, KeyError) as exc:
+        raise RobustlabError(f"cannot read adversarial example shard {path} ({exc}); rerun without --resume.") from exc
+    n = out["ids"].shape[0]
+    if any(a.shape[0] != n for a in out.values()):
+        raise RobustlabError(f"adversarial example shard {path} has arrays of different lengths; rerun without --resume.")
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tiling(folder: Path, n: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(finished shards that tile ``[0, n)`` in order, gaps ``[a, b)`` no finished shard covers)."""
+    found: dict[int, list[int]] = {}
+    if folder.is_dir():
+        for f in folder.iterdir():
+            m = _SHARD.match(f.name)
+            if m and int(m.group(1)) < int(m.group(2)) <= n:
+                found.setdefault(int(m.group(1)), []).append(int(m.group(2)))
+    shards: list[tuple[int, int]] = []
+    gaps: list[tuple[int, int]] = []
+    pos = 0
+    starts = sorted(found)
+    while pos < n:
+        if pos in found:
+            stop = max(found[pos])
+            shards.append((pos, stop))
+            pos = stop
+        else:
+            nxt = starts[bisect.bisect_right(starts, pos)] if bisect.bisect_right(starts, pos) < len(starts) else n
+            gaps.append((pos, nxt))
+            pos = nxt
+    return shards, gaps
+
+
+def load_index(root: Path) -> dict[str, Any]:
+    path = root / INDEX
+    if not path.is_file():
+        return {"format": FORMAT, "checks": {}}
+    doc = read_strict_json(path)
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("checks"), dict):
+        raise RobustlabError(f"{path} is not a {FORMAT} index; rerun without --resume.")
+    return doc
+
+
+def record_epsilon(root: Path, *, check_id: str, check: str, norm: str, eps: float, epsilons: Sequence[float], n: int, sweep: bool = True) -> dict[str, Any]:
+    """Hash the finished shards of one (check, epsilon), which must tile the ``n`` samples, and
+    write them into ``index.json`` (atomically); return the index entry of that epsilon."""
+    from .metric_keys import eps_segment
+
+    folder = eps_dir(root, check_id, eps)
+    shards, gaps = tiling(folder, n)
+    assert not gaps, f"shards missing for {check_id} {eps}: {gaps}"
+    rows: list[dict[str, Any]] = [{"file": str(shard_path(folder, a, b).relative_to(root)), "start": a, "stop": b, "bytes": shard_path(folder, a, b).stat().st_size,
+                                   "sha256": _sha256(shard_path(folder, a, b))} for a, b in shards]
+    entry: dict[str, Any] = {"eps": float(eps), "n": n, "bytes": sum(int(r["bytes"]) for r in rows), "shards": rows}
+    doc = load_index(root)
+    c = doc["checks"].setdefault(check_id, {})
+    c.update({"check": check, "norm": norm, "sweep": sweep, "epsilons": [float(e) for e in epsilons]})
+    c.setdefault("by_eps", {})[eps_segment(eps)] = entry
+    doc["bytes"] = sum(int(e["bytes"]) for cc in doc["checks"].values() for e in cc.get("by_eps", {}).values())
+    atomic_write_text(root / INDEX, _dumps(doc))
+    return entry
+
+
+def _dumps(doc: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Examples read back for some sample positions (all arrays aligned with ``positions``)."""
+
+    positions: list[int]
+    ids: list[str]
+    y: np.ndarray
+    x_adv: np.ndarray
+    pred: np.ndarray
+    success: np.ndarray  # counted as broken at this epsilon (worst case over the sweep)
+    eps_used: np.ndarray  # the epsilon whose example is returned
+
+
+class WorstCase:
+    """Reads the examples one check counted at one epsilon, for any sample positions, shard by shard.
+
+    Holds at most one shard per epsilon of the sweep at a time (the one covering the last position
+    asked for), so memory does not grow with the number of samples.
+    """
+
+    def __init__(self, root: Path, check_id: str, eps: float) -> None:
+        from .metric_keys import eps_segment
+
+        doc = load_index(root)
+        entry = doc["checks"].get(check_id)
+        if entry is None or eps_segment(eps) not in entry.get("by_eps", {}):
+            raise RobustlabError(f"no saved adversarial examples of check {check_id!r} at eps {eps:.4g} in {root / INDEX}.")
+        self.root, self.check_id, self.eps = root, check_id, float(eps)
+        sweep = sorted(float(e) for e in entry["epsilons"]) if entry.get("sweep", True) else [float(eps)]
+        self.eps_list = [e for e in sweep if e <= self.eps and eps_segment(e) in entry["by_eps"]]
+        self.entries = [entry["by_eps"][eps_segment(e)] for e in self.eps_list]
+        self._cache: dict[int, tuple[int, int, dict[str, np.ndarray]]] = {}
+
+    def _shard(self, k: int, pos: int) -> tuple[int, dict[str, np.ndarray]]:
+        got = self._cache.get(k)
+        if got is not None and got[0] <= pos < got[1]:
+            return got[0], got[2]
+        rows = self.entries[k]["shards"]
+        j = bisect.bisect_right([int(r["start"]) for r in rows], pos) - 1
+        if j < 0 or not int(rows[j]["start"]) <= pos < int(rows[j]["stop"]):
+            raise RobustlabError(f"no saved adversarial example for sample {pos} of check {self.check_id!r}; rerun without --resume.")
+        r = rows[j]
+        arrays = read_shard(self.root / str(r["file"]), sha256=str(r["sha256"]))
+        self._cache[k] = (int(r["start"]), int(r["stop"]), arrays)
+        return int(r["start"]), arrays
+
+    def read(self, positions: Sequence[int], ids: Sequence[str] | None = None) -> Batch:
+        """The counted example of each sample position (worst case over the sweep's epsilons <= eps:
+        the example of the largest such epsilon that broke the point, else this epsilon's output)."""
+        out: dict[str, list[Any]] = {k: [] for k in ("ids", "y", "x_adv", "pred", "success", "eps")}
+        last = len(self.eps_list) - 1
+        for pos in positions:
+            chosen = None
+            for k in range(last, -1, -1):  # the largest epsilon that broke the point
+                start, a = self._shard(k, pos)
+                if bool(a["success"][pos - start]):
+                    chosen = (k, start, a, True)
+                    break
+            if chosen is None:
+                start, a = self._shard(last, pos)
+                chosen = (last, start, a, False)
+            k, start, a, broken = chosen
+            i = pos - start
+            out["ids"].append(str(a["ids"][i]))
+            out["y"].append(int(a["y"][i]))
+            out["x_adv"].append(a["x_adv"][i])
+            out["pred"].append(int(a["pred"][i]))
+            out["success"].append(broken)
+            out["eps"].append(self.eps_list[k])
+        if ids is not None and list(ids) != out["ids"]:
+            raise RobustlabError(f"saved adversarial examples of check {self.check_id!r} belong to other samples than the evaluation data; rerun without --resume.")
+        x = np.stack(out["x_adv"]) if out["x_adv"] else np.zeros((0,))
+        return Batch(list(positions), out["ids"], np.asarray(out["y"], dtype=np.int64), x, np.asarray(out["pred"], dtype=np.int64),
+                     np.asarray(out["success"], dtype=bool), np.asarray(out["eps"], dtype=np.float64))

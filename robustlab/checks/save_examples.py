@@ -1,0 +1,72 @@
+"""The adversarial checks' side of ``--save-adversarial``: write each batch's examples as one shard
+(:mod:`robustlab.adversarial_examples`) while the batch is in memory, then index them.
+
+Nothing is held across batches: a shard is written inside the batch function, before its compact
+result goes to the result store, so ``--resume`` finds a shard for every stored batch; a shard that
+is missing anyway (deleted, or written by a run that stopped between the two) is recomputed from
+the same per-sample seeds, which gives the same example.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..attacks.threat import Norm
+    from .base import RunContext
+
+log = logging.getLogger(__name__)
+
+OPTION = "save_adversarial"
+
+
+def saving(ctx: "RunContext") -> bool:
+    """Whether the run asked for adversarial examples on disk (``--save-adversarial`` or the suite's
+    ``save_adversarial: true``)."""
+    return bool(ctx.options.get(OPTION))
+
+
+class ExampleSaver:
+    """Writes the shards of one check, one epsilon folder per budget (minimal-norm attacks: one
+    folder, ``sweep=False``, at the largest budget they report)."""
+
+    def __init__(self, ctx: "RunContext", *, check_id: str, check: str, norm: "Norm", epsilons: Sequence[float], sweep: bool = True) -> None:
+        from ..adversarial_examples import root_of
+
+        self.ctx, self.check_id, self.check, self.norm = ctx, check_id, check, norm
+        self.epsilons, self.sweep = [float(e) for e in epsilons], sweep
+        self.root = root_of(ctx.out_dir)
+
+    def write(self, eps: float, start: int, stop: int, x: "torch.Tensor", y: "torch.Tensor", x_adv: "torch.Tensor", *, correct: Sequence[bool], success: Sequence[bool]) -> None:
+        """Write the batch ``[start, stop)``: ``x_adv`` exactly as evaluated, with the fp32 model's
+        prediction on it and ``||x_adv - x||``."""
+        import torch
+
+        from ..adversarial_examples import eps_dir, shard_path, write_shard
+        from ..attacks.geometry import norms
+
+        ctx = self.ctx
+        with torch.no_grad():
+            pred = ctx.model(x_adv.to(ctx.device)).argmax(1)
+        nrm = norms((x_adv.to(x.device) - x).float(), self.norm)
+        write_shard(shard_path(eps_dir(self.root, self.check_id, eps), start, stop), ids=ctx.data.ids[start:stop], y=y.cpu().numpy(),
+                    x_adv=x_adv.detach().cpu().numpy(), pred=pred.cpu().numpy(), correct=list(correct), success=list(success), norm=nrm.cpu().numpy())
+
+    def finish(self, eps: float, n: int, batch: Callable[[int, int], Any]) -> None:
+        """After the batches of ``eps``: recompute any batch whose shard is missing, then index them
+        (on the main rank; the others wrote their shards before the results were exchanged)."""
+        from ..adversarial_examples import eps_dir, record_epsilon, tiling
+
+        if not self.ctx.dist.is_main:
+            return
+        _shards, gaps = tiling(eps_dir(self.root, self.check_id, eps), n)
+        bs = self.ctx.batch_size
+        for a, b in gaps:
+            log.info("%s: adversarial examples of samples %d-%d missing on disk; recomputing them", self.check_id, a, b)
+            for s in range(a, b, bs):
+                batch(s, min(s + bs, b))
+        entry = record_epsilon(self.root, check_id=self.check_id, check=self.check, norm=self.norm.value, eps=eps, epsilons=self.epsilons, n=n, sweep=self.sweep)
+        log.info("%s eps %.4g: %d adversarial examples saved, %d bytes", self.check_id, eps, n, entry["bytes"])
