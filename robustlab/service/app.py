@@ -59,6 +59,15 @@ def create_app(settings: Settings, *, migrate_db: bool = True) -> FastAPI:
         return JSONResponse({"detail": "the database is unavailable; nothing was changed, retry shortly"}, status_code=503, headers={"Retry-After": "5"})
 
     from .api import router as api_router
+    from .jobs_api import router as jobs_router
+    from .uploads import UploadError
+
+    @app.exception_handler(UploadError)
+    async def _upload(_req: Request, exc: UploadError) -> Response:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + settings.max_document_bytes + (1 << 20))
+    app.include_router(jobs_router, prefix=API_PREFIX)
     from .ops import router as ops_router
     from .sessions import router as session_router
 
@@ -73,6 +82,43 @@ def create_app(settings: Settings, *, migrate_db: bool = True) -> FastAPI:
 
         app.add_api_route("/", placeholder_index, include_in_schema=False)
     return app
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets 413 (checked on Content-Length and
+    while the body streams in, so chunked uploads are cut off too)."""
+
+    def __init__(self, app: Any, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for k, v in scope.get("headers") or []:
+            if k == b"content-length" and v.isdigit() and int(v) > self.limit:
+                await JSONResponse({"detail": f"request body over the limit of {self.limit} bytes"}, status_code=413)(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            msg = await receive()
+            if msg.get("type") == "http.request":
+                seen += len(msg.get("body") or b"")
+                if seen > self.limit:
+                    raise _TooLarge()
+            return msg
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await JSONResponse({"detail": f"request body over the limit of {self.limit} bytes"}, status_code=413)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
 
 
 def state_of(request: Request) -> ServiceState:

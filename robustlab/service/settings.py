@@ -26,6 +26,8 @@ class Settings:
         job_attempts: how many times a job is started before it is marked failed (a crashed
             worker's job is retried and resumes from its stored batch results).
         heartbeat_timeout_s: a running job whose worker has not reported for this long is requeued.
+        suite_dir: a folder of suite YAML files the operator adds to the built-in suites
+            (requests name a suite; only these names and the built-in ones are accepted).
         session_secret: key of the UI session cookies and CSRF tokens (default: made once and kept
             in the data folder).
     """
@@ -38,6 +40,7 @@ class Settings:
     job_attempts: int = 3
     heartbeat_timeout_s: float = 30.0
     session_secret: str = field(default="", repr=False)
+    suite_dir: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).resolve())
@@ -60,3 +63,19 @@ class Settings:
     def key_path(self) -> Path:
         """The service's Ed25519 signing key; its public half is always in the trust store."""
         return self.data_dir / "keys" / "service.pem"
+
+    def suites(self) -> dict[str, Path]:
+        """Suite names a request may ask for: the built-in ones, then ``suite_dir``'s ``*.yaml``."""
+        from ..suite import builtin_suites
+
+        out = dict(builtin_suites())
+        if self.suite_dir is not None and Path(self.suite_dir).is_dir():
+            for f in sorted(Path(self.suite_dir).glob("*.yaml")):
+                out.setdefault(f.stem, f)
+        return out
+
+    def suite_arg(self, name: str) -> str:
+        """What ``evaluate --suite`` gets for ``name``: a built-in name as is, else the operator's file."""
+        from ..suite import builtin_suites
+
+        return name if name in builtin_suites() else str(self.suites()[name])
