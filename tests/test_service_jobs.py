@@ -1,0 +1,141 @@
+"""Service job API: what a request may submit (hostile uploads refused), who may do what, and a
+real job run by the embedded worker: signed with the service key, verified, gated, stored once."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+import torch  # noqa: E402
+from service_helpers import Service, make_service  # noqa: E402
+
+POLICY_PASS = b"rules:\n  - metric: clean/accuracy\n    op: '>='\n    threshold: 0.5\n"
+POLICY_FAIL = b"rules:\n  - metric: clean/accuracy\n    op: '>='\n    threshold: 1.01\n"
+
+
+@pytest.fixture()
+def svc(tmp_path: Path) -> Service:
+    return make_service(tmp_path / "data", max_upload_bytes=2_000_000)
+
+
+def _digits_safetensors() -> bytes:
+    from safetensors.torch import save
+
+    from robustlab.models.architectures import ARCHITECTURES
+
+    net = ARCHITECTURES["digits-cnn"]()
+    return save({k: v.contiguous() for k, v in net.state_dict().items()})
+
+
+def _submit(svc: Service, who: str = "sub-a", project: str = "alpha", files: dict[str, tuple[str, bytes]] | None = None, **data: str) -> "object":
+    form = {"model_name": "digits", "version": "1", "suite": "clean", **data}
+    return svc.client.post(f"/api/v1/projects/{project}/jobs", headers=svc.h(who), data=form,
+                           files={k: (n, io.BytesIO(b)) for k, (n, b) in (files or {}).items()})
+
+
+def test_hostile_model_uploads_are_refused(svc: Service, tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (print, ("pwned",))
+
+    r = _submit(svc, files={"model": ("m.safetensors", pickle.dumps(Evil()))}, arch="zoo-arch:digits-cnn")
+    assert r.status_code == 415, r.text  # a pickle named .safetensors: judged by content
+    # a torch.save'd whole module (full pickle inside a zip) and a TorchScript archive
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(net), buf)
+    r = _submit(svc, files={"model": ("m.pt", buf.getvalue())}, arch="zoo-arch:digits-cnn")
+    assert r.status_code == 415, r.text
+    # oversized (the limit is 2 MB here), and a body larger than the whole-request limit
+    r = _submit(svc, files={"model": ("m.safetensors", b"\0" * 2_100_000)}, arch="zoo-arch:digits-cnn")
+    assert r.status_code == 413, r.text
+    # code-running specs and architectures, paths, trust-code formats
+    for bad in ({"spec": "state-dict:/etc/passwd"}, {"spec": "torchscript:/tmp/x.pt"}, {"spec": "factory:os:system"},
+                {"spec": "zoo:digits-cnn", "suite": "/etc/passwd"}, {"spec": "zoo:digits-cnn", "suite": "../suites/clean"},
+                {"spec": "zoo:digits-cnn", "data": "npz:/etc/x.npz"}, {"spec": "zoo:digits-cnn", "model_name": "../../x"},
+                {"spec": "zoo:digits-cnn", "version": "a/b"}):
+        r = _submit(svc, **bad)
+        assert r.status_code in (400, 422), (bad, r.status_code, r.text)
+    r = _submit(svc, files={"model": ("m.safetensors", b"x")}, arch="factory:os:system")
+    assert r.status_code == 400, r.text
+    assert not list((svc.settings.artifact_dir).rglob("*")) or all(p.is_dir() for p in svc.settings.artifact_dir.rglob("*"))
+    assert not list((svc.settings.data_dir / "tmp").glob("upload-*"))  # refused uploads leave nothing behind
+
+
+def test_a_weights_only_upload_is_accepted_and_versions_are_immutable(svc: Service) -> None:
+    blob = _digits_safetensors()
+    r = _submit(svc, files={"model": ("m.bin", blob)}, arch="zoo-arch:digits-cnn")
+    assert r.status_code == 201, r.text
+    assert r.json()["state"] == "queued"
+    r = _submit(svc, files={"model": ("m.bin", blob + b" ")}, arch="zoo-arch:digits-cnn")  # same version, other bytes
+    assert r.status_code in (409, 415), r.text
+    r = _submit(svc, spec="zoo:digits-cnn")  # same version, other model
+    assert r.status_code == 409, r.text
+
+
+def test_roles_and_projects_on_jobs(svc: Service) -> None:
+    assert _submit(svc, who="aud-a", spec="zoo:digits-cnn").status_code == 403  # auditors never submit
+    assert _submit(svc, who="sub-b", spec="zoo:digits-cnn").status_code == 404  # another project's token
+    r = _submit(svc, spec="zoo:digits-cnn")
+    assert r.status_code == 201
+    jid = r.json()["id"]
+    c = svc.client
+    assert c.get(f"/api/v1/jobs/{jid}", headers=svc.h("aud-a")).status_code == 200
+    for who in ("aud-b", "sub-b"):
+        assert c.get(f"/api/v1/jobs/{jid}", headers=svc.h(who)).status_code == 404
+        assert c.get("/api/v1/projects/alpha/jobs", headers=svc.h(who)).status_code == 404
+    assert c.post(f"/api/v1/jobs/{jid}/cancel", headers=svc.h("aud-a")).status_code == 403
+    assert c.get(f"/api/v1/jobs/{jid}/files/..%2F..%2Frobustlab.db", headers=svc.h("aud-a")).status_code == 404
+    assert c.post(f"/api/v1/jobs/{jid}/cancel", headers=svc.h("sub-a")).json()["state"] == "cancelled"
+
+
+@pytest.mark.slow  # two real evaluate processes and MLflow: about a minute on 2 cores
+@pytest.mark.timeout(300)
+def test_a_job_runs_on_a_worker_and_is_signed_verified_gated_and_stored_once(svc: Service) -> None:
+    from sqlalchemy import func, select
+
+    from robustlab.service.db import Database
+    from robustlab.service.models import StoredScorecard
+    from robustlab.service.worker import Worker
+    from robustlab.signing import load_public_key, verify_dict
+
+    c = svc.client
+    ok = _submit(svc, spec="zoo:digits-cnn", limit="30", files={"policy": ("p.yaml", POLICY_PASS)}).json()
+    bad = _submit(svc, version="2", spec="zoo:digits-cnn", limit="30", baseline="1", files={"policy": ("p.yaml", POLICY_FAIL)})
+    assert bad.status_code == 400  # version 1 has no scorecard yet: the baseline is refused at submission
+    worker = Worker(svc.settings, poll_s=0.1, heartbeat_s=0.2)
+    assert worker.run_once()
+    job = c.get(f"/api/v1/jobs/{ok['id']}", headers=svc.h("aud-a")).json()
+    assert job["state"] == "succeeded" and job["exit_code"] == 0, job
+    sc = job["scorecard"]
+    assert sc["signature_state"] == "valid-trusted" and sc["gate_outcome"] == "pass"
+    assert {"scorecard", "signature", "report", "policy", "junit", "environment"} <= set(job["artifacts"])
+    card = c.get(f"/api/v1/jobs/{ok['id']}/files/scorecard", headers=svc.h("aud-a")).json()
+    pub = load_public_key(svc.settings.key_path.with_name("service.pub.pem"))
+    assert verify_dict(card, trusted_keys=[pub]).state.value == "valid-trusted"  # signed with the service key
+    report = c.get(f"/api/v1/jobs/{ok['id']}/files/report", headers=svc.h("aud-a")).text
+    assert "valid-trusted" in report or "verified" in report.lower()
+    # a failing gate against the first version as baseline: exit 1, recorded, still one scorecard per job
+    r = _submit(svc, version="2", spec="zoo:digits-cnn", limit="30", baseline="1", files={"policy": ("p.yaml", POLICY_FAIL)})
+    assert r.status_code == 201, r.text
+    assert worker.run_once()
+    job2 = c.get(f"/api/v1/jobs/{r.json()['id']}", headers=svc.h("aud-a")).json()
+    assert job2["state"] == "succeeded" and job2["exit_code"] == 1 and job2["scorecard"]["gate_outcome"] == "fail", job2
+    assert not worker.run_once()
+    with Database(svc.settings.database_url).session() as s:
+        assert s.scalar(select(func.count()).select_from(StoredScorecard)) == 2
+    # every job is an MLflow run in the service's tracking store
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(svc.settings.mlflow_uri).get_run(job["mlflow_run_id"])
+    assert run.data.tags["robustlab.verdict"] == "pass"
+    m = c.get("/metrics").text
+    assert 'robustlab_jobs{state="succeeded"} 2' in m and "robustlab_queue_depth 0" in m
+    assert json.loads(json.dumps(job))  # JSON-clean
