@@ -68,6 +68,9 @@ def create_app(settings: Settings, *, migrate_db: bool = True) -> FastAPI:
 
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + settings.max_document_bytes + (1 << 20))
     app.include_router(jobs_router, prefix=API_PREFIX)
+    from .scorecards_api import router as cards_router
+
+    app.include_router(cards_router, prefix=API_PREFIX)
     from .ops import router as ops_router
     from .sessions import router as session_router
 

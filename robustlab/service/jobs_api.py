@@ -52,7 +52,7 @@ def job_view(s: Session, job: Job) -> dict[str, Any]:
     }
 
 
-def _version(s: Session, proj: Project, model_name: str, version: str, *, create: bool) -> tuple[Model, Version | None]:
+def model_version(s: Session, proj: Project, model_name: str, version: str, *, create: bool) -> tuple[Model, Version | None]:
     model = s.scalar(select(Model).where(Model.project_id == proj.id, Model.name == model_name))
     if model is None:
         if not create:
@@ -113,7 +113,7 @@ def submit(
             if arch is None:
                 raise UploadError(400, "an uploaded weights file needs arch (zoo-arch:NAME, torchvision:NAME or timm:NAME)")
             check_arch(arch)
-        mdl, ver = _version(s, proj, model_name, version, create=True)
+        mdl, ver = model_version(s, proj, model_name, version, create=True)
         job_id = uuid.uuid4().hex
         tmp_dir = st.settings.data_dir / "tmp"
         if model is not None:
