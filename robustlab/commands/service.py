@@ -82,15 +82,16 @@ def serve(data_dir: str, host: str, port: int, workers: int, database_url: str |
 @click.option("--suite-dir", default=None, type=click.Path(file_okay=False, exists=True), help="The server's --suite-dir.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--max-jobs", default=None, type=click.IntRange(1), help="Exit after this many jobs.")
+@click.option("--heartbeat-timeout", default=30.0, show_default=True, type=click.FloatRange(1.0), help="Seconds after which a silent worker's job is retried.")
 @user_errors
-def worker(data_dir: str, database_url: str | None, queue: str | None, suite_dir: str | None, device: str, max_jobs: int | None) -> None:
+def worker(data_dir: str, database_url: str | None, queue: str | None, suite_dir: str | None, device: str, max_jobs: int | None, heartbeat_timeout: float) -> None:
     """Take jobs from the service's queue and run each in its own process."""
     if queue:
         raise click.BadParameter("a distributed task queue is not available yet; run workers on the server's machine (robustlab serve --workers N) "
                                  "or point --database-url and --data-dir at the server's shared database and folder", param_hint="--queue")
     from ..service.worker import Worker
 
-    st = _settings(data_dir, database_url, suite_dir=Path(suite_dir) if suite_dir else None)
+    st = _settings(data_dir, database_url, suite_dir=Path(suite_dir) if suite_dir else None, heartbeat_timeout_s=heartbeat_timeout)
     try:
         Worker(st, device=device).run_forever(max_jobs=max_jobs)
     except KeyboardInterrupt:
