@@ -139,3 +139,22 @@ def test_a_job_runs_on_a_worker_and_is_signed_verified_gated_and_stored_once(svc
     m = c.get("/metrics").text
     assert 'robustlab_jobs{state="succeeded"} 2' in m and "robustlab_queue_depth 0" in m
     assert json.loads(json.dumps(job))  # JSON-clean
+
+
+@pytest.mark.slow  # a real evaluate process: 15-50 s on a busy 2-core machine
+@pytest.mark.timeout(300)
+def test_a_result_that_cannot_be_stored_fails_the_job_and_the_worker_goes_on(svc: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    import robustlab.service.finalize as fin
+    from robustlab.service.worker import Worker
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fin, "finalize", broken)
+    jid = _submit(svc, spec="zoo:digits-cnn", limit="20").json()["id"]
+    w = Worker(svc.settings, poll_s=0.1, heartbeat_s=0.2)
+    assert w.run_once()
+    job = svc.client.get(f"/api/v1/jobs/{jid}", headers=svc.h("aud-a")).json()
+    assert job["state"] == "failed" and job["exit_code"] == 4 and "No space left" in job["message"], job
+    assert job["scorecard"] is None
+    assert not w.run_once()

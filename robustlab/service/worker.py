@@ -98,6 +98,12 @@ class Worker:
         job = s.get(Job, job_id, populate_existing=True)
         return job if job is not None and job.state is JobState.RUNNING and job.worker == self.name else None
 
+    def _fail(self, job_id: str, message: str) -> None:
+        with self.db.session() as s:
+            job = self._mine(s, job_id)
+            if job is not None:
+                job.state, job.exit_code, job.finished_at, job.message = JobState.FAILED, 4, utcnow(), message
+
     def execute(self, job_id: str) -> None:
         from . import runjob
         from .finalize import baseline_path, finalize
@@ -138,6 +144,11 @@ class Worker:
                 except IntegrityError:
                     s.rollback()
                     return  # another attempt already recorded this job's scorecard
+                except Exception as exc:  # noqa: BLE001 - a job whose evidence cannot be stored fails; the worker goes on
+                    s.rollback()
+                    log.exception("job %s: storing the result failed", job_id)
+                    self._fail(job_id, f"the run finished but its result could not be stored ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})")
+                    return
                 job.state, job.exit_code, job.progress = JobState.SUCCEEDED, rc, 1.0
                 job.message = {0: "passed", 1: "gate failed", 3: "inconclusive"}.get(rc, "done")
             elif rc == 2:
