@@ -82,6 +82,7 @@ INTEGRATION: dict[str, set[str]] = {
     "test_service_cli.py": {"test_serve_then_submit_gives_an_auditor_the_signed_gated_scorecard",
                             "test_a_worker_killed_mid_job_is_replaced_and_the_job_gives_the_uninterrupted_scorecard"},
     "test_service_postgres.py": {"*"},
+    "test_service_queue.py": {"*"},
     "test_plugins_resume.py": {"*"},
     "test_third_party_plugins.py": {"*"},
     "test_one_file_plugins.py": {"*"},

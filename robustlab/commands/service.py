@@ -33,9 +33,11 @@ def _settings(data_dir: str, database_url: str | None, **kw: Any) -> Any:
 @click.option("--suite-dir", default=None, type=click.Path(file_okay=False, exists=True), help="Folder of extra suite YAML files requests may name.")
 @click.option("--device", default="auto", show_default=True, help="Device of the embedded workers' runs.")
 @click.option("--new-admin-token", is_flag=True, help="Print a new admin token even when one exists.")
+@click.option("--queue", default=None, help="Celery broker URL (redis://host:6379/0): publish jobs there for `robustlab worker --queue` on other machines.")
+@click.option("--heartbeat-timeout", default=30.0, show_default=True, type=click.FloatRange(1.0), help="Seconds after which a silent worker's job is retried.")
 @user_errors
 def serve(data_dir: str, host: str, port: int, workers: int, database_url: str | None, max_upload_mb: int, suite_dir: str | None,
-          device: str, new_admin_token: bool) -> None:
+          device: str, new_admin_token: bool, queue: str | None, heartbeat_timeout: float) -> None:
     """Start the API, the UI and the embedded workers; print the URL and a first admin token.
 
     \b
@@ -49,7 +51,8 @@ def serve(data_dir: str, host: str, port: int, workers: int, database_url: str |
     from ..service.app import create_app
     from ..service.bootstrap import first_admin_token
 
-    st = _settings(data_dir, database_url, max_upload_bytes=max_upload_mb * 1024 * 1024, suite_dir=Path(suite_dir) if suite_dir else None)
+    st = _settings(data_dir, database_url, max_upload_bytes=max_upload_mb * 1024 * 1024, suite_dir=Path(suite_dir) if suite_dir else None,
+                   queue_url=queue or "", heartbeat_timeout_s=heartbeat_timeout)
     app = create_app(st)
     token = first_admin_token(st, force=new_admin_token)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
@@ -57,8 +60,13 @@ def serve(data_dir: str, host: str, port: int, workers: int, database_url: str |
     sock.bind((host, port))
     url = f"http://{host}:{sock.getsockname()[1]}"
     procs = [subprocess.Popen([sys.executable, "-m", "robustlab", "worker", "--data-dir", str(st.data_dir), "--device", device,
+                               "--heartbeat-timeout", str(heartbeat_timeout), *(["--queue", queue] if queue else []),
                                *(["--database-url", database_url] if database_url else []), *(["--suite-dir", suite_dir] if suite_dir else [])])
              for _ in range(workers)]
+    if queue:
+        from ..service.queue import Requeuer
+
+        Requeuer(st).start()
     click.echo(f"robustlab service at {url}  (API {url}/api/v1, schema {url}/api/v1/openapi.json)")
     click.echo(f"admin token: {token}" if token else "admin token: already issued (pass --new-admin-token for another)")
     click.echo(f"data folder: {st.data_dir}; {workers} embedded worker(s)", err=True)
@@ -78,7 +86,7 @@ def serve(data_dir: str, host: str, port: int, workers: int, database_url: str |
 @click.command("worker")
 @click.option("--data-dir", default="robustlab-data", show_default=True, type=click.Path(file_okay=False), help="The server's data folder (shared artifacts).")
 @click.option("--database-url", default=None, help="The server's database URL (default: SQLite in the data folder).")
-@click.option("--queue", default=None, help="A distributed task queue URL (not available yet: workers share the database queue).")
+@click.option("--queue", default=None, help="Celery broker URL (redis://host:6379/0) of the server's --queue: take jobs from it (workers on other machines).")
 @click.option("--suite-dir", default=None, type=click.Path(file_okay=False, exists=True), help="The server's --suite-dir.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--max-jobs", default=None, type=click.IntRange(1), help="Exit after this many jobs.")
@@ -86,12 +94,16 @@ def serve(data_dir: str, host: str, port: int, workers: int, database_url: str |
 @user_errors
 def worker(data_dir: str, database_url: str | None, queue: str | None, suite_dir: str | None, device: str, max_jobs: int | None, heartbeat_timeout: float) -> None:
     """Take jobs from the service's queue and run each in its own process."""
-    if queue:
-        raise click.BadParameter("a distributed task queue is not available yet; run workers on the server's machine (robustlab serve --workers N) "
-                                 "or point --database-url and --data-dir at the server's shared database and folder", param_hint="--queue")
     from ..service.worker import Worker
 
-    st = _settings(data_dir, database_url, suite_dir=Path(suite_dir) if suite_dir else None, heartbeat_timeout_s=heartbeat_timeout)
+    st = _settings(data_dir, database_url, suite_dir=Path(suite_dir) if suite_dir else None, heartbeat_timeout_s=heartbeat_timeout, queue_url=queue or "")
+    if queue:
+        if max_jobs is not None:
+            raise click.BadParameter("--max-jobs applies to database-polling workers, not to --queue workers", param_hint="--max-jobs")
+        from ..service.queue import run_worker
+
+        run_worker(st, device=device)
+        return
     try:
         Worker(st, device=device).run_forever(max_jobs=max_jobs)
     except KeyboardInterrupt:

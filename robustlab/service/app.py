@@ -48,6 +48,12 @@ def create_app(settings: Settings, *, migrate_db: bool = True) -> FastAPI:
     async def _user_error(_req: Request, exc: RobustlabError) -> Response:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
+    from .queue import QueueUnavailable
+
+    @app.exception_handler(QueueUnavailable)
+    async def _queue_down(_req: Request, exc: QueueUnavailable) -> Response:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+
     @app.exception_handler(DatabaseUnavailable)
     async def _db_down(_req: Request, exc: DatabaseUnavailable) -> Response:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})

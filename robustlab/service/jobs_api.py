@@ -157,6 +157,16 @@ def submit(
     except UploadError as exc:
         s.rollback()
         raise AuthError(exc.status, exc.message) from None
+    if st.settings.queue_url:
+        from .queue import publish
+
+        s.commit()  # the worker may take the message at once: the job must be visible first
+        try:
+            publish(st.settings.queue_url, job_id)
+        except Exception:
+            s.delete(job)  # refused as a whole: nothing half-submitted stays behind
+            s.commit()
+            raise
     return job_view(s, job)
 
 

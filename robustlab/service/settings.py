@@ -26,6 +26,8 @@ class Settings:
         job_attempts: how many times a job is started before it is marked failed (a crashed
             worker's job is retried and resumes from its stored batch results).
         heartbeat_timeout_s: a running job whose worker has not reported for this long is requeued.
+        queue_url: a Celery broker URL (``redis://host:6379/0``): jobs are published there for
+            ``robustlab worker --queue URL`` on other machines; empty: workers poll the database.
         suite_dir: a folder of suite YAML files the operator adds to the built-in suites
             (requests name a suite; only these names and the built-in ones are accepted).
         session_secret: key of the UI session cookies and CSRF tokens (default: made once and kept
@@ -41,6 +43,7 @@ class Settings:
     heartbeat_timeout_s: float = 30.0
     session_secret: str = field(default="", repr=False)
     suite_dir: Path | None = None
+    queue_url: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).resolve())

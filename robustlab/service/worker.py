@@ -59,9 +59,14 @@ class Worker:
                 n += 1
         return n
 
-    def claim(self) -> str | None:
+    def exists(self, job_id: str) -> bool:
         with self.db.session() as s:
-            cand = s.scalar(select(Job.id).where(Job.state == JobState.QUEUED).order_by(Job.created_at).limit(1))
+            return s.get(Job, job_id) is not None
+
+    def claim(self, job_id: str | None = None) -> str | None:
+        """Take ``job_id`` (or the oldest queued job) if it is still queued; its id, else ``None``."""
+        with self.db.session() as s:
+            cand = job_id if job_id is not None else s.scalar(select(Job.id).where(Job.state == JobState.QUEUED).order_by(Job.created_at).limit(1))
             if cand is None:
                 return None
             now = utcnow()
