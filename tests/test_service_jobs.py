@@ -120,8 +120,9 @@ def test_a_job_runs_on_a_worker_and_is_signed_verified_gated_and_stored_once(svc
     card = c.get(f"/api/v1/jobs/{ok['id']}/files/scorecard", headers=svc.h("aud-a")).json()
     pub = load_public_key(svc.settings.key_path.with_name("service.pub.pem"))
     assert verify_dict(card, trusted_keys=[pub]).state.value == "valid-trusted"  # signed with the service key
-    report = c.get(f"/api/v1/jobs/{ok['id']}/files/report", headers=svc.h("aud-a")).text
-    assert "valid-trusted" in report or "verified" in report.lower()
+    resp = c.get(f"/api/v1/jobs/{ok['id']}/files/report", headers=svc.h("aud-a"))
+    assert "valid-trusted" in resp.text or "verified" in resp.text.lower()
+    assert "default-src 'none'" in resp.headers["content-security-policy"]  # stored HTML can run no script
     # a failing gate against the first version as baseline: exit 1, recorded, still one scorecard per job
     r = _submit(svc, version="2", spec="zoo:digits-cnn", limit="30", baseline="1", files={"policy": ("p.yaml", POLICY_FAIL)})
     assert r.status_code == 201, r.text
@@ -158,3 +159,33 @@ def test_a_result_that_cannot_be_stored_fails_the_job_and_the_worker_goes_on(svc
     assert job["state"] == "failed" and job["exit_code"] == 4 and "No space left" in job["message"], job
     assert job["scorecard"] is None
     assert not w.run_once()
+
+
+def test_the_requeuer_retries_silent_workers_and_republishes_lost_messages(svc: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    import robustlab.service.queue as q
+    from robustlab.service.db import Database
+    from robustlab.service.models import Job, JobState, utcnow
+    from robustlab.service.settings import Settings
+
+    sent: list[str] = []
+    monkeypatch.setattr(q, "publish", lambda _url, job_id: sent.append(job_id))
+    st = Settings(data_dir=svc.settings.data_dir, suite_dir=svc.settings.suite_dir, queue_url="redis://127.0.0.1:1/0", heartbeat_timeout_s=5)
+    a = _submit(svc, spec="zoo:digits-cnn").json()["id"]
+    b = _submit(svc, version="2", spec="zoo:digits-cnn").json()["id"]
+    with Database(st.database_url).session() as s:  # b: running on a worker that stopped heartbeating a minute ago
+        job = s.get(Job, b)
+        assert job is not None
+        job.state, job.worker, job.attempts, job.heartbeat_at = JobState.RUNNING, "gone:1", 1, utcnow() - timedelta(seconds=60)
+    r = q.Requeuer(st, republish_s=3600)
+    r.tick()
+    assert sorted(sent) == sorted([a, b])  # the queued job and the reaped one
+    r.tick()
+    assert len(sent) == 2  # not re-sent before republish_s
+    r.republish_s = 0
+    r.tick()
+    assert len(sent) == 4
+    with Database(st.database_url).session() as s:
+        job = s.get(Job, b)
+        assert job is not None and job.state is JobState.QUEUED and job.worker is None

@@ -125,3 +125,13 @@ def test_ui_sign_in_needs_csrf_and_gives_a_session(client_tokens: tuple[TestClie
     assert c.get("/api/v1/whoami").json()["name"] == "aud-a"  # GET through the session cookie
     assert c.post("/api/v1/projects", json={"name": "x"}).status_code == 401  # a cookie never authorises a write
     assert c.post("/signout", data={"csrf": "wrong"}).status_code == 403
+
+
+def test_pages_are_self_contained_no_cdn(client_tokens: tuple[TestClient, dict[str, str], Settings]) -> None:
+    import re
+
+    c, _tokens, _st = client_tokens
+    assert c.get("/api/v1/docs").status_code == 404  # FastAPI's interactive docs load scripts and fonts from a CDN
+    for page in ("/", "/signin"):
+        html = c.get(page).text
+        assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html), page

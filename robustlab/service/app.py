@@ -37,7 +37,7 @@ def create_app(settings: Settings, *, migrate_db: bool = True) -> FastAPI:
     with db.session() as s:
         ensure_service_key_trusted(s, settings)
     app = FastAPI(title="robustlab service", version=__version__, openapi_url=f"{API_PREFIX}/openapi.json",
-                  docs_url=f"{API_PREFIX}/docs", redoc_url=None)
+                  docs_url=None, redoc_url=None)  # the interactive docs load scripts from a CDN: pages stay self-contained
     app.state.service = state
 
     @app.exception_handler(AuthError)

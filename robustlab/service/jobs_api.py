@@ -23,6 +23,8 @@ router = APIRouter()
 DOWNLOADS = {"scorecard": "application/json", "signature": "application/json", "report": "text/html", "samples": "text/csv",
              "policy": "application/yaml", "junit": "application/xml", "gate": "text/markdown", "environment": "application/json"}
 HEX32 = r"^[0-9a-f]{32}$"
+#: stored files are shown with no script, no network and no framing, whatever they contain
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 
 
 def _state(request: Request) -> Any:
@@ -219,4 +221,7 @@ def download(request: Request, job_id: str, kind: str, p: Caller, s: DB) -> Resp
     if art is None:
         raise AuthError(404, f"job {job.id} has no {kind} file (yet)")
     path = path_of(_state(request).settings.artifact_dir, art.key)
-    return FileResponse(path, media_type=DOWNLOADS[kind], filename=Path(art.key).name)
+    resp = FileResponse(path, media_type=DOWNLOADS[kind], filename=Path(art.key).name, content_disposition_type="inline" if kind == "report" else "attachment")
+    resp.headers["Content-Security-Policy"] = REPORT_CSP
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    return resp
