@@ -35,9 +35,10 @@ def _settings(data_dir: str, database_url: str | None, **kw: Any) -> Any:
 @click.option("--new-admin-token", is_flag=True, help="Print a new admin token even when one exists.")
 @click.option("--queue", default=None, help="Celery broker URL (redis://host:6379/0): publish jobs there for `robustlab worker --queue` on other machines.")
 @click.option("--heartbeat-timeout", default=30.0, show_default=True, type=click.FloatRange(1.0), help="Seconds after which a silent worker's job is retried.")
+@click.option("--mlflow-uri", default=None, help="MLflow tracking store of every job (default: SQLite in the data folder).")
 @user_errors
 def serve(data_dir: str, host: str, port: int, workers: int, database_url: str | None, max_upload_mb: int, suite_dir: str | None,
-          device: str, new_admin_token: bool, queue: str | None, heartbeat_timeout: float) -> None:
+          device: str, new_admin_token: bool, queue: str | None, heartbeat_timeout: float, mlflow_uri: str | None) -> None:
     """Start the API, the UI and the embedded workers; print the URL and a first admin token.
 
     \b
@@ -52,7 +53,7 @@ def serve(data_dir: str, host: str, port: int, workers: int, database_url: str |
     from ..service.bootstrap import first_admin_token
 
     st = _settings(data_dir, database_url, max_upload_bytes=max_upload_mb * 1024 * 1024, suite_dir=Path(suite_dir) if suite_dir else None,
-                   queue_url=queue or "", heartbeat_timeout_s=heartbeat_timeout)
+                   queue_url=queue or "", heartbeat_timeout_s=heartbeat_timeout, mlflow_uri=mlflow_uri or "")
     app = create_app(st)
     token = first_admin_token(st, force=new_admin_token)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
@@ -61,6 +62,7 @@ def serve(data_dir: str, host: str, port: int, workers: int, database_url: str |
     url = f"http://{host}:{sock.getsockname()[1]}"
     procs = [subprocess.Popen([sys.executable, "-m", "robustlab", "worker", "--data-dir", str(st.data_dir), "--device", device,
                                "--heartbeat-timeout", str(heartbeat_timeout), *(["--queue", queue] if queue else []),
+                               *(["--mlflow-uri", mlflow_uri] if mlflow_uri else []),
                                *(["--database-url", database_url] if database_url else []), *(["--suite-dir", suite_dir] if suite_dir else [])])
              for _ in range(workers)]
     if queue:
@@ -91,12 +93,15 @@ def serve(data_dir: str, host: str, port: int, workers: int, database_url: str |
 @click.option("--device", default="auto", show_default=True)
 @click.option("--max-jobs", default=None, type=click.IntRange(1), help="Exit after this many jobs.")
 @click.option("--heartbeat-timeout", default=30.0, show_default=True, type=click.FloatRange(1.0), help="Seconds after which a silent worker's job is retried.")
+@click.option("--mlflow-uri", default=None, help="The server's --mlflow-uri.")
 @user_errors
-def worker(data_dir: str, database_url: str | None, queue: str | None, suite_dir: str | None, device: str, max_jobs: int | None, heartbeat_timeout: float) -> None:
+def worker(data_dir: str, database_url: str | None, queue: str | None, suite_dir: str | None, device: str, max_jobs: int | None, heartbeat_timeout: float,
+           mlflow_uri: str | None) -> None:
     """Take jobs from the service's queue and run each in its own process."""
     from ..service.worker import Worker
 
-    st = _settings(data_dir, database_url, suite_dir=Path(suite_dir) if suite_dir else None, heartbeat_timeout_s=heartbeat_timeout, queue_url=queue or "")
+    st = _settings(data_dir, database_url, suite_dir=Path(suite_dir) if suite_dir else None, heartbeat_timeout_s=heartbeat_timeout, queue_url=queue or "",
+                   mlflow_uri=mlflow_uri or "")
     if queue:
         if max_jobs is not None:
             raise click.BadParameter("--max-jobs applies to database-polling workers, not to --queue workers", param_hint="--max-jobs")
