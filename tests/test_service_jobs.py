@@ -189,3 +189,23 @@ def test_the_requeuer_retries_silent_workers_and_republishes_lost_messages(svc: 
     with Database(st.database_url).session() as s:
         job = s.get(Job, b)
         assert job is not None and job.state is JobState.QUEUED and job.worker is None
+
+
+def test_concurrent_first_submissions_of_one_model_all_succeed(svc: Service) -> None:
+    """Found by bench/service_load.py: two submitters creating the same new model at once got 500."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi.testclient import TestClient
+
+    from robustlab.service.app import create_app
+
+    app = create_app(svc.settings)
+
+    def submit(i: int) -> int:
+        with TestClient(app) as c:
+            r = c.post("/api/v1/projects/alpha/jobs", headers=svc.h("sub-a"), data={"model_name": "fresh", "version": f"v{i}", "spec": "zoo:digits-cnn"})
+            return r.status_code
+
+    with ThreadPoolExecutor(8) as ex:
+        codes = list(ex.map(submit, range(16)))
+    assert codes == [201] * 16, codes

@@ -24,7 +24,7 @@ API_PREFIX = "/api/v1"
 
 def create_app(settings: Settings, *, migrate_db: bool = True) -> FastAPI:
     """The service app for ``settings`` (the database is migrated to the latest schema first)."""
-    from sqlalchemy.exc import OperationalError, InterfaceError
+    from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url)
@@ -57,6 +57,10 @@ def create_app(settings: Settings, *, migrate_db: bool = True) -> FastAPI:
     @app.exception_handler(DatabaseUnavailable)
     async def _db_down(_req: Request, exc: DatabaseUnavailable) -> Response:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(IntegrityError)
+    async def _conflict(_req: Request, exc: Exception) -> Response:
+        return JSONResponse({"detail": "a concurrent request changed the same record; nothing was changed, retry"}, status_code=409)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)

@@ -59,9 +59,18 @@ def model_version(s: Session, proj: Project, model_name: str, version: str, *, c
     if model is None:
         if not create:
             raise AuthError(404, f"no model {model_name!r} in project {proj.name!r}")
-        model = Model(project_id=proj.id, name=model_name)
-        s.add(model)
-        s.flush()
+        # created in its own transaction: concurrent first submissions of one model race on the
+        # unique (project, name); the loser reads the winner's row instead of failing
+        from sqlalchemy.exc import IntegrityError
+
+        with Session(s.get_bind()) as s2:
+            s2.add(Model(project_id=proj.id, name=model_name))
+            try:
+                s2.commit()
+            except IntegrityError:
+                s2.rollback()
+        model = s.scalar(select(Model).where(Model.project_id == proj.id, Model.name == model_name))
+        assert model is not None
     ver = s.scalar(select(Version).where(Version.model_id == model.id, Version.version == version))
     return model, ver
 
