@@ -193,6 +193,12 @@ def test_the_requeuer_retries_silent_workers_and_republishes_lost_messages(svc: 
     with Database(st.database_url).session() as s:
         job = s.get(Job, b)
         assert job is not None and job.state is JobState.QUEUED and job.worker is None
+        # a job whose workers were lost job_attempts times fails instead of looping forever
+        job.state, job.worker, job.attempts, job.heartbeat_at = JobState.RUNNING, "gone:2", st.job_attempts, utcnow() - timedelta(seconds=60)
+    r.tick()
+    with Database(st.database_url).session() as s:
+        job = s.get(Job, b)
+        assert job is not None and job.state is JobState.FAILED and "lost" in job.message
 
 
 def test_concurrent_first_submissions_of_one_model_all_succeed(svc: Service) -> None:
@@ -213,3 +219,35 @@ def test_concurrent_first_submissions_of_one_model_all_succeed(svc: Service) -> 
     with ThreadPoolExecutor(8) as ex:
         codes = list(ex.map(submit, range(16)))
     assert codes == [201] * 16, codes
+
+
+@pytest.mark.timeout(120)
+def test_cancelling_a_running_job_stops_its_process(svc: Service, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+    import threading
+    import time
+
+    import robustlab.service.runjob as runjob
+    from robustlab.service.worker import Worker
+
+    pidfile = tmp_path / "child.pid"
+    code = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    monkeypatch.setattr(runjob, "command_for", lambda *_a, **_k: [sys.executable, "-c", code])
+    jid = _submit(svc, spec="zoo:digits-cnn").json()["id"]
+    w = Worker(svc.settings, poll_s=0.1, heartbeat_s=0.2)
+    t = threading.Thread(target=w.run_once)
+    t.start()
+    deadline = time.time() + 60
+    while not pidfile.is_file() and time.time() < deadline:
+        time.sleep(0.1)
+    assert svc.client.get(f"/api/v1/jobs/{jid}", headers=svc.h("aud-a")).json()["state"] == "running"
+    assert svc.client.post(f"/api/v1/jobs/{jid}/cancel", headers=svc.h("sub-a")).json()["state"] == "cancelled"
+    t.join(timeout=30)
+    assert not t.is_alive()
+    pid = int(pidfile.read_text())
+    import os
+
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    job = svc.client.get(f"/api/v1/jobs/{jid}", headers=svc.h("aud-a")).json()
+    assert job["state"] == "cancelled" and job["scorecard"] is None

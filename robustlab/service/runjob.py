@@ -123,11 +123,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def last_error(prog: Progress) -> str:
-    for line in reversed(prog.tail):
-        if line.startswith(("error:", "internal error:")):
-            return line[:500]
-    return (prog.tail[-1] if prog.tail else "no output")[:500]
+def last_error(prog: Progress, settings: Settings | None = None) -> str:
+    """The child's last error line, with the server's data folder shown as ``DATA``."""
+    found = next((ln for ln in reversed(prog.tail) if ln.startswith(("error:", "internal error:"))), prog.tail[-1] if prog.tail else "no output")
+    if settings is not None:
+        found = found.replace(str(settings.data_dir), "DATA")
+    return found[:500]
 
 
 def environment_json(card: dict[str, Any], path: Path) -> Path:

@@ -157,9 +157,9 @@ class Worker:
                 job.state, job.exit_code, job.progress = JobState.SUCCEEDED, rc, 1.0
                 job.message = {0: "passed", 1: "gate failed", 3: "inconclusive"}.get(rc, "done")
             elif rc == 2:
-                job.state, job.exit_code, job.message = JobState.FAILED, 2, runjob.last_error(prog)
+                job.state, job.exit_code, job.message = JobState.FAILED, 2, runjob.last_error(prog, st)
             elif job.attempts >= st.job_attempts:
-                job.state, job.exit_code, job.message = JobState.FAILED, 4, f"run crashed {job.attempts} times (exit {rc}): {runjob.last_error(prog)}"
+                job.state, job.exit_code, job.message = JobState.FAILED, 4, f"run crashed {job.attempts} times (exit {rc}): {runjob.last_error(prog, st)}"
             else:
                 job.state, job.worker = JobState.QUEUED, None
                 job.message = f"run crashed (exit {rc}); queued again, resumes from stored batch results"
