@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "worker": ("robustlab.commands.service", "worker", "Run a service worker that takes queued jobs."),
     "submit": ("robustlab.commands.service", "submit", "Submit an evaluation to a service; exit with the gate's code."),
     "push": ("robustlab.commands.service", "push", "Upload a scorecard to a service (its signature is verified)."),
+    "admin": ("robustlab.commands.service", "admin", "Administer a service: projects, tokens, trusted keys."),
 }
 
 

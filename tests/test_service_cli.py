@@ -105,10 +105,13 @@ def test_serve_then_submit_gives_an_auditor_the_signed_gated_scorecard(tmp_path:
     srv = Server(data, "--workers", "1", "--suite-dir", str(TEST_SUITES))
     try:
         assert srv.admin, "a fresh install prints a first admin token"
-        adm = srv.api(srv.admin)
-        assert adm.post("/projects", json={"name": "alpha"}).status_code == 201
-        sub = adm.post("/tokens", json={"name": "ci", "role": "submitter", "project": "alpha"}).json()["token"]
-        aud = adm.post("/tokens", json={"name": "audit", "role": "auditor", "project": "alpha"}).json()["token"]
+        adm = [*RL, "admin", "--server", srv.url, "--token", srv.admin]
+        assert subprocess.run([*adm, "project", "alpha"], env=ENV, capture_output=True, timeout=120).returncode == 0
+        sub = subprocess.run([*adm, "token", "ci", "--role", "submitter", "--project", "alpha"], env=ENV, capture_output=True, text=True, timeout=120).stdout.strip()
+        aud = subprocess.run([*adm, "token", "audit", "--role", "auditor", "--project", "alpha"], env=ENV, capture_output=True, text=True, timeout=120).stdout.strip()
+        assert sub.startswith("rl_") and aud.startswith("rl_")
+        no = subprocess.run([*RL, "admin", "--server", srv.url, "--token", aud, "project", "beta"], env=ENV, capture_output=True, text=True, timeout=120)
+        assert no.returncode == 2 and "403" in no.stderr  # only admins administer
         pol = tmp_path / "gate.yaml"
         pol.write_text("rules:\n  - metric: clean/accuracy\n    op: '>='\n    threshold: 0.5\n")
         r = subprocess.run([*RL, "submit", "--server", srv.url, "--token", sub, "--model", "zoo:digits-cnn", "--suite", "quick", "--policy", str(pol),

@@ -165,3 +165,54 @@ def push(scorecard: Path, server: str, token: str, signature_path: Path | None, 
     click.echo(f"stored scorecard {out['id']}: signature {out['signature_state']} ({out['signature_message']})")
     if os.environ.get("ROBUSTLAB_DEBUG") == "1":
         click.echo(str(out), err=True)
+
+
+@click.group("admin")
+@click.option("--server", envvar="ROBUSTLAB_SERVER", required=True, help="Service URL (or $ROBUSTLAB_SERVER).")
+@click.option("--token", envvar="ROBUSTLAB_TOKEN", required=True, help="An admin token (or $ROBUSTLAB_TOKEN).")
+@click.pass_context
+def admin(ctx: click.Context, server: str, token: str) -> None:
+    """Administer a service: projects, tokens, the trust store.
+
+    \b
+    Examples:
+      robustlab admin --server URL --token ADMIN project vision
+      robustlab admin --server URL --token ADMIN token ci-bot --role submitter --project vision
+      robustlab admin --server URL --token ADMIN trust team.pub.pem --name team
+    """
+    from ..service.client import Client
+
+    ctx.obj = Client(server, token)
+
+
+@admin.command("project")
+@click.argument("name")
+@click.pass_obj
+@user_errors
+def admin_project(client: Any, name: str) -> None:
+    """Create a project."""
+    out = client.request("POST", "/projects", json={"name": name})
+    click.echo(f"project {out['name']} created")
+
+
+@admin.command("token")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["admin", "submitter", "auditor"]), required=True)
+@click.option("--project", default=None, help="The project (required for submitter and auditor tokens).")
+@click.pass_obj
+@user_errors
+def admin_token(client: Any, name: str, role: str, project: str | None) -> None:
+    """Create a token; prints it once (only its hash is stored)."""
+    out = client.request("POST", "/tokens", json={"name": name, "role": role, "project": project})
+    click.echo(out["token"])
+
+
+@admin.command("trust")
+@click.argument("public_key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--name", required=True, help="A name for the key's owner.")
+@click.pass_obj
+@user_errors
+def admin_trust(client: Any, public_key: Path, name: str) -> None:
+    """Add a signer's Ed25519 public key (.pub.pem) to the service's trust store."""
+    out = client.request("POST", "/trusted-keys", json={"name": name, "public_key_pem": public_key.read_text(encoding="ascii", errors="replace")})
+    click.echo(f"trusted key {out['key_id']} ({out['name']})")
