@@ -251,3 +251,25 @@ def test_cancelling_a_running_job_stops_its_process(svc: Service, monkeypatch: p
         os.kill(pid, 0)
     job = svc.client.get(f"/api/v1/jobs/{jid}", headers=svc.h("aud-a")).json()
     assert job["state"] == "cancelled" and job["scorecard"] is None
+
+
+@pytest.mark.timeout(120)
+def test_a_job_whose_folder_is_still_held_by_an_earlier_attempt_is_queued_again(svc: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that lost the database for longer than the heartbeat timeout is replaced; until it
+    notices, its run holds the job's folder and the new attempt's evaluate exits 2 on the lock."""
+    import sys
+
+    import robustlab.service.runjob as runjob
+    from robustlab.service.worker import Worker
+
+    msg = "error: output folder DATA/out is in use by another run (pid 1 on host); wait for it to finish or pass another --out."
+    monkeypatch.setattr(runjob, "command_for", lambda *_a, **_k: [sys.executable, "-c", f"import sys; print({msg!r}, file=sys.stderr); sys.exit(2)"])
+    jid = _submit(svc, spec="zoo:digits-cnn").json()["id"]
+    w = Worker(svc.settings, poll_s=0.1, heartbeat_s=0.2)
+    assert w.run_once()
+    job = svc.client.get(f"/api/v1/jobs/{jid}", headers=svc.h("aud-a")).json()
+    assert job["state"] == "queued" and job["attempts"] == 1, job
+    for _ in range(svc.settings.job_attempts - 1):
+        assert w.run_once()
+    job = svc.client.get(f"/api/v1/jobs/{jid}", headers=svc.h("aud-a")).json()
+    assert job["state"] == "failed" and job["exit_code"] == 2, job  # bounded: not an endless loop

@@ -156,6 +156,12 @@ class Worker:
                     return
                 job.state, job.exit_code, job.progress = JobState.SUCCEEDED, rc, 1.0
                 job.message = {0: "passed", 1: "gate failed", 3: "inconclusive"}.get(rc, "done")
+            elif rc == 2 and LOCKED in runjob.last_error(prog) and job.attempts < st.job_attempts:
+                # an earlier attempt still held the job's folder (its worker lost the database for a
+                # while and was replaced): it stops when it sees the job is no longer its own
+                job.state, job.worker = JobState.QUEUED, None
+                job.message = "the job's folder was still in use by an earlier attempt; queued again"
+                return
             elif rc == 2:
                 job.state, job.exit_code, job.message = JobState.FAILED, 2, runjob.last_error(prog, st)
             elif job.attempts >= st.job_attempts:
@@ -168,3 +174,5 @@ class Worker:
 
 
 FINAL_OK = (0, 1, 3)
+#: what evaluate says when another run holds the output folder (robustlab.store.OutputLockedError)
+LOCKED = "is in use by another run"
