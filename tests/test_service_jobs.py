@@ -137,6 +137,7 @@ def test_a_job_runs_on_a_worker_and_is_signed_verified_gated_and_stored_once(svc
 
     run = MlflowClient(svc.settings.mlflow_uri).get_run(job["mlflow_run_id"])
     assert run.data.tags["robustlab.verdict"] == "pass"
+    assert run.info.artifact_uri.startswith((svc.settings.data_dir / "mlartifacts").as_uri())  # not ./mlruns of the worker's folder
     m = c.get("/metrics").text
     assert 'robustlab_jobs{state="succeeded"} 2' in m and "robustlab_queue_depth 0" in m
     assert json.loads(json.dumps(job))  # JSON-clean

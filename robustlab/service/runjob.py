@@ -87,8 +87,11 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 def start(argv: list[str], log_path: Path) -> tuple[subprocess.Popen[bytes], Progress, threading.Thread]:
     """Start the child; a thread reads its stderr into a :class:`Progress` and ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+    from ..tracking.mlflow_log import DEFAULT_EXPERIMENT
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "MLFLOW_EXPERIMENT_NAME": DEFAULT_EXPERIMENT}
+    # cwd: the job's own folder, so nothing the run writes relative to it lands in the worker's folder
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=log_path.parent,
                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     prog = Progress()
 

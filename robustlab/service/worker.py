@@ -39,6 +39,7 @@ class Worker:
         self.device = device
         self.poll_s = poll_s
         self.heartbeat_s = heartbeat_s
+        self._tracking_ready = False
 
     def reap(self) -> int:
         """Requeue (or fail, when its attempts are used up) every running job whose heartbeat is stale."""
@@ -114,6 +115,11 @@ class Worker:
         from .finalize import baseline_path, finalize
 
         st = self.settings
+        if not self._tracking_ready:
+            from .bootstrap import ensure_mlflow_experiment
+
+            ensure_mlflow_experiment(st)
+            self._tracking_ready = True
         with self.db.session() as s:
             job = s.get(Job, job_id)
             assert job is not None
