@@ -274,3 +274,27 @@ def test_a_job_whose_folder_is_still_held_by_an_earlier_attempt_is_queued_again(
         assert w.run_once()
     job = svc.client.get(f"/api/v1/jobs/{jid}", headers=svc.h("aud-a")).json()
     assert job["state"] == "failed" and job["exit_code"] == 2, job  # bounded: not an endless loop
+
+
+def test_the_job_command_is_robustlab_evaluate_built_from_stored_values(svc: Service) -> None:
+    from robustlab.service.db import Database
+    from robustlab.service.models import Job, Version
+    from robustlab.service.runjob import command_for
+
+    blob = _digits_safetensors()
+    jid = _submit(svc, files={"model": ("m.bin", blob), "policy": ("p.yaml", POLICY_PASS)}, arch="zoo-arch:digits-cnn", gpus="2", limit="7").json()["id"]
+    with Database(svc.settings.database_url).session() as s:
+        job = s.get(Job, jid)
+        assert job is not None
+        ver = s.get(Version, job.version_id)
+        assert ver is not None
+        argv = command_for(svc.settings, job, ver, baseline_path=None, device="cpu", resume=True)
+    assert argv[1:3] == ["-m", "torch.distributed.run"] and "--nproc_per_node=2" in argv  # several GPUs: torchrun
+    i = argv.index("evaluate")
+    assert argv[i - 1] == "-v" and argv[i - 2] == "robustlab"
+    model = argv[argv.index("--model") + 1]
+    assert model.startswith("state-dict:" + str(svc.settings.artifact_dir)) and model.endswith("model.safetensors")
+    assert "--trust-code" not in argv and argv[argv.index("--arch") + 1] == "zoo-arch:digits-cnn"
+    assert argv[argv.index("--limit") + 1] == "7" and argv[-1] == "--resume"
+    assert argv[argv.index("--policy") + 1].startswith(str(svc.settings.artifact_dir))
+    assert argv[argv.index("--out") + 1] == str(svc.settings.jobs_dir / jid / "out")
