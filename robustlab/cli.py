@@ -35,6 +35,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "suites": ("robustlab.commands.listing", "suites", "List the available suites."),
     "models": ("robustlab.commands.listing", "models", "List model spec prefixes and bundled zoo models."),
     "datasets": ("robustlab.commands.listing", "datasets", "List data specs."),
+    "serve": ("robustlab.commands.service", "serve", "Start the robustlab service (API, UI, embedded workers)."),
+    "worker": ("robustlab.commands.service", "worker", "Run a service worker that takes queued jobs."),
+    "submit": ("robustlab.commands.service", "submit", "Submit an evaluation to a service; exit with the gate's code."),
+    "push": ("robustlab.commands.service", "push", "Upload a scorecard to a service (its signature is verified)."),
+    "admin": ("robustlab.commands.service", "admin", "Administer a service: projects, tokens, trusted keys."),
 }
 
 

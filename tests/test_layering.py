@@ -1,7 +1,7 @@
 """Import rules between robustlab's layers, checked by walking every module's imports (ast).
 
 Layers, bottom up: algorithm packages (attacks, corruptions, ood, smoothing, defenses) -> checks ->
-runner -> pipelines -> commands/cli. A lower layer never imports a higher one, and algorithm
+runner -> pipelines -> service (the HTTP service) -> commands/cli. A lower layer never imports a higher one, and algorithm
 packages never import the scorecard (they return numbers; checks turn them into results).
 """
 
@@ -18,11 +18,15 @@ PKG = Path(robustlab.__file__).resolve().parent
 
 ALGORITHMS = ("attacks", "corruptions", "ood", "smoothing", "defenses")
 #: what an algorithm package must not import
-ABOVE_ALGORITHMS = ("robustlab.checks", "robustlab.runner", "robustlab.scorecard", "robustlab.pipelines", "robustlab.commands", "robustlab.cli")
+ABOVE_ALGORITHMS = ("robustlab.checks", "robustlab.runner", "robustlab.scorecard", "robustlab.pipelines", "robustlab.service", "robustlab.commands", "robustlab.cli")
 #: what the checks must not import
-ABOVE_CHECKS = ("robustlab.runner", "robustlab.pipelines", "robustlab.commands", "robustlab.cli")
+ABOVE_CHECKS = ("robustlab.runner", "robustlab.pipelines", "robustlab.service", "robustlab.commands", "robustlab.cli")
 #: what the runner must not import
-ABOVE_RUNNER = ("robustlab.pipelines", "robustlab.commands", "robustlab.cli")
+ABOVE_RUNNER = ("robustlab.pipelines", "robustlab.service", "robustlab.commands", "robustlab.cli")
+#: what the pipelines must not import
+ABOVE_PIPELINES = ("robustlab.service", "robustlab.commands", "robustlab.cli")
+#: what the service must not import (the commands that start it import it, not the reverse)
+ABOVE_SERVICE = ("robustlab.commands", "robustlab.cli")
 
 #: violations that other parts of issue 15 remove (engineer A: attacks/scoring.py writes CheckResult;
 #: engineer C: corruptions/metrics.py reads a Scorecard). Delete an entry once its fix is merged.
@@ -60,7 +64,7 @@ def imported_modules(path: Path, root: Path = PKG) -> set[str]:
 
 def violations(root: Path = PKG) -> list[tuple[str, str]]:
     rules: list[tuple[str, tuple[str, ...]]] = [(f"robustlab.{p}", ABOVE_ALGORITHMS) for p in ALGORITHMS]
-    rules += [("robustlab.checks", ABOVE_CHECKS), ("robustlab.runner", ABOVE_RUNNER)]
+    rules += [("robustlab.checks", ABOVE_CHECKS), ("robustlab.runner", ABOVE_RUNNER), ("robustlab.pipelines", ABOVE_PIPELINES), ("robustlab.service", ABOVE_SERVICE)]
     bad: list[tuple[str, str]] = []
     for path in sorted(root.rglob("*.py")):
         mod = module_name(path, root)
@@ -91,6 +95,8 @@ def test_the_import_walk_sees_relative_lazy_and_type_checking_imports(tmp_path: 
     (root / "ood" / "data.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..checks.base import RunContext\n")
     (root / "smoothing" / "core.py").write_text("from robustlab import runner\n")
     (root / "checks" / "clean.py").write_text("import robustlab.commands.common\n")
+    (root / "service").mkdir()
+    (root / "service" / "api.py").write_text("from ..commands.evaluate import finish\n")
     (root / "ood" / "fine.py").write_text("from ..data import Dataset\nfrom . import base\n")
     found = set(violations(root))
     assert ("robustlab.attacks.pgd", "robustlab.scorecard") in found
@@ -99,6 +105,7 @@ def test_the_import_walk_sees_relative_lazy_and_type_checking_imports(tmp_path: 
     assert ("robustlab.smoothing.core", "robustlab.runner") in found
     assert ("robustlab.checks.clean", "robustlab.commands.common") in found
     assert ("robustlab.runner", "robustlab.pipelines.evaluate") in found
+    assert ("robustlab.service.api", "robustlab.commands.evaluate") in found
     assert not [v for v in found if v[0] == "robustlab.ood.fine"]
 
 

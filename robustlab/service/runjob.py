@@ -1,0 +1,140 @@
+"""Run one job: the exact ``robustlab evaluate`` command line in its own process (``torchrun``
+when the job asks for several GPUs), then sign, verify, gate and store what it wrote.
+
+The child runs with ``PR_SET_PDEATHSIG = SIGKILL`` (Linux), so a worker killed with ``kill -9``
+takes its run down with it; the job's folder (``DATA/jobs/<id>/out``) keeps the batch results
+already stored, and the next attempt passes ``--resume`` so the scorecard is that of an
+uninterrupted run. Nothing here computes a metric or a gate rule: evaluate, the gate pipeline,
+the signer and the report renderer do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .artifacts import path_of
+from .models import Job, Version
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+STEP_RE = re.compile(r"^\[(\d+)/(\d+)\] (.{1,200})")
+MLFLOW_RE = re.compile(r"MLflow run ([0-9a-f]{32}) logged")
+#: evaluate's exit codes that end a job (the gate's 0/1/3, and 2 for an input error a retry cannot fix)
+FINAL_CODES = (0, 1, 2, 3)
+
+
+@dataclass
+class Progress:
+    """What the child's stderr has told so far (filled by a reader thread)."""
+
+    fraction: float = 0.0
+    message: str = "starting"
+    mlflow_run_id: str | None = None
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
+
+
+def job_out(settings: Settings, job: Job) -> Path:
+    return settings.jobs_dir / job.id / "out"
+
+
+def command_for(settings: Settings, job: Job, ver: Version, *, baseline_path: Path | None, device: str, resume: bool) -> list[str]:
+    """The ``robustlab evaluate`` argv of ``job`` (every value comes from the database, checked at
+    submission; paths are built from ids)."""
+    opts: dict[str, Any] = dict(job.options or {})
+    if ver.artifact_key:
+        model = ["--model", f"state-dict:{path_of(settings.artifact_dir, ver.artifact_key)}", "--arch", str(ver.arch)]
+    else:
+        model = ["--model", str(ver.spec)]
+    gpus = int(opts.get("gpus") or 0)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m", "robustlab"] if gpus > 1 else [sys.executable, "-m", "robustlab"]
+    argv = [*launcher, "-v", "evaluate", *model, "--suite", settings.suite_arg(job.suite), "--out", str(job_out(settings, job)),
+            "--seed", str(int(opts.get("seed") or 0)), "--batch-size", str(int(opts.get("batch_size") or 128)),
+            "--mlflow-uri", settings.mlflow_uri, "--device", "cuda" if gpus > 1 else device]
+    if opts.get("limit"):
+        argv += ["--limit", str(int(opts["limit"]))]
+    if opts.get("data"):
+        argv += ["--data", str(opts["data"])]
+    if job.policy_key:
+        argv += ["--policy", str(path_of(settings.artifact_dir, job.policy_key))]
+        if baseline_path is not None:
+            argv += ["--baseline", str(baseline_path)]
+    if resume:
+        argv.append("--resume")
+    return argv
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    os.setsid()
+
+
+def start(argv: list[str], log_path: Path) -> tuple[subprocess.Popen[bytes], Progress, threading.Thread]:
+    """Start the child; a thread reads its stderr into a :class:`Progress` and ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    from ..tracking.mlflow_log import DEFAULT_EXPERIMENT
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "MLFLOW_EXPERIMENT_NAME": DEFAULT_EXPERIMENT}
+    # cwd: the job's own folder, so nothing the run writes relative to it lands in the worker's folder
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=log_path.parent,
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+    prog = Progress()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        with open(log_path, "ab") as logf:
+            for raw in proc.stderr:
+                logf.write(raw)
+                logf.flush()
+                line = raw.decode("utf-8", "replace").rstrip()
+                prog.tail.append(line)
+                m = STEP_RE.match(line)
+                if m:
+                    i, n = int(m.group(1)), int(m.group(2))
+                    prog.fraction = max(0.0, min(1.0, (i - 1) / max(n, 1)))
+                    prog.message = f"check {i}/{n}: {m.group(3)}"
+                m2 = MLFLOW_RE.search(line)
+                if m2:
+                    prog.mlflow_run_id = m2.group(1)
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    return proc, prog, t
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the child's whole process group (torchrun ranks included)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def last_error(prog: Progress, settings: Settings | None = None) -> str:
+    """The child's last error line, with the server's data folder shown as ``DATA``."""
+    found = next((ln for ln in reversed(prog.tail) if ln.startswith(("error:", "internal error:"))), prog.tail[-1] if prog.tail else "no output")
+    if settings is not None:
+        found = found.replace(str(settings.data_dir), "DATA")
+    return found[:500]
+
+
+def environment_json(card: dict[str, Any], path: Path) -> Path:
+    env = {"environment": card.get("environment"), "tool": card.get("tool"), "run": card.get("run")}
+    path.write_text(json.dumps(env, indent=1, sort_keys=True, default=str), encoding="utf-8")
+    return path

@@ -1,0 +1,137 @@
+"""What a request may send: model files that cannot run code, bounded in size, and names that
+never become paths.
+
+Model uploads are accepted only as **safetensors** or a **weights-only state dict** (a torch zip
+archive holding one ``data.pkl`` and tensor storages, nothing else: TorchScript, ``torch.export``
+archives, legacy pickles and anything else are refused with 415). The worker then loads the file
+with robustlab's own loader, which reads state dicts with ``torch.load(weights_only=True)`` and
+never gets ``--trust-code``: a pickle that slipped past the sniffing would still not run.
+Architectures must be built in (``zoo-arch:``, ``torchvision:``, ``timm:``); ``factory:`` would
+import code named by the request and is refused. Uploads are streamed to a temporary file with a
+byte count, so an oversized body is cut off at the limit (413), whatever Content-Length says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import BinaryIO
+
+SPEC_RE = re.compile(r"^zoo:[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
+ARCH_RE = re.compile(r"^(zoo-arch|torchvision|timm):[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+DATA_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")  # a built-in data set name, never a path
+CHUNK = 1 << 20
+
+
+class UploadError(Exception):
+    """A refused upload: ``status`` is 400, 413 (too large) or 415 (format not accepted)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ModelFormat(str, Enum):
+    SAFETENSORS = "safetensors"
+    STATE_DICT = "state-dict"
+
+    @property
+    def suffix(self) -> str:
+        return ".safetensors" if self is ModelFormat.SAFETENSORS else ".pt"
+
+
+@dataclass(frozen=True)
+class Received:
+    path: Path
+    size: int
+    sha256: str
+
+
+def receive(stream: BinaryIO, folder: Path, *, limit: int) -> Received:
+    """Copy ``stream`` to a new file in ``folder``, refusing (413) more than ``limit`` bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    size = 0
+    fd, name = tempfile.mkstemp(dir=folder, prefix="upload-")
+    path = Path(name)
+    try:
+        with open(fd, "wb") as out:
+            while True:
+                block = stream.read(CHUNK)
+                if not block:
+                    break
+                size += len(block)
+                if size > limit:
+                    raise UploadError(413, f"upload larger than the limit of {limit} bytes; raise --max-upload-mb on the server or send a smaller file")
+                h.update(block)
+                out.write(block)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return Received(path, size, h.hexdigest())
+
+
+def sniff_model(path: Path) -> ModelFormat:
+    """The accepted format of an uploaded model file, judged by its content (never its name)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) == 8:
+            (n,) = struct.unpack("<Q", head)
+            if 2 <= n <= 100 * 1024 * 1024:
+                blob = f.read(n)
+                if len(blob) == n and blob[:1] == b"{":
+                    try:
+                        meta = json.loads(blob.decode("utf-8"))
+                    except (UnicodeDecodeError, ValueError):
+                        meta = None
+                    if isinstance(meta, dict):
+                        return ModelFormat.SAFETENSORS
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise UploadError(415, f"corrupt zip archive ({exc}); upload a .safetensors file") from exc
+        roots = {n.split("/", 1)[0] for n in names}
+        pkls = [n for n in names if n.endswith(".pkl")]
+        code = [n for n in names if "/code/" in n or n.endswith((".py", "constants.pkl")) or "serialized_" in n or "/models/" in n]
+        if len(roots) == 1 and len(pkls) == 1 and pkls[0].endswith("/data.pkl") and not code:
+            return ModelFormat.STATE_DICT
+        raise UploadError(415, "this archive is TorchScript, torch.export or another code-carrying format, which the service never loads; "
+                               "upload the weights as .safetensors (or a state dict saved with torch.save(model.state_dict())) with --arch")
+    raise UploadError(415, "not a safetensors file or a torch state-dict archive (pickles and other formats that can run code are refused "
+                           "over the network); convert with safetensors.torch.save_file(model.state_dict(), 'model.safetensors')")
+
+
+def check_name(value: str, what: str) -> str:
+    if not NAME_RE.match(value):
+        raise UploadError(400, f"{what} {value[:60]!r} must be 1-100 letters, digits, '.', '_' or '-' (starting with a letter or digit)")
+    return value
+
+
+def check_spec(spec: str) -> str:
+    if not SPEC_RE.match(spec):
+        raise UploadError(400, f"model spec {spec[:60]!r} is not accepted over the network: upload a weights file, or name a bundled model as zoo:NAME")
+    return spec
+
+
+def check_arch(arch: str) -> str:
+    if not ARCH_RE.match(arch):
+        raise UploadError(400, f"architecture {arch[:60]!r} is not accepted: use a built-in one (zoo-arch:NAME, torchvision:NAME, timm:NAME); "
+                               "factory: and --trust-code formats are refused over the network")
+    return arch
+
+
+def check_data(name: str) -> str:
+    if not DATA_RE.match(name):
+        raise UploadError(400, f"data {name[:60]!r} must be a built-in data set name (see `robustlab datasets`), never a path")
+    return name
