@@ -79,6 +79,8 @@ INTEGRATION: dict[str, set[str]] = {
     "test_distributed.py": {"*"},
     "test_kill_resume.py": {"*"},
     "test_service_jobs.py": {"test_a_job_runs_on_a_worker_and_is_signed_verified_gated_and_stored_once"},
+    "test_service_ui.py": {"*"},
+    "test_service_ui_browser.py": {"*"},
     "test_plugins_resume.py": {"*"},
     "test_third_party_plugins.py": {"*"},
     "test_one_file_plugins.py": {"*"},

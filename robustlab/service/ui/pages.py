@@ -37,6 +37,12 @@ def index(request: Request) -> Response:
                                                                 for x in projects])
 
 
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    """No icon (browsers ask for one on every document, the stored reports included)."""
+    return Response(status_code=204, headers={"Cache-Control": "max-age=86400"})
+
+
 @router.get("/ui/projects/{project}", response_class=HTMLResponse)
 def project_page(request: Request, project: str) -> Response:
     p = signed_in(request)
