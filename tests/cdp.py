@@ -48,6 +48,17 @@ class Browser:
         self.session = self.call("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
         for domain in ("Page", "Runtime", "Log"):
             self.call(f"{domain}.enable", session=True)
+        # out-of-process frames (the sandboxed report frame) get their own sessions
+        self.call("Target.setAutoAttach", session=True, autoAttach=True, waitForDebuggerOnStart=False, flatten=True)
+
+    def frame_session(self, *, after: int, timeout: float = 30) -> str:
+        """The session of the next iframe target attached after event ``after`` (Runtime and Log
+        enabled there, so its console messages are collected too)."""
+        e = self.wait_event("Target.attachedToTarget", after=after, timeout=timeout, where=lambda e: e["params"]["targetInfo"]["type"] == "iframe")
+        sid: str = e["params"]["sessionId"]
+        for domain in ("Runtime", "Log"):
+            self.call(f"{domain}.enable", session=sid)
+        return sid
 
     def _read(self) -> None:
         buf = b""
@@ -66,12 +77,13 @@ class Browser:
                         self.events.append(msg)
                     self._cv.notify_all()
 
-    def call(self, method: str, *, session: bool = False, timeout: float = 30, **params: Any) -> dict[str, Any]:
+    def call(self, method: str, *, session: bool | str = False, timeout: float = 30, **params: Any) -> dict[str, Any]:
+        """Send ``method``: to the browser, the page (``session=True``) or another session id."""
         self._id += 1
         i = self._id
         msg: dict[str, Any] = {"id": i, "method": method, "params": params}
         if session:
-            msg["sessionId"] = self.session
+            msg["sessionId"] = self.session if session is True else session
         os.write(self._cmd_w, json.dumps(msg).encode() + b"\0")
         with self._cv:
             if not self._cv.wait_for(lambda: i in self._results, timeout=timeout):
@@ -98,8 +110,8 @@ class Browser:
     def goto(self, url: str) -> None:
         self.load(lambda: self.call("Page.navigate", session=True, url=url))
 
-    def js(self, expr: str) -> Any:
-        res = self.call("Runtime.evaluate", session=True, expression=expr, returnByValue=True)
+    def js(self, expr: str, *, session: bool | str = True) -> Any:
+        res = self.call("Runtime.evaluate", session=session, expression=expr, returnByValue=True)
         if "exceptionDetails" in res:
             raise RuntimeError(str(res["exceptionDetails"])[:500])
         return res["result"].get("value")

@@ -210,7 +210,7 @@ def test_signature_status_is_verified_now_against_the_trust_store(env: dict[str,
 
 def test_model_page_and_compare_show_the_scorecards_numbers(env: dict[str, Any]) -> None:
     from robustlab.gates.compare import compare_scorecards
-    from robustlab.report.render import _fmt
+    from robustlab.service.ui.render import fmt
 
     srv: Server = env["srv"]
     c = signed_in(srv, env["tokens"]["aud-a"])
@@ -220,7 +220,7 @@ def test_model_page_and_compare_show_the_scorecards_numbers(env: dict[str, Any])
     key = "adversarial/pgd/robust_accuracy"
     for card in cards:
         v, ci = card.metrics()[key], card.intervals()[key]
-        assert f"{_fmt(v)} [{_fmt(ci.low)}, {_fmt(ci.high)}]" in page
+        assert f"{fmt(v)} [{fmt(ci.low)}, {fmt(ci.high)}]" in page
     a, b = env["cards"]["a1"], env["cards"]["a2"]
     assert f'name="a"' in page and f'value="{a}"' in page and f'value="{b}"' in page
     cmp_page = c.get(f"/ui/compare?a={a}&b={b}").text

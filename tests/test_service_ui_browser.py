@@ -6,6 +6,7 @@ tmp folder; no page may log a console message, an exception or a CSP violation."
 from __future__ import annotations
 
 import json
+import time
 import zipfile
 from pathlib import Path
 
@@ -56,11 +57,19 @@ def test_auditor_journey_in_headless_chromium(tmp_path: Path) -> None:
         assert b.js("document.querySelector('meta[http-equiv=refresh]') !== null")
         b.screenshot(shots / "2-job.png")
         # the evaluation page: signature, gate, and the report in its sandboxed frame
+        n = len(b.events)
         b.goto(f"{srv.url}/ui/evaluations/{c1}")
         assert b.js("document.getElementById('signature-state').textContent") == "valid-trusted"
         assert b.js("document.getElementById('gate-outcome').textContent") == "pass"
         frame = b.js("(function(){var f=document.querySelector('iframe.report'); return [f.getAttribute('sandbox'), f.getAttribute('src'), f.offsetHeight];})()")
         assert frame[0] == "" and frame[1] == f"/ui/evaluations/{c1}/report" and frame[2] > 500, frame
+        inside = b.frame_session(after=n)  # the report, loaded in its sandboxed frame
+        deadline = time.monotonic() + 30
+        while "Verdict and gates" not in (b.js("document.body ? document.body.innerText : ''", session=inside) or ""):
+            assert time.monotonic() < deadline, "the report frame did not load"
+            time.sleep(0.2)
+        assert b.js("self.origin", session=inside) == "null"  # sandboxed: an opaque origin, no access to the UI
+        b.js("document.querySelector('iframe.report').scrollIntoView()")
         b.screenshot(shots / "3-evaluation.png")
         b.goto(f"{srv.url}/ui/evaluations/{c1}/report")
         assert "Verdict and gates" in b.js("document.body.innerText")
@@ -68,9 +77,12 @@ def test_auditor_journey_in_headless_chromium(tmp_path: Path) -> None:
         # compare two versions through the model page's form
         b.goto(srv.url + "/ui/projects/alpha/models/net")
         assert b.js("document.querySelectorAll('svg.plot').length") == 4
+        # drawn with the report's plot styles (unstyled, the plot frame fills black)
+        assert b.js("getComputedStyle(document.querySelector('svg.plot .frame')).fill") == "none"
         b.screenshot(shots / "5-model.png")
         b.load(lambda: b.js("document.querySelector('form[action=\"/ui/compare\"]').submit()"))
         assert b.js("location.pathname") == "/ui/compare" and "exact McNemar" in b.js("document.body.innerText")
+        assert b.js("location.search") == f"?a={c1}&b={c2}"  # older version as A, newer as B by default
         assert b.js("document.querySelectorAll('#mcnemar tr').length") >= 3
         b.screenshot(shots / "6-compare.png")
         # download the evidence bundle by clicking its link

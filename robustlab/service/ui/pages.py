@@ -15,7 +15,7 @@ from ..auth import AuthError
 from ..models import FINAL_STATES, Job, Model, Role, StoredScorecard, Version
 from .data import (artifact_root, artifacts_of, card_of, evaluations_of, job_of, load_card, model_of, place_of, read_raw, signed_in,
                    verify_now, visible_projects)
-from .render import REPORT_CSP, UIRoute, page, security_headers
+from .render import REPORT_CSP, UIRoute, flatten, page, security_headers
 
 router = APIRouter(route_class=UIRoute, include_in_schema=False)
 #: versions plotted on a model page (the newest)
@@ -84,14 +84,12 @@ def model_page(request: Request, project: str, model: str) -> Response:
 
 
 def _provenance(raw: dict[str, Any]) -> list[tuple[str, str]]:
-    from ...report.render import _flatten
-
     out: list[tuple[str, str]] = []
     for section in ("model", "data", "suite", "run", "tool", "environment"):
         val = raw.get(section)
         if isinstance(val, dict):
             small = {k: v for k, v in val.items() if k not in ("ids", "labels", "class_names", "sample_ids")}
-            out += [(f"{section}.{k}", v) for k, v in _flatten(small)]
+            out += [(f"{section}.{k}", v) for k, v in flatten(small)]
     return out
 
 

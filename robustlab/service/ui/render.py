@@ -31,20 +31,60 @@ def security_headers(*, csp: str = PAGE_CSP, framable: bool = False) -> dict[str
 def env() -> Any:
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-    from ...report.render import _fmt
-
     e = Environment(loader=FileSystemLoader(str(Path(__file__).with_name("templates"))), autoescape=True,
                     undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    e.filters["fmt"] = _fmt
+    e.filters["fmt"] = fmt
     return e
+
+
+@lru_cache(maxsize=1)
+def plot_css() -> str:
+    """The report's own rules for its SVG plots (read from the report's stylesheet, so the plots
+    look the same here as in the report)."""
+    from ... import report
+
+    css = Path(report.__file__).with_name("templates") / "report.css"
+    return "\n".join(ln for ln in css.read_text(encoding="utf-8").splitlines() if ln.startswith("svg.plot"))
 
 
 def page(request: Request, template: str, *, who: Principal | None, status: int = 200, refresh: int | None = None, **ctx: Any) -> HTMLResponse:
     """Render ``template`` inside the layout (with the sign-out form's CSRF value)."""
     from ..sessions import csrf_token
 
-    html = env().get_template(template).render(who=who, csrf=csrf_token(request) if who else "", refresh=refresh, **ctx)
+    html = env().get_template(template).render(who=who, csrf=csrf_token(request) if who else "", refresh=refresh, plot_css=plot_css(), **ctx)
     return HTMLResponse(html, status_code=status, headers=security_headers())
+
+
+def fmt(v: Any) -> str:
+    """A value as the report shows it: 4 decimals, yes/no, an em dash for none, n/a for NaN/inf."""
+    import math
+
+    if v is None:
+        return "\u2014"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "n/a"
+        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.6g}"
+    return str(v)
+
+
+def flatten(d: Any, prefix: str = "", *, max_list: int = 12) -> list[tuple[str, str]]:
+    """``(dotted key, shown value)`` rows of a nested dict (long lists shortened)."""
+    rows: list[tuple[str, str]] = []
+    if isinstance(d, dict):
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict) and v:
+                rows += flatten(v, key + ".", max_list=max_list)
+            elif isinstance(v, list) and len(v) > max_list:
+                rows.append((key, f"{len(v)} entries: {', '.join(map(str, v[:6]))}, \u2026"))
+            elif isinstance(v, list):
+                rows.append((key, ", ".join(map(fmt, v)) if v else "\u2014"))
+            else:
+                rows.append((key, fmt(v)))
+    return rows
 
 
 class UIRoute(APIRoute):
