@@ -229,3 +229,36 @@ def test_model_page_and_compare_show_the_scorecards_numbers(env: dict[str, Any])
         r = f.result
         assert f"<code>{f.name}</code></td><td class=\"num\">{r.n}</td><td class=\"num\">{r.lost}</td><td class=\"num\">{r.gained}</td>" in cmp_page
     assert len(cmp.flags) >= 2 and "exact McNemar" in cmp_page
+
+
+@pytest.mark.slow  # a real quick-suite evaluation on an embedded worker: about 40 s on 2 cores
+@pytest.mark.timeout(400)
+def test_served_submitted_job_is_visible_to_an_auditor(tmp_path: Path) -> None:
+    """The issue's acceptance path: ``robustlab serve``, ``robustlab submit`` of zoo:digits-cnn with
+    the quick suite and a policy; an auditor token sees the report, signature status and gate."""
+    import re
+    import subprocess
+    import sys
+
+    srv = start_server(tmp_path / "data", workers=1)
+    try:
+        assert srv.api("POST", "/api/v1/projects", json={"name": "alpha"}).status_code == 201
+        sub, aud = srv.token("ci", "submitter", "alpha"), srv.token("auditor", "auditor", "alpha")
+        (tmp_path / "p.yaml").write_bytes(POLICY)
+        res = subprocess.run([sys.executable, "-m", "robustlab", "submit", "--server", srv.url, "--token", sub, "--model", "zoo:digits-cnn",
+                              "--suite", "quick", "--policy", str(tmp_path / "p.yaml"), "--limit", "30", "--quiet"],
+                             capture_output=True, text=True, timeout=360)
+        assert res.returncode == 0, res.stdout + res.stderr
+        c = signed_in(srv, aud)
+        model_page = c.get("/ui/projects/alpha/models/digits-cnn")
+        assert model_page.status_code == 200, model_page.text[:500]
+        m = re.search(r'href="/ui/evaluations/(\d+)"', model_page.text)
+        assert m, model_page.text[-3000:]
+        ev = c.get(f"/ui/evaluations/{m.group(1)}").text
+        assert 'id="signature-state">valid-trusted<' in ev and 'id="gate-outcome">pass<' in ev
+        assert "clean/accuracy" in ev and "robust_accuracy" in ev
+        report = c.get(f"/ui/evaluations/{m.group(1)}/report")
+        assert report.status_code == 200 and "Verdict and gates" in report.text and "valid-trusted" in report.text.lower()
+        assert "<svg" in model_page.text  # headline metrics plotted
+    finally:
+        srv.stop()
