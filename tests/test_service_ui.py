@@ -97,6 +97,11 @@ def test_every_page_is_authorised_by_role_and_project(env: dict[str, Any]) -> No
     r = aud_a.post("/ui/projects/alpha/submit", data={"csrf": csrf, "model_name": "m", "version": "9", "spec": "zoo:digits-cnn", "suite": "clean"})
     assert r.status_code == 403
     assert "Submit an evaluation" not in aud_a.get("/ui/projects/alpha").text
+    # path tricks reach no file
+    for path in (f"/ui/evaluations/{env['cards']['a1']}/files/..%2F..%2Frobustlab.db", f"/ui/evaluations/{env['cards']['a1']}/files/model",
+                 "/ui/jobs/..%2F..%2Frobustlab.db", "/ui/projects/..%2F..%2Fetc/models/passwd", "/ui/evaluations/-1", "/ui/evaluations/1%2F..%2F2"):
+        r = aud_a.get(path)
+        assert r.status_code in (404, 422) and "SQLite" not in r.text, (path, r.status_code)
     # a revoked token's session ends
     tid = next(t["id"] for t in srv.api("GET", "/api/v1/tokens").json() if t["name"] == "aud-b")
     assert srv.api("DELETE", f"/api/v1/tokens/{tid}").status_code == 204
@@ -206,6 +211,20 @@ def test_signature_status_is_verified_now_against_the_trust_store(env: dict[str,
     assert 'id="signature-state">invalid<' in page and "When stored: valid-trusted" in page
     z = zipfile.ZipFile(io.BytesIO(c.get(f"/ui/evaluations/{cid}/bundle.zip").content))
     assert json.loads(z.read("verification.json"))["state"] == "invalid"
+
+
+def test_missing_or_corrupt_stored_files_are_reported_not_crashed(env: dict[str, Any]) -> None:
+    from robustlab.service.artifacts import path_of
+
+    srv: Server = env["srv"]
+    c = signed_in(srv, env["tokens"]["aud-a"])
+    jid, cid = record_evaluation(srv.data_dir, env["tmp"] / "work3", project="alpha", model="broken", version="1", card=make_card(seed=11))
+    path_of(srv.data_dir / "artifacts", f"jobs/{jid}/report.html").unlink()
+    r = c.get(f"/ui/evaluations/{cid}/report")
+    assert r.status_code == 500 and "missing from the service&#39;s artifact folder" in r.text and "Traceback" not in r.text
+    path_of(srv.data_dir / "artifacts", f"jobs/{jid}/scorecard.json").write_text("{not json")
+    r = c.get(f"/ui/evaluations/{cid}")
+    assert r.status_code == 422 and r.headers["content-type"].startswith("text/html")
 
 
 def test_model_page_and_compare_show_the_scorecards_numbers(env: dict[str, Any]) -> None:

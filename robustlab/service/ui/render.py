@@ -4,6 +4,7 @@ security headers on every page, and a route class that turns authorisation error
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from functools import lru_cache
 from pathlib import Path
@@ -14,6 +15,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 
 from ..auth import AuthError, Principal
+
+log = logging.getLogger(__name__)
 
 #: UI pages: nothing runs, nothing loads from elsewhere; the report frame comes from this origin.
 PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-src 'self'; "
@@ -95,6 +98,7 @@ class UIRoute(APIRoute):
         inner = super().get_route_handler()
 
         async def handler(request: Request) -> Response:
+            from ...errors import RobustlabError
             from ..artifacts import BadKey
 
             try:
@@ -105,6 +109,11 @@ class UIRoute(APIRoute):
                 return error_page(request, exc.status, exc.message)
             except BadKey:
                 return error_page(request, 404, "no such file")
+            except FileNotFoundError:
+                log.error("a stored file is missing under the artifact folder (%s)", request.url.path)
+                return error_page(request, 500, "a stored file of this evaluation is missing from the service's artifact folder; tell an admin")
+            except RobustlabError as exc:
+                return error_page(request, 422, " ".join(str(exc).split())[:300])
 
         return handler
 
