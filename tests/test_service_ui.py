@@ -146,6 +146,33 @@ def test_forms_need_the_sessions_csrf_token(env: dict[str, Any]) -> None:
     assert sub.get("/").status_code == 303
 
 
+def test_submit_form_takes_weights_uploads_and_refuses_pickles(env: dict[str, Any]) -> None:
+    import pickle
+
+    from safetensors.torch import save
+
+    from robustlab.models.architectures import ARCHITECTURES
+
+    srv: Server = env["srv"]
+    sub = signed_in(srv, env["tokens"]["sub-a"])
+    csrf = csrf_of(sub.get("/ui/projects/alpha/submit").text)
+    form = {"csrf": csrf, "model_name": "uploaded", "version": "w1", "suite": "quick", "arch": "zoo-arch:digits-cnn", "spec": ""}
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (print, ("pwned",))
+
+    r = sub.post("/ui/projects/alpha/submit", data=form, files={"model": ("m.safetensors", io.BytesIO(pickle.dumps(Evil())))})
+    assert r.status_code == 415 and 'id="message"' in r.text, r.text[-1500:]
+    net = ARCHITECTURES["digits-cnn"]()
+    blob = save({k: v.contiguous() for k, v in net.state_dict().items()})
+    r = sub.post("/ui/projects/alpha/submit", data=form, files={"model": ("m.safetensors", io.BytesIO(blob))})
+    assert r.status_code == 303, r.text[-1500:]
+    models = {m["name"]: m for m in srv.api("GET", "/api/v1/projects/alpha/models").json()}
+    (ver,) = models["uploaded"]["versions"]
+    assert ver["arch"] == "zoo-arch:digits-cnn" and ver["sha256"] == hashlib.sha256(blob).hexdigest()
+
+
 def test_hostile_scorecard_content_is_escaped_everywhere(env: dict[str, Any]) -> None:
     srv: Server = env["srv"]
     c = signed_in(srv, env["tokens"]["aud-a"])
