@@ -83,6 +83,8 @@ INTEGRATION: dict[str, set[str]] = {
                             "test_a_worker_killed_mid_job_is_replaced_and_the_job_gives_the_uninterrupted_scorecard"},
     "test_service_postgres.py": {"*"},
     "test_service_queue.py": {"*"},
+    "test_service_ui.py": {"*"},
+    "test_service_ui_browser.py": {"*"},
     "test_plugins_resume.py": {"*"},
     "test_third_party_plugins.py": {"*"},
     "test_one_file_plugins.py": {"*"},
