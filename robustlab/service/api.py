@@ -40,7 +40,7 @@ def principal(request: Request, authorization: Annotated[str | None, Header()] =
         return authenticate(s, authorization)
 
 
-DB = Annotated[Session, Depends(db_session)]
+DB = Annotated[Session, Depends(db_session, scope="function")]  # committed before the answer is sent, not after
 Caller = Annotated[Principal, Depends(principal)]
 router = APIRouter()
 
