@@ -305,7 +305,15 @@ checks:
 """
 
 
-def test_minimal_norm_examples_saved_and_read_at_each_epsilon(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def minimal_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    d = tmp_path_factory.mktemp("advdisk_minimal")
+    suite = d / "suite.yaml"
+    suite.write_text(MINIMAL_SUITE)
+    return d / "run", suite, _evaluate(d / "run", suite, "--save-adversarial")
+
+
+def test_minimal_norm_examples_saved_and_read_at_each_epsilon(minimal_run: tuple[Path, Path, dict]) -> None:
     """minimal_norm with --save-adversarial: one ``minimal/`` folder of per-batch shards holding each
     point's minimal example (re-predicts to the recorded, wrong prediction), its norm exactly as the
     check counted it, and the clean image where none was found; read at eps by :class:`MinimalAt`
@@ -316,10 +324,7 @@ def test_minimal_norm_examples_saved_and_read_at_each_epsilon(tmp_path: Path) ->
     from robustlab.data import load_dataset
     from robustlab.models import load_model
 
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(MINIMAL_SUITE)
-    out = tmp_path / "run"
-    card = _evaluate(out, suite, "--save-adversarial")
+    out, _suite, card = minimal_run
     model = load_model("zoo:digits-cnn")
     data = load_dataset("digits", split="test").limit(N)
     chk = _check(card, "minimal_norm")
@@ -357,3 +362,25 @@ def test_minimal_norm_examples_saved_and_read_at_each_epsilon(tmp_path: Path) ->
     assert "conformal_coverage_vs_eps_minimal_norm" in _check(card, "uncertainty")["series"]
     with pytest.raises(RobustlabError, match="minimal"):
         MinimalAt(root_of(out), "nope", 0.5)
+
+
+def test_minimal_norm_resume_rewrites_only_a_missing_shard(minimal_run: tuple[Path, Path, dict]) -> None:
+    """--resume: the minimal shards of finished batches are kept as they are; a deleted one is
+    recomputed from the same per-sample seeds (same arrays) and indexed again; same scorecard."""
+    from robustlab.adversarial_examples import minimal_dir
+
+    out, suite, card = minimal_run
+    folder = minimal_dir(root_of(out), "minimal_norm")
+    before = {p: (p.stat().st_mtime_ns, read_shard(p)) for p in sorted(folder.glob("*.npz"))}
+    gone = folder / "000000016-000000032.npz"
+    gone.unlink()
+    card2 = _evaluate(out, suite, "--save-adversarial", "--resume")
+    assert gone.is_file()
+    for p, (mtime, arrays) in before.items():
+        if p != gone:
+            assert p.stat().st_mtime_ns == mtime, f"{p} was rewritten on --resume"
+        assert all(np.array_equal(arrays[k], read_shard(p)[k]) for k in FIELDS), p
+    rows = load_index(root_of(out))["checks"]["minimal_norm"]["minimal"]["shards"]
+    assert all(read_shard(root_of(out) / r["file"], sha256=r["sha256"]) for r in rows)  # index hashes match the rewritten shard
+    assert _check(card2, "uncertainty")["metrics"] == _check(card, "uncertainty")["metrics"]
+    assert _check(card2, "minimal_norm")["metrics"] == _check(card, "minimal_norm")["metrics"]
