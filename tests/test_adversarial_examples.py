@@ -222,6 +222,8 @@ checks:
     params: {epsilons: [0.05, 0.1], steps: 5, audit: false}
   - check: autoattack
     params: {epsilons: [0.1], n_iter: 3, square_queries: 10, audit: false}
+  - check: minimal_norm
+    params: {attack: fmn, norm: l2, steps: 5, epsilons: [0.5, 1.0], audit: false}
   - check: uncertainty
     params: {corruptions: [contrast], severities: [5], n_boot: 10, ood: [], shift: []}
 """
@@ -234,7 +236,8 @@ ADV_GROWTH_BOUND_MB = 30.0
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="per-check peak RSS needs Linux /proc")
 def test_saving_examples_keeps_memory_bounded_and_sizes_as_stated(tmp_path: Path) -> None:
-    """pgd (2 epsilons), autoattack and uncertainty with the option on, on 100 and 600 digits, each
+    """pgd (2 epsilons), autoattack, minimal_norm (one image per point whatever its epsilons) and
+    uncertainty with the option on, on 100 and 600 digits, each
     size in its own process: per-check peak RSS growth below ADV_GROWTH_BOUND_MB, and the files hold
     the stated arrays: per example 64 float32 pixels, 22 bytes of labels/flags/norm, the id, plus a
     bounded per-shard overhead."""
@@ -286,12 +289,12 @@ def test_saving_examples_keeps_memory_bounded_and_sizes_as_stated(tmp_path: Path
         index = load_index(root)
         files = [p for p in root.rglob("*.npz")]
         assert index["bytes"] == sum(p.stat().st_size for p in files)
-        cells = [(cid, e) for cid, c in index["checks"].items() for e in c["by_eps"].values()]
-        assert len(cells) == 3 and all(e["n"] == n for _c, e in cells)
+        cells = [(cid, e) for cid, c in index["checks"].items() for e in [*c.get("by_eps", {}).values(), *([c["minimal"]] if "minimal" in c else [])]]
+        assert len(cells) == 4 and all(e["n"] == n for _c, e in cells)
         id_len = max(len(str(i)) for i in read_shard(files[0])["ids"])
         shards = len(files)
-        low = 3 * n * (64 * 4 + 22)
-        high = 3 * n * (64 * 4 + 22 + 4 * (id_len + 4)) + shards * 2500
+        low = 4 * n * (64 * 4 + 22)
+        high = 4 * n * (64 * 4 + 22 + 4 * (id_len + 4)) + shards * 2500
         assert low <= index["bytes"] <= high, (n, index["bytes"], low, high)
 
 
