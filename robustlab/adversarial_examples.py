@@ -4,6 +4,7 @@ Layout under the run's output folder (no pickles, nothing executable)::
 
     OUT/adversarial/index.json                            what is there (see below)
     OUT/adversarial/<check id>/eps_<e>/<start>-<stop>.npz one shard per batch [start, stop)
+    OUT/adversarial/<check id>/minimal/<start>-<stop>.npz minimal-norm checks: one folder, no epsilon
 
 A shard is an uncompressed NumPy ``.npz`` (read with ``allow_pickle=False``) holding, for the samples
 ``start .. stop-1`` of the evaluation data, in data order:
@@ -22,6 +23,13 @@ every finished shard with its size and sha256, and readers verify the hash. A ch
 ``eps_j`` is the worst case over its sweep (:mod:`robustlab.checks.sweep_merge`): a point not broken
 at ``eps_j`` but broken at a smaller ``eps_i`` counts the ``eps_i`` example. :class:`WorstCase`
 applies that rule when reading, so it returns exactly the example each point was counted with.
+
+A minimal-norm check (``minimal_norm``) saves one folder ``minimal/`` whatever its epsilons: ``x_adv``
+is the smallest valid adversarial example its attack found (the clean image for a clean error or
+where none was found), ``norm`` its re-checked norm exactly as the check counted it (0 where
+``x_adv`` is the clean image), ``success`` a valid example was found. At budget ``eps`` the check
+counts a point broken when it is a clean error or ``success`` and ``norm <= eps``;
+:class:`MinimalAt` reads that outcome: the minimal example where ``norm <= eps``, else the clean image.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from .jsonio import atomic_write_text, read_strict_json
 FORMAT = "robustlab-adversarial-examples/1"
 DIRNAME = "adversarial"
 INDEX = "index.json"
+MINIMAL = "minimal"
 FIELDS = ("ids", "y", "x_adv", "pred", "correct", "success", "norm")
 _SHARD = re.compile(r"^(\d{9})-(\d{9})\.npz$")
 
@@ -55,6 +64,12 @@ def eps_dir(root: Path, check_id: str, eps: float) -> Path:
     from .metric_keys import eps_segment, legal_segment
 
     return root / legal_segment(check_id) / eps_segment(eps)
+
+
+def minimal_dir(root: Path, check_id: str) -> Path:
+    from .metric_keys import legal_segment
+
+    return root / legal_segment(check_id) / MINIMAL
 
 
 def shard_path(folder: Path, start: int, stop: int) -> Path:
@@ -139,23 +154,40 @@ def load_index(root: Path) -> dict[str, Any]:
     return doc
 
 
+def _entry(root: Path, folder: Path, n: int) -> dict[str, Any]:
+    shards, gaps = tiling(folder, n)
+    assert not gaps, f"shards missing in {folder}: {gaps}"
+    rows: list[dict[str, Any]] = [{"file": str(shard_path(folder, a, b).relative_to(root)), "start": a, "stop": b, "bytes": shard_path(folder, a, b).stat().st_size,
+                                   "sha256": _sha256(shard_path(folder, a, b))} for a, b in shards]
+    return {"n": n, "bytes": sum(int(r["bytes"]) for r in rows), "shards": rows}
+
+
+def _write_index(root: Path, doc: dict[str, Any]) -> None:
+    doc["bytes"] = sum(int(e["bytes"]) for cc in doc["checks"].values() for e in [*cc.get("by_eps", {}).values(), *([cc[MINIMAL]] if MINIMAL in cc else [])])
+    atomic_write_text(root / INDEX, _dumps(doc))
+
+
 def record_epsilon(root: Path, *, check_id: str, check: str, norm: str, eps: float, epsilons: Sequence[float], n: int, sweep: bool = True) -> dict[str, Any]:
     """Hash the finished shards of one (check, epsilon), which must tile the ``n`` samples, and
     write them into ``index.json`` (atomically); return the index entry of that epsilon."""
     from .metric_keys import eps_segment
 
-    folder = eps_dir(root, check_id, eps)
-    shards, gaps = tiling(folder, n)
-    assert not gaps, f"shards missing for {check_id} {eps}: {gaps}"
-    rows: list[dict[str, Any]] = [{"file": str(shard_path(folder, a, b).relative_to(root)), "start": a, "stop": b, "bytes": shard_path(folder, a, b).stat().st_size,
-                                   "sha256": _sha256(shard_path(folder, a, b))} for a, b in shards]
-    entry: dict[str, Any] = {"eps": float(eps), "n": n, "bytes": sum(int(r["bytes"]) for r in rows), "shards": rows}
+    entry: dict[str, Any] = {"eps": float(eps), **_entry(root, eps_dir(root, check_id, eps), n)}
     doc = load_index(root)
     c = doc["checks"].setdefault(check_id, {})
     c.update({"check": check, "norm": norm, "sweep": sweep, "epsilons": [float(e) for e in epsilons]})
     c.setdefault("by_eps", {})[eps_segment(eps)] = entry
-    doc["bytes"] = sum(int(e["bytes"]) for cc in doc["checks"].values() for e in cc.get("by_eps", {}).values())
-    atomic_write_text(root / INDEX, _dumps(doc))
+    _write_index(root, doc)
+    return entry
+
+
+def record_minimal(root: Path, *, check_id: str, check: str, norm: str, epsilons: Sequence[float], n: int) -> dict[str, Any]:
+    """Index the finished shards of a minimal-norm check (folder ``minimal/``), readable at each of
+    its ``epsilons`` through :class:`MinimalAt`; return the index entry."""
+    entry = _entry(root, minimal_dir(root, check_id), n)
+    doc = load_index(root)
+    doc["checks"][check_id] = {"check": check, "norm": norm, "kind": MINIMAL, "sweep": False, "epsilons": [float(e) for e in epsilons], MINIMAL: entry}
+    _write_index(root, doc)
     return entry
 
 
@@ -239,3 +271,49 @@ class WorstCase:
         x = np.stack(out["x_adv"]) if out["x_adv"] else np.zeros((0,))
         return Batch(list(positions), out["ids"], np.asarray(out["y"], dtype=np.int64), x, np.asarray(out["pred"], dtype=np.int64),
                      np.asarray(out["success"], dtype=bool), np.asarray(out["eps"], dtype=np.float64))
+
+
+class MinimalAt:
+    """Reads a minimal-norm check's outcome at budget ``eps``, for any sample positions, holding one
+    shard at a time: the minimal example where it was found and ``norm <= eps`` (the point counted
+    broken), else the clean image (counted robust when correct; a clean error is its clean image)."""
+
+    def __init__(self, root: Path, check_id: str, eps: float) -> None:
+        entry = load_index(root)["checks"].get(check_id)
+        if entry is None or entry.get("kind") != MINIMAL:
+            raise RobustlabError(f"no saved minimal adversarial examples of check {check_id!r} in {root / INDEX}.")
+        self.root, self.check_id, self.eps = root, check_id, float(eps)
+        self.rows: list[dict[str, Any]] = list(entry[MINIMAL]["shards"])
+        self._cache: tuple[int, int, dict[str, np.ndarray]] | None = None
+
+    def _shard(self, pos: int) -> tuple[int, dict[str, np.ndarray]]:
+        if self._cache is not None and self._cache[0] <= pos < self._cache[1]:
+            return self._cache[0], self._cache[2]
+        j = bisect.bisect_right([int(r["start"]) for r in self.rows], pos) - 1
+        if j < 0 or not int(self.rows[j]["start"]) <= pos < int(self.rows[j]["stop"]):
+            raise RobustlabError(f"no saved adversarial example for sample {pos} of check {self.check_id!r}; rerun without --resume.")
+        r = self.rows[j]
+        arrays = read_shard(self.root / str(r["file"]), sha256=str(r["sha256"]))
+        self._cache = (int(r["start"]), int(r["stop"]), arrays)
+        return int(r["start"]), arrays
+
+    def read(self, positions: Sequence[int], ids: Sequence[str] | None = None, *, clean: np.ndarray) -> Batch:
+        """``clean`` (len(positions), C, H, W): the clean images of ``positions``, returned where the
+        minimal example is larger than ``eps``. ``success``: broken at ``eps`` by a valid example."""
+        if len(clean) != len(positions):
+            raise ValueError(f"{len(clean)} clean images for {len(positions)} positions")
+        out: dict[str, list[Any]] = {k: [] for k in ("ids", "y", "x_adv", "pred", "success")}
+        for pos, xc in zip(positions, clean):
+            start, a = self._shard(pos)
+            i = pos - start
+            broken = bool(a["success"][i]) and float(a["norm"][i]) <= self.eps
+            out["ids"].append(str(a["ids"][i]))
+            out["y"].append(int(a["y"][i]))
+            out["x_adv"].append(a["x_adv"][i] if broken else np.asarray(xc, dtype=a["x_adv"].dtype))
+            out["pred"].append(int(a["pred"][i]) if broken or not bool(a["correct"][i]) else int(a["y"][i]))
+            out["success"].append(broken)
+        if ids is not None and list(ids) != out["ids"]:
+            raise RobustlabError(f"saved adversarial examples of check {self.check_id!r} belong to other samples than the evaluation data; rerun without --resume.")
+        x = np.stack(out["x_adv"]) if out["x_adv"] else np.zeros((0,))
+        return Batch(list(positions), out["ids"], np.asarray(out["y"], dtype=np.int64), x, np.asarray(out["pred"], dtype=np.int64),
+                     np.asarray(out["success"], dtype=bool), np.full(len(positions), self.eps, dtype=np.float64))

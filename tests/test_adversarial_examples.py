@@ -222,6 +222,8 @@ checks:
     params: {epsilons: [0.05, 0.1], steps: 5, audit: false}
   - check: autoattack
     params: {epsilons: [0.1], n_iter: 3, square_queries: 10, audit: false}
+  - check: minimal_norm
+    params: {attack: fmn, norm: l2, steps: 5, epsilons: [0.5, 1.0], audit: false}
   - check: uncertainty
     params: {corruptions: [contrast], severities: [5], n_boot: 10, ood: [], shift: []}
 """
@@ -234,7 +236,8 @@ ADV_GROWTH_BOUND_MB = 30.0
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="per-check peak RSS needs Linux /proc")
 def test_saving_examples_keeps_memory_bounded_and_sizes_as_stated(tmp_path: Path) -> None:
-    """pgd (2 epsilons), autoattack and uncertainty with the option on, on 100 and 600 digits, each
+    """pgd (2 epsilons), autoattack, minimal_norm (one image per point whatever its epsilons) and
+    uncertainty with the option on, on 100 and 600 digits, each
     size in its own process: per-check peak RSS growth below ADV_GROWTH_BOUND_MB, and the files hold
     the stated arrays: per example 64 float32 pixels, 22 bytes of labels/flags/norm, the id, plus a
     bounded per-shard overhead."""
@@ -286,10 +289,101 @@ def test_saving_examples_keeps_memory_bounded_and_sizes_as_stated(tmp_path: Path
         index = load_index(root)
         files = [p for p in root.rglob("*.npz")]
         assert index["bytes"] == sum(p.stat().st_size for p in files)
-        cells = [(cid, e) for cid, c in index["checks"].items() for e in c["by_eps"].values()]
-        assert len(cells) == 3 and all(e["n"] == n for _c, e in cells)
+        cells = [(cid, e) for cid, c in index["checks"].items() for e in [*c.get("by_eps", {}).values(), *([c["minimal"]] if "minimal" in c else [])]]
+        assert len(cells) == 4 and all(e["n"] == n for _c, e in cells)
         id_len = max(len(str(i)) for i in read_shard(files[0])["ids"])
         shards = len(files)
-        low = 3 * n * (64 * 4 + 22)
-        high = 3 * n * (64 * 4 + 22 + 4 * (id_len + 4)) + shards * 2500
+        low = 4 * n * (64 * 4 + 22)
+        high = 4 * n * (64 * 4 + 22 + 4 * (id_len + 4)) + shards * 2500
         assert low <= index["bytes"] <= high, (n, index["bytes"], low, high)
+
+
+MINIMAL_SUITE = """\
+name: advdisk-minimal
+checks:
+  - check: uncertainty
+    params: {corruptions: [contrast], severities: [5], n_boot: 10, ood: [], shift: [], adv_limit: 16, adv_steps: 2}
+  - check: minimal_norm
+    params: {attack: fmn, norm: l2, steps: 10, epsilons: [0.5, 1.0, 2.0], audit: false}
+"""
+
+
+@pytest.fixture(scope="module")
+def minimal_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    d = tmp_path_factory.mktemp("advdisk_minimal")
+    suite = d / "suite.yaml"
+    suite.write_text(MINIMAL_SUITE)
+    return d / "run", suite, _evaluate(d / "run", suite, "--save-adversarial")
+
+
+def test_minimal_norm_examples_saved_and_read_at_each_epsilon(minimal_run: tuple[Path, Path, dict]) -> None:
+    """minimal_norm with --save-adversarial: one ``minimal/`` folder of per-batch shards holding each
+    point's minimal example (re-predicts to the recorded, wrong prediction), its norm exactly as the
+    check counted it, and the clean image where none was found; read at eps by :class:`MinimalAt`
+    (minimal example where norm <= eps, else the clean image), a point is broken exactly when the
+    check counts it not robust, and the uncertainty check's accuracy under those inputs is the
+    check's robust accuracy at that eps."""
+    from robustlab.adversarial_examples import MinimalAt, minimal_dir
+    from robustlab.data import load_dataset
+    from robustlab.models import load_model
+
+    out, _suite, card = minimal_run
+    model = load_model("zoo:digits-cnn")
+    data = load_dataset("digits", split="test").limit(N)
+    chk = _check(card, "minimal_norm")
+    mins = np.asarray([np.inf if v is None else v for v in chk["per_sample"]["min_norm"]], dtype=np.float64)
+    correct, found = mins > 0, (mins > 0) & np.isfinite(mins)
+    assert found.sum() >= 5 and (found & (mins > 0.5)).any() and (found & (mins <= 2.0)).any()  # broken below and above some eps
+    entry = load_index(root_of(out))["checks"]["minimal_norm"]
+    assert entry["kind"] == "minimal" and entry["epsilons"] == [0.5, 1.0, 2.0] and "by_eps" not in entry
+    assert [(r["start"], r["stop"]) for r in entry["minimal"]["shards"]] == [(s, min(s + BS, N)) for s in range(0, N, BS)]
+    assert all(Path(root_of(out) / r["file"]).parent == minimal_dir(root_of(out), "minimal_norm") for r in entry["minimal"]["shards"])
+    for r in entry["minimal"]["shards"]:
+        a = read_shard(root_of(out) / r["file"], sha256=r["sha256"])
+        s, t = r["start"], r["stop"]
+        assert list(a["ids"]) == data.ids[s:t] and a["y"].tolist() == data.y[s:t].tolist()
+        x, xa = data.images(slice(s, t)), torch.from_numpy(a["x_adv"])
+        with torch.no_grad():
+            assert (model(xa).argmax(1).numpy() == a["pred"]).all()
+        assert (a["correct"] == correct[s:t]).all() and (a["success"] == found[s:t]).all()
+        assert (a["pred"][a["success"]] != a["y"][a["success"]]).all()
+        assert (a["norm"][a["success"]] == mins[s:t][a["success"]].astype(np.float32)).all() and (a["norm"][~a["success"]] == 0).all()
+        assert torch.equal(xa[~torch.from_numpy(a["success"])], x[~torch.from_numpy(a["success"])])  # clean image where no example
+        assert xa.min() >= 0 and xa.max() <= 1
+    unc = _check(card, "uncertainty")["metrics"]
+    clean = data.images().numpy()
+    for e in (0.5, 1.0, 2.0):
+        b = MinimalAt(root_of(out), "minimal_norm", e).read(list(range(N)), data.ids, clean=clean)
+        robust = np.asarray(chk["per_sample"][f"robust/eps_{e:.4g}"], dtype=bool)
+        assert (b.success == (correct & ~robust)).all(), e
+        assert ((b.pred == b.y) == robust).all(), e  # the model's prediction on the returned input
+        with torch.no_grad():
+            assert (model(torch.from_numpy(b.x_adv)).argmax(1).numpy() == b.pred).all()
+        acc = unc[f"uncertainty/model/adv/minimal_norm/eps_{e:.4g}/accuracy"]
+        assert acc == pytest.approx(chk["metrics"][f"adversarial/minimal_norm/eps_{e:.4g}/robust_accuracy"]), e
+    assert not [k for k in unc if "/adversarial/pgd/" in k], "the own PGD ran although minimal_norm's examples were there"
+    assert "conformal_coverage_vs_eps_minimal_norm" in _check(card, "uncertainty")["series"]
+    with pytest.raises(RobustlabError, match="minimal"):
+        MinimalAt(root_of(out), "nope", 0.5)
+
+
+def test_minimal_norm_resume_rewrites_only_a_missing_shard(minimal_run: tuple[Path, Path, dict]) -> None:
+    """--resume: the minimal shards of finished batches are kept as they are; a deleted one is
+    recomputed from the same per-sample seeds (same arrays) and indexed again; same scorecard."""
+    from robustlab.adversarial_examples import minimal_dir
+
+    out, suite, card = minimal_run
+    folder = minimal_dir(root_of(out), "minimal_norm")
+    before = {p: (p.stat().st_mtime_ns, read_shard(p)) for p in sorted(folder.glob("*.npz"))}
+    gone = folder / "000000016-000000032.npz"
+    gone.unlink()
+    card2 = _evaluate(out, suite, "--save-adversarial", "--resume")
+    assert gone.is_file()
+    for p, (mtime, arrays) in before.items():
+        if p != gone:
+            assert p.stat().st_mtime_ns == mtime, f"{p} was rewritten on --resume"
+        assert all(np.array_equal(arrays[k], read_shard(p)[k]) for k in FIELDS), p
+    rows = load_index(root_of(out))["checks"]["minimal_norm"]["minimal"]["shards"]
+    assert all(read_shard(root_of(out) / r["file"], sha256=r["sha256"]) for r in rows)  # index hashes match the rewritten shard
+    assert _check(card2, "uncertainty")["metrics"] == _check(card, "uncertainty")["metrics"]
+    assert _check(card2, "minimal_norm")["metrics"] == _check(card, "minimal_norm")["metrics"]

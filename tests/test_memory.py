@@ -141,18 +141,18 @@ def test_torchvision_sets_stay_uint8_and_hash_as_before(monkeypatch: pytest.Monk
 
 #: per check kind, how much more peak RSS the same suite may take on 800 images than on 100 (MB).
 #: Measured on 2 shared cores (issue 21): before the fix 18-107 MB (clean 28, pgd 33, fgsm 33,
-#: autoattack 39, minimal_norm 107, corruption 18, ood 53, certify 61); after it -4 to 19 except
-#: minimal_norm (74).
+#: autoattack 39, minimal_norm 107, corruption 18, ood 53, certify 61); after it -4 to 19, and
+#: minimal_norm 74 until foolbox's reference cycles were collected per batch (then 14).
 CHECK_GROWTH_BOUND_MB = 30.0
 #: how much more resident memory the run may keep between checks on 800 images than on 100 (MB):
 #: the compact per-sample results and the pages of the memory-mapped data (2.4 MB here) are kept;
 #: every image as float32 would add 8.6 MB per copy. Measured 9 MB on 2 shared cores.
 RETAINED_GROWTH_BOUND_MB = 40.0
-#: still grows with n (about 0.1 MB per image inside foolbox's FMN path; open, issue 21). Asserted
-#: to grow, so that fixing it forces this set to be emptied.
-KNOWN_GROWING = {"minimal_norm"}
-#: a known-growing check grows by at least this much (MB); measured 25-59 for minimal_norm, while
-#: the bounded kinds came out between -12 and +10 in the same runs.
+#: check kinds that still grow with n, asserted to grow so that fixing one forces it out of this
+#: set. Empty since minimal_norm streams (its foolbox attacks' per-batch tensors are freed).
+KNOWN_GROWING: set[str] = set()
+#: a known-growing check grows by at least this much (MB); the bounded kinds came out between -12
+#: and +19 in the same runs.
 KNOWN_GROWING_MIN_MB = 15.0
 
 
@@ -208,3 +208,46 @@ def test_imagenet_c_index_holds_one_cell(tmp_path: Path) -> None:
             assert len(pre._cache) == 1  # paths of the cell being evaluated only, not of every cell
     assert float(pre.images("fog", 1, [1])[0, 0, 0, 0]) == pytest.approx(41 / 255)
 
+
+
+@pytest.mark.parametrize("attack", ["fmn", "cw_l2", "deepfool"])
+def test_minimal_norm_attack_leaves_no_tensors_behind(attack: str) -> None:
+    """A foolbox minimal-norm attack builds reference cycles (closures and frames holding the batch's
+    inputs, logits and gradients) that only a full garbage collection frees; with 200k+ live objects
+    in a run that collection is rare, so every batch's tensors stayed resident (about 0.1 MB per
+    image on CIFAR shapes, issue 21). Batch after batch, the live tensors must not accumulate."""
+    import gc
+    import sys as _sys
+
+    from robustlab.attacks.base import ATTACKS
+
+    _sys.path.insert(0, str(Path(__file__).resolve().parent / "plugins"))
+    import rl_test_models
+
+    model = rl_test_models.tiny_cifar().eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((6, 3, 32, 32), generator=g)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    kw = {"norm": "l2", "steps": 2}
+    if attack == "cw_l2":
+        kw["binary_search_steps"] = 1
+    a = ATTACKS.get(attack)(**kw)
+
+    def live_tensors() -> int:
+        return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+    r = a(model, x, y, bounds=(0.0, 1.0))  # once first: lazy imports, parameters' .grad
+    enabled = gc.isenabled()
+    gc.disable()  # as when the collector's thresholds are not reached during a long run
+    try:
+        gc.collect()
+        counts = []
+        for _ in range(3):
+            r = a(model, x, y, bounds=(0.0, 1.0))
+            counts.append(live_tensors())
+    finally:
+        if enabled:
+            gc.enable()
+    assert r.x_adv.shape == x.shape
+    assert counts[-1] <= counts[0], f"live tensors after each of three batches of {attack}: {counts} (each batch's tensors stay alive)"

@@ -27,6 +27,7 @@ from ..seeding import sample_seeds
 from .adversarial_sweep import bounds_of, finish_audit, model_audit
 from .attack_scoring import add_robustness_metrics, standard_definitions, sub
 from .base import CHECKS, Check, Params, RunContext
+from .save_examples import MinimalSaver, saving
 
 
 @dataclass(frozen=True)
@@ -81,16 +82,21 @@ class MinimalNormCheck(Check[MinimalNormParams]):
         scope = ctx.store.scope(self.id, {"check": self.name, **res.params})
         n, bs = len(data), ctx.batch_size
         attack = p.build()
+        saver = MinimalSaver(ctx, check_id=self.id, check=self.name, norm=norm, epsilons=eps_list) if saving(ctx) else None
 
         def batch(start: int, stop: int) -> dict[str, Any]:
             x = data.images(slice(start, stop)).to(ctx.device)
             yb = data.y[start:stop].to(ctx.device)
             r = attack(model, x, yb, seeds=sample_seeds(ctx.seed, f"{self.id}/minimal", data.ids[start:stop]), bounds=bounds_of(ctx))
+            if saver is not None:  # written before the batch's result is stored (--resume finds it)
+                saver.write(start, stop, x, yb, r.x_adv, r.min_norm)
             return {"min_norm": [None if not math.isfinite(v) else float(v) for v in r.min_norm.tolist()]}
 
         mins: list[float] = []
         for part in ctx.map_batches(scope, n, batch, batch_size=bs, desc=self.id):
             mins.extend(math.inf if v is None else v for v in part["min_norm"])
+        if saver is not None:
+            saver.finish(n, batch)
         mn_arr = np.asarray(mins, dtype=float)
         correct = mn_arr > 0
         y_all = data.y.numpy()

@@ -30,8 +30,8 @@ def saving(ctx: "RunContext") -> bool:
 
 
 class ExampleSaver:
-    """Writes the shards of one check, one epsilon folder per budget (minimal-norm attacks: one
-    folder, ``sweep=False``, at the largest budget they report)."""
+    """Writes the shards of one check, one epsilon folder per budget (minimal-norm checks:
+    :class:`MinimalSaver`)."""
 
     def __init__(self, ctx: "RunContext", *, check_id: str, check: str, norm: "Norm", epsilons: Sequence[float], sweep: bool = True) -> None:
         from ..adversarial_examples import root_of
@@ -70,3 +70,50 @@ class ExampleSaver:
                 batch(s, min(s + bs, b))
         entry = record_epsilon(self.root, check_id=self.check_id, check=self.check, norm=self.norm.value, eps=eps, epsilons=self.epsilons, n=n, sweep=self.sweep)
         log.info("%s eps %.4g: %d adversarial examples saved, %d bytes", self.check_id, eps, n, entry["bytes"])
+
+
+class MinimalSaver:
+    """Writes the shards of a minimal-norm check: one folder ``minimal/`` (not one per epsilon) with
+    each point's minimal example, its norm as the check counts it, the prediction on it and whether
+    a valid example was found (:class:`robustlab.adversarial_examples.MinimalAt` reads it at any eps)."""
+
+    def __init__(self, ctx: "RunContext", *, check_id: str, check: str, norm: "Norm", epsilons: Sequence[float]) -> None:
+        from ..adversarial_examples import root_of
+
+        self.ctx, self.check_id, self.check, self.norm = ctx, check_id, check, norm
+        self.epsilons = [float(e) for e in epsilons]
+        self.root = root_of(ctx.out_dir)
+
+    def write(self, start: int, stop: int, x: "torch.Tensor", y: "torch.Tensor", x_adv: "torch.Tensor", min_norm: "torch.Tensor") -> None:
+        """Batch ``[start, stop)`` from the attack's result: ``min_norm`` (n,) is 0 for clean errors,
+        +inf where nothing was found, else the re-checked norm of ``x_adv``."""
+        import torch
+
+        from ..adversarial_examples import minimal_dir, shard_path, write_shard
+
+        ctx = self.ctx
+        mn = min_norm.detach().cpu()
+        correct = mn > 0
+        found = correct & torch.isfinite(mn)
+        keep = found.to(x.device).reshape(-1, *([1] * (x.ndim - 1)))
+        xs = torch.where(keep, x_adv.to(x.device), x)
+        with torch.no_grad():
+            pred = ctx.model(xs.to(ctx.device)).argmax(1)
+        write_shard(shard_path(minimal_dir(self.root, self.check_id), start, stop), ids=ctx.data.ids[start:stop], y=y.cpu().numpy(),
+                    x_adv=xs.detach().cpu().float().numpy(), pred=pred.cpu().numpy(), correct=correct.numpy(), success=found.numpy(),
+                    norm=torch.where(found, mn, torch.zeros_like(mn)).float().numpy())
+
+    def finish(self, n: int, batch: Callable[[int, int], Any]) -> None:
+        """After the batches: recompute any batch whose shard is missing, then index them (main rank)."""
+        from ..adversarial_examples import minimal_dir, record_minimal, tiling
+
+        if not self.ctx.dist.is_main:
+            return
+        _shards, gaps = tiling(minimal_dir(self.root, self.check_id), n)
+        bs = self.ctx.batch_size
+        for a, b in gaps:
+            log.info("%s: minimal adversarial examples of samples %d-%d missing on disk; recomputing them", self.check_id, a, b)
+            for s in range(a, b, bs):
+                batch(s, min(s + bs, b))
+        entry = record_minimal(self.root, check_id=self.check_id, check=self.check, norm=self.norm.value, epsilons=self.epsilons, n=n)
+        log.info("%s: %d minimal adversarial examples saved, %d bytes", self.check_id, n, entry["bytes"])

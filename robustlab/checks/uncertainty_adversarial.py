@@ -36,15 +36,18 @@ def own_pgd_inputs(ctx: "RunContext", x: "torch.Tensor", y: "torch.Tensor", *, e
 def saved_sources(ctx: "RunContext") -> list[tuple[str, str, str, float]]:
     """(check id, check name, norm, epsilon) of every adversarial check of this run that finished
     and saved its examples, in the order the checks ran."""
-    from ..adversarial_examples import load_index, root_of
+    from ..adversarial_examples import MINIMAL, load_index, root_of
 
     if not saving(ctx):
         return []
     index = load_index(root_of(ctx.out_dir))["checks"]
-    out = []
+    out: list[tuple[str, str, str, float]] = []
     for cid, r in ctx.results.items():
         entry = index.get(cid)
         if entry is None or r.status is not Status.OK:
+            continue
+        if entry.get("kind") == MINIMAL:  # one folder of minimal examples, read at each of its epsilons
+            out.extend((cid, str(entry["check"]), str(entry["norm"]), float(e)) for e in sorted(entry.get("epsilons", [])))
             continue
         for seg, e in sorted(entry.get("by_eps", {}).items(), key=lambda kv: float(kv[1]["eps"])):
             out.append((cid, str(entry["check"]), str(entry["norm"]), float(e["eps"])))
@@ -57,7 +60,7 @@ def measure_adversarial(ctx: "RunContext", logits: Callable[..., "np.ndarray"], 
     ``logits(tag, n, get)`` is the check's batched, resumable forward pass."""
     import torch
 
-    from ..adversarial_examples import WorstCase, root_of
+    from ..adversarial_examples import MINIMAL, MinimalAt, WorstCase, load_index, root_of
     from ..seeding import sample_seeds
 
     y = test.y.numpy()
@@ -65,16 +68,23 @@ def measure_adversarial(ctx: "RunContext", logits: Callable[..., "np.ndarray"], 
     sources = saved_sources(ctx)
     if sources:
         root = root_of(ctx.out_dir)
+        index = load_index(root)["checks"]
         for cid, check, norm, eps in sources:
-            reader = WorstCase(root, cid, eps)
-            z = logits(f"adv/{cid}/{eps:.6g}", len(test), lambda a, b, r=reader: torch.from_numpy(r.read(test_idx[a:b], test.ids[a:b]).x_adv))
+            if index[cid].get("kind") == MINIMAL:  # the minimal example where its norm <= eps, else the clean image
+                mreader = MinimalAt(root, cid, eps)
+                get = lambda a, b, r=mreader: torch.from_numpy(r.read(test_idx[a:b], test.ids[a:b], clean=test.images(slice(a, b)).numpy()).x_adv)  # noqa: E731
+            else:
+                wreader = WorstCase(root, cid, eps)
+                get = lambda a, b, r=wreader: torch.from_numpy(r.read(test_idx[a:b], test.ids[a:b]).x_adv)  # noqa: E731
+            z = logits(f"adv/{cid}/{eps:.6g}", len(test), get)
             cond = ("adv", legal_segment(cid), eps_segment(eps))
             by_cond[cond] = measure(cond, z, y, (p.primary_score,))
         res.notes.append(f"adversarial condition: the examples that {len({s[0] for s in sources})} adversarial check(s) of the suite counted ({', '.join(sorted({s[0] for s in sources}))}), read from {root.name}/ on all {len(test)} test images.")
         res.definitions[f"{base}/adversarial_source"] = (
             "adv/<check id>/eps_<e>: the inputs that adversarial check counted at budget e (--save-adversarial, OUT/adversarial/): per point, the valid adversarial "
             "example of the largest epsilon <= e of its sweep that broke it (worst case per sample, as its robust accuracy counts it), else the attack's output at e "
-            "(a point it left robust), the clean image for a clean error; every test image.")
+            "(a point it left robust), the clean image for a clean error; for a minimal-norm check, its minimal example where that norm is <= e, else the clean "
+            "image; every test image.")
         _series(res, by_cond, sources, p)
         return
     if p.adv_limit > 0 and p.adv_eps > 0:
