@@ -175,9 +175,15 @@ class QuantizedNet(nn.Module):
         with torch.no_grad():
             return tcast(torch.Tensor, self.integer(x.detach().cpu().float())).to(x.device)
 
+    def _surrogate_hooked(self) -> bool:
+        return any(m._forward_hooks or m._forward_pre_hooks for m in self.surrogate.modules())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q = self._integer(x)
         if not (torch.is_grad_enabled() and x.requires_grad):
+            if self._surrogate_hooked():  # penultimate features (OOD detectors) come from the surrogate's layers, same scales
+                with torch.no_grad():
+                    self.surrogate(x)
             return q
         s = tcast(torch.Tensor, self.surrogate(x))
         if self.gradient is GradientMode.EXACT:
