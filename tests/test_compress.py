@@ -137,3 +137,17 @@ def test_a_tampered_recipe_is_refused(variants: dict[str, Path], tmp_path: Path)
     save_file(sd, str(bad), metadata={**meta, "robustlab": json.dumps(info)})
     with pytest.raises(ModelLoadError, match="do not fit"):
         load_model(str(bad))
+
+
+@pytest.mark.slow  # one epoch of QAT on the 1293 digits training images (about 20-60 s on 2 shared cores)
+def test_qat_finetunes_the_fake_quantized_graph_and_loads_back(tmp_path: Path, digits_test) -> None:
+    x, y = digits_test
+    res = compress(CompressConfig("zoo:digits-cnn", LoadOptions(), CompressionSpec.parse("qat"), tmp_path / "qat.safetensors", calibration_n=128, epochs=1, batch_size=64))
+    v = load_model(str(res.path))
+    base = load_model("zoo:digits-cnn")
+    assert isinstance(v.net, QuantizedNet) and _integer_modules(v.net.integer)
+    rec = v.info.extra["compression"]
+    assert rec["method"] == "qat" and rec["qat_epochs"] == 1 and rec["calibration"]["split"] == "train"
+    assert not torch.equal(v.net.surrogate.conv1.weight, base.net.conv1.weight)  # the weights were trained
+    with torch.no_grad():
+        assert float((v(x).argmax(1) == y).float().mean()) >= 0.9

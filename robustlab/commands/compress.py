@@ -13,12 +13,14 @@ from .common import check_output_path, load_options_from, model_options, user_er
 
 @click.command("compress")
 @model_options
-@click.option("--method", required=True, help="fp16, bf16, int8-dynamic, int8-static, prune-unstructured:<sparsity>, prune-structured:<sparsity> (e.g. prune-unstructured:0.5).")
+@click.option("--method", required=True, help="fp16, bf16, int8-dynamic, int8-static, qat, prune-unstructured:<sparsity>, prune-structured:<sparsity> (e.g. prune-unstructured:0.5).")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="The variant file (.safetensors).")
 @click.option("--calibration-data", default=None, help="Data spec whose train split calibrates int8-static (default: the model's own data set; never test images).")
 @click.option("--calibration-n", type=click.IntRange(1), default=512, show_default=True, help="Calibration images (the first N of the train split).")
 @click.option("--data-root", default=None, type=click.Path(file_okay=False), help="Folder of torchvision data sets.")
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=2, show_default=True, help="qat: epochs of quantization-aware fine-tuning on the train split of --calibration-data.")
+@click.option("--seed", type=int, default=0, show_default=True, help="qat: seed of the fine-tuning (shuffles).")
 @click.option("--json", "as_json", is_flag=True, help="Print the compression record as JSON.")
 @user_errors
 def compress(**kw: Any) -> None:
@@ -41,7 +43,7 @@ def compress(**kw: Any) -> None:
         raise click.BadParameter(f"{out.name}: a variant is written as safetensors; name it *.safetensors", param_hint="--out")
     opts = load_options_from({**kw, "device": "cpu"})
     res = run_compress(CompressConfig(model_spec=kw["model_spec"], load=opts, method=spec, out=out, calibration_data=kw.get("calibration_data"),
-                                      calibration_n=kw["calibration_n"], data_root=kw.get("data_root"), download=bool(kw.get("download")), batch_size=kw["batch_size"]))
+                                      calibration_n=kw["calibration_n"], data_root=kw.get("data_root"), download=bool(kw.get("download")), batch_size=kw["batch_size"], epochs=kw["epochs"], seed=kw["seed"]))
     if kw.get("as_json"):
         click.echo(json.dumps({"path": str(res.path), "compression": res.compression}, indent=1, sort_keys=True))
     else:

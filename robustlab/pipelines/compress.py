@@ -42,6 +42,8 @@ class CompressConfig:
     data_root: str | None = None
     download: bool = False
     batch_size: int = 128
+    epochs: int = 2  # qat: epochs of quantization-aware fine-tuning
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,13 +69,13 @@ def _test_split(spec: str, cfg: CompressConfig) -> Dataset | None:
         return None
 
 
-def calibration_data(model: RobustModel, cfg: CompressConfig) -> tuple[Dataset, dict[str, Any]]:
-    """The calibration images (train split, first ``calibration_n``) and their record; refuses test images."""
+def calibration_data(model: RobustModel, cfg: CompressConfig, *, limit: bool = True) -> tuple[Dataset, dict[str, Any]]:
+    """The calibration images (train split, first ``calibration_n`` with ``limit``) and their record; refuses test images."""
     spec = cfg.calibration_data or model.info.dataset
     if not spec:
         raise CompressionError("the model names no data set to calibrate on; pass --calibration-data SPEC (training-like images, never the test split).")
     cal = load_dataset(spec, split="train", root=cfg.data_root, download=cfg.download)
-    cal = cal.limit(cfg.calibration_n)
+    cal = cal.limit(cfg.calibration_n) if limit else cal
     cal_hashes = _image_hashes(cal)
     candidates = [s for s in dict.fromkeys([model.info.dataset, spec]) if s]
     for test_spec in candidates:
@@ -126,8 +128,16 @@ def compress(cfg: CompressConfig) -> CompressResult:
         calibrate(prepared, _batches(model, cal, cfg.batch_size))
         record["engine"] = engine()
         state = freeze(prepared).state_dict()
-    else:
-        raise CompressionError(f"method {method.value} is not available yet; use fp16, bf16, int8-dynamic, int8-static, prune-unstructured:<s> or prune-structured:<s>.")
+    else:  # qat: calibrate, then fine-tune the fake-quantized graph on the whole train split
+        from ..compress.qat import finetune
+
+        train_data, record["calibration"] = calibration_data(model, cfg, limit=False)
+        prepared = prepare_fake_quant(net, model.input_shape)
+        calibrate(prepared, _batches(model, train_data.limit(cfg.calibration_n), cfg.batch_size))
+        finetune(prepared, model, prepare_data(model, train_data), epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed)
+        record["engine"] = engine()
+        record["qat_epochs"] = cfg.epochs
+        state = freeze(prepared).state_dict()
     info = model.info.to_dict()
     meta = {k: info.get(k) for k in META_KEYS}
     path = save_variant(state, cfg.out, metadata=meta, compression=record)
