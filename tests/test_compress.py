@@ -151,3 +151,15 @@ def test_qat_finetunes_the_fake_quantized_graph_and_loads_back(tmp_path: Path, d
     assert not torch.equal(v.net.surrogate.conv1.weight, base.net.conv1.weight)  # the weights were trained
     with torch.no_grad():
         assert float((v(x).argmax(1) == y).float().mean()) >= 0.9
+
+
+def test_a_named_feature_layer_survives_quantization(tmp_path: Path, digits_test) -> None:
+    """--feature-layer fc1 on the base names the same layer of an int8 variant (its surrogate's), and the
+    features come out of a plain forward pass of the variant (OOD detectors need them)."""
+    x, _ = digits_test
+    res = compress(CompressConfig("zoo:digits-cnn", LoadOptions(overrides={"feature_layer": "fc1"}), CompressionSpec.parse("int8-dynamic"), tmp_path / "q.safetensors"))
+    v = load_model(str(res.path))
+    assert v.info.feature_layer == "surrogate.fc1"
+    with torch.no_grad():
+        logits, feats = v.logits_and_features(x[:4])
+    assert feats.shape == (4, 128) and torch.equal(logits, v.net.integer(x[:4]))

@@ -140,6 +140,8 @@ def compress(cfg: CompressConfig) -> CompressResult:
         state = freeze(prepared).state_dict()
     info = model.info.to_dict()
     meta = {k: info.get(k) for k in META_KEYS}
+    if method.quantized and meta.get("feature_layer"):  # an int8 variant's float layers live in its surrogate
+        meta["feature_layer"] = f"surrogate.{meta['feature_layer']}"
     path = save_variant(state, cfg.out, metadata=meta, compression=record)
     log.info("wrote %s (%s) from %s", path, cfg.method.name, cfg.model_spec)
     return CompressResult(path, record)
