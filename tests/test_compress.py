@@ -163,3 +163,12 @@ def test_a_named_feature_layer_survives_quantization(tmp_path: Path, digits_test
     with torch.no_grad():
         logits, feats = v.logits_and_features(x[:4])
     assert feats.shape == (4, 128) and torch.equal(logits, v.net.integer(x[:4]))
+
+
+def test_training_images_in_an_npz_are_accepted_as_calibration_data(tmp_path: Path) -> None:
+    """An npz has no splits (its test split is itself): it is compared with the model's test set only."""
+    train = load_dataset("digits", split="train")
+    x = (train.images(slice(0, 40)).numpy()[:, 0] * 255).round().astype(np.uint8)
+    np.savez(tmp_path / "cal.npz", x=x[..., None], y=train.y[:40].numpy())
+    res = compress(CompressConfig("zoo:digits-cnn", LoadOptions(), CompressionSpec.parse("int8-static"), tmp_path / "v.safetensors", calibration_data=f"npz:{tmp_path / 'cal.npz'}"))
+    assert res.compression["calibration"]["n"] == 40 and res.compression["calibration"]["spec"].startswith("npz:")

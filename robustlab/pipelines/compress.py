@@ -22,6 +22,7 @@ from ..compress.prune import prune_structured, prune_unstructured, sparsity
 from ..compress.quantize import calibrate, engine, freeze, prepare_fake_quant
 from ..compress.variant import save_variant
 from ..data import Dataset, load_dataset
+from ..errors import RobustlabError
 from ..models import LoadOptions, RobustModel, load_model
 from ..models.metadata import META_KEYS
 from ..runner import prepare_data
@@ -64,27 +65,27 @@ def _image_hashes(data: Dataset, batch: int = 512) -> set[str]:
 def _test_split(spec: str, cfg: CompressConfig) -> Dataset | None:
     try:
         return load_dataset(spec, split="test", root=cfg.data_root, download=False)
-    except Exception as exc:  # noqa: BLE001 - a data set that is not available offline cannot be compared; said in the log
+    except (RobustlabError, OSError, ValueError) as exc:  # not available offline: cannot be compared, said in the log
         log.info("calibration check: the test split of %s is not available (%s); not compared", spec, type(exc).__name__)
         return None
 
 
 def calibration_data(model: RobustModel, cfg: CompressConfig, *, limit: bool = True) -> tuple[Dataset, dict[str, Any]]:
-    """The calibration images (train split, first ``calibration_n`` with ``limit``) and their record; refuses test images."""
+    """The calibration images (train split, first ``calibration_n`` with ``limit``) and their record.
+
+    Refused (:class:`CompressionError`) when any calibration image is an image of the test split of
+    the model's data set, or of the calibration spec's own test split where the spec has splits
+    (``npz:``/``folder:`` data have none: their "test split" is the same images)."""
     spec = cfg.calibration_data or model.info.dataset
     if not spec:
         raise CompressionError("the model names no data set to calibrate on; pass --calibration-data SPEC (training-like images, never the test split).")
-    cal = load_dataset(spec, split="train", root=cfg.data_root, download=cfg.download)
-    cal = cal.limit(cfg.calibration_n) if limit else cal
+    full = load_dataset(spec, split="train", root=cfg.data_root, download=cfg.download)
+    cal = full.limit(cfg.calibration_n) if limit else full
     cal_hashes = _image_hashes(cal)
-    candidates = [s for s in dict.fromkeys([model.info.dataset, spec]) if s]
-    for test_spec in candidates:
+    for test_spec in dict.fromkeys(s for s in (model.info.dataset, spec) if s):
         test = _test_split(test_spec, cfg)
-        if test is None:
+        if test is None or (test_spec != model.info.dataset and test.ids == full.ids):
             continue
-        if test_spec == spec and test.ids == load_dataset(spec, split="train", root=cfg.data_root, download=False).ids:
-            if test_spec != model.info.dataset:
-                continue  # a spec without splits (npz:, folder:): its "test split" is itself, compared against the model's test set only
         shared = cal_hashes & _image_hashes(test)
         if shared:
             raise CompressionError(
