@@ -172,3 +172,19 @@ def test_training_images_in_an_npz_are_accepted_as_calibration_data(tmp_path: Pa
     np.savez(tmp_path / "cal.npz", x=x[..., None], y=train.y[:40].numpy())
     res = compress(CompressConfig("zoo:digits-cnn", LoadOptions(), CompressionSpec.parse("int8-static"), tmp_path / "v.safetensors", calibration_data=f"npz:{tmp_path / 'cal.npz'}"))
     assert res.compression["calibration"]["n"] == 40 and res.compression["calibration"]["spec"].startswith("npz:")
+
+
+@pytest.mark.parametrize("record", ["int8-static", {"method": "int9"}, {"method": "prune-structured", "sparsity": "x"}, {"sparsity": 0.5}, {"method": "prune-structured", "sparsity": 2}])
+def test_a_hostile_compression_record_is_one_model_load_error(record: object, variants: dict[str, Path], tmp_path: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(variants["fp16"]), framework="pt") as f:
+        meta = f.metadata()
+        sd = {k: f.get_tensor(k) for k in f.keys()}
+    info = json.loads(meta["robustlab"])
+    info["compression"] = record
+    bad = tmp_path / "bad.safetensors"
+    save_file(sd, str(bad), metadata={**meta, "robustlab": json.dumps(info)})
+    with pytest.raises(ModelLoadError):
+        load_model(str(bad))
