@@ -49,7 +49,11 @@ def test_integer_attack_runs_on_quantized_variants_only(variant_run) -> None:
     out, _, runs, _ = variant_run
     q = Scorecard.read(out / "int8-static" / "scorecard.json").check("integer_attack")
     assert q is not None and q.status is Status.OK
-    assert {"whitebox", "exact", "transfer", "square", "worst"} <= {k.split("/")[3] for k in q.metrics}
+    assert {"whitebox", "exact", "transfer", "square", "suite_pgd_linf", "worst"} <= {k.split("/")[3] for k in q.metrics}
+    suite_flags = Scorecard.read(out / "int8-static" / "scorecard.json").check("pgd_linf").per_sample["robust/eps_0.1"]
+    assert q.per_sample["robust_suite_pgd_linf/eps_0.1"] == suite_flags
+    worst = q.per_sample["robust/eps_0.1"]
+    assert all(not w or (s and all(q.per_sample[f"robust_{way}/eps_0.1"][i] for way in ("whitebox", "exact", "transfer", "square"))) for i, (w, s) in enumerate(zip(worst, suite_flags)))
     assert any(a.name == "gradient_masking_by_quantization" for a in q.audit)
     assert Scorecard.read(out / "fp16" / "scorecard.json").check("integer_attack") is None
 

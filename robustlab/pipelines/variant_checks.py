@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..compress.attacks import WAYS, IntegerRobustness
+from ..compress.attacks import IntegerRobustness
 from ..compress.prune import sparsity
 from ..compress.quantize import QuantizedNet
 from ..metric_keys import EPS_ANY, eps_segment, key, pattern, per_eps
@@ -28,7 +28,8 @@ DEFINITIONS = {
     pattern("adversarial", CHECK_ID, EPS_ANY, "exact", "robust_accuracy"): "Robust accuracy under PGD Linf with the integer model's exact gradient (zero almost everywhere): what a tool that differentiates the quantized model as written reports. Diagnostic only.",
     pattern("adversarial", CHECK_ID, EPS_ANY, "transfer", "robust_accuracy"): "Robust accuracy of the variant on the full-precision base model's PGD Linf examples.",
     pattern("adversarial", CHECK_ID, EPS_ANY, "square", "robust_accuracy"): "Robust accuracy under the black-box Square attack (Linf) on the integer model.",
-    pattern("adversarial", CHECK_ID, EPS_ANY, "worst", "robust_accuracy"): "Fraction of samples classified correctly clean and under every way of attacking (whitebox, exact, transfer, square): the worst case per sample. The headline robust accuracy of a quantized variant.",
+    pattern("adversarial", CHECK_ID, EPS_ANY, "worst", "robust_accuracy"): "Fraction of samples classified correctly clean and under every way of attacking (whitebox, exact, transfer, square, and the suite's own attacks at the same budget, suite_<check>): the worst case per sample. The headline robust accuracy of a quantized variant.",
+    pattern("adversarial", CHECK_ID, EPS_ANY, "suite_*", "robust_accuracy"): "Robust accuracy of the suite's own check <check> on this variant at the same budget (its per-sample flags, scored on the integer model), folded into the worst case.",
 }
 
 
@@ -38,7 +39,7 @@ def integer_attack_result(ir: IntegerRobustness, *, params: dict[str, Any], seco
     res = CheckResult(CHECK_ID, CHECK_ID, params={**params, "eps": ir.eps}, definitions=dict(DEFINITIONS), seconds=seconds)
     n = int(ir.clean.numel())
     eps = eps_segment(ir.eps)
-    for way in (*WAYS, "worst"):
+    for way in (*ir.robust, "worst"):
         flags = ir.worst if way == "worst" else ir.robust[way]
         k = int(flags.sum())
         res.add_metric(key("adversarial", CHECK_ID, eps, way, "robust_accuracy"), k / n if n else float("nan"), interval=wilson_interval(k, n) if n else None, n=n)

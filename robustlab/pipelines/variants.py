@@ -18,13 +18,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..compress.attacks import integer_robustness
 from ..compress.methods import CompressionError, CompressionSpec
 from ..compress.quantize import QuantizedNet
 from ..attacks.threat import Norm, budget_for, dataset_key
 from ..data import load_dataset
 from ..errors import printable
-from ..metric_keys import legal_segment
+from ..metric_keys import legal_segment, per_eps
 from ..models import load_model
 from ..runner import RunConfig, prepare_data, progress_log
 from ..scorecard import CheckResult, Scorecard, Status
@@ -89,6 +91,11 @@ def _attack_check(cfg: RunConfig, run: VariantRun, base_card: Scorecard, opts: V
     x, y = data.images(), data.y
     seeds = [derive_seed(cfg.seed, CHECK_ID, i) for i in data.ids]
     ir = integer_robustness(variant, base, x, y, eps, seeds=seeds, steps=opts.attack_steps, square_queries=opts.square_queries, batch_size=cfg.batch_size)
+    name = per_eps("robust", eps)
+    for c in run.card.checks:  # the suite's own attacks at this budget (already scored on the integer model) join the worst case
+        flags = c.per_sample.get(name)
+        if c.status is Status.OK and isinstance(flags, list) and len(flags) == len(data) and run.card.data.get("ids") == list(data.ids):
+            ir.robust[f"suite_{c.id}"] = torch.tensor([bool(f) for f in flags])
     params = {"norm": "linf", "eps_label": budget.label, "pgd_steps": opts.attack_steps, "square_queries": opts.square_queries, "transfer_from": cfg.model_spec}
     return integer_attack_result(ir, params=params, seconds=time.perf_counter() - t0)
 
