@@ -188,3 +188,16 @@ def test_a_hostile_compression_record_is_one_model_load_error(record: object, va
     save_file(sd, str(bad), metadata={**meta, "robustlab": json.dumps(info)})
     with pytest.raises(ModelLoadError):
         load_model(str(bad))
+
+
+def test_moving_an_int8_variant_leaves_the_integer_model_on_the_cpu(variants: dict[str, Path], digits_test) -> None:
+    """RobustModel.to(device) must not move the int8 kernels' tensors (they only run on the CPU); the
+    surrogate follows. Checked here with a dtype move, which reaches tensors the same way a device move does."""
+    x, _ = digits_test
+    v = load_model(str(variants["int8-static"]))
+    before = v.net.integer(x[:4])
+    v.to(torch.float64)
+    assert next(v.net.surrogate.parameters()).dtype == torch.float64
+    assert all(b.dtype != torch.float64 for b in v.net.integer.buffers())
+    with torch.no_grad():
+        assert torch.equal(v(x[:4].double()).float(), before)

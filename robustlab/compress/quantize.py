@@ -190,9 +190,10 @@ class QuantizedNet(nn.Module):
             return q + (s - s.detach()) * 0.0
         return s + (q - s).detach()
 
-    def to(self, *args: Any, **kwargs: Any) -> "QuantizedNet":
-        """Integer kernels run on the CPU: only the surrogate moves."""
-        self.surrogate.to(*args, **kwargs)
+    def _apply(self, fn: Any, recurse: bool = True) -> "QuantizedNet":
+        """``.to(device)``, ``.cuda()``, ``.double()`` reach the surrogate only: the integer model's
+        kernels are CPU kernels and its tensors stay as converted (inputs are moved to it)."""
+        self.surrogate._apply(fn, recurse)
         return self
 
 
