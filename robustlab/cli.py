@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": ("robustlab.commands.evaluate", "evaluate", "Evaluate a model with a suite and write a scorecard."),
     "corrupt": ("robustlab.commands.corrupt", "corrupt", "Render data under a corruption protocol to a CIFAR-10-C style folder."),
     "certify": ("robustlab.commands.certify", "certify", "Certify L2 robustness by randomized smoothing."),
+    "compress": ("robustlab.commands.compress", "compress", "Write a compressed variant (fp16, bf16, int8, pruned) that loads without --trust-code."),
     "defend": ("robustlab.commands.defend", "defend", "Train a sturdier model (adversarial training, AugMix, noise)."),
     "report": ("robustlab.commands.report", "report", "Render a scorecard as a self-contained HTML report."),
     "gate": ("robustlab.commands.report", "gate", "Apply a release-gate policy to a scorecard."),

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
 @click.option("--save-adversarial", is_flag=True, help="Write the adversarial checks' examples under OUT/adversarial/ (one .npz per batch, epsilon and check; read by the uncertainty check).")
 @click.option("--fit-data", default=None, help="Data spec whose train split fits OOD detectors (default: the evaluation data set's train split), e.g. npz:cifar10_train.npz.")
+@click.option("--variants", default=None, help="Compressed variants to evaluate beside the model, same suite, seed and samples: methods (fp16,int8-static,prune-unstructured:0.5) and/or variant files, comma-separated. Writes OUT/base/, OUT/<variant>/ and OUT/variants.json.")
+@click.option("--calibration-data", default=None, help="With --variants: data spec whose train split calibrates int8-static (default: the model's data set).")
 @user_errors
 def evaluate(**kw: Any) -> None:
     """Evaluate a model with a suite of checks and write a scorecard.
@@ -67,12 +69,36 @@ def evaluate(**kw: Any) -> None:
     )
     post = PostRunOptions(policy=Path(kw["policy"]) if kw.get("policy") else None, baseline=kw.get("baseline"), junit=Path(kw["junit"]) if kw.get("junit") else None,
                           mlflow=not kw.get("no_mlflow"), mlflow_uri=kw.get("mlflow_uri"), report=not kw.get("no_report"))
+    if kw.get("variants"):
+        sys.exit(_evaluate_variants(cfg, post, kw))
     with output_lock(out, cfg.command):  # held through the report and MLflow, not only the checks
         card = run_evaluate(cfg)
         if not from_env().is_main:  # under torchrun only rank 0 reports
             sys.exit(0)
         code = finish(card, out, post, quiet=cfg.quiet, as_json=bool(kw.get("as_json")))
     sys.exit(code)
+
+
+def _evaluate_variants(cfg: Any, post: "PostRunOptions", kw: dict[str, Any]) -> int:
+    """Base and variants (see robustlab.pipelines.variants); gates of a variant run against the base scorecard."""
+    from dataclasses import replace
+
+    from ..compress.methods import CompressionSpec
+    from ..pipelines.variants import VariantOptions, evaluate_variants
+
+    items = [v.strip() for v in str(kw["variants"]).split(",") if v.strip()]
+    for v in items:
+        if not Path(v).expanduser().is_file():
+            CompressionSpec.parse(v)  # a bad method is a usage error before any model loads
+    base, runs, _cmp = evaluate_variants(cfg, items, VariantOptions(calibration_data=kw.get("calibration_data")))
+    # the base is gated only against a --baseline; every variant is gated against the base scorecard
+    codes = [finish(base.card, base.out_dir, post if post.baseline else replace(post, policy=None, junit=None), quiet=cfg.quiet, as_json=False)]
+    for r in runs:
+        junit = post.junit.with_name(f"{post.junit.stem}-{r.name}{post.junit.suffix}") if post.junit else None
+        codes.append(finish(r.card, r.out_dir, replace(post, baseline=str(base.out_dir / "scorecard.json") if post.policy else None, junit=junit), quiet=cfg.quiet, as_json=False))
+    if not cfg.quiet:
+        click.echo((Path(cfg.out_dir) / "variants.txt").read_text())
+    return 1 if 1 in codes else (3 if 3 in codes else max(codes))
 
 
 def _shown(path: str) -> str:

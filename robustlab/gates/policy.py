@@ -95,6 +95,9 @@ class Rule:
         min_samples: the sample count behind the metric must reach this, otherwise inconclusive.
         max_drop: regression part: ``baseline - candidate <= max_drop`` when higher is better
             (``op`` ``>=`` or ``higher_is_better``), ``candidate - baseline <= max_drop`` otherwise.
+        drop_on: which value of the candidate ``max_drop`` measures: ``value``, or the conservative
+            end of its confidence interval (``lower`` when higher is better, ``upper`` otherwise), e.g.
+            "the int8 variant's robust accuracy, lower confidence bound, at most 2 points below the base".
         mcnemar: regression part: exact McNemar test of per-sample flags against the baseline.
         if_missing: what an absent metric does.
     """
@@ -106,6 +109,7 @@ class Rule:
     on: Bound = Bound.VALUE
     min_samples: int | None = None
     max_drop: float | None = None
+    drop_on: Bound = Bound.VALUE
     higher_is_better: bool = True
     mcnemar: McNemarSpec | None = None
     if_missing: Missing = Missing.FAIL
@@ -139,7 +143,7 @@ class Policy:
         return replace(self, rules=tuple(up(r) for r in self.rules))
 
 
-_RULE_KEYS = {"name", "metric", "op", "threshold", "on", "min_samples", "max_drop", "higher_is_better", "mcnemar", "if_missing"}
+_RULE_KEYS = {"name", "metric", "op", "threshold", "on", "min_samples", "max_drop", "drop_on", "higher_is_better", "mcnemar", "if_missing"}
 _TOP_KEYS = {"version", "audit", "checks", "min_samples", "rules", "description"}
 
 
@@ -184,6 +188,11 @@ def _rule(raw: Any, i: int, default_min: int | None) -> Rule:
     hib_raw = raw.get("higher_is_better", op is not Op.LE)
     if not isinstance(hib_raw, bool):
         raise PolicyError(f"{where}.higher_is_better must be true or false.")
+    drop_on = _choice(Bound, raw.get("drop_on", "value"), f"{where}.drop_on")
+    if drop_on is not Bound.VALUE and max_drop is None:
+        raise PolicyError(f"{where}: 'drop_on: {drop_on.value}' needs 'max_drop'.")
+    if drop_on is not Bound.VALUE and drop_on is not (Bound.LOWER if hib_raw else Bound.UPPER):
+        raise PolicyError(f"{where}: 'drop_on: {drop_on.value}' is the optimistic end; use 'drop_on: {'lower' if hib_raw else 'upper'}' (the conservative end) or 'value'.")
     mc = raw.get("mcnemar")
     mcnemar: McNemarSpec | None = None
     if mc is not None:
@@ -204,7 +213,7 @@ def _rule(raw: Any, i: int, default_min: int | None) -> Rule:
     name = raw.get("name") or _default_name(metric, op, threshold, on, max_drop, mcnemar)
     return Rule(
         name=str(name), metric=metric, op=op, threshold=threshold, on=on, min_samples=min_samples,
-        max_drop=max_drop, higher_is_better=hib_raw, mcnemar=mcnemar, if_missing=if_missing,
+        max_drop=max_drop, drop_on=drop_on, higher_is_better=hib_raw, mcnemar=mcnemar, if_missing=if_missing,
     )
 
 

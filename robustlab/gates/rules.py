@@ -136,11 +136,20 @@ def _regression_part(rule: Rule, card: Scorecard, value: float, baseline: Scorec
             outcome = _worst(outcome, Outcome.INCONCLUSIVE)
             msgs.append(f"baseline has no value for {rule.metric}")
         else:
-            drop = (base_value - value) if rule.higher_is_better else (value - base_value)
-            details["drop"] = drop
-            ok = drop <= rule.max_drop + 1e-12
-            outcome = _worst(outcome, Outcome.PASS if ok else Outcome.FAIL)
-            msgs.append(f"{'drop' if rule.higher_is_better else 'rise'} {_fmt(drop)} vs baseline {_fmt(base_value)} ({'within' if ok else 'exceeds'} {rule.max_drop:g})")
+            cand, what = value, ""
+            if rule.drop_on is not Bound.VALUE:
+                iv = card.intervals().get(rule.metric)
+                end = None if iv is None else (iv.low if rule.drop_on is Bound.LOWER else iv.high)
+                cand, what = (float("nan") if end is None else end), f" ({rule.drop_on.value} end of the candidate's interval {_fmt(end)})"
+            if math.isnan(cand):
+                outcome = _worst(outcome, Outcome.INCONCLUSIVE)
+                msgs.append(f"no confidence interval recorded for {rule.metric}; use 'drop_on: value'")
+            else:
+                drop = (base_value - cand) if rule.higher_is_better else (cand - base_value)
+                details["drop"] = drop
+                ok = drop <= rule.max_drop + 1e-12
+                outcome = _worst(outcome, Outcome.PASS if ok else Outcome.FAIL)
+                msgs.append(f"{'drop' if rule.higher_is_better else 'rise'} {_fmt(drop)}{what} vs baseline {_fmt(base_value)} ({'within' if ok else 'exceeds'} {rule.max_drop:g})")
     if rule.mcnemar is not None:
         spec = rule.mcnemar
         cf, why_c = _flags(card, spec.per_sample, spec.check)

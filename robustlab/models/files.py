@@ -252,10 +252,16 @@ def _from_state_dict(path: Path, sd: dict[str, torch.Tensor], meta: dict[str, An
         heads = [k for k in sd if k.endswith(".weight") and sd[k].ndim == 2]
         num_classes = int(sd[heads[-1]].shape[0]) if heads else None
     net, arch_meta = build_architecture(arch, num_classes=num_classes, from_file=from_file, opts=opts)
-    try:
-        net.load_state_dict(sd, strict=True)
-    except RuntimeError as exc:
-        raise ModelLoadError(f"the weights in {path.name} do not fit architecture {arch} ({first_line(exc)}); check --arch and --num-classes.") from exc
+    if meta.get("compression") is not None:  # a robustlab compress variant: rebuild its recorded recipe
+        from ..compress.variant import rebuild
+
+        shape = opts.overrides.get("input_shape") or meta.get("input_shape") or arch_meta.get("input_shape")
+        net = rebuild(net, meta["compression"], sd, input_shape=tuple(shape) if shape else None, source=path.name)
+    else:
+        try:
+            net.load_state_dict(sd, strict=True)
+        except RuntimeError as exc:
+            raise ModelLoadError(f"the weights in {path.name} do not fit architecture {arch} ({first_line(exc)}); check --arch and --num-classes.") from exc
     info = {**arch_meta, **meta, **base, "format": fmt, "architecture": arch}
     if num_classes is not None:
         info["num_classes"] = num_classes

@@ -113,6 +113,7 @@ def _wrap(spec: str, loaded: LoadedNet, opts: LoadOptions) -> RobustModel:
             sha256=loaded.info.get("sha256"),
             path=loaded.info.get("path"),
             trusted=opts.trust_code,
+            extra={"compression": loaded.info["compression"]} if isinstance(loaded.info.get("compression"), dict) else {},
             **{k: meta.get(k) for k in _META_KEYS if k in meta},  # type: ignore[arg-type]
         )
         model = RobustModel(loaded.net, info)

@@ -254,7 +254,7 @@ def build_context(card: Scorecard, *, gate: "GateReport | None" = None, verifica
             ("Model", _flatten(card.model)),
             ("Data", _flatten(data)),
             ("Suite", _flatten(card.suite)),
-            ("Run", _flatten({k: v for k, v in run.items() if k != "command"})),
+            ("Run", _flatten({k: v for k, v in run.items() if k not in ("command", "variants")})),
             ("Environment", _flatten(card.environment)),
             ("Tool", _flatten({**card.tool, "schema_version": card.schema_version})),
         ],
@@ -264,6 +264,7 @@ def build_context(card: Scorecard, *, gate: "GateReport | None" = None, verifica
         "definitions": _group_definitions(definitions),
         "not_tested": not_tested(card),
         "warnings": list(warnings or []),
+        "variants": run.get("variants") if isinstance(run.get("variants"), dict) else None,
     }
 
 

@@ -1,0 +1,50 @@
+"""``robustlab compress``: write a compressed variant of a model (loads back without ``--trust-code``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .common import check_output_path, load_options_from, model_options, user_errors
+
+
+@click.command("compress")
+@model_options
+@click.option("--method", required=True, help="fp16, bf16, int8-dynamic, int8-static, qat, prune-unstructured:<sparsity>, prune-structured:<sparsity> (e.g. prune-unstructured:0.5).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="The variant file (.safetensors).")
+@click.option("--calibration-data", default=None, help="Data spec whose train split calibrates int8-static (default: the model's own data set; never test images).")
+@click.option("--calibration-n", type=click.IntRange(1), default=512, show_default=True, help="Calibration images (the first N of the train split).")
+@click.option("--data-root", default=None, type=click.Path(file_okay=False), help="Folder of torchvision data sets.")
+@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=2, show_default=True, help="qat: epochs of quantization-aware fine-tuning on the train split of --calibration-data.")
+@click.option("--seed", type=int, default=0, show_default=True, help="qat: seed of the fine-tuning (shuffles).")
+@click.option("--json", "as_json", is_flag=True, help="Print the compression record as JSON.")
+@user_errors
+def compress(**kw: Any) -> None:
+    """Write a compressed variant of a model: its metadata records the method, sparsity, calibration
+    data hash and the base model's hash.
+
+    \b
+    Examples:
+      robustlab compress --model zoo:digits-cnn --method int8-static --out digits-int8.safetensors
+      robustlab compress --model zoo:digits-cnn --method prune-unstructured:0.5 --out digits-p50.safetensors
+      robustlab evaluate --model digits-int8.safetensors          # no --trust-code needed
+    """
+    from ..compress.methods import CompressionSpec
+    from ..pipelines.compress import CompressConfig, compress as run_compress
+
+    spec = CompressionSpec.parse(kw["method"])  # a bad method is a usage error before the model loads
+    out = Path(kw["out"])
+    check_output_path(str(out), "--out")
+    if out.suffix != ".safetensors":
+        raise click.BadParameter(f"{out.name}: a variant is written as safetensors; name it *.safetensors", param_hint="--out")
+    opts = load_options_from({**kw, "device": "cpu"})
+    res = run_compress(CompressConfig(model_spec=kw["model_spec"], load=opts, method=spec, out=out, calibration_data=kw.get("calibration_data"),
+                                      calibration_n=kw["calibration_n"], data_root=kw.get("data_root"), download=bool(kw.get("download")), batch_size=kw["batch_size"], epochs=kw["epochs"], seed=kw["seed"]))
+    if kw.get("as_json"):
+        click.echo(json.dumps({"path": str(res.path), "compression": res.compression}, indent=1, sort_keys=True))
+    else:
+        click.echo(f"{spec.name} variant of {kw['model_spec']}: {res.path} ({res.path.stat().st_size:,} bytes)")

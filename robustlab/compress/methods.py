@@ -1,0 +1,75 @@
+"""Compression methods (``robustlab compress --method M``): parsed once, at the boundary.
+
+``fp16``, ``bf16`` (weights and activations in half precision), ``int8-dynamic`` (int8 weights of
+the linear layers, activations quantized per batch at run time), ``int8-static`` (int8 weights and
+activations, calibrated), ``qat`` (int8-static after quantization-aware fine-tuning),
+``prune-unstructured:<s>`` (global L1 magnitude pruning of a fraction ``s`` of the conv/linear
+weights) and ``prune-structured:<s>`` (L2 channel pruning of a fraction ``s`` of every conv layer's
+output channels).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from ..errors import RobustlabError
+
+
+class CompressionError(RobustlabError):
+    """A compression request that cannot be carried out (bad method, bad sparsity, test data for calibration)."""
+
+
+class Method(str, enum.Enum):
+    FP16 = "fp16"
+    BF16 = "bf16"
+    INT8_DYNAMIC = "int8-dynamic"
+    INT8_STATIC = "int8-static"
+    QAT = "qat"
+    PRUNE_UNSTRUCTURED = "prune-unstructured"
+    PRUNE_STRUCTURED = "prune-structured"
+
+    @property
+    def quantized(self) -> bool:
+        """Runs integer kernels (no useful gradient): attacked through a surrogate."""
+        return self in (Method.INT8_DYNAMIC, Method.INT8_STATIC, Method.QAT)
+
+    @property
+    def pruned(self) -> bool:
+        return self in (Method.PRUNE_UNSTRUCTURED, Method.PRUNE_STRUCTURED)
+
+
+@dataclass(frozen=True)
+class CompressionSpec:
+    """One compression request: ``method`` and, for pruning, the target ``sparsity`` in (0, 1)."""
+
+    method: Method
+    sparsity: float | None = None
+
+    @property
+    def name(self) -> str:
+        """The spec as written on the command line (``prune-unstructured:0.5``)."""
+        return self.method.value if self.sparsity is None else f"{self.method.value}:{self.sparsity:g}"
+
+    @classmethod
+    def parse(cls, text: str) -> "CompressionSpec":
+        raw = text.strip().lower()
+        head, sep, arg = raw.partition(":")
+        known = ", ".join(m.value + (":<sparsity>" if m.pruned else "") for m in Method)
+        try:
+            method = Method(head)
+        except ValueError:
+            raise CompressionError(f"unknown compression method {text!r}; use one of {known}.") from None
+        if method.pruned:
+            if not sep:
+                raise CompressionError(f"{method.value} needs a sparsity, e.g. {method.value}:0.5 (the fraction of weights removed).")
+            try:
+                s = float(arg)
+            except ValueError:
+                raise CompressionError(f"sparsity in {text!r} must be a number in (0, 1), e.g. {method.value}:0.5.") from None
+            if not 0.0 < s < 1.0:
+                raise CompressionError(f"sparsity in {text!r} must be in (0, 1) (exclusive), got {s:g}.")
+            return cls(method, s)
+        if sep:
+            raise CompressionError(f"{method.value} takes no argument (got {text!r}); use one of {known}.")
+        return cls(method)

@@ -1,0 +1,79 @@
+"""Variant files: a compressed model as a safetensors state dict plus a recipe in its header.
+
+The header's ``robustlab`` metadata carries the base model's contract (architecture, bounds,
+mean/std, classes, input shape) and a ``compression`` record: method, sparsity, calibration data
+(spec, count, sha256), the base model's sha256, the int8 engine and the torch version. Loading
+builds the base architecture (one robustlab builds itself: never code named by a file), applies the
+recorded recipe (cast, or re-trace and convert for int8) and loads the tensors, so a variant loads
+without ``--trust-code``: nothing in the file is executed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ModelLoadError
+from .methods import CompressionError, CompressionSpec, Method
+from .quantize import QuantizedNet, cast, dynamic_integer, dynamic_surrogate, freeze, prepare_fake_quant, to_integer
+
+_DTYPES = {Method.FP16: torch.float16, Method.BF16: torch.bfloat16}
+
+
+def save_variant(state: dict[str, torch.Tensor], path: Path, *, metadata: dict[str, Any], compression: dict[str, Any]) -> Path:
+    """Write ``state`` with ``metadata`` (the base contract) and the ``compression`` record; atomic."""
+    from safetensors.torch import save_file
+
+    arch = str(metadata.get("architecture") or "")
+    if arch.split(":", 1)[0] not in ("zoo-arch", "torchvision", "timm"):
+        raise CompressionError(
+            f"the base model's architecture {arch or '(none)'!r} cannot be named in a file that loads without --trust-code; "
+            "compress a model with a zoo-arch:, torchvision: or timm: architecture (e.g. a state dict with --arch torchvision:resnet18)."
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
+    meta = {k: (list(v) if isinstance(v, tuple) else v) for k, v in metadata.items() if v is not None}
+    meta["compression"] = compression
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(sd, str(tmp), metadata={"robustlab": json.dumps(meta, sort_keys=True), "format": "pt"})
+    tmp.chmod(0o644)
+    tmp.replace(path)
+    return path
+
+
+def rebuild(net: nn.Module, compression: Any, sd: dict[str, torch.Tensor], *, input_shape: tuple[int, ...] | None, source: str) -> nn.Module:
+    """The compressed network recorded in ``compression`` from the untrained base ``net`` and the file's tensors ``sd``."""
+    if not isinstance(compression, dict) or not isinstance(compression.get("method"), str):
+        raise ModelLoadError(f"the 'compression' record in {source} is not a mapping with a 'method'; re-create the file with robustlab compress.")
+    spec_text = compression["method"] + (f":{compression['sparsity']}" if compression.get("sparsity") is not None else "")
+    try:
+        spec = CompressionSpec.parse(spec_text)
+    except CompressionError as exc:
+        raise ModelLoadError(f"{source}: {exc}") from exc
+    method = spec.method
+    try:
+        if method in _DTYPES:
+            dtype = _DTYPES[method]
+            net.to(dtype).load_state_dict(sd, strict=True)
+            return cast(net, dtype)
+        if method.pruned:
+            net.load_state_dict(sd, strict=True)
+            return net
+        if method is Method.INT8_DYNAMIC:
+            net.load_state_dict(sd, strict=True)
+            integer = dynamic_integer(net)
+            return QuantizedNet(integer, dynamic_surrogate(net, integer))
+        prepared = prepare_fake_quant(net, input_shape)
+        prepared.load_state_dict(sd, strict=True)
+        freeze(prepared)
+        return QuantizedNet(to_integer(prepared), prepared)
+    except RuntimeError as exc:
+        msg = " ".join(str(exc).split())[:200]
+        raise ModelLoadError(f"the tensors in {source} do not fit its {method.value} recipe on the recorded architecture ({msg}); the file is damaged or was edited.") from exc
+
+
+__all__ = ["rebuild", "save_variant"]

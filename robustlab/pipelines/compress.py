@@ -1,0 +1,151 @@
+"""The compress pipeline: a model spec -> one compressed variant file (``robustlab compress``).
+
+Calibration data (int8-static) is the *train* split of ``--calibration-data`` (default: the model's
+own data set) and is refused when any of its images is also an image of a test split (the model's
+data set, or the calibration spec's own test split when it has one), compared by pixel content:
+quantization ranges fitted on the test images would flatter the variant on exactly those images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from .. import __version__
+from ..compress.methods import CompressionError, CompressionSpec, Method
+from ..compress.prune import prune_structured, prune_unstructured, sparsity
+from ..compress.quantize import calibrate, engine, freeze, prepare_fake_quant
+from ..compress.variant import save_variant
+from ..data import Dataset, load_dataset
+from ..errors import RobustlabError
+from ..models import LoadOptions, RobustModel, load_model
+from ..models.metadata import META_KEYS
+from ..runner import prepare_data
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """One ``robustlab compress`` run."""
+
+    model_spec: str
+    load: LoadOptions
+    method: CompressionSpec
+    out: Path
+    calibration_data: str | None = None
+    calibration_n: int = 512
+    data_root: str | None = None
+    download: bool = False
+    batch_size: int = 128
+    epochs: int = 2  # qat: epochs of quantization-aware fine-tuning
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CompressResult:
+    path: Path
+    compression: dict[str, Any]
+
+
+def _image_hashes(data: Dataset, batch: int = 512) -> set[str]:
+    out: set[str] = set()
+    for i in range(0, len(data), batch):
+        xb = data.images(slice(i, min(len(data), i + batch)))
+        q = (xb.clamp(0, 1) * 255).round().to(torch.uint8).contiguous()  # 8-bit levels: a JPEG/float copy of the same image matches
+        out.update(hashlib.sha256(img.numpy().tobytes()).hexdigest() for img in q)
+    return out
+
+
+def _test_split(spec: str, cfg: CompressConfig) -> Dataset | None:
+    try:
+        return load_dataset(spec, split="test", root=cfg.data_root, download=False)
+    except (RobustlabError, OSError, ValueError) as exc:  # not available offline: cannot be compared, said in the log
+        log.info("calibration check: the test split of %s is not available (%s); not compared", spec, type(exc).__name__)
+        return None
+
+
+def calibration_data(model: RobustModel, cfg: CompressConfig, *, limit: bool = True) -> tuple[Dataset, dict[str, Any]]:
+    """The calibration images (train split, first ``calibration_n`` with ``limit``) and their record.
+
+    Refused (:class:`CompressionError`) when any calibration image is an image of the test split of
+    the model's data set, or of the calibration spec's own test split where the spec has splits
+    (``npz:``/``folder:`` data have none: their "test split" is the same images)."""
+    spec = cfg.calibration_data or model.info.dataset
+    if not spec:
+        raise CompressionError("the model names no data set to calibrate on; pass --calibration-data SPEC (training-like images, never the test split).")
+    full = load_dataset(spec, split="train", root=cfg.data_root, download=cfg.download)
+    cal = full.limit(cfg.calibration_n) if limit else full
+    cal_hashes = _image_hashes(cal)
+    for test_spec in dict.fromkeys(s for s in (model.info.dataset, spec) if s):
+        test = _test_split(test_spec, cfg)
+        if test is None or (test_spec != model.info.dataset and test.ids == full.ids):
+            continue
+        shared = cal_hashes & _image_hashes(test)
+        if shared:
+            raise CompressionError(
+                f"calibration data {spec} contains {len(shared)} image(s) of the test split of {test_spec}; calibrate on training-like images "
+                "(--calibration-data SPEC with a train split, e.g. npz:train.npz), never on the images the variant is evaluated on."
+            )
+    record = {"spec": spec, "split": cal.split, "n": len(cal), "sha256": cal.content_sha256()}
+    return cal, record
+
+
+def _batches(model: RobustModel, data: Dataset, batch_size: int) -> Iterator[torch.Tensor]:
+    mapped = prepare_data(model, data)
+    with torch.no_grad():
+        for i in range(0, len(mapped), batch_size):
+            yield model.normalise(mapped.images(slice(i, min(len(mapped), i + batch_size))).float())
+
+
+def compress(cfg: CompressConfig) -> CompressResult:
+    """Compress the model of ``cfg`` with ``cfg.method``; write the variant file and return its record."""
+    model = load_model(cfg.model_spec, LoadOptions(**{**cfg.load.__dict__, "device": "cpu"}))
+    net = model.net.cpu().float().eval()
+    method = cfg.method.method
+    record: dict[str, Any] = {"method": method.value, "sparsity": cfg.method.sparsity, "base_spec": cfg.model_spec, "base_sha256": model.info.sha256,
+                              "calibration": None, "torch": torch.__version__, "tool_version": __version__}
+    if method in (Method.FP16, Method.BF16):
+        state = net.to(torch.float16 if method is Method.FP16 else torch.bfloat16).state_dict()
+    elif method is Method.PRUNE_UNSTRUCTURED:
+        pruned = prune_unstructured(net, float(cfg.method.sparsity or 0.0))
+        record["measured_sparsity"] = sparsity(pruned)
+        state = pruned.state_dict()
+    elif method is Method.PRUNE_STRUCTURED:
+        pruned = prune_structured(net, float(cfg.method.sparsity or 0.0))
+        record["measured_sparsity"] = sparsity(pruned)
+        state = pruned.state_dict()
+    elif method is Method.INT8_DYNAMIC:
+        record["engine"] = engine()
+        state = net.state_dict()
+    elif method is Method.INT8_STATIC:
+        cal, record["calibration"] = calibration_data(model, cfg)
+        prepared = prepare_fake_quant(net, model.input_shape)
+        calibrate(prepared, _batches(model, cal, cfg.batch_size))
+        record["engine"] = engine()
+        state = freeze(prepared).state_dict()
+    else:  # qat: calibrate, then fine-tune the fake-quantized graph on the whole train split
+        from ..compress.qat import finetune
+
+        train_data, record["calibration"] = calibration_data(model, cfg, limit=False)
+        prepared = prepare_fake_quant(net, model.input_shape)
+        calibrate(prepared, _batches(model, train_data.limit(cfg.calibration_n), cfg.batch_size))
+        finetune(prepared, model, prepare_data(model, train_data), epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed)
+        record["engine"] = engine()
+        record["qat_epochs"] = cfg.epochs
+        state = freeze(prepared).state_dict()
+    info = model.info.to_dict()
+    meta = {k: info.get(k) for k in META_KEYS}
+    if method.quantized and meta.get("feature_layer"):  # an int8 variant's float layers live in its surrogate
+        meta["feature_layer"] = f"surrogate.{meta['feature_layer']}"
+    path = save_variant(state, cfg.out, metadata=meta, compression=record)
+    log.info("wrote %s (%s) from %s", path, cfg.method.name, cfg.model_spec)
+    return CompressResult(path, record)
+
+
+__all__ = ["CompressConfig", "CompressResult", "calibration_data", "compress"]

@@ -1,0 +1,182 @@
+"""``robustlab evaluate --variants``: the same suite, seed and samples on a base model and each of
+its compressed variants; one scorecard per variant, a side-by-side comparison and, for quantized
+variants, attacks that are valid on integer models (:mod:`robustlab.compress.attacks`).
+
+Layout of ``OUT``: ``base/`` and ``<variant>/`` (each a normal evaluate output folder),
+``variants/<variant>.safetensors`` (variants compressed on the fly), ``variants.json`` and
+``variants.txt`` (the comparison). The comparison is also stored in the base scorecard's
+``run.variants`` so the base report renders a "variants" section.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..compress.attacks import integer_robustness
+from ..compress.methods import CompressionError, CompressionSpec
+from ..compress.quantize import QuantizedNet
+from ..attacks.threat import Norm, budget_for, dataset_key
+from ..data import load_dataset
+from ..errors import printable
+from ..metric_keys import legal_segment, per_eps
+from ..models import load_model
+from ..runner import RunConfig, prepare_data, progress_log
+from ..scorecard import CheckResult, Scorecard, Status
+from ..seeding import derive_seed
+from .compress import CompressConfig, compress
+from .defend_comparison import headline_keys
+from .evaluate import evaluate
+from .variant_checks import CHECK_ID, integer_attack_result, measurements
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VariantOptions:
+    """Settings of the integer-model attacks and where calibration data comes from."""
+
+    calibration_data: str | None = None
+    attack_steps: int = 20
+    square_queries: int = 1000
+    latency_batch: int = 32
+
+
+@dataclass(frozen=True)
+class VariantRun:
+    name: str
+    model_spec: str
+    out_dir: Path
+    card: Scorecard
+
+
+def resolve_variants(cfg: RunConfig, items: list[str], opts: VariantOptions) -> list[tuple[str, str]]:
+    """``(name, model spec)`` per item: an existing variant file, or a method compressed now into ``OUT/variants/``."""
+    out: list[tuple[str, str]] = []
+    for item in items:
+        p = Path(item).expanduser()
+        if p.is_file():
+            name = legal_segment(p.stem)
+            spec = str(p)
+        else:
+            method = CompressionSpec.parse(item)
+            name = legal_segment(method.name.replace(":", "_"))
+            dest = cfg.out_dir / "variants" / f"{name}.safetensors"
+            compress(CompressConfig(cfg.model_spec, cfg.load, method, dest, calibration_data=opts.calibration_data, data_root=cfg.data_root, download=cfg.download, batch_size=cfg.batch_size))
+            spec = str(dest)
+        if name == "base" or name in {n for n, _ in out}:
+            raise CompressionError(f"variant name {name!r} is used twice (or is 'base'); rename the file {printable(item)}.")
+        out.append((name, spec))
+    return out
+
+
+def _attack_check(cfg: RunConfig, run: VariantRun, base_card: Scorecard, opts: VariantOptions) -> CheckResult:
+    t0 = time.perf_counter()
+    variant = load_model(run.model_spec, replace(cfg.load, device="cpu"))
+    base = load_model(cfg.model_spec, replace(cfg.load, device="cpu"))
+    ds = str(run.card.data.get("dataset") or variant.info.dataset or "")
+    budget = budget_for(dataset_key(ds) or "", Norm.LINF) if ds else None
+    if budget is None:
+        return CheckResult(CHECK_ID, CHECK_ID, status=Status.SKIPPED, reason=f"no Linf budget is known for data set {ds or '(unnamed)'}; name it with --dataset")
+    raw = load_dataset(str(run.card.data["spec"]), split="test", root=cfg.data_root, download=cfg.download).limit(cfg.limit)
+    data = prepare_data(variant, raw)
+    eps = budget.eps * (variant.bounds[1] - variant.bounds[0])
+    x, y = data.images(), data.y
+    seeds = [derive_seed(cfg.seed, CHECK_ID, i) for i in data.ids]
+    ir = integer_robustness(variant, base, x, y, eps, seeds=seeds, steps=opts.attack_steps, square_queries=opts.square_queries, batch_size=cfg.batch_size)
+    name = per_eps("robust", eps)
+    for c in run.card.checks:  # the suite's own attacks at this budget (already scored on the integer model) join the worst case
+        flags = c.per_sample.get(name)
+        if c.status is Status.OK and isinstance(flags, list) and len(flags) == len(data) and run.card.data.get("ids") == list(data.ids):
+            ir.robust[f"suite_{c.id}"] = torch.tensor([bool(f) for f in flags])
+    params = {"norm": "linf", "eps_label": budget.label, "pgd_steps": opts.attack_steps, "square_queries": opts.square_queries, "transfer_from": cfg.model_spec}
+    return integer_attack_result(ir, params=params, seconds=time.perf_counter() - t0)
+
+
+def _row(key: str, base: Scorecard, card: Scorecard) -> dict[str, Any]:
+    def ci(c: Scorecard) -> list[float] | None:
+        iv = c.intervals().get(key)
+        return None if iv is None else [iv.low, iv.high]
+
+    bv, vv = base.metrics().get(key), card.metrics().get(key)
+    delta = None if bv is None or vv is None or math.isnan(bv) or math.isnan(vv) else vv - bv
+    return {"metric": key, "base": bv, "base_ci": ci(base), "variant": vv, "variant_ci": ci(card), "delta": delta}
+
+
+def comparison(base: VariantRun, runs: list[VariantRun], sizes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The side-by-side comparison: headline metrics with intervals, McNemar per paired flag list, measurements."""
+    from ..gates.compare import compare_scorecards
+
+    out: dict[str, Any] = {"base": {"spec": base.model_spec, "scorecard": str(base.out_dir / "scorecard.json"), **sizes["base"]}, "variants": []}
+    for r in runs:
+        keys = list(dict.fromkeys(headline_keys(base.card) + headline_keys(r.card)))
+        cmp = compare_scorecards(base.card, r.card)
+        mcnemar = [{"flags": f.name, "lost": f.result.lost, "gained": f.result.gained, "n": f.result.n, "p_two_sided": f.result.p_two_sided} for f in cmp.flags]
+        audit = [{"check": c.id, "name": a.name, "verdict": a.verdict.value, "message": a.message} for c in r.card.checks for a in c.audit if a.verdict.value != "valid"]
+        not_run = [{"check": c.id, "status": c.status.value, "reason": c.reason} for c in r.card.checks if c.status is not Status.OK]
+        out["variants"].append({"name": r.name, "spec": r.model_spec, "scorecard": str(r.out_dir / "scorecard.json"), "compression": r.card.model.get("extra", {}).get("compression"),
+                                **sizes[r.name], "metrics": [_row(k, base.card, r.card) for k in keys], "mcnemar_vs_base": mcnemar, "audit": audit, "not_run": not_run})
+    return out
+
+
+def format_comparison(cmp: dict[str, Any]) -> str:
+    def num(v: Any, signed: bool = False) -> str:
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else (f"{v:+.4f}" if signed else f"{v:.4f}")
+
+    lines = []
+    head = ["model", "file bytes", "deployed bytes", "sparsity", "ms/image"]
+    rows = [["base", *[str(cmp["base"].get(k)) for k in ("file_bytes", "deployed_bytes")], num(cmp["base"].get("weight_sparsity")), num(cmp["base"].get("cpu_latency_ms_per_image"))]]
+    rows += [[v["name"], str(v.get("file_bytes")), str(v.get("deployed_bytes")), num(v.get("weight_sparsity")), num(v.get("cpu_latency_ms_per_image"))] for v in cmp["variants"]]
+    w = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    lines += ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in [head] + rows] + [""]
+    for v in cmp["variants"]:
+        lines.append(f"== {v['name']} vs base")
+        for m in v["metrics"]:
+            lines.append(f"  {m['metric']}: base {num(m['base'])}  {v['name']} {num(m['variant'])}  delta {num(m['delta'], True)}")
+        for f in v["mcnemar_vs_base"]:
+            lines.append(f"  McNemar {f['flags']}: {f['lost']} lost, {f['gained']} gained of {f['n']}, p={f['p_two_sided']:.3g}")
+        lines += [f"  audit {a['check']}/{a['name']}: {a['verdict']}: {a['message']}" for a in v["audit"]]
+        lines += [f"  {n['check']}: {n['status']}: {n['reason']}" for n in v["not_run"]]
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_variants(cfg: RunConfig, items: list[str], opts: VariantOptions) -> tuple[VariantRun, list[VariantRun], dict[str, Any]]:
+    """Evaluate the base and every variant with ``cfg``'s suite, seed and samples; returns the runs and the comparison."""
+    specs = resolve_variants(cfg, items, opts)
+    base = VariantRun("base", cfg.model_spec, cfg.out_dir / "base", evaluate(replace(cfg, out_dir=cfg.out_dir / "base")))
+    data_spec = cfg.data_spec or str(base.card.data.get("spec") or "") or None
+    runs: list[VariantRun] = []
+    for name, spec in specs:
+        progress_log.info("variant %s: %s", name, spec)
+        vcfg = replace(cfg, model_spec=spec, out_dir=cfg.out_dir / name, data_spec=data_spec, dataset=cfg.dataset or base.card.data.get("dataset"))
+        card = evaluate(vcfg)
+        run = VariantRun(name, spec, vcfg.out_dir, card)
+        if isinstance(load_model(spec, replace(cfg.load, device="cpu")).net, QuantizedNet):
+            try:
+                card.checks.append(_attack_check(vcfg, run, base.card, opts))
+            except (RuntimeError, ValueError) as exc:  # record why instead of crashing the comparison
+                card.checks.append(CheckResult(CHECK_ID, CHECK_ID, status=Status.ERROR, reason=f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"))
+            card.write(vcfg.out_dir / "scorecard.json")
+        runs.append(run)
+    raw = load_dataset(str(base.card.data["spec"]), split="test", root=cfg.data_root, download=cfg.download).limit(cfg.limit)
+    sizes: dict[str, dict[str, Any]] = {}
+    for r in [base, *runs]:  # latency measured in this process, one model after the other, same images and threads
+        m = load_model(r.model_spec, replace(cfg.load, device="cpu"))
+        x = prepare_data(m, raw).images(slice(0, min(len(raw), opts.latency_batch)))
+        sizes[r.name] = measurements(m, m.info.path, x)
+    cmp = comparison(base, runs, sizes)
+    (cfg.out_dir / "variants.json").write_text(json.dumps(cmp, indent=1, default=str))
+    (cfg.out_dir / "variants.txt").write_text(format_comparison(cmp))
+    base.card.run["variants"] = json.loads(json.dumps(cmp, default=str))
+    base.card.write(base.out_dir / "scorecard.json")
+    return base, runs, cmp
+
+
+__all__ = ["VariantOptions", "VariantRun", "comparison", "evaluate_variants", "format_comparison", "resolve_variants"]
