@@ -184,3 +184,21 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_gives_the_uninterrupted
     assert b["run"]["resumed"] is True and a["run"]["resumed"] is False
     assert _core(a) == _core(b)
     assert got["scorecard"]["signature_state"] == "valid-trusted"
+
+
+@pytest.mark.parametrize("blocked, command, names", [
+    ("python_multipart", ["serve", "--port", "0"], "python-multipart"),
+    ("alembic", ["worker"], "alembic"),
+])
+def test_a_missing_service_extra_is_one_line_and_exit_2(tmp_path: Path, blocked: str, command: list[str], names: str) -> None:
+    """`pip install robustlab` without `[service]` has FastAPI (through MLflow) but not the form parser:
+    `robustlab serve` must say what to install, not crash with an internal error after starting."""
+    code = (f"import sys; sys.modules[{blocked!r}] = None\n"
+            "from robustlab.cli import main\n"
+            f"sys.argv = ['robustlab', *{command!r}, '--data-dir', {str(tmp_path / 'data')!r}]\n"
+            "main()\n")
+    r = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and names in lines[0] and "pip install 'robustlab[service]'" in lines[0], r.stderr
+    assert not (tmp_path / "data").exists()  # nothing was started or created

@@ -15,6 +15,26 @@ from ..errors import RobustlabError
 from .common import user_errors
 
 
+#: what ``serve`` and ``worker`` import, with the pip name (python-multipart parses the UI's forms)
+_SERVER_MODULES = (("fastapi", "fastapi"), ("uvicorn", "uvicorn"), ("sqlalchemy", "sqlalchemy"), ("alembic", "alembic"),
+                   ("python_multipart", "python-multipart>=0.0.13"))
+
+
+def _require_server_extra(command: str, modules: tuple[tuple[str, str], ...] = _SERVER_MODULES) -> None:
+    """One line and exit 2 when the ``[service]`` extra is missing, before anything starts (a plain
+    ``pip install robustlab`` has FastAPI through MLflow but not the form parser)."""
+    import importlib
+
+    missing = []
+    for module, pip_name in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(pip_name)
+    if missing:
+        raise RobustlabError(f"robustlab {command} needs the service extra ({', '.join(missing)} missing): pip install 'robustlab[service]'")
+
+
 def _settings(data_dir: str, database_url: str | None, **kw: Any) -> Any:
     try:
         from ..service.settings import Settings
@@ -45,6 +65,7 @@ def serve(data_dir: str, host: str, port: int, workers: int, database_url: str |
     Example:
       robustlab serve --data-dir /srv/robustlab --port 8080
     """
+    _require_server_extra("serve")
     import socket
 
     import uvicorn
@@ -98,6 +119,7 @@ def serve(data_dir: str, host: str, port: int, workers: int, database_url: str |
 def worker(data_dir: str, database_url: str | None, queue: str | None, suite_dir: str | None, device: str, max_jobs: int | None, heartbeat_timeout: float,
            mlflow_uri: str | None) -> None:
     """Take jobs from the service's queue and run each in its own process."""
+    _require_server_extra("worker", (("sqlalchemy", "sqlalchemy"), ("alembic", "alembic")) + ((("celery", "celery[redis]"),) if queue else ()))
     from ..service.worker import Worker
 
     st = _settings(data_dir, database_url, suite_dir=Path(suite_dir) if suite_dir else None, heartbeat_timeout_s=heartbeat_timeout, queue_url=queue or "",
