@@ -15,12 +15,13 @@ from .common import check_output_path, load_options_from, model_options, user_er
 @model_options
 @click.option("--method", required=True, help="fp16, bf16, int8-dynamic, int8-static, qat, prune-unstructured:<sparsity>, prune-structured:<sparsity> (e.g. prune-unstructured:0.5).")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="The variant file (.safetensors).")
-@click.option("--calibration-data", default=None, help="Data spec whose train split calibrates int8-static (default: the model's own data set; never test images).")
+@click.option("--calibration-data", default=None, help="Data spec whose train split calibrates int8-static and is what qat and pruning with --epochs fine-tune on (default: the model's own data set; never test images).")
 @click.option("--calibration-n", type=click.IntRange(1), default=512, show_default=True, help="Calibration images (the first N of the train split).")
 @click.option("--data-root", default=None, type=click.Path(file_okay=False), help="Folder of torchvision data sets.")
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
-@click.option("--epochs", type=click.IntRange(1), default=2, show_default=True, help="qat: epochs of quantization-aware fine-tuning on the train split of --calibration-data.")
-@click.option("--seed", type=int, default=0, show_default=True, help="qat: seed of the fine-tuning (shuffles).")
+@click.option("--epochs", type=click.IntRange(0), default=None, help="Fine-tuning epochs on the train split of --calibration-data: qat (default 2, at least 1); "
+              "prune-unstructured/prune-structured (default 0: no fine-tuning; pruned weights stay exactly zero). Other methods take none.")
+@click.option("--seed", type=int, default=0, show_default=True, help="qat and pruning with --epochs: seed of the fine-tuning (shuffles).")
 @click.option("--json", "as_json", is_flag=True, help="Print the compression record as JSON.")
 @user_errors
 def compress(**kw: Any) -> None:
@@ -31,12 +32,15 @@ def compress(**kw: Any) -> None:
     Examples:
       robustlab compress --model zoo:digits-cnn --method int8-static --out digits-int8.safetensors
       robustlab compress --model zoo:digits-cnn --method prune-unstructured:0.5 --out digits-p50.safetensors
+      robustlab compress --model zoo:digits-cnn --method prune-structured:0.3 --epochs 2 --out digits-s30-ft.safetensors
       robustlab evaluate --model digits-int8.safetensors          # no --trust-code needed
     """
     from ..compress.methods import CompressionSpec
-    from ..pipelines.compress import CompressConfig, compress as run_compress
+    from ..pipelines.compress import CompressConfig, compress as run_compress, method_takes_no_epochs
 
     spec = CompressionSpec.parse(kw["method"])  # a bad method is a usage error before the model loads
+    if kw.get("epochs") is not None and method_takes_no_epochs(spec.method):
+        raise click.BadParameter(f"{spec.name} has no fine-tuning stage; --epochs applies to qat, prune-unstructured:<s> and prune-structured:<s>.", param_hint="--epochs")
     out = Path(kw["out"])
     check_output_path(str(out), "--out")
     if out.suffix != ".safetensors":

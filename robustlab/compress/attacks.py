@@ -84,14 +84,16 @@ def integer_robustness(
     *,
     seeds: Sequence[int],
     steps: int = 20,
+    restarts: int = 1,
     square_queries: int = 1000,
     batch_size: int = 128,
     whitebox_gradient: GradientMode = GradientMode.BPDA,
 ) -> IntegerRobustness:
     """Robust flags of ``variant`` under the four ways (see the module docstring); ``base`` is the
     full-precision model whose adversarial examples are transferred. ``seeds``: one per sample.
+    ``steps``, ``restarts``: of each PGD way; ``square_queries``: of the Square attack.
     ``whitebox_gradient``: the gradient of the ``whitebox`` way (``EXACT`` reproduces a naive tool)."""
-    pgd = PGD(steps=steps, rel_stepsize=2.5 / steps)  # Madry et al.'s 2.5 eps / steps: the iterates can cross the whole ball
+    pgd = PGD(steps=steps, rel_stepsize=2.5 / steps, restarts=restarts)  # Madry et al.'s 2.5 eps / steps: the iterates can cross the whole ball
     square = Square(n_queries=square_queries)
     clean = _predict(variant, x, batch_size) == y
     robust: dict[str, torch.Tensor] = {}

@@ -10,6 +10,8 @@ norms). Checked against torch.nn.utils.prune (which does the pruning).
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -54,6 +56,34 @@ def prune_structured(net: nn.Module, sparsity: float) -> nn.Module:
     return out
 
 
+@contextmanager
+def zeros_held(net: nn.Module, *, structured: bool) -> Iterator[nn.Module]:
+    """Keep the pruned entries of ``net`` at exactly zero while it is trained inside the block.
+
+    Every conv/linear weight is re-parametrised as ``weight_orig * mask`` (``mask`` = its nonzero
+    entries now; :func:`torch.nn.utils.prune.custom_from_mask`), so the forward pass, and therefore
+    the loss and its gradient, only ever sees zeros there whatever the optimizer does to
+    ``weight_orig``. With ``structured`` the bias of every conv output channel whose weights are all
+    zero is held at zero too (a removed channel stays removed). On leaving, the masks are made
+    permanent (``prune.remove``): ``net`` is again a plain module of the base architecture."""
+    held: list[tuple[nn.Module, str]] = []
+    for m, name in _prunable(net, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+        w = getattr(m, name)
+        mask = (w != 0).to(w.dtype)
+        prune.custom_from_mask(m, name, mask)  # type: ignore[no-untyped-call]
+        held.append((m, name))
+        bias = getattr(m, "bias", None)
+        if structured and isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and isinstance(bias, torch.Tensor):
+            keep = mask.flatten(1).any(dim=1).to(bias.dtype)
+            prune.custom_from_mask(m, "bias", keep)  # type: ignore[no-untyped-call]
+            held.append((m, "bias"))
+    try:
+        yield net
+    finally:
+        for m, name in held:
+            prune.remove(m, name)  # type: ignore[no-untyped-call]
+
+
 def sparsity(net: nn.Module) -> float:
     """Fraction of exactly-zero entries among the weights of conv and linear layers (float nets only)."""
     total = zeros = 0
@@ -65,4 +95,4 @@ def sparsity(net: nn.Module) -> float:
     return zeros / total if total else 0.0
 
 
-__all__ = ["prune_structured", "prune_unstructured", "sparsity"]
+__all__ = ["prune_structured", "prune_unstructured", "sparsity", "zeros_held"]

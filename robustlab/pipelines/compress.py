@@ -4,6 +4,7 @@ Calibration data (int8-static) is the *train* split of ``--calibration-data`` (d
 own data set) and is refused when any of its images is also an image of a test split (the model's
 data set, or the calibration spec's own test split when it has one), compared by pixel content:
 quantization ranges fitted on the test images would flatter the variant on exactly those images.
+The same data, checked the same way, is what ``qat`` and pruning with ``--epochs`` fine-tune on.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from .. import __version__
 from ..compress.methods import CompressionError, CompressionSpec, Method
-from ..compress.prune import prune_structured, prune_unstructured, sparsity
+from ..compress.prune import prune_structured, prune_unstructured, sparsity, zeros_held
 from ..compress.quantize import calibrate, engine, freeze, prepare_fake_quant
 from ..compress.variant import save_variant
 from ..data import Dataset, load_dataset
@@ -43,7 +44,7 @@ class CompressConfig:
     data_root: str | None = None
     download: bool = False
     batch_size: int = 128
-    epochs: int = 2  # qat: epochs of quantization-aware fine-tuning
+    epochs: int | None = None  # qat: epochs of quantization-aware fine-tuning (default 2); prune-*: of fine-tuning with the masks held (default none)
     seed: int = 0
 
 
@@ -51,6 +52,11 @@ class CompressConfig:
 class CompressResult:
     path: Path
     compression: dict[str, Any]
+
+
+def method_takes_no_epochs(method: Method) -> bool:
+    """Whether ``method`` has no fine-tuning stage (``--epochs`` is a usage error with it)."""
+    return not (method is Method.QAT or method.pruned)
 
 
 def _image_hashes(data: Dataset, batch: int = 512) -> set[str]:
@@ -103,8 +109,25 @@ def _batches(model: RobustModel, data: Dataset, batch_size: int) -> Iterator[tor
             yield model.normalise(mapped.images(slice(i, min(len(mapped), i + batch_size))).float())
 
 
+def _finetune_pruned(pruned: torch.nn.Module, model: RobustModel, cfg: CompressConfig, *, structured: bool) -> dict[str, Any]:
+    """Fine-tune ``pruned`` in place for ``cfg.epochs`` on the (checked) train split of the
+    calibration data, pruned entries held at exactly zero; returns the record of what it trained on."""
+    from ..compress.qat import finetune
+
+    train_data, data_record = calibration_data(model, cfg, limit=False)
+    with zeros_held(pruned, structured=structured):
+        finetune(pruned, model, prepare_data(model, train_data), epochs=int(cfg.epochs or 0), batch_size=cfg.batch_size, seed=cfg.seed)
+    pruned.eval()
+    return {"epochs": cfg.epochs, "seed": cfg.seed, "batch_size": cfg.batch_size, "data": data_record}
+
+
 def compress(cfg: CompressConfig) -> CompressResult:
     """Compress the model of ``cfg`` with ``cfg.method``; write the variant file and return its record."""
+    if cfg.epochs is not None and method_takes_no_epochs(cfg.method.method):
+        raise CompressionError(f"--epochs applies to qat and prune-unstructured/prune-structured (fine-tuning), not to {cfg.method.name}; leave it out.")
+    lowest = 1 if cfg.method.method is Method.QAT else 0
+    if cfg.epochs is not None and cfg.epochs < lowest:
+        raise CompressionError(f"--epochs must be at least {lowest} for {cfg.method.name}, got {cfg.epochs}.")
     model = load_model(cfg.model_spec, LoadOptions(**{**cfg.load.__dict__, "device": "cpu"}))
     net = model.net.cpu().float().eval()
     method = cfg.method.method
@@ -112,12 +135,11 @@ def compress(cfg: CompressConfig) -> CompressResult:
                               "calibration": None, "torch": torch.__version__, "tool_version": __version__}
     if method in (Method.FP16, Method.BF16):
         state = net.to(torch.float16 if method is Method.FP16 else torch.bfloat16).state_dict()
-    elif method is Method.PRUNE_UNSTRUCTURED:
-        pruned = prune_unstructured(net, float(cfg.method.sparsity or 0.0))
-        record["measured_sparsity"] = sparsity(pruned)
-        state = pruned.state_dict()
-    elif method is Method.PRUNE_STRUCTURED:
-        pruned = prune_structured(net, float(cfg.method.sparsity or 0.0))
+    elif method.pruned:
+        structured = method is Method.PRUNE_STRUCTURED
+        pruned = (prune_structured if structured else prune_unstructured)(net, float(cfg.method.sparsity or 0.0))
+        if cfg.epochs:
+            record["finetune"] = _finetune_pruned(pruned, model, cfg, structured=structured)
         record["measured_sparsity"] = sparsity(pruned)
         state = pruned.state_dict()
     elif method is Method.INT8_DYNAMIC:
@@ -135,9 +157,10 @@ def compress(cfg: CompressConfig) -> CompressResult:
         train_data, record["calibration"] = calibration_data(model, cfg, limit=False)
         prepared = prepare_fake_quant(net, model.input_shape)
         calibrate(prepared, _batches(model, train_data.limit(cfg.calibration_n), cfg.batch_size))
-        finetune(prepared, model, prepare_data(model, train_data), epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed)
+        epochs = 2 if cfg.epochs is None else cfg.epochs
+        finetune(prepared, model, prepare_data(model, train_data), epochs=epochs, batch_size=cfg.batch_size, seed=cfg.seed)
         record["engine"] = engine()
-        record["qat_epochs"] = cfg.epochs
+        record["qat_epochs"] = epochs
         state = freeze(prepared).state_dict()
     info = model.info.to_dict()
     meta = {k: info.get(k) for k in META_KEYS}

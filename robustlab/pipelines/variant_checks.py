@@ -23,26 +23,31 @@ CHECK_ID = "integer_attack"
 #: ways whose robust accuracy a valid white-box result may not exceed
 REFERENCE_WAYS = ("transfer", "square")
 
-DEFINITIONS = {
-    pattern("adversarial", CHECK_ID, EPS_ANY, "whitebox", "robust_accuracy"): "Robust accuracy under PGD Linf through the fake-quantized surrogate (BPDA: straight-through rounding); every candidate scored on the real integer model.",
-    pattern("adversarial", CHECK_ID, EPS_ANY, "exact", "robust_accuracy"): "Robust accuracy under PGD Linf with the integer model's exact gradient (zero almost everywhere): what a tool that differentiates the quantized model as written reports. Diagnostic only.",
-    pattern("adversarial", CHECK_ID, EPS_ANY, "transfer", "robust_accuracy"): "Robust accuracy of the variant on the full-precision base model's PGD Linf examples.",
-    pattern("adversarial", CHECK_ID, EPS_ANY, "square", "robust_accuracy"): "Robust accuracy under the black-box Square attack (Linf) on the integer model.",
-    pattern("adversarial", CHECK_ID, EPS_ANY, "worst", "robust_accuracy"): "Fraction of samples classified correctly clean and under every way of attacking (whitebox, exact, transfer, square, and the suite's own attacks at the same budget, suite_<check>): the worst case per sample. The headline robust accuracy of a quantized variant.",
-    pattern("adversarial", CHECK_ID, EPS_ANY, "suite_*", "robust_accuracy"): "Robust accuracy of the suite's own check <check> on this variant at the same budget (its per-sample flags, scored on the integer model), folded into the worst case.",
-}
+def definitions(check_id: str = CHECK_ID) -> dict[str, str]:
+    """Metric definitions of an ``integer_attack`` result whose suite id is ``check_id``."""
+    return {
+        pattern("adversarial", check_id, EPS_ANY, "whitebox", "robust_accuracy"): "Robust accuracy under PGD Linf through the fake-quantized surrogate (BPDA: straight-through rounding); every candidate scored on the real integer model.",
+        pattern("adversarial", check_id, EPS_ANY, "exact", "robust_accuracy"): "Robust accuracy under PGD Linf with the integer model's exact gradient (zero almost everywhere): what a tool that differentiates the quantized model as written reports. Diagnostic only.",
+        pattern("adversarial", check_id, EPS_ANY, "transfer", "robust_accuracy"): "Robust accuracy of the variant on the full-precision base model's PGD Linf examples.",
+        pattern("adversarial", check_id, EPS_ANY, "square", "robust_accuracy"): "Robust accuracy under the black-box Square attack (Linf) on the integer model.",
+        pattern("adversarial", check_id, EPS_ANY, "worst", "robust_accuracy"): "Fraction of samples classified correctly clean and under every way of attacking (whitebox, exact, transfer, square, and the suite's own attacks at the same budget, suite_<check>): the worst case per sample. The headline robust accuracy of a quantized variant.",
+        pattern("adversarial", check_id, EPS_ANY, "suite_*", "robust_accuracy"): "Robust accuracy of the suite's own check <check> on this variant at the same budget (its per-sample flags, scored on the integer model), folded into the worst case.",
+    }
 
 
-def integer_attack_result(ir: IntegerRobustness, *, params: dict[str, Any], seconds: float) -> CheckResult:
-    """The ``integer_attack`` check of a quantized variant, with the audit item
+DEFINITIONS = definitions()
+
+
+def integer_attack_result(ir: IntegerRobustness, *, params: dict[str, Any], seconds: float, check_id: str = CHECK_ID) -> CheckResult:
+    """The ``integer_attack`` check (suite id ``check_id``) of a quantized variant, with the audit item
     ``gradient_masking_by_quantization``: white-box robust accuracy above the transfer or black-box one."""
-    res = CheckResult(CHECK_ID, CHECK_ID, params={**params, "eps": ir.eps}, definitions=dict(DEFINITIONS), seconds=seconds)
+    res = CheckResult(check_id, CHECK_ID, params={**params, "eps": ir.eps}, definitions=definitions(check_id), seconds=seconds)
     n = int(ir.clean.numel())
     eps = eps_segment(ir.eps)
     for way in (*ir.robust, "worst"):
         flags = ir.worst if way == "worst" else ir.robust[way]
         k = int(flags.sum())
-        res.add_metric(key("adversarial", CHECK_ID, eps, way, "robust_accuracy"), k / n if n else float("nan"), interval=wilson_interval(k, n) if n else None, n=n)
+        res.add_metric(key("adversarial", check_id, eps, way, "robust_accuracy"), k / n if n else float("nan"), interval=wilson_interval(k, n) if n else None, n=n)
         res.per_sample[per_eps(f"robust_{way}", ir.eps)] = [bool(v) for v in flags.tolist()]
     res.per_sample[per_eps("robust", ir.eps)] = [bool(v) for v in ir.worst.tolist()]
     wb = ir.accuracy("whitebox")
@@ -95,4 +100,4 @@ def measurements(model: nn.Module, path: str | None, x: torch.Tensor) -> dict[st
             "threads": torch.get_num_threads()}
 
 
-__all__ = ["CHECK_ID", "deployed_bytes", "integer_attack_result", "latency_ms", "measurements", "weight_sparsity"]
+__all__ = ["CHECK_ID", "definitions", "deployed_bytes", "integer_attack_result", "latency_ms", "measurements", "weight_sparsity"]

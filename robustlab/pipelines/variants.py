@@ -24,6 +24,7 @@ from ..compress.attacks import integer_robustness
 from ..compress.methods import CompressionError, CompressionSpec
 from ..compress.quantize import QuantizedNet
 from ..attacks.threat import Norm, budget_for, dataset_key
+from ..checks.integer_attack import IntegerAttackParams
 from ..data import load_dataset
 from ..errors import printable
 from ..metric_keys import legal_segment, per_eps
@@ -41,7 +42,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VariantOptions:
-    """Settings of the integer-model attacks and where calibration data comes from."""
+    """Where calibration data comes from, and the integer-model attack settings used when the suite
+    has no ``integer_attack`` entry (an entry's params win: :class:`~robustlab.checks.integer_attack.IntegerAttackParams`)."""
 
     calibration_data: str | None = None
     attack_steps: int = 20
@@ -77,27 +79,44 @@ def resolve_variants(cfg: RunConfig, items: list[str], opts: VariantOptions) -> 
     return out
 
 
-def _attack_check(cfg: RunConfig, run: VariantRun, base_card: Scorecard, opts: VariantOptions) -> CheckResult:
+def attack_entries(cfg: RunConfig, opts: VariantOptions) -> list[tuple[str, IntegerAttackParams]]:
+    """``(id, params)`` of every ``integer_attack`` entry of the suite; without one, the default
+    entry with ``opts``' settings."""
+    found = [(e.id, e.params) for e in cfg.suite.entries if e.check == CHECK_ID]
+    return found or [(CHECK_ID, IntegerAttackParams(pgd_steps=opts.attack_steps, square_queries=opts.square_queries))]
+
+
+def _attack_check(cfg: RunConfig, run: VariantRun, base_card: Scorecard, check_id: str, p: IntegerAttackParams) -> CheckResult:
     t0 = time.perf_counter()
     variant = load_model(run.model_spec, replace(cfg.load, device="cpu"))
     base = load_model(cfg.model_spec, replace(cfg.load, device="cpu"))
     ds = str(run.card.data.get("dataset") or variant.info.dataset or "")
     budget = budget_for(dataset_key(ds) or "", Norm.LINF) if ds else None
     if budget is None:
-        return CheckResult(CHECK_ID, CHECK_ID, status=Status.SKIPPED, reason=f"no Linf budget is known for data set {ds or '(unnamed)'}; name it with --dataset")
+        return CheckResult(check_id, CHECK_ID, status=Status.SKIPPED, reason=f"no Linf budget is known for data set {ds or '(unnamed)'}; name it with --dataset")
     raw = load_dataset(str(run.card.data["spec"]), split="test", root=cfg.data_root, download=cfg.download).limit(cfg.limit)
     data = prepare_data(variant, raw)
     eps = budget.eps * (variant.bounds[1] - variant.bounds[0])
     x, y = data.images(), data.y
     seeds = [derive_seed(cfg.seed, CHECK_ID, i) for i in data.ids]
-    ir = integer_robustness(variant, base, x, y, eps, seeds=seeds, steps=opts.attack_steps, square_queries=opts.square_queries, batch_size=cfg.batch_size)
+    ir = integer_robustness(variant, base, x, y, eps, seeds=seeds, steps=p.pgd_steps, restarts=p.pgd_restarts, square_queries=p.square_queries, batch_size=cfg.batch_size)
     name = per_eps("robust", eps)
     for c in run.card.checks:  # the suite's own attacks at this budget (already scored on the integer model) join the worst case
         flags = c.per_sample.get(name)
-        if c.status is Status.OK and isinstance(flags, list) and len(flags) == len(data) and run.card.data.get("ids") == list(data.ids):
+        if c.check != CHECK_ID and c.status is Status.OK and isinstance(flags, list) and len(flags) == len(data) and run.card.data.get("ids") == list(data.ids):
             ir.robust[f"suite_{c.id}"] = torch.tensor([bool(f) for f in flags])
-    params = {"norm": "linf", "eps_label": budget.label, "pgd_steps": opts.attack_steps, "square_queries": opts.square_queries, "transfer_from": cfg.model_spec}
-    return integer_attack_result(ir, params=params, seconds=time.perf_counter() - t0)
+    params = {"norm": "linf", "eps_label": budget.label, "pgd_steps": p.pgd_steps, "pgd_restarts": p.pgd_restarts, "square_queries": p.square_queries, "transfer_from": cfg.model_spec}
+    return integer_attack_result(ir, params=params, seconds=time.perf_counter() - t0, check_id=check_id)
+
+
+def _put(card: Scorecard, result: CheckResult) -> None:
+    """``result`` in place of the suite entry's placeholder with its id (recorded as skipped by the run), else appended."""
+    for i, c in enumerate(card.checks):
+        if c.id == result.id:
+            card.checks[i] = result
+            card.timings[f"check/{result.id}"] = result.seconds
+            return
+    card.checks.append(result)
 
 
 def _row(key: str, base: Scorecard, card: Scorecard) -> dict[str, Any]:
@@ -159,10 +178,12 @@ def evaluate_variants(cfg: RunConfig, items: list[str], opts: VariantOptions) ->
         card = evaluate(vcfg)
         run = VariantRun(name, spec, vcfg.out_dir, card)
         if isinstance(load_model(spec, replace(cfg.load, device="cpu")).net, QuantizedNet):
-            try:
-                card.checks.append(_attack_check(vcfg, run, base.card, opts))
-            except (RuntimeError, ValueError) as exc:  # record why instead of crashing the comparison
-                card.checks.append(CheckResult(CHECK_ID, CHECK_ID, status=Status.ERROR, reason=f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"))
+            for check_id, params in attack_entries(cfg, opts):
+                try:
+                    result = _attack_check(vcfg, run, base.card, check_id, params)
+                except (RuntimeError, ValueError) as exc:  # record why instead of crashing the comparison
+                    result = CheckResult(check_id, CHECK_ID, status=Status.ERROR, reason=f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+                _put(card, result)
             card.write(vcfg.out_dir / "scorecard.json")
         runs.append(run)
     raw = load_dataset(str(base.card.data["spec"]), split="test", root=cfg.data_root, download=cfg.download).limit(cfg.limit)
