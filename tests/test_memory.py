@@ -4,6 +4,7 @@ per-sample results. Peak memory is measured in fresh subprocesses (``ru_maxrss``
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -154,6 +155,12 @@ KNOWN_GROWING: set[str] = set()
 #: a known-growing check grows by at least this much (MB); the bounded kinds came out between -12
 #: and +19 in the same runs.
 KNOWN_GROWING_MIN_MB = 15.0
+#: The probes run with glibc's mmap threshold fixed at 1 MB: this test measures what the code keeps
+#: per image, not how glibc's dynamic threshold (up to 32 MB) fragments the heap inside a batch,
+#: which moved pgd/fgsm/autoattack's 800-vs-100 difference between 8 and 50 MB from run to run with
+#: the same code (issue 21: README "Memory"; the threshold is an opt-in for users, 45% slower).
+#: Measured with it: every check kind within -1..13 MB; holding data per image would still show.
+PROBE_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "1048576"}
 
 
 @pytest.mark.slow
@@ -165,7 +172,7 @@ def test_peak_memory_per_check_does_not_grow_with_n(tmp_path: Path) -> None:
     every point would cost 12 KB to 260 KB per image here, 8 to 180 MB over 700 images."""
     here = Path(__file__).resolve().parent
     procs = {n: subprocess.Popen([sys.executable, str(here / "plugins" / "rl_memory_probe.py"), str(n), str(tmp_path / str(n)), str(here / "suites" / "memory.yaml")],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in (100, 800)}
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=PROBE_ENV) for n in (100, 800)}
     res = {}
     for n, p in procs.items():
         out, err = p.communicate(timeout=1200)
