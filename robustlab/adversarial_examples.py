@@ -35,7 +35,6 @@ counts a point broken when it is a clean error or ``success`` and ``norm <= eps`
 from __future__ import annotations
 
 import bisect
-import hashlib
 import os
 import re
 import tempfile
@@ -47,6 +46,7 @@ import numpy as np
 
 from .errors import RobustlabError
 from .jsonio import atomic_write_text, read_strict_json
+from .signing import sha256_file
 
 FORMAT = "robustlab-adversarial-examples/1"
 DIRNAME = "adversarial"
@@ -100,7 +100,7 @@ def write_shard(path: Path, *, ids: Sequence[str], y: np.ndarray, x_adv: np.ndar
 def read_shard(path: Path, *, sha256: str | None = None) -> dict[str, np.ndarray]:
     """The arrays of one shard (no pickles); ``sha256`` (from the index) is verified when given."""
     try:
-        if sha256 is not None and _sha256(path) != sha256:
+        if sha256 is not None and sha256_file(path) != sha256:
             raise RobustlabError(f"adversarial example shard {path} does not match its sha256 in {INDEX}; it was changed or damaged: rerun without --resume.")
         with np.load(path, allow_pickle=False) as z:
             out = {k: z[k] for k in FIELDS}
@@ -110,14 +110,6 @@ def read_shard(path: Path, *, sha256: str | None = None) -> dict[str, np.ndarray
     if any(a.shape[0] != n for a in out.values()):
         raise RobustlabError(f"adversarial example shard {path} has arrays of different lengths; rerun without --resume.")
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def tiling(folder: Path, n: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -158,7 +150,7 @@ def _entry(root: Path, folder: Path, n: int) -> dict[str, Any]:
     shards, gaps = tiling(folder, n)
     assert not gaps, f"shards missing in {folder}: {gaps}"
     rows: list[dict[str, Any]] = [{"file": str(shard_path(folder, a, b).relative_to(root)), "start": a, "stop": b, "bytes": shard_path(folder, a, b).stat().st_size,
-                                   "sha256": _sha256(shard_path(folder, a, b))} for a, b in shards]
+                                   "sha256": sha256_file(shard_path(folder, a, b))} for a, b in shards]
     return {"n": n, "bytes": sum(int(r["bytes"]) for r in rows), "shards": rows}
 
 

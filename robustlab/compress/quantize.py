@@ -191,7 +191,7 @@ class QuantizedNet(nn.Module):
         return s + (q - s).detach()
 
     def _apply(self, fn: Any, recurse: bool = True) -> "QuantizedNet":
-        """``.to(device)``, ``.cuda()``, ``.double()`` reach the surrogate only: the integer model's
+        """moving the model (``.to(device)``, to a GPU, ``.double()``) reaches the surrogate only: the integer model's
         kernels are CPU kernels and its tensors stay as converted (inputs are moved to it)."""
         self.surrogate._apply(fn, recurse)  # type: ignore[no-untyped-call]
         return self

@@ -120,7 +120,8 @@ class FamilyView:
     checks: list[CheckView] = field(default_factory=list)
 
 
-def _fmt(v: Any) -> str:
+def fmt_value(v: Any) -> str:
+    """A value as the report shows it: 4 decimals, yes/no, an em dash for none, n/a for NaN/inf."""
     if v is None:
         return "—"
     if isinstance(v, bool):
@@ -132,19 +133,20 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _flatten(d: Any, prefix: str = "", *, max_list: int = 12) -> list[tuple[str, str]]:
+def flatten_rows(d: Any, prefix: str = "", *, max_list: int = 12) -> list[tuple[str, str]]:
+    """``(dotted key, shown value)`` rows of a nested dict (long lists shortened)."""
     rows: list[tuple[str, str]] = []
     if isinstance(d, dict):
         for k, v in d.items():
             key = f"{prefix}{k}"
             if isinstance(v, dict) and v:
-                rows += _flatten(v, key + ".", max_list=max_list)
+                rows += flatten_rows(v, key + ".", max_list=max_list)
             elif isinstance(v, list) and len(v) > max_list:
                 rows.append((key, f"{len(v)} entries: {', '.join(map(str, v[:6]))}, …"))
             elif isinstance(v, list):
-                rows.append((key, ", ".join(map(_fmt, v)) if v else "—"))
+                rows.append((key, ", ".join(map(fmt_value, v)) if v else "—"))
             else:
-                rows.append((key, _fmt(v)))
+                rows.append((key, fmt_value(v)))
     return rows
 
 
@@ -164,7 +166,7 @@ def _metric_rows(c: Any, class_names: "list[str] | None" = None) -> list[MetricR
         iv = c.intervals.get(k)
         ci = f"[{iv.low:.4f}, {iv.high:.4f}] {iv.level:.0%} {iv.method}" if iv is not None and math.isfinite(iv.low) and math.isfinite(iv.high) else ""
         n = c.counts.get(k)
-        rows.append(MetricRow(k, _fmt(v), ci, str(n) if n is not None else "", c.definitions.get(k, ""), parse(k).label(class_names)))
+        rows.append(MetricRow(k, fmt_value(v), ci, str(n) if n is not None else "", c.definitions.get(k, ""), parse(k).label(class_names)))
     return rows
 
 
@@ -181,14 +183,14 @@ def _check_view(c: Any, class_names: "list[str] | None" = None) -> CheckView:
             svg = f'<p class="warn">plot {escape(name)} could not be drawn ({escape(str(exc))})</p>'
         plots.append(Plot(name, Markup(svg)))
     audit = [
-        {"name": a.name, "verdict": a.verdict.value, "message": a.message, "evidence": _flatten(a.evidence, max_list=8)}
+        {"name": a.name, "verdict": a.verdict.value, "message": a.message, "evidence": flatten_rows(a.evidence, max_list=8)}
         for a in c.audit
     ]
     rows = _metric_rows(c, class_names)
     pivots, flat = _pivot([m for m in rows if not _is_detail(m.key)])
     return CheckView(
         id=c.id, check=c.check, status=c.status.value, reason=c.reason, seconds=float(c.seconds or 0.0),
-        params=_flatten(c.params), metrics=flat, pivots=pivots, detail_metrics=[m for m in rows if _is_detail(m.key)],
+        params=flatten_rows(c.params), metrics=flat, pivots=pivots, detail_metrics=[m for m in rows if _is_detail(m.key)],
         plots=plots, audit=audit, notes=list(c.notes), header=_check_header(c),
     )
 
@@ -208,7 +210,7 @@ def _headline(card: Scorecard, *, limit: int = 8) -> list[tuple[str, str, str]]:
         for k in picked.values():
             iv = c.intervals.get(k)
             ci = f"[{iv.low:.3f}, {iv.high:.3f}]" if iv is not None and math.isfinite(iv.low) and math.isfinite(iv.high) else ""
-            out.append((parse(k).label(card.class_names()), _fmt(c.metrics[k]), ci))
+            out.append((parse(k).label(card.class_names()), fmt_value(c.metrics[k]), ci))
     return out[:limit]
 
 
@@ -251,15 +253,15 @@ def build_context(card: Scorecard, *, gate: "GateReport | None" = None, verifica
         "status_counts": status_counts,
         "headline": _headline(card),
         "provenance": [
-            ("Model", _flatten(card.model)),
-            ("Data", _flatten(data)),
-            ("Suite", _flatten(card.suite)),
-            ("Run", _flatten({k: v for k, v in run.items() if k not in ("command", "variants")})),
-            ("Environment", _flatten(card.environment)),
-            ("Tool", _flatten({**card.tool, "schema_version": card.schema_version})),
+            ("Model", flatten_rows(card.model)),
+            ("Data", flatten_rows(data)),
+            ("Suite", flatten_rows(card.suite)),
+            ("Run", flatten_rows({k: v for k, v in run.items() if k not in ("command", "variants")})),
+            ("Environment", flatten_rows(card.environment)),
+            ("Tool", flatten_rows({**card.tool, "schema_version": card.schema_version})),
         ],
         "command": cmd,
-        "timings": _flatten(card.timings),
+        "timings": flatten_rows(card.timings),
         "families": families,
         "definitions": _group_definitions(definitions),
         "not_tested": not_tested(card),
@@ -287,7 +289,7 @@ def _env() -> Any:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["fmt"] = _fmt
+    env.filters["fmt"] = fmt_value
     return env
 
 

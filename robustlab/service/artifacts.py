@@ -4,7 +4,6 @@ request sent; :func:`path_of` re-checks every key before it touches the file sys
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from .models import Artifact
+from ..signing import sha256_file
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}(/[A-Za-z0-9_.-]{1,100}){0,5}$")
 
@@ -30,14 +30,6 @@ def path_of(root: Path, key: str) -> Path:
     return p
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def store_file(s: Session, root: Path, src: Path, key: str, *, kind: str, project_id: int, job_id: str | None = None,
                scorecard_id: int | None = None, move: bool = False) -> Artifact:
     """Copy (or move) ``src`` to ``key`` and record it."""
@@ -49,7 +41,7 @@ def store_file(s: Session, root: Path, src: Path, key: str, *, kind: str, projec
     else:
         shutil.copyfile(src, tmp)
     tmp.replace(dst)
-    art = Artifact(project_id=project_id, job_id=job_id, scorecard_id=scorecard_id, kind=kind, key=key, sha256=sha256_of(dst), size=dst.stat().st_size)
+    art = Artifact(project_id=project_id, job_id=job_id, scorecard_id=scorecard_id, kind=kind, key=key, sha256=sha256_file(dst), size=dst.stat().st_size)
     s.add(art)
     s.flush()
     return art

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import RobustlabError
+from ..signing import sha256_file
 
 log = logging.getLogger("robustlab.progress")
 RETRY_503_S = 120.0
@@ -89,14 +89,6 @@ def _detail(r: Any) -> str:
     return " ".join(str(d).split())[:500]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def submit_and_wait(c: Client, *, model_spec: str, arch: str | None, suite: str, policy: str | None, baseline: str | None, project: str | None,
                     model_name: str | None, version: str | None, limit: int | None, seed: int, data: str | None, gpus: int,
                     no_wait: bool, quiet: bool, poll_s: float = 1.0) -> int:
@@ -122,7 +114,7 @@ def submit_and_wait(c: Client, *, model_spec: str, arch: str | None, suite: str,
         if not arch:
             raise ServiceError("a weights file needs --arch (zoo-arch:NAME, torchvision:NAME or timm:NAME)")
         form["model_name"] = model_name or path.stem
-        form["version"] = version or _sha256(path)[:12]
+        form["version"] = version or sha256_file(path)[:12]
         opened.append(open(path, "rb"))
         files["model"] = (path.name, opened[-1], "application/octet-stream")
     if policy:

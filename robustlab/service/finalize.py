@@ -12,7 +12,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .artifacts import path_of, sha256_of, store_file
+from ..signing import sha256_file
+from .artifacts import path_of, store_file
 from .models import Job, ScorecardSource, StoredScorecard
 from .settings import Settings
 
@@ -61,7 +62,7 @@ def finalize(s: Session, settings: Settings, job: Job, out: Path, *, exit_code: 
                                                  ("environment", env, "environment.json")]
     version_id = job.version_id
     stored = StoredScorecard(project_id=job.project_id, job_id=job.id, version_id=version_id, source=ScorecardSource.SERVICE,
-                             artifact_key=f"jobs/{job.id}/scorecard.json", sha256=sha256_of(sc_path), signature_state=verification.state.value,
+                             artifact_key=f"jobs/{job.id}/scorecard.json", sha256=sha256_file(sc_path), signature_state=verification.state.value,
                              signature_key_id=verification.key_id, signature_message="; ".join(verification.messages)[:2000],
                              gate_outcome=gate.outcome.value if gate is not None else None, gate_exit_code=gate.exit_code if gate is not None else exit_code,
                              headline=headline(raw))

@@ -59,35 +59,17 @@ def page(request: Request, template: str, *, who: Principal | None, status: int 
 
 
 def fmt(v: Any) -> str:
-    """A value as the report shows it: 4 decimals, yes/no, an em dash for none, n/a for NaN/inf."""
-    import math
+    """A value as the report shows it (the report's own formatting)."""
+    from ...report.render import fmt_value
 
-    if v is None:
-        return "\u2014"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return "n/a"
-        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.6g}"
-    return str(v)
+    return fmt_value(v)
 
 
 def flatten(d: Any, prefix: str = "", *, max_list: int = 12) -> list[tuple[str, str]]:
-    """``(dotted key, shown value)`` rows of a nested dict (long lists shortened)."""
-    rows: list[tuple[str, str]] = []
-    if isinstance(d, dict):
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            if isinstance(v, dict) and v:
-                rows += flatten(v, key + ".", max_list=max_list)
-            elif isinstance(v, list) and len(v) > max_list:
-                rows.append((key, f"{len(v)} entries: {', '.join(map(str, v[:6]))}, \u2026"))
-            elif isinstance(v, list):
-                rows.append((key, ", ".join(map(fmt, v)) if v else "\u2014"))
-            else:
-                rows.append((key, fmt(v)))
-    return rows
+    """``(dotted key, shown value)`` rows of a nested dict, as the report lists them."""
+    from ...report.render import flatten_rows
+
+    return flatten_rows(d, prefix, max_list=max_list)
 
 
 class UIRoute(APIRoute):
