@@ -12,6 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from robustlab.compress import CompressionError, CompressionSpec, Method
+from robustlab.compress.pt2e import integer_ops
 from robustlab.compress.quantize import GradientMode, QuantizedNet
 from robustlab.data import load_dataset
 from robustlab.errors import ModelLoadError
@@ -33,8 +34,17 @@ def variants(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {m: compress(CompressConfig("zoo:digits-cnn", LoadOptions(), CompressionSpec.parse(m), d / f"{m.replace(':', '_')}.safetensors", calibration_n=256)).path for m in METHODS}
 
 
-def _integer_modules(net: torch.nn.Module) -> list[str]:
-    return [type(m).__module__ for m in net.modules() if type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized"))]
+#: integer kernels of the maintained stack: oneDNN int8 conv/linear (PT2E, lowered) and torch._int_mm (torchao dynamic)
+INT_KERNELS = ("onednn::qconv_pointwise", "onednn::qconv2d_pointwise", "onednn::qlinear_pointwise", "aten::_int_mm")
+
+
+def _integer_kernels(net: torch.nn.Module, x: torch.Tensor) -> list[str]:
+    """The integer kernels that a forward pass of ``net`` on ``x`` really calls (profiled)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        net(x)
+    return [e.name for e in prof.events() if e.name in INT_KERNELS]
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -54,7 +64,8 @@ def test_every_variant_loads_without_trust_code_and_records_its_recipe(method: s
         assert rec["calibration"]["split"] == "train" and len(rec["calibration"]["sha256"]) == 64 and rec["calibration"]["n"] == 256
     if spec.method.quantized:
         assert isinstance(v.net, QuantizedNet)
-        assert _integer_modules(v.net.integer), "the integer model has no quantized (int8) modules"
+        assert _integer_kernels(v.net.integer, x[:4]), "the integer model runs no int8 kernel"
+        assert rec["stack"] == ("torchao" if spec.method is Method.INT8_DYNAMIC else "pt2e")
     if spec.method is Method.PRUNE_UNSTRUCTURED:
         w = torch.cat([p.flatten() for n, p in v.net.named_parameters() if n.endswith("weight")])
         assert abs(float((w == 0).float().mean()) - 0.5) < 0.01
@@ -66,17 +77,53 @@ def test_every_variant_loads_without_trust_code_and_records_its_recipe(method: s
 
 
 def test_static_int8_really_runs_integer_kernels(variants: dict[str, Path], digits_test) -> None:
+    """The int8-static variant is PT2E lowered to oneDNN: both convolutions and both linear layers are
+    int8 kernels in its graph and are what a forward pass of the loaded variant calls."""
     x, _ = digits_test
     v = load_model(str(variants["int8-static"]))
-    integer = v.net.integer
-    kinds = {type(m).__name__ for m in integer.modules()}
-    assert {"QuantizedConvReLU2d", "QuantizedLinear"} <= kinds or "LinearReLU" in " ".join(kinds), kinds
-    seen: list[torch.dtype] = []
-    hook = integer.conv1.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    with torch.no_grad():
-        v(x[:4])
-    hook.remove()
-    assert seen == [torch.quint8]
+    ops = integer_ops(v.net.integer)
+    assert sorted(o.split(".")[1] for o in ops) == ["qconv_pointwise", "qconv_pointwise", "qlinear_pointwise", "qlinear_pointwise"], ops
+    called = _integer_kernels(v, x[:8])
+    assert called.count("onednn::qconv_pointwise") == 2 and called.count("onednn::qlinear_pointwise") == 2, called
+
+
+def test_dynamic_int8_runs_int_mm_on_int8_weights(variants: dict[str, Path], digits_test) -> None:
+    x, _ = digits_test
+    v = load_model(str(variants["int8-dynamic"]))
+    assert _integer_kernels(v, x[:8]).count("aten::_int_mm") == 2  # fc1 and fc2
+    assert type(v.net.integer.fc1.weight).__module__.startswith("torchao")
+
+
+def test_int8_variants_use_no_deprecated_fx_quantization(tmp_path: Path, digits_test, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither compressing nor loading an int8 variant touches torch.ao.quantization's FX graph mode or
+    quantize_dynamic (deprecated upstream); the variants still load and run integer kernels."""
+    import torch.ao.quantization as tq
+    import torch.ao.quantization.quantize_fx as qfx
+
+    def banned(*_a, **_k):
+        raise AssertionError("deprecated torch.ao.quantization entry point used")
+
+    for mod, name in [(qfx, "prepare_qat_fx"), (qfx, "prepare_fx"), (qfx, "convert_fx"), (tq, "quantize_dynamic"), (tq, "get_default_qat_qconfig_mapping")]:
+        monkeypatch.setattr(mod, name, banned)
+    x, _ = digits_test
+    for m in ("int8-static", "int8-dynamic"):
+        res = compress(CompressConfig("zoo:digits-cnn", LoadOptions(), CompressionSpec.parse(m), tmp_path / f"{m}.safetensors", calibration_n=64))
+        v = load_model(str(res.path))
+        assert _integer_kernels(v, x[:4]), m
+
+
+def test_without_torchao_int8_is_a_one_line_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from robustlab.cli import main
+
+    monkeypatch.setitem(sys.modules, "torchao", None)  # import torchao raises ImportError
+    for m in ("int8-static", "int8-dynamic"):
+        r = CliRunner().invoke(main, ["compress", "--model", "zoo:digits-cnn", "--method", m, "--out", str(tmp_path / "v.safetensors")])
+        assert r.exit_code == 2, r.output
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1 and "robustlab[quant]" in lines[0], r.output
+    assert not (tmp_path / "v.safetensors").exists()
 
 
 def test_integer_model_gives_every_forward_value_and_surrogate_the_gradient(variants: dict[str, Path], digits_test) -> None:
@@ -145,7 +192,7 @@ def test_qat_finetunes_the_fake_quantized_graph_and_loads_back(tmp_path: Path, d
     res = compress(CompressConfig("zoo:digits-cnn", LoadOptions(), CompressionSpec.parse("qat"), tmp_path / "qat.safetensors", calibration_n=128, epochs=1, batch_size=64))
     v = load_model(str(res.path))
     base = load_model("zoo:digits-cnn")
-    assert isinstance(v.net, QuantizedNet) and _integer_modules(v.net.integer)
+    assert isinstance(v.net, QuantizedNet) and _integer_kernels(v.net.integer, x[:4])
     rec = v.info.extra["compression"]
     assert rec["method"] == "qat" and rec["qat_epochs"] == 1 and rec["calibration"]["split"] == "train"
     assert not torch.equal(v.net.surrogate.conv1.weight, base.net.conv1.weight)  # the weights were trained

@@ -1,121 +1,46 @@
-"""Quantization through PyTorch's own stack: FX graph mode (``torch.ao.quantization.quantize_fx``)
-for static int8 and QAT, ``quantize_dynamic`` for dynamic int8; casting for fp16/bf16.
+"""Quantization through the maintained stack: torchao's PT2E flow for static int8 and QAT
+(:mod:`.pt2e`: ``X86InductorQuantizer``, lowered to oneDNN int8 kernels) and torchao's ``quantize_``
+for dynamic int8; casting for fp16/bf16; :class:`QuantizedNet`, the integer model with its BPDA
+surrogate. Nothing is written by hand: observers, fake quantization, conversion, lowering and
+kernels are torch's and torchao's. Files written by the earlier FX graph mode path load through
+:mod:`.quantize_fx` (legacy).
 
-Why FX graph mode: on this torch (2.14) it is the path whose converted model runs real integer
-kernels on the CPU (``quantized::conv2d`` / ``quantized::linear`` on the x86/fbgemm engine) without
-``torch.compile``; PT2E's ``convert_pt2e`` gives a reference model (quantize/dequantize around float
-ops) that only becomes integer after lowering. ``torch.ao.quantization`` warns that it is deprecated
-in favour of torchao; its warnings are silenced here and nothing is written by hand: observers,
-fake quantization, conversion and kernels are PyTorch's.
-
-A static variant is stored as its *fake-quantized* model (float weights plus every observer's scale
-and zero point, a plain state dict); loading rebuilds the same graph and converts it, which is
-deterministic, so the integer model is exactly the one calibrated. The fake-quantized model is also
-the differentiable surrogate the attacks need (:class:`QuantizedNet`).
+A static variant is stored as its *fake-quantized* surrogate's state (float weights, batch-norm
+statistics and every fake quantizer's scale and zero point); loading re-exports the same graph,
+loads that state and converts and lowers it, which is deterministic, so the integer model is exactly
+the one calibrated. The fake-quantized graph is also the differentiable surrogate the attacks need.
 
 References: Jacob et al., "Quantization and Training of Neural Networks for Efficient
 Integer-Arithmetic-Only Inference", CVPR 2018; Athalye et al., "Obfuscated Gradients Give a False
-Sense of Security" (BPDA), ICML 2018. Checked against torch.ao.quantization's own convert_fx output.
+Sense of Security" (BPDA), ICML 2018.
 """
 
 from __future__ import annotations
 
 import copy
 import enum
-import warnings
-from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, cast as tcast
+from typing import Any, cast as tcast
 
 import torch
 from torch import nn
 
-from .methods import CompressionError
+from .pt2e import require_torchao
 
-#: the quantized engine used for int8 kernels on the CPU (first one available)
-ENGINES = ("x86", "fbgemm", "qnnpack")
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        yield
-
-
-def engine() -> str:
-    """Select and return the CPU int8 engine (``x86`` where available)."""
-    supported = torch.backends.quantized.supported_engines
-    for name in ENGINES:
-        if name in supported:
-            if torch.backends.quantized.engine != name:
-                torch.backends.quantized.engine = name
-            return name
-    raise CompressionError(f"this torch build has no int8 CPU engine (supported: {', '.join(supported)}); int8 variants cannot run here.")
-
-
-def _example(input_shape: tuple[int, ...] | None) -> tuple[torch.Tensor, ...]:
-    if input_shape is None:
-        raise CompressionError("int8 quantization needs the model's input shape to trace it; pass --input-shape C,H,W.")
-    return (torch.zeros(2, *input_shape),)
-
-
-def prepare_fake_quant(net: nn.Module, input_shape: tuple[int, ...] | None) -> nn.Module:
-    """A fake-quantized copy of ``net`` (FX graph, QAT qconfig of the CPU engine; conv-bn-relu fused).
-
-    The copy is in eval mode: batch-norm statistics stay those of ``net``. Call :func:`calibrate`,
-    then :func:`freeze`."""
-    from torch.ao.quantization import get_default_qat_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import prepare_qat_fx
-
-    eng = engine()
-    with _quiet():
-        try:
-            prepared = prepare_qat_fx(copy.deepcopy(net).cpu().float().train(), get_default_qat_qconfig_mapping(eng), _example(input_shape))
-        except (RuntimeError, TypeError, NotImplementedError, AttributeError) as exc:  # symbolic tracing of dynamic control flow
-            msg = " ".join(str(exc).split())[:160]
-            raise CompressionError(f"the model cannot be traced for int8 quantization ({type(exc).__name__}: {msg}); only FX-traceable models (no data-dependent control flow) can be quantized.") from exc
-    return prepared.eval()
-
-
-def calibrate(prepared: nn.Module, batches: Iterable[torch.Tensor]) -> int:
-    """Run ``batches`` (already normalised as the network sees them) through the observers; returns the count."""
-    n = 0
-    with torch.no_grad(), _quiet():
-        for xb in batches:
-            prepared(xb)
-            n += int(xb.shape[0])
-    return n
-
-
-def freeze(prepared: nn.Module) -> nn.Module:
-    """Fix every scale and zero point (observers off, fake quantization on, batch-norm frozen); eval mode."""
-    from torch.ao.quantization import disable_observer, enable_fake_quant
-    from torch.ao.nn.intrinsic.qat import freeze_bn_stats
-
-    prepared.apply(disable_observer)
-    prepared.apply(enable_fake_quant)
-    prepared.apply(freeze_bn_stats)
-    return prepared.eval()
-
-
-def to_integer(prepared: nn.Module) -> nn.Module:
-    """The integer model of a frozen fake-quantized model (``convert_fx``: int8 kernels)."""
-    from torch.ao.quantization.quantize_fx import convert_fx
-
-    engine()
-    with _quiet():
-        return convert_fx(tcast(Any, copy.deepcopy(prepared).eval())).eval()
+#: how the integer kernels of each quantized variant kind are produced (recorded in the variant file)
+STACK_PT2E = "pt2e"
+STACK_TORCHAO = "torchao"
+STACK_FX = "fx"
 
 
 def dynamic_integer(net: nn.Module) -> nn.Module:
-    """``quantize_dynamic``: int8 weights of every ``nn.Linear``, activations quantized per batch."""
-    from torch.ao.quantization import quantize_dynamic
+    """torchao ``quantize_`` with ``Int8DynamicActivationInt8WeightConfig``: int8 per-channel weights
+    of every ``nn.Linear``, activations quantized per row at run time, ``torch._int_mm`` on the CPU."""
+    require_torchao()
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
-    engine()
-    with _quiet():
-        return tcast(nn.Module, quantize_dynamic(copy.deepcopy(net).cpu().float().eval(), {nn.Linear}, dtype=torch.qint8)).eval()  # type: ignore[no-untyped-call]
+    out = copy.deepcopy(net).cpu().float().eval()
+    quantize_(out, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda m, _name: isinstance(m, nn.Linear))
+    return out
 
 
 def dynamic_surrogate(net: nn.Module, integer: nn.Module) -> nn.Module:
@@ -126,8 +51,10 @@ def dynamic_surrogate(net: nn.Module, integer: nn.Module) -> nn.Module:
     with torch.no_grad():
         for name, mod in sur.named_modules():
             q = qmods.get(name)
-            if isinstance(mod, nn.Linear) and q is not None and callable(getattr(q, "weight", None)):
-                mod.weight.copy_(q.weight().dequantize())
+            w = getattr(q, "weight", None)
+            if isinstance(mod, nn.Linear) and w is not None:
+                deq = w() if callable(w) else w  # a legacy FX packed module exposes weight() (quantized)
+                mod.weight.copy_(deq.dequantize() if hasattr(deq, "dequantize") else deq)
     return sur
 
 
@@ -173,6 +100,8 @@ class QuantizedNet(nn.Module):
 
     def _integer(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
+            if x.shape[0] == 0:  # a lowered graph is exported for batches of at least one
+                return tcast(torch.Tensor, self.surrogate(x.detach())).float()
             return tcast(torch.Tensor, self.integer(x.detach().cpu().float())).to(x.device)
 
     def _surrogate_hooked(self) -> bool:
@@ -197,4 +126,4 @@ class QuantizedNet(nn.Module):
         return self
 
 
-__all__ = ["GradientMode", "QuantizedNet", "calibrate", "cast", "dynamic_integer", "dynamic_surrogate", "engine", "freeze", "prepare_fake_quant", "to_integer"]
+__all__ = ["GradientMode", "QuantizedNet", "STACK_FX", "STACK_PT2E", "STACK_TORCHAO", "cast", "dynamic_integer", "dynamic_surrogate"]

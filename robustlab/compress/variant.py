@@ -2,7 +2,8 @@
 
 The header's ``robustlab`` metadata carries the base model's contract (architecture, bounds,
 mean/std, classes, input shape) and a ``compression`` record: method, sparsity, calibration data
-(spec, count, sha256), the base model's sha256, the int8 engine and the torch version. Loading
+(spec, count, sha256), the base model's sha256, the quantization stack (``pt2e``/``torchao``;
+legacy files without one are FX graph mode), the int8 engine and the torch/torchao versions. Loading
 builds the base architecture (one robustlab builds itself: never code named by a file), applies the
 recorded recipe (cast, or re-trace and convert for int8) and loads the tensors, so a variant loads
 without ``--trust-code``: nothing in the file is executed.
@@ -19,7 +20,8 @@ from torch import nn
 
 from ..errors import ModelLoadError
 from .methods import CompressionError, CompressionSpec, Method
-from .quantize import QuantizedNet, cast, dynamic_integer, dynamic_surrogate, freeze, prepare_fake_quant, to_integer
+from . import pt2e
+from .quantize import STACK_FX, STACK_PT2E, STACK_TORCHAO, QuantizedNet, cast, dynamic_integer, dynamic_surrogate
 
 _DTYPES = {Method.FP16: torch.float16, Method.BF16: torch.bfloat16}
 
@@ -63,17 +65,36 @@ def rebuild(net: nn.Module, compression: Any, sd: dict[str, torch.Tensor], *, in
         if method.pruned:
             net.load_state_dict(sd, strict=True)
             return net
+        stack = compression.get("stack", STACK_FX)  # files from before the PT2E move carry no stack: FX graph mode
+        if stack == STACK_FX:
+            return _rebuild_fx(net, method, sd, input_shape=input_shape)
+        if stack not in (STACK_PT2E, STACK_TORCHAO):
+            raise ModelLoadError(f"{source} was quantized with an unknown stack {stack!r}; re-create the file with robustlab compress.")
         if method is Method.INT8_DYNAMIC:
             net.load_state_dict(sd, strict=True)
             integer = dynamic_integer(net)
             return QuantizedNet(integer, dynamic_surrogate(net, integer))
-        prepared = prepare_fake_quant(net, input_shape)
+        prepared = pt2e.prepare_fake_quant(net, input_shape)
         prepared.load_state_dict(sd, strict=True)
-        freeze(prepared)
-        return QuantizedNet(to_integer(prepared), prepared)
-    except RuntimeError as exc:
+        pt2e.freeze(prepared)
+        return QuantizedNet(pt2e.to_integer(prepared, input_shape), prepared)
+    except (RuntimeError, KeyError) as exc:
         msg = " ".join(str(exc).split())[:200]
         raise ModelLoadError(f"the tensors in {source} do not fit its {method.value} recipe on the recorded architecture ({msg}); the file is damaged or was edited.") from exc
+
+
+def _rebuild_fx(net: nn.Module, method: Method, sd: dict[str, torch.Tensor], *, input_shape: tuple[int, ...] | None) -> nn.Module:
+    """LEGACY: an int8 file written by the FX graph mode path (deprecated ``torch.ao.quantization``), rebuilt as it was calibrated."""
+    from . import quantize_fx as fx
+
+    if method is Method.INT8_DYNAMIC:
+        net.load_state_dict(sd, strict=True)
+        integer = fx.dynamic_integer(net)
+        return QuantizedNet(integer, dynamic_surrogate(net, integer))
+    prepared = fx.prepare_fake_quant(net, input_shape)
+    prepared.load_state_dict(sd, strict=True)
+    fx.freeze(prepared)
+    return QuantizedNet(fx.to_integer(prepared), prepared)
 
 
 __all__ = ["rebuild", "save_variant"]

@@ -20,7 +20,8 @@ import torch
 from .. import __version__
 from ..compress.methods import CompressionError, CompressionSpec, Method
 from ..compress.prune import prune_structured, prune_unstructured, sparsity, zeros_held
-from ..compress.quantize import calibrate, engine, freeze, prepare_fake_quant
+from ..compress.pt2e import calibrate, freeze, prepare_fake_quant, require_torchao
+from ..compress.quantize import STACK_PT2E, STACK_TORCHAO
 from ..compress.variant import save_variant
 from ..data import Dataset, load_dataset
 from ..errors import RobustlabError
@@ -121,6 +122,10 @@ def _finetune_pruned(pruned: torch.nn.Module, model: RobustModel, cfg: CompressC
     return {"epochs": cfg.epochs, "seed": cfg.seed, "batch_size": cfg.batch_size, "data": data_record}
 
 
+def _int8_record(stack: str, engine: str) -> dict[str, Any]:
+    return {"stack": stack, "engine": engine, "torchao": require_torchao()}
+
+
 def compress(cfg: CompressConfig) -> CompressResult:
     """Compress the model of ``cfg`` with ``cfg.method``; write the variant file and return its record."""
     if cfg.epochs is not None and method_takes_no_epochs(cfg.method.method):
@@ -128,6 +133,8 @@ def compress(cfg: CompressConfig) -> CompressResult:
     lowest = 1 if cfg.method.method is Method.QAT else 0
     if cfg.epochs is not None and cfg.epochs < lowest:
         raise CompressionError(f"--epochs must be at least {lowest} for {cfg.method.name}, got {cfg.epochs}.")
+    if cfg.method.method.quantized:
+        require_torchao()  # before any model or data is loaded
     model = load_model(cfg.model_spec, LoadOptions(**{**cfg.load.__dict__, "device": "cpu"}))
     net = model.net.cpu().float().eval()
     method = cfg.method.method
@@ -143,13 +150,13 @@ def compress(cfg: CompressConfig) -> CompressResult:
         record["measured_sparsity"] = sparsity(pruned)
         state = pruned.state_dict()
     elif method is Method.INT8_DYNAMIC:
-        record["engine"] = engine()
+        record.update(_int8_record(STACK_TORCHAO, "torch._int_mm (torchao Int8DynamicActivationInt8WeightConfig)"))
         state = net.state_dict()
     elif method is Method.INT8_STATIC:
         cal, record["calibration"] = calibration_data(model, cfg)
         prepared = prepare_fake_quant(net, model.input_shape)
         calibrate(prepared, _batches(model, cal, cfg.batch_size))
-        record["engine"] = engine()
+        record.update(_int8_record(STACK_PT2E, "onednn (X86InductorQuantizer, lowered)"))
         state = freeze(prepared).state_dict()
     else:  # qat: calibrate, then fine-tune the fake-quantized graph on the whole train split
         from ..compress.qat import finetune
@@ -159,7 +166,7 @@ def compress(cfg: CompressConfig) -> CompressResult:
         calibrate(prepared, _batches(model, train_data.limit(cfg.calibration_n), cfg.batch_size))
         epochs = 2 if cfg.epochs is None else cfg.epochs
         finetune(prepared, model, prepare_data(model, train_data), epochs=epochs, batch_size=cfg.batch_size, seed=cfg.seed)
-        record["engine"] = engine()
+        record.update(_int8_record(STACK_PT2E, "onednn (X86InductorQuantizer, lowered)"))
         record["qat_epochs"] = epochs
         state = freeze(prepared).state_dict()
     info = model.info.to_dict()

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..compress.attacks import IntegerRobustness
 from ..compress.prune import sparsity
+from ..compress.pt2e import integer_bytes, integer_ops
 from ..compress.quantize import QuantizedNet
 from ..metric_keys import EPS_ANY, eps_segment, key, pattern, per_eps
 from ..scorecard import AuditItem, CheckResult, Verdict
@@ -68,8 +69,11 @@ def integer_attack_result(ir: IntegerRobustness, *, params: dict[str, Any], seco
 
 
 def deployed_bytes(net: nn.Module) -> int:
-    """Bytes of the network as it runs (``torch.save`` of its state dict; for int8 variants the integer model's)."""
+    """Bytes of the network as it runs (``torch.save`` of its state dict; for int8 variants the integer
+    model's, for a lowered PT2E graph the bytes of the constants it reads)."""
     target = net.integer if isinstance(net, QuantizedNet) else net
+    if integer_ops(target):  # a lowered PT2E graph: its constants (packed int8 weights) are not in its state dict
+        return integer_bytes(target)
     buf = io.BytesIO()
     torch.save(target.state_dict(), buf)
     return buf.tell()
