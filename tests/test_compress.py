@@ -248,3 +248,31 @@ def test_moving_an_int8_variant_leaves_the_integer_model_on_the_cpu(variants: di
     assert all(b.dtype != torch.float64 for b in v.net.integer.buffers())
     with torch.no_grad():
         assert torch.equal(v(x[:4].double()).float(), before)
+
+
+def test_an_int8_file_from_the_fx_graph_mode_path_still_loads(tmp_path: Path, digits_test) -> None:
+    """Variant files written before the PT2E move (FX graph mode, no 'stack' in the record) load
+    through the labelled legacy path, as calibrated: quantized::* kernels, BPDA surrogate."""
+    from robustlab.compress import quantize_fx as fx
+    from robustlab.compress.pt2e import calibrate
+    from robustlab.compress.variant import save_variant
+    from robustlab.models.metadata import META_KEYS
+
+    x, y = digits_test
+    base = load_model("zoo:digits-cnn")
+    prepared = fx.prepare_fake_quant(base.net, base.input_shape)
+    calibrate(prepared, [base.normalise(load_dataset("digits", split="train").images(slice(0, 128)))])
+    info = base.info.to_dict()
+    rec = {"method": "int8-static", "sparsity": None, "base_sha256": base.info.sha256, "engine": "x86", "calibration": None}
+    path = save_variant(fx.freeze(prepared).state_dict(), tmp_path / "fx.safetensors", metadata={k: info.get(k) for k in META_KEYS}, compression=rec)
+    v = load_model(str(path))
+    assert isinstance(v.net, QuantizedNet) and "stack" not in v.info.extra["compression"]
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        out = v(x)
+    assert any(e.name.startswith("quantized::conv2d") for e in prof.events())
+    assert float((out.argmax(1) == base(x).argmax(1)).float().mean()) >= 0.9
+    xg = x[:8].clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(v(xg).max(1).values.sum(), xg)
+    assert g.abs().sum() > 0
