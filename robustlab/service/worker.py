@@ -12,15 +12,18 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from . import warm
 from .db import Database
 from .models import Job, JobState, Version, utcnow
 from .settings import Settings
+from .warm import Launcher
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,8 @@ def _aware(t: datetime | None) -> datetime | None:
 class Worker:
     """One worker process (``robustlab worker --data-dir DIR``); :meth:`run_forever` loops."""
 
-    def __init__(self, settings: Settings, *, name: str | None = None, device: str = "auto", poll_s: float = 0.5, heartbeat_s: float = 1.0) -> None:
+    def __init__(self, settings: Settings, *, name: str | None = None, device: str = "auto", poll_s: float = 0.5, heartbeat_s: float = 1.0,
+                 warm: bool = True) -> None:
         self.settings = settings
         self.db = Database(settings.database_url)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
@@ -40,6 +44,20 @@ class Worker:
         self.poll_s = poll_s
         self.heartbeat_s = heartbeat_s
         self._tracking_ready = False
+        #: ``robustlab evaluate`` runs fork from a warm launcher (imports paid once per worker, not per job)
+        self.warm = warm
+        self._launcher: Launcher | None = None
+
+    def launcher(self) -> Launcher:
+        if self._launcher is None:
+            self._launcher = Launcher()
+        return self._launcher
+
+    def close(self) -> None:
+        """Stop the warm launcher (and any run it still has)."""
+        if self._launcher is not None:
+            self._launcher.close()
+            self._launcher = None
 
     def reap(self) -> int:
         """Requeue (or fail, when its attempts are used up) every running job whose heartbeat is stale."""
@@ -87,15 +105,20 @@ class Worker:
 
     def run_forever(self, *, max_jobs: int | None = None) -> None:
         done = 0
-        while max_jobs is None or done < max_jobs:
-            try:
-                if self.run_once():
-                    done += 1
-                else:
-                    time.sleep(self.poll_s)
-            except OperationalError as exc:  # the database is away: keep the job's state, retry later
-                log.warning("database unavailable (%s); retrying in 5 s", " ".join(str(exc).split())[:200])
-                time.sleep(5)
+        if self.warm:
+            self.launcher().ensure_started()  # pay the imports before the first job, not during it
+        try:
+            while max_jobs is None or done < max_jobs:
+                try:
+                    if self.run_once():
+                        done += 1
+                    else:
+                        time.sleep(self.poll_s)
+                except OperationalError as exc:  # the database is away: keep the job's state, retry later
+                    log.warning("database unavailable (%s); retrying in 5 s", " ".join(str(exc).split())[:200])
+                    time.sleep(5)
+        finally:
+            self.close()
 
     def _mine(self, s: object, job_id: str) -> Job | None:
         from sqlalchemy.orm import Session
@@ -129,15 +152,24 @@ class Worker:
             base = baseline_path(s, st, job)
             resume = job.attempts > 1 and (out / "results.sqlite").is_file()
             argv = runjob.command_for(st, job, ver, baseline_path=base, device=self.device, resume=resume)
-        proc, prog, reader = runjob.start(argv, st.jobs_dir / job_id / "worker.log")
+        log_path = st.jobs_dir / job_id / "worker.log"
+        proc: runjob.JobProcess
+        if self.warm and argv[:3] == [sys.executable, "-m", "robustlab"]:
+            proc, prog, reader = warm.start(self.launcher(), argv[3:], log_path)
+        else:  # torchrun for several GPUs, or a cold worker: a fresh interpreter
+            proc, prog, reader = runjob.start(argv, log_path)
         log.info("job %s: started %s", job_id, " ".join(argv))
         while proc.poll() is None:
-            time.sleep(self.heartbeat_s)
+            if runjob.wait_for(proc, self.heartbeat_s) is not None:
+                break  # ended: no need to sleep out the heartbeat period
             try:
                 with self.db.session() as s:
                     job = self._mine(s, job_id)
                     if job is None:  # cancelled, or reaped and given to another worker
-                        runjob.stop(proc)
+                        if isinstance(proc, warm.WarmRun):
+                            warm.stop(proc)
+                        else:
+                            runjob.stop(proc)
                         return
                     job.heartbeat_at, job.progress, job.message = utcnow(), prog.fraction, prog.message
             except OperationalError:
