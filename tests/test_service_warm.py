@@ -1,0 +1,136 @@
+"""Warm workers: one launcher per worker imports robustlab/torch/MLflow once and forks one child per
+job. Each job is still its own process: a run killed from outside (the OOM killer, a segfault) is
+retried from its stored batches and gives the uninterrupted scorecard while the worker and its
+launcher go on; a cancelled run's process is killed; the launcher goes with its worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from service_helpers import Service, make_service  # noqa: E402
+
+FORM = {"model_name": "digits", "spec": "zoo:digits-cnn", "suite": "killresume", "batch_size": "20", "seed": "3", "limit": "60"}
+
+
+def _stored(db: Path) -> int:
+    if not db.is_file():
+        return 0
+    try:
+        with sqlite3.connect(str(db), timeout=1) as c:
+            return int(c.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def _job(svc: Service, jid: str) -> dict[str, Any]:
+    out: dict[str, Any] = svc.client.get(f"/api/v1/jobs/{jid}", headers=svc.h("aud-a")).json()
+    return out
+
+
+def _core(card: dict[str, Any]) -> list[Any]:
+    return [(c["id"], c["status"], c["metrics"], c["per_sample"]) for c in card["checks"]]
+
+
+def _wait(cond: Any, what: str, seconds: float = 300) -> None:
+    deadline = time.time() + seconds
+    while not cond():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow  # the launcher's imports (10-25 s on 2 shared cores), then PGD runs on 60 digits (one killed and resumed)
+@pytest.mark.timeout(600)
+def test_a_warm_worker_forks_jobs_from_one_launcher_and_survives_killed_and_cancelled_runs(tmp_path: Path) -> None:
+    from robustlab.service.worker import Worker
+
+    svc = make_service(tmp_path / "data")
+    post = svc.client.post
+    w = Worker(svc.settings, poll_s=0.1, heartbeat_s=0.2)
+    launcher = w.launcher()
+    launcher_pid = launcher.ensure_started()
+    try:
+        ref = post("/api/v1/projects/alpha/jobs", headers=svc.h("sub-a"), data={**FORM, "version": "ref"}).json()["id"]
+        assert w.run_once()
+        assert _job(svc, ref)["state"] == "succeeded"
+        assert launcher.running() == []
+
+        # a run killed from outside mid-job: the worker survives, the job is queued again and resumes
+        jid = post("/api/v1/projects/alpha/jobs", headers=svc.h("sub-a"), data={**FORM, "version": "killed"}).json()["id"]
+        t = threading.Thread(target=w.run_once)
+        t.start()
+        db = svc.settings.jobs_dir / jid / "out" / "results.sqlite"
+        _wait(lambda: _stored(db) >= 4 or not t.is_alive(), "the run to store its clean batches")  # clean: 3 batches; then PGD
+        pids = launcher.running()
+        assert t.is_alive() and len(pids) == 1, "the run ended before it could be killed; make it longer"
+        assert pids[0] not in (os.getpid(), launcher_pid)
+        os.kill(pids[0], signal.SIGKILL)
+        t.join(timeout=60)
+        assert not t.is_alive()
+        job = _job(svc, jid)
+        assert job["state"] == "queued" and job["attempts"] == 1 and "exit -9" in job["message"], job
+        assert launcher.pid == launcher_pid  # the launcher (and the worker) did not go with the run
+        assert w.run_once()
+        job = _job(svc, jid)
+        assert job["state"] == "succeeded" and job["attempts"] == 2, job
+        a = svc.client.get(f"/api/v1/jobs/{ref}/files/scorecard", headers=svc.h("aud-a")).json()
+        b = svc.client.get(f"/api/v1/jobs/{jid}/files/scorecard", headers=svc.h("aud-a")).json()
+        assert b["run"]["resumed"] is True and _core(a) == _core(b)
+        assert job["scorecard"]["signature_state"] == "valid-trusted"
+
+        # cancelling a running job kills its process
+        cid = post("/api/v1/projects/alpha/jobs", headers=svc.h("sub-a"), data={**FORM, "version": "cancelled", "limit": "400"}).json()["id"]
+        t = threading.Thread(target=w.run_once)
+        t.start()
+        _wait(lambda: bool(launcher.running()) or not t.is_alive(), "the run to start")
+        pid = launcher.running()[0]
+        assert post(f"/api/v1/jobs/{cid}/cancel", headers=svc.h("sub-a")).json()["state"] == "cancelled"
+        t.join(timeout=60)
+        assert not t.is_alive()
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+        assert _job(svc, cid)["scorecard"] is None and launcher.pid == launcher_pid
+    finally:
+        w.close()
+    with pytest.raises(ProcessLookupError):  # closed with its worker
+        os.kill(launcher_pid, 0)
+
+
+@pytest.mark.slow  # two launcher starts: 10-25 s each on 2 shared cores
+@pytest.mark.timeout(300)
+def test_a_launcher_that_dies_fails_its_run_as_killed_and_is_started_again(tmp_path: Path) -> None:
+    """The launcher killed under a run (kill -9, OOM): the run ends as killed (the job is retried),
+    its process is gone, and the next run gets a fresh launcher."""
+    from robustlab.service.warm import LOST, Launcher
+
+    la = Launcher()
+    try:
+        first = la.ensure_started()
+        log = tmp_path / "run.log"
+        run = la.start(["evaluate", "--model", "zoo:digits-cnn", "--suite", "killresume", "--limit", "400", "--out", str(tmp_path / "out")],
+                       cwd=tmp_path, log_path=log)
+        assert run.pid > 0 and la.running() == [run.pid]
+        os.kill(first, signal.SIGKILL)
+        assert run.wait(timeout=30) == LOST
+        _wait(lambda: not Path(f"/proc/{run.pid}").exists() or "zombie" in _state(run.pid), "the run to die with its launcher", 10)
+        again = la.start(["suites"], cwd=tmp_path, log_path=log)
+        assert again.wait(timeout=120) == 0 and la.pid not in (None, first)
+    finally:
+        la.close()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "gone"
