@@ -134,3 +134,56 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
     except (OSError, IndexError):
         return "gone"
+
+
+def _submit(svc: Service, version: str) -> str:
+    r = svc.client.post("/api/v1/projects/alpha/jobs", headers=svc.h("sub-a"), data={**FORM, "version": version, "suite": "clean"})
+    assert r.status_code == 201, r.text
+    out: str = r.json()["id"]
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_sets_up_tracking_before_it_claims_and_hands_back_a_job_it_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by bench/service_load.py: two workers starting together raced to create MLflow's
+    store; the loser raised after claiming a job, so the job sat 'running' with no heartbeat until
+    reaped, again and again, and a worker died of it."""
+    import sys
+
+    from sqlalchemy.exc import OperationalError
+
+    import robustlab.service.bootstrap as boot
+    import robustlab.service.finalize as fin
+    import robustlab.service.runjob as runjob
+    from robustlab.service.worker import Worker
+
+    svc = make_service(tmp_path / "data")
+    calls: list[int] = []
+
+    def racing(_settings: object) -> None:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise OperationalError("CREATE TABLE experiments", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(boot, "ensure_mlflow_experiment", racing)
+    monkeypatch.setattr(runjob, "command_for", lambda *_a, **_k: [sys.executable, "-c", "import sys; print('error: bad input', file=sys.stderr); sys.exit(2)"])
+    monkeypatch.setattr("robustlab.service.worker.time.sleep", lambda _s: None)
+    jid = _submit(svc, "race")
+    w = Worker(svc.settings, poll_s=0.1, heartbeat_s=0.2, warm=False)
+    assert w.run_once()
+    job = _job(svc, jid)
+    assert job["state"] == "failed" and job["exit_code"] == 2 and job["attempts"] == 1, job  # ran once, on its first claim
+    assert len(calls) == 3
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise RuntimeError("disk gone")
+
+    monkeypatch.setattr(fin, "baseline_path", broken)  # a failure of the worker after the claim, before the run
+    jid = _submit(svc, "handed-back")
+    assert w.run_once()  # the worker goes on
+    job = _job(svc, jid)
+    assert job["state"] == "queued" and job["attempts"] == 1 and "disk gone" in job["message"], job
+    for _ in range(svc.settings.job_attempts):
+        w.run_once()
+    job = _job(svc, jid)
+    assert job["state"] == "failed" and job["exit_code"] == 4 and job["attempts"] == svc.settings.job_attempts, job  # bounded

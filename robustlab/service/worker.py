@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -94,19 +95,43 @@ class Worker:
                                     progress=0.0, message="starting"))
             return cand if getattr(res, "rowcount", 0) == 1 else None
 
+    def prepare(self) -> None:
+        """What every job needs of this worker, done before it claims one (a claimed job gets no
+        heartbeat until its run starts): the service's MLflow experiment, and the warm launcher."""
+        if not self._tracking_ready:
+            from .bootstrap import ensure_mlflow_experiment
+
+            for attempt in range(6):
+                try:
+                    ensure_mlflow_experiment(self.settings)
+                    break
+                except Exception as exc:  # noqa: BLE001 - workers starting together race to create MLflow's tables
+                    if attempt == 5:
+                        raise
+                    log.warning("MLflow store not ready (%s: %s); retrying", type(exc).__name__, " ".join(str(exc).split())[:200])
+                    time.sleep(1.0 + attempt)
+            self._tracking_ready = True
+        if self.warm:
+            self.launcher().ensure_started()  # pay the imports before the first job, not during it
+
     def run_once(self) -> bool:
         """Reap, then claim and run one job; ``False`` when the queue was empty."""
         self.reap()
+        self.prepare()
         job_id = self.claim()
         if job_id is None:
             return False
-        self.execute(job_id)
+        try:
+            self.execute(job_id)
+        except OperationalError:
+            raise  # the database is away: the job keeps its state; if this worker stays away, it is reaped
+        except Exception as exc:  # noqa: BLE001 - a failure of this worker, not of the run: hand the job back
+            log.exception("job %s: the worker failed", job_id)
+            self._hand_back(job_id, f"the worker failed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})")
         return True
 
     def run_forever(self, *, max_jobs: int | None = None) -> None:
         done = 0
-        if self.warm:
-            self.launcher().ensure_started()  # pay the imports before the first job, not during it
         try:
             while max_jobs is None or done < max_jobs:
                 try:
@@ -117,8 +142,23 @@ class Worker:
                 except OperationalError as exc:  # the database is away: keep the job's state, retry later
                     log.warning("database unavailable (%s); retrying in 5 s", " ".join(str(exc).split())[:200])
                     time.sleep(5)
+                except Exception:  # noqa: BLE001 - e.g. the MLflow store or the launcher cannot start: the worker stays
+                    log.exception("worker pass failed; retrying in 5 s")
+                    time.sleep(5)
         finally:
             self.close()
+
+    def _hand_back(self, job_id: str, why: str) -> None:
+        """Queue a job this worker claimed again (or fail it when its attempts are used up)."""
+        with self.db.session() as s:
+            job = self._mine(s, job_id)
+            if job is None:
+                return
+            if job.attempts >= self.settings.job_attempts:
+                job.state, job.exit_code, job.finished_at = JobState.FAILED, 4, utcnow()
+                job.message = f"{why}; failed {job.attempts} times, giving up"[:2000]
+            else:
+                job.state, job.worker, job.message = JobState.QUEUED, None, f"{why}; queued again"[:2000]
 
     def _mine(self, s: object, job_id: str) -> Job | None:
         from sqlalchemy.orm import Session
@@ -138,11 +178,8 @@ class Worker:
         from .finalize import baseline_path, finalize
 
         st = self.settings
-        if not self._tracking_ready:
-            from .bootstrap import ensure_mlflow_experiment
-
-            ensure_mlflow_experiment(st)
-            self._tracking_ready = True
+        if not self._tracking_ready:  # a caller that claimed without run_once
+            self.prepare()
         with self.db.session() as s:
             job = s.get(Job, job_id)
             assert job is not None
@@ -159,21 +196,22 @@ class Worker:
         else:  # torchrun for several GPUs, or a cold worker: a fresh interpreter
             proc, prog, reader = runjob.start(argv, log_path)
         log.info("job %s: started %s", job_id, " ".join(argv))
-        while proc.poll() is None:
-            if runjob.wait_for(proc, self.heartbeat_s) is not None:
-                break  # ended: no need to sleep out the heartbeat period
-            try:
-                with self.db.session() as s:
-                    job = self._mine(s, job_id)
-                    if job is None:  # cancelled, or reaped and given to another worker
-                        if isinstance(proc, warm.WarmRun):
-                            warm.stop(proc)
-                        else:
-                            runjob.stop(proc)
-                        return
-                    job.heartbeat_at, job.progress, job.message = utcnow(), prog.fraction, prog.message
-            except OperationalError:
-                log.warning("job %s: cannot report progress (database unavailable); the run goes on", job_id)
+        try:
+            while proc.poll() is None:
+                if runjob.wait_for(proc, self.heartbeat_s) is not None:
+                    break  # ended: no need to sleep out the heartbeat period
+                try:
+                    with self.db.session() as s:
+                        job = self._mine(s, job_id)
+                        if job is None:  # cancelled, or reaped and given to another worker
+                            _stop(proc)
+                            return
+                        job.heartbeat_at, job.progress, job.message = utcnow(), prog.fraction, prog.message
+                except OperationalError:
+                    log.warning("job %s: cannot report progress (database unavailable); the run goes on", job_id)
+        except BaseException:  # this worker fails or is interrupted: its run goes with it
+            _stop(proc)
+            raise
         reader.join(timeout=10)
         rc = proc.returncode
         with self.db.session() as s:
@@ -209,6 +247,16 @@ class Worker:
                 job.message = f"run crashed (exit {rc}); queued again, resumes from stored batch results"
                 return
             job.finished_at = utcnow()
+
+
+def _stop(proc: object) -> None:
+    from . import runjob
+
+    if isinstance(proc, warm.WarmRun):
+        warm.stop(proc)
+    else:
+        assert isinstance(proc, subprocess.Popen)
+        runjob.stop(proc)
 
 
 FINAL_OK = (0, 1, 3)
