@@ -187,3 +187,46 @@ def test_a_worker_sets_up_tracking_before_it_claims_and_hands_back_a_job_it_fail
         w.run_once()
     job = _job(svc, jid)
     assert job["state"] == "failed" and job["exit_code"] == 4 and job["attempts"] == svc.settings.job_attempts, job  # bounded
+
+
+def _make_store(data_dir: str, barrier: Any, out: Any) -> None:
+    from robustlab.service.bootstrap import ensure_mlflow_experiment
+    from robustlab.service.settings import Settings
+
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - imported before the barrier: the calls start together
+
+    barrier.wait(timeout=300)
+    try:
+        ensure_mlflow_experiment(Settings(data_dir=Path(data_dir)))
+        out.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        out.put(f"{type(exc).__name__}: {exc}"[:300])
+
+
+@pytest.mark.slow  # three processes importing MLflow: 15-40 s on 2 shared cores
+@pytest.mark.timeout(600)
+def test_workers_starting_together_create_one_working_mlflow_store(tmp_path: Path) -> None:
+    """Found by bench/service_load.py: two workers creating the MLflow SQLite store at once left it
+    half-migrated for good; every later job failed."""
+    import multiprocessing as mp
+
+    from mlflow.tracking import MlflowClient
+
+    from robustlab.tracking.mlflow_log import DEFAULT_EXPERIMENT
+
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(3), ctx.Queue()
+    data = tmp_path / "data"
+    procs = [ctx.Process(target=_make_store, args=(str(data), barrier, out)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    got = [out.get(timeout=400) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert got == ["ok"] * 3, got
+    client = MlflowClient(tracking_uri=f"sqlite:///{data / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
+    assert exp is not None and exp.artifact_location == (data / "mlartifacts").as_uri()
+    run = client.create_run(exp.experiment_id)  # the store works: a run can be logged
+    client.log_metric(run.info.run_id, "m", 1.0)
+    client.set_terminated(run.info.run_id)
