@@ -53,7 +53,7 @@ class WarmRun:
         return self.returncode
 
 
-def _pdeathsig() -> None:  # pragma: no cover - runs in the launcher between fork and exec
+def pdeathsig() -> None:  # pragma: no cover - runs in a child between fork and exec
     try:
         import ctypes
 
@@ -89,7 +89,7 @@ class Launcher:
         linux_main = sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread()
         proc = subprocess.Popen([sys.executable, "-m", "robustlab.service.zygote"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 env=job_env(), cwd=os.path.expanduser("~") if os.path.isdir(os.path.expanduser("~")) else "/",
-                                preexec_fn=_pdeathsig if linux_main else None)
+                                preexec_fn=pdeathsig if linux_main else None)
         assert proc.stdout is not None
         ready: list[bytes] = []
         t = threading.Thread(target=lambda: ready.append(proc.stdout.readline()) if proc.stdout else None, daemon=True)
