@@ -16,12 +16,14 @@ pytest.importorskip("httpx")
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "service_load.py"
 N = 100
-#: the whole run (server start, two warm launchers, 100 jobs) must end within this many seconds
-BUDGET_S = 240.0
+#: after the last submission, every job must end within this many seconds: on an idle 2-core machine
+#: the run takes about 90 s; the budget leaves room for a shared machine, and is still about half of
+#: what 100 cold `robustlab evaluate` processes need (~15 s of CPU each: >= 750 s on 2 cores)
+BUDGET_S = 420.0
 
 
-@pytest.mark.slow  # about 90 s on 2 shared cores: the warm launchers' imports, then 100 small jobs
-@pytest.mark.timeout(600)
+@pytest.mark.slow  # about 90 s on 2 idle cores (330 s at load average 12): the launchers' imports, then 100 small jobs
+@pytest.mark.timeout(900)
 def test_100_submissions_on_two_workers_end_exactly_once_with_one_scorecard_each(tmp_path: Path, record_property: pytest.RecordProperty) -> None:
     spec = importlib.util.spec_from_file_location("service_load", BENCH)
     assert spec is not None and spec.loader is not None
@@ -29,7 +31,7 @@ def test_100_submissions_on_two_workers_end_exactly_once_with_one_scorecard_each
     spec.loader.exec_module(bench)
     out = bench.run(N, 2, 4, 2, BUDGET_S, "clean", 10, tmp_path / "data")
     print(json.dumps(out))
-    for key in ("seconds", "jobs_per_minute", "submit_ms_p50", "submit_ms_p95", "read_ms_p50", "read_ms_p95", "reads"):
+    for key in ("seconds", "jobs_per_minute", "busy_seconds", "jobs_per_minute_busy", "load_avg_1min", "submit_ms_p50", "submit_ms_p95", "read_ms_p50", "read_ms_p95", "reads"):
         record_property(key, out[key])
     assert out["errors"] == [], out["errors"]
     assert not out["timed_out"], f"{out['succeeded']} of {N} jobs ended within {BUDGET_S} s"
