@@ -116,6 +116,10 @@ def run(n: int, workers: int, submitters: int, readers: int, timeout: float, sui
         done.set()
         db = sqlite3.connect(str(data_dir / "robustlab.db"))
         cards = dict(db.execute("SELECT job_id, COUNT(*) FROM scorecards GROUP BY job_id").fetchall())
+        first, last = db.execute("SELECT MIN(started_at), MAX(finished_at) FROM jobs").fetchone()
+        from datetime import datetime
+
+        busy = (datetime.fromisoformat(str(last)) - datetime.fromisoformat(str(first))).total_seconds() if first and last else float("nan")
         mlflow_runs = 0
         try:
             ml = sqlite3.connect(str(data_dir / "mlflow.db"))
@@ -126,6 +130,9 @@ def run(n: int, workers: int, submitters: int, readers: int, timeout: float, sui
         return {
             "task": "service_load", "impl": "robustlab serve", "reference": None, "device": "cpu", "n": n, "workers": workers, "suite": suite,
             "limit": limit, "seconds": round(seconds, 1), "jobs_per_minute": round(60 * len(finished) / seconds, 2),
+            # the same from the first job's start to the last one's end (without the workers' start-up)
+            "busy_seconds": round(busy, 1), "jobs_per_minute_busy": round(60 * len(finished) / busy, 2) if busy > 0 else None,
+            "load_avg_1min": round(os.getloadavg()[0], 1),
             "submit_ms_p50": round(1000 * pct(sub_lat, 0.5), 1), "submit_ms_p95": round(1000 * pct(sub_lat, 0.95), 1),
             "read_ms_p50": round(1000 * pct(read_lat, 0.5), 1), "read_ms_p95": round(1000 * pct(read_lat, 0.95), 1), "reads": len(read_lat),
             "submitted": len(ids), "succeeded": len(finished), "first_attempt": sum(1 for j in finished if j["attempts"] == 1),

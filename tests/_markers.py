@@ -85,6 +85,8 @@ INTEGRATION: dict[str, set[str]] = {
     "test_service_queue.py": {"*"},
     "test_service_ui.py": {"*"},
     "test_service_ui_browser.py": {"*"},
+    "test_service_warm.py": {"*"},
+    "test_service_load.py": {"*"},
     "test_plugins_resume.py": {"*"},
     "test_third_party_plugins.py": {"*"},
     "test_one_file_plugins.py": {"*"},

@@ -158,7 +158,7 @@ def test_a_result_that_cannot_be_stored_fails_the_job_and_the_worker_goes_on(svc
     # a run that exits 0 at once (the evaluate run itself is covered by the tests above)
     monkeypatch.setattr(runjob, "command_for", lambda *_a, **_k: [sys.executable, "-c", "pass"])
     jid = _submit(svc, spec="zoo:digits-cnn", limit="20").json()["id"]
-    w = Worker(svc.settings, poll_s=0.1, heartbeat_s=0.2)
+    w = Worker(svc.settings, poll_s=0.1, heartbeat_s=0.2, warm=False)  # a stand-in command, not robustlab: no launcher
     assert w.run_once()
     job = svc.client.get(f"/api/v1/jobs/{jid}", headers=svc.h("aud-a")).json()
     assert job["state"] == "failed" and job["exit_code"] == 4 and "No space left" in job["message"], job
@@ -235,7 +235,7 @@ def test_cancelling_a_running_job_stops_its_process(svc: Service, monkeypatch: p
     code = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
     monkeypatch.setattr(runjob, "command_for", lambda *_a, **_k: [sys.executable, "-c", code])
     jid = _submit(svc, spec="zoo:digits-cnn").json()["id"]
-    w = Worker(svc.settings, poll_s=0.1, heartbeat_s=0.2)
+    w = Worker(svc.settings, poll_s=0.1, heartbeat_s=0.2, warm=False)  # a stand-in command, not robustlab: no launcher
     t = threading.Thread(target=w.run_once)
     t.start()
     deadline = time.time() + 60
@@ -266,7 +266,7 @@ def test_a_job_whose_folder_is_still_held_by_an_earlier_attempt_is_queued_again(
     msg = "error: output folder DATA/out is in use by another run (pid 1 on host); wait for it to finish or pass another --out."
     monkeypatch.setattr(runjob, "command_for", lambda *_a, **_k: [sys.executable, "-c", f"import sys; print({msg!r}, file=sys.stderr); sys.exit(2)"])
     jid = _submit(svc, spec="zoo:digits-cnn").json()["id"]
-    w = Worker(svc.settings, poll_s=0.1, heartbeat_s=0.2)
+    w = Worker(svc.settings, poll_s=0.1, heartbeat_s=0.2, warm=False)  # a stand-in command, not robustlab: no launcher
     assert w.run_once()
     job = svc.client.get(f"/api/v1/jobs/{jid}", headers=svc.h("aud-a")).json()
     assert job["state"] == "queued" and job["attempts"] == 1, job

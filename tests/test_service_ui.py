@@ -308,3 +308,85 @@ def test_served_submitted_job_is_visible_to_an_auditor(tmp_path: Path) -> None:
         assert "<svg" in model_page.text  # headline metrics plotted
     finally:
         srv.stop()
+
+
+ADMIN_POSTS = (("/ui/admin/tokens", {"name": "x", "role": "admin"}), ("/ui/admin/tokens/1/revoke", {}), ("/ui/admin/projects", {"name": "gamma"}),
+               ("/ui/admin/keys", {"name": "k", "public_key_pem": "x"}), ("/ui/admin/keys/abc/remove", {}))
+
+
+def test_admin_pages_only_for_admins_with_csrf_tokens_shown_once_trust_store_and_queue(env: dict[str, Any], tmp_path: Path) -> None:
+    import re
+
+    from robustlab.service.db import Database
+    from robustlab.service.models import Job, JobState
+    from robustlab.service.settings import Settings
+    from robustlab.signing import generate_key
+
+    srv: Server = env["srv"]
+    tokens_before = srv.api("GET", "/api/v1/tokens").json()
+    # everyone but an admin gets exactly the answer of a page that does not exist
+    for who in (None, "aud-a", "sub-a"):  # (aud-b was revoked by an earlier test)
+        c = signed_in(srv, env["tokens"][who]) if who else httpx.Client(base_url=srv.url)
+        csrf = csrf_of(c.get("/").text) if who else ""
+        missing = c.get("/ui/no-such-page")
+        r = c.get("/ui/admin")
+        assert (r.status_code, r.text, r.headers["content-type"]) == (missing.status_code, missing.text, missing.headers["content-type"]), who
+        assert "/ui/admin" not in c.get("/", follow_redirects=True).text
+        for path, data in ADMIN_POSTS:
+            r = c.post(path, data={**data, "csrf": csrf})
+            assert r.status_code == 404 and r.text == c.post("/ui/no-such-page", data={"csrf": csrf}).text, (who, path)
+    assert srv.api("GET", "/api/v1/tokens").json() == tokens_before
+    assert [p["name"] for p in srv.api("GET", "/api/v1/projects").json()] == ["alpha", "beta"]
+
+    admin = signed_in(srv, env["tokens"]["admin"])
+    page = admin.get("/ui/admin")
+    assert page.status_code == 200 and 'href="/ui/admin"' in admin.get("/").text
+    assert "aud-a" in page.text and "the service's key" in page.text and 'id="queue-depth"' in page.text
+    csrf = csrf_of(page.text)
+    # forms need this session's CSRF token
+    form = {"name": "ui-aud", "role": "auditor", "project": "alpha"}
+    for bad in ("", "0" * 64, csrf_of(signed_in(srv, env["tokens"]["sub-a"]).get("/").text)):
+        assert admin.post("/ui/admin/tokens", data={**form, "csrf": bad}).status_code == 403
+    assert srv.api("GET", "/api/v1/tokens").json() == tokens_before
+    # a token is shown once, works, and is revoked from the page
+    r = admin.post("/ui/admin/tokens", data={**form, "csrf": csrf})
+    assert r.status_code == 201, r.text
+    m = re.search(r'<pre id="token-value">(rl_[A-Za-z0-9_-]+)</pre>', r.text)
+    assert m and r.headers["cache-control"] == "no-store"
+    value = m.group(1)
+    assert srv.api("GET", "/api/v1/whoami", token=value).json() == {"name": "ui-aud", "role": "auditor", "project": "alpha"}
+    again = admin.get("/ui/admin").text
+    assert value not in again and value[:10] in again  # listed by its prefix only
+    # invalid input is refused with a message, nothing stored
+    r = admin.post("/ui/admin/tokens", data={"csrf": csrf, "name": "no-project", "role": "auditor"})
+    assert r.status_code == 422 and "need a project" in r.text
+    r = admin.post("/ui/admin/tokens", data={"csrf": csrf, "name": "<b>x</b>", "role": "auditor", "project": "alpha"})
+    assert r.status_code == 422 and "<b>x</b>" not in r.text
+    tid = next(t["id"] for t in srv.api("GET", "/api/v1/tokens").json() if t["name"] == "ui-aud")
+    assert admin.post(f"/ui/admin/tokens/{tid}/revoke", data={"csrf": csrf}).status_code == 303
+    for _ in range(50):
+        if srv.api("GET", "/api/v1/whoami", token=value).status_code == 401:
+            break
+        time.sleep(0.1)
+    assert srv.api("GET", "/api/v1/whoami", token=value).status_code == 401
+    # the trust store: add a key (a bad PEM is refused), remove it; the service's own key stays
+    _key, pub = generate_key(tmp_path / "team.pem")
+    assert admin.post("/ui/admin/keys", data={"csrf": csrf, "name": "bad", "public_key_pem": "not a key"}).status_code == 422
+    assert admin.post("/ui/admin/keys", data={"csrf": csrf, "name": "team-ui", "public_key_pem": pub.read_text()}).status_code == 303
+    keys = {k["name"]: k["key_id"] for k in srv.api("GET", "/api/v1/trusted-keys").json()}
+    assert "team-ui" in keys and "team-ui" in admin.get("/ui/admin").text
+    r = admin.post(f"/ui/admin/keys/{keys['service']}/remove", data={"csrf": csrf})
+    assert r.status_code == 409 and "stays trusted" in r.text
+    assert admin.post(f"/ui/admin/keys/{keys['team-ui']}/remove", data={"csrf": csrf}).status_code == 303
+    assert {k["name"] for k in srv.api("GET", "/api/v1/trusted-keys").json()} == {n for n in keys if n != "team-ui"}
+    # workers and queue: depth, running jobs with their worker; hostile stored text is escaped
+    r = srv.api("POST", "/api/v1/projects/alpha/jobs", token=env["tokens"]["sub-a"], data={"model_name": "q", "version": "1", "spec": "zoo:digits-cnn", "suite": "quick"})
+    assert r.status_code == 201, r.text
+    with Database(Settings(data_dir=srv.data_dir).database_url).session() as s:
+        depth = s.query(Job).filter(Job.state == JobState.QUEUED).count()
+        job = s.get(Job, r.json()["id"])
+        assert job is not None
+        job.state, job.worker, job.attempts, job.message = JobState.RUNNING, f"host{EVIL}:1", 1, f"check 1/2: {EVIL}"
+    page = admin.get("/ui/admin").text
+    assert f'<strong id="queue-depth">{depth - 1}</strong>' in page and f"/ui/jobs/{r.json()['id']}" in page
+    assert EVIL not in page and "&lt;script&gt;" in page

@@ -72,6 +72,7 @@ def serve(data_dir: str, host: str, port: int, workers: int, database_url: str |
 
     from ..service.app import create_app
     from ..service.bootstrap import first_admin_token
+    from ..service.warm import pdeathsig
 
     st = _settings(data_dir, database_url, max_upload_bytes=max_upload_mb * 1024 * 1024, suite_dir=Path(suite_dir) if suite_dir else None,
                    queue_url=queue or "", heartbeat_timeout_s=heartbeat_timeout, mlflow_uri=mlflow_uri or "")
@@ -84,7 +85,8 @@ def serve(data_dir: str, host: str, port: int, workers: int, database_url: str |
     procs = [subprocess.Popen([sys.executable, "-m", "robustlab", "worker", "--data-dir", str(st.data_dir), "--device", device,
                                "--heartbeat-timeout", str(heartbeat_timeout), *(["--queue", queue] if queue else []),
                                *(["--mlflow-uri", mlflow_uri] if mlflow_uri else []),
-                               *(["--database-url", database_url] if database_url else []), *(["--suite-dir", suite_dir] if suite_dir else [])])
+                               *(["--database-url", database_url] if database_url else []), *(["--suite-dir", suite_dir] if suite_dir else [])],
+                              preexec_fn=pdeathsig if sys.platform.startswith("linux") else None)  # no orphan workers if serve is killed
              for _ in range(workers)]
     if queue:
         from ..service.queue import Requeuer

@@ -7,6 +7,8 @@ is escaped; only the SVG built (and escaped) by :mod:`robustlab.report.svg` is m
 
 from __future__ import annotations
 
+import functools
+
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -279,6 +281,7 @@ def _group_definitions(definitions: dict[str, str], *, show: int = 6) -> list[tu
     return sorted(rows, key=lambda r: r[0][0])
 
 
+@functools.cache  # one compiled template per process (jinja reloads it if the file changes)
 def _env() -> Any:
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 

@@ -162,3 +162,12 @@ def add_key(body: KeyIn, p: Caller, s: DB) -> KeyOut:
         except IntegrityError as exc:
             raise AuthError(409, "key already trusted") from exc
     return KeyOut(key_id=kid, name=body.name)
+
+
+@router.delete("/trusted-keys/{kid}", status_code=204)
+def remove_key(kid: str, p: Caller, s: DB, request: Request) -> None:
+    p.require(Role.ADMIN)
+    from .app import state_of
+    from .trust import remove_key as remove
+
+    remove(s, state_of(request).settings, kid)

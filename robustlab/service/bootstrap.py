@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 
 from .auth import create_token
@@ -36,13 +38,27 @@ def ensure_mlflow_experiment(settings: Settings) -> None:
 
     from ..tracking.mlflow_log import DEFAULT_EXPERIMENT
 
-    client = MlflowClient(tracking_uri=settings.mlflow_uri)
-    if client.get_experiment_by_name(DEFAULT_EXPERIMENT) is not None:
-        return
-    location = settings.data_dir / "mlartifacts"
-    location.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # one process at a time: MLflow creates (and migrates) a fresh SQLite store with Alembic, and two
+    # workers doing it at once leave it half-migrated for good ("table _alembic_tmp_tags already exists")
+    with open(settings.data_dir / "mlflow.lock", "a+b") as lock:
+        _lock(lock)
+        client = MlflowClient(tracking_uri=settings.mlflow_uri)
+        if client.get_experiment_by_name(DEFAULT_EXPERIMENT) is not None:
+            return
+        location = settings.data_dir / "mlartifacts"
+        location.mkdir(parents=True, exist_ok=True)
+        try:
+            client.create_experiment(DEFAULT_EXPERIMENT, artifact_location=location.as_uri())
+        except MlflowException:  # a worker on another machine created it first
+            if client.get_experiment_by_name(DEFAULT_EXPERIMENT) is None:
+                raise
+
+
+def _lock(f: Any) -> None:
+    """An exclusive lock on ``f``, released when it is closed (POSIX; elsewhere, none)."""
     try:
-        client.create_experiment(DEFAULT_EXPERIMENT, artifact_location=location.as_uri())
-    except MlflowException:  # another worker created it first
-        if client.get_experiment_by_name(DEFAULT_EXPERIMENT) is None:
-            raise
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX)

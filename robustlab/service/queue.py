@@ -71,6 +71,7 @@ def run_worker(settings: Settings, *, device: str = "auto", name: str | None = N
     assert settings.queue_url
     app = celery_app(settings.queue_url)
     worker = Worker(settings, device=device, name=name)
+    worker.prepare()  # the MLflow experiment and the warm launcher, before the first job
 
     @app.task(name=TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
     def run_job(job_id: str) -> str:

@@ -21,7 +21,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .artifacts import path_of
 from .models import Job, Version
@@ -42,6 +42,25 @@ class Progress:
     message: str = "starting"
     mlflow_run_id: str | None = None
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
+
+
+class JobProcess(Protocol):
+    """What the worker needs of a run's process: a cold :class:`subprocess.Popen` or a warm run."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+def wait_for(proc: JobProcess, seconds: float) -> int | None:
+    """Wait up to ``seconds`` for ``proc`` to end; its return code, or ``None`` while it runs."""
+    try:
+        return proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def job_out(settings: Settings, job: Job) -> Path:
@@ -84,14 +103,33 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     os.setsid()
 
 
+def job_env() -> dict[str, str]:
+    """The environment of a job's process: unbuffered stderr (progress), no progress bars, the
+    service's MLflow experiment."""
+    from ..tracking.mlflow_log import DEFAULT_EXPERIMENT
+
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "MLFLOW_EXPERIMENT_NAME": DEFAULT_EXPERIMENT}
+
+
+def consume_line(prog: Progress, raw: bytes) -> None:
+    """Take one stderr line of a run into ``prog`` (step, MLflow run id, the tail for errors)."""
+    line = raw.decode("utf-8", "replace").rstrip()
+    prog.tail.append(line)
+    m = STEP_RE.match(line)
+    if m:
+        i, n = int(m.group(1)), int(m.group(2))
+        prog.fraction = max(0.0, min(1.0, (i - 1) / max(n, 1)))
+        prog.message = f"check {i}/{n}: {m.group(3)}"
+    m2 = MLFLOW_RE.search(line)
+    if m2:
+        prog.mlflow_run_id = m2.group(1)
+
+
 def start(argv: list[str], log_path: Path) -> tuple[subprocess.Popen[bytes], Progress, threading.Thread]:
     """Start the child; a thread reads its stderr into a :class:`Progress` and ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    from ..tracking.mlflow_log import DEFAULT_EXPERIMENT
-
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "MLFLOW_EXPERIMENT_NAME": DEFAULT_EXPERIMENT}
     # cwd: the job's own folder, so nothing the run writes relative to it lands in the worker's folder
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=log_path.parent,
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=job_env(), cwd=log_path.parent,
                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     prog = Progress()
 
@@ -101,16 +139,7 @@ def start(argv: list[str], log_path: Path) -> tuple[subprocess.Popen[bytes], Pro
             for raw in proc.stderr:
                 logf.write(raw)
                 logf.flush()
-                line = raw.decode("utf-8", "replace").rstrip()
-                prog.tail.append(line)
-                m = STEP_RE.match(line)
-                if m:
-                    i, n = int(m.group(1)), int(m.group(2))
-                    prog.fraction = max(0.0, min(1.0, (i - 1) / max(n, 1)))
-                    prog.message = f"check {i}/{n}: {m.group(3)}"
-                m2 = MLFLOW_RE.search(line)
-                if m2:
-                    prog.mlflow_run_id = m2.group(1)
+                consume_line(prog, raw)
 
     t = threading.Thread(target=read, daemon=True)
     t.start()

@@ -40,6 +40,18 @@ def ensure_service_key_trusted(s: Session, settings: Settings) -> None:
         s.add(TrustedKey(key_id=kid, public_key=base64.b64encode(raw).decode(), name="service"))
 
 
+def remove_key(s: Session, settings: Settings, kid: str) -> None:
+    """Take ``kid`` out of the trust store (404 if absent); the service's own key cannot be removed."""
+    from .auth import AuthError
+
+    row = s.scalar(select(TrustedKey).where(TrustedKey.key_id == kid))
+    if row is None:
+        raise AuthError(404, "no such trusted key")
+    if kid == key_id(service_public_key(settings)):
+        raise AuthError(409, "the service's own key stays trusted: every job's scorecard is signed with it")
+    s.delete(row)
+
+
 def trusted_keys(s: Session) -> list[bytes]:
     return [base64.b64decode(k.public_key) for k in s.scalars(select(TrustedKey))]
 

@@ -12,15 +12,19 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from . import warm
 from .db import Database
 from .models import Job, JobState, Version, utcnow
 from .settings import Settings
+from .warm import Launcher
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,8 @@ def _aware(t: datetime | None) -> datetime | None:
 class Worker:
     """One worker process (``robustlab worker --data-dir DIR``); :meth:`run_forever` loops."""
 
-    def __init__(self, settings: Settings, *, name: str | None = None, device: str = "auto", poll_s: float = 0.5, heartbeat_s: float = 1.0) -> None:
+    def __init__(self, settings: Settings, *, name: str | None = None, device: str = "auto", poll_s: float = 0.5, heartbeat_s: float = 1.0,
+                 warm: bool = True) -> None:
         self.settings = settings
         self.db = Database(settings.database_url)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
@@ -40,6 +45,20 @@ class Worker:
         self.poll_s = poll_s
         self.heartbeat_s = heartbeat_s
         self._tracking_ready = False
+        #: ``robustlab evaluate`` runs fork from a warm launcher (imports paid once per worker, not per job)
+        self.warm = warm
+        self._launcher: Launcher | None = None
+
+    def launcher(self) -> Launcher:
+        if self._launcher is None:
+            self._launcher = Launcher()
+        return self._launcher
+
+    def close(self) -> None:
+        """Stop the warm launcher (and any run it still has)."""
+        if self._launcher is not None:
+            self._launcher.close()
+            self._launcher = None
 
     def reap(self) -> int:
         """Requeue (or fail, when its attempts are used up) every running job whose heartbeat is stale."""
@@ -76,26 +95,70 @@ class Worker:
                                     progress=0.0, message="starting"))
             return cand if getattr(res, "rowcount", 0) == 1 else None
 
+    def prepare(self) -> None:
+        """What every job needs of this worker, done before it claims one (a claimed job gets no
+        heartbeat until its run starts): the service's MLflow experiment, and the warm launcher."""
+        if not self._tracking_ready:
+            from .bootstrap import ensure_mlflow_experiment
+
+            for attempt in range(6):
+                try:
+                    ensure_mlflow_experiment(self.settings)
+                    break
+                except Exception as exc:  # noqa: BLE001 - workers starting together race to create MLflow's tables
+                    if attempt == 5:
+                        raise
+                    log.warning("MLflow store not ready (%s: %s); retrying", type(exc).__name__, " ".join(str(exc).split())[:200])
+                    time.sleep(1.0 + attempt)
+            self._tracking_ready = True
+        if self.warm:
+            self.launcher().ensure_started()  # pay the imports before the first job, not during it
+
     def run_once(self) -> bool:
         """Reap, then claim and run one job; ``False`` when the queue was empty."""
         self.reap()
+        self.prepare()
         job_id = self.claim()
         if job_id is None:
             return False
-        self.execute(job_id)
+        try:
+            self.execute(job_id)
+        except OperationalError:
+            raise  # the database is away: the job keeps its state; if this worker stays away, it is reaped
+        except Exception as exc:  # noqa: BLE001 - a failure of this worker, not of the run: hand the job back
+            log.exception("job %s: the worker failed", job_id)
+            self._hand_back(job_id, f"the worker failed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})")
         return True
 
     def run_forever(self, *, max_jobs: int | None = None) -> None:
         done = 0
-        while max_jobs is None or done < max_jobs:
-            try:
-                if self.run_once():
-                    done += 1
-                else:
-                    time.sleep(self.poll_s)
-            except OperationalError as exc:  # the database is away: keep the job's state, retry later
-                log.warning("database unavailable (%s); retrying in 5 s", " ".join(str(exc).split())[:200])
-                time.sleep(5)
+        try:
+            while max_jobs is None or done < max_jobs:
+                try:
+                    if self.run_once():
+                        done += 1
+                    else:
+                        time.sleep(self.poll_s)
+                except OperationalError as exc:  # the database is away: keep the job's state, retry later
+                    log.warning("database unavailable (%s); retrying in 5 s", " ".join(str(exc).split())[:200])
+                    time.sleep(5)
+                except Exception:  # noqa: BLE001 - e.g. the MLflow store or the launcher cannot start: the worker stays
+                    log.exception("worker pass failed; retrying in 5 s")
+                    time.sleep(5)
+        finally:
+            self.close()
+
+    def _hand_back(self, job_id: str, why: str) -> None:
+        """Queue a job this worker claimed again (or fail it when its attempts are used up)."""
+        with self.db.session() as s:
+            job = self._mine(s, job_id)
+            if job is None:
+                return
+            if job.attempts >= self.settings.job_attempts:
+                job.state, job.exit_code, job.finished_at = JobState.FAILED, 4, utcnow()
+                job.message = f"{why}; failed {job.attempts} times, giving up"[:2000]
+            else:
+                job.state, job.worker, job.message = JobState.QUEUED, None, f"{why}; queued again"[:2000]
 
     def _mine(self, s: object, job_id: str) -> Job | None:
         from sqlalchemy.orm import Session
@@ -115,11 +178,8 @@ class Worker:
         from .finalize import baseline_path, finalize
 
         st = self.settings
-        if not self._tracking_ready:
-            from .bootstrap import ensure_mlflow_experiment
-
-            ensure_mlflow_experiment(st)
-            self._tracking_ready = True
+        if not self._tracking_ready:  # a caller that claimed without run_once
+            self.prepare()
         with self.db.session() as s:
             job = s.get(Job, job_id)
             assert job is not None
@@ -129,19 +189,29 @@ class Worker:
             base = baseline_path(s, st, job)
             resume = job.attempts > 1 and (out / "results.sqlite").is_file()
             argv = runjob.command_for(st, job, ver, baseline_path=base, device=self.device, resume=resume)
-        proc, prog, reader = runjob.start(argv, st.jobs_dir / job_id / "worker.log")
+        log_path = st.jobs_dir / job_id / "worker.log"
+        proc: runjob.JobProcess
+        if self.warm and argv[:3] == [sys.executable, "-m", "robustlab"]:
+            proc, prog, reader = warm.start(self.launcher(), argv[3:], log_path)
+        else:  # torchrun for several GPUs, or a cold worker: a fresh interpreter
+            proc, prog, reader = runjob.start(argv, log_path)
         log.info("job %s: started %s", job_id, " ".join(argv))
-        while proc.poll() is None:
-            time.sleep(self.heartbeat_s)
-            try:
-                with self.db.session() as s:
-                    job = self._mine(s, job_id)
-                    if job is None:  # cancelled, or reaped and given to another worker
-                        runjob.stop(proc)
-                        return
-                    job.heartbeat_at, job.progress, job.message = utcnow(), prog.fraction, prog.message
-            except OperationalError:
-                log.warning("job %s: cannot report progress (database unavailable); the run goes on", job_id)
+        try:
+            while proc.poll() is None:
+                if runjob.wait_for(proc, self.heartbeat_s) is not None:
+                    break  # ended: no need to sleep out the heartbeat period
+                try:
+                    with self.db.session() as s:
+                        job = self._mine(s, job_id)
+                        if job is None:  # cancelled, or reaped and given to another worker
+                            _stop(proc)
+                            return
+                        job.heartbeat_at, job.progress, job.message = utcnow(), prog.fraction, prog.message
+                except OperationalError:
+                    log.warning("job %s: cannot report progress (database unavailable); the run goes on", job_id)
+        except BaseException:  # this worker fails or is interrupted: its run goes with it
+            _stop(proc)
+            raise
         reader.join(timeout=10)
         rc = proc.returncode
         with self.db.session() as s:
@@ -177,6 +247,16 @@ class Worker:
                 job.message = f"run crashed (exit {rc}); queued again, resumes from stored batch results"
                 return
             job.finished_at = utcnow()
+
+
+def _stop(proc: object) -> None:
+    from . import runjob
+
+    if isinstance(proc, warm.WarmRun):
+        warm.stop(proc)
+    else:
+        assert isinstance(proc, subprocess.Popen)
+        runjob.stop(proc)
 
 
 FINAL_OK = (0, 1, 3)
