@@ -132,6 +132,10 @@ def bench_grid(names: list[str], x: torch.Tensor, data_name: str, device: torch.
     torch.matmul(torch.rand(3000, 1024, device=device), torch.rand(1024, 1024, device=device))  # built inside the timing)
     t_fast = t_ref = 0.0
     for name in names:
+        # warm-up of both backends on 2 images (lazy imports, cached operators): throughput, not start-up
+        corrupt(xd[:2], name, 1, [0, 1], protocol=_PROTO[0])
+        if not skip_reference:
+            corrupt(x[:2], name, 1, [0, 1], backend="reference", protocol=_PROTO[0])
         for s in sevs:
             seeds = corruption_seeds(0, name, s, ids)
 
