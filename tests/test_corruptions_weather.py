@@ -148,6 +148,28 @@ def test_glass_schedule_equals_sequential_loop() -> None:
         np.testing.assert_array_equal(got, src.flatten())
 
 
+def test_shift_sum_equals_a_per_image_loop_bit_for_bit() -> None:
+    """The batched motion-blur sum (images grouped by shift) gives exactly the floats of a plain loop
+    over images and taps (same order of additions), with taps dropped at the border, on any batch order."""
+    from robustlab.corruptions.fast.motion_blur import motion_taps, shift_sum
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(37, 3, 12, 20, generator=g)
+    angles = torch.rand(37, generator=g, dtype=torch.float64) * 270 - 135
+    dy, dx, w = motion_taps(angles, 9, 4.0, 12, 20)
+    assert bool((w == 0).any())  # some taps reach the border and are dropped
+    want = torch.zeros_like(x)
+    for i in range(37):
+        for t in range(w.shape[1]):
+            if float(w[i, t]) != 0.0:
+                rows = (torch.arange(12) - int(dy[i, t])).clamp(0, 11)
+                cols = (torch.arange(20) - int(dx[i, t])).clamp(0, 19)
+                want[i].add_(x[i][:, rows][:, :, cols], alpha=float(w[i, t]))
+    assert torch.equal(shift_sum(x, dy, dx, w), want)
+    perm = torch.randperm(37, generator=g)
+    assert torch.equal(shift_sum(x[perm], dy[perm], dx[perm], w[perm]), want[perm])
+
+
 def test_motion_kernel_matches_reference() -> None:
     """Shifts, weights and the border cut-off of the blur equal the reference's ``_motion_blur``."""
     ref = _ref_module()

@@ -4,6 +4,8 @@ conflicts, and what the run records (issue 14, 'Which data set is this?')."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +66,27 @@ def test_evaluate_records_name_and_protocol(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["evaluate", "--model", "zoo:digits-cnn", "--data", f"npz:{tmp_path / 'd.npz'}", "--dataset", "mnist",
                                   "--suite", str(suite), "--no-mlflow", "--no-report", "--out", str(tmp_path / "p"), "-q"])
     assert r.exit_code == 2 and "name it once" in r.output
+
+
+def test_evaluate_prints_the_budget_and_its_source(tmp_path: Path) -> None:
+    """Issue 14: the budget (norm, epsilons, where they came from) and the corruption protocol are
+    printed as one progress line on stderr, never on the --json stdout."""
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: t\nchecks:\n  - check: fgsm\n    params: {norm: linf}\n  - check: fgsm\n    id: fgsm_given\n"
+                     "    params: {norm: l2, epsilons: [0.25]}\n  - check: corruption\n    params: {corruptions: [contrast], severities: [1], baseline: none}\n")
+    _digits_npz(tmp_path / "d.npz", "digits")
+    args = ["evaluate", "--model", "zoo:digits-cnn", "--data", f"npz:{tmp_path / 'd.npz'}", "--suite", str(suite), "--no-mlflow", "--no-report", "--limit", "8"]
+    r = subprocess.run([sys.executable, "-m", "robustlab", *args, "--out", str(tmp_path / "o"), "--json"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("budget: ")]
+    assert len(lines) == 1, r.stderr
+    line = lines[0]
+    # the default FGSM sweep is 0.25/0.5/1/2 x digits' Linf budget 0.1, robustlab's choice (not a field standard)
+    assert "fgsm: linf eps 0.025, 0.05, 0.1 (primary), 0.2 = 0.1 x (0.25, 0.5, 1, 2)" in line
+    assert "robustlab's default (not a field standard) digits budget" in line and "named by the data (npz" in line
+    assert "fgsm_given: l2 eps 0.25, set in the suite (epsilons:)" in line
+    assert "corruption: protocol auto -> cifar-c-small (data set digits)" in line
+    assert "budget:" not in r.stdout
+    json.loads(r.stdout)  # stdout stays one JSON document
+    r = subprocess.run([sys.executable, "-m", "robustlab", *args, "--out", str(tmp_path / "p"), "--dataset", "digits", "-q"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "budget:" not in r.stderr  # --quiet: no progress lines

@@ -22,9 +22,11 @@ from ..data.naming import resolve_dataset_name
 from ..errors import DataError, ModelOutputError
 from ..fastpaths import apply_fast_paths
 from ..models import load_model
+from ..checks import CHECKS
 from ..runner import RunConfig, make_progress, prepare_data, progress_log, resolve_device, run_checks
 from ..scorecard import Scorecard
 from ..store import LOCK_NAME, OutputLock
+from .budget_note import budget_summary
 
 __all__ = ["RunConfig", "evaluate"]
 
@@ -68,6 +70,9 @@ def evaluate(cfg: RunConfig) -> Scorecard:
     if ds_name is not None and model.info.dataset != ds_name:
         model.info = model.info.with_overrides(dataset=ds_name)  # budgets read the family from it
     log.info("data set: %s (%s)", ds_name or "not named", ds_source)  # recorded in the scorecard's data section
+    note = budget_summary(model, cfg.suite.entries, CHECKS, ds_name, ds_source)
+    if note and not cfg.quiet and dist_info.is_main:
+        progress_log.info("%s", note)  # which budget and protocol, and where they came from (issue 14)
     data = prepare_data(model, raw)
     with torch.no_grad():
         xb = data.images(slice(0, min(len(data), cfg.batch_size))).to(device)

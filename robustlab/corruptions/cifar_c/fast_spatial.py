@@ -183,15 +183,12 @@ def elastic_transform(x: Tensor, severity: int, seeds: Sequence[int]) -> Tensor:
     side = float(h)  # the script's IMSIZE (32); it applies row sizes to both axes
     alpha, sigma, aff = (side * float(v) for v in const("elastic_transform", severity))
 
-    def draw(g: torch.Generator) -> Tensor:
-        shift = (torch.rand(6, generator=g, dtype=torch.float64) * 2 - 1) * aff
-        field = torch.rand(2 * h * w, generator=g, dtype=torch.float64) * 2 - 1
-        return torch.cat([shift, field])
-
-    u = per_image(seeds, draw)
-    shift = u[:, :6].reshape(n, 3, 2).to(torch.float32).to(torch.float64)  # the script casts to float32
+    # per image: 6 uniforms for the affine shift, then 2 H W for the field (one call draws both in
+    # that order: CPU uniform draws are sequential); the arithmetic is batched afterwards
+    u = per_image(seeds, lambda g: torch.rand(6 + 2 * h * w, generator=g, dtype=torch.float64))
+    shift = ((u[:, :6] * 2 - 1) * aff).reshape(n, 3, 2).to(torch.float32).to(torch.float64)  # the script casts to float32
     warped = affine_warp(x, affine_maps(shift, h, w))
-    fields = u[:, 6:].reshape(n, 2, h, w)
+    fields = (u[:, 6:] * 2 - 1).reshape(n, 2, h, w)
     if sigma > 0:
         fields = gaussian_blur(fields, sigma, mode="reflect", truncate=3.0)
     fields = (fields * alpha).to(device=x.device, dtype=x.dtype)

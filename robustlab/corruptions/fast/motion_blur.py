@@ -29,11 +29,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..registry import FAST_CORRUPTIONS
 from ._ops import check_input, per_image
-from .glass_blur import pad_edges
 
 # (radius, sigma) per severity
 PARAMS: tuple[tuple[int, float], ...] = ((10, 3.0), (15, 5.0), (15, 8.0), (15, 12.0), (20, 15.0))
@@ -78,23 +78,36 @@ def shift_sum(x: Tensor, dy: Tensor, dx: Tensor, w: Tensor) -> Tensor:
     Returns:
         (N, C, H, W) tensor, ``out[n, c, y, x] = sum_k w * x[n, c, clamp(y - dy), clamp(x - dx)]``.
 
-    The image is edge-padded once by the largest shift; every tap is then a strided slice added in
-    place (one pass over the image per tap, like the reference, without its copies).
+    The image is edge-padded once by the largest shift. Images are put in the order of their shifts
+    (the direction of the summed shifts, monotone in the blur angle), so that for each tap the images
+    sharing its shift and weight form contiguous runs; each run is one strided slice added in place with ``add_(alpha=w)``. Taps are
+    added in the reference's order, so every output value is the same float sum as a per-image loop
+    gives, with about K^2 / 2 tensor operations per batch instead of N K.
     """
     n, c, h, wd = x.shape
     active = w != 0
     ry = int(dy[active].abs().max()) if bool(active.any()) else 0
     rx = int(dx[active].abs().max()) if bool(active.any()) else 0
-    xp = pad_edges(pad_edges(x, ry, -2), rx, -1)
+    # direction of the summed shifts: monotone in the blur angle within each corruption's range (any
+    # order gives the same result; this one makes the runs long)
+    key = torch.atan2(dy.sum(dim=1).to(torch.float64), dx.sum(dim=1).to(torch.float64))
+    perm = torch.argsort(key, stable=True)
+    dys, dxs, ws = dy[perm], dx[perm], w[perm]
+    xs = x[perm.to(x.device)]
+    if ry or rx:
+        xs = F.pad(xs, (rx, rx, ry, ry), mode="replicate")  # edge replication (exact copies)
     out = torch.zeros_like(x)
-    dyl, dxl, wl = dy.tolist(), dx.tolist(), w.tolist()
-    for i in range(n):
-        oi, xi = out[i], xp[i]
-        for t, wt in enumerate(wl[i]):
+    # run boundaries per tap: where the (shift, weight) of consecutive images changes
+    change = (dys[1:] != dys[:-1]) | (dxs[1:] != dxs[:-1]) | (ws[1:] != ws[:-1])  # (N - 1, K)
+    dyl, dxl, wl = dys.tolist(), dxs.tolist(), ws.tolist()
+    for t in range(dy.shape[1]):
+        starts = [0] + (torch.nonzero(change[:, t]).flatten() + 1).tolist() + [n]
+        for a, b in zip(starts[:-1], starts[1:]):
+            wt = wl[a][t]
             if wt != 0.0:
-                top, left = ry - dyl[i][t], rx - dxl[i][t]
-                oi.add_(xi[:, top : top + h, left : left + wd], alpha=wt)
-    return out
+                top, left = ry - dyl[a][t], rx - dxl[a][t]
+                out[a:b].add_(xs[a:b, :, top : top + h, left : left + wd], alpha=wt)
+    return torch.empty_like(out).index_copy_(0, perm.to(x.device), out)
 
 
 @FAST_CORRUPTIONS.register("motion_blur")
