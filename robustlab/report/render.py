@@ -296,6 +296,10 @@ def _env() -> Any:
     return env
 
 
+def compile_template() -> None:
+    """Compile the report template now (a warm launcher does it once, before forking its jobs)."""
+    _env().get_template("report.html.j2")
+
 def render_report(card: Scorecard, *, gate: "GateReport | None" = None, verification: "Verification | None" = None, command: str | None = None,
                   warnings: "list[str] | None" = None) -> str:
     """The report as an HTML string.

@@ -1,4 +1,4 @@
-"""The worker's side of the warm launcher (:mod:`robustlab.service.zygote`): start it once, ask it
+"""The worker's side of the warm launcher (:mod:`robustlab.commands.launcher`): start it once, ask it
 for one child per job, and give the worker a :class:`WarmRun` that behaves like the
 :class:`subprocess.Popen` of a cold run (``pid``, ``poll``, ``wait``, ``returncode``), plus a
 thread that follows the job's log for progress (the child writes its stderr there itself)."""
@@ -87,7 +87,7 @@ class Launcher:
         # PR_SET_PDEATHSIG follows the thread that forked: only from the main thread, which lives as
         # long as the worker (from another thread, end-of-file on its stdin stops it)
         linux_main = sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread()
-        proc = subprocess.Popen([sys.executable, "-m", "robustlab.service.zygote"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "robustlab.commands.launcher"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 env=job_env(), cwd=os.path.expanduser("~") if os.path.isdir(os.path.expanduser("~")) else "/",
                                 preexec_fn=pdeathsig if linux_main else None)
         assert proc.stdout is not None

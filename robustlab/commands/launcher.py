@@ -41,9 +41,9 @@ def preload() -> list[str]:
         except Exception:  # noqa: BLE001 - an optional dependency: the job imports (or misses) it itself
             missing.append(name)
     try:  # the report template, compiled once here instead of in every job
-        from robustlab.report.render import _env
+        from robustlab.report.render import compile_template
 
-        _env().get_template("report.html.j2")
+        compile_template()
     except Exception:  # noqa: BLE001 - the job compiles it itself
         missing.append("report.html.j2")
     return missing
@@ -109,7 +109,7 @@ def _send(msg: dict[str, Any]) -> None:
 
 
 def serve() -> None:
-    """The launcher's loop (``python -m robustlab.service.zygote``)."""
+    """The launcher's loop (``python -m robustlab.commands.launcher``)."""
     preload()
     me = os.getpid()
     running: dict[int, Any] = {}  # pid -> job id
