@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
+import sys
 import time
 
 
@@ -51,7 +53,19 @@ def main() -> None:
 
     t0 = time.perf_counter()
     ref = AutoAttack(model, norm="Linf", eps=a.eps, seed=a.seed, version="standard", device=a.device)
-    ref.logger.setLevel(logging.ERROR)
+    # per-attack wall time of the reference: its "robust accuracy after X: ... (total time T s)"
+    # debug lines give the cumulative time since the attacks started
+    cumulative: dict[str, float] = {}
+
+    class _Times(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            m = re.match(r"robust accuracy after (\S+): .*\(total time ([0-9.]+) s\)", record.getMessage())
+            if m:
+                cumulative[m.group(1).lower()] = float(m.group(2))
+
+    ref.logger.setLevel(logging.DEBUG)
+    ref.logger.propagate = False
+    ref.logger.addHandler(_Times())
     for at in (ref.apgd, ref.apgd_targeted):
         at.n_iter = a.n_iter
         at.n_iter_2, at.n_iter_min, at.size_decr = max(int(0.22 * a.n_iter), 1), max(int(0.06 * a.n_iter), 1), max(int(0.03 * a.n_iter), 1)
@@ -61,10 +75,15 @@ def main() -> None:
     with torch.no_grad():
         ref_robust = model(xa).argmax(1).eq(y).cpu()
     t_ref = time.perf_counter() - t0
+    print(json.dumps({"reference_seconds": round(t_ref, 1), "reference_robust_accuracy": float(ref_robust.float().mean()), "reference_seconds_per_attack": cumulative}),
+          file=sys.stderr, flush=True)  # progress, and a partial result should the second run be cut short
 
     t0 = time.perf_counter()
     r = run_autoattack(model, x, y, eps=a.eps, norm="linf", engine="fast", seed=a.seed, batch_size=len(y), n_iter=a.n_iter, square_queries=a.square_queries)
     t_ours = time.perf_counter() - t0
+    ref_split, prev = {}, 0.0
+    for k, v in cumulative.items():
+        ref_split[k], prev = round(v - prev, 1), v
     ours = r.robust.cpu()
     diff = (ours != ref_robust).nonzero()[:, 0].tolist()
     print(json.dumps({
@@ -74,7 +93,9 @@ def main() -> None:
         "flag_disagreements": len(diff),
         "disagreeing_points": [{"index": i, "robustlab_robust": bool(ours[i]), "reference_robust": bool(ref_robust[i]), "robustlab_fooled_by": r.fooled_by[i]} for i in diff],
         "fooled_by_counts": {k: r.fooled_by.count(k) for k in sorted(set(r.fooled_by))},
-        "seconds": round(t_ours, 1), "reference_seconds": round(t_ref, 1), "threads": a.threads,
+        "seconds": round(t_ours, 1), "reference_seconds": round(t_ref, 1), "speedup": round(t_ref / t_ours, 2) if t_ours > 0 else None,
+        "seconds_per_attack": {k: round(v, 1) for k, v in r.seconds.items()}, "reference_seconds_per_attack": ref_split,
+        "robust_accuracy_after": {k: float(v.float().mean()) for k, v in r.robust_after.items()}, "threads": a.threads,
     }), flush=True)
 
 

@@ -54,7 +54,7 @@ def method_params_from(kw: dict[str, Any]) -> dict[str, Any]:
 @click.option("--select", type=click.Choice(["last", "best"]), default="last", show_default=True, help="Write the last epoch's weights, or the epoch with the best validation robust accuracy.")
 @click.option("--val-limit", type=click.IntRange(1), default=500, show_default=True, help="Validation images per epoch.")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Share of the training split held out when the data has no separate validation split.")
-@click.option("--train-limit", type=click.IntRange(1), default=None, help="Train on the first N training images only.")
+@click.option("--train-limit", type=click.IntRange(1), default=None, help="Train on N training images drawn at random (seeded by --seed), not the first N (files sorted by label would give a few classes).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of all randomness (shuffles, attack starts, noise, AugMix, evaluation).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars, epoch lines or table.")
 @click.option("--no-mlflow", is_flag=True, help="Do not record the training and the evaluations in MLflow.")

@@ -139,15 +139,21 @@ class eval_mode:
 
     Adversarial examples are generated with batch-norm statistics frozen (as the TRADES reference
     code does), so attack iterations do not pollute the running statistics.
+
+    Every submodule gets its own previous flag back: a wrapper in eval mode around a network in
+    training mode (``RobustModel`` around the ``net`` the trainer trains) must not leave the
+    network in eval mode, or the training step after the attack runs with frozen batch-norm
+    statistics (which made fine-tuning diverge to a NaN loss).
     """
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
-        self.was_training = module.training
+        self.was_training = {m: m.training for m in module.modules()}
 
     def __enter__(self) -> nn.Module:
         self.module.eval()
         return self.module
 
     def __exit__(self, *exc: object) -> None:
-        self.module.train(self.was_training)
+        for m, flag in self.was_training.items():
+            m.training = flag

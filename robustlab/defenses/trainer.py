@@ -284,7 +284,7 @@ def train(
                 lr = lr_at(cfg, step, total)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                net.train()
+                model.train()  # the wrapper too: its flag is what eval_mode(model) restores
                 out = method.loss(model, x, y, seeds=seeds, bounds=bounds)  # type: ignore[arg-type]
                 if not torch.isfinite(out.loss):
                     raise RobustlabError(f"the training loss became {float(out.loss)} at epoch {epoch}, step {step}; lower --lr (now {lr:g}) or check the data.")
@@ -298,7 +298,7 @@ def train(
                     extra_sum[k] = extra_sum.get(k, 0.0) + v * len(idx)
                 if progress and hasattr(it, "set_postfix"):
                     it.set_postfix(loss=f"{float(out.loss.detach()):.3f}", lr=f"{lr:.3g}")
-        net.eval()
+        model.eval()
         vr = validate(model, method, val, seed=cfg.seed, batch_size=max(cfg.batch_size, 256), pgd_steps=cfg.val_pgd_steps) if val is not None and len(val) else ValResult(float("nan"), float("nan"), method.val_metric.value, 0)
         rec = EpochRecord(epoch=epoch, loss=loss_sum / n, train_accuracy=correct / n, val_clean_accuracy=vr.clean_accuracy, val_robust_accuracy=vr.robust_accuracy,
                           val_robust_name=vr.robust_name, lr=lr, seconds=round(time.perf_counter() - t0, 3), extra={k: v / n for k, v in extra_sum.items()})
@@ -325,7 +325,7 @@ def train(
         selected = best_epoch
     for p in net.parameters():
         p.requires_grad_(False)
-    net.eval()
+    model.eval()
     return TrainResult(tuple(history), selected, resumed_from, warning)
 
 

@@ -114,6 +114,20 @@ def _split_train_val(train_ds: Any, val_ds: Any, *, fraction: float, seed: int) 
     return train_ds.subset(rest), train_ds.subset(held)
 
 
+def _train_subset(train_ds: Any, n: int | None, *, seed: int) -> Any:
+    """``n`` training images drawn at random (a seeded, per-id choice, kept in file order), not
+    the first ``n``: files sorted by label (e.g. CIFAR-10 test images grouped by class) would
+    otherwise train on a few classes only."""
+    from ..seeding import derive_seed
+
+    if n is None or n >= len(train_ds):
+        return train_ds
+    if n <= 0:
+        raise DataError(f"--train-limit must be positive, got {n}.")
+    keys = [derive_seed(seed, "defend/train-limit", i) for i in train_ds.ids]
+    return train_ds.subset(sorted(sorted(range(len(keys)), key=lambda j: keys[j])[:n]))
+
+
 def _warn_overlap(cfg: DefendConfig, spec: str, train_ds: Any) -> None:
     """Warn when the evaluation images are training images (e.g. an ``npz:`` file whose x/y serve
     every split): the before/after comparison would then measure fitting, not robustness."""
@@ -173,7 +187,7 @@ def run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | N
     data_spec = cfg.data_spec or model.info.dataset
     if not data_spec:
         raise DataError(f"model {cfg.model_spec} names no default data set; pass --data with a training split (e.g. --data digits or --data npz:PATH).")
-    raw_train = load_dataset(data_spec, split="train", root=cfg.data_root, download=cfg.download).limit(cfg.train_limit)
+    raw_train = _train_subset(load_dataset(data_spec, split="train", root=cfg.data_root, download=cfg.download), cfg.train_limit, seed=cfg.train.seed)
     try:
         raw_val = load_dataset(data_spec, split="val", root=cfg.data_root, download=cfg.download)
     except DataError:
