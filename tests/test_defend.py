@@ -73,7 +73,8 @@ def test_trades_raises_robust_accuracy(tmp_path: Path, digits_data: object, unde
 
 
 def test_augmix_raises_mean_corruption_accuracy(tmp_path: Path) -> None:
-    res = _defend(tmp_path, "augmix", epochs=2, train_limit=768, suite=str(SUITES / "defend_corruption.yaml"))
+    # the whole training split: with a seeded random 768 of it the gain was +0.030, too close to the bar to test
+    res = _defend(tmp_path, "augmix", epochs=2, suite=str(SUITES / "defend_corruption.yaml"))
     assert res.before is not None and res.after is not None
     before, after = res.before.metrics()["corruption/mean_accuracy"], res.after.metrics()["corruption/mean_accuracy"]
     assert after > before + 0.03, (before, after)
