@@ -3,13 +3,13 @@
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from run_store import stored_batches  # noqa: E402
 
 SUITE = Path(__file__).parent / "suites" / "killresume.yaml"
 
@@ -17,16 +17,6 @@ SUITE = Path(__file__).parent / "suites" / "killresume.yaml"
 def _args(out, *, verbose=False):
     return [sys.executable, "-m", "robustlab", *(["-v"] if verbose else []), "evaluate", "--model", "zoo:digits-cnn", "--suite", str(SUITE), "--batch-size", "20",
             "--no-mlflow", "--quiet", "--seed", "5", "--device", "cpu", "--out", str(out)]
-
-
-def _stored(db: Path) -> int:
-    if not db.is_file():
-        return 0
-    try:
-        with sqlite3.connect(str(db), timeout=1) as c:
-            return int(c.execute("SELECT COUNT(*) FROM results").fetchone()[0])
-    except sqlite3.Error:
-        return 0
 
 
 def _core(card):
@@ -38,19 +28,19 @@ def test_kill_minus_nine_then_resume(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ref = subprocess.run(_args(tmp_path / "ref"), env=env, capture_output=True, text=True, timeout=900)
     assert ref.returncode == 0, ref.stderr
-    total = _stored(tmp_path / "ref" / "results.sqlite")
+    total = stored_batches(tmp_path / "ref" / "results.sqlite")
     out = tmp_path / "killed"
     proc = subprocess.Popen(_args(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = out / "results.sqlite"
     deadline = time.time() + 600
     # clean stores 18 batches; kill once some PGD batches are stored on top (no timing window:
     # however slow or busy the machine, the kill lands between the first PGD batch and the last one)
-    while _stored(db) < 22 and proc.poll() is None and time.time() < deadline:
+    while stored_batches(db) < 22 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed; make the suite longer"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    partial = _stored(db)
+    partial = stored_batches(db)
     assert 18 < partial < total
     # the killed run's scorecard never passes a gate, even when every rule says `if_missing: skip`
     pol = tmp_path / "skip.yaml"
@@ -62,7 +52,7 @@ def test_kill_minus_nine_then_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     # every batch stored before the kill was reused, and the store now holds exactly the full run's batches
     assert f"resuming: {partial} stored batch results reused" in resumed.stderr, resumed.stderr[-2000:]
-    assert _stored(db) == total
+    assert stored_batches(db) == total
     a = json.loads((tmp_path / "ref" / "scorecard.json").read_text())
     b = json.loads((out / "scorecard.json").read_text())
     assert b["run"]["resumed"] is True

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 from service_helpers import TEST_SUITES, Service, make_service  # noqa: E402
+from run_store import stored_batches  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden" / "quick.json"
 RL = [sys.executable, "-m", "robustlab"]
@@ -140,16 +140,6 @@ def test_serve_then_submit_gives_an_auditor_the_signed_gated_scorecard(tmp_path:
         srv.stop()
 
 
-def _stored(db: Path) -> int:
-    if not db.is_file():
-        return 0
-    try:
-        with sqlite3.connect(str(db), timeout=1) as c:
-            return int(c.execute("SELECT COUNT(*) FROM results").fetchone()[0])
-    except sqlite3.Error:
-        return 0
-
-
 def _core(card: dict[str, Any]) -> list[Any]:
     return [(c["id"], c["status"], c["metrics"], c["per_sample"]) for c in card["checks"]]
 
@@ -166,15 +156,15 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_gives_the_uninterrupted
     w1 = subprocess.Popen([*wcmd[:-4], "--max-jobs", "2", *wcmd[-2:]], env=ENV)  # one warm worker: the reference run, then the one it dies in
     db = svc.settings.jobs_dir / job["id"] / "out" / "results.sqlite"
     deadline = time.time() + 600
-    while _stored(db) < 12 and w1.poll() is None and time.time() < deadline:  # clean stores 10 batches; kill inside PGD
+    while stored_batches(db) < 12 and w1.poll() is None and time.time() < deadline:  # clean stores 10 batches; kill inside PGD
         time.sleep(0.05)
     assert w1.poll() is None, "the job finished before the worker could be killed; make the suite longer"
     assert c.get(f"/api/v1/jobs/{ref['id']}", headers=svc.h("aud-a")).json()["state"] == "succeeded"
     w1.send_signal(signal.SIGKILL)
     w1.wait()
-    partial = _stored(db)
+    partial = stored_batches(db)
     time.sleep(1.0)
-    assert _stored(db) == partial, "the run must die with its worker"
+    assert stored_batches(db) == partial, "the run must die with its worker"
     assert c.get(f"/api/v1/jobs/{job['id']}", headers=svc.h("aud-a")).json()["state"] == "running"
     assert subprocess.run(wcmd, env=ENV, timeout=600).returncode == 0  # a new worker reaps the stale job and resumes it
     got = c.get(f"/api/v1/jobs/{job['id']}", headers=svc.h("aud-a")).json()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -19,18 +18,9 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
 from service_helpers import Service, make_service  # noqa: E402
+from run_store import stored_batches  # noqa: E402
 
 FORM = {"model_name": "digits", "spec": "zoo:digits-cnn", "suite": "killresume", "batch_size": "20", "seed": "3", "limit": "60"}
-
-
-def _stored(db: Path) -> int:
-    if not db.is_file():
-        return 0
-    try:
-        with sqlite3.connect(str(db), timeout=1) as c:
-            return int(c.execute("SELECT COUNT(*) FROM results").fetchone()[0])
-    except sqlite3.Error:
-        return 0
 
 
 def _job(svc: Service, jid: str) -> dict[str, Any]:
@@ -70,7 +60,7 @@ def test_a_warm_worker_forks_jobs_from_one_launcher_and_survives_killed_and_canc
         t = threading.Thread(target=w.run_once)
         t.start()
         db = svc.settings.jobs_dir / jid / "out" / "results.sqlite"
-        _wait(lambda: _stored(db) >= 4 or not t.is_alive(), "the run to store its clean batches")  # clean: 3 batches; then PGD
+        _wait(lambda: stored_batches(db) >= 4 or not t.is_alive(), "the run to store its clean batches")  # clean: 3 batches; then PGD
         pids = launcher.running()
         assert t.is_alive() and len(pids) == 1, "the run ended before it could be killed; make it longer"
         assert pids[0] not in (os.getpid(), launcher_pid)

@@ -97,17 +97,5 @@ def dynamic_integer(net: nn.Module) -> nn.Module:
         return tcast(nn.Module, quantize_dynamic(copy.deepcopy(net).cpu().float().eval(), {nn.Linear}, dtype=torch.qint8)).eval()  # type: ignore[no-untyped-call]
 
 
-def dynamic_surrogate(net: nn.Module, integer: nn.Module) -> nn.Module:
-    """``net`` with every linear weight replaced by the dequantized int8 weight of ``integer``
-    (activation rounding is not simulated: re-verification on the integer model covers it)."""
-    sur = copy.deepcopy(net).cpu().float().eval()
-    qmods = dict(integer.named_modules())
-    with torch.no_grad():
-        for name, mod in sur.named_modules():
-            q = qmods.get(name)
-            if isinstance(mod, nn.Linear) and q is not None and callable(getattr(q, "weight", None)):
-                mod.weight.copy_(q.weight().dequantize())
-    return sur
 
-
-__all__ = ["dynamic_integer", "dynamic_surrogate", "engine", "freeze", "prepare_fake_quant", "to_integer"]
+__all__ = ["dynamic_integer", "engine", "freeze", "prepare_fake_quant", "to_integer"]
