@@ -40,10 +40,10 @@ def _attack_note(model: Any, check_id: str, check_cls: Any, params: Any, named: 
         return f"{check_id}: {norm.value} eps {listed}, set in the suite (epsilons:)"
     fam = dataset_family(model) or ""
     budget = BUDGETS.get(fam, {}).get(norm)
-    kind = "standard" if budget is not None and budget.standard else "robustlab's default (not a field standard)"
+    kind = "the standard" if budget is not None and budget.standard else "robustlab's default (not a field standard)"
     label = budget.label if budget is not None else _fmt(primary)
     scale = label if sweep == (1.0,) else f"{label} x ({', '.join(_fmt(f) for f in sweep)})"
-    return f"{check_id}: {norm.value} eps {listed} = {scale}, the {kind} {fam} budget ({named})"
+    return f"{check_id}: {norm.value} eps {listed} = {scale}, {kind} {fam} budget ({named})"
 
 
 def budget_summary(model: Any, entries: Sequence[Any], checks: Any, dataset: str | None, source: str) -> str | None:
