@@ -6,15 +6,16 @@ draws come from a CPU ``torch.Generator`` seeded with ``seeds[i]`` only, so a re
 on the batch it is in, and are moved to the input's device. Two samplers, chosen per image:
 
 * **8-bit images** (every value equals ``k / 255`` as the input's dtype holds it, k = 0..255: what
-  npz, PNG and JPEG data give): inverse-CDF sampling. The rate takes at most 256 values c x_k, so
-  a float64 CDF table per level is built once per (c, dtype) from ``scipy.stats.poisson``
-  (``cdf`` below the rate, ``1 - sf`` above it; accurate to about 1e-16 absolute). Each pixel draws
-  one uniform u (``torch.rand`` in float64: a multiple of 2^-53) and its count is the smallest n
-  with CDF(n) > u, found through a guide table of 2048 buckets per level and, in the few buckets
-  that hold a CDF step, a binary search. The CDF entries are rounded up to multiples of 2^-53, so
-  P(count <= n) equals the rounded CDF exactly (error < 2^-53 + scipy's rounding). Each row ends
-  at the first n whose float64 CDF is 1.0 (P(X > n) <= 2^-54): that remaining mass goes to n.
-  Cost: one uniform and a table look-up per value (about half of ``torch.poisson``'s on CPU).
+  npz, PNG and JPEG data give): inverse-CDF sampling. The rate takes at most 256 values c x_k, so a
+  float64 CDF table per level is built once per (c, dtype), with ``scipy.special.pdtr`` below the
+  rate and ``1 - pdtrc`` above it (Poisson CDF and survival function). Each value draws one
+  uniform u (``torch.rand`` in float64: a multiple of 2^-53 in [0, 1)) and its count is the
+  smallest n with CDF(n) > u, found through a guide table of 2048 buckets per level and, in the
+  few buckets that hold a CDF step, a binary search. The CDF entries are rounded up to multiples
+  of 2^-53, so P(count <= n) equals the table entry exactly: the sampler is exact up to that
+  rounding (< 2^-53) and scipy's. Each row ends at the first n whose float64 CDF is 1.0, where
+  P(X > n) < 2^-53; that remaining mass goes to n. Cost: one uniform and a table look-up per
+  value (about half of ``torch.poisson``'s on CPU; the uniforms are most of it).
 * **Any other image** (other quantisations, resized or float data): ``torch.poisson`` per image on
   ``c x`` in float32 (PyTorch's exact samplers), one call per image.
 
@@ -98,14 +99,14 @@ def cdf_tables(c: float, dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray, np
       the whole bucket has one count, else ``-1 - j``: ``spans[j]`` holds the bucket's lowest and
       highest flat index ``k * M + n`` into ``cdf``, to search.
     """
-    from scipy import stats
+    from scipy.special import pdtr, pdtrc  # Poisson CDF and survival function (what scipy.stats.poisson uses)
 
     rates = np.maximum(level_values(dtype).double().numpy() * float(c), 0.0)
     top = float(rates.max())
     width = int(top + 12.0 * np.sqrt(top) + 40.0)
     n = np.arange(width, dtype=np.float64)[None, :]
     lam = rates[:, None]
-    cdf = np.where(n < lam, stats.poisson.cdf(n, lam), 1.0 - stats.poisson.sf(n, lam))
+    cdf = np.where(n < lam, pdtr(n, lam), 1.0 - pdtrc(n, lam))
     cdf = np.maximum.accumulate(np.clip(cdf, 0.0, 1.0), axis=1)
     full = cdf >= 1.0
     if not bool(full[:, -1].all()):
