@@ -79,8 +79,9 @@ def box_pass(u: torch.Tensor, weights: np.ndarray, dim: int) -> torch.Tensor:
     below 2**40, so the float64 products and sums are exact."""
     w = torch.as_tensor(weights, dtype=torch.float64, device=u.device)
     y = torch.matmul(u, w.transpose(0, 1)) if dim == u.ndim - 1 else torch.matmul(w, u)
-    y = torch.floor((y + float(1 << (_PRECISION_BITS - 1))) / float(1 << _PRECISION_BITS))
-    return y.clamp(0, 255)
+    # in place (y is a fresh product); scaling by 2^-22 is exact, like the division it replaces
+    y.add_(float(1 << (_PRECISION_BITS - 1))).mul_(1.0 / float(1 << _PRECISION_BITS)).floor_()
+    return y.clamp_(0, 255)
 
 
 @FAST_CORRUPTIONS.register("pixelate")
