@@ -94,8 +94,8 @@ def cdf_tables(c: float, dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray, np
     * ``cdf`` (256, M) float64: CDF_k(n) rounded up to a multiple of 2^-53 (so exact in float64 and
       compared exactly with the 53-bit uniforms), non-decreasing along n, every row ending in 1.0;
     * ``values`` (M,): the output ``clip(n / c, 0, 1)`` of count n, computed as the fallback does;
-    * ``guide`` (256 * 1024,): for a uniform u in bucket [b, b + 1) / 1024 of level k (entry
-      ``k * 1024 + b``) the output value of its count (the smallest n with ``cdf[k, n] > u``) when
+    * ``guide`` (256 * 2048,): for a uniform u in bucket [b, b + 1) / 2048 of level k (entry
+      ``k * 2048 + b``) the output value of its count (the smallest n with ``cdf[k, n] > u``) when
       the whole bucket has one count, else ``-1 - j``: ``spans[j]`` holds the bucket's lowest and
       highest flat index ``k * M + n`` into ``cdf``, to search.
     """
@@ -134,11 +134,11 @@ def _table_sample(scaled: torch.Tensor, c: float, dtype: torch.dtype, seeds: Seq
     flat_cdf = cdf.ravel()
     width = int(cdf.shape[1])
     shape = tuple(scaled.shape[1:])
-    chunk = max(1, _CHUNK_PIXELS // max(int(np.prod(shape)), 1))
+    per = int(np.prod(shape))
+    chunk = max(1, _CHUNK_PIXELS // max(per, 1))
     g = torch.Generator()
     out = np.empty(tuple(scaled.shape), dtype=guide.dtype)
     flat_out = out.reshape(-1)
-    per = int(np.prod(shape))
     for start in range(0, int(scaled.shape[0]), chunk):
         part = seeds[start : start + chunk]
         u = torch.empty((len(part),) + shape, dtype=torch.float64)
