@@ -46,6 +46,10 @@ def bench_autoattack(model: Any, x: torch.Tensor, y: torch.Tensor, *, eps: float
     from robustlab.attacks.autoattack import run_autoattack
 
     x, y = x.to(device).contiguous(), y.to(device)
+    if device.type == "cuda":  # warm both: CUDA context, cuDNN algorithm choice, allocator (else the first timed one pays it)
+        for _ in range(3):
+            xw = x.detach().clone().requires_grad_(True)
+            torch.autograd.grad(model(xw).logsumexp(1).sum(), xw)
     _sync(device)
     t0 = time.perf_counter()
     a = AutoAttack(model, eps=eps, norm="Linf", seed=seed, version="standard", device=device)
@@ -102,7 +106,11 @@ def bench_malt(model: Any, x: torch.Tensor, y: torch.Tensor, *, eps: float, devi
 
 
 def bench_pgd(model: Any, x: torch.Tensor, y: torch.Tensor, *, eps: float, device: torch.device, task: str, steps: int) -> None:
-    import foolbox as fb
+    try:
+        import foolbox as fb
+    except ImportError as exc:
+        _emit(task=task, skipped=f"foolbox is not installed ({exc})")
+        return
 
     from robustlab.attacks.pgd import PGD
 

@@ -114,6 +114,11 @@ def bench_single(names: list[str], x: torch.Tensor, severity: int, device: torch
             rec.update(_fidelity(ref, fast, x))
         else:
             rec["ratio"] = None
+        if device.type != "cpu":  # the same corruption on the CPU: the scorecard must not depend on the device
+            on_cpu = corrupt(x, name, severity, seeds, protocol=_PROTO[0])
+            diff = (fast.cpu() - on_cpu).abs() * 255
+            rec.update({"device_vs_cpu_max_abs_diff_grey": round(float(diff.max()), 4),
+                        "device_vs_cpu_pixels_differing": round(float((diff > 0.5).float().mean()), 6)})
         _emit(rec)
 
 

@@ -100,3 +100,17 @@ def test_reference_backend_through_engine() -> None:
     a = corrupt(x, "contrast", 2, [0, 1], backend=Backend.REFERENCE)
     b = corrupt(x, "contrast", 2, [0, 1], backend="fast")
     assert float((a - b).abs().max()) <= 1.0 / 255 + 1e-6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_jpeg_compression_on_a_gpu_runs_libjpeg_and_matches_the_cpu_bit_for_bit():
+    # torchvision's CUDA encoder (nvJPEG) leaves the bytes on the GPU and its decoder then refused
+    # them ("Input list must contain tensors on CPU"): the corruption check failed on every GPU run.
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 32, 32, generator=g)
+    seeds = list(range(6))
+    for severity in range(1, 6):
+        cpu = corrupt(x, "jpeg_compression", severity, seeds)
+        gpu = corrupt(x.cuda(), "jpeg_compression", severity, seeds)
+        assert gpu.device.type == "cuda"
+        assert torch.equal(gpu.cpu(), cpu)

@@ -28,3 +28,27 @@ def test_gpu_bench_quick_on_cpu():
         assert r["images_per_second"] == pytest.approx(r["n"] / r["seconds"], rel=0.01)
     assert next(r for r in rows if r["task"] == "attacks_robust")["skipped"]
     assert rows[0]["task"] == rows[-1]["task"] == "gpu_bench" and "finished" in rows[-1]
+
+
+@pytest.mark.timeout(600)
+def test_gpu_bench_precision_and_variants_parts_on_cpu():
+    """bench/precision.py (same precision twice in --quick: the flip counter must read 0 for a deterministic
+    run and name every boolean per-sample array) and the fp16 variants part, through the orchestrator."""
+    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--device", "cpu", "--parts", "precision,variants"], capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert not [r for r in rows if "error" in r], rows
+    prec = [r for r in rows if r["task"] == "precision" and "impl" in r]
+    assert len(prec) == 2 and prec[0]["ratio"] == 1.0 and prec[0]["n"] == 64
+    assert set(prec[1]["flips"]) >= {"clean/correct", "pgd_linf/robust/eps_0.1"} and prec[1]["flips_total"] == 0
+    assert prec[1]["metrics"]["clean/accuracy"] == prec[1]["reference_metrics"]["clean/accuracy"]
+    var = next(r for r in rows if r["task"] == "variants/fp16")
+    fp16 = var["comparison"]["variants"][0]
+    assert fp16["name"] == "fp16" and fp16["file_bytes"] < var["comparison"]["base"]["file_bytes"] * 0.6
+
+
+def test_gpu_bench_deadline_skips_parts_that_cannot_start():
+    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--device", "cpu", "--parts", "ood,certify", "--deadline", "0"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert [r["task"] for r in rows if "skipped" in r] == ["ood", "certify"]

@@ -3,11 +3,13 @@
 Deterministic. The image is quantised to 8 bits (as the reference's PIL round trip does) and
 encoded/decoded with ``torchvision.io.encode_jpeg``/``decode_jpeg``: libjpeg-turbo with the same
 standard quantisation tables, 4:2:0 chroma subsampling and decoder settings as Pillow's
-``save(format='JPEG', quality=q)`` (bit-identical to the reference on the CPU, checked by the
-fidelity tests). Whole batches go to the encoder as a list; on a CUDA device torchvision uses
-nvJPEG, whose decoder may differ from libjpeg by a grey level here and there (not measured in the
-CPU test suite). torchvision 0.29 deprecates its image codecs in favour of TorchCodec; when they
-are unavailable this falls back to Pillow on the CPU, image by image (the reference's own codec).
+``save(format='JPEG', quality=q)`` (bit-identical to the reference, checked by the fidelity
+tests). Whole batches go to the encoder as a list. The codec always runs on the CPU, also for
+images on a GPU: torchvision's CUDA path (nvJPEG) leaves the encoded bytes on the GPU, which its
+decoder refuses ("Input list must contain tensors on CPU"), and nvJPEG's encoder is not libjpeg's,
+so the corrupted images, and the scorecard, would depend on the device. The result goes back to
+the input's device. torchvision 0.29 deprecates its image codecs in favour of TorchCodec; when they
+are unavailable this falls back to Pillow, image by image (the reference's own codec).
 
 References: Hendrycks & Dietterich 2019; ``imagecorruptions.jpeg_compression``; ITU-T T.81.
 """
@@ -51,9 +53,7 @@ def jpeg_round_trip(x: torch.Tensor, q: int) -> torch.Tensor:
     """8-bit quantise, JPEG encode at quality ``q`` and decode: (N, C, H, W) in [0, 1] -> same."""
     if x.shape[0] == 0:
         return x.clone()
-    u8 = (x.detach().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-    if u8.device.type not in ("cpu", "cuda"):
-        u8 = u8.cpu()
+    u8 = (x.detach().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).cpu()  # libjpeg on the CPU for every device (see above)
     try:
         from torchvision.io import decode_jpeg, encode_jpeg
     except ImportError:  # torchvision without image codecs
@@ -61,5 +61,5 @@ def jpeg_round_trip(x: torch.Tensor, q: int) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*TorchVision.*")
         encoded = encode_jpeg(list(u8.contiguous().unbind(0)), quality=q)
-        decoded = decode_jpeg(encoded, device=u8.device)
+        decoded = decode_jpeg(encoded, device="cpu")
     return torch.stack(decoded).to(device=x.device, dtype=x.dtype) / 255.0
