@@ -1,5 +1,9 @@
 """GPU fast paths, each opt-in with a safe default (fp32, no compile, contiguous memory).
 
+- ``precision="fp32"`` (default): strict IEEE fp32. PyTorch's own default lets cuDNN run every
+  convolution in TF32 (10-bit mantissa) on Ampere and later GPUs (``torch.backends.cudnn.allow_tf32``
+  is True out of the box), so an "fp32" scorecard would have been TF32 for every convolution; fp32
+  (and bf16, whose re-verification is the fp32 model) turns TF32 off for matmuls and convolutions.
 - ``precision="tf32"``: TF32 matmuls/convolutions on Ampere+ GPUs (no effect on CPU).
 - ``precision="bf16"``: attack iterations run under bf16 autocast through :class:`AutocastView`
   (``RunContext.attack_model``); every final adversarial example is re-verified on the fp32 model by
@@ -57,13 +61,22 @@ class AutocastView(nn.Module):
             return cast("torch.Tensor", self.model(x).float())
 
 
+def set_tf32(enabled: bool) -> None:
+    """TF32 for CUDA matmuls and cuDNN convolutions, both on or both off (no effect on a CPU)."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def tf32_state() -> dict[str, bool]:
+    """The flags as they are now (recorded in the scorecard's environment)."""
+    return {"cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32), "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32)}
+
+
 def apply_fast_paths(model: RobustModel, *, precision: str = "fp32", channels_last: bool = False, compile: bool = False) -> nn.Module | None:
     """Configure ``model`` in place; return the attack-iteration view (or None for plain fp32)."""
     p = Precision.parse(precision)
     dev = model.device
-    if p is Precision.TF32 and dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    set_tf32(p is Precision.TF32)  # process-wide flags: set for every precision, never left at PyTorch's default
     if channels_last:
         model.net = model.net.to(memory_format=torch.channels_last)
     if compile:

@@ -113,7 +113,7 @@ def environment(device: torch.device) -> dict[str, Any]:
             pkgs[p] = metadata.version(p)
         except metadata.PackageNotFoundError:
             continue
-    env = {
+    env: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "machine": platform.machine(),
@@ -123,7 +123,10 @@ def environment(device: torch.device) -> dict[str, Any]:
         "packages": pkgs,
     }
     if device.type == "cuda":
+        from .fastpaths import tf32_state
+
         env["gpu"] = torch.cuda.get_device_name(device)
+        env["math"] = tf32_state()  # what the convolutions and matmuls actually ran in
     return env
 
 
