@@ -194,3 +194,15 @@ def test_logit_detectors_share_one_forward_pass(digits_model, tmp_path: Path) ->
         x = ctx.data.images(slice(0, len(ctx.data)))
         own = create_detector(det).score(digits_model, x).double().tolist()
         assert joint.per_sample[f"ood/{det}/score"] == pytest.approx(own, rel=1e-6, abs=1e-9)
+
+
+def test_fpr_key_and_definition_name_the_tpr_that_was_used(digits_model, tmp_path: Path) -> None:
+    """At tpr 0.9 the scorecard used to say fpr95 ("FPR@95TPR ... 95% of the ID test samples")."""
+    kw = dict(detectors=["msp"], near=["samples:fashion-mnist"], far=["noise:uniform"], shift=[], synthetic_n=30)
+    r90 = _run(_ctx(digits_model, "digits", tmp_path, limit=120), tpr=0.9, **kw)
+    assert not [k for k in r90.metrics if k.endswith("fpr95")]
+    assert {"ood/msp/near/fpr_at_90tpr", "ood/msp/noise_uniform/fpr_at_90tpr"} <= set(r90.metrics)
+    assert "90% of the ID test samples" in r90.definitions["ood/fpr_at_90tpr"] and "ood/fpr95" not in r90.definitions
+    r95 = _run(_ctx(digits_model, "digits", tmp_path / "b", limit=120), **kw)  # default 0.95 keeps the key gates and baselines use
+    assert "ood/msp/near/fpr95" in r95.metrics and "95% of the ID test samples" in r95.definitions["ood/fpr95"]
+    assert r90.metrics["ood/msp/near/fpr_at_90tpr"] <= r95.metrics["ood/msp/near/fpr95"] + 1e-12  # a lower TPR accepts fewer OOD samples

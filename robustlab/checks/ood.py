@@ -23,7 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RobustlabError
-from ..metric_keys import key as join_key, legal_segment
+from ..metric_keys import fpr_at_tpr, key as join_key, legal_segment
 from ..scorecard import AuditItem, CheckResult, Series, Status, Verdict
 from .base import CHECKS, Check, RunContext
 from .ood_params import OODParams
@@ -39,7 +39,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95")
+def fpr_name(tpr: float) -> str:
+    """Key of the false-positive rate at the target TPR: ``fpr95`` at 0.95 (the key baselines and gates
+    name), ``fpr_at_<p>tpr`` at any other target, so a key never claims 95% when another TPR was used."""
+    return "fpr95" if abs(tpr - 0.95) < 1e-12 else fpr_at_tpr(round(100.0 * tpr, 6))
+
+
+def _fpr_definition(tpr: float) -> str:
+    pct = f"{100.0 * tpr:g}"
+    return (f"FPR@{pct}TPR (ODIN convention): fraction of OOD samples accepted (score <= t) at the smallest threshold t that accepts at "
+            f"least {pct}% of the ID test samples. OpenOOD v1.5 swaps the positive class; this is not that.")
 
 
 def _key(prefix: str, *names: str) -> str:
@@ -152,7 +161,9 @@ class OODCheck(Check[OODParams]):
         shift_specs = list(p.shift) if p.shift is not None else list(defaults.shift)
         if p.near is None or p.far is None or p.shift is None:
             result.notes.append(f"default OOD sets for domain {domain or 'unknown'}: near={groups['near']}, far={groups['far']}, shift={shift_specs}.")
-        result.definitions.update({_key(P, *k.split("/")): v for k, v in M.DEFINITIONS.items()})
+        result.definitions.update({_key(P, *k.split("/")): v for k, v in M.DEFINITIONS.items() if k != "fpr95"})
+        fk = fpr_name(p.tpr)
+        result.definitions[_key(P, fk)] = _fpr_definition(p.tpr)
 
         # 1. ID accuracy --------------------------------------------------------------------
         correct, k = self._accuracy(ctx, ctx.data, "ood: ID accuracy")
@@ -243,7 +254,7 @@ class OODCheck(Check[OODParams]):
                 s = self._scores(ctx, dets, dname, x, sname)
                 m = M.ood_metrics(id_scores, s, tpr=p.tpr)
                 rej = M.rejection_rate(s, thr)
-                vals = {"auroc": m.auroc, "aupr_in": m.aupr_in, "aupr_out": m.aupr_out, "fpr95": m.fpr95, "rejection_rate": rej}
+                vals = {"auroc": m.auroc, "aupr_in": m.aupr_in, "aupr_out": m.aupr_out, fpr_name(p.tpr): m.fpr95, "rejection_rate": rej}
                 for key, v in vals.items():
                     interval = wilson_interval(int(round(rej * len(s))), len(s)) if key == "rejection_rate" else None
                     result.add_metric(_key(P, dname, sname, key), v, interval=interval, n=len(s))
@@ -256,7 +267,7 @@ class OODCheck(Check[OODParams]):
                 result.add_metric(_key(P, dname, sname, "rejection_rate"), rej, interval=wilson_interval(int(round(rej * len(s))), len(s)), n=len(s))
             for group, rows in by_group.items():
                 if rows:
-                    for key in (*_METRICS, "rejection_rate"):
+                    for key in ("auroc", "aupr_in", "aupr_out", fpr_name(p.tpr), "rejection_rate"):
                         result.add_metric(_key(P, dname, group, key), sum(r[key] for r in rows) / len(rows))
                     far_bad = [r for r in rows if r["auroc"] < 0.5]
                     if group == "far" and far_bad:
@@ -345,7 +356,7 @@ class OODCheck(Check[OODParams]):
             res = tune(dets[n], ctx.model, x_id, x_ood, make_grid(values), batch_size=ctx.batch_size, tpr=p.tpr, track=ctx.track)
             for k, v in res.chosen.items():
                 result.add_metric(_key(P, n, "tuned", k), v)
-            result.add_metric(_key(P, n, "tuning", "fpr95"), res.fpr95, n=x_id.shape[0])
+            result.add_metric(_key(P, n, "tuning", fpr_name(p.tpr)), res.fpr95, n=x_id.shape[0])
             result.add_metric(_key(P, n, "tuning", "auroc"), res.auroc, n=x_id.shape[0])
             result.definitions[_key(P, n, "tuning")] = (
                 f"{n} hyperparameters {sorted(values)} chosen from the grid {values} by the lowest FPR@{p.tpr:.0%}TPR (ties: higher AUROC) "
