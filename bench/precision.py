@@ -72,19 +72,20 @@ def _headline(card: dict[str, Any]) -> dict[str, float]:
     return keep
 
 
+def _channels_last(args: argparse.Namespace, precision: str) -> bool:
+    """NAME-cl asks for --channels-last; --channels-last adds it to every non-fp32 run."""
+    return precision.endswith("-cl") or (args.channels_last and precision != "fp32")
+
+
 def run(args: argparse.Namespace, precision: str, suite: Path, out: Path) -> tuple[float, dict[str, Any] | None, str]:
     cmd = [sys.executable, "-m", "robustlab", "evaluate", "--model", args.model, "--suite", str(suite), "--out", str(out), "--no-mlflow",
-           "--no-report", "--device", args.device, "--precision", precision, "--seed", "0", "--batch-size", str(args.batch_size)]
+           "--no-report", "--device", args.device, "--precision", precision.removesuffix("-cl"), "--seed", "0", "--batch-size", str(args.batch_size)]
     if args.data:
         cmd += ["--data", args.data]
     if args.limit:
         cmd += ["--limit", str(args.limit)]
-    if precision.endswith("-cl"):  # e.g. bf16-cl: --precision bf16 --channels-last
-        precision = precision[:-3]
+    if _channels_last(args, precision):
         cmd += ["--channels-last"]
-    elif args.channels_last and precision != "fp32":
-        cmd += ["--channels-last"]
-    cmd[cmd.index("--precision") + 1] = precision
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     sec = time.perf_counter() - t
@@ -122,7 +123,7 @@ def main() -> int:
                 continue
             check_sec = round(sum(float(c.get("seconds") or 0.0) for c in card["checks"]), 3)
             n = len(next(iter(_bool_arrays(card).values()), []))
-            row: dict[str, Any] = {"task": "precision", "impl": f"robustlab evaluate --precision {prec.removesuffix('-cl')}" + (" --channels-last" if prec.endswith("-cl") or (args.channels_last and prec != "fp32") else ""),
+            row: dict[str, Any] = {"task": "precision", "impl": f"robustlab evaluate --precision {prec.removesuffix('-cl')}" + (" --channels-last" if _channels_last(args, prec) else ""),
                                    "reference": "robustlab evaluate --precision fp32", "device": args.device, "model": args.model, "n": n,
                                    "seconds": round(sec, 2), "check_seconds": check_sec,
                                    "seconds_per_check": {c["id"]: c.get("seconds") for c in card["checks"]}, "metrics": _headline(card)}

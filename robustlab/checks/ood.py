@@ -254,7 +254,7 @@ class OODCheck(Check[OODParams]):
                 s = self._scores(ctx, dets, dname, x, sname)
                 m = M.ood_metrics(id_scores, s, tpr=p.tpr)
                 rej = M.rejection_rate(s, thr)
-                vals = {"auroc": m.auroc, "aupr_in": m.aupr_in, "aupr_out": m.aupr_out, fpr_name(p.tpr): m.fpr95, "rejection_rate": rej}
+                vals = {"auroc": m.auroc, "aupr_in": m.aupr_in, "aupr_out": m.aupr_out, fk: m.fpr95, "rejection_rate": rej}
                 for key, v in vals.items():
                     interval = wilson_interval(int(round(rej * len(s))), len(s)) if key == "rejection_rate" else None
                     result.add_metric(_key(P, dname, sname, key), v, interval=interval, n=len(s))
@@ -267,7 +267,7 @@ class OODCheck(Check[OODParams]):
                 result.add_metric(_key(P, dname, sname, "rejection_rate"), rej, interval=wilson_interval(int(round(rej * len(s))), len(s)), n=len(s))
             for group, rows in by_group.items():
                 if rows:
-                    for key in ("auroc", "aupr_in", "aupr_out", fpr_name(p.tpr), "rejection_rate"):
+                    for key in ("auroc", "aupr_in", "aupr_out", fk, "rejection_rate"):
                         result.add_metric(_key(P, dname, group, key), sum(r[key] for r in rows) / len(rows))
                     far_bad = [r for r in rows if r["auroc"] < 0.5]
                     if group == "far" and far_bad:

@@ -10,6 +10,7 @@ foolbox's ``PyTorchModel(bounds=..., preprocessing=...)``.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence, cast
 
@@ -69,8 +70,6 @@ def bucket_size(n: int) -> int:
 
 
 def _padding_enabled() -> bool:
-    import os
-
     return os.environ.get("ROBUSTLAB_PAD_BATCHES", "0") == "1"
 
 
