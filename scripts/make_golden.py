@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from golden_cases import CASES, shared_npz, strip_volatile  # noqa: E402
+from golden_cases import CASES, cold_cache_env, shared_npz, strip_volatile  # noqa: E402
 
 
 def main(names: list[str]) -> None:
@@ -31,9 +31,9 @@ def main(names: list[str]) -> None:
             print(f"{name}: skipped (no ../shared/data/cifar10_test_1000.npz)")
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            cmd = CASES[name].command(Path(tmp), npz)
-            subprocess.run([sys.executable, "-m", "robustlab", *cmd], check=True)
-            card = strip_volatile(Scorecard.read(Path(tmp) / "scorecard.json").to_dict())
+            cmd = CASES[name].command(Path(tmp) / "out", npz)
+            subprocess.run([sys.executable, "-m", "robustlab", *cmd], check=True, env=cold_cache_env(Path(tmp) / "cache"))
+            card = strip_volatile(Scorecard.read(Path(tmp) / "out" / "scorecard.json").to_dict())
         out = ROOT / "tests" / "golden" / f"{name}.json"
         out.write_text(json.dumps(card, indent=0, sort_keys=True) + "\n")
         print(f"{name}: wrote {out.relative_to(ROOT)}")

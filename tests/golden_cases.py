@@ -35,6 +35,12 @@ class Case:
         return cmd
 
 
+def cold_cache_env(folder: Path) -> dict[str, str]:
+    """The environment of a golden run: an empty robustlab cache in ``folder``, so fitted OOD detectors are
+    always fitted in the run (``ood/fit/passes`` = 1), whatever other runs on the machine left cached."""
+    return {**os.environ, "ROBUSTLAB_CACHE": str(folder), "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
 CASES: dict[str, Case] = {
     "quick": Case("zoo:digits-cnn", "quick"),
     "standard": Case("zoo:digits-cnn", "standard", limit=120),  # 120 of the 360 test digits keeps CI within its budget

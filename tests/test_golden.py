@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from golden_cases import CASES, GOLDEN, normalise
+from golden_cases import CASES, GOLDEN, cold_cache_env, normalise
 
 pytestmark = pytest.mark.integration
 
@@ -51,9 +51,10 @@ def _run_and_compare(name: str, tmp_path: Path, npz: Path | None) -> None:
     from robustlab.scorecard import Scorecard
 
     case = CASES[name]
-    r = subprocess.run([sys.executable, "-m", "robustlab", *case.command(tmp_path, npz)], capture_output=True, text=True, timeout=900)
+    r = subprocess.run([sys.executable, "-m", "robustlab", *case.command(tmp_path / "out", npz)], capture_output=True, text=True, timeout=900,
+                       env=cold_cache_env(tmp_path / "cache"))
     assert r.returncode == 0, r.stderr[-2000:]
-    new = normalise(Scorecard.read(tmp_path / "scorecard.json").to_dict())
+    new = normalise(Scorecard.read(tmp_path / "out" / "scorecard.json").to_dict())
     golden = normalise(Scorecard.read(GOLDEN / f"{name}.json").to_dict())
     # JSON round trip on both sides: tuples vs lists and int vs float keys are not differences.
     new, golden = json.loads(json.dumps(new)), json.loads(json.dumps(golden))
