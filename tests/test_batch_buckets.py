@@ -41,3 +41,23 @@ def test_padded_gradient_pass_gives_the_same_logits_and_gradients_bit_for_bit(mo
     assert calls == [13, 14, 13, 13]
     assert got[0].shape == (13, 10) and torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
     assert feats.shape[0] == 13
+
+
+def test_padding_is_the_default_and_never_touches_a_training_forward(monkeypatch) -> None:
+    model = load_model("zoo:digits-cnn", device="cpu")
+    shape = model.input_shape
+    assert shape is not None
+    x = torch.rand(11, *shape, generator=torch.Generator().manual_seed(1))
+    calls: list[int] = []
+    h = model.net.register_forward_pre_hook(lambda _m, inp: calls.append(inp[0].shape[0]))
+    monkeypatch.delenv("ROBUSTLAB_PAD_BATCHES", raising=False)
+    model(x.clone().requires_grad_(True))  # default: padded to the bucket size 12
+    model.net.train()
+    try:
+        model(x.clone().requires_grad_(True))  # training: batch-norm statistics must see real rows only
+    finally:
+        model.net.eval()
+    monkeypatch.setenv("ROBUSTLAB_PAD_BATCHES", "0")
+    model(x.clone().requires_grad_(True))  # the opt-out
+    h.remove()
+    assert calls == [12, 11, 11]
