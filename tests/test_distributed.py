@@ -30,3 +30,31 @@ def test_two_gloo_processes_match_single_process(tmp_path):
     assert all(c["status"] == "ok" for c in a["checks"]), [(c["id"], c["reason"]) for c in a["checks"]]
     assert _results(a) == _results(b)
     assert (tmp_path / "multi" / "results.rank1.sqlite").is_file()
+    # each rank's peak resident memory is recorded (issue 21: bounded memory per rank)
+    peaks = b["environment"]["memory"]["peak_rss_mib_by_rank"]
+    assert len(peaks) == 2 and all(100 < p < 4000 for p in peaks), peaks
+    assert set(a["environment"]["memory"]["peak_rss_mib_after_check"]) == {c["id"] for c in a["checks"]}
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("factory", ["nan_on_rank1", "raises_on_rank1"])
+def test_a_batch_that_fails_on_one_rank_ends_every_rank(tmp_path, factory):
+    """Before: rank 1's failure left rank 0 waiting in the gather of the batch results for ever."""
+    plugins = str(Path(__file__).parent / "plugins")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": plugins + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    suite = Path(__file__).parent / "suites" / "clean.yaml"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "robustlab"]
+    args = ["evaluate", "--model", f"factory:rl_test_models:{factory}", "--data", "digits", "--suite", str(suite), "--batch-size", "20",
+            "--limit", "80", "--no-mlflow", "--no-report", "--quiet", "--device", "cpu", "--out", str(tmp_path / "out")]
+    try:
+        r = subprocess.run([*torchrun, *args], env=env, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a failure on rank 1 left the other rank waiting (no exit within 300 s)")
+    if factory == "nan_on_rank1":  # a model-output error stops the run: the rank exits 2 with the one-line error
+        assert r.returncode != 0 and "exitcode  : 2" in r.stderr, r.stderr[-3000:]  # torchrun itself exits 1
+        assert "rror: the model produced NaN" in r.stderr, r.stderr[-3000:]
+    else:  # any other failure is the check's error, recorded the same way by every rank
+        assert r.returncode == 0, r.stderr[-3000:]  # no policy given: the errored check is in the scorecard
+        card = json.loads((tmp_path / "out" / "scorecard.json").read_text())
+        (clean,) = card["checks"]
+        assert clean["status"] == "error" and "rank 1" in clean["reason"] and "simulated failure" in clean["reason"], clean

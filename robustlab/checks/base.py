@@ -14,7 +14,7 @@ import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Iterable, Iterator, TypeVar, cast
 
 from ..errors import SuiteError
 from ..parsing import parse_fraction
@@ -103,16 +103,28 @@ class RunContext:
         starts = list(range(0, n, bs))
         mine = [s for i, s in enumerate(starts) if i % self.dist.world_size == self.dist.rank]
         done: dict[int, Any] = {}
-        for s in self.track(mine, total=len(mine), desc=desc or scope.split("#")[0]):
-            key = f"{s}:{min(s + bs, n)}"
-            value = self.store.get(scope, key)
-            if value is None:
-                value = self._call_with_backoff(fn, s, min(s + bs, n))
-                self.store.put(scope, key, value)
-                release_free_memory()  # the batch's freed tensors must not stay resident (issue 21)
-            done[s] = value
+        failure: Exception | None = None
+        try:
+            for s in self.track(mine, total=len(mine), desc=desc or scope.split("#")[0]):
+                key = f"{s}:{min(s + bs, n)}"
+                value = self.store.get(scope, key)
+                if value is None:
+                    value = self._call_with_backoff(fn, s, min(s + bs, n))
+                    self.store.put(scope, key, value)
+                    release_free_memory()  # the batch's freed tensors must not stay resident (issue 21)
+                done[s] = value
+        except Exception as exc:
+            if not self.dist.enabled:
+                raise
+            failure = exc  # the other ranks must hear of it, or they wait in the gather below for ever
         if self.dist.enabled:
-            for part in all_gather_object(done, self.dist):
+            parts = all_gather_object({"done": {} if failure else done, "failure": _describe_failure(failure)}, self.dist)
+            failed = [(r, part["failure"]) for r, part in enumerate(parts) if part["failure"] is not None]
+            if failed:  # every rank raises, so every rank records the same outcome and stays in step
+                if failure is not None:
+                    raise failure
+                raise _rebuild_failure(*failed[0])
+            for part in (p["done"] for p in parts):
                 for s, value in part.items():
                     if s not in done:
                         done[s] = value
@@ -150,6 +162,31 @@ class RunContext:
         run asked for ``--precision bf16`` (then every final adversarial example must be re-verified
         on ``model`` in fp32, and the number that flipped reported)."""
         return self.fast_model if self.fast_model is not None else self.model
+
+
+def _describe_failure(exc: Exception | None) -> dict[str, Any] | None:
+    """What another rank needs to raise the same kind of error (exceptions themselves may not pickle)."""
+    if exc is None:
+        return None
+    return {"module": type(exc).__module__, "name": type(exc).__qualname__, "message": str(exc), "errno": getattr(exc, "errno", None)}
+
+
+def _rebuild_failure(rank: int, d: dict[str, Any]) -> Exception:
+    """The error a rank raises when another rank's batch failed: the same robustlab error class (so a
+    data or model-output error still stops the run with exit 2 on every rank), an ``OSError`` with the
+    same errno (so a full disk is still a disk failure), otherwise a ``RuntimeError`` naming the rank."""
+    from .. import errors
+
+    msg = f"on rank {rank}: {d['message']}"
+    cls = getattr(errors, d["name"], None) if d["module"] == errors.__name__ else None
+    if isinstance(cls, type) and issubclass(cls, errors.RobustlabError):
+        try:
+            return cast(Exception, cls(msg))
+        except TypeError:  # a subclass with another constructor
+            pass
+    if d.get("errno") is not None:
+        return OSError(d["errno"], msg)
+    return RuntimeError(f"rank {rank} failed: {d['name']}: {d['message']}")
 
 
 def _merge_halves(a: Any, b: Any) -> Any:

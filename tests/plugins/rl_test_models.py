@@ -64,3 +64,32 @@ class TinyCifar(nn.Module):
 
 def tiny_cifar() -> nn.Module:
     return TinyCifar()
+
+
+class _FailsOnRank1(Tiny):
+    """A model that misbehaves only in torchrun's rank 1 (a fault on one worker: a bad device, a bug
+    that one shard of the data triggers)."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.calls = 0
+
+    def forward(self, x):
+        import os
+
+        out = super().forward(x)
+        self.calls += 1
+        if os.environ.get("RANK") != "1" or self.calls == 1:  # the loader's probe batch passes: fail inside a check
+            return out
+        if self.how == "nan":
+            return out * float("nan")
+        raise RuntimeError("simulated failure of a batch on rank 1")
+
+
+def nan_on_rank1() -> nn.Module:
+    return _FailsOnRank1("nan")
+
+
+def raises_on_rank1() -> nn.Module:
+    return _FailsOnRank1("raise")
