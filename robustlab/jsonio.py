@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,27 @@ def _atomic_write(path: Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+#: the temp files of :func:`atomic_write_text` and of adversarial-example shards: ``.<name>.<8 random>.tmp``
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temp_files(folder: Path, *, recursive: bool = False) -> int:
+    """Delete the temp files an atomic write left behind when its process was killed (``kill -9``, power
+    loss) before the rename; return how many. Only call it while holding the output folder's lock: then
+    no write is in progress. Files of other names are never touched."""
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for f in folder.rglob("*.tmp") if recursive else folder.glob("*.tmp"):
+        if _TEMP_NAME.match(f.name) and f.is_file() and not f.is_symlink():
+            try:
+                f.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 def dumps_compact(obj: Any, indent: int, level: int) -> str:

@@ -27,7 +27,7 @@ from . import __version__, distributed
 from .checks import CHECKS, RunContext
 from .data import Dataset, adapt_images, load_dataset
 from .errors import DataError, ModelOutputError, RobustlabError, is_disk_failure
-from .memory import release_free_memory
+from .memory import peak_rss_mb, release_free_memory
 from .models import LoadOptions, RobustModel
 from .scorecard import CheckResult, Scorecard, Status
 from .store import ResultStore
@@ -197,8 +197,17 @@ def run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset
     except BaseException:
         store.close()
         raise
+    if dist_info.is_main:  # a killed run's half-written files (scorecard, shards) go: under the lock none is being written
+        from .adversarial_examples import root_of
+        from .jsonio import remove_stale_temp_files
+
+        stale = remove_stale_temp_files(out) + remove_stale_temp_files(root_of(out), recursive=True)
+        if stale:
+            log.info("removed %d temp files a killed run left in %s", stale, out)
+    distributed.barrier(dist_info)  # no rank starts writing before the sweep is over
     if cfg.resume:
-        log.info("resuming: %d stored batch results reused", kept)
+        if dist_info.is_main:
+            (log if cfg.quiet else progress_log).info("resuming: %d stored batch results reused", kept)  # -v shows it under --quiet
     elif options.get("save_adversarial"):
         if dist_info.is_main:
             import shutil
@@ -230,6 +239,10 @@ def run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset
     )
     card.model.pop("loaded_in_seconds")
     card.timings = {"load_model": round(t_model, 3), "load_data": round(t_data, 3)}
+    # Peak resident memory (ru_maxrss, MiB) of this process, after each check and overall; under torchrun
+    # every rank's peak as well. Volatile, like the timings: kept in ``environment``.
+    memory: dict[str, Any] = {"peak_rss_mib": round(peak_rss_mb(), 1), "peak_rss_mib_after_check": {}}
+    card.environment["memory"] = memory
     card_path = out / "scorecard.json"
     ctx = RunContext(model=model, data=data, seed=cfg.seed, batch_size=cfg.batch_size, device=device, out_dir=out, store=store,
                      load_data=load_data, progress=progress, data_spec=data_spec, options=options, dist=dist_info, fast_model=fast_model)
@@ -256,10 +269,14 @@ def run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset
             card.checks.append(result)
             ctx.results[entry.id] = result
             release_free_memory()  # what the check freed (its audit, its last batch) leaves the resident set
+            memory["peak_rss_mib_after_check"][entry.id] = round(peak_rss_mb(), 1)  # ru_maxrss: this rank's peak so far
+            memory["peak_rss_mib"] = round(peak_rss_mb(), 1)
             card.timings[f"check/{entry.id}"] = result.seconds
             card.timings["total"] = round(time.perf_counter() - t0, 3)
             if dist_info.is_main:
                 card.write(card_path)
+        if dist_info.enabled:  # every rank reached this point: the gather cannot wait on a failed rank
+            memory["peak_rss_mib_by_rank"] = distributed.all_gather_object(round(peak_rss_mb(), 1), dist_info)
     finally:
         card.run["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         card.timings["total"] = round(time.perf_counter() - t0, 3)

@@ -57,3 +57,27 @@ def test_kill_minus_nine_then_resume(tmp_path):
     b = json.loads((out / "scorecard.json").read_text())
     assert b["run"]["resumed"] is True
     assert _core(a) == _core(b)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("resume", [False, True])
+def test_temp_files_a_killed_run_left_are_removed(tmp_path, resume):
+    """kill -9 between an atomic write's temp file and its rename leaves `.<name>.<random>.tmp` files in the
+    output folder and among the adversarial-example shards; the next run on that folder removes them
+    (it holds the folder's lock, so none belongs to a live writer) and leaves other files alone."""
+    suite = Path(__file__).parent / "suites" / "clean.yaml"
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "robustlab", "evaluate", "--model", "zoo:digits-cnn", "--suite", str(suite), "--limit", "40", "--no-mlflow",
+            "--no-report", "--quiet", "--device", "cpu", "--out", str(out)]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    shards = out / "adversarial" / "pgd" / "eps_0.1"
+    shards.mkdir(parents=True)
+    stale = [out / ".scorecard.json.k1lled_9.tmp", shards / ".000000000-000000020.npz.a8Zq2x0b.tmp"]
+    kept = [out / "my-notes.tmp", out / ".hidden.tmp", shards / "000000000-000000020.npz"]
+    for f in stale + kept:
+        f.write_bytes(b"half a file")
+    again = subprocess.run(args + (["--resume"] if resume else []), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert [f.name for f in stale if f.exists()] == []
+    assert all(f.exists() for f in kept)
