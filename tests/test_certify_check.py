@@ -177,6 +177,30 @@ def test_resume_reuses_stored_certificates(digits_model: RobustModel, digits_dat
     assert second.metrics == first.metrics
 
 
+def test_interval_attacks_are_stored_and_do_not_depend_on_the_chunking(digits_model: RobustModel, digits_data: Dataset,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The robustness interval's attacks go through the result store like the certificates: a resumed run
+    reuses them (before: they ran again after every restart, and on every rank under torchrun)."""
+    import robustlab.checks.certify as certify_mod
+
+    raw = {**SMALL, "base_attack": True}
+    store = ResultStore(None, {"t": 2})
+    first = run_check(digits_model, digits_data, raw, store=store)
+    assert any(k.endswith("/upper") for k in first.metrics)
+    # chunks of 2 points (noise batch 8 / 4 samples) against chunks of 64: same per-point seeds, same result
+    small = run_check(digits_model, digits_data, {**raw, "batch_size": 8}, batch_size=8)
+    big = run_check(digits_model, digits_data, {**raw, "batch_size": 8 * 64}, batch_size=8)
+    assert {k: v for k, v in small.metrics.items() if "/interval/" in k} == {k: v for k, v in big.metrics.items() if "/interval/" in k}
+
+    def boom(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("the interval attack ran again instead of using the store")
+
+    monkeypatch.setattr(certify_mod, "smoothadv_pgd_l2", boom)
+    monkeypatch.setattr(certify_mod.PGD, "perturb", boom)
+    second = run_check(digits_model, digits_data, raw, store=store)
+    assert second.metrics == first.metrics
+
+
 def test_entry_id_prefixes_keys(digits_model: RobustModel, digits_data: Dataset) -> None:
     res = run_check(digits_model, digits_data, {**SMALL, "attack": False, "num_points": 3}, check_id="certify_wide")
     assert all(k.startswith("certify/certify_wide/") for k in res.metrics)

@@ -232,7 +232,7 @@ class CertifyCheck(Check[CertifyParams]):
             self._per_sample(res, len(data), idx, s_key, certs, ppred, scale)
             self._honesty(res, s_key, sigma, base_acc, correct, p)
             if p.attack and p.interval_radii:
-                self._interval(ctx, res, smooth, x_all, y_all, seeds, certs, correct, radius, s_key, sigma * scale, p, scale)
+                self._interval(ctx, res, smooth, x_all, y_all, seeds, certs, correct, radius, scope, s_key, sigma * scale, p, scale)
 
         res.series[child(pre, "certified_accuracy")] = Series(x=grid, y=curves, x_label="L2 radius", y_label="certified accuracy", kind="line")
         res.notes.append(
@@ -302,10 +302,13 @@ class CertifyCheck(Check[CertifyParams]):
                                    evidence={"certified_accuracy_r0": cert0, "base_accuracy": base_acc, "collapse_ratio": p.collapse_ratio}))
 
     def _interval(self, ctx: RunContext, res: CheckResult, smooth: SmoothedClassifier, x: torch.Tensor, y: torch.Tensor, seeds: list[int],
-                  certs: list[Certificate], correct: np.ndarray, radius: np.ndarray, s_key: str, sigma: float, p: CertifyParams, scale: float) -> None:
+                  certs: list[Certificate], correct: np.ndarray, radius: np.ndarray, scope: str, s_key: str, sigma: float, p: CertifyParams,
+                  scale: float) -> None:
         """Certified (lower) and attacked (upper: SmoothAdv, and base-model PGD if enabled) robust accuracy per radius.
 
-        ``sigma`` is in the model's input units; ``radius`` and ``p.interval_radii`` in [0, 1] units (times ``scale``)."""
+        ``sigma`` is in the model's input units; ``radius`` and ``p.interval_radii`` in [0, 1] units (times ``scale``).
+        The attacks run per chunk of points through ``map_batches``: stored for ``--resume`` and dealt to the
+        ranks under torchrun (every point's noise comes from its own seed, so chunks do not change results)."""
         model = ctx.model
         yn = y.numpy()
         clean_ok = np.array([c.majority for c in certs], dtype=np.int64) == yn
@@ -319,16 +322,26 @@ class CertifyCheck(Check[CertifyParams]):
             robust_b = clean_ok.copy()
             todo = np.nonzero(clean_ok)[0].tolist()
             if todo and r > 0:
-                att_seeds = [seeds[i] for i in todo]
-                xa = smoothadv_pgd_l2(model, x[todo], y[todo], att_seeds, eps=r * scale, sigma=sigma, bounds=model.bounds,
-                                      steps=p.attack_steps, samples=p.attack_samples, batch_size=batch)
-                maj = smooth.majority(xa, att_seeds, n=p.attack_n, phase=f"attack/r={fmt(r)}")
-                robust_sa[todo] = maj == yn[todo]
+
+                def attack(start: int, stop: int, r: float = r, todo: list[int] = todo) -> dict[str, list[bool]]:
+                    sel = todo[start:stop]
+                    att_seeds = [seeds[i] for i in sel]
+                    xa = smoothadv_pgd_l2(model, x[sel], y[sel], att_seeds, eps=r * scale, sigma=sigma, bounds=model.bounds,
+                                          steps=p.attack_steps, samples=p.attack_samples, batch_size=batch)
+                    maj = smooth.majority(xa, att_seeds, n=p.attack_n, phase=f"attack/r={fmt(r)}")
+                    out = {"smoothadv": (maj == yn[sel]).tolist()}
+                    if p.base_attack:
+                        pgd = PGD(norm=Norm.L2, steps=p.attack_steps, rel_stepsize=2.5 / p.attack_steps, random_start=True)
+                        xb = pgd.perturb(model, x[sel].to(ctx.device), y[sel].to(ctx.device), float(r) * scale, seeds=att_seeds, early_stop=False, bounds=model.bounds)
+                        maj_b = smooth.majority(xb, att_seeds, n=p.attack_n, phase=f"base_pgd/r={fmt(r)}")
+                        out["base_pgd"] = (maj_b == yn[sel]).tolist()
+                    return out
+
+                chunk = max(1, min(64, batch // max(1, p.attack_samples)))
+                parts = ctx.map_batches(f"{scope}|{s_key}/interval/r={fmt(r)}", len(todo), attack, batch_size=chunk, desc=f"interval {s_key.split('/')[-1]} r={fmt(r)}")
+                robust_sa[todo] = [v for part in parts for v in part["smoothadv"]]
                 if p.base_attack:
-                    pgd = PGD(norm=Norm.L2, steps=p.attack_steps, rel_stepsize=2.5 / p.attack_steps, random_start=True)
-                    xb = pgd.perturb(model, x[todo].to(ctx.device), y[todo].to(ctx.device), float(r) * scale, seeds=att_seeds, early_stop=False, bounds=model.bounds)
-                    maj_b = smooth.majority(xb, att_seeds, n=p.attack_n, phase=f"base_pgd/r={fmt(r)}")
-                    robust_b[todo] = maj_b == yn[todo]
+                    robust_b[todo] = [v for part in parts for v in part["base_pgd"]]
             robust = robust_sa & robust_b
             lower = certified_accuracy(radius, correct, r)
             upper = float(robust.mean()) if npts else math.nan
