@@ -11,6 +11,8 @@ Examples:
     python bench/scale.py --model zoo:digits-cnn --data digits --sizes 360 1797 --suite standard
     python bench/scale.py --model zoo:cifar10-resnet18 --data npz:../shared/data/cifar10_test_1000.npz --sizes 200 1000
     python bench/scale.py --model zoo:cifar10-resnet18 --data npz:../shared/data/cifar10_9000_jpeg.npz --sizes 9000
+    python bench/scale.py --torchrun 2 --threads 1 ...        # each rank's peak (scorecard environment.memory)
+    python bench/scale.py --resume-after 120 ...              # kill -9 after 120 s, then --resume: both peaks
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,26 +31,94 @@ from pathlib import Path
 from typing import Any
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc), children first."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def _launch(cmd: list[str], kill_after: float | None) -> tuple[int, float, float, str, bool]:
+    """Run ``cmd`` in its own session; with ``kill_after``, SIGKILL the whole session after that many
+    seconds. Returns (exit code, seconds, peak RSS in MiB of the largest process, stderr, killed)."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as errf:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf, text=True, start_new_session=True)
+        killed = False
+        if kill_after is not None:
+            # poll without reaping: wait4 below must collect the child's resource usage
+            while time.perf_counter() - t0 < kill_after and os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                time.sleep(0.2)
+            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                # a crash of the whole machine, not a clean stop: torchrun starts each rank in a session of
+                # its own, so killing the launcher's group would leave the ranks running (and holding --out)
+                for pid in [proc.pid, *_descendants(proc.pid)]:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                killed = True
+        # wait4's ru_maxrss covers the child and the descendants it waited for: under torchrun, the largest rank
+        _, status, usage = os.wait4(proc.pid, 0)
+        sec = time.perf_counter() - t0
+        errf.seek(0)
+        err = errf.read()
+    return os.waitstatus_to_exitcode(status), sec, usage.ru_maxrss / 1024, err, killed
+
+
 def run_one(args: argparse.Namespace, n: int, out: Path) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "robustlab", "evaluate", "--model", args.model, "--suite", args.suite, "--limit", str(n), "--out", str(out),
+    launcher = [sys.executable, "-m", "robustlab"]
+    if args.torchrun > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(args.torchrun), "-m", "robustlab"]
+    cmd = [*launcher, "evaluate", "--model", args.model, "--suite", args.suite, "--limit", str(n), "--out", str(out),
            "--no-mlflow", "--no-report", "--device", args.device, "--threads", str(args.threads), "--batch-size", str(args.batch_size)]
     if args.data:
         cmd += ["--data", args.data]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    sec = time.perf_counter() - t0
-    err = proc.stderr.read() if proc.stderr else ""
-    code = os.waitstatus_to_exitcode(status)
-    card = out / "scorecard.json"
     row: dict[str, Any] = {"task": f"scale/{args.suite}", "impl": "robustlab evaluate", "reference": "linear time, flat memory", "device": args.device,
-                           "model": args.model, "data": args.data, "n": n, "seconds": round(sec, 2), "seconds_per_image": round(sec / n, 4),
-                           "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "exit_code": code}
+                           "model": args.model, "data": args.data, "n": n, "threads": args.threads}
+    if args.torchrun > 1:
+        row["torchrun_processes"] = args.torchrun
+    seconds = 0.0
+    if args.resume_after is not None:
+        code, sec, peak, err, killed = _launch(cmd, args.resume_after)
+        seconds += sec
+        row["killed_run"] = {"killed_after_seconds": round(sec, 2), "killed": killed, "peak_rss_mib": round(peak, 1)}
+        if args.torchrun > 1:  # the ranks were never waited for by their killed launcher: wait4 saw the launcher alone
+            row["killed_run"]["peak_rss_mib_is"] = "the torchrun launcher's own"
+        partial = out / "scorecard.json"
+        if killed and partial.is_file():  # written after every finished check: rank 0's peak up to the last one
+            row["killed_run"]["peak_rss_mib_after_check"] = json.loads(partial.read_text()).get("environment", {}).get("memory", {}).get("peak_rss_mib_after_check")
+        if killed:
+            cmd = [*cmd, "--resume"]
+    code, sec, peak, err, _ = _launch(cmd, None)
+    seconds += sec
+    if "--resume" in cmd:
+        m = re.search(r"resuming: (\d+) stored batch results reused", err)
+        row["resumed_run"] = {"seconds": round(sec, 2), "peak_rss_mib": round(peak, 1), "stored_batches_reused": int(m.group(1)) if m else None}
+    row.update(seconds=round(seconds, 2), seconds_per_image=round(seconds / n, 4), peak_rss_mib=round(peak, 1), exit_code=code)
+    card = out / "scorecard.json"
     if card.is_file():
         size = card.stat().st_size
         row.update(scorecard_bytes=size, scorecard_bytes_per_image=round(size / n, 1))
-    if code not in (0, 1, 3):
-        row["error"] = (err.strip().splitlines() or ["failed"])[-1][:300]
+        memory = json.loads(card.read_text()).get("environment", {}).get("memory", {})
+        if "peak_rss_mib_by_rank" in memory:
+            row["peak_rss_mib_by_rank"] = memory["peak_rss_mib_by_rank"]
+        if memory.get("peak_rss_mib_after_check"):
+            row["peak_rss_mib_after_check"] = memory["peak_rss_mib_after_check"]
+    if code not in (0, 1, 3) or (code != 0 and args.torchrun > 1):  # torchrun exits 1 whatever its ranks' codes were
+        row["error"] = " | ".join(line.strip() for line in err.strip().splitlines()[-40:] if line.strip() and not line.startswith(" "))[-1500:] or "failed"
     return row
 
 
@@ -59,6 +131,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--torchrun", type=int, default=1, metavar="K", help="run under torchrun with K processes (each rank's peak is reported)")
+    ap.add_argument("--resume-after", type=float, default=None, metavar="S",
+                    help="kill -9 the run after S seconds, then finish it with --resume (reports both runs' peaks)")
     ap.add_argument("--quick", action="store_true", help="quick suite, 16 and 48 digits images (for the test)")
     args = ap.parse_args()
     if args.quick:

@@ -24,3 +24,21 @@ def test_scale_bench_quick_runs() -> None:
         assert row["peak_rss_mib"] > 0 and row["scorecard_bytes"] > 0
     (growth,) = [row for row in rows if row["task"].endswith("/growth")]
     assert {"time_growth_over_n_growth", "peak_memory_ratio", "scorecard_bytes_per_image"} <= set(growth)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_scale_bench_kills_every_rank_then_resumes() -> None:
+    """--torchrun 2 --resume-after S: kill -9 the launcher and both ranks (torchrun puts each rank in a
+    session of its own, so killing the launcher's process group left the ranks running and holding the
+    output folder: the resume then exited 2, 'in use by another run'), then finish with --resume and
+    report each rank's peak memory."""
+    suite = Path(__file__).parent / "suites" / "killresume.yaml"
+    r = subprocess.run([sys.executable, str(BENCH), "--model", "zoo:digits-cnn", "--suite", str(suite), "--sizes", "360", "--threads", "1",
+                        "--batch-size", "20", "--torchrun", "2", "--resume-after", "12"], capture_output=True, text=True, timeout=800)
+    assert r.returncode == 0, r.stderr
+    (row,) = [json.loads(line) for line in r.stdout.splitlines() if line.strip() and "/growth" not in line]
+    assert "error" not in row and row["exit_code"] == 0, row
+    assert row["killed_run"]["killed"] is True, row  # the run takes well over 12 s on 2 ranks
+    assert isinstance(row["resumed_run"]["stored_batches_reused"], int), row
+    assert len(row["peak_rss_mib_by_rank"]) == 2 and all(p > 0 for p in row["peak_rss_mib_by_rank"]), row
