@@ -269,8 +269,7 @@ def run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset
             card.checks.append(result)
             ctx.results[entry.id] = result
             release_free_memory()  # what the check freed (its audit, its last batch) leaves the resident set
-            memory["peak_rss_mib_after_check"][entry.id] = round(peak_rss_mb(), 1)  # ru_maxrss: this rank's peak so far
-            memory["peak_rss_mib"] = round(peak_rss_mb(), 1)
+            memory["peak_rss_mib"] = memory["peak_rss_mib_after_check"][entry.id] = round(peak_rss_mb(), 1)  # ru_maxrss: this rank's peak so far
             card.timings[f"check/{entry.id}"] = result.seconds
             card.timings["total"] = round(time.perf_counter() - t0, 3)
             if dist_info.is_main:

@@ -124,8 +124,8 @@ class RunContext:
                 if failure is not None:
                     raise failure
                 raise _rebuild_failure(*failed[0])
-            for part in (p["done"] for p in parts):
-                for s, value in part.items():
+            for part in parts:
+                for s, value in part["done"].items():
                     if s not in done:
                         done[s] = value
                         self.store.put(scope, f"{s}:{min(s + bs, n)}", value)
