@@ -168,3 +168,25 @@ def test_bad_input_real_process(tmp_path):
 def test_debug_shows_traceback(tmp_path):
     r = run_cli("--debug", "evaluate", "--model", str(tmp_path / "missing.pt"), "--no-mlflow")
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_an_errored_check_is_inconclusive_without_a_policy_too(tmp_path):
+    """Before: with no --policy, a run whose check errored exited 0 ("success"), so `robustlab evaluate && ship`
+    shipped on a scorecard that lacked what the suite asked for."""
+    base = ["evaluate", "--model", "factory:rl_test_models:raises_in_checks", "--data", "digits", "--suite", CLEAN, "--limit", "40",
+            "--no-mlflow", "--no-report", "--quiet", "--device", "cpu"]
+    r = run_cli(*base, "--out", str(tmp_path / "a"))
+    assert r.returncode == 3, r.stderr[-2000:]
+    card = json.loads((tmp_path / "a" / "scorecard.json").read_text())
+    assert [c["status"] for c in card["checks"]] == ["error"] and "simulated failure" in card["checks"][0]["reason"]
+    line = [ln for ln in r.stderr.splitlines() if "errored" in ln]
+    assert len(line) == 1 and "exit 3" in line[0] and "clean: " in line[0] and "simulated failure" in line[0], r.stderr[-2000:]
+    # a policy decides instead: allowing errored checks passes, the default (inconclusive) is 3, fail is 1
+    for action, code in (("allow", 0), ("inconclusive", 3), ("fail", 1)):
+        pol = tmp_path / f"{action}.yaml"
+        pol.write_text(f"version: 1\nchecks: {{error: {action}}}\nrules: []\n")
+        r = run_cli(*base, "--out", str(tmp_path / action), "--policy", str(pol))
+        assert r.returncode == code, (action, r.stderr[-2000:])
+    # a run whose checks all ran still exits 0 without a policy
+    r = run_cli(*[a if a != "factory:rl_test_models:raises_in_checks" else "factory:rl_test_models:tiny" for a in base], "--out", str(tmp_path / "ok"))
+    assert r.returncode == 0, r.stderr[-2000:]

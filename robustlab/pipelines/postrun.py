@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import RobustlabError
-from ..scorecard import Scorecard
+from ..scorecard import Scorecard, Status
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def after_run(
     Args:
         card: the scorecard just written to ``out_dir / "scorecard.json"``.
         out_dir: the run's output folder.
-        policy: gate policy YAML (``None``: no gate; exit code 0).
+        policy: gate policy YAML (``None``: no gate; exit code 0, or 3 when a check errored).
         baseline: baseline scorecard path or MLflow run id for regression rules.
         junit: where to write JUnit XML (default ``out_dir / "junit.xml"`` when a policy is given).
         mlflow: log to MLflow (``False`` with ``--no-mlflow``).
@@ -61,7 +61,8 @@ def after_run(
         report: write ``report.html`` (``False`` for ``--no-report``).
 
     Returns:
-        0 pass (or no policy), 1 a gate failed, 3 inconclusive. Policy and baseline errors raise
+        0 pass (or no policy and every check ran), 1 a gate failed, 3 inconclusive (without a policy:
+        a check errored, so the scorecard lacks what the suite asked for). Policy and baseline errors raise
         :class:`~robustlab.errors.RobustlabError` (exit 2).
     """
     from ..report import write_report
@@ -80,8 +81,15 @@ def after_run(
         files += list(outcome.files)
         code = outcome.exit_code
         log.info("gate %s (exit %d); JUnit %s", gate.outcome.value, code, outcome.files[0])
-    elif baseline:
-        log.warning("--baseline %s is ignored without --policy", baseline)
+    else:
+        if baseline:
+            log.warning("--baseline %s is ignored without --policy", baseline)
+        errored = [c for c in card.checks if c.status is Status.ERROR]
+        if errored:  # no gate, but the run did not produce what the suite asked for: not a success
+            code = 3
+            log.warning("%d check(s) errored, so the scorecard is incomplete (exit 3, inconclusive): %s; fix the cause and rerun "
+                        "with --resume (finished batches are kept), or gate with a --policy whose checks.error is allow",
+                        len(errored), "; ".join(f"{c.id}: {' '.join((c.reason or 'error').split())[:200]}" for c in errored))
     if model_path is not None and Path(model_path).is_file() and card.model.get("sha256"):
         from ..signing import sha256_file
 

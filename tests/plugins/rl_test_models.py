@@ -70,9 +70,10 @@ class _FailsOnRank1(Tiny):
     """A model that misbehaves only in torchrun's rank 1 (a fault on one worker: a bad device, a bug
     that one shard of the data triggers)."""
 
-    def __init__(self, how: str) -> None:
+    def __init__(self, how: str, every_rank: bool = False) -> None:
         super().__init__()
         self.how = how
+        self.every_rank = every_rank
         self.calls = 0
 
     def forward(self, x):
@@ -80,7 +81,7 @@ class _FailsOnRank1(Tiny):
 
         out = super().forward(x)
         self.calls += 1
-        if os.environ.get("RANK") != "1" or self.calls == 1:  # the loader's probe batch passes: fail inside a check
+        if (os.environ.get("RANK") != "1" and not self.every_rank) or self.calls == 1:  # the loader's probe batch passes: fail inside a check
             return out
         if self.how == "nan":
             return out * float("nan")
@@ -93,3 +94,8 @@ def nan_on_rank1() -> nn.Module:
 
 def raises_on_rank1() -> nn.Module:
     return _FailsOnRank1("raise")
+
+
+def raises_in_checks() -> nn.Module:
+    """Passes the loader's probe batch, then raises in every check (a single-process run's errored check)."""
+    return _FailsOnRank1("raise", every_rank=True)
