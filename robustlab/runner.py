@@ -19,7 +19,7 @@ import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, cast
+from typing import Any, Callable, Iterable, Iterator, cast
 
 import torch
 
@@ -93,15 +93,59 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+#: off a terminal, a long loop logs a progress line at most this often (seconds); ``ROBUSTLAB_PROGRESS_SECONDS``
+PROGRESS_SECONDS = 60.0
+
+
 def make_progress(quiet: bool) -> Callable[..., Iterable[Any]]:
+    """``progress(iterable, total=, desc=)``: a tqdm bar on a terminal; in a log (CI, the service, ``nohup``)
+    one line ``progress: DESC: i/total (p%), elapsed, about ETA left`` at most every
+    ``ROBUSTLAB_PROGRESS_SECONDS`` (default 60; 0 turns the lines off), so an hour-long check is not silent.
+    A loop that ends sooner prints nothing. ``quiet``: neither."""
+
     def progress(it: Iterable[Any], *, total: int | None = None, desc: str = "") -> Iterable[Any]:
-        if quiet or not sys.stderr.isatty():  # no carriage-return bars in logs; -v logs each check instead
+        if quiet:
             return it
+        if not sys.stderr.isatty():
+            return _log_lines(it, total=total, desc=desc, every=_progress_seconds())
         from tqdm.auto import tqdm
 
         return cast("Iterable[Any]", tqdm(it, total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.5))
 
     return progress
+
+
+def _progress_seconds() -> float:
+    raw = os.environ.get("ROBUSTLAB_PROGRESS_SECONDS", "")
+    try:
+        v = float(raw) if raw.strip() else PROGRESS_SECONDS
+    except ValueError:
+        log.warning("ROBUSTLAB_PROGRESS_SECONDS=%r is not a number of seconds; using %g", raw[:40], PROGRESS_SECONDS)
+        return PROGRESS_SECONDS
+    return v if v == v and v >= 0 else PROGRESS_SECONDS
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def _log_lines(it: Iterable[Any], *, total: int | None, desc: str, every: float) -> Iterator[Any]:
+    """Yield from ``it``; after an item, log a progress line when ``every`` seconds passed since the last."""
+    if every <= 0:
+        yield from it
+        return
+    t0 = last = time.monotonic()
+    i = 0
+    for item in it:
+        yield item
+        i += 1
+        now = time.monotonic()
+        if now - last >= every:
+            last = now
+            done = f"{i}/{total} ({100.0 * i / total:.0f}%)" if total else f"{i}"
+            eta = f", about {_duration((now - t0) / i * (total - i))} left" if total and i < total else ""
+            progress_log.info("progress: %s: %s, %s elapsed%s", desc or "working", done, _duration(now - t0), eta)
 
 
 def environment(device: torch.device) -> dict[str, Any]:

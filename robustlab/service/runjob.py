@@ -29,6 +29,8 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 STEP_RE = re.compile(r"^\[(\d+)/(\d+)\] (.{1,200})")
+#: the run's progress line inside a check (``robustlab.runner.make_progress`` off a terminal)
+DETAIL_RE = re.compile(r"^progress: (.{1,200})")
 MLFLOW_RE = re.compile(r"MLflow run ([0-9a-f]{32}) logged")
 #: evaluate's exit codes that end a job (the gate's 0/1/3, and 2 for an input error a retry cannot fix)
 FINAL_CODES = (0, 1, 2, 3)
@@ -40,6 +42,7 @@ class Progress:
 
     fraction: float = 0.0
     message: str = "starting"
+    step: str = ""  # "check i/n: id (kind) ...", the part of ``message`` a progress line extends
     mlflow_run_id: str | None = None
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
 
@@ -104,11 +107,11 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 def job_env() -> dict[str, str]:
-    """The environment of a job's process: unbuffered stderr (progress), no progress bars, the
-    service's MLflow experiment."""
+    """The environment of a job's process: unbuffered stderr (progress), no progress bars but a
+    progress line every 15 s inside a check, the service's MLflow experiment."""
     from ..tracking.mlflow_log import DEFAULT_EXPERIMENT
 
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "MLFLOW_EXPERIMENT_NAME": DEFAULT_EXPERIMENT}
+    return {"ROBUSTLAB_PROGRESS_SECONDS": "15", **os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "MLFLOW_EXPERIMENT_NAME": DEFAULT_EXPERIMENT}
 
 
 def consume_line(prog: Progress, raw: bytes) -> None:
@@ -119,7 +122,10 @@ def consume_line(prog: Progress, raw: bytes) -> None:
     if m:
         i, n = int(m.group(1)), int(m.group(2))
         prog.fraction = max(0.0, min(1.0, (i - 1) / max(n, 1)))
-        prog.message = f"check {i}/{n}: {m.group(3)}"
+        prog.message = prog.step = f"check {i}/{n}: {m.group(3)}"
+    d = DETAIL_RE.match(line)
+    if d:  # within a long check: where it is and how long is left
+        prog.message = f"{prog.step}; {d.group(1)}" if prog.step else d.group(1)
     m2 = MLFLOW_RE.search(line)
     if m2:
         prog.mlflow_run_id = m2.group(1)
