@@ -45,7 +45,43 @@ def init(device_type: str) -> DistInfo:
 
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    watch_launcher(info)
     return info
+
+
+#: how often a rank checks that its torchrun launcher is still there (seconds)
+LAUNCHER_POLL_SECONDS = 1.0
+
+
+def watch_launcher(info: DistInfo) -> None:
+    """Stop this rank when its torchrun launcher dies.
+
+    torchrun starts every rank in a session of its own, so a launcher killed with ``kill -9`` (a CI
+    timeout, the OOM killer) left its ranks running to the end of the evaluation, holding the output
+    folder's lock: ``--resume`` was refused until they finished. A daemon thread notices that the
+    rank's parent changed, says so in one line and ends the process at once; the batches already
+    stored stay in ``OUT/results.rank*.sqlite`` for ``--resume``.
+    """
+    import sys
+    import threading
+    import time
+
+    ppid = os.getppid()
+    if ppid <= 1:  # already orphaned, or started by init: nothing to watch
+        return
+
+    def watch() -> None:
+        while True:
+            time.sleep(LAUNCHER_POLL_SECONDS)
+            if os.getppid() != ppid:
+                try:
+                    sys.stderr.write(f"error: rank {info.rank}: the torchrun launcher (pid {ppid}) is gone, so this rank stops; the batches "
+                                     f"already computed are stored: run the same command again with --resume.\n")
+                    sys.stderr.flush()
+                finally:
+                    os._exit(143)  # as if terminated (128 + SIGTERM); SQLite's commits are atomic, the flock goes with the process
+
+    threading.Thread(target=watch, name="robustlab-watch-launcher", daemon=True).start()
 
 
 def all_gather_object(obj: Any, info: DistInfo) -> list[Any]:

@@ -59,3 +59,77 @@ def test_a_batch_that_fails_on_one_rank_ends_every_rank(tmp_path, factory):
         card = json.loads((tmp_path / "out" / "scorecard.json").read_text())
         (clean,) = card["checks"]
         assert clean["status"] == "error" and "rank 1" in clean["reason"] and "simulated failure" in clean["reason"], clean
+
+
+def _children(pid):
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+def _alive(pid):
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
+def test_ranks_stop_when_the_launcher_is_killed_and_resume_finishes(tmp_path):
+    """Before: torchrun starts its ranks in sessions of their own, so `kill -9` of the launcher (a CI timeout, the
+    OOM killer) left them running to the end, holding the output folder's lock; --resume was refused meanwhile."""
+    import signal
+    import sqlite3
+    import time
+
+    plugins = str(Path(__file__).parent / "plugins")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": plugins + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    suite = Path(__file__).parent / "suites" / "clean.yaml"
+    out = tmp_path / "out"
+    args = ["evaluate", "--model", "factory:rl_test_models:slow_tiny", "--data", "digits", "--suite", str(suite), "--batch-size", "10",
+            "--limit", "200", "--no-mlflow", "--no-report", "--quiet", "--device", "cpu", "--out", str(out)]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "robustlab"]
+    launcher = subprocess.Popen([*torchrun, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def stored():
+        n = 0
+        for f in out.glob("results.rank*.sqlite"):
+            try:
+                with sqlite3.connect(f"file:{f}?mode=ro", uri=True, timeout=1) as c:
+                    n += c.execute("select count(*) from results").fetchone()[0]
+            except sqlite3.Error:
+                pass
+        return n
+
+    try:
+        deadline = time.monotonic() + 240
+        while stored() < 2:  # both ranks are inside the check (0.5 s per batch, 20 batches)
+            assert launcher.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+            time.sleep(0.2)
+        ranks = [p for agent in [launcher.pid] for p in _children(agent)]
+        assert len(ranks) == 2, ranks
+        launcher.kill()  # SIGKILL: torchrun cannot forward anything
+        launcher.wait()
+        t0 = time.monotonic()
+        while any(_alive(p) for p in ranks) and time.monotonic() - t0 < 20:
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in ranks), "the ranks outlived their launcher"
+        err = launcher.stderr.read()  # the ranks wrote to the pipe they inherited
+    finally:
+        for p in _children(launcher.pid):
+            os.kill(p, signal.SIGKILL)
+    assert "the torchrun launcher" in err and "--resume" in err, err[-2000:]
+    assert not (out / "scorecard.json").is_file() or json.loads((out / "scorecard.json").read_text())["run"].get("complete") is not True
+    kept = stored()
+    r = subprocess.run([*torchrun, *args, "--resume"], env={**env}, capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    card = json.loads((out / "scorecard.json").read_text())
+    assert card["run"]["complete"] is True and card["checks"][0]["status"] == "ok"
+    assert 2 <= kept < 20

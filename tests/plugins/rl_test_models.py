@@ -99,3 +99,24 @@ def raises_on_rank1() -> nn.Module:
 def raises_in_checks() -> nn.Module:
     """Passes the loader's probe batch, then raises in every check (a single-process run's errored check)."""
     return _FailsOnRank1("raise", every_rank=True)
+
+
+class _Slow(Tiny):
+    """Tiny, with a pause in every forward after the loader's probe (a run long enough to be killed)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.calls = 0
+
+    def forward(self, x):
+        import time
+
+        self.calls += 1
+        if self.calls > 1:
+            time.sleep(self.seconds)
+        return super().forward(x)
+
+
+def slow_tiny() -> nn.Module:
+    return _Slow(0.5)
