@@ -390,3 +390,23 @@ def test_admin_pages_only_for_admins_with_csrf_tokens_shown_once_trust_store_and
     page = admin.get("/ui/admin").text
     assert f'<strong id="queue-depth">{depth - 1}</strong>' in page and f"/ui/jobs/{r.json()['id']}" in page
     assert EVIL not in page and "&lt;script&gt;" in page
+
+
+def test_cookies_are_secure_when_the_browser_came_over_https(env: dict[str, Any]) -> None:
+    """Before: the session cookie never had the Secure flag, so behind a TLS proxy a browser would still send it
+    over plain HTTP. Over HTTPS (here: a proxy on loopback says so with X-Forwarded-Proto) both cookies are Secure;
+    over plain HTTP (local use) they cannot be, or the browser would drop them."""
+    srv: Server = env["srv"]
+    for proto, secure in (("https", True), ("http", False)):
+        form = httpx.get(srv.url + "/signin", timeout=30, headers={"X-Forwarded-Proto": proto})
+        assert form.status_code == 200
+        pre = [v for k, v in form.headers.multi_items() if k.lower() == "set-cookie"]
+        # the browser behind the proxy sends the cookie back (httpx would not send a Secure one to an http:// URL)
+        r = httpx.post(srv.url + "/signin", timeout=30, data={"token": env["tokens"]["aud-a"], "csrf": csrf_of(form.text)},
+                       headers={"X-Forwarded-Proto": proto, "Cookie": pre[0].split(";")[0]})
+        assert r.status_code == 303, r.text
+        sess = [v for k, v in r.headers.multi_items() if k.lower() == "set-cookie" and v.startswith("rl_session=")]
+        assert len(pre) == 1 and len(sess) == 1, (pre, sess)
+        for cookie in (pre[0], sess[0]):
+            flags = {f.strip().lower() for f in cookie.split(";")[1:]}
+            assert ("secure" in flags) is secure and "httponly" in flags and "samesite=strict" in flags, (proto, cookie)

@@ -92,11 +92,18 @@ _SIGNIN = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>S
 <button type="submit">Sign in</button></form></body></html>"""
 
 
+def _over_https(request: Request) -> bool:
+    """The browser reached the service over HTTPS: directly, or through a TLS-terminating proxy on a
+    trusted address (uvicorn applies ``X-Forwarded-Proto`` from ``--forwarded-allow-ips``, loopback by
+    default). Then the cookies are ``Secure``, so a browser never sends them over plain HTTP."""
+    return request.url.scheme == "https"
+
+
 @router.get("/signin", response_class=HTMLResponse)
 def signin_form(request: Request) -> Response:
     pre = secrets.token_hex(16)
     resp = HTMLResponse(_SIGNIN.format(message="Paste an API token (auditor, submitter or admin).", csrf=pre))
-    resp.set_cookie(PRE_CSRF_COOKIE, pre, httponly=True, samesite="strict", max_age=3600)
+    resp.set_cookie(PRE_CSRF_COOKIE, pre, httponly=True, samesite="strict", max_age=3600, secure=_over_https(request))
     return resp
 
 
@@ -116,7 +123,7 @@ def signin(request: Request, token: str = Form(..., max_length=200), csrf: str =
         assert row is not None
         value = make_session(_secret(request), row)
     resp = RedirectResponse("/", status_code=303)
-    resp.set_cookie(SESSION_COOKIE, value, httponly=True, samesite="strict", max_age=SESSION_SECONDS)
+    resp.set_cookie(SESSION_COOKIE, value, httponly=True, samesite="strict", max_age=SESSION_SECONDS, secure=_over_https(request))
     resp.delete_cookie(PRE_CSRF_COOKIE)
     return resp
 
