@@ -142,6 +142,10 @@ class Scorecard:
     signature: dict[str, Any] | None = None
 
     # -- access -----------------------------------------------------------------------------
+    def errored_checks(self) -> "list[CheckResult]":
+        """The checks whose status is ``error`` (the gate's ``checks.error`` rule; exit 3 without a policy)."""
+        return [c for c in self.checks if c.status is Status.ERROR]
+
     def metrics(self) -> dict[str, float]:
         """All metrics of all checks, by slash key."""
         out: dict[str, float] = {}

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from ..scorecard import Scorecard, Status, Verdict
+from ..scorecard import Scorecard, Verdict
 from .mcnemar import is_flag_list, paired_mcnemar
 from .policy import Action, Bound, Missing, Op, Policy, Rule
 
@@ -232,7 +232,7 @@ def _checks_result(card: Scorecard, policy: Policy) -> RuleResult:
     """"All checks completed": no check errored, and the run was not killed or interrupted (every
     check the suite lists is present and ``run.complete`` is true)."""
     name = "all checks completed"
-    errored = [c for c in card.checks if c.status is Status.ERROR]
+    errored = card.errored_checks()
     planned = card.suite.get("checks")
     present = {c.id for c in card.checks}
     missing = [str(c) for c in planned if str(c) not in present] if isinstance(planned, list) else []

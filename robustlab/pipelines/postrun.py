@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import RobustlabError
-from ..scorecard import Scorecard, Status
+from ..scorecard import Scorecard
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def after_run(
     else:
         if baseline:
             log.warning("--baseline %s is ignored without --policy", baseline)
-        errored = [c for c in card.checks if c.status is Status.ERROR]
+        errored = card.errored_checks()
         if errored:  # no gate, but the run did not produce what the suite asked for: not a success
             code = 3
             log.warning("%d check(s) errored, so the scorecard is incomplete (exit 3, inconclusive): %s; fix the cause and rerun "
