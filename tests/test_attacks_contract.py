@@ -76,7 +76,15 @@ def test_every_attack_keeps_the_contract(name, digits_model, pts) -> None:
         assert torch.equal(xa, again)
         if name not in BATCH_DEPENDENT:
             parts = torch.cat([attack(digits_model, x[i : i + 5], y[i : i + 5], eps, seeds=seeds[i : i + 5]) for i in range(0, 12, 5)])
-            assert torch.allclose(parts, attack(digits_model, x, y, eps, seeds=seeds), atol=1e-6)
+            whole = attack(digits_model, x, y, eps, seeds=seeds)
+            # per-sample results do not depend on the batch. Up to the sign of a gradient coordinate that
+            # is floating-point noise: convolutions on different batch sizes may pick different kernels,
+            # and a coordinate at 4e-10 in one is -1e-9 in the other (seen with a max |grad| of 3e-3), so
+            # a signed step may differ there. The broken points must be the same.
+            differ = ~torch.isclose(parts, whole, atol=1e-6)
+            assert int(differ.sum()) <= max(1, differ.numel() // 200), f"{int(differ.sum())} of {differ.numel()} coordinates depend on the batch"
+            flags = [recheck(digits_model, x, a, y, eps, attack.norm, (0.0, 1.0)).valid for a in (parts, whole)]
+            assert torch.equal(*flags)
     else:
         assert isinstance(attack, MinimizationAttack)
         m = attack(digits_model, x, y, seeds=seeds)

@@ -63,6 +63,9 @@ class APGDT(_APGDAttack):
         super().__init__(norm=norm, n_iter=n_iter, eot_iter=eot_iter)
         self.engine = APGD(norm=self.norm, n_iter=n_iter, loss=self.loss, eot_iter=eot_iter, n_target_classes=n_target_classes)
 
+    def rows_per_point(self) -> int:
+        return self.engine.n_target_classes
+
     def reference(self, aa: Any, xu: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
         aa.apgd_targeted.seed = seed
         out: torch.Tensor = aa.apgd_targeted.perturb(xu, y)

@@ -158,6 +158,9 @@ def run_autoattack(
         engine: ``fast`` (robustlab APGD with early exit) or ``reference`` (pyautoattack's code).
         seed: seed of the reference attacks (global RNG, restored afterwards).
         seeds: (N,) per-point seeds of the fast engine's random starts (default derived from ``seed``).
+        batch_size: points per attack call. The fast engine's APGD-T and FAB-T stack one copy of a
+            point per target class, so they get ``batch_size // copies`` points a call: no call runs
+            more than ``batch_size`` model rows at once, and peak memory follows the batch size.
         n_iter, square_queries: budgets (100 and 5000 in AutoAttack; lower only for tests).
         attacks: a subset of the version's attacks (default: all of them).
         attack_model: a faster view of ``model`` for the attack iterations (e.g. bf16 autocast).
@@ -225,8 +228,11 @@ def run_autoattack(
         for attack in to_run:
             t0 = time.perf_counter()
             idx = robust.nonzero()[:, 0]
-            for s in range(0, idx.numel(), batch_size):
-                bi = idx[s : s + batch_size]
+            # the fast engine's APGD-T and FAB-T stack one copy per target class: at most batch_size
+            # rows at once (the reference engine runs its targets one after another itself)
+            step = batch_size if engine is AAEngine.REFERENCE else max(1, batch_size // max(1, ensemble[attack].rows_per_point()))
+            for s in range(0, idx.numel(), step):
+                bi = idx[s : s + step]
                 sd = [seeds[int(i)] for i in bi]
                 adv = one(attack, view is None, x[bi], xu[bi], y[bi], sd)
                 rc = recheck(model, x[bi], adv, y[bi], eps, norm, (lo, hi))

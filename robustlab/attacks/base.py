@@ -126,6 +126,13 @@ class Attack(ABC):
     def minimal(self) -> bool:
         return isinstance(self, MinimizationAttack)
 
+    def rows_per_point(self) -> int:
+        """At most how many model rows one input point costs inside :meth:`run` at once (an attack
+        that stacks copies of a point, e.g. one per target class, returns the number of copies).
+        :meth:`FixedEpsilonAttack.perturb` and AutoAttack give ``run`` at most ``batch // rows``
+        points per call, so peak memory follows the caller's batch size, not batch x copies."""
+        return 1
+
 
 class FixedEpsilonAttack(Attack):
     """Attacks that look for an adversarial example inside a given ``eps`` ball (template method)."""
@@ -178,11 +185,15 @@ class FixedEpsilonAttack(Attack):
             with torch.no_grad():
                 clean_adv = is_adversarial(model(x), y, targeted=targeted)
             todo = (~clean_adv).nonzero()[:, 0]
-        if todo.numel():
-            idx = todo.tolist()
-            xa = self.run(model, x[todo], y[todo], float(eps), seeds=[seeds[i] for i in idx], early_stop=early_stop, targeted=targeted, bounds=b)
-            xa = x[todo] + project(xa - x[todo], float(eps), self.norm)
-            out[todo] = xa.clamp(b[0], b[1]).detach()
+        # no more model rows at once than the points given: an attack that stacks copies of a point
+        # gets the points in chunks (its per-point results do not depend on the other points)
+        step = max(1, x.shape[0] // max(1, self.rows_per_point()))
+        for s in range(0, todo.numel(), step):
+            part = todo[s : s + step]
+            idx = part.tolist()
+            xa = self.run(model, x[part], y[part], float(eps), seeds=[seeds[i] for i in idx], early_stop=early_stop, targeted=targeted, bounds=b)
+            xa = x[part] + project(xa - x[part], float(eps), self.norm)
+            out[part] = xa.clamp(b[0], b[1]).detach()
         return out
 
     @final

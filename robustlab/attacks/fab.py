@@ -48,6 +48,9 @@ class FABT(FixedEpsilonAttack):
                                          verbose=False, device=x.device, n_target_classes=min(self.n_target_classes, max(k_cls - 1, 1)))
         return from_unit_box(fab_t_batched(fab, ref, xu, y, eps_u, self.norm).detach(), bounds)
 
+    def rows_per_point(self) -> int:
+        return self.n_target_classes
+
     def reference(self, aa: Any, xu: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
         """pyautoattack's own FAB-T loop (``aa.fab``, inputs in [0, 1])."""
         aa.fab.targeted = True
