@@ -141,6 +141,9 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    from .memory import bound_heap_growth
+
+    bound_heap_growth()  # before torch loads: peak memory must not grow over a long run (issue 21)
     if debug:
         os.environ["ROBUSTLAB_DEBUG"] = "1"
     if not verbose:

@@ -27,7 +27,7 @@ from . import __version__, distributed
 from .checks import CHECKS, RunContext
 from .data import Dataset, adapt_images, load_dataset
 from .errors import DataError, ModelOutputError, RobustlabError, is_disk_failure
-from .memory import peak_rss_mb, release_free_memory
+from .memory import heap_settings, peak_rss_mb, release_free_memory
 from .models import LoadOptions, RobustModel
 from .scorecard import CheckResult, Scorecard, Status
 from .store import ResultStore
@@ -285,7 +285,7 @@ def run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset
     card.timings = {"load_model": round(t_model, 3), "load_data": round(t_data, 3)}
     # Peak resident memory (ru_maxrss, MiB) of this process, after each check and overall; under torchrun
     # every rank's peak as well. Volatile, like the timings: kept in ``environment``.
-    memory: dict[str, Any] = {"peak_rss_mib": round(peak_rss_mb(), 1), "peak_rss_mib_after_check": {}}
+    memory: dict[str, Any] = {"peak_rss_mib": round(peak_rss_mb(), 1), "peak_rss_mib_after_check": {}, "heap": heap_settings()}
     card.environment["memory"] = memory
     card_path = out / "scorecard.json"
     ctx = RunContext(model=model, data=data, seed=cfg.seed, batch_size=cfg.batch_size, device=device, out_dir=out, store=store,

@@ -61,3 +61,46 @@ def test_chunking_does_not_change_the_flags() -> None:
     assert 0 < int(a.robust.sum()) < 30, a.fooled_by
     assert torch.equal(a.robust, b.robust)
     assert {k: v.tolist() for k, v in a.robust_after.items()} == {k: v.tolist() for k, v in b.robust_after.items()}
+
+
+def test_apgd_early_exit_keeps_bucket_sizes_and_changes_no_result() -> None:
+    """Early exit shrinks APGD's state to bucket sizes only (a few sizes per octave, so the C heap
+    reuses its blocks), and the result is that of running every point to the end."""
+    from robustlab.attacks.apgd import APGD
+    from robustlab.buckets import bucket_size
+
+    m = RowCounter()
+    x, y = _data(60, m)
+    sizes: list[int] = []
+    m.register_forward_hook(lambda _m, inp, _out: sizes.append(int(inp[0].shape[0])) if inp[0].requires_grad else None)
+    seeds = list(range(60))
+    for loss in ("ce", "dlr-targeted"):
+        sizes.clear()
+        eng = APGD(n_iter=30, loss=loss, n_target_classes=3)
+        fast = eng.run(m, x, y, 0.06, seeds=seeds, bounds=(0.0, 1.0), early_exit=True)
+        assert 5 < int(fast.success.sum()) < 55  # points break at different iterations, some never
+        odd = sorted({s for s in sizes if s != sizes[0] and bucket_size(s) != s})  # the first: all rows
+        assert not odd, f"{loss}: gradient passes on sizes that are not bucket sizes: {odd}"
+        full = eng.run(m, x, y, 0.06, seeds=seeds, bounds=(0.0, 1.0), early_exit=False)
+        assert torch.equal(fast.success, full.success) and torch.equal(fast.x_adv, full.x_adv)
+        assert torch.equal(fast.iterations, full.iterations)
+
+
+def test_pgd_early_stop_keeps_bucket_sizes_and_changes_no_result() -> None:
+    from robustlab.attacks.pgd import PGD
+    from robustlab.buckets import bucket_size
+
+    m = RowCounter()
+    x, y = _data(60, m)
+    sizes: list[int] = []
+    m.register_forward_hook(lambda _m, inp, _out: sizes.append(int(inp[0].shape[0])) if inp[0].requires_grad else None)
+    seeds = list(range(60))
+    attack = PGD(steps=30, restarts=2)
+    fast = attack.run(m, x, y, 0.05, seeds=seeds, early_stop=True, targeted=False, bounds=(0.0, 1.0))
+    odd = sorted({s for s in sizes if s != 60 and bucket_size(s) != s})  # 60: all rows, at the start
+    broken = m(fast).argmax(1).ne(y)
+    assert 5 < int(broken.sum()) < 55
+    assert not odd, f"gradient passes on sizes that are not bucket sizes: {odd}"
+    # each point's result is that of running it alone: the rows kept as filler change nothing
+    alone = torch.cat([attack.run(m, x[i : i + 1], y[i : i + 1], 0.05, seeds=seeds[i : i + 1], early_stop=True, targeted=False, bounds=(0.0, 1.0)) for i in range(60)])
+    assert torch.allclose(fast, alone, atol=1e-6)

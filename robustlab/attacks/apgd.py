@@ -5,9 +5,11 @@ the momentum (alpha = 0.75) and the losses follow Croce & Hein (2020) and the au
 packaged in ``pyautoattack`` (``autopgd_base.py``). Two differences, neither of which changes which
 points are found adversarial:
 
-* **Early exit.** A point leaves the computation at the first iterate that is misclassified. The
-  reference keeps iterating on it (its robust flag can only go from robust to non-robust), so the
-  flags are the same while the work shrinks with the number of robust points.
+* **Early exit.** A point's result is its first misclassified iterate, and it stops costing work:
+  the state drops broken rows down to the next bucket size (a few sizes per octave, so the C heap
+  reuses its blocks; the rows kept as filler are never recorded). The reference keeps iterating
+  on it (its robust flag can only go from robust to non-robust), so the flags are the same while
+  the work shrinks with the number of robust points.
 * **Per-sample seeds.** The random start of sample i depends only on ``seeds[i]`` (the reference
   draws one batch from the global RNG), so results do not depend on the batch size.
 
@@ -26,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import SuiteError
+from ..buckets import rows_after_exit
 from ..seeding import derive_seed
 from .geometry import attack_loss, clip_to_ball, normalize, random_direction
 from .threat import Loss, Norm
@@ -36,7 +39,7 @@ __all__ = ["APGD", "APGDResult"]
 @dataclass(frozen=True)
 class APGDResult:
     """x_adv (N, ...): first adversarial iterate, or the clean point when none was found;
-    success (N,) bool; iterations (N,) int: gradient steps each point used (cost accounting)."""
+    success (N,) bool; iterations (N,) int: gradient steps each point took while unbroken (cost accounting)."""
 
     x_adv: torch.Tensor
     success: torch.Tensor
@@ -160,7 +163,13 @@ class APGD:
                 success[g] = True
             if early_exit:
                 keep = ~success[state["group"]]
-                if not bool(keep.all()):
+                rows = rows_after_exit(int(keep.sum()), keep.numel())
+                if rows < keep.numel():
+                    # finished rows fill the state up to a bucket size: their iterates are never
+                    # recorded again (``success`` is set), and every tensor keeps one of a few sizes
+                    fill = (~keep).nonzero()[:, 0][: rows - int(keep.sum())]
+                    keep = keep.clone()
+                    keep[fill] = True
                     state = {k: (v[:, keep] if k == "loss_steps" else v[keep]) for k, v in state.items()}
 
         record_and_drop(logits.argmax(1) != y, x_adv)
@@ -182,7 +191,7 @@ class APGD:
                 x1 = clip_to_ball(s["x"], xa + (x1 - xa) * a + grad2 * (1 - a), eps, self.norm, bounds)
             logits, li, grad = self._grad(model, x1, s["y"], s.get("t"))
             s["x_adv"], s["grad"] = x1, grad
-            iters[s["group"]] += 1
+            iters[s["group"][~success[s["group"]]]] += 1
             with torch.no_grad():
                 s["loss_steps"][i] = li
                 imp = li > s["loss_best"]

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import SuiteError
+from ..buckets import rows_after_exit
 from ..seeding import derive_seed
 from .base import ATTACKS, FixedEpsilonAttack
 from .geometry import attack_loss, is_adversarial, normalize_gradient, project, uniform_in_ball
@@ -93,6 +94,9 @@ class PGD(FixedEpsilonAttack):
             idx = (~done).nonzero()[:, 0]
             if idx.numel() == 0:
                 break
+            rows = rows_after_exit(idx.numel(), n) if r > 0 and early_stop else idx.numel()
+            if rows > idx.numel():  # a restart on the points left, filled to a bucket size with done ones
+                idx = torch.cat([idx, done.nonzero()[:, 0][: rows - idx.numel()]]).sort()[0]
             x0, yy = x[idx], y[idx]
             if self.random_start:
                 rs = [derive_seed(int(seeds[i]), "pgd-start", r) for i in idx.tolist()]
@@ -106,26 +110,31 @@ class PGD(FixedEpsilonAttack):
                     logits = model(xa)
                     loss = attack_loss(logits, yy, self.loss, targeted=targeted)
                 adv = is_adversarial(logits.detach(), yy, targeted=targeted)
+                live = ~done[idx]  # rows kept only to hold a bucket size belong to points already done
                 last = t == self.steps
                 if early_stop or last:
                     # record: adversarial points are done; at the end keep the highest-loss iterate.
-                    if adv.any():
-                        hit = idx[adv]
-                        best[hit] = xa.detach()[adv]
+                    new = adv & live
+                    if new.any():
+                        hit = idx[new]
+                        best[hit] = xa.detach()[new]
                         done[hit] = True
                     if last:
-                        rest = ~adv
+                        rest = live & ~adv
                         better = rest & (loss.detach() > best_loss[idx])
                         if better.any():
                             best[idx[better]] = xa.detach()[better]
                             best_loss[idx[better]] = loss.detach()[better]
                         break
                 grad = torch.autograd.grad(loss.sum(), xa)[0]
-                keep = ~adv if early_stop else torch.ones_like(adv)
-                if early_stop and not bool(keep.all()):
+                if early_stop:
+                    keep = ~done[idx]
                     if not bool(keep.any()):
                         break
-                    xa, x0, yy, idx, grad = xa[keep], x0[keep], yy[keep], idx[keep], grad[keep]
+                    rows = rows_after_exit(int(keep.sum()), keep.numel())
+                    if rows < keep.numel():  # drop broken rows down to a bucket size (see rows_after_exit)
+                        keep[(~keep).nonzero()[:, 0][: rows - int(keep.sum())]] = True
+                        xa, x0, yy, idx, grad = xa[keep], x0[keep], yy[keep], idx[keep], grad[keep]
                 with torch.no_grad():
                     step = xa + alpha * normalize_gradient(grad, self.norm)
                     xa = (x0 + project(step - x0, eps, self.norm)).clamp(lo, hi)

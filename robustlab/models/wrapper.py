@@ -17,6 +17,7 @@ from typing import Any, Sequence, cast
 import torch
 from torch import nn
 
+from ..buckets import bucket_size
 from ..errors import DataError, ModelLoadError, ModelOutputError
 
 log = logging.getLogger(__name__)
@@ -55,18 +56,6 @@ class ModelInfo:
             if d[k] is not None:
                 d[k] = list(d[k])
         return d
-
-
-def bucket_size(n: int) -> int:
-    """The smallest size >= n of the form m * 2**k with m in {4, 5, 6, 7} (every n up to 8 is its own).
-
-    Sizes: ..., 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, ...: four per
-    octave, so padding adds at most 25% rows.
-    """
-    if n <= 8:
-        return n
-    base = 1 << (n.bit_length() - 3)  # n in [4 * base, 8 * base)
-    return -(-n // base) * base
 
 
 def _padding_enabled() -> bool:
