@@ -70,7 +70,7 @@ def _mallopt() -> Callable[[int, int], int] | None:
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_int]
     fn.restype = ctypes.c_int
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def bound_heap_growth() -> dict[str, object]:

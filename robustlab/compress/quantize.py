@@ -83,6 +83,21 @@ class GradientMode(str, enum.Enum):
     EXACT = "exact"
 
 
+class _IntegerValueSurrogateGradient(torch.autograd.Function):
+    """BPDA's straight-through step: the value is the integer model's logits bit for bit, the
+    gradient flows to the surrogate's. (``s + (q - s).detach()`` rounds: on some CPUs its value
+    differed from ``q`` in the last bit, so an attack candidate was not scored on the integer model
+    exactly.)"""
+
+    @staticmethod
+    def forward(ctx: Any, s: torch.Tensor, q: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
+        return q.detach().clone()
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ARG004
+        return g, None
+
+
 class QuantizedNet(nn.Module):
     """An integer model with a differentiable surrogate (BPDA, Athalye et al. 2018).
 
@@ -117,7 +132,7 @@ class QuantizedNet(nn.Module):
         s = tcast(torch.Tensor, self.surrogate(x))
         if self.gradient is GradientMode.EXACT:
             return q + (s - s.detach()) * 0.0
-        return s + (q - s).detach()
+        return tcast(torch.Tensor, _IntegerValueSurrogateGradient.apply(s, q))
 
     def _apply(self, fn: Any, recurse: bool = True) -> "QuantizedNet":
         """moving the model (``.to(device)``, to a GPU, ``.double()``) reaches the surrogate only: the integer model's
