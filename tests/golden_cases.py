@@ -109,3 +109,42 @@ def _upgrade_keys(obj: Any, names: list[str] | None) -> Any:
     if isinstance(obj, str) and ("=" in obj or "@" in obj) and " " not in obj:
         return upgrade_v1_key(obj, names)
     return obj
+
+
+#: Floating-point tolerance of a comparison with a stored scorecard. Different CPUs (and batch sizes
+#: on some of them) pick different convolution kernels, whose float32 results differ in the last
+#: bits: per-sample scores by up to a few 1e-6 relative, per-sample values rounded to 6 decimals by one
+#: unit of the last place. A flipped prediction (1/64 or 1/360 of an accuracy) still fails.
+REL = 1e-5
+ABS = 1.5e-6
+#: Ranking metrics (AUROC, AUPR, FPR at a TPR) move by one swapped pair when two scores that differ
+#: by float noise change order: 1 / (n_in * n_out), 4e-4 with 64 x 40 images. The per-sample scores
+#: behind them are still compared at REL, so a changed detector fails there.
+RANK_ABS = 1e-3
+RANK_KEYS = ("auroc", "aupr", "fpr")
+
+
+def diff_cards(a: Any, b: Any, path: str, out: list[str]) -> None:
+    """Append to ``out`` every difference between two normalised scorecards (at most 20)."""
+    import math
+
+    if len(out) >= 20:
+        return
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if k not in a or k not in b:
+                out.append(f"{path}/{k}: only in {'golden' if k in a else 'new run'}")
+            else:
+                diff_cards(a[k], b[k], f"{path}/{k}", out)
+    elif isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            out.append(f"{path}: length {len(a)} (golden) != {len(b)} (new run)")
+        for i, (u, v) in enumerate(zip(a, b)):
+            diff_cards(u, v, f"{path}[{i}]", out)
+    elif isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+        last = path.rsplit("/", 1)[-1]
+        abs_tol = RANK_ABS if "/metrics/" in path and any(k in last for k in RANK_KEYS) else ABS
+        if not math.isclose(float(a), float(b), rel_tol=REL, abs_tol=abs_tol):
+            out.append(f"{path}: {a!r} (golden) != {b!r} (new run)")
+    elif a != b:
+        out.append(f"{path}: {str(a)[:80]!r} (golden) != {str(b)[:80]!r} (new run)")

@@ -39,7 +39,7 @@ def test_listings():
 def test_evaluate_digits_end_to_end_and_deterministic(tmp_path):
     """`quick` at batch size 100 gives, check for check, the stored golden scorecard that was made at
     batch size 128: same seed, same scorecard, whatever the batch size (timestamps and durations aside)."""
-    from golden_cases import normalise
+    from golden_cases import diff_cards, normalise
     from robustlab.scorecard import Scorecard
 
     out = tmp_path / "run"
@@ -50,7 +50,9 @@ def test_evaluate_digits_end_to_end_and_deterministic(tmp_path):
     assert card["run"]["batch_size"] == 100
     golden = normalise(Scorecard.read(Path(__file__).parent / "golden" / "quick.json").to_dict())
     new = normalise(Scorecard.read(out / "scorecard.json").to_dict())
-    assert json.loads(json.dumps(new["checks"])) == json.loads(json.dumps(golden["checks"]))
+    out_: list[str] = []
+    diff_cards(json.loads(json.dumps(golden["checks"])), json.loads(json.dumps(new["checks"])), "/checks", out_)
+    assert not out_, "\n".join(out_)  # equal up to the float noise of another CPU (golden_cases.REL)
     assert card["schema_version"] and card["model"]["sha256"] and card["data"]["n"] == 360
     assert card["suite"]["sha256"] and card["environment"]["packages"]["torch"]
     clean = next(c for c in card["checks"] if c["check"] == "clean")

@@ -11,7 +11,6 @@ change that is meant to alter the numbers.
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -19,32 +18,11 @@ from typing import Any
 
 import pytest
 
-from golden_cases import CASES, GOLDEN, cold_cache_env, normalise
+from golden_cases import CASES, GOLDEN, cold_cache_env, diff_cards, normalise
 
 pytestmark = pytest.mark.integration
 
-REL = 1e-6  # last-bit float differences between CPUs; a flipped prediction (1/64 or 1/360) still fails
-
-
-def _diff(a: Any, b: Any, path: str, out: list[str]) -> None:
-    if len(out) >= 20:
-        return
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b), key=str):
-            if k not in a or k not in b:
-                out.append(f"{path}/{k}: only in {'golden' if k in a else 'new run'}")
-            else:
-                _diff(a[k], b[k], f"{path}/{k}", out)
-    elif isinstance(a, list) and isinstance(b, list):
-        if len(a) != len(b):
-            out.append(f"{path}: length {len(a)} (golden) != {len(b)} (new run)")
-        for i, (u, v) in enumerate(zip(a, b)):
-            _diff(u, v, f"{path}[{i}]", out)
-    elif isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
-        if not math.isclose(float(a), float(b), rel_tol=REL, abs_tol=1e-9):
-            out.append(f"{path}: {a!r} (golden) != {b!r} (new run)")
-    elif a != b:
-        out.append(f"{path}: {str(a)[:80]!r} (golden) != {str(b)[:80]!r} (new run)")
+_diff = diff_cards
 
 
 def _run_and_compare(name: str, tmp_path: Path, npz: Path | None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import pickle
 import shutil
@@ -557,6 +558,11 @@ def _card_metrics(text: str) -> dict[str, float]:
     return {k: v for ch in card["checks"] for k, v in ch["metrics"].items()}
 
 
+def _same(a: float, b: float) -> bool:
+    """Equal up to float noise: some CPUs pick other convolution kernels for other batch sizes."""
+    return a == b or (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+
+
 def test_full_disk_says_so_and_loses_nothing(corpus_results):
     """At every stage the disk fills (lock, store, a batch, the scorecard, the report): one line saying
     the disk is full, no temp or half-written file left, an earlier scorecard kept byte for byte, and
@@ -585,7 +591,9 @@ def test_full_disk_says_so_and_loses_nothing(corpus_results):
         failed_at |= {f for f in (".robustlab.lock", "results.sqlite", "scorecard.json") if f in first["stderr"]}
         resumed = results[f"full disk ({free} KiB free): evaluate --resume after freeing space"]
         files = next(iter(resumed["after"].values()))
-        assert _card_metrics(files["scorecard.json:text"]) == want, free
+        got = _card_metrics(files["scorecard.json:text"])
+        # batch size 5 here against the prior run's default: equal up to the float noise of the kernels
+        assert got.keys() == want.keys() and all(_same(got[k], want[k]) for k in want), (free, got, want)
     assert failed_at == {".robustlab.lock", "results.sqlite", "scorecard.json"}, failed_at  # the sizes stop the run at each file it writes
 
 
