@@ -158,7 +158,7 @@ KNOWN_GROWING_MIN_MB = 15.0
 #: The probes run with glibc's mmap threshold fixed at 1 MB: this test measures what the code keeps
 #: per image, not how glibc's dynamic threshold (up to 32 MB) fragments the heap inside a batch,
 #: which moved pgd/fgsm/autoattack's 800-vs-100 difference between 8 and 50 MB from run to run with
-#: the same code (issue 21: README "Memory"; the threshold is an opt-in for users, 45% slower).
+#: the same code (issue 21: README "Memory"; commands now fix it at 2 MB with huge pages, robustlab.memory).
 #: Measured with it: every check kind within -1..13 MB; holding data per image would still show.
 PROBE_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "1048576"}
 
