@@ -17,9 +17,9 @@ rising over a run although nothing was kept (AutoAttack on the CIFAR-10 ResNet-1
 1.46 GB in the first batch, 1.90 GB by the 16th, 2.05 GB by the 64th). :func:`bound_heap_growth`
 fixes the threshold at 2 MB, so every block that large has its own mapping and is unmapped when
 freed (flat: 1.21-1.25 GB over 12 batches), and asks PyTorch to back those blocks with transparent
-huge pages (``THP_MEM_ALLOC_ENABLE``), which makes the fresh mappings cheap: APGD-CE batches took
-17% longer than with glibc's default, against 35% without huge pages (2 cores,
-``bench/results/heap_threshold_cifar10-resnet18_cpu2.json``).
+huge pages (``THP_MEM_ALLOC_ENABLE``), which makes the fresh mappings cheap: AutoAttack on 1,000
+images took 80 s against 82 s with glibc's default (peak 1291 -> 1307 MiB against 1478 -> 1706 MiB),
+and 107 s without huge pages (2 cores, ``bench/results/heap_threshold_cifar10-resnet18_cpu2.json``).
 
 Elsewhere (macOS, musl, Windows) these functions do nothing.
 """
