@@ -45,8 +45,28 @@ def _returned(bound: bool, env: dict[str, str] | None = None) -> float:
 
 def test_a_freed_block_goes_back_to_the_system_at_once() -> None:
     assert _returned(False) < 2  # glibc's default: the 12 MB block stays in the heap
-    assert _returned(True) > 10  # fixed threshold: unmapped when freed
+    assert _returned(True, {"ROBUSTLAB_MMAP_THRESHOLD": str(2 << 20)}) > 10  # fixed threshold: unmapped when freed
     assert _returned(True, {"ROBUSTLAB_MMAP_THRESHOLD": "0"}) < 2  # the opt-out
+    if _thp() in ("always", "madvise"):
+        assert _returned(True) > 10  # the default where huge pages keep it cheap
+
+
+def _thp() -> str:
+    from robustlab.memory import _thp_mode
+
+    return _thp_mode()
+
+
+def test_without_huge_pages_the_threshold_is_left_alone_unless_asked() -> None:
+    code = ("import json, robustlab.memory as m; m._thp_mode = lambda: 'never'; print(json.dumps(m.bound_heap_growth()))")
+    import os
+
+    base = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "ROBUSTLAB_MMAP_THRESHOLD", "THP_MEM_ALLOC_ENABLE")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=base)
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["mmap_threshold"] is None and "huge pages" in got["reason"] and got["torch_huge_pages"] is False
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**base, "ROBUSTLAB_MMAP_THRESHOLD": "4194304"})
+    assert json.loads(r.stdout.strip().splitlines()[-1])["mmap_threshold"] == 4194304
 
 
 def test_evaluate_records_the_heap_settings(tmp_path: Path) -> None:
@@ -55,7 +75,7 @@ def test_evaluate_records_the_heap_settings(tmp_path: Path) -> None:
                         "--out", str(out), "--no-mlflow", "--no-report", "--quiet"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     heap = json.loads((out / "scorecard.json").read_text())["environment"]["memory"]["heap"]
-    assert heap["mmap_threshold"] == 2 << 20, heap
+    assert heap["mmap_threshold"] == (2 << 20 if _thp() in ("always", "madvise") else None), heap
     assert isinstance(heap["torch_huge_pages"], bool)
 
 
