@@ -32,23 +32,27 @@ import logging
 import os
 import sys
 from functools import lru_cache
-from typing import Callable
+from typing import Any, Callable, cast
 
 log = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=1)
-def _malloc_trim() -> Callable[[int], int] | None:
+def _glibc(name: str, argtypes: list[Any]) -> Any:
+    """The C library's function ``name`` with its argument types, or None (not Linux, not glibc)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.malloc_trim
+        fn = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
     except (OSError, AttributeError):  # not glibc
         return None
-    fn.argtypes = [ctypes.c_size_t]
+    fn.argtypes = argtypes
     fn.restype = ctypes.c_int
     return fn
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    return cast("Callable[[int], int] | None", _glibc("malloc_trim", [ctypes.c_size_t]))
 
 
 #: glibc's ``mallopt`` parameter number of M_MMAP_THRESHOLD (malloc.h).
@@ -61,16 +65,7 @@ _HEAP: dict[str, object] = {}
 
 @lru_cache(maxsize=1)
 def _mallopt() -> Callable[[int, int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.mallopt
-    except (OSError, AttributeError):  # not glibc
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn
+    return cast("Callable[[int, int], int] | None", _glibc("mallopt", [ctypes.c_int, ctypes.c_int]))
 
 
 def bound_heap_growth() -> dict[str, object]:
