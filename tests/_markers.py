@@ -24,6 +24,7 @@ REFERENCE: dict[str, dict[str, str]] = {
         "test_cifar_resnet18_both_engines_equal_pyautoattack": "pyautoattack",
         "test_square_skips_candidates_equal_to_their_best": "pyautoattack",
     },
+    "test_square_lookahead.py": {"test_lookahead_equals_the_reference_bit_for_bit": "pyautoattack"},
     "test_models.py": {"test_cifar_resnet_matches_plain_loop": "pyautoattack"},
     "test_attacks_pgd.py": {
         "test_pgd_matches_foolbox_deterministic": "foolbox",
@@ -94,6 +95,7 @@ INTEGRATION: dict[str, set[str]] = {
     "test_typing.py": {"*"},
     "test_gpu_bench.py": {"*"},
     "test_attacks_bench.py": {"*"},
+    "test_autoattack_split_bench.py": {"*"},
     "test_certify_bench.py": {"*"},
     "test_corruption_bench.py": {"*"},
     "test_defend_bench.py": {"*"},

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "scale.py"
 
@@ -42,3 +43,24 @@ def test_scale_bench_kills_every_rank_then_resumes() -> None:
     assert row["killed_run"]["killed"] is True, row  # the run takes well over 8 s on 2 ranks (torchrun alone starts in about 5)
     assert isinstance(row["resumed_run"]["stored_batches_reused"], int), row
     assert len(row["peak_rss_mib_by_rank"]) == 2 and all(p > 0 for p in row["peak_rss_mib_by_rank"]), row
+
+
+def test_digits_all_spec_holds_every_digit_and_the_training_split(tmp_path: Path) -> None:
+    """``--data digits-all``: the 1,797 point of the growth table (``digits`` is the 360-image test
+    split, so ``--limit 1797`` on it evaluated 360)."""
+    import importlib.util
+
+    from robustlab.data import load_dataset
+
+    spec = importlib.util.spec_from_file_location("scale_bench", BENCH)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    data = mod.digits_all(tmp_path)
+    every, train = load_dataset(data, split="test"), load_dataset(data, split="train")
+    assert len(every) == 1797 and len(train) == len(load_dataset("digits", split="train")) == 1293
+    ref = load_dataset("digits", split="test")
+    assert every.images(slice(0, 1797)).shape == (1797, 1, 8, 8)
+    # the usual test images are among them, unchanged
+    idx = [int(i.split("/")[1]) for i in ref.ids[:5]]
+    assert torch.equal(every.images(idx), ref.x[:5])

@@ -67,13 +67,16 @@ def attacks_of(version: AAVersion) -> tuple[str, ...]:
     return ENSEMBLES[version]
 
 
-def members(version: AAVersion, *, norm: Norm, n_iter: int, square_queries: int, seed: int, num_classes: int | None, names: Sequence[str] | None = None) -> dict[str, FixedEpsilonAttack]:
+def members(version: AAVersion, *, norm: Norm, n_iter: int, square_queries: int, seed: int, num_classes: int | None, names: Sequence[str] | None = None,
+            batch_size: int = 128) -> dict[str, FixedEpsilonAttack]:
     """The ensemble's attacks from the registry, each configured with AutoAttack's settings that
-    it declares among its hyperparameters (``rand``: EOT over 20 draws)."""
+    it declares among its hyperparameters (``rand``: EOT over 20 draws), and ``max_rows`` (model rows
+    per forward pass) from the batch size."""
     settings: dict[str, Any] = {
         "norm": norm, "n_iter": n_iter, "n_queries": square_queries, "seed": seed,
         "eot_iter": 20 if version is AAVersion.RAND else 1, "p_init": 0.8,
         "n_target_classes": 9 if num_classes is None or num_classes >= 10 else max(num_classes - 1, 1),
+        "max_rows": max(1, int(batch_size)),
     }
     out: dict[str, FixedEpsilonAttack] = {}
     for name in names if names is not None else ENSEMBLES[version]:
@@ -202,7 +205,7 @@ def run_autoattack(
     after: dict[str, torch.Tensor] = {}
     secs: dict[str, float] = {}
     claimed = rejected = flipped = 0
-    ensemble = members(version, norm=norm, n_iter=n_iter, square_queries=square_queries, seed=seed, num_classes=num_classes, names=to_run)
+    ensemble = members(version, norm=norm, n_iter=n_iter, square_queries=square_queries, seed=seed, num_classes=num_classes, names=to_run, batch_size=batch_size)
     suites: dict[bool, tuple[nn.Module, Any]] = {}
 
     def suite(fp32: bool) -> tuple[nn.Module, Any]:

@@ -9,11 +9,16 @@ reference, one square position per iteration is shared by the whole batch, so re
 which points are attacked together (the reference's design, kept for fidelity). Candidates that
 equal their current best (late iterations change one pixel, often already at the drawn sign) are not
 evaluated: their margin is the current one, so the reference's decision is known without a query.
+The squares do not depend on which candidates were accepted, so a point's candidates of the next few
+iterations are evaluated in one forward pass (look-ahead, :func:`square_linf`): on the few points that
+survive the other attacks, one pass of many rows replaces many passes of a few rows, with the same
+result.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Sequence, cast
 
 import torch
@@ -36,9 +41,12 @@ class Square(FixedEpsilonAttack):
     References: Andriushchenko et al., ECCV 2020; ``pyautoattack`` 0.2.0 ``SquareAttack``.
     """
 
-    def __init__(self, *, norm: Norm | str = Norm.LINF, n_queries: int = 5000, p_init: float = 0.8, seed: int = 0) -> None:
+    def __init__(self, *, norm: Norm | str = Norm.LINF, n_queries: int = 5000, p_init: float = 0.8, seed: int = 0, max_rows: int = 128) -> None:
         if n_queries < 1 or not 0 < p_init <= 1:
             raise SuiteError(f"square: n_queries must be >= 1 and p_init in (0, 1], got {n_queries}, {p_init}.")
+        if max_rows < 1:
+            raise SuiteError(f"square: max_rows must be >= 1, got {max_rows}.")
+        self.max_rows = int(max_rows)
         self.norm = Norm.parse(norm)
         self.n_queries = int(n_queries)
         self.p_init = float(p_init)
@@ -49,7 +57,7 @@ class Square(FixedEpsilonAttack):
             raise SuiteError("square is untargeted here.")
         ref, xu, eps_u = on_unit_box(model, x.contiguous(), eps, bounds)
         if self.norm is Norm.LINF:
-            return from_unit_box(square_linf(ref, xu, y, eps_u, n_queries=self.n_queries, p_init=self.p_init, seed=self.seed), bounds)
+            return from_unit_box(square_linf(ref, xu, y, eps_u, n_queries=self.n_queries, p_init=self.p_init, seed=self.seed, max_rows=self.max_rows), bounds)
         from pyautoattack.square import SquareAttack
 
         sq = SquareAttack(ref, p_init=self.p_init, n_queries=self.n_queries, eps=eps_u, norm="L2", n_restarts=1, seed=self.seed, verbose=False, device=x.device, resc_schedule=False)
@@ -79,12 +87,114 @@ def _margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return cast("torch.Tensor", zy - logits.max(dim=-1)[0])
 
 
+class _Draws:
+    """The reference's per-iteration draws (square size, position, signs), shared by every point and
+    drawn from ``g`` in the reference's order and shapes, as far as they have been needed."""
+
+    def __init__(self, g: torch.Generator, c: int, h: int, w: int, eps: float, p_init: float, n_queries: int, dev: torch.device) -> None:
+        self.g, self.c, self.h, self.w, self.eps, self.p_init = g, c, h, w, eps, p_init
+        self.size = torch.zeros(n_queries, dtype=torch.long)
+        self.top = torch.zeros(n_queries, dtype=torch.long)
+        self.left = torch.zeros(n_queries, dtype=torch.long)
+        self.col = torch.zeros(n_queries, c)
+        self.drawn = 0
+        self.dev = dev
+        self._on_dev: tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def upto(self, last: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(size, top, left, col) of iterations 0..last at least, on the attack's device."""
+        c, h, w = self.c, self.h, self.w
+        for i in range(self.drawn, last + 1):
+            p = p_selection(i, self.p_init)
+            n_features = c * h * w
+            s = min(max(int(round(math.sqrt(p * n_features / c))), 1), min(h, w))
+            self.size[i] = s
+            self.top[i] = int((0 + (h - s) * torch.rand([1], generator=self.g)).long())
+            self.left[i] = int((0 + (w - s) * torch.rand([1], generator=self.g)).long())
+            self.col[i] = (2.0 * self.eps * torch.sign(2 * torch.rand([c, 1, 1], generator=self.g) - 1)).view(c)
+        self.drawn = max(self.drawn, last + 1)
+        if self._on_dev is None or self._on_dev[0] < self.drawn:
+            self._on_dev = (self.drawn, self.size.to(self.dev), self.top.to(self.dev), self.left.to(self.dev), self.col.to(self.dev))
+        return self._on_dev[1:]
+
+
+class _Depth:
+    """How many iterations ahead each point's candidates are evaluated in one forward pass (1, 2, 4, ...).
+
+    Only the speed depends on it (ties are settled canonically, see :func:`square_linf`), so it is
+    chosen by measured speed: it keeps the depth with the fewest seconds per iteration advanced, trying
+    a neighbouring depth every ``PROBE_EVERY`` steps, within the row budget (``max_rows // active
+    points``). Deeper pays where a forward pass of a few rows costs about as much as one of many (small
+    models, GPUs, a CPU at tiny batches) and where few candidates are accepted (robust points, late in
+    the schedule); early iterations accept often and stay shallow.
+    """
+
+    PROBE_EVERY = 8
+
+    def __init__(self, max_rows: int) -> None:
+        self.max_rows = max(1, int(max_rows))
+        self.level = 0
+        self.cost: dict[int, float] = {}
+        self.step = 0
+        self.up = True
+
+    def choose(self, n_active: int) -> int:
+        """The level (depth ``2**level``) of the next step."""
+        top = max(0, int(math.log2(max(1, self.max_rows // max(1, n_active)))))
+        self.level = min(self.level, top)
+        self.step += 1
+        if self.step % self.PROBE_EVERY:
+            return self.level
+        for _ in range(2):
+            cand = self.level + (1 if self.up else -1)
+            self.up = not self.up
+            if 0 <= cand <= top:
+                return cand
+        return self.level
+
+    def record(self, level: int, seconds: float, advanced: int) -> None:
+        c = seconds / max(1, advanced)
+        old = self.cost.get(level)
+        self.cost[level] = c if old is None else 0.7 * old + 0.3 * c
+        if level != self.level and self.cost[level] < self.cost.get(self.level, math.inf):
+            self.level = level
+
+
+def _margin_alone(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Margins with every row in a forward pass of its own: the canonical value, whatever batch the row
+    was first evaluated in."""
+    return torch.cat([_margin(model, x[i : i + 1], y[i : i + 1]) for i in range(x.shape[0])]) if x.shape[0] else x.new_zeros(0)
+
+
+#: Relative width of a margin tie: batch-dependent rounding moves a float32 logit by about 1e-6 of its
+#: size on CPUs (3e-6 seen on a CIFAR ResNet-18), far inside it.
+TIE = 1e-4
+
+
 @torch.no_grad()
-def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, n_queries: int = 5000, p_init: float = 0.8, seed: int = 0) -> torch.Tensor:
+def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, n_queries: int = 5000, p_init: float = 0.8, seed: int = 0,
+                max_rows: int = 128, depth: int | None = None) -> torch.Tensor:
     """Square Attack (Linf, untargeted) on inputs in [0, 1].
 
     Shapes: x (N, C, H, W) in [0, 1], y (N,) -> (N, C, H, W) best points found (adversarial where
     the margin became non-positive).
+
+    Each point follows the reference's sequence exactly: at iteration i its candidate is its current
+    best plus the i-th shared square, kept when the margin drops (or reaches 0). Because the squares do
+    not depend on the outcomes, the candidates of the next ``d`` iterations of a point can be
+    evaluated in one forward pass as if all were rejected; the first accepted one is kept and the
+    point continues from the iteration after it (the later candidates were built from a stale best and
+    are discarded). Points advance at their own pace, up to ``max_rows`` rows per forward pass; the
+    depth ``d`` is chosen by measured speed (:class:`_Depth`; ``depth`` fixes it).
+
+    The result does not depend on ``d``, ``max_rows`` or the timings. On CPUs a convolution's last bits
+    depend on the batch size (not on a row's position in the batch), so the same candidate's margin can
+    differ by about 1e-6 of its size between forward passes of different sizes. A decision whose margins
+    are that close (within ``TIE`` of the best's margin, or of 0) is taken on margins computed with the
+    row alone, the same numbers whatever the batch; every other decision is far from the rounding.
+    The reference compares margins from its own batches, so a tie can still resolve differently there,
+    as it could before. The start (one random stripe pattern per point, drawn for the whole batch as
+    the reference does) depends on the points given together.
 
     References: Andriushchenko et al., "Square Attack: a query-efficient black-box adversarial
     attack via random search", ECCV 2020; ``pyautoattack`` 0.2.0 ``SquareAttack`` (Linf branch,
@@ -94,48 +204,72 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, 
     g.manual_seed(int(seed))
     dev = x.device
     n, c, h, w = x.shape
-    n_features = c * h * w
 
-    def rand(shape: list[int]) -> torch.Tensor:
-        return torch.rand(shape, generator=g)
-
-    x_best = torch.clamp(x + eps * torch.sign(2 * rand([n, c, 1, w]) - 1).to(dev), 0.0, 1.0)
+    x_best = torch.clamp(x + eps * torch.sign(2 * torch.rand([n, c, 1, w], generator=g) - 1).to(dev), 0.0, 1.0)
     margin = _margin(model, x_best, y)
     if bool((margin < 0.0).all()):
         return x_best
     active = (margin > 0.0).nonzero()[:, 0]
     xa, xb, ya, ma = x[active], x_best[active], y[active], margin[active]
     lo_b, hi_b = xa - eps, xa + eps
-    for i_iter in range(n_queries):
-        p = p_selection(i_iter, p_init)
-        s = max(int(round(math.sqrt(p * n_features / c))), 1)
-        s = min(s, min(h, w))
-        vh = int((0 + (h - s) * rand([1])).long())
-        vw = int((0 + (w - s) * rand([1])).long())
-        col = (2.0 * eps * torch.sign(2 * rand([c, 1, 1]) - 1)).to(dev)
-        x_new = xb.clone()
-        x_new[:, :, vh : vh + s, vw : vw + s] += col
-        x_new = torch.clamp(torch.min(torch.max(x_new, lo_b), hi_b), 0.0, 1.0)
+    it = torch.zeros(active.numel(), dtype=torch.long, device=dev)  # each point's next iteration
+    draws = _Draws(g, c, h, w, eps, p_init, n_queries, dev)
+    planner = _Depth(max_rows)
+    rows_h = torch.arange(h, device=dev).view(1, h, 1)
+    rows_w = torch.arange(w, device=dev).view(1, 1, w)
+    ma_alone = torch.full_like(ma, math.nan)  # each point's best margin evaluated alone, once needed
+    while active.numel():
+        t0 = time.perf_counter()
+        na = active.numel()
+        level = planner.choose(na) if depth is None else 0
+        k = depth if depth is not None else 1 << level
+        j = torch.arange(na, device=dev).repeat_interleave(k)
+        t = it[j] + torch.arange(k, device=dev).repeat(na)
+        valid = t < n_queries
+        t = t.clamp(max=n_queries - 1)
+        size, top, left, col = draws.upto(int(t.max()))
+        s, vt, vl = size[t].view(-1, 1, 1), top[t].view(-1, 1, 1), left[t].view(-1, 1, 1)
+        window = (rows_h >= vt) & (rows_h < vt + s) & (rows_w >= vl) & (rows_w < vl + s)
+        base = xb[j]
+        x_new = base + window.unsqueeze(1).to(x.dtype) * col[t].to(x.dtype).view(-1, c, 1, 1)
+        x_new = torch.clamp(torch.min(torch.max(x_new, lo_b[j]), hi_b[j]), 0.0, 1.0)
         # A candidate equal to its current best (the window already had the drawn signs) has the
         # current margin, so it cannot improve: its forward pass is skipped (the reference's outcome).
-        moved = (x_new[:, :, vh : vh + s, vw : vw + s] != xb[:, :, vh : vh + s, vw : vw + s]).flatten(1).any(1)
-        if bool(moved.all()):
-            m_new = _margin(model, x_new, ya)
-        else:
-            m_new = ma.clone()
-            rows = moved.nonzero()[:, 0]
-            if rows.numel():
-                m_new[rows] = _margin(model, x_new[rows], ya[rows])
-        imp = (m_new < ma) | (m_new <= 0.0)
-        if bool(imp.any()):
-            ma = torch.where(imp, m_new, ma)
-            xb = torch.where(imp.view(-1, 1, 1, 1), x_new, xb)
-            done = ma <= 0.0
-            if bool(done.any()):
-                x_best[active[done]] = xb[done]
-                keep = ~done
-                active, xa, xb, ya, ma, lo_b, hi_b = active[keep], xa[keep], xb[keep], ya[keep], ma[keep], lo_b[keep], hi_b[keep]
-                if active.numel() == 0:
-                    break
-    x_best[active] = xb
+        ask = valid & (x_new != base).flatten(1).any(1)
+        m_new = ma[j].clone()
+        rows = ask.nonzero()[:, 0]
+        if rows.numel():
+            m_new[rows] = _margin(model, x_new[rows], ya[j[rows]])
+        imp = ask & ((m_new < ma[j]) | (m_new <= 0.0))
+        # Ties: a margin within rounding of its best's (or of 0) could compare either way depending on
+        # the rows that shared its forward pass; such decisions are taken on margins evaluated alone,
+        # so the result does not depend on the depth, the row budget or the timings.
+        tol = TIE * (1.0 + ma[j].abs())
+        tie = (ask & (((m_new - ma[j]).abs() <= tol) | (m_new.abs() <= tol))).nonzero()[:, 0]
+        if tie.numel():
+            pts = torch.unique(j[tie])
+            need = pts[torch.isnan(ma_alone[pts])]
+            if need.numel():
+                ma_alone[need] = _margin_alone(model, xb[need], ya[need])
+            m_tie = _margin_alone(model, x_new[tie], ya[j[tie]])
+            imp[tie] = (m_tie < ma_alone[j[tie]]) | (m_tie <= 0.0)
+            m_new[tie] = m_tie
+        imp = imp.view(na, k)
+        has = imp.any(1)
+        first = imp.to(torch.int8).argmax(1)
+        step = torch.where(has, first + 1, valid.view(na, k).sum(1))
+        if bool(has.any()):
+            pick = (torch.arange(na, device=dev) * k + first)[has]
+            xb[has] = x_new[pick]
+            ma[has] = m_new[pick]
+            ma_alone[has] = math.nan
+        it = it + step
+        if depth is None:
+            planner.record(level, time.perf_counter() - t0, int(step.sum()))
+        out = (ma <= 0.0) | (it >= n_queries)
+        if bool(out.any()):
+            x_best[active[out]] = xb[out]
+            keep = ~out
+            active, xa, xb, ya, ma, lo_b, hi_b, it, ma_alone = (active[keep], xa[keep], xb[keep], ya[keep], ma[keep], lo_b[keep], hi_b[keep], it[keep],
+                                                                 ma_alone[keep])
     return x_best

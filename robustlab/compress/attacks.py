@@ -94,7 +94,7 @@ def integer_robustness(
     ``steps``, ``restarts``: of each PGD way; ``square_queries``: of the Square attack.
     ``whitebox_gradient``: the gradient of the ``whitebox`` way (``EXACT`` reproduces a naive tool)."""
     pgd = PGD(steps=steps, rel_stepsize=2.5 / steps, restarts=restarts)  # Madry et al.'s 2.5 eps / steps: the iterates can cross the whole ball
-    square = Square(n_queries=square_queries)
+    square = Square(n_queries=square_queries, max_rows=batch_size)  # look-ahead rows within the batch
     clean = _predict(variant, x, batch_size) == y
     robust: dict[str, torch.Tensor] = {}
 
