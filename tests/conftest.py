@@ -155,6 +155,16 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): attack
+    loops are many small ops, and more threads spin-wait on a busy 2-core box."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(autouse=True)
 def _seed_global_rngs():
     """Tests that draw toy data from the global RNGs get the same data every run (no flaky tests)."""

@@ -19,13 +19,7 @@ from robustlab.scorecard import Verdict
 from robustlab.store import ResultStore
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Attack loops are many small ops: one intra-op thread avoids spin-waiting on a busy 2-core CI box."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # attack loops: many small passes
 
 
 def _ctx(model: Any, data: Any, *, batch_size: int = 64, store: ResultStore | None = None, tmp: Path = Path(".")) -> RunContext:

@@ -23,13 +23,7 @@ from robustlab.attacks.square import square_linf
 from robustlab.models.wrapper import ModelInfo, RobustModel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Attack loops are many small ops: one intra-op thread avoids spin-waiting on a busy 2-core CI box."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # attack loops: many small passes
 
 
 def _pyautoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "Linf", seed: int = 0, bs: int = 500, n_iter: int = 100, queries: int = 5000) -> torch.Tensor:

@@ -51,12 +51,7 @@ def pts(digits_data):
     return d.images(slice(0, 12)), d.y[:12]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # attack loops: many small passes
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())

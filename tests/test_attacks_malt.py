@@ -16,12 +16,7 @@ from robustlab.models.wrapper import ModelInfo, RobustModel
 from test_adversarial_checks import _ctx, _run
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # attack loops: many small passes
 
 
 def linear_trap(n: int = 6) -> tuple[RobustModel, torch.Tensor, torch.Tensor, torch.Tensor]:

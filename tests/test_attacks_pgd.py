@@ -12,13 +12,7 @@ from robustlab.errors import DataError, SuiteError
 from robustlab.models.wrapper import ModelInfo, RobustModel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Attack loops are many small ops: one intra-op thread avoids spin-waiting on a busy 2-core CI box."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # attack loops: many small passes
 
 
 def _toy(bounds: tuple[float, float] = (0.0, 1.0), seed: int = 0) -> RobustModel:

@@ -39,13 +39,7 @@ class RowWise(nn.Module):
         return ((h.unsqueeze(1) * self.w2).sum(-1)).to(torch.float32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small forward passes: one intra-op thread avoids spin-waiting on a busy 2-core box."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # attack loops: many small passes
 
 
 def _points(model: nn.Module, n: int = 40, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

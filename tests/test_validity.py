@@ -28,12 +28,7 @@ from robustlab.scorecard import Verdict
 from robustlab.store import ResultStore
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # attack loops: many small passes
 
 
 def _ctx(model: Any, data: Any, *, fast_model: Any = None, batch_size: int = 64) -> RunContext:

@@ -104,9 +104,11 @@ class _Draws:
     def upto(self, last: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(size, top, left, col) of iterations 0..last at least, on the attack's device."""
         c, h, w = self.c, self.h, self.w
+        n_features = c * h * w
+        if last >= self.drawn:  # draw ahead in blocks, so the device copy below is rare
+            last = min(self.size.numel() - 1, max(last, self.drawn + 255))
         for i in range(self.drawn, last + 1):
             p = p_selection(i, self.p_init)
-            n_features = c * h * w
             s = min(max(int(round(math.sqrt(p * n_features / c))), 1), min(h, w))
             self.size[i] = s
             self.top[i] = int((0 + (h - s) * torch.rand([1], generator=self.g)).long())
