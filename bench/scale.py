@@ -2,7 +2,8 @@
 
 Runs ``robustlab evaluate`` once per size n (a fresh process each, so peak memory is that run's
 own: ``wait4``'s ``ru_maxrss``) and prints one JSON line per size (task, impl, reference, device,
-n, seconds, seconds_per_image, peak_rss_mib, scorecard_bytes, scorecard_bytes_per_image) and a
+n, seconds, seconds_per_image, peak_rss_mib, scorecard_bytes, scorecard_bytes_per_image, and
+seconds_by_check: each check's own seconds from the scorecard, so growth can be laid at a check's door) and a
 final line with the growth: time ratio / n ratio between the largest and smallest size (1 = linear),
 peak memory ratio (1 = flat) and scorecard bytes per image at both ends.
 
@@ -135,7 +136,9 @@ def run_one(args: argparse.Namespace, n: int, out: Path) -> dict[str, Any]:
     if card.is_file():
         size = card.stat().st_size
         row.update(scorecard_bytes=size, scorecard_bytes_per_image=round(size / n, 1))
-        memory = json.loads(card.read_text()).get("environment", {}).get("memory", {})
+        scorecard = json.loads(card.read_text())
+        memory = scorecard.get("environment", {}).get("memory", {})
+        row["seconds_by_check"] = {k.split("/", 1)[1]: v for k, v in scorecard.get("timings", {}).items() if k.startswith("check/")}
         if "peak_rss_mib_by_rank" in memory:
             row["peak_rss_mib_by_rank"] = memory["peak_rss_mib_by_rank"]
         if memory.get("peak_rss_mib_after_check"):
