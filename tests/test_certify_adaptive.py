@@ -169,3 +169,62 @@ def test_certify_command_sampling_option(tmp_path) -> None:  # type: ignore[no-u
     assert m["certify/sigma_0.25/mean_samples"] < 5030
     bad = CliRunner().invoke(main, ["certify", "--model", "zoo:digits-cnn", "--sampling", "sequential", "--out", str(tmp_path)])
     assert bad.exit_code == 2
+
+
+def test_decided_settles_wrong_points_on_the_abstention_threshold_alone() -> None:
+    thr = sequential.radius_thresholds([0.0, 0.25, 0.5], 0.25)
+    lower, upper = np.array([0.7, 0.7, 0.3, 0.3, 0.45]), np.array([0.95, 0.95, 0.45, 0.45, 0.6])
+    settle = np.array([False, True, False, True, True])
+    assert sequential.decided(lower, upper, thr, reachable=0.999).tolist() == [False, False, True, True, False]
+    assert sequential.decided(lower, upper, thr, reachable=0.999, settle_only=settle).tolist() == [False, True, True, True, False]
+
+
+def test_settle_wrong_stops_wrong_points_early_and_changes_no_answer() -> None:
+    """With labels, a point whose selected class is not its label stops once its abstention is
+    decided. Its class, abstention and majority vote equal the label-blind run's; points whose
+    selected class is their label get the identical certificate; wrong confident points use far
+    fewer samples."""
+    shape = (1, 4, 4)
+    model, net = linear_model(shape, seed=4)
+    sigma, n, alpha = 0.25, 20_000, 0.001
+    radii = [0.0, 0.25, 0.5, 0.75]
+    margins = [0.12, 0.4, 0.62, 2.0, -0.3, 0.9, -0.8, 0.02, 0.0]
+    x = torch.cat([point_with_margin(net, m, shape) for m in margins])
+    side = [int(m > 0) for m in margins]
+    labels = [s if i % 2 == 0 else 1 - s for i, s in enumerate(side)]  # every other point is labelled wrongly
+    seeds = list(range(20, 20 + len(margins)))
+    smooth = SmoothedClassifier(model, sigma=sigma, batch_size=20_000)
+    blind = smooth.certify_adaptive(x, seeds, radii=radii, n0=100, n=n, alpha=alpha)
+    aware = smooth.certify_adaptive(x, seeds, radii=radii, n0=100, n=n, alpha=alpha, labels=torch.tensor(labels))
+    wrong = 0
+    for y, b, a in zip(labels, blind, aware):
+        assert (a.prediction, a.selected, a.majority) == (b.prediction, b.selected, b.majority)
+        if b.selected == y:
+            assert a == b
+        else:
+            wrong += 1
+            assert a.n <= b.n and a.radius <= b.radius and (a.p_lower >= 0.5) == (b.p_lower >= 0.5)
+    assert wrong >= 3
+    # the confidently wrong points (|margin| >= 0.4) stop at the first look instead of chasing larger radii
+    for m, y, b, a in zip(margins, labels, blind, aware):
+        if b.selected != y and abs(m) >= 0.4:
+            assert a.n == sequential.FIRST_LOOK < b.n, (m, a.n, b.n)
+    with pytest.raises(Exception, match="one label per image"):
+        smooth.certify_adaptive(x, seeds, radii=radii, n0=100, n=n, alpha=alpha, labels=labels[:-1])
+
+
+def test_check_settle_wrong_keeps_every_metric_but_the_sample_count() -> None:
+    model, data = margin_data(0.6, n=8)
+    data.y[::4] = 1 - data.y[::4]  # two points whose (confident) class is not their label
+    raw = {"sigmas": [0.25], "n0": 50, "n": 20_000, "num_points": 8, "radii": [0, 0.25, 0.5], "attack": False, "predict_n": 200,
+           "sampling": "adaptive"}
+    aware = run_check(model, data, raw)
+    blind = run_check(model, data, {**raw, "settle_wrong": False})
+    key = "certify/sigma_0.25"
+    for name, v in blind.metrics.items():
+        if name != f"{key}/mean_samples" and "average_certified_radius" not in name:
+            assert aware.metrics[name] == v, name
+    assert aware.metrics[f"{key}/average_certified_radius"] == pytest.approx(blind.metrics[f"{key}/average_certified_radius"])
+    assert aware.metrics[f"{key}/mean_samples"] < blind.metrics[f"{key}/mean_samples"]
+    assert "selected class is not its label" in aware.definitions[f"{key}/certified_accuracy_at_r_0.5"]
+    assert "selected class is not its label" not in blind.definitions[f"{key}/certified_accuracy_at_r_0.5"]

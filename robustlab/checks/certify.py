@@ -21,6 +21,7 @@ from ..smoothing.bounds import max_certifiable_radius
 from ..smoothing.curves import average_certified_radius, certified_accuracy, certified_count, radius_grid, standard_sigmas
 from ..smoothing.smoothadv import smoothadv_pgd_l2
 from ..smoothing.sequential import DEFINITION as ADAPTIVE_DEFINITION
+from ..smoothing.sequential import SETTLE_WRONG_DEFINITION
 from ..smoothing.sequential import SamplingMode
 from ..smoothing.classifier import ABSTAIN, Certificate, SmoothedClassifier
 from ..errors import SuiteError
@@ -82,6 +83,11 @@ class CertifyParams(Params):
         sampling: ``fixed`` (Cohen et al.: exactly n samples, Clopper-Pearson) or ``adaptive``
             (anytime-valid confidence sequence, stops once every radius in ``radii`` is decided;
             ``robustlab.smoothing.sequential``).
+        settle_wrong: with adaptive sampling, a point whose selected class is not its label (uncertified
+            at every radius whatever its bound) stops once its abstention is decided; its class,
+            abstention and majority are unchanged, its per-sample radius and sample count shrink.
+            False: the label-blind rule for every point (per-sample radii of wrong points as tight as
+            the cap allows).
         predict_n: samples for PREDICT (smoothed accuracy); 0 = ``n``.
         num_points: evenly spaced test points to certify; 0 = all.
         radii: radii at which certified accuracy is reported as a metric.
@@ -99,6 +105,7 @@ class CertifyParams(Params):
     n: int = 100_000
     alpha: float = 0.001
     sampling: str = SamplingMode.FIXED.value
+    settle_wrong: bool = True
     predict_n: int = 0
     num_points: int = 500
     radii: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
@@ -203,7 +210,7 @@ class CertifyCheck(Check[CertifyParams]):
             s_key = child(pre, sigma_segment(sigma))
             smooth = SmoothedClassifier(model, sigma=sigma * scale, batch_size=batch)
             seeds = sample_seeds(ctx.seed, f"{self.id}/sigma={fmt(sigma)}", ids)
-            certs = self._certify(ctx, smooth, x_all, seeds, ids, scope, s_key, p, scale)
+            certs = self._certify(ctx, smooth, x_all, y, seeds, ids, scope, s_key, p, scale)
             pred = np.array([c.prediction for c in certs], dtype=np.int64)
             radius = np.array([c.radius for c in certs], dtype=np.float64) / scale
             correct = (pred == y) & (pred != ABSTAIN)
@@ -211,7 +218,8 @@ class CertifyCheck(Check[CertifyParams]):
             for r in p.radii:
                 k = certified_count(radius, correct, r)
                 res.add_metric(child(s_key, at_radius("certified_accuracy", r)), certified_accuracy(radius, correct, r), interval=wilson_interval(k, npts), n=npts)
-                res.definitions[child(s_key, at_radius("certified_accuracy", r))] = DEFINITIONS["certified_accuracy"] + (" " + ADAPTIVE_DEFINITION if adaptive else "")
+                res.definitions[child(s_key, at_radius("certified_accuracy", r))] = DEFINITIONS["certified_accuracy"] + (
+                    " " + ADAPTIVE_DEFINITION + (" " + SETTLE_WRONG_DEFINITION if p.settle_wrong else "") if adaptive else "")
             res.add_metric(child(s_key, "mean_samples"), float(p.n0 + np.mean([c.n for c in certs])) if npts else math.nan, n=npts)
             res.definitions[child(s_key, "mean_samples")] = DEFINITIONS["mean_samples"]
             res.add_metric(child(s_key, "average_certified_radius"), average_certified_radius(radius, correct), n=npts)
@@ -244,7 +252,7 @@ class CertifyCheck(Check[CertifyParams]):
         return res
 
     # -- pieces ------------------------------------------------------------------------------
-    def _certify(self, ctx: RunContext, smooth: SmoothedClassifier, x: torch.Tensor, seeds: list[int], ids: list[str],
+    def _certify(self, ctx: RunContext, smooth: SmoothedClassifier, x: torch.Tensor, y: np.ndarray, seeds: list[int], ids: list[str],
                  scope: str, s_key: str, p: CertifyParams, scale: float) -> list[Certificate]:
         """CERTIFY every point, reusing stored results (resume); one store entry per chunk of points.
         ``scale`` is the width of the model's input range: the radii that stop adaptive sampling are
@@ -254,7 +262,8 @@ class CertifyCheck(Check[CertifyParams]):
 
         def batch(start: int, stop: int) -> list[list[float]]:
             if adaptive:
-                certs = smooth.certify_adaptive(x[start:stop], seeds[start:stop], radii=[r * scale for r in p.radii], n0=p.n0, n=p.n, alpha=p.alpha)
+                certs = smooth.certify_adaptive(x[start:stop], seeds[start:stop], radii=[r * scale for r in p.radii], n0=p.n0, n=p.n, alpha=p.alpha,
+                                                labels=y[start:stop] if p.settle_wrong else None)
             else:
                 certs = smooth.certify(x[start:stop], seeds[start:stop], n0=p.n0, n=p.n, alpha=p.alpha)
             return [[c.prediction, c.radius, c.p_lower, c.count, c.n, c.majority, c.selected] for c in certs]

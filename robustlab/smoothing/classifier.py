@@ -189,7 +189,7 @@ class SmoothedClassifier:
         return out
 
     def certify_adaptive(self, x: torch.Tensor, seeds: Sequence[int], *, radii: Sequence[float], n0: int = 100, n: int = 100_000,
-                         alpha: float = 0.001) -> list[Certificate]:
+                         alpha: float = 0.001, labels: Sequence[int] | np.ndarray | torch.Tensor | None = None) -> list[Certificate]:
         """CERTIFY with as few estimation samples as the requested radii need (at most ``n``).
 
         Selection as in :meth:`certify` (``n0`` samples); then looks of growing size, each bounding pA
@@ -200,6 +200,10 @@ class SmoothedClassifier:
             x: (B, C, H, W) images in the model's bounds. seeds: B per-image seeds.
             radii: the radii at which certified accuracy is reported (they decide when to stop).
             n0: selection samples. n: cap on estimation samples. alpha: failure probability.
+            labels: B true labels, or None. With labels, an image whose selected class is not its label
+                (uncertified at every radius whatever its bound) stops as soon as its abstention is
+                decided; its prediction, abstention and majority are those without labels, its radius
+                and ``n`` can be smaller. Images whose selected class is their label are unaffected.
         Returns:
             B :class:`Certificate` with ``n`` = estimation samples used. With probability at least
             1 - alpha (per image), a non-abstained prediction equals g(x) and g is constant on the L2
@@ -209,6 +213,9 @@ class SmoothedClassifier:
         """
         _check_budget(n0=n0, n=n, alpha=alpha)
         thresholds = radius_thresholds(radii, self.sigma)
+        y = None if labels is None else np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels, dtype=np.int64).reshape(-1)
+        if y is not None and y.shape[0] != int(x.shape[0]):
+            raise RobustlabError(f"labels has {y.shape[0]} entries for {int(x.shape[0])} images; pass one label per image.")
         out: list[Certificate] = []
         for sl in self._groups(int(x.shape[0]), 1):  # looks start small: batch many images
             xs, ss = x[sl], list(seeds[sl])
@@ -218,7 +225,9 @@ class SmoothedClassifier:
                 idx = rows.tolist()
                 return self.votes(xs[idx], [ss[i] for i in idx], num=num, phase=f"estimate/look={look}").cpu().numpy()
 
-            counts, used, p_low = adaptive_estimate(votes, selected, cap=n, alpha=alpha, thresholds=thresholds, num_classes=self.num_classes)
+            settle = None if y is None else selected != y[sl]
+            counts, used, p_low = adaptive_estimate(votes, selected, cap=n, alpha=alpha, thresholds=thresholds, num_classes=self.num_classes,
+                                                    settle_only=settle)
             radius = certified_radius(p_low, self.sigma)
             for i in range(len(ss)):
                 c, ok = int(selected[i]), bool(p_low[i] >= 0.5)

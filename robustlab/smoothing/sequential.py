@@ -62,6 +62,14 @@ DEFINITION = (
     "Bounds in float64, rounded outwards; noise is float32 torch.randn (not Voracek & Hein's sound sampler)."
 )
 
+#: Appended to :data:`DEFINITION` when points whose selected class is not their label stop early (``settle_only``).
+SETTLE_WRONG_DEFINITION = (
+    "A point whose selected class is not its label counts as uncertified at every radius whatever its bound, so for it only the "
+    "abstention threshold is decided: it stops once pA_lower >= 1/2 or pA_upper < 1/2. Its class, abstention and majority vote "
+    "are those the label-blind rule gives (both stop at the same look while pA_lower < 1/2); its per-sample radius is the smaller "
+    "one certified when it stopped. The confidence sequence is valid at any stopping time, including one chosen with the label."
+)
+
 
 class SamplingMode(str, Enum):
     """How CERTIFY spends its noise samples."""
@@ -141,22 +149,27 @@ def radius_thresholds(radii: Sequence[float], sigma: float) -> np.ndarray:
     return np.array(sorted(thr), dtype=np.float64)
 
 
-def decided(lower: np.ndarray, upper: np.ndarray, thresholds: np.ndarray, reachable: float) -> np.ndarray:
+def decided(lower: np.ndarray, upper: np.ndarray, thresholds: np.ndarray, reachable: float, settle_only: np.ndarray | None = None) -> np.ndarray:
     """(B,) bool: the certificate cannot change any requested radius's answer any more.
 
     True where ``lower`` reaches the largest threshold not above ``reachable`` (the best bound the cap
     can give), or where ``upper`` lies below the smallest threshold ``lower`` has not reached yet.
+    Rows flagged in ``settle_only`` (B,) need the abstention answer alone (threshold 1/2): True there
+    once ``lower >= 1/2`` or ``upper < 1/2``. While ``lower < 1/2`` both rules stop at the same look.
     """
     targets = thresholds[thresholds <= reachable]
     top = targets[-1] if targets.size else thresholds[0]
     nxt_idx = np.searchsorted(thresholds, lower, side="right")  # first threshold strictly above lower
     nxt = np.where(nxt_idx < thresholds.size, thresholds[np.minimum(nxt_idx, thresholds.size - 1)], np.inf)
-    return cast("np.ndarray", (lower >= top) | (upper < nxt))
+    out = (lower >= top) | (upper < nxt)
+    if settle_only is not None:
+        out = np.where(settle_only, (lower >= 0.5) | (upper < 0.5), out)
+    return cast("np.ndarray", out)
 
 
 def adaptive_estimate(
     votes: Callable[[np.ndarray, int, int], np.ndarray], selected: np.ndarray, *, cap: int, alpha: float,
-    thresholds: np.ndarray, num_classes: int,
+    thresholds: np.ndarray, num_classes: int, settle_only: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sequential estimation of pA for a group of images.
 
@@ -166,6 +179,8 @@ def adaptive_estimate(
         selected: (G,) selected classes (from the separate selection samples).
         cap: at most this many estimation samples per image. alpha: failure probability.
         thresholds: from :func:`radius_thresholds`.
+        settle_only: (G,) bool, images whose radius matters to no metric (their selected class is not
+            their label): sampling stops once their abstention is decided (see :func:`decided`).
     Returns:
         (G, K) int64 counts, (G,) samples used, (G,) float64 pA_lower (running max of the CS lower ends).
     """
@@ -186,6 +201,6 @@ def adaptive_estimate(
         lo, up = confidence_sequence(s, t, alpha)
         lower[active] = np.maximum(lower[active], lo)
         upper[active] = np.minimum(upper[active], up)
-        active = active[~decided(lower[active], upper[active], thresholds, reachable)]
+        active = active[~decided(lower[active], upper[active], thresholds, reachable, None if settle_only is None else settle_only[active])]
         prev = t
     return counts, used, lower
