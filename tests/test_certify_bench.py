@@ -39,3 +39,18 @@ def test_adaptive_bench_quick_runs() -> None:
         assert key in row, key
     assert row["samples_fixed"] == row["n"] + row["n0"] and row["samples_adaptive"] <= row["samples_fixed"]
     assert row["samples_adaptive_max"] <= row["samples_fixed"]
+
+
+def test_adaptive_bench_settle_wrong_reports_it_and_spends_no_more() -> None:
+    bench = BENCH.parent / "certify_adaptive.py"
+    rows = {}
+    for flag in ([], ["--settle-wrong"]):
+        r = subprocess.run([sys.executable, str(bench), "--quick", "--threads", "1", "--points", "12", *flag], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        (row,) = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+        rows[bool(flag)] = row
+    assert rows[True]["settle_wrong"] is True and rows[False]["settle_wrong"] is False
+    assert rows[True]["samples_adaptive"] <= rows[False]["samples_adaptive"]
+    for key, v in rows[False].items():  # certified accuracy (of correct points) is the same either way
+        if key.startswith("certified_accuracy@") and key.endswith("/adaptive"):
+            assert rows[True][key] == v, key
