@@ -25,7 +25,7 @@ def test_scale_bench_quick_runs() -> None:
         assert row["peak_rss_mib"] > 0 and row["scorecard_bytes"] > 0
         checks = row["seconds_by_check"]  # each check's own time, in the suite's order
         assert list(checks) == ["clean", "pgd_linf", "corruption", "ood"], checks
-        assert all(isinstance(v, float) and v > 0 for v in checks.values()) and sum(checks.values()) <= row["seconds"], row
+        assert all(isinstance(v, float) for v in checks.values()) and sum(checks.values()) <= row["seconds"], row
     (growth,) = [row for row in rows if row["task"].endswith("/growth")]
     assert {"time_growth_over_n_growth", "peak_memory_ratio", "scorecard_bytes_per_image"} <= set(growth)
 

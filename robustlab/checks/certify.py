@@ -21,8 +21,7 @@ from ..smoothing.bounds import max_certifiable_radius
 from ..smoothing.curves import average_certified_radius, certified_accuracy, certified_count, radius_grid, standard_sigmas
 from ..smoothing.smoothadv import smoothadv_pgd_l2
 from ..smoothing.sequential import DEFINITION as ADAPTIVE_DEFINITION
-from ..smoothing.sequential import SETTLE_WRONG_DEFINITION
-from ..smoothing.sequential import SamplingMode
+from ..smoothing.sequential import SETTLE_WRONG_DEFINITION, SamplingMode
 from ..smoothing.classifier import ABSTAIN, Certificate, SmoothedClassifier
 from ..errors import SuiteError
 from ..metric_keys import at_radius, child, sigma_segment
