@@ -14,6 +14,7 @@ Examples:
     python bench/scale.py --model zoo:cifar10-resnet18 --data npz:../shared/data/cifar10_9000_jpeg.npz --sizes 9000
     python bench/scale.py --torchrun 2 --threads 1 ...        # each rank's peak (scorecard environment.memory)
     python bench/scale.py --resume-after 120 ...              # kill -9 after 120 s, then --resume: both peaks
+    python bench/scale.py --keep runs/ ...                    # keep each size's output folder (runs/n<N>)
 
 ``--data digits-all`` evaluates all 1,797 scikit-learn digits (the ``digits`` spec is its 360-image test
 split): a temporary npz holds every image as the evaluated split and the usual 1,293 training images as
@@ -161,15 +162,18 @@ def main() -> None:
     ap.add_argument("--resume-after", type=float, default=None, metavar="S",
                     help="kill -9 the run after S seconds, then finish it with --resume (reports both runs' peaks)")
     ap.add_argument("--quick", action="store_true", help="quick suite, 16 and 48 digits images (for the test)")
+    ap.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                    help="write each size's output folder to DIR/n<N> and keep it (default: a temporary folder, removed)")
     args = ap.parse_args()
     if args.quick:
         args.suite, args.sizes, args.threads = "quick", [16, 48], 1
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="robustlab-scale-"))
     args.data_spec = digits_all(tmp) if args.data == "digits-all" else args.data
+    runs = args.keep if args.keep is not None else tmp
     try:
         for n in sorted(args.sizes):
-            row = run_one(args, n, tmp / f"n{n}")
+            row = run_one(args, n, runs / f"n{n}")
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:

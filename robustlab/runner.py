@@ -135,17 +135,30 @@ def _log_lines(it: Iterable[Any], *, total: int | None, desc: str, every: float)
     if every <= 0:
         yield from it
         return
-    t0 = last = time.monotonic()
+    t0 = last = prev = time.monotonic()
     i = 0
+    took: list[float] = []  # each item's seconds (from the previous item's end to its own)
     for item in it:
         yield item
         i += 1
         now = time.monotonic()
+        took.append(now - prev)
+        prev = now
         if now - last >= every:
             last = now
             done = f"{i}/{total} ({100.0 * i / total:.0f}%)" if total else f"{i}"
-            eta = f", about {_duration((now - t0) / i * (total - i))} left" if total and i < total else ""
+            eta = f", about {_duration(_seconds_per_item(took) * (total - i))} left" if total and i < total else ""
             progress_log.info("progress: %s: %s, %s elapsed%s", desc or "working", done, _duration(now - t0), eta)
+
+
+def _seconds_per_item(took: list[float]) -> float:
+    """The time an item still to do is expected to take: the mean over the items done, leaving out those
+    done in under 1/50 of the slowest one's time. Under ``--resume`` the stored items come back at once;
+    counting them made the estimate after 39 of 75 reused and computed corruption cells 7 minutes where
+    70 were left."""
+    floor = max(took) / 50.0
+    worked = [t for t in took if t >= floor]
+    return sum(worked) / len(worked)
 
 
 def environment(device: torch.device) -> dict[str, Any]:

@@ -86,3 +86,35 @@ def test_evaluate_in_a_log_prints_progress_lines(tmp_path):
     assert [ln.split(",")[0] for ln in got] == ["progress: clean: 1/3 (33%)", "progress: clean: 2/3 (67%)", "progress: clean: 3/3 (100%)"], r.stderr
     r = subprocess.run([*args, "--quiet", "--out", str(tmp_path / "b")], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "progress: " not in r.stderr, r.stderr[-2000:]
+
+
+def test_time_left_after_resume_counts_the_items_that_were_computed(lines, monkeypatch):
+    """Under --resume the stored batches come back at once: 30 of them, then 5 that take 2 s each, 5 left.
+    The time left is about 5 x 2 s; averaging over all 35 items done said 1.4 s."""
+    clock = [1000.0]
+    monkeypatch.setattr("robustlab.runner.time.monotonic", lambda: clock[0])
+    monkeypatch.setenv("ROBUSTLAB_PROGRESS_SECONDS", "1")
+
+    def resumed():
+        for i in range(40):
+            clock[0] += 0.001 if i < 30 else 2.0  # a stored batch, then a computed one
+            yield i
+
+    assert list(make_progress(False)(resumed(), total=40, desc="corruption")) == list(range(40))
+    last = [ln for ln in lines if "35/40" in ln]
+    assert last and last[-1].endswith("about 10s left"), lines
+
+
+def test_time_left_of_items_of_different_cost_is_their_mean(lines, monkeypatch):
+    """Items that all do work (a cheap and a dear corruption alternating) are all counted: 1 s and 3 s, so 2 s each."""
+    clock = [0.0]
+    monkeypatch.setattr("robustlab.runner.time.monotonic", lambda: clock[0])
+    monkeypatch.setenv("ROBUSTLAB_PROGRESS_SECONDS", "1")
+
+    def mixed():
+        for i in range(20):
+            clock[0] += 1.0 if i % 2 == 0 else 3.0
+            yield i
+
+    assert list(make_progress(False)(mixed(), total=20, desc="corruption")) == list(range(20))
+    assert any(ln.startswith("progress: corruption: 10/20 (50%), 20s elapsed, about 20s left") for ln in lines), lines

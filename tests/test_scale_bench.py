@@ -14,20 +14,32 @@ BENCH = Path(__file__).resolve().parents[1] / "bench" / "scale.py"
 
 
 @pytest.mark.slow
-def test_scale_bench_quick_runs() -> None:
-    r = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=600)
+def test_scale_bench_quick_runs(tmp_path: Path) -> None:
+    keep = tmp_path / "runs"
+    r = subprocess.run([sys.executable, str(BENCH), "--quick", "--keep", str(keep)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
     sizes = [row for row in rows if not row["task"].endswith("/growth")]
     assert [row["n"] for row in sizes] == [16, 48]
     for row in sizes:
         assert "error" not in row, row
-        assert row["peak_rss_mib"] > 0 and row["scorecard_bytes"] > 0
+        card = keep / f"n{row['n']}" / "scorecard.json"  # --keep leaves each size's output folder
+        assert row["scorecard_bytes"] == card.stat().st_size
+        assert row["scorecard_bytes_per_image"] == round(card.stat().st_size / row["n"], 1)
+        scorecard = json.loads(card.read_text())
+        assert scorecard["data"]["n"] == row["n"]  # the run evaluated n images, not the split's size
+        # wait4's ru_maxrss of a process that imported torch: hundreds of MiB, not bytes or KiB misread as MiB
+        assert 100 < row["peak_rss_mib"] < 8192, row
         checks = row["seconds_by_check"]  # each check's own time, in the suite's order
         assert list(checks) == ["clean", "pgd_linf", "corruption", "ood"], checks
+        assert checks == {k.split("/", 1)[1]: v for k, v in scorecard["timings"].items() if k.startswith("check/")}
         assert all(isinstance(v, float) for v in checks.values()) and sum(checks.values()) <= row["seconds"], row
     (growth,) = [row for row in rows if row["task"].endswith("/growth")]
-    assert {"time_growth_over_n_growth", "peak_memory_ratio", "scorecard_bytes_per_image"} <= set(growth)
+    a, b = sizes
+    assert growth["n"] == [16, 48]
+    assert growth["peak_memory_ratio"] == round(b["peak_rss_mib"] / a["peak_rss_mib"], 3)
+    assert growth["time_growth_over_n_growth"] == round((b["seconds"] / a["seconds"]) / 3, 3)
+    assert growth["scorecard_bytes_per_image"] == [a["scorecard_bytes_per_image"], b["scorecard_bytes_per_image"]]
 
 
 @pytest.mark.slow
