@@ -92,8 +92,17 @@ def test_npz_layouts_and_bad_values(tmp_path: Path) -> None:
     bad = np.zeros((6, 3, 4, 4), dtype=np.float32)
     bad[5, 0, 0, 0] = np.nan
     np.savez(tmp_path / "nan.npz", x=bad, y=np.zeros(6, dtype=np.int64))
-    with pytest.raises(DataError, match=r"\[0, 1\]"):
+    with pytest.raises(DataError, match=r"image 5 has NaN or infinite values; images must be finite, in \[0, 1\]"):
         load_dataset(f"npz:{tmp_path / 'nan.npz'}")  # checked when opened, not half-way through a run
+    bad[:] = np.inf  # no finite value at all: the message named the range "[nan, nan]"
+    bad[0] = 0.5
+    np.savez(tmp_path / "inf.npz", x=bad, y=np.zeros(6, dtype=np.int64))
+    with pytest.raises(DataError, match=r"image 1 has NaN or infinite values \(5 such images among images 0-5\)") as err:
+        load_dataset(f"npz:{tmp_path / 'inf.npz'}")
+    assert "nan" not in str(err.value)
+    np.savez(tmp_path / "big.npz", x=np.full((6, 3, 4, 4), 255.0, np.float32), y=np.zeros(6, dtype=np.int64))
+    with pytest.raises(DataError, match=r"values in \[255, 255\]; images must be in \[0, 1\]"):
+        load_dataset(f"npz:{tmp_path / 'big.npz'}")
     (tmp_path / "not.npz").write_bytes(b"not a zip")
     with pytest.raises(DataError, match="npz"):
         load_dataset(f"npz:{tmp_path / 'not.npz'}")
