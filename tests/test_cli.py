@@ -128,6 +128,9 @@ def _bad_inputs(tmp: Path):
     torch.save(net, tmp / "whole.pt")
     return [
         (["--model", str(tmp / "missing.pt")], "does not exist"),
+        (["--model", str(tmp)], "is a folder, not a model file"),  # was "does not exist" for a folder that does
+        (["--model", f"state-dict:{tmp}", "--arch", "zoo-arch:digits-cnn"], "is a folder, not a model file"),
+        (["--model", "/dev/null", "--arch", "zoo-arch:digits-cnn"], "is not a regular file"),
         (["--model", str(tmp / "trunc.pt"), "--arch", "zoo-arch:digits-cnn"], "corrupt or truncated"),
         (["--model", str(tmp / "corrupt.pt"), "--arch", "zoo-arch:digits-cnn"], "corrupt"),
         (["--model", str(tmp / "whole.pt"), "--data", "digits"], "--trust-code"),

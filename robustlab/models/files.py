@@ -138,9 +138,18 @@ def _sniff(path: Path) -> str:
     return "torch"
 
 
+def not_a_file(path: Path) -> str:
+    """The one-line error for a model path that is not a readable file."""
+    if path.is_dir():
+        return f"model path {path} is a folder, not a model file; pass the weights file inside it (e.g. {path / 'model.safetensors'})."
+    if path.exists():
+        return f"model path {path} is not a regular file; pass a weights file (.safetensors, .pt, .pth)."
+    return f"model file {path} does not exist; check the path."
+
+
 def load_path(path: Path, opts: LoadOptions, *, fmt: str | None) -> LoadedNet:
     if not path.is_file():
-        raise ModelLoadError(f"model file {path} does not exist; check the path.")
+        raise ModelLoadError(not_a_file(path))
     fmt = fmt or _sniff(path)
     sha = sha256_file(path)
     base = {"path": str(path), "sha256": sha}
