@@ -101,6 +101,11 @@ def digits_all(folder: Path) -> str:
     return f"npz:{path}"
 
 
+def seconds_by_check(scorecard: dict[str, Any]) -> dict[str, float]:
+    """Each check's own seconds from a scorecard's ``timings`` (``check/<id>`` keys), in the suite's order."""
+    return {k.split("/", 1)[1]: v for k, v in scorecard.get("timings", {}).items() if k.startswith("check/")}
+
+
 def run_one(args: argparse.Namespace, n: int, out: Path) -> dict[str, Any]:
     launcher = [sys.executable, "-m", "robustlab"]
     if args.torchrun > 1:
@@ -139,7 +144,7 @@ def run_one(args: argparse.Namespace, n: int, out: Path) -> dict[str, Any]:
         row.update(scorecard_bytes=size, scorecard_bytes_per_image=round(size / n, 1))
         scorecard = json.loads(card.read_text())
         memory = scorecard.get("environment", {}).get("memory", {})
-        row["seconds_by_check"] = {k.split("/", 1)[1]: v for k, v in scorecard.get("timings", {}).items() if k.startswith("check/")}
+        row["seconds_by_check"] = seconds_by_check(scorecard)
         if "peak_rss_mib_by_rank" in memory:
             row["peak_rss_mib_by_rank"] = memory["peak_rss_mib_by_rank"]
         if memory.get("peak_rss_mib_after_check"):

@@ -22,6 +22,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from scale import seconds_by_check  # bench/ is on the path when this file runs as a script
+
 _ELAPSED = re.compile(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\):\s*(\S+)")
 _PEAK = re.compile(r"Maximum resident set size \(kbytes\):\s*(\d+)")
 _STATUS = re.compile(r"Exit status:\s*(\d+)")
@@ -61,9 +63,8 @@ def combine(segments: list[dict[str, Any]], scorecard_path: Path) -> dict[str, A
                            "peak_rss_mib": max(s["peak_rss_mib"] for s in segments), "exit_code": segments[-1]["exit_code"],
                            "scorecard_bytes": size, "scorecard_bytes_per_image": round(size / n, 1),
                            "segments": segments}
-    by_check = {k.split("/", 1)[1]: v for k, v in scorecard.get("timings", {}).items() if k.startswith("check/")}
     # the scorecard is the last segment's: a check it resumed shows only the time to reuse its stored batches
-    row["seconds_by_check" if len(segments) == 1 else "seconds_by_check_last_segment"] = by_check
+    row["seconds_by_check" if len(segments) == 1 else "seconds_by_check_last_segment"] = seconds_by_check(scorecard)
     after = scorecard.get("environment", {}).get("memory", {}).get("peak_rss_mib_after_check")
     if after:
         row["peak_rss_mib_after_check"] = after  # of the last segment's process

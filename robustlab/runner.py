@@ -136,14 +136,13 @@ def _log_lines(it: Iterable[Any], *, total: int | None, desc: str, every: float)
         yield from it
         return
     t0 = last = prev = time.monotonic()
-    i = 0
     took: list[float] = []  # each item's seconds (from the previous item's end to its own)
     for item in it:
         yield item
-        i += 1
         now = time.monotonic()
         took.append(now - prev)
         prev = now
+        i = len(took)
         if now - last >= every:
             last = now
             done = f"{i}/{total} ({100.0 * i / total:.0f}%)" if total else f"{i}"

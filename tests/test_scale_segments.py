@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-_SPEC = importlib.util.spec_from_file_location("scale_segments", Path(__file__).resolve().parents[1] / "bench" / "scale_segments.py")
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))  # as when the script runs: it imports its sibling bench/scale.py
+_SPEC = importlib.util.spec_from_file_location("scale_segments", BENCH / "scale_segments.py")
 assert _SPEC and _SPEC.loader
 seg = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(seg)

@@ -254,8 +254,9 @@ def _npz_batch(x: np.ndarray, idx: Sequence[int], layout: str, p: Path) -> torch
             bad = np.nonzero(~finite.reshape(len(xf), -1).all(axis=1))[0]
             more = f" ({len(bad)} such images among images {idx[0]}-{idx[-1]})" if len(bad) > 1 else ""
             raise DataError(f"data npz:{p}: image {idx[int(bad[0])]} has NaN or infinite values{more}; images must be finite, in [0, 1] (uint8 0..255 or float 0..1).")
-        if xf.size and (float(xf.min()) < -1e-6 or float(xf.max()) > 1 + 1e-6):
-            raise DataError(f"data npz:{p} has values in [{float(xf.min()):.4g}, {float(xf.max()):.4g}]; images must be in [0, 1] (uint8 0..255 or float 0..1).")
+        lo, hi = (float(xf.min()), float(xf.max())) if xf.size else (0.0, 1.0)
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise DataError(f"data npz:{p} has values in [{lo:.4g}, {hi:.4g}]; images must be in [0, 1] (uint8 0..255 or float 0..1).")
     return torch.from_numpy(np.ascontiguousarray(xf))
 
 

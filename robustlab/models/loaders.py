@@ -28,7 +28,7 @@ from torch import nn
 from ..errors import ModelLoadError, UnknownNameError
 from ..registry import Registry
 from ..signing import sha256_file
-from .files import call_factory, import_optional, infer_num_classes, load_path, not_a_file, timm_meta
+from .files import call_factory, import_optional, infer_num_classes, load_path, timm_meta
 from .metadata import META_KEYS as _META_KEYS
 from .metadata import check_consistency, validate_metadata
 from .options import LoadedNet, LoadOptions, first_line
@@ -145,8 +145,6 @@ def _zoo(name: str, opts: LoadOptions) -> LoadedNet:
 @model_loader("state-dict", "state-dict:PATH (.safetensors/.pt/.pth) with --arch torchvision:NAME|timm:NAME|factory:pkg.mod:fn|zoo-arch:NAME")
 def _state_dict(rest: str, opts: LoadOptions) -> LoadedNet:
     p = Path(rest).expanduser()
-    if not p.is_file():
-        raise ModelLoadError(not_a_file(p))
     return load_path(p, opts, fmt="safetensors" if p.suffix == ".safetensors" else "torch")
 
 
