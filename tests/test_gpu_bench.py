@@ -52,3 +52,36 @@ def test_gpu_bench_deadline_skips_parts_that_cannot_start():
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     assert [r["task"] for r in rows if "skipped" in r] == ["ood", "certify"]
+
+
+@pytest.mark.timeout(300)
+def test_gpu_bench_certify_points_reach_the_sub_bench():
+    """--certify-points sets the points of the certify_adaptive part (issue 18 asks for 200 on the GPU)."""
+    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--device", "cpu", "--parts", "certify_adaptive", "--certify-points", "3"],
+                          capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    cert = [r for r in rows if r["task"] == "certify_adaptive" and "points" in r]
+    assert [r["points"] for r in cert] == [3], rows
+    assert not [r for r in rows if "error" in r], rows
+
+
+def test_gpu_bench_part_cut_at_its_budget_keeps_its_last_partial_row(tmp_path, capsys):
+    """A sub-bench killed at its budget: its last JSON progress line on stderr is printed, marked partial,
+    before the error line (before, only stdout was kept, and certify_adaptive prints its chunks on stderr)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_bench_mod", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    slow = tmp_path / "slow.py"
+    slow.write_text("import json, sys, time\n"
+                    "print(json.dumps({'task': 'x', 'points': 1}), file=sys.stderr, flush=True)\n"
+                    "print('not json', file=sys.stderr, flush=True)\n"
+                    "print(json.dumps({'task': 'x', 'points': 2}), file=sys.stderr, flush=True)\n"
+                    "time.sleep(60)\n")
+    mod._DEADLINE[0] = 1e9
+    mod.run_part("x", [str(slow)], 4)
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert rows[0] == {"task": "x", "points": 2, "partial": True}
+    assert rows[1]["task"] == "x" and "exceeded" in rows[1]["error"]
