@@ -140,10 +140,22 @@ def load_index(root: Path) -> dict[str, Any]:
     path = root / INDEX
     if not path.is_file():
         return {"format": FORMAT, "checks": {}}
-    doc = read_strict_json(path)
+    fix = f"remove the folder {root} and rerun with --resume (its examples are recomputed), or run without --resume"
+    doc = read_strict_json(path, what="index of saved adversarial examples", fix=fix)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("checks"), dict):
-        raise RobustlabError(f"{path} is not a {FORMAT} index; rerun without --resume.")
+        raise RobustlabError(f"{path} is not a {FORMAT} index; {fix}.")
     return doc
+
+
+def check_index_for_resume(root: Path) -> None:
+    """Refuse ``--resume`` before any check runs (exit 2, the scorecard untouched) when ``index.json``
+    cannot be read, rather than letting every check that saves or reads examples error."""
+    from .errors import ResumeError
+
+    try:
+        load_index(root)
+    except RobustlabError as exc:
+        raise ResumeError(f"cannot resume: {exc}") from exc
 
 
 def _entry(root: Path, folder: Path, n: int) -> dict[str, Any]:

@@ -53,20 +53,22 @@ def loads_strict(text: str) -> Any:
     return obj
 
 
-def read_strict_json(path: Path) -> Any:
-    """:func:`loads_strict` on a UTF-8 file; problems become one-line ``RobustlabError``."""
+def read_strict_json(path: Path, *, what: str = "robustlab scorecard", fix: str = "") -> Any:
+    """:func:`loads_strict` on a UTF-8 file; problems become one-line ``RobustlabError``. ``what``
+    names the kind of file and ``fix`` says what to do (defaults: a scorecard's)."""
     from .errors import RobustlabError
 
     if not path.is_file():
-        raise RobustlabError(f"{path} does not exist; pass the scorecard.json that `robustlab evaluate` wrote.")
+        problem = "is not a regular file (a folder, device or pipe)" if path.exists() else "does not exist"
+        raise RobustlabError(f"{path} {problem}; {fix or 'pass the scorecard.json that `robustlab evaluate` wrote'}.")
     try:
         return loads_strict(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise RobustlabError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); pass a scorecard written by robustlab.") from exc
+        raise RobustlabError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); {fix or 'pass a scorecard written by robustlab'}.") from exc
     except RecursionError as exc:
-        raise RobustlabError(f"{path} nests too deeply to be a scorecard; pass a scorecard written by robustlab.") from exc
+        raise RobustlabError(f"{path} nests too deeply to be a {what}; {fix or 'pass a scorecard written by robustlab'}.") from exc
     except ValueError as exc:  # JSONDecodeError is a ValueError
-        raise RobustlabError(f"{path} is not a valid robustlab scorecard: bad JSON ({' '.join(str(exc).split())[:200]}); regenerate or re-sign it.") from exc
+        raise RobustlabError(f"{path} is not a valid {what}: bad JSON ({' '.join(str(exc).split())[:200]}); {fix or 'regenerate or re-sign it'}.") from exc
 
 
 def json_safe_text(s: str) -> str:

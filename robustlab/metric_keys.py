@@ -8,12 +8,12 @@ in gate policies, with no remapping and no hashing. Segments that carry a value 
 =============================  =====================================================================
 segment                        meaning
 =============================  =====================================================================
-``eps_<g>``                    an attack budget, ``format(eps, ".4g")`` (``eps_0.03137``, ``eps_1e-05``)
+``eps_<g>``                    an attack budget, :func:`number` (``eps_0.03137``, ``eps_1e-05``, ``eps_1e30``)
 ``class_<i>``                  class index ``i`` (names live in the scorecard's ``model.class_names``)
 ``s<k>``                       corruption severity ``k`` (1-5)
 ``after_<attack>``             cumulative robust accuracy after an ensemble member (AutoAttack)
 ``fpr_at_<p>tpr``              false-positive rate at ``p``% true-positive rate (OOD)
-``sigma_<g>``                  randomized-smoothing noise level (certify), ``.4g``
+``sigma_<g>``                  randomized-smoothing noise level (certify), :func:`number`
 ``<metric>_at_r_<g>``          a certify metric at L2 radius ``g`` (``certified_accuracy_at_r_0.5``)
 =============================  =====================================================================
 
@@ -108,9 +108,27 @@ def illegal_keys(keys: "Iterable[str]", *, patterns: bool = False) -> list[str]:
 
 
 # -- value segments -------------------------------------------------------------------------------
+def number(value: float) -> str:
+    """A value as a key segment writes it: ``format(value, ".4g")`` without the exponent's ``+``,
+    which MLflow refuses (``0.03137``, ``16``, ``1e-05``, ``1.235e04``, ``1e30``); ``float()`` reads it back."""
+    return f"{float(value):.4g}".replace("e+", "e")
+
+
+def key_clash(values: "Iterable[float]") -> tuple[float, float] | None:
+    """The first two different values that :func:`number` writes alike (so their metric keys would
+    merge, e.g. 0.1 and 0.10004), or ``None``. Suites and commands refuse such lists up front."""
+    seen: dict[str, float] = {}
+    for v in values:
+        text = number(v)
+        if text in seen and float(seen[text]) != float(v):
+            return seen[text], v
+        seen.setdefault(text, v)
+    return None
+
+
 def eps_segment(eps: float) -> str:
-    """``eps_<eps formatted with .4g>``; the same budget always gives the same segment."""
-    return f"eps_{float(eps):.4g}"
+    """``eps_<eps as number() writes it>``; the same budget always gives the same segment."""
+    return f"eps_{number(eps)}"
 
 
 EPS_ANY = "eps_*"  # used in definitions (``.../eps_*/robust_accuracy``), never in a metric key
@@ -141,13 +159,13 @@ def fpr_at_tpr(tpr_percent: int | float) -> str:
 
 
 def sigma_segment(sigma: float) -> str:
-    """``sigma_<sigma formatted with .4g>`` (randomized smoothing's noise level)."""
-    return f"sigma_{float(sigma):.4g}"
+    """``sigma_<sigma as number() writes it>`` (randomized smoothing's noise level)."""
+    return f"sigma_{number(sigma)}"
 
 
 def at_radius(metric: str, radius: float) -> str:
-    """``<metric>_at_r_<radius formatted with .4g>``: a certify metric at one L2 radius."""
-    return f"{metric}_at_r_{float(radius):.4g}"
+    """``<metric>_at_r_<radius as number() writes it>``: a certify metric at one L2 radius."""
+    return f"{metric}_at_r_{number(radius)}"
 
 
 # -- parsing --------------------------------------------------------------------------------------

@@ -246,6 +246,10 @@ def run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset
     ds_name, ds_source = dataset
     options = cfg.recorded_options(ds_name)
     fingerprint = run_fingerprint(cfg, model, raw, data_spec, dataset=ds_name)
+    if cfg.resume and options.get("save_adversarial"):
+        from .adversarial_examples import check_index_for_resume, root_of
+
+        check_index_for_resume(root_of(out))  # a damaged index.json: refused before any check runs
     store_name = "results.sqlite" if not dist_info.enabled else f"results.rank{dist_info.rank}.sqlite"
     store = ResultStore(out / store_name, fingerprint)
     try:

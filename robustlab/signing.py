@@ -134,6 +134,8 @@ def _load_private(path: str | Path) -> Any:
 
     p = Path(path)
     if not p.is_file():
+        if p.exists():
+            raise RobustlabError(f"signing key {p} is not a regular file (a folder, device or pipe); pass the private key's .pem file.")
         raise RobustlabError(f"signing key {p} does not exist; create one with `robustlab sign --generate-key {p}`.")
     try:
         key = serialization.load_pem_private_key(p.read_bytes(), password=_passphrase())
@@ -151,11 +153,14 @@ def load_public_key(path: str | Path) -> bytes:
 
     p = Path(path)
     if not p.is_file():
-        raise RobustlabError(f"public key {p} does not exist; pass the signer's .pub.pem file.")
+        problem = "is not a regular file (a folder, device or pipe)" if p.exists() else "does not exist"
+        raise RobustlabError(f"public key {p} {problem}; pass the signer's .pub.pem file.")
     data = p.read_bytes()
     try:
         pub = serialization.load_pem_public_key(data)
-    except ValueError:
+    except ValueError as exc:
+        if b"PRIVATE KEY-----" not in data:  # neither a public nor a private key: say it as a public key
+            raise RobustlabError(f"cannot read Ed25519 public key {p} ({' '.join(str(exc).split())[:160]}); pass the signer's .pub.pem file.") from exc
         pub = _load_private(p).public_key()
     if not isinstance(pub, Ed25519PublicKey):
         raise RobustlabError(f"{p} is not an Ed25519 public key.")

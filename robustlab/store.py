@@ -108,8 +108,16 @@ class ResultStore:
         row = self._db.execute("SELECT v FROM meta WHERE k='fingerprint'").fetchone()
         if not row:
             return None
-        fp = json.loads(row[0])
-        return fp if isinstance(fp, dict) else None
+        try:
+            fp = json.loads(row[0]) if isinstance(row[0], (str, bytes)) else None
+        except ValueError:  # JSONDecodeError, or text that is not UTF-8
+            fp = None
+        if not isinstance(fp, dict):
+            raise ResumeError(
+                f"cannot resume: the run fingerprint stored in {self.path} is damaged (not a JSON object), so the file was edited "
+                "or damaged; run without --resume (or with another --out) to start afresh."
+            )
+        return fp
 
     def _reset_broken(self) -> None:
         """Move an unreadable store aside and start a fresh one (runs without --resume only)."""
@@ -193,7 +201,11 @@ class ResultStore:
         if row[1] != _checksum(self._fp, k, row[0]):
             log.warning("stored result %s fails its checksum; recomputing it.", k[:80])
             return None
-        return json.loads(row[0])
+        try:
+            return json.loads(row[0])
+        except ValueError:  # edited along with its checksum: not JSON
+            log.warning("stored result %s is not valid JSON; recomputing it.", k[:80])
+            return None
 
     def put(self, scope: str, key: str, value: Any) -> None:
         k = self._key(scope, key)

@@ -36,7 +36,7 @@ from torch import nn
 from ..errors import SuiteError
 from .base import ATTACKS, FixedEpsilonAttack
 from .geometry import model_bounds
-from .recheck import recheck
+from .recheck import finite_logits, recheck
 from .threat import Norm
 from .unit_box import UnitBox
 
@@ -195,7 +195,7 @@ def run_autoattack(
     eps_u = eps / scale
 
     with torch.no_grad():
-        pred = torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)]) if x.shape[0] else torch.zeros(0, dtype=torch.long, device=dev)
+        pred = torch.cat([finite_logits(model(x[i : i + batch_size]), "clean inputs").argmax(1) for i in range(0, x.shape[0], batch_size)]) if x.shape[0] else torch.zeros(0, dtype=torch.long, device=dev)
     clean = pred.eq(y)
     with torch.no_grad():
         num_classes = int(model(x[:1]).shape[1]) if x.shape[0] else None

@@ -36,7 +36,7 @@ from ..errors import SuiteError
 from ..registry import Registry
 from ..seeding import derive_seed
 from .geometry import attack_loss, check_in_bounds, is_adversarial, model_bounds, norms, normalize_gradient, project, uniform_in_ball
-from .recheck import recheck
+from .recheck import finite_logits, recheck
 from .threat import Loss, Norm
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ class FixedEpsilonAttack(Attack):
             todo = torch.arange(x.shape[0], device=x.device)
         else:
             with torch.no_grad():
-                clean_adv = is_adversarial(model(x), y, targeted=targeted)
+                clean_adv = is_adversarial(finite_logits(model(x), "clean inputs"), y, targeted=targeted)
             todo = (~clean_adv).nonzero()[:, 0]
         # no more model rows at once than the points given: an attack that stacks copies of a point
         # gets the points in chunks (its per-point results do not depend on the other points)
@@ -265,7 +265,7 @@ class MinimizationAttack(Attack):
         x = x.detach()
         y = y.to(x.device)
         with torch.no_grad():
-            correct = model(x).argmax(1).eq(y) if x.shape[0] else torch.zeros(0, dtype=torch.bool, device=x.device)
+            correct = finite_logits(model(x), "clean inputs").argmax(1).eq(y) if x.shape[0] else torch.zeros(0, dtype=torch.bool, device=x.device)
         x_adv = x.clone()
         if bool(correct.any()):
             idx = correct.nonzero()[:, 0]

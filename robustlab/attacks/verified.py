@@ -22,7 +22,7 @@ from torch import nn
 
 from .base import FixedEpsilonAttack
 from .geometry import is_adversarial
-from .recheck import Recheck, recheck
+from .recheck import Recheck, finite_logits, recheck
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def verified_perturb(
     view = attack_model if attack_model is not None and attack_model is not model else None
     y = y.to(x.device)
     with torch.no_grad():
-        correct = model(x).argmax(1).eq(y)
+        correct = finite_logits(model(x), "clean inputs").argmax(1).eq(y)
     xa = x.clone()
     idx = correct.nonzero()[:, 0]
     if idx.numel():

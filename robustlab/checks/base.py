@@ -51,6 +51,18 @@ class Params:
         return None
 
 
+def refuse_key_clash(what: str, values: Iterable[float], segment: Callable[[float], str]) -> None:
+    """Raise :class:`SuiteError` when two different values of the list ``what`` give the same
+    metric-key ``segment`` (their results would merge into one key)."""
+    from ..metric_keys import key_clash
+
+    clash = key_clash(values)
+    if clash is not None:
+        a, b = clash
+        raise SuiteError(f"{what}: {a!r} and {b!r} both give the metric key segment {segment(a)} (keys keep 4 significant digits), "
+                         "so their results would merge; drop one or make them differ within 4 significant digits.")
+
+
 @dataclass
 class RunContext:
     """Everything a check may use. Built by the runner.

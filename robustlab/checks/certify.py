@@ -28,7 +28,7 @@ from ..metric_keys import at_radius, child, sigma_segment
 from ..stats import wilson_interval
 from ..scorecard import AuditItem, CheckResult, Series, Verdict
 from ..seeding import sample_seeds
-from .base import CHECKS, Check, Params, RunContext
+from .base import CHECKS, Check, Params, RunContext, refuse_key_clash
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,9 @@ class CertifyParams(Params):
             raise SuiteError("certify.predict_n, num_points and batch_size must be >= 0 (0 = default).")
         if any(not (r >= 0 and math.isfinite(r)) for r in [*self.radii, *self.interval_radii]):
             raise SuiteError("certify.radii and certify.interval_radii must be non-negative numbers.")
+        refuse_key_clash("certify.sigmas", self.sigmas, sigma_segment)
+        refuse_key_clash("certify.radii", self.radii, lambda r: at_radius("certified_accuracy", r))
+        refuse_key_clash("certify.interval_radii", self.interval_radii, lambda r: at_radius("interval", r))
         if self.attack and (self.attack_steps < 1 or self.attack_samples < 1 or self.attack_n < 1):
             raise SuiteError("certify.attack_steps, attack_samples and attack_n must be at least 1 (or set attack: false).")
         if not 0 <= self.collapse_ratio <= 1:

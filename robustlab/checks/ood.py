@@ -134,6 +134,7 @@ class OODCheck(Check[OODParams]):
         with torch.no_grad():
             for _s, x, y in ctx.track(ds.batches(ctx.batch_size), total=n_b, desc=desc):
                 logits = ctx.model(x.to(ctx.model.device))
+                ctx.model.check_output(logits, x.shape[0])  # NaN would be an arbitrary argmax, not a prediction
                 correct.extend((logits.argmax(1).cpu() == y).tolist())
         return correct, sum(correct)
 
@@ -196,6 +197,7 @@ class OODCheck(Check[OODParams]):
             return result
         for name, ds in shift_sets.items():
             try:
+                ds = ds.match_classes(model.info.class_names, model.num_classes)  # folder: labels by class name
                 ds.check_labels(model.num_classes)
             except RobustlabError as exc:
                 result.notes.append(f"shift set {name}: labels do not match the model ({exc}); accuracy not reported.")

@@ -30,6 +30,8 @@ def corrupt(**kw: Any) -> None:
     from ..data.plugins import load_dataset
 
     names = [check_name(n) for n in expand([p.strip() for p in str(kw["corruptions"]).split(",") if p.strip()])]
+    if not names:  # as a suite's empty corruptions list is refused: nothing to render is a usage error
+        raise click.BadParameter("names no corruption; give comma-separated corruption names (e.g. fog,snow) or a group: all, benchmark, held_out.", param_hint="--corruptions")
     data = load_dataset(kw["data_spec"], split="test", root=kw["data_root"]).limit(kw["limit"])
     say = (lambda msg: None) if kw["quiet"] else (lambda msg: click.echo(msg, err=True))
     path = render(

@@ -59,7 +59,7 @@ def evaluate(**kw: Any) -> None:
     check_output_path(kw.get("junit"), "--junit")
 
     from ..distributed import from_env
-    from ..pipelines.evaluate import RunConfig, evaluate as run_evaluate
+    from ..pipelines.evaluate import RunConfig, check_fit_data, evaluate as run_evaluate
     from ..pipelines.postrun import PostRunOptions
 
     out = Path(kw["out_dir"]) if kw.get("out_dir") else default_out_dir(kw["model_spec"], kw["suite"])
@@ -70,6 +70,7 @@ def evaluate(**kw: Any) -> None:
     post = PostRunOptions(policy=Path(kw["policy"]) if kw.get("policy") else None, baseline=kw.get("baseline"), junit=Path(kw["junit"]) if kw.get("junit") else None,
                           mlflow=not kw.get("no_mlflow"), mlflow_uri=kw.get("mlflow_uri"), report=not kw.get("no_report"))
     if kw.get("variants"):
+        check_fit_data(cfg)  # before any variant is built (the pipeline checks it again for each run)
         sys.exit(_evaluate_variants(cfg, post, kw))
     with output_lock(out, cfg.command):  # held through the report and MLflow, not only the checks
         card = run_evaluate(cfg)

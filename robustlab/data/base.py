@@ -9,7 +9,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, printable
 
 
 @dataclass
@@ -26,6 +26,10 @@ class Dataset:
         bounds: the value range of ``x`` (data plugins yield [0, 1]).
         hash_pixels: ``loader`` is cheap (e.g. memory-mapped), so :meth:`content_sha256` hashes the
             pixels of a lazy set too, streamed in chunks; otherwise only ids and labels are hashed.
+        files: (N,) paths of the files the samples are decoded from (``folder:`` sets), or None. A lazy
+            set with files is fingerprinted by the files' bytes (reading is far cheaper than decoding).
+        relabel_by_name: the labels are only the positions of ``classes`` (ImageFolder: class folders
+            sorted by name), so :meth:`match_classes` may map them to a model's classes by name.
     """
 
     spec: str
@@ -39,11 +43,14 @@ class Dataset:
     description: str = ""
     extra: dict[str, object] = field(default_factory=dict)
     hash_pixels: bool = False
+    files: list[str] | None = None
+    relabel_by_name: bool = False
+    _files_sha256: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.x is None and self.loader is None:
             raise ValueError("Dataset needs x or a loader")
-        if len(self.ids) != int(self.y.shape[0]) or (self.x is not None and self.x.shape[0] != len(self.ids)):
+        if len(self.ids) != int(self.y.shape[0]) or (self.x is not None and self.x.shape[0] != len(self.ids)) or (self.files is not None and len(self.files) != len(self.ids)):
             raise DataError(f"data {self.spec}: {len(self.ids)} ids, {self.y.shape[0]} labels and {0 if self.x is None else self.x.shape[0]} images differ; every image needs one label.")
 
     def __len__(self) -> int:
@@ -82,7 +89,8 @@ class Dataset:
             base = self.loader
             assert base is not None
             loader = lambda sub: base([idx[i] for i in sub])  # noqa: E731
-        return replace(self, ids=[self.ids[i] for i in idx], y=self.y[idx], x=x, loader=loader)
+        files = [self.files[i] for i in idx] if self.files is not None else None
+        return replace(self, ids=[self.ids[i] for i in idx], y=self.y[idx], x=x, loader=loader, files=files)
 
     def limit(self, n: int | None) -> "Dataset":
         if n is None or n >= len(self):
@@ -115,20 +123,59 @@ class Dataset:
         return h.hexdigest()
 
     def content_sha256(self) -> str:
-        """Hash of ids, labels and (for in-memory data and ``hash_pixels`` sets) pixels.
+        """Hash of ids, labels and the content: the pixels of in-memory data and ``hash_pixels`` sets,
+        the bytes of the files of sets read from ``files``.
 
         Lazy sets are hashed in chunks of about 16 MB, never loaded whole; the digest equals that of
-        the same images held in memory.
+        the same images held in memory. Files are read (not decoded) once per :class:`Dataset`
+        object, so the resume fingerprint and the scorecard of a run agree.
         """
         h = hashlib.sha256(self.ids_sha256().encode())
         h.update(self.y.numpy().tobytes())
         if self.x is not None:
             h.update(self.x.contiguous().numpy().tobytes())
+        elif self.files is not None:
+            if self._files_sha256 is None:
+                self._files_sha256 = _files_sha256(self.files, self.spec)
+            h.update(self._files_sha256.encode())
         elif self.hash_pixels and len(self):
             step = max(1, (16 << 20) // max(1, self.images([0]).numpy().nbytes))
             for s in range(0, len(self), step):
                 h.update(self.images(slice(s, s + step)).contiguous().numpy().data)  # a buffer view, no bytes copy
         return h.hexdigest()
+
+    def match_classes(self, class_names: Sequence[str] | None, num_classes: int) -> "Dataset":
+        """This set with labels that index the model's classes.
+
+        Only sets whose labels are positions of their ``classes`` (``relabel_by_name``, e.g. the sorted
+        class folders of ``folder:``) change: when the model's class names are known (``class_names``,
+        None when it has none) and every folder is named after one, each image gets the index of its
+        folder's name; otherwise the sorted folders must be one per class (torchvision's ImageFolder
+        convention, e.g. ImageNet wnid folders for a 1000-class model). Anything else is refused.
+        """
+        if not self.relabel_by_name:
+            return self
+        index = {c: i for i, c in enumerate(class_names or ())}
+        names = self.classes
+        if index and all(c in index for c in names):
+            lut = torch.tensor([index[c] for c in names], dtype=torch.int64)
+            return replace(self, y=lut[self.y], classes=list(class_names or ()), relabel_by_name=False)
+        shown = ", ".join(ascii(c)[:40] for c in names[:5]) + (", ..." if len(names) > 5 else "")
+        known = ", ".join(ascii(c)[:40] for c in list(index)[:5]) + (", ..." if len(index) > 5 else "")
+        if len(names) != num_classes:
+            if index:
+                why = f"not every folder is named after a class of the model ({known})"
+                how = "name the folders after the model's classes (or pass --class-names with its class names in label order)"
+            else:
+                why = "the model has no class names"
+                how = "pass --class-names with the model's class names in label order and name the folders after them"
+            raise DataError(f"data {self.spec}: {len(names)} class folder(s) ({shown}) for a model with {num_classes} classes, and {why}, "
+                            f"so the labels are unknown; {how}, or give one folder per class (sorted folder names = class indices).")
+        moved = [c for i, c in enumerate(names) if index.get(c, i) != i]
+        if moved:
+            raise DataError(f"data {self.spec}: class folder {ascii(moved[0])[:40]} is named after the model's class {index[moved[0]]} but sorts to "
+                            f"position {names.index(moved[0])} of the folders; name every class folder after a class of the model ({known}), or none.")
+        return replace(self, relabel_by_name=False)
 
     def check_labels(self, num_classes: int) -> None:
         bad = (self.y < 0) | (self.y >= num_classes)
@@ -137,6 +184,21 @@ class Dataset:
             raise DataError(
                 f"data {self.spec}: label {int(self.y[j])} of sample {self.ids[j]} is outside the model's {num_classes} classes; use data that matches the model or set --num-classes."
             )
+
+
+def _files_sha256(files: Sequence[str], spec: str) -> str:
+    """sha256 over the sha256 of each file's bytes, in order (streamed in 1 MiB reads)."""
+    h = hashlib.sha256()
+    for f in files:
+        fh = hashlib.sha256()
+        try:
+            with open(f, "rb") as src:
+                while chunk := src.read(1 << 20):
+                    fh.update(chunk)
+        except OSError as exc:
+            raise DataError(f"data {spec}: cannot read {printable(f)} ({exc.strerror or exc}); restore the file or remove it from the data.") from exc
+        h.update(fh.digest())
+    return h.hexdigest()
 
 
 def adapt_images(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:

@@ -5,7 +5,8 @@ Budgets (attack epsilons) and corruption protocols depend on the data set, but `
 of three places, in this order of precedence, and any two that disagree are an error:
 
 1. ``--dataset NAME`` on the command line;
-2. the data: a ``dataset`` string array in the npz (``np.savez(..., dataset="cifar10")``), or
+2. the data: a built-in set names itself (``digits``, ``cifar10``, ``samples:mnist`` ...); a
+   ``dataset`` string array in the npz (``np.savez(..., dataset="cifar10")``), or
    ``{"dataset": "cifar10"}`` in ``manifest.json`` at the root of an image folder;
 3. the model's own default data set (zoo models, ``robustbench:`` models).
 
@@ -42,21 +43,30 @@ def check_dataset_name(name: str) -> str:
     return n
 
 
-def resolve_dataset_name(cli: str | None, data: str | None, model: str | None) -> tuple[str | None, str]:
+#: where a name stored with npz / folder data comes from (the default ``data_source``)
+DATA_ENTRY = "the data (npz 'dataset' entry or folder manifest.json)"
+
+
+def resolve_dataset_name(cli: str | None, data: str | None, model: str | None, *, data_source: str = DATA_ENTRY,
+                         data_is_model_default: bool = False) -> tuple[str | None, str]:
     """(name or None, where it came from) from the three places, checking that they agree.
 
-    ``model`` is the model's default data spec (``cifar10``, ``digits``, ``samples:cifar10`` ...); it
-    counts only when it is, or ends with, a known name.
+    ``data`` is the name the data gives itself: stored with npz / folder data, or the built-in set's
+    own name (``digits``, ``samples:cifar10`` -> ``cifar10``); ``data_source`` says which. ``model`` is
+    the model's default data spec (``cifar10``, ``digits``, ``samples:cifar10`` ...); it counts only
+    when it is, or ends with, a known name. With ``data_is_model_default`` (no --data: the model chose
+    the data) a data name equal to the model's is recorded as the model's.
     """
     named: list[tuple[str, str]] = []
     if cli:
         named.append((check_dataset_name(cli), "--dataset"))
+    tail = model.rsplit(":", 1)[-1].strip().lower() if model else ""
     if data:
-        named.append((check_dataset_name(data), "the data (npz 'dataset' entry or folder manifest.json)"))
-    if model:
-        tail = model.rsplit(":", 1)[-1].strip().lower()
-        if tail in KNOWN:
-            named.append((tail, "the model's default data set"))
+        n = check_dataset_name(data)
+        if not (data_is_model_default and n == tail):
+            named.append((n, data_source))
+    if tail in KNOWN:
+        named.append((tail, "the model's default data set"))
     if not named:
         return None, "not named (pass --dataset, or store a 'dataset' entry in the npz / folder manifest.json)"
     first = named[0]

@@ -107,7 +107,8 @@ def _digits(arg: str, *, split: str, root: object = None, download: bool = False
     sel = np.sort({"train": train, "val": val, "test": test}[split])
     x = torch.from_numpy(d.images[sel].astype(np.float32) / 16.0).unsqueeze(1)
     y = torch.from_numpy(d.target[sel].astype(np.int64))
-    return Dataset(spec="digits", split=split, ids=[f"digits/{i}" for i in sel], y=y, classes=class_names("digits"), x=x, description="scikit-learn digits")
+    return Dataset(spec="digits", split=split, ids=[f"digits/{i}" for i in sel], y=y, classes=class_names("digits"), x=x, description="scikit-learn digits",
+                   extra={"dataset": "digits"})
 
 
 
@@ -149,7 +150,8 @@ def _samples(arg: str, *, split: str, root: object = None, download: bool = Fals
         classes = _imagenet_classes()
     else:
         classes = class_names(arg)
-    return Dataset(spec=f"samples:{arg}", split=split, ids=ids, y=torch.tensor(labels, dtype=torch.int64), classes=classes, x=torch.from_numpy(np.stack(imgs)), description=f"foolbox's {len(ids)} {arg} samples")
+    return Dataset(spec=f"samples:{arg}", split=split, ids=ids, y=torch.tensor(labels, dtype=torch.int64), classes=classes, x=torch.from_numpy(np.stack(imgs)), description=f"foolbox's {len(ids)} {arg} samples",
+                   extra={"dataset": arg})
 
 
 def _imagenet_classes() -> list[str]:
@@ -207,11 +209,18 @@ def _npz(arg: str, *, split: str, root: object = None, download: bool = False) -
     ids = [str(i) for i in np.array(member("ids")).reshape(-1)] if "ids" in files else [f"{p.name}/{kx}/{i}" for i in range(len(y))]
     if "classes" in files:
         classes = [str(c) for c in np.array(member("classes")).reshape(-1)]
+        if len(y) and len(classes) <= int(y.max()):
+            raise DataError(f"{p}: 'classes' has {len(classes)} name(s) but labels go up to {int(y.max())}; give one class name per label 0..{int(y.max())} "
+                            f"(or more), in label order, or leave 'classes' out.")
     else:
         classes = [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
     extra: dict[str, object] = {}
     if "dataset" in files:  # the data set's name, stored once with the data (robustlab.data.naming)
-        extra["dataset"] = str(np.array(member("dataset")).reshape(-1)[0])
+        named = np.array(member("dataset")).reshape(-1)
+        if named.size != 1 or named.dtype.kind not in "US" or not str(named[0]).strip():
+            raise DataError(f"{p}: the 'dataset' entry must be one name, e.g. np.savez(..., dataset='cifar10'), not {ascii(named.tolist())[:60]}; "
+                            "store one name or leave the entry out.")
+        extra["dataset"] = str(named[0])
     if x.ndim == 3:
         layout = "nhw"
     elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
@@ -326,7 +335,8 @@ def _folder(arg: str, *, split: str, root: object = None, download: bool = False
             if name:
                 extra["dataset"] = str(name)
             break
-    return Dataset(spec=f"folder:{arg}", split=split, ids=ids, y=y, classes=classes, loader=load, description=f"image folder {base}", extra=extra)
+    return Dataset(spec=f"folder:{arg}", split=split, ids=ids, y=y, classes=classes, loader=load, description=f"image folder {base}", extra=extra,
+                   files=[str(f) for f, _ in files], relabel_by_name=True)
 
 
 
@@ -366,7 +376,8 @@ def _torchvision(name: str) -> Callable[..., Dataset]:
             return t if name == "svhn" else t.permute(0, 3, 1, 2).contiguous()
 
         ids = [f"{name}/{'train' if train else 'test'}/{i}" for i in idx]
-        return Dataset(spec=name, split=split, ids=ids, y=torch.from_numpy(labels[idx].astype(np.int64)), classes=class_names(name), loader=images, hash_pixels=True, description=f"torchvision {name}")
+        return Dataset(spec=name, split=split, ids=ids, y=torch.from_numpy(labels[idx].astype(np.int64)), classes=class_names(name), loader=images, hash_pixels=True, description=f"torchvision {name}",
+                       extra={"dataset": name})
 
     return load
 

@@ -11,6 +11,7 @@ import importlib
 import json
 import logging
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -182,10 +183,14 @@ def load_path(path: Path, opts: LoadOptions, *, fmt: str | None) -> LoadedNet:
     except pickle.UnpicklingError as exc:
         with open(path, "rb") as fh:
             head = fh.read(2)
-        pickled_object = "Unsupported global" in str(exc) or "Unsupported class" in str(exc) or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+        # torch words it "Unsupported global: GLOBAL m.C ..." or "... unsupported GLOBAL posix.system whose module posix is blocked"
+        said = str(exc).lower()
+        pickled_object = "unsupported global" in said or "unsupported class" in said or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
         if pickled_object and not opts.trust_code:
+            called = re.search(r"GLOBAL ([A-Za-z_][\w.]*)", str(exc))
+            what = f" (it refers to {called.group(1)})" if called else " (e.g. a whole nn.Module)"
             raise TrustError(
-                f"{path.name} contains a pickled Python object (e.g. a whole nn.Module), which runs code when loaded; robustlab refuses it unless you pass --trust-code (only for files you trust). Safer: save model.state_dict() and pass --arch."
+                f"{path.name} contains a pickled Python object{what}, which runs code when loaded; robustlab refuses it unless you pass --trust-code (only for files you trust). Safer: save model.state_dict() and pass --arch."
             ) from exc
         if opts.trust_code and ("weights_only" in str(exc) or pickled_object):
             return _load_pickle(path, base)

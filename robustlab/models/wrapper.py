@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Sequence, cast
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -153,8 +153,14 @@ class RobustModel(nn.Module):
             k = bucket_size(n)
             if k != n:
                 filler = x[:1].detach().expand(k - n, *x.shape[1:])
-                return cast("torch.Tensor", self.net(self.normalise(torch.cat([x, filler]))))[:n]
-        return cast("torch.Tensor", self.net(self.normalise(x)))
+                return _float_logits(self.net(self.normalise(torch.cat([x, filler]))))[:n]
+        z = self.normalise(x)
+        if z is x:
+            # The network gets its own copy: a model that edits its input in place (``x /= 255``,
+            # ``Normalize(inplace=True)``) would otherwise rewrite the caller's tensor, i.e. the data
+            # set's stored images, for every later check (and attacks' clean points).
+            z = x.clone()
+        return _float_logits(self.net(z))
 
     # -- features ------------------------------------------------------------------------
     def _resolve_feature_module(self) -> nn.Module:
@@ -238,6 +244,15 @@ class RobustModel(nn.Module):
             self.check_output(out, xb.shape[0])
             outs.append(out.float().cpu())
         return torch.cat(outs) if outs else torch.empty(0, self.num_classes)
+
+
+def _float_logits(out: Any) -> torch.Tensor:
+    """fp16 / bf16 logits (a half-precision model, or autocast) as float32, so that every consumer
+    (losses, margins, index assignment into float32 buffers) sees one dtype; anything else unchanged
+    (a non-tensor output is reported by :meth:`RobustModel.check_output`)."""
+    if isinstance(out, torch.Tensor) and out.dtype in (torch.float16, torch.bfloat16):
+        return out.float()
+    return out  # type: ignore[no-any-return]
 
 
 def to_bounds(x01: torch.Tensor, bounds: Sequence[float]) -> torch.Tensor:

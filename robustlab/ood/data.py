@@ -125,6 +125,8 @@ def plan_fit_data(
     try:
         fit: Dataset | None = _load_raw(run, spec, "train")
     except RobustlabError as exc:
+        if fit_data or run.fit_spec:  # data the user named (fit_data, --fit-data) must be usable: never fall back silently
+            raise
         plan.notes.append(f"no fit data: {spec} has no usable train split ({exc}). Set the ood check's fit_data parameter to in-distribution training images.")
         fit = None
     if fit is not None:

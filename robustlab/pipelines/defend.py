@@ -193,6 +193,9 @@ def run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | N
     except DataError:
         raw_val = None
     raw_train, raw_val = _split_train_val(raw_train, raw_val, fraction=cfg.val_fraction, seed=cfg.train.seed)
+    raw_train = raw_train.match_classes(model.info.class_names, model.num_classes)  # folder: labels by class name, as evaluate does
+    if raw_val is not None:
+        raw_val = raw_val.match_classes(model.info.class_names, model.num_classes)
     raw_train.check_labels(model.num_classes)
     train_data = prepare_data(model, raw_train)
     val_data = prepare_data(model, raw_val) if raw_val is not None else None

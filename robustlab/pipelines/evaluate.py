@@ -18,8 +18,8 @@ import torch
 
 from .. import distributed
 from ..data import load_dataset
-from ..data.naming import resolve_dataset_name
-from ..errors import DataError, ModelOutputError
+from ..data.naming import DATA_ENTRY, resolve_dataset_name
+from ..errors import DataError, ModelOutputError, RobustlabError, printable
 from ..fastpaths import apply_fast_paths
 from ..models import load_model
 from ..checks import CHECKS
@@ -28,15 +28,32 @@ from ..scorecard import Scorecard
 from ..store import LOCK_NAME, OutputLock
 from .budget_note import budget_summary
 
-__all__ = ["RunConfig", "evaluate"]
+__all__ = ["RunConfig", "check_fit_data", "evaluate"]
 
 log = logging.getLogger(__name__)
 #: below this many parameters a CPU run uses one torch thread unless --threads says otherwise
 SMALL_MODEL_PARAMS = 2_000_000
 
 
+def check_fit_data(cfg: RunConfig) -> None:
+    """Refuse, before any model loads, fit data the user named (``--fit-data``, an ood check's
+    ``fit_data``) whose train split cannot be loaded: falling back to other data would change the
+    OOD results silently. Only the evaluation data's own train split may be missing."""
+    specs = [("--fit-data", cfg.ood_fit_data)] + [(f"suite check {e.id}: fit_data", getattr(e.params, "fit_data", None)) for e in cfg.suite.entries]
+    seen: set[str] = set()
+    for where, spec in specs:
+        if not spec or spec in seen:
+            continue
+        seen.add(spec)
+        try:
+            load_dataset(spec, split="train", root=cfg.data_root, download=cfg.download)
+        except RobustlabError as exc:
+            raise DataError(f"{where} {printable(spec)}: {exc}") from exc
+
+
 def evaluate(cfg: RunConfig) -> Scorecard:
     """Run ``cfg.suite`` on the model and data of ``cfg``; write and return the scorecard."""
+    check_fit_data(cfg)
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if cfg.threads:
@@ -64,9 +81,12 @@ def evaluate(cfg: RunConfig) -> Scorecard:
         raise DataError(f"model {cfg.model_spec} names no default data set; pass --data (e.g. --data digits, --data npz:PATH, --data folder:PATH).")
     t = time.perf_counter()
     raw = load_dataset(data_spec, split="test", root=cfg.data_root, download=cfg.download).limit(cfg.limit)
+    raw = raw.match_classes(model.info.class_names, model.num_classes)  # folder: labels by class name where they can be
     raw.check_labels(model.num_classes)
 
-    ds_name, ds_source = resolve_dataset_name(cfg.dataset, str(raw.extra.get("dataset") or "") or None, model.info.dataset)
+    named_by = DATA_ENTRY if data_spec.partition(":")[0] in ("npz", "folder") else f"the data spec {data_spec}"
+    ds_name, ds_source = resolve_dataset_name(cfg.dataset, str(raw.extra.get("dataset") or "") or None, model.info.dataset,
+                                              data_source=named_by, data_is_model_default=not cfg.data_spec)
     if ds_name is not None and model.info.dataset != ds_name:
         model.info = model.info.with_overrides(dataset=ds_name)  # budgets read the family from it
     log.info("data set: %s (%s)", ds_name or "not named", ds_source)  # recorded in the scorecard's data section

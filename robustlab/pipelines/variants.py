@@ -95,6 +95,7 @@ def _attack_check(cfg: RunConfig, run: VariantRun, base_card: Scorecard, check_i
     if budget is None:
         return CheckResult(check_id, CHECK_ID, status=Status.SKIPPED, reason=f"no Linf budget is known for data set {ds or '(unnamed)'}; name it with --dataset")
     raw = load_dataset(str(run.card.data["spec"]), split="test", root=cfg.data_root, download=cfg.download).limit(cfg.limit)
+    raw = raw.match_classes(base.info.class_names, base.num_classes)  # the labels the base run used (folder: by class name)
     data = prepare_data(variant, raw)
     eps = budget.eps * (variant.bounds[1] - variant.bounds[0])
     x, y = data.images(), data.y

@@ -15,6 +15,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..errors import ModelOutputError
+
 log = logging.getLogger(__name__)
 
 #: Noise is drawn in blocks of at most this many elements (64 MiB of float32). A constant, so the
@@ -55,6 +57,7 @@ def count_votes(
     batch_size: int,
     channels_last: bool = False,
     check_output: Callable[[torch.Tensor, int], None] | None = None,
+    require_finite: bool = True,
 ) -> torch.Tensor:
     """Count the base classifier's top-1 predictions on ``num`` noisy copies of each image.
 
@@ -70,8 +73,10 @@ def count_votes(
         batch_size: inputs per forward pass.
         channels_last: feed inputs in channels-last layout (use with a channels-last model).
         check_output: called once on the first logits, e.g. ``RobustModel.check_output``.
+        require_finite: check every batch's logits for NaN and infinity, with one host sync at the
+            end (:class:`ModelOutputError` if any was not finite).
     Returns:
-        (G, K) int64 counts on ``x.device`` (no host sync).
+        (G, K) int64 counts on ``x.device`` (no host sync unless ``require_finite``).
     References: Cohen et al. 2019, ``Smooth._sample_noise`` (locuslab/smoothing, ``core.py``); here the
         noise stays on the device and counting is a single ``bincount`` per forward pass.
     """
@@ -87,6 +92,7 @@ def count_votes(
     pend_i: list[torch.Tensor] = []
     pending = 0
     checked = check_output is None
+    nonfinite = torch.zeros((), dtype=torch.long, device=dev)  # noisy inputs whose logits are not finite
 
     def run(xs: torch.Tensor, idx: torch.Tensor) -> None:
         nonlocal checked
@@ -97,6 +103,8 @@ def count_votes(
             assert check_output is not None
             check_output(logits, int(xs.shape[0]))
             checked = True
+        if require_finite:
+            nonfinite.add_((~torch.isfinite(logits)).any(1).sum())
         counts.add_(torch.bincount(idx * k + logits.argmax(1), minlength=g_count * k))
 
     def flush(final: bool) -> None:
@@ -124,4 +132,13 @@ def count_votes(
                 flush(False)
     if pending:
         flush(True)
+    if require_finite:
+        bad = int(nonfinite)  # the one host sync of this call
+        if bad:
+            # argmax of a NaN row is an arbitrary class: counted, it would be a vote the base classifier never cast
+            raise ModelOutputError(
+                f"the model produced NaN or infinite logits for {bad} of {g_count * int(num)} noisy inputs (sigma {sigma:g}), so the "
+                "smoothed classifier is undefined there; make the model's outputs finite for inputs outside its bounds too "
+                "(noise is not clamped, as in Cohen et al.)."
+            )
     return counts.view(g_count, k)

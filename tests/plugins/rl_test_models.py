@@ -120,3 +120,72 @@ class _Slow(Tiny):
 
 def slow_tiny() -> nn.Module:
     return _Slow(0.5)
+
+
+class _NaNOffGrid(nn.Module):
+    """The zoo digits CNN, with finite logits on the digits data (pixels on the 1/16 grid) and NaN for
+    any input off it: every perturbed (adversarial or noisy) input gets NaN logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from robustlab.models import load_model
+
+        self.net = load_model("zoo:digits-cnn", device="cpu").net
+
+    def forward(self, x):
+        out = self.net(x)
+        off = ((x * 16 - (x * 16).round()).abs() > 1e-3).flatten(1).any(1)
+        return torch.where(off.unsqueeze(1), torch.full_like(out, float("nan")), out)
+
+
+def nan_off_grid() -> nn.Module:
+    return _NaNOffGrid()
+
+
+class _NaNOffGridAfterFirst(_NaNOffGrid):
+    """As nan_off_grid, but the first call with off-grid inputs is finite (the one that the output
+    check at the start of sampling sees)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen_off_grid = False
+
+    def forward(self, x):
+        if not self.seen_off_grid and ((x * 16 - (x * 16).round()).abs() > 1e-3).any():
+            self.seen_off_grid = True
+            return self.net(x)
+        return super().forward(x)
+
+
+def nan_off_grid_after_first() -> nn.Module:
+    return _NaNOffGridAfterFirst()
+
+
+class _HalvesInputInPlace(nn.Module):
+    """f(x) = zoo digits CNN at x / 2, computed by halving its input in place (as ``x /= 2`` would)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from robustlab.models import load_model
+
+        self.net = load_model("zoo:digits-cnn", device="cpu").net
+
+    def forward(self, x):
+        if not x.requires_grad:
+            x.mul_(0.5)
+        else:
+            x = x * 0.5
+        return self.net(x)
+
+
+def halves_input_in_place() -> nn.Module:
+    return _HalvesInputInPlace()
+
+
+class _HalfLogits(Tiny):
+    def forward(self, x):
+        return super().forward(x).half()
+
+
+def half_logits() -> nn.Module:
+    return _HalfLogits()
