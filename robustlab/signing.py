@@ -176,6 +176,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     return d
 
 
+def read_scorecard_for_signing(path: str | Path) -> None:
+    """Raise the one-line ``RobustlabError`` that :func:`sign_scorecard` would, before anything is written."""
+    _read_card(Path(path))
+
+
 def _read_card(path: Path) -> dict[str, Any]:
     """A scorecard file, read strictly and checked field by field (``RobustlabError`` otherwise)."""
     from .scorecard import Scorecard

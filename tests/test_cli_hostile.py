@@ -235,3 +235,13 @@ def test_minimal_norm_budgets_must_be_positive(tmp_path, params, no_model_load):
     suite = _suite(tmp_path, "  - check: minimal_norm\n    params: {attack: fmn, norm: linf, steps: 5, " + params + "}\n")
     r = CliRunner().invoke(main, ["evaluate", "--model", "zoo:digits-cnn", "--limit", "8", "--suite", suite, "--out", str(tmp_path / "o"), *FAST])
     assert "minimal_norm" in _one_error_line(r)
+
+
+def test_sign_refuses_a_bad_scorecard_before_writing_a_key_pair(tmp_path):
+    """Before: `sign --generate-key K BAD` wrote K and K.pub.pem, then refused BAD."""
+    bad = tmp_path / "card.json"
+    bad.write_text('{"schema_version": 2, "checks": [')  # truncated
+    key = tmp_path / "k.pem"
+    r = CliRunner().invoke(main, ["sign", "--generate-key", str(key), str(bad)])
+    _one_error_line(r)
+    assert not list(tmp_path.glob("k*")), list(tmp_path.iterdir())

@@ -121,8 +121,10 @@ def sign(scorecard: Path | None, key: Path | None, generate_key: Path | None, de
     """Sign SCORECARD with Ed25519 (over the canonical JSON of everything but its signature)."""
     from ..errors import RobustlabError
     from ..signing import generate_key as gen
-    from ..signing import sign_scorecard
+    from ..signing import read_scorecard_for_signing, sign_scorecard
 
+    if scorecard is not None:
+        read_scorecard_for_signing(scorecard)  # a bad scorecard is refused before a key pair is written
     if generate_key is not None:
         priv, pub = gen(generate_key)
         click.echo(f"private key {priv} (keep secret), public key {pub} (give to verifiers)")
