@@ -245,3 +245,19 @@ def test_sign_refuses_a_bad_scorecard_before_writing_a_key_pair(tmp_path):
     r = CliRunner().invoke(main, ["sign", "--generate-key", str(key), str(bad)])
     _one_error_line(r)
     assert not list(tmp_path.glob("k*")), list(tmp_path.iterdir())
+
+
+def test_primary_eps_that_would_share_the_default_budgets_key_is_refused():
+    """No epsilons list: the sweep is the data set's budget; a primary_eps within 4 significant digits of it
+    (0.03137 against 8/255) would report both under eps_0.03137. Before: both were attacked and merged."""
+    from robustlab.attacks.scoring import resolve_epsilons
+    from robustlab.attacks.threat import Norm
+    from robustlab.models import load_model
+
+    m = load_model("zoo:cifar10-resnet18", device="cpu")
+    with pytest.raises(SuiteError, match="same metric key eps_0.03137"):
+        resolve_epsilons(m, Norm.LINF, None, 0.03137)
+    eps, prim = resolve_epsilons(m, Norm.LINF, None, 8 / 255)
+    assert eps == [8 / 255] and prim == 8 / 255
+    eps, prim = resolve_epsilons(m, Norm.LINF, None, 0.05)
+    assert eps == [8 / 255, 0.05] and prim == 0.05

@@ -71,5 +71,11 @@ def resolve_epsilons(model: nn.Module, norm: Norm, epsilons: Sequence[float] | N
         eps = sorted({base * f for f in sweep})
         prim = float(primary) if primary is not None else base
     if prim not in eps:
+        from ..metric_keys import eps_segment
+
+        same = [e for e in eps if eps_segment(e) == eps_segment(prim)]
+        if same:  # both would report under one metric key
+            raise SuiteError(f"primary_eps {prim!r} and the budget {same[0]!r} give the same metric key {eps_segment(prim)} (keys keep 4 significant digits); "
+                             f"give primary_eps exactly as {same[0]!r} (e.g. 8/255) or list both in epsilons.")
         eps = sorted(set(eps) | {prim})
     return eps, prim
