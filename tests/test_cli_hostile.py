@@ -261,3 +261,27 @@ def test_primary_eps_that_would_share_the_default_budgets_key_is_refused():
     assert eps == [8 / 255] and prim == 8 / 255
     eps, prim = resolve_epsilons(m, Norm.LINF, None, 0.05)
     assert eps == [8 / 255, 0.05] and prim == 0.05
+
+
+def test_negated_flag_help_says_it_turns_the_setting_off():
+    """Before: `defend --help` described --no-random-start as 'Start the attack at a uniform random point'."""
+    r = CliRunner().invoke(main, ["defend", "--help"], terminal_width=400)
+    assert r.exit_code == 0
+    line = next(ln for ln in r.output.splitlines() if "--no-random-start" in ln)
+    assert "turn off" in line, line
+
+
+@pytest.mark.parametrize("how", ["option", "model"])
+def test_a_model_with_one_class_is_refused(tmp_path, how):
+    """Before: --num-classes 1 ran the quick suite to exit 0 with accuracy 1.0, robust accuracy 1.0 and AUROC 0.5."""
+    if how == "option":
+        r = CliRunner().invoke(main, ["evaluate", "--model", "zoo:digits-cnn", "--num-classes", "1", "--out", str(tmp_path / "o"), *FAST])
+        assert r.exit_code == 2 and "--num-classes" in r.output + (r.stderr or "")
+    else:
+        from torch import nn
+
+        from robustlab.errors import ModelLoadError
+        from robustlab.models.wrapper import ModelInfo, RobustModel
+
+        with pytest.raises(ModelLoadError, match="at least 2"):
+            RobustModel(nn.Linear(4, 1), ModelInfo(spec="t", format="test", num_classes=1))

@@ -22,6 +22,7 @@ from torch import nn
 from ..errors import SuiteError
 from .base import ATTACKS, MinimizationAttack
 from .threat import Norm
+from .unit_box import from_unit_box, on_unit_box
 
 __all__ = ["MinNormAttack", "FMN", "CarliniWagnerL2", "DeepFool", "minimal_perturbation"]
 
@@ -49,9 +50,13 @@ class _FoolboxMinimal(MinimizationAttack):
 
         import foolbox as fb
 
-        fmodel = fb.PyTorchModel(model, bounds=bounds, device=x.device)
-        _, clipped, _ = self.foolbox_attack()(fmodel, x, y, epsilons=None)
-        out: torch.Tensor = clipped.detach()
+        # foolbox's step sizes (FMN's, CW's stepsize) are absolute and tuned for [0, 1]: the model is
+        # presented on [0, 1] and the examples mapped back, so the search does not depend on the
+        # input scale (on 0..255 it barely moved before). The identity for bounds (0, 1).
+        ref, xu, _ = on_unit_box(model, x, 0.0, bounds)
+        fmodel = fb.PyTorchModel(ref, bounds=(0.0, 1.0), device=x.device)
+        _, clipped, _ = self.foolbox_attack()(fmodel, xu, y, epsilons=None)
+        out: torch.Tensor = from_unit_box(clipped.detach(), bounds)
         del fmodel, clipped
         # foolbox's attacks leave reference cycles (closures and frames holding the batch's inputs,
         # logits and gradients) that only a full collection frees; in a run with 200k+ live objects

@@ -37,7 +37,7 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--model", "model_spec", required=True, help="Model spec: a file, zoo:NAME, factory:pkg.mod:fn, torchvision:NAME, ... (see `robustlab models`)."),
         click.option("--arch", default=None, help="Architecture for a state dict: torchvision:NAME, timm:NAME, zoo-arch:NAME or factory:pkg.mod:fn."),
         click.option("--trust-code", is_flag=True, help="Allow formats that can run code: TorchScript, torch.export, pickled modules. Recorded in the scorecard."),
-        click.option("--num-classes", type=click.IntRange(1), default=None, help="Number of classes (else inferred)."),
+        click.option("--num-classes", type=click.IntRange(2), default=None, help="Number of classes, at least 2 (else inferred)."),
         click.option("--bounds", default=None, help="Input range the model expects, e.g. 0,1 or 0,255."),
         click.option("--mean", default=None, help="Per-channel normalisation mean applied inside the model, e.g. 0.485,0.456,0.406."),
         click.option("--std", default=None, help="Per-channel normalisation std."),

@@ -33,6 +33,8 @@ class PluginOption:
         first = next(iter(self.fields.values()))
         text = next((f.help for f in self.fields.values() if f.help), "")
         if self.is_flag:
+            if self.flag_value is False:  # --no-X: the field's help describes X, which this flag turns off
+                return f"{', '.join(self.fields)}: turn off (on by default): {text or first.name}"
             return f"{', '.join(self.fields)}: {text or first.name}"
         defaults = "; ".join(f"{p} {_show(f.default)}" for p, f in self.fields.items())
         return f"{', '.join(self.fields)}: {text or first.name} [{defaults}]"

@@ -15,10 +15,11 @@ from .base import DEFENSES, DefenseMethod, DefenseParams, LossOutput, ValMetric,
 
 @dataclass(frozen=True)
 class GaussianParams(DefenseParams):
-    """``sigma``: noise standard deviation in the model's input units (the same units the
-    ``certify`` check's sigmas use; 0.25 by default: train at the sigma you will certify at)."""
+    """``sigma``: noise standard deviation in units of the input range, like pixel values in [0, 1]
+    (for a model with bounds (lo, hi) the noise std is ``sigma * (hi - lo)``), exactly as the
+    ``certify`` check's sigmas; 0.25 by default: train at the sigma you will certify at."""
 
-    sigma: float = field(default=0.25, metadata={"help": "Noise std in input units."})
+    sigma: float = field(default=0.25, metadata={"help": "Noise std as a fraction of the input range (as certify's --sigma): std = sigma * (hi - lo)."})
 
     def validate(self) -> None:
         positive("sigma", self.sigma, allow_none=False)
@@ -46,5 +47,5 @@ class GaussianNoiseTraining(DefenseMethod):
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seeds: Sequence[int], bounds: tuple[float, float]) -> LossOutput:
         noise = per_sample_noise(list(seeds), tuple(x.shape[1:]), device=x.device, dtype=x.dtype)
-        logits = model(x + self.params.sigma * noise)
+        logits = model(x + self.params.sigma * (bounds[1] - bounds[0]) * noise)  # [0, 1] units, as certify
         return LossOutput(F.cross_entropy(logits, y), logits.detach(), {})

@@ -62,7 +62,7 @@ def validate(model: nn.Module, method: DefenseMethod, data: Dataset, *, seed: in
             elif kind is ValMetric.NOISE and budget:
                 noise = per_sample_noise(sample_seeds(seed, "defend/val/noise", ids), tuple(x.shape[1:]), device=device, dtype=x.dtype)
                 with torch.no_grad():
-                    robust += float((model(x + float(budget) * noise).argmax(1) == y).sum())
+                    robust += float((model(x + float(budget) * (bounds[1] - bounds[0]) * noise).argmax(1) == y).sum())  # sigma in [0, 1] units
             elif kind is ValMetric.CORRUPTION:
                 from ..corruptions import corrupt
 

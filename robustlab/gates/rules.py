@@ -162,7 +162,10 @@ def _regression_part(rule: Rule, card: Scorecard, value: float, baseline: Scorec
             if not isinstance(card.data.get("ids"), list) or not isinstance(baseline.data.get("ids"), list):
                 msgs.append("paired by position: a scorecard lacks data.ids")
             details.update({"paired": res.n, "lost": res.lost, "gained": res.gained, "p_regression": res.p_regression})
-            if rule.min_samples is not None and res.n < rule.min_samples:
+            if res.n == 0:  # nothing to compare (different data?): never a pass
+                outcome = _worst(outcome, Outcome.INCONCLUSIVE)
+                msgs.append(f"McNemar: 0 of {len(cf)} samples pair with the baseline's {len(bf)} (different data?); evaluate both on the same data")
+            elif rule.min_samples is not None and res.n < rule.min_samples:
                 outcome = _worst(outcome, Outcome.INCONCLUSIVE)
                 msgs.append(f"only {res.n} paired samples (< {rule.min_samples})")
             else:

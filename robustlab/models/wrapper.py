@@ -83,6 +83,11 @@ class RobustModel(nn.Module):
             net = net.eval()
         except NotImplementedError:  # torch.export's module has no eval(); it is traced in eval mode
             pass
+        if info.num_classes < 2:
+            raise ModelLoadError(
+                f"the model has {info.num_classes} class(es); a classifier needs at least 2 (accuracy, attacks and OOD scores are meaningless "
+                "with one). For a single-logit binary model z, wrap it to return the two logits (-z/2, z/2), or fix --num-classes."
+            )
         self.net = net
         self.info = info
         c = len(info.mean) if info.mean is not None else (info.input_shape[0] if info.input_shape else 1)

@@ -1,6 +1,6 @@
 """On-disk cache of fitted detector statistics (safetensors, no pickle).
 
-Keyed by the model's fingerprint (its sha256, or a hash of its weights), the fit data's content hash,
+Keyed by the model's fingerprint (its contract, network code and weights: :func:`model_fingerprint`), the fit data's content hash,
 the detector's name and its fit configuration. The folder is ``$ROBUSTLAB_CACHE/ood`` when that
 variable is set, else ``~/.cache/robustlab/ood``.
 """
@@ -30,14 +30,35 @@ def cache_dir() -> Path:
 
 
 def model_fingerprint(model: "RobustModel") -> str:
-    """The model file's sha256 when known, else a sha256 of its weights, buffers and contract."""
-    if model.info.sha256:
-        return str(model.info.sha256)
-    h = hashlib.sha256(json.dumps(model.info.to_dict(), sort_keys=True, default=str).encode())
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    """A sha256 of everything that decides the model's function: its contract (spec, architecture,
+    bounds, normalisation, input shape, classes), the source file of its network's class, and its
+    weights (the file's sha256 when known, else the weights and buffers themselves).
+
+    The file's sha256 alone is not enough: the same state dict under other ``--mean/--std`` or another
+    ``factory:`` forward is another function, whose fitted statistics must not be reused.
+    """
+    contract = {k: v for k, v in model.info.to_dict().items() if k not in ("path", "extra", "trusted")}
+    h = hashlib.sha256(json.dumps(contract, sort_keys=True, default=str).encode())
+    h.update(_class_source_sha256(type(model.net)).encode())
+    if not model.info.sha256:
+        for name, t in sorted(model.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def _class_source_sha256(cls: type) -> str:
+    """sha256 of the file that defines ``cls`` (its forward), or its qualified name when there is none."""
+    import inspect
+
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    try:
+        src = inspect.getsourcefile(cls)
+        if src:
+            return name + ":" + hashlib.sha256(Path(src).read_bytes()).hexdigest()
+    except (TypeError, OSError):
+        pass
+    return name
 
 
 def cache_key(**parts: Any) -> str:
