@@ -285,3 +285,11 @@ def test_a_model_with_one_class_is_refused(tmp_path, how):
 
         with pytest.raises(ModelLoadError, match="at least 2"):
             RobustModel(nn.Linear(4, 1), ModelInfo(spec="t", format="test", num_classes=1))
+
+
+def test_defend_eps_help_states_its_unit():
+    """An explicit --eps is in the model's input units (certify's --sigma is in [0, 1] units): the help says which.
+    Before: 'Training budget, e.g. 8/255', wrong by 255x for a 0..255 model."""
+    r = CliRunner().invoke(main, ["defend", "--help"], terminal_width=400)
+    line = next(ln for ln in r.output.splitlines() if ln.strip().startswith("--eps"))
+    assert "input units" in line and "--bounds 0,255" in line, line

@@ -22,7 +22,7 @@ class FastATParams(DefenseParams):
     cyclic learning rate (the trainer's default schedule for this method)."""
 
     norm: str = field(default="linf", metadata={"help": "Threat model of adversarial training (linf or l2)."})
-    eps: float | None = field(default=None, metadata={"help": "Training budget, e.g. 8/255 [default: the data set's standard budget: CIFAR 8/255, MNIST 0.3, digits 0.1]."})
+    eps: float | None = field(default=None, metadata={"help": "Training budget in the model's input units: e.g. 8/255 for inputs in [0, 1], 8 for --bounds 0,255 [default: the data set's standard budget in the model's input scale: CIFAR 8/255, MNIST 0.3, digits 0.1]."})
     alpha_ratio: float = field(default=1.25, metadata={"help": "FGSM step / eps."})
 
     def validate(self) -> None:

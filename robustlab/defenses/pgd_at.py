@@ -22,7 +22,7 @@ class PGDATParams(DefenseParams):
     step 2/255 = eps / 4, 10 steps, random start. ``eps=None`` resolves from the model's data set."""
 
     norm: str = field(default="linf", metadata={"help": "Threat model of adversarial training (linf or l2)."})
-    eps: float | None = field(default=None, metadata={"help": "Training budget, e.g. 8/255 [default: the data set's standard budget: CIFAR 8/255, MNIST 0.3, digits 0.1]."})
+    eps: float | None = field(default=None, metadata={"help": "Training budget in the model's input units: e.g. 8/255 for inputs in [0, 1], 8 for --bounds 0,255 [default: the data set's standard budget in the model's input scale: CIFAR 8/255, MNIST 0.3, digits 0.1]."})
     steps: int = field(default=10, metadata={"help": "Attack steps per batch."})
     rel_stepsize: float = field(default=0.25, metadata={"cli": "step-ratio", "help": "Attack step / eps."})
     random_start: bool = field(default=True, metadata={"help": "Start the attack at a uniform random point of the eps ball."})

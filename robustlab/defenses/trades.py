@@ -23,7 +23,7 @@ class TRADESParams(DefenseParams):
 
     beta: float = field(default=6.0, metadata={"help": "Weight of the KL term."})
     norm: str = field(default="linf", metadata={"help": "Threat model of adversarial training (linf or l2)."})
-    eps: float | None = field(default=None, metadata={"help": "Training budget, e.g. 8/255 [default: the data set's standard budget: CIFAR 8/255, MNIST 0.3, digits 0.1]."})
+    eps: float | None = field(default=None, metadata={"help": "Training budget in the model's input units: e.g. 8/255 for inputs in [0, 1], 8 for --bounds 0,255 [default: the data set's standard budget in the model's input scale: CIFAR 8/255, MNIST 0.3, digits 0.1]."})
     steps: int = field(default=10, metadata={"help": "Attack steps per batch."})
     rel_stepsize: float = field(default=0.007 / 0.031, metadata={"cli": "step-ratio", "help": "Attack step / eps."})
     init_std: float = field(default=0.001, metadata={"help": "Std of the Gaussian start around x."})
