@@ -80,6 +80,11 @@ def printable(value: object) -> str:
     return ascii(s)[1:-1] if not s.isprintable() or any(0xDC80 <= ord(c) <= 0xDCFF for c in s) else s
 
 
+def path_problem(path: "str | os.PathLike[str]") -> str:
+    """Why a path that should be a readable file is not: "does not exist" or "is not a regular file (...)"."""
+    return "is not a regular file (a folder, device or pipe)" if os.path.exists(path) else "does not exist"
+
+
 #: the disk-full advice shared by every command that writes files
 DISK_FULL_HINT = ("the disk is full: free some space and rerun the command (an `evaluate` rerun with --resume continues from "
                   "the batches already stored), or write to another disk")

@@ -56,11 +56,10 @@ def loads_strict(text: str) -> Any:
 def read_strict_json(path: Path, *, what: str = "robustlab scorecard", fix: str = "") -> Any:
     """:func:`loads_strict` on a UTF-8 file; problems become one-line ``RobustlabError``. ``what``
     names the kind of file and ``fix`` says what to do (defaults: a scorecard's)."""
-    from .errors import RobustlabError
+    from .errors import RobustlabError, path_problem
 
     if not path.is_file():
-        problem = "is not a regular file (a folder, device or pipe)" if path.exists() else "does not exist"
-        raise RobustlabError(f"{path} {problem}; {fix or 'pass the scorecard.json that `robustlab evaluate` wrote'}.")
+        raise RobustlabError(f"{path} {path_problem(path)}; {fix or 'pass the scorecard.json that `robustlab evaluate` wrote'}.")
     try:
         return loads_strict(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:

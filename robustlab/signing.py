@@ -40,7 +40,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from .errors import RobustlabError
+from .errors import RobustlabError, path_problem
 from .scorecard import atomic_write_text
 
 ALGORITHM = "ed25519"
@@ -135,7 +135,7 @@ def _load_private(path: str | Path) -> Any:
     p = Path(path)
     if not p.is_file():
         if p.exists():
-            raise RobustlabError(f"signing key {p} is not a regular file (a folder, device or pipe); pass the private key's .pem file.")
+            raise RobustlabError(f"signing key {p} {path_problem(p)}; pass the private key's .pem file.")
         raise RobustlabError(f"signing key {p} does not exist; create one with `robustlab sign --generate-key {p}`.")
     try:
         key = serialization.load_pem_private_key(p.read_bytes(), password=_passphrase())
@@ -153,8 +153,7 @@ def load_public_key(path: str | Path) -> bytes:
 
     p = Path(path)
     if not p.is_file():
-        problem = "is not a regular file (a folder, device or pipe)" if p.exists() else "does not exist"
-        raise RobustlabError(f"public key {p} {problem}; pass the signer's .pub.pem file.")
+        raise RobustlabError(f"public key {p} {path_problem(p)}; pass the signer's .pub.pem file.")
     data = p.read_bytes()
     try:
         pub = serialization.load_pem_public_key(data)

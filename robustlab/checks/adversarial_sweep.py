@@ -28,7 +28,7 @@ from ..stats import wilson_interval
 from ..scorecard import CheckResult, Series
 from ..seeding import derive_seed, sample_seeds
 from .attack_scoring import add_robustness_metrics, score_batch, seed_scope, standard_definitions, sub
-from .base import Check, Params, RunContext, refuse_key_clash
+from .base import Check, Params, RunContext, validate_budgets
 from .save_examples import ExampleSaver, saving
 from .sweep_merge import merge_over_eps
 
@@ -46,12 +46,7 @@ class SweepParams(Params):
     per_sample: bool = True
 
     def validate(self) -> None:
-        if self.epsilons is not None and (not self.epsilons or any(e <= 0 or not math.isfinite(e) for e in self.epsilons)):
-            raise SuiteError(f"epsilons must be a non-empty list of positive numbers (e.g. [2/255, 8/255]), got {self.epsilons}.")
-        if self.primary_eps is not None and self.primary_eps <= 0:
-            raise SuiteError(f"primary_eps must be positive, got {self.primary_eps}.")
-        if self.epsilons is not None:
-            refuse_key_clash("epsilons" + (" and primary_eps" if self.primary_eps is not None else ""), [*self.epsilons, *([self.primary_eps] if self.primary_eps is not None else [])], mk.eps_segment)
+        validate_budgets("", self.epsilons, self.primary_eps)
         if self.audit_samples < 1:
             raise SuiteError(f"audit_samples must be at least 1, got {self.audit_samples}.")
 

@@ -14,7 +14,7 @@ import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Iterable, Iterator, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Iterable, Iterator, Sequence, TypeVar, cast
 
 from ..errors import SuiteError
 from ..parsing import parse_fraction
@@ -49,6 +49,20 @@ class Params:
 
     def validate(self) -> None:  # pragma: no cover - default accepts everything
         return None
+
+
+def validate_budgets(prefix: str, epsilons: Sequence[float] | None, primary_eps: float | None) -> None:
+    """Refuse (:class:`SuiteError`) an attack check's ``epsilons`` / ``primary_eps`` that are not positive
+    finite numbers, or whose metric keys would merge; ``prefix`` names the check in the message."""
+    if epsilons is not None and (not epsilons or any(not (e > 0 and math.isfinite(e)) for e in epsilons)):
+        raise SuiteError(f"{prefix}epsilons must be a non-empty list of positive numbers (e.g. [2/255, 8/255]), got {list(epsilons)}.")
+    if primary_eps is not None and not (primary_eps > 0 and math.isfinite(primary_eps)):
+        raise SuiteError(f"{prefix}primary_eps must be a positive number, got {primary_eps}.")
+    if epsilons is not None:
+        from .. import metric_keys as mk
+
+        extra = [primary_eps] if primary_eps is not None else []
+        refuse_key_clash(f"{prefix}epsilons" + (" and primary_eps" if extra else ""), [*epsilons, *extra], mk.eps_segment)
 
 
 def refuse_key_clash(what: str, values: Iterable[float], segment: Callable[[float], str]) -> None:

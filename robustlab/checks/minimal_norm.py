@@ -26,7 +26,7 @@ from ..scorecard import CheckResult, Series
 from ..seeding import sample_seeds
 from .adversarial_sweep import bounds_of, finish_audit, model_audit
 from .attack_scoring import add_robustness_metrics, standard_definitions, sub
-from .base import CHECKS, Check, Params, RunContext, refuse_key_clash
+from .base import CHECKS, Check, Params, RunContext, validate_budgets
 from .save_examples import MinimalSaver, saving
 
 
@@ -54,12 +54,7 @@ class MinimalNormParams(Params):
             raise SuiteError(f"minimal_norm: {self.attack} supports norm {', '.join(n.value for n in cls.norms_supported)}; set norm accordingly or use attack: fmn / deepfool for Linf.")
         if self.steps < 1 or self.binary_search_steps < 1 or self.curve_points < 2:
             raise SuiteError("minimal_norm: steps and binary_search_steps must be >= 1 and curve_points >= 2.")
-        if self.epsilons is not None and (not self.epsilons or any(e <= 0 or not math.isfinite(e) for e in self.epsilons)):
-            raise SuiteError(f"minimal_norm.epsilons must be a non-empty list of positive numbers (e.g. [2/255, 8/255]), got {list(self.epsilons)}.")
-        if self.primary_eps is not None and not (self.primary_eps > 0 and math.isfinite(self.primary_eps)):
-            raise SuiteError(f"minimal_norm.primary_eps must be a positive number, got {self.primary_eps}.")
-        if self.epsilons is not None:
-            refuse_key_clash("minimal_norm.epsilons" + (" and primary_eps" if self.primary_eps is not None else ""), [*self.epsilons, *([self.primary_eps] if self.primary_eps is not None else [])], mk.eps_segment)
+        validate_budgets("minimal_norm.", self.epsilons, self.primary_eps)
 
     def build(self) -> MinimizationAttack:
         cls = ATTACKS.get(self.attack)

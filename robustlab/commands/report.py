@@ -123,7 +123,7 @@ def sign(scorecard: Path | None, key: Path | None, generate_key: Path | None, de
     from ..signing import generate_key as gen
     from ..signing import read_scorecard_for_signing, sign_scorecard
 
-    if scorecard is not None:
+    if scorecard is not None and generate_key is not None:
         read_scorecard_for_signing(scorecard)  # a bad scorecard is refused before a key pair is written
     if generate_key is not None:
         priv, pub = gen(generate_key)
