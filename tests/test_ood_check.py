@@ -88,6 +88,10 @@ def test_leak_guard_and_fallback_for_single_split_data(digits_model, tmp_path: P
     r = _run(ctx, detectors=["msp", "mahalanobis"], near=["samples:fashion-mnist"], far=["noise:uniform"], shift=[], synthetic_n=30)
     assert "ood/mahalanobis/near/auroc" not in r.metrics and "ood/msp/near/auroc" in r.metrics
     assert any("mahalanobis skipped" in n for n in r.notes) and any("dropped 20" in n for n in r.notes)
+    # a requested detector that did not run is an audit item (the report and `gate --audit suspect` see it), not only a note
+    skipped = [a for a in r.audit if a.name == "ood_detector_skipped"]
+    assert [a.evidence["detector"] for a in skipped] == ["mahalanobis"] and skipped[0].verdict.value == "suspect"
+    assert "fit data" in skipped[0].message
     assert any(a.name == "ood_fit_validation_data" for a in r.audit)
     # with explicit fit data the fitted detectors run (thresholds from a hold-out of that data)
     r2 = _run(ctx, detectors=["mahalanobis"], fit_data="digits", near=["samples:fashion-mnist"], far=["noise:uniform"], shift=[], synthetic_n=30, mahalanobis_eps=0.0)

@@ -232,7 +232,7 @@ class OODCheck(Check[OODParams]):
             try:
                 id_scores = self._scores(ctx, dets, dname, ctx.data, "ID")
             except DetectorError as exc:
-                result.notes.append(f"detector {dname} skipped: {exc}")
+                _skip_detector(result, dname, str(exc))
                 continue
             result.per_sample[_key(P, dname, "score")] = [float(v) for v in id_scores]
             val_scores = self._scores(ctx, dets, dname, plan.val, "ID val") if plan.val is not None else id_scores
@@ -290,7 +290,7 @@ class OODCheck(Check[OODParams]):
         if fit is None:
             for n in need:
                 dets.pop(n)
-                result.notes.append(f"detector {n} skipped: it needs in-distribution fit data (set fit_data).")
+                _skip_detector(result, n, "it needs in-distribution fit data (set fit_data).")
             return
         mfp = model_fingerprint(ctx.model)
         dfp = self._fit_hash
@@ -316,7 +316,7 @@ class OODCheck(Check[OODParams]):
                     dets[n].fit_features(feats, ctx.model)
                 except DetectorError as exc:
                     dets.pop(n)
-                    result.notes.append(f"detector {n} skipped: {exc}")
+                    _skip_detector(result, n, str(exc))
                     continue
                 if p.cache:
                     save_state(keys[n], dets[n].fit_state(), {"detector": n, "model": mfp, "data": dfp})
@@ -364,6 +364,16 @@ class OODCheck(Check[OODParams]):
                 f"{n} hyperparameters {sorted(values)} chosen from the grid {values} by the lowest FPR@{p.tpr:.0%}TPR (ties: higher AUROC) "
                 f"between {x_id.shape[0]} ID validation images and {x_ood.shape[0]} {what}; chosen {res.chosen}."
             )
+
+
+def _skip_detector(result: CheckResult, name: str, reason: str) -> None:
+    """Record that a requested detector did not run: a note, and an audit item the report and gates show."""
+    result.notes.append(f"detector {name} skipped: {reason}")
+    result.audit.append(AuditItem(
+        "ood_detector_skipped", Verdict.SUSPECT,
+        f"detector {name} was requested but did not run, so its metrics are absent: {reason}",
+        {"detector": name, "reason": reason},
+    ))
 
 
 __all__ = ["OODCheck", "OODParams"]
