@@ -102,6 +102,8 @@ def test_missing_set_is_skipped_with_audit(digits_model, tmp_path: Path) -> None
     r = _run(_ctx(digits_model, "digits", tmp_path), detectors=["msp"], near=["npz:/nonexistent/x.npz"], far=["noise:uniform"], shift=[], synthetic_n=20)
     assert "ood/msp/noise_uniform/auroc" in r.metrics and "ood/msp/near/auroc" not in r.metrics
     assert any(a.name == "ood_set_missing" for a in r.audit)
+    # a group mean rests on the OOD set(s) behind it, not on the ID data: a gate's min_samples reads this count
+    assert r.counts["ood/msp/far/auroc"] == r.counts["ood/msp/noise_uniform/auroc"] == 20 and len(r.per_sample["ood/id/correct"]) > 20
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ class UnitBox(nn.Module):
         super().__init__()
         self.model = model
         self.lo, self.hi = lo, hi
+        self.training = model.training  # the wrapper's own flag only (foolbox warns on a module in training mode)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         return cast("torch.Tensor", self.model(self.lo + (self.hi - self.lo) * u))

@@ -250,6 +250,7 @@ class OODCheck(Check[OODParams]):
                     {"detector": dname, "id_acceptance": acc_id, "target": p.tpr, "interval": [ci.low, ci.high]},
                 ))
             by_group: dict[str, list[dict[str, float]]] = {"near": [], "far": []}
+            group_n: dict[str, list[int]] = {"near": [], "far": []}
             roc_y: dict[str, list[float | None]] = {}
             grid_x: list[float] = []
             for sname, (group, x) in sets.items():
@@ -261,6 +262,7 @@ class OODCheck(Check[OODParams]):
                     interval = wilson_interval(int(round(rej * len(s))), len(s)) if key == "rejection_rate" else None
                     result.add_metric(_key(P, dname, sname, key), v, interval=interval, n=len(s))
                 by_group[group].append(vals)
+                group_n[group].append(len(s))
                 grid_x, tpr_line = M.roc_points(id_scores, s)
                 roc_y[sname] = list(tpr_line)
             for sname, ds in shift_sets.items():
@@ -270,7 +272,8 @@ class OODCheck(Check[OODParams]):
             for group, rows in by_group.items():
                 if rows:
                     for key in ("auroc", "aupr_in", "aupr_out", fk, "rejection_rate"):
-                        result.add_metric(_key(P, dname, group, key), sum(r[key] for r in rows) / len(rows))
+                        # n: the smallest set behind the mean (a gate's min_samples must not read the ID set's size)
+                        result.add_metric(_key(P, dname, group, key), sum(r[key] for r in rows) / len(rows), n=min(group_n[group]))
                     far_bad = [r for r in rows if r["auroc"] < 0.5]
                     if group == "far" and far_bad:
                         result.audit.append(AuditItem("ood_worse_than_chance", Verdict.SUSPECT, f"{dname} ranks some far-OOD set below in-distribution data (AUROC < 0.5); do not deploy it for such inputs.", {"detector": dname}))

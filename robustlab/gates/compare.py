@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..scorecard import Scorecard
+from .protocols import RUN_SETTINGS, mismatch_warning, setting_mismatches
 from .rules import sample_ids_of
 from .mcnemar import McNemarResult, is_flag_list, paired_mcnemar
 
@@ -40,37 +41,6 @@ class Comparison:
         """Metrics that changed by more than ``min_abs``, appeared, or disappeared (largest first)."""
         out = [m for m in self.metrics if m.delta is None or abs(m.delta) > min_abs]
         return sorted(out, key=lambda m: (m.delta is not None, -abs(m.delta or 0.0), m.key))
-
-
-#: Run settings that change the numbers: scorecards that differ in them are not comparable.
-RUN_SETTINGS: tuple[tuple[str, object], ...] = (("precision", "fp32"), ("compile", False), ("channels_last", False))
-
-
-def setting_mismatches(a: Scorecard, b: Scorecard) -> dict[str, tuple[str, str]]:
-    """Settings that produced the numbers and differ between A and B: ``run.precision``,
-    ``run.compile``, ``run.channels_last`` (missing = the default) and the ``protocol`` parameter
-    of every check present in both (e.g. the corruption protocol). Label -> (A's value, B's value)."""
-    out: dict[str, tuple[str, str]] = {}
-    for key, default in RUN_SETTINGS:
-        va, vb = a.run.get(key, default), b.run.get(key, default)
-        if va != vb:
-            out[f"run.{key}"] = (str(va), str(vb))
-    for ca in a.checks:
-        cb = b.check(ca.id)
-        if cb is None:
-            continue
-        pa, pb = (ca.params or {}).get("protocol"), (cb.params or {}).get("protocol")
-        if (pa is not None or pb is not None) and pa != pb:
-            out[f"{ca.id}.protocol"] = (str(pa), str(pb))
-    return out
-
-
-def mismatch_warning(mismatches: dict[str, tuple[str, str]]) -> str:
-    """One line naming every differing setting (empty when there is none)."""
-    if not mismatches:
-        return ""
-    what = "; ".join(f"{k}: {x} vs {y}" for k, (x, y) in mismatches.items())
-    return f"the two scorecards were made with different settings ({what}); their numbers are not directly comparable."
 
 
 def _finite(v: float | None) -> float | None:

@@ -32,6 +32,37 @@ def corruption_protocols(card: Scorecard) -> dict[str, str]:
     return out
 
 
+#: Run settings that change the numbers: scorecards that differ in them are not comparable.
+RUN_SETTINGS: tuple[tuple[str, object], ...] = (("precision", "fp32"), ("compile", False), ("channels_last", False))
+
+
+def setting_mismatches(a: Scorecard, b: Scorecard) -> dict[str, tuple[str, str]]:
+    """Settings that produced the numbers and differ between A and B: ``run.precision``,
+    ``run.compile``, ``run.channels_last`` (missing = the default) and the ``protocol`` parameter
+    of every check present in both (e.g. the corruption protocol). Label -> (A's value, B's value)."""
+    out: dict[str, tuple[str, str]] = {}
+    for key, default in RUN_SETTINGS:
+        va, vb = a.run.get(key, default), b.run.get(key, default)
+        if va != vb:
+            out[f"run.{key}"] = (str(va), str(vb))
+    for ca in a.checks:
+        cb = b.check(ca.id)
+        if cb is None:
+            continue
+        pa, pb = (ca.params or {}).get("protocol"), (cb.params or {}).get("protocol")
+        if (pa is not None or pb is not None) and pa != pb:
+            out[f"{ca.id}.protocol"] = (str(pa), str(pb))
+    return out
+
+
+def mismatch_warning(mismatches: dict[str, tuple[str, str]]) -> str:
+    """One line naming every differing setting (empty when there is none)."""
+    if not mismatches:
+        return ""
+    what = "; ".join(f"{k}: {x} vs {y}" for k, (x, y) in mismatches.items())
+    return f"the two scorecards were made with different settings ({what}); their numbers are not directly comparable."
+
+
 def protocol_mismatches(a: Scorecard, b: Scorecard) -> list[str]:
     """One line per (gate protocol, check present in both) whose protocols differ; lines of the
     ``corruption`` protocol read ``<check id>: <a> vs <b>``, others ``<protocol> <check id>: ...``."""
@@ -40,4 +71,19 @@ def protocol_mismatches(a: Scorecard, b: Scorecard) -> list[str]:
         pa, pb = read(a), read(b)
         head = "" if name == "corruption" else f"{name} "
         out += [f"{head}{cid}: {pa[cid]} vs {pb[cid]}" for cid in sorted(set(pa) & set(pb)) if pa[cid] != pb[cid]]
+    return out
+
+
+def baseline_mismatches(card: Scorecard, baseline: Scorecard, check_id: str | None) -> list[str]:
+    """Why ``card``'s numbers of check ``check_id`` cannot be held against ``baseline``'s (empty when they can):
+    the run settings that change the numbers, that check's protocols, and the evaluated images
+    (``data.content_sha256``; a card that does not record it is not compared on it)."""
+    settings = {k: v for k, v in setting_mismatches(card, baseline).items() if k.startswith("run.") or k == f"{check_id}.protocol"}
+    out = [f"{k}: baseline {y} vs {x}" for k, (x, y) in settings.items()]
+    if f"{check_id}.protocol" not in settings:
+        out += [f"protocol {line}" for line in protocol_mismatches(baseline, card) if check_id is not None and line.split(":", 1)[0].split()[-1] == check_id]
+    ha, hb = card.data.get("content_sha256"), baseline.data.get("content_sha256")
+    if isinstance(ha, str) and isinstance(hb, str) and ha and hb and ha != hb:
+        out.append(f"other images: baseline {baseline.data.get('spec')}, {baseline.data.get('n')} images, data.content_sha256 {hb[:12]}; "
+                   f"this run {card.data.get('spec')}, {card.data.get('n')} images, {ha[:12]}")
     return out

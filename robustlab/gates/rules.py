@@ -14,6 +14,7 @@ from typing import Any
 from ..scorecard import Scorecard, Verdict
 from .mcnemar import is_flag_list, paired_mcnemar
 from .policy import Action, Bound, Missing, Op, Policy, Rule
+from .protocols import baseline_mismatches
 
 
 class Outcome(str, Enum):
@@ -179,6 +180,13 @@ def _regression_part(rule: Rule, card: Scorecard, value: float, baseline: Scorec
     return outcome, "; ".join(msgs), base_value, details
 
 
+def _owner(card: Scorecard, rule: Rule) -> str | None:
+    """The id of the check a rule's numbers come from (its McNemar ``check``, else the check holding its metric)."""
+    if rule.mcnemar is not None and rule.mcnemar.check:
+        return rule.mcnemar.check
+    return next((c.id for c in card.checks if rule.metric in c.metrics), None)
+
+
 def _evaluate_rule(rule: Rule, card: Scorecard, baseline: Scorecard | None) -> RuleResult:
     kind = "regression" if rule.op is None else ("threshold" if not rule.needs_baseline else "threshold+regression")
     metrics = card.metrics()
@@ -209,6 +217,11 @@ def _evaluate_rule(rule: Rule, card: Scorecard, baseline: Scorecard | None) -> R
         if baseline is None:
             outcome = _worst(outcome, Outcome.INCONCLUSIVE)
             msgs.append("regression part needs a baseline; pass --baseline SCORECARD or MLflow run id")
+        elif mism := baseline_mismatches(card, baseline, _owner(card, rule)):
+            # other images, another protocol or other numerics: a drop or a McNemar pairing would compare unlike things
+            outcome = _worst(outcome, Outcome.INCONCLUSIVE)
+            msgs.append(f"not comparable with the baseline ({'; '.join(mism)}); evaluate the candidate and the baseline on the same data with the same settings")
+            details["baseline_mismatches"] = mism
         else:
             o, m, base_value, d = _regression_part(rule, card, value, baseline)
             outcome = _worst(outcome, o)

@@ -24,7 +24,7 @@ DEFINITIONS: dict[str, str] = {
     "threshold": "Deployable threshold: the smallest score t that accepts at least the target TPR (default 95%) of the ID validation samples (not the test samples).",
     "rejection_rate": "Rejection rate: fraction of a set's samples with score > deployable threshold (flagged OOD); interval: Wilson 95% for that proportion given the threshold.",
     "id_acceptance": "ID acceptance: fraction of ID test samples accepted at the deployable threshold (should be close to the target TPR).",
-    "near/far": "near/ and far/ metrics are unweighted means over the OOD sets of that group.",
+    "near/far": "near/ and far/ metrics are unweighted means over the OOD sets of that group; their sample count n is the size of the smallest of those sets.",
 }
 
 
