@@ -20,6 +20,22 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name} (JSON has no NaN or Infinity)")
 
 
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if v in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:40]} is beyond the range of a double (it would read as infinity)")
+    return v
+
+
+def _double_int(text: str) -> int:
+    v = int(text)
+    try:
+        float(v)
+    except OverflowError:
+        raise ValueError(f"integer of {len(text)} digits is beyond the range of a double") from None
+    return v
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
@@ -47,8 +63,9 @@ def _check_text(obj: Any) -> None:
 
 def loads_strict(text: str) -> Any:
     """Parse JSON, refusing what makes a document ambiguous: duplicate keys (parsers disagree on
-    which value wins), NaN/Infinity (not JSON) and lone UTF-16 surrogates (not text). Raises ``ValueError``."""
-    obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    which value wins), NaN/Infinity (not JSON), numbers beyond a double's range (``1e999`` would read as
+    infinity, ``10**400`` overflows any float use) and lone UTF-16 surrogates (not text). Raises ``ValueError``."""
+    obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_double_int)
     _check_text(obj)
     return obj
 

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..scorecard import Scorecard
-from .protocols import RUN_SETTINGS, mismatch_warning, setting_mismatches
+from .protocols import RUN_SETTINGS as RUN_SETTINGS, mismatch_warning as mismatch_warning, setting_mismatches as setting_mismatches  # re-exported: callers import them from here
 from .rules import sample_ids_of
 from .mcnemar import McNemarResult, is_flag_list, paired_mcnemar
 

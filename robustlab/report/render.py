@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -179,7 +180,7 @@ def _check_view(c: Any, class_names: "list[str] | None" = None) -> CheckView:
     for name, s in c.series.items():
         try:
             svg = render_series(s, title=f"{c.id}: {name}", name=name)
-        except (ValueError, TypeError, ZeroDivisionError, IndexError) as exc:  # malformed series: show why, keep the report
+        except (ValueError, TypeError, ZeroDivisionError, IndexError, OverflowError) as exc:  # malformed series: show why, keep the report
             from html import escape
 
             svg = f'<p class="warn">plot {escape(name)} could not be drawn ({escape(str(exc))})</p>'
@@ -219,6 +220,9 @@ def _headline(card: Scorecard, *, limit: int = 8) -> list[tuple[str, str, str]]:
 def build_context(card: Scorecard, *, gate: "GateReport | None" = None, verification: "Verification | None" = None, command: str | None = None,
                   warnings: "list[str] | None" = None) -> dict[str, Any]:
     """Everything the template shows, as plain data (``warnings``: lines shown above the verdict)."""
+    variants, dropped = variants_view(card.run.get("variants"))
+    if dropped:
+        warnings = [*(warnings or []), f"run.variants is malformed: {dropped}; those parts are not shown (the scorecard was not written by robustlab as is)."]
     fam_views = {k: FamilyView(k, t, i) for k, t, i in FAMILIES}
     other = FamilyView("other", "Other checks", "Checks outside the standard families.")
     for c in card.checks:
@@ -268,8 +272,53 @@ def build_context(card: Scorecard, *, gate: "GateReport | None" = None, verifica
         "definitions": _group_definitions(definitions),
         "not_tested": not_tested(card),
         "warnings": list(warnings or []),
-        "variants": run.get("variants") if isinstance(run.get("variants"), dict) else None,
+        "variants": variants,
     }
+
+
+def _num(v: Any) -> "float | int | None":
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _text(v: Any) -> str:
+    return v if isinstance(v, str) else ("" if v is None else json.dumps(v, default=str)[:200])
+
+
+def _pair(v: Any) -> "list[float | int | None] | None":
+    return [_num(v[0]), _num(v[1])] if isinstance(v, list) and len(v) == 2 else None
+
+
+def variants_view(raw: Any) -> "tuple[dict[str, Any] | None, str]":
+    """``run.variants`` (written by ``evaluate --variants``) as the template reads it: every field present and of
+    its type, whatever the file holds. Returns (view or None, what was dropped as malformed, or "")."""
+    if raw is None:
+        return None, ""
+    if not isinstance(raw, dict) or not isinstance(raw.get("base"), dict) or not isinstance(raw.get("variants"), list):
+        return None, "it is not a mapping with a 'base' mapping and a 'variants' list"
+    sizes = ("file_bytes", "deployed_bytes", "weight_sparsity", "cpu_latency_ms_per_image")
+    base = raw["base"]
+    view: dict[str, Any] = {"base": {"spec": _text(base.get("spec")), **{k: _num(base.get(k)) for k in sizes}}, "variants": []}
+    bad = 0
+    for v in raw["variants"]:
+        if not isinstance(v, dict):
+            bad += 1
+            continue
+        comp = v.get("compression")
+        audit = [a for a in v.get("audit") or [] if isinstance(a, dict)] if isinstance(v.get("audit"), list) else []
+        metrics = [m for m in v.get("metrics") or [] if isinstance(m, dict)] if isinstance(v.get("metrics"), list) else []
+        flags = [f for f in v.get("mcnemar_vs_base") or [] if isinstance(f, dict)] if isinstance(v.get("mcnemar_vs_base"), list) else []
+        not_run = [n for n in v.get("not_run") or [] if isinstance(n, dict)] if isinstance(v.get("not_run"), list) else []
+        view["variants"].append({
+            "name": _text(v.get("name")), "spec": _text(v.get("spec")),
+            "compression": {"method": _text(comp.get("method"))} if isinstance(comp, dict) and "method" in comp else {},
+            **{k: _num(v.get(k)) for k in sizes},
+            "audit": [{k: _text(a.get(k)) for k in ("check", "name", "verdict", "message")} for a in audit],
+            "metrics": [{"metric": _text(m.get("metric")), "base": _num(m.get("base")), "base_ci": _pair(m.get("base_ci")), "variant": _num(m.get("variant")),
+                         "variant_ci": _pair(m.get("variant_ci")), "delta": _num(m.get("delta"))} for m in metrics],
+            "mcnemar_vs_base": [{"flags": _text(f.get("flags")), **{k: _num(f.get(k)) for k in ("lost", "gained", "n", "p_two_sided")}} for f in flags],
+            "not_run": [{k: _text(n.get(k)) for k in ("check", "status", "reason")} for n in not_run],
+        })
+    return view, (f"{bad} variant entr{'y is' if bad == 1 else 'ies are'} not mappings" if bad else "")
 
 
 def _group_definitions(definitions: dict[str, str], *, show: int = 6) -> list[tuple[list[str], int, str]]:

@@ -31,6 +31,8 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     """About ``n`` round tick values covering ``[lo, hi]``."""
     if hi <= lo:
         hi = lo + 1.0
+    if not math.isfinite(hi - lo):  # e.g. [-1e308, 1e308]: the span overflows a double; show the ends only
+        return [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else []
     raw = (hi - lo) / max(n, 1)
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
