@@ -82,6 +82,8 @@ INTEGRATION: dict[str, set[str]] = {
     "test_service_jobs.py": {"test_a_job_runs_on_a_worker_and_is_signed_verified_gated_and_stored_once"},
     "test_service_cli.py": {"test_serve_then_submit_gives_an_auditor_the_signed_gated_scorecard",
                             "test_a_worker_killed_mid_job_is_replaced_and_the_job_gives_the_uninterrupted_scorecard"},
+    "test_service_push_checks.py": {"test_a_version_evaluated_by_a_job_takes_only_scorecards_of_the_model_the_job_evaluated",
+                                    "test_robustlab_push_prints_a_refusal_as_one_error_line_and_exits_2"},
     "test_service_postgres.py": {"*"},
     "test_service_queue.py": {"*"},
     "test_service_ui.py": {"*"},

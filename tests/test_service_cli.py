@@ -6,7 +6,6 @@ store, and a worker killed with ``kill -9`` mid-job giving the scorecard of an u
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -21,12 +20,10 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from service_helpers import TEST_SUITES, Service, make_service  # noqa: E402
+from service_helpers import ENV, RL, TEST_SUITES, Server, Service, make_service  # noqa: E402
 from run_store import stored_batches  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden" / "quick.json"
-RL = [sys.executable, "-m", "robustlab"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _post_card(svc: Service, path: Path, sig: Path | None = None) -> dict[str, Any]:
@@ -66,36 +63,6 @@ def test_pushed_scorecards_are_verified_against_the_trust_store(tmp_path: Path) 
     assert svc.client.post("/api/v1/projects/alpha/scorecards", headers=svc.h("aud-a"), files={"scorecard": ("s.json", b"{}")}).status_code == 403
     bad = svc.client.post("/api/v1/projects/alpha/scorecards", headers=svc.h("sub-a"), files={"scorecard": ("s.json", b"{\"a\": NaN}")})
     assert bad.status_code == 400, bad.text
-
-
-class Server:
-    """``robustlab serve`` in a subprocess on a free loopback port."""
-
-    def __init__(self, data: Path, *extra: str) -> None:
-        self.proc = subprocess.Popen([*RL, "serve", "--data-dir", str(data), "--port", "0", *extra], env=ENV, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-        assert self.proc.stdout is not None
-        lines = [self.proc.stdout.readline() for _ in range(2)]
-        m = re.search(r"http://[0-9.]+:\d+", lines[0])
-        assert m, lines
-        self.url = m.group(0)
-        t = re.search(r"rl_[A-Za-z0-9_-]+", lines[1])
-        self.admin = t.group(0) if t else None
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(self.url + "/readyz").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise AssertionError("server did not become ready")
-
-    def api(self, token: str) -> Any:
-        return httpx.Client(base_url=self.url + "/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30)
-
-    def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        self.proc.wait(timeout=30)
 
 
 @pytest.mark.slow  # the quick suite on 30 digits through a real server and worker: about a minute

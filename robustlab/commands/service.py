@@ -50,6 +50,7 @@ def _settings(data_dir: str, database_url: str | None, **kw: Any) -> Any:
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(0, 64), help="Embedded worker processes on this machine.")
 @click.option("--database-url", default=None, help="SQLAlchemy URL (default: SQLite in the data folder), e.g. postgresql+psycopg://u:p@host/db.")
 @click.option("--max-upload-mb", default=512, show_default=True, type=click.IntRange(1), help="Largest model upload accepted.")
+@click.option("--max-document-mb", default=16, show_default=True, type=click.IntRange(1), help="Largest scorecard or policy upload accepted.")
 @click.option("--suite-dir", default=None, type=click.Path(file_okay=False, exists=True), help="Folder of extra suite YAML files requests may name.")
 @click.option("--device", default="auto", show_default=True, help="Device of the embedded workers' runs.")
 @click.option("--new-admin-token", is_flag=True, help="Print a new admin token even when one exists.")
@@ -57,7 +58,7 @@ def _settings(data_dir: str, database_url: str | None, **kw: Any) -> Any:
 @click.option("--heartbeat-timeout", default=30.0, show_default=True, type=click.FloatRange(1.0), help="Seconds after which a silent worker's job is retried.")
 @click.option("--mlflow-uri", default=None, help="MLflow tracking store of every job (default: SQLite in the data folder).")
 @user_errors
-def serve(data_dir: str, host: str, port: int, workers: int, database_url: str | None, max_upload_mb: int, suite_dir: str | None,
+def serve(data_dir: str, host: str, port: int, workers: int, database_url: str | None, max_upload_mb: int, max_document_mb: int, suite_dir: str | None,
           device: str, new_admin_token: bool, queue: str | None, heartbeat_timeout: float, mlflow_uri: str | None) -> None:
     """Start the API, the UI and the embedded workers; print the URL and a first admin token.
 
@@ -74,7 +75,7 @@ def serve(data_dir: str, host: str, port: int, workers: int, database_url: str |
     from ..service.bootstrap import first_admin_token
     from ..service.warm import pdeathsig
 
-    st = _settings(data_dir, database_url, max_upload_bytes=max_upload_mb * 1024 * 1024, suite_dir=Path(suite_dir) if suite_dir else None,
+    st = _settings(data_dir, database_url, max_upload_bytes=max_upload_mb * 1024 * 1024, max_document_bytes=max_document_mb * 1024 * 1024, suite_dir=Path(suite_dir) if suite_dir else None,
                    queue_url=queue or "", heartbeat_timeout_s=heartbeat_timeout, mlflow_uri=mlflow_uri or "")
     app = create_app(st)
     token = first_admin_token(st, force=new_admin_token)

@@ -16,7 +16,7 @@ from .api import DB, Caller, project_by_name
 from .artifacts import path_of, store_file
 from .auth import AuthError, Principal
 from .models import FINAL_STATES, Artifact, Job, JobState, Model, Project, Role, StoredScorecard, Version, utcnow
-from .uploads import UploadError, check_arch, check_data, check_name, check_spec, receive, sniff_model
+from .uploads import DOCUMENT_LIMIT, MODEL_LIMIT, UploadError, check_arch, check_data, check_name, check_spec, receive, sniff_model
 
 router = APIRouter()
 #: files of a job a client may download, by kind
@@ -128,7 +128,7 @@ def submit(
         job_id = uuid.uuid4().hex
         tmp_dir = st.settings.data_dir / "tmp"
         if model is not None:
-            got = receive(model.file, tmp_dir, limit=st.settings.max_upload_bytes)
+            got = receive(model.file, tmp_dir, limit=st.settings.max_upload_bytes, what="model file", governed_by=MODEL_LIMIT)
             try:
                 fmt = sniff_model(got.path)
                 if ver is not None and (ver.sha256 != got.sha256 or ver.arch != arch):
@@ -157,7 +157,7 @@ def submit(
         s.add(job)
         s.flush()
         if policy is not None:
-            got = receive(policy.file, tmp_dir, limit=st.settings.max_document_bytes)
+            got = receive(policy.file, tmp_dir, limit=st.settings.max_document_bytes, what="policy", governed_by=DOCUMENT_LIMIT)
             try:
                 _validate_policy(got.path)
                 key = f"jobs/{job_id}/policy.yaml"

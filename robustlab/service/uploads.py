@@ -56,8 +56,15 @@ class Received:
     sha256: str
 
 
-def receive(stream: BinaryIO, folder: Path, *, limit: int) -> Received:
-    """Copy ``stream`` to a new file in ``folder``, refusing (413) more than ``limit`` bytes."""
+#: what sets each upload limit, named in the 413 answer: ``serve --max-upload-mb`` for model files,
+#: ``serve --max-document-mb`` for scorecards and policies
+MODEL_LIMIT = "the server's --max-upload-mb, which its operator can raise"
+DOCUMENT_LIMIT = "the server's --max-document-mb, which its operator can raise (--max-upload-mb is for model files only)"
+
+
+def receive(stream: BinaryIO, folder: Path, *, limit: int, what: str, governed_by: str) -> Received:
+    """Copy ``stream`` to a new file in ``folder``, refusing (413) more than ``limit`` bytes; the
+    refusal names ``what`` was too large and the setting that ``governed_by`` the limit."""
     folder.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256()
     size = 0
@@ -71,13 +78,17 @@ def receive(stream: BinaryIO, folder: Path, *, limit: int) -> Received:
                     break
                 size += len(block)
                 if size > limit:
-                    raise UploadError(413, f"upload larger than the limit of {limit} bytes; raise --max-upload-mb on the server or send a smaller file")
+                    raise UploadError(413, f"{what} larger than the limit of {limit} bytes ({_size(limit)}), set by {governed_by}; send a smaller {what}")
                 h.update(block)
                 out.write(block)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     return Received(path, size, h.hexdigest())
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n / 1024:g} KiB"
 
 
 def sniff_model(path: Path) -> ModelFormat:
