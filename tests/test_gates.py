@@ -70,6 +70,28 @@ def test_example_policy_in_repo_parses():
     assert pol.rules and any(r.needs_baseline for r in pol.rules) and any(r.op is not None for r in pol.rules)
 
 
+def test_example_policy_names_what_the_standard_suite_writes():
+    """The README's CI example gates `--suite standard` with this policy: every metric, check and flag list it
+    names must be one that suite writes (it named a check `pgd` that no shipped suite has, so it always failed)."""
+    from robustlab.metric_keys import number
+    from robustlab.scorecard import Scorecard
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "reports" / "example-policy.yaml").read_text()
+    card = Scorecard.read(root / "tests" / "golden" / "standard.json")  # the standard suite on digits: primary eps 0.1, not 8/255
+    cifar_flag = f"robust/eps_{number(8 / 255)}"
+    assert cifar_flag in text
+    own_flag = f"robust/eps_{number(card.metrics()['adversarial/autoattack_linf/primary_eps'])}"
+    pol = parse_policy(yaml.safe_load(text.replace(cifar_flag, own_flag)))
+    rep = evaluate_policy(card, pol, baseline=card)
+    for r in rep.results:
+        if r.outcome is Outcome.SKIPPED:  # `if_missing: skip`: the CIFAR-100 OOD set, which a digits run has not
+            continue
+        assert "not in the scorecard" not in r.message and "no per-sample list" not in r.message, (r.name, r.message)
+    regress = [r for r in rep.results if r.kind != "threshold" and r.metric]
+    assert regress and all(r.details.get("paired") == card.data["n"] for r in regress if "paired" in r.details)
+
+
 # -- threshold rules ----------------------------------------------------------------------------
 def test_pass_and_fail_exit_codes_and_lower_bound():
     card = make_card(n=200, seed=1)
