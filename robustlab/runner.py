@@ -30,6 +30,7 @@ from .errors import DataError, ModelOutputError, RobustlabError, is_disk_failure
 from .memory import heap_settings, peak_rss_mb, release_free_memory
 from .models import LoadOptions, RobustModel
 from .scorecard import CheckResult, Scorecard, Status
+from .seeding import reseed_model_rng
 from .store import ResultStore
 from .suite import Suite
 
@@ -313,6 +314,7 @@ def run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset
             if not cfg.quiet and dist_info.is_main:
                 progress_log.info("[%d/%d] %s (%s) ...", len(card.checks) + 1, len(cfg.suite.entries), entry.id, entry.check)
             tc = time.perf_counter()
+            reseed_model_rng(cfg.seed, entry.id)  # a model's own randomness (dropout left on, noise layers): same seed, same scorecard
             try:
                 result = check.run(ctx)
             except (DataError, ModelOutputError):

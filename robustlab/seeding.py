@@ -26,6 +26,19 @@ def sample_seeds(seed: int, scope: str, ids: Sequence[str]) -> list[int]:
     return [derive_seed(seed, scope, i) for i in ids]
 
 
+def reseed_model_rng(*parts: object) -> None:
+    """Seed torch's global generators (CPU and every GPU) from ``parts``.
+
+    robustlab's own draws use their own generators; this is for the model's: a network that draws
+    random numbers in its forward (dropout left in training mode, noise layers, randomised defenses)
+    uses the global generator. Reseeded at the start of every check and of every stored batch, the
+    scorecard is the same for the same seed, and a resumed run's batches draw what they would have
+    drawn in an uninterrupted run."""
+    import torch
+
+    torch.manual_seed(derive_seed("model-rng", *parts))
+
+
 def numpy_rng(*parts: object) -> np.random.Generator:
     return np.random.default_rng(derive_seed(*parts))
 

@@ -68,3 +68,19 @@ def test_batchnorm_net_rebuilds_exactly_from_its_stored_state() -> None:
     xg = x[:4].clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(again(xg).sum(), xg)
     assert grad.abs().sum() > 0  # straight-through gradient of the fake-quantized surrogate
+
+
+def test_compress_int8_prints_no_torchao_import_notice(tmp_path):
+    """torchao's import logged a `register_constant` deprecation line through torch's logger, a stray stderr line
+    before robustlab's own output (and before the one `error:` line of a failure). A fresh process is needed:
+    torchao logs it only when it is first imported."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torchao")
+    out = tmp_path / "int8.safetensors"
+    r = subprocess.run([sys.executable, "-m", "robustlab", "compress", "--model", "zoo:digits-cnn", "--method", "int8-dynamic", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "register_constant" not in r.stderr and "KernelPreference" not in r.stderr, r.stderr
+    assert out.is_file()

@@ -151,6 +151,30 @@ def test_cli_defend_with_evaluate(tmp_path: Path) -> None:
     assert r2.exit_code == 2 and "--resume" in r2.output
 
 
+def test_cli_defend_reads_the_budget_from_dataset_for_an_arch_model(tmp_path: Path) -> None:
+    """A bare state dict loaded with --arch names no data set; `--dataset digits` names it (as in evaluate) and
+    sets the default budget. Before, defend accepted --dataset and ignored it: "no standard adversarial budget is known"."""
+    from click.testing import CliRunner
+    from safetensors.torch import save_file
+
+    from robustlab.cli import main
+
+    weights = tmp_path / "plain.safetensors"
+    save_file({k: v.contiguous() for k, v in load_model("zoo:digits-cnn", device="cpu").net.state_dict().items()}, str(weights))
+    out = tmp_path / "robust.safetensors"
+    args = ["defend", "--model", str(weights), "--arch", "zoo-arch:digits-cnn", "--data", "digits", "--method", "pgd-at", "--epochs", "1",
+            "--train-limit", "64", "--val-limit", "16", "--out", str(out)]
+    r = CliRunner().invoke(main, [*args, "--dataset", "digits"])
+    assert r.exit_code == 0, r.output
+    from safetensors import safe_open
+
+    with safe_open(str(out), "pt") as f:
+        meta = json.loads(f.metadata()["robustlab"])
+    assert meta["defense"]["params"]["eps"] == pytest.approx(0.1) and meta["dataset"] == "digits"
+    r = CliRunner().invoke(main, [*args, "--dataset", "cifar10", "--overwrite"])  # named twice, differently: refused
+    assert r.exit_code == 2 and "named" in r.output
+
+
 @pytest.mark.parametrize("args, msg", [
     (["--method", "pgd-at", "--beta", "3"], "--beta applies to trades"),
     (["--method", "gaussian", "--sigma", "-1"], "sigma"),

@@ -73,6 +73,10 @@ def audit_softmax_output(model: nn.Module, x: torch.Tensor, *, tol: float = 1e-5
     out = model(x).float()
     is_prob = bool(out.max() < 1 + tol) and bool(out.min() > -tol) and bool(((out.sum(-1) - 1).abs() < tol).all())
     ev = {"min_output": float(out.min()), "max_output": float(out.max()), "max_abs_row_sum_minus_1": float((out.sum(-1) - 1).abs().max())}
+    if getattr(model, "output_kind", "logits") == "probabilities":  # a RobustModel already turns them into log-probabilities
+        ev["log_taken_by_robustlab"] = True
+        return AuditItem("softmax_outputs", Verdict.SUSPECT, "the network outputs probabilities (robustlab takes their log as logits): a float32 softmax "
+                         "saturates at confident points, so gradients vanish there and attacks may be masked; remove the final softmax from the model.", ev)
     if is_prob:
         return AuditItem("softmax_outputs", Verdict.SUSPECT, "the model outputs probabilities, not logits: the CE loss saturates and masks gradients; remove the final softmax from the model.", ev)
     return AuditItem("softmax_outputs", Verdict.VALID, "the model outputs logits.", ev)

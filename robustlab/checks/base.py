@@ -20,6 +20,7 @@ from ..errors import SuiteError
 from ..parsing import parse_fraction
 from ..registry import Registry
 from ..scorecard import CheckResult
+from ..seeding import reseed_model_rng
 
 if TYPE_CHECKING:
     import torch
@@ -135,6 +136,7 @@ class RunContext:
                 key = f"{s}:{min(s + bs, n)}"
                 value = self.store.get(scope, key)
                 if value is None:
+                    reseed_model_rng(self.seed, scope, key)  # the batch's model randomness does not depend on which batches ran before
                     value = self._call_with_backoff(fn, s, min(s + bs, n))
                     self.store.put(scope, key, value)
                     release_free_memory()  # the batch's freed tensors must not stay resident (issue 21)

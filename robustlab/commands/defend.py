@@ -83,7 +83,7 @@ def defend(**kw: Any) -> None:
     quiet = bool(kw["quiet"])
     cfg = DefendConfig(
         model_spec=kw["model_spec"], load=load_options_from(kw), method=kw["method"], method_params=params, train=train_cfg,
-        data_spec=kw.get("data_spec"), data_root=kw.get("data_root"), download=bool(kw.get("download")), out=Path(kw["out"]),
+        data_spec=kw.get("data_spec"), dataset=kw.get("dataset_name"), data_root=kw.get("data_root"), download=bool(kw.get("download")), out=Path(kw["out"]),
         resume=bool(kw["resume"]), overwrite=bool(kw["overwrite"]), suite=kw["suite"], eval_dir=Path(kw["eval_out"]) if kw["eval_out"] else None,
         eval_data_spec=kw.get("eval_data"), eval_limit=kw.get("limit"), eval_batch_size=kw["eval_batch_size"], val_fraction=kw["val_fraction"], train_limit=kw["train_limit"],
         quiet=quiet, command=command_line(),

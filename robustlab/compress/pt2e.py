@@ -48,10 +48,17 @@ _CACHE_SIZE = 8
 
 def require_torchao() -> str:
     """The installed torchao version; a one-line :class:`CompressionError` (exit 2) when it is missing."""
+    import logging
+
+    pytree_log = logging.getLogger("torch.utils._pytree")  # torchao's import logs a register_constant deprecation notice there
+    level = pytree_log.level
+    pytree_log.setLevel(logging.ERROR)
     try:
         import torchao
     except ImportError:
         raise CompressionError("int8 variants (int8-static, int8-dynamic, qat) need torchao; install it with pip install 'robustlab[quant]'.") from None
+    finally:
+        pytree_log.setLevel(level)
     return str(getattr(torchao, "__version__", "unknown"))
 
 

@@ -100,6 +100,9 @@ class RobustModel(nn.Module):
         self._normalise = info.mean is not None or info.std is not None
         self._feature_module: nn.Module | None = None
         self._feature_is_input = True
+        #: "logits", or "probabilities" for a network whose last layer is a softmax: its log is then
+        #: returned as the logits (softmax(log p) = p), so confidences, ECE and losses are the model's own
+        self.output_kind = "logits"
         for p in self.net.parameters():
             p.requires_grad_(False)
 
@@ -158,14 +161,33 @@ class RobustModel(nn.Module):
             k = bucket_size(n)
             if k != n:
                 filler = x[:1].detach().expand(k - n, *x.shape[1:])
-                return _float_logits(self.net(self.normalise(torch.cat([x, filler]))))[:n]
+                return self._logits(self.net(self.normalise(torch.cat([x, filler]))))[:n]
         z = self.normalise(x)
         if z is x:
             # The network gets its own copy: a model that edits its input in place (``x /= 255``,
             # ``Normalize(inplace=True)``) would otherwise rewrite the caller's tensor, i.e. the data
             # set's stored images, for every later check (and attacks' clean points).
             z = x.clone()
-        return _float_logits(self.net(z))
+        return self._logits(self.net(z))
+
+    def _logits(self, out: Any) -> torch.Tensor:
+        z = _float_logits(out)
+        if self.output_kind == "probabilities" and isinstance(z, torch.Tensor):
+            return torch.log(z.clamp_min(torch.finfo(z.dtype).tiny))
+        return z
+
+    def detect_probabilities(self, raw: torch.Tensor, *, tol: float = 1e-4) -> bool:
+        """Whether the network's outputs ``raw`` (n >= 2 rows, as it returned them) are probabilities:
+        every entry in [0, 1] and every row summing to 1. If so, from now on their log is the logits
+        (recorded in ``info.extra["outputs"]``). Logits never pass this test on a real batch."""
+        if self.output_kind != "logits" or raw.ndim != 2 or raw.shape[0] < 2 or raw.shape[1] < 2:
+            return False
+        r = raw.detach().float()
+        if not (bool((r >= -tol).all()) and bool((r <= 1 + tol).all()) and bool(((r.sum(1) - 1).abs() <= tol).all())):
+            return False
+        self.output_kind = "probabilities"
+        self.info.extra["outputs"] = "probabilities (each row sums to 1): robustlab uses their log as the logits"
+        return True
 
     # -- features ------------------------------------------------------------------------
     def _resolve_feature_module(self) -> nn.Module:
@@ -216,6 +238,11 @@ class RobustModel(nn.Module):
             raise ModelOutputError(
                 f"the model returned {type(logits).__name__}, not a tensor of logits; wrap it so forward() returns (N, {self.num_classes}) logits."
             )
+        if not logits.is_floating_point():
+            raise ModelOutputError(
+                f"the model returned {str(logits.dtype).removeprefix('torch.')} values, not floating-point logits; "
+                "return the scores before argmax (attacks need their gradients)."
+            )
         if logits.ndim != 2 or logits.shape[0] != n or logits.shape[1] != self.num_classes:
             raise ModelOutputError(
                 f"the model output has shape {tuple(logits.shape)}, expected ({n}, {self.num_classes}); check --num-classes or the model's head."
@@ -252,10 +279,11 @@ class RobustModel(nn.Module):
 
 
 def _float_logits(out: Any) -> torch.Tensor:
-    """fp16 / bf16 logits (a half-precision model, or autocast) as float32, so that every consumer
-    (losses, margins, index assignment into float32 buffers) sees one dtype; anything else unchanged
-    (a non-tensor output is reported by :meth:`RobustModel.check_output`)."""
-    if isinstance(out, torch.Tensor) and out.dtype in (torch.float16, torch.bfloat16):
+    """Floating-point logits of any other precision (fp16 / bf16 from a half-precision model or
+    autocast, float64 from a double model) as float32, so that every consumer (losses, margins, index
+    assignment into float32 buffers) sees one dtype; anything else unchanged (a non-tensor or
+    integer output is reported by :meth:`RobustModel.check_output`)."""
+    if isinstance(out, torch.Tensor) and out.is_floating_point() and out.dtype != torch.float32:
         return out.float()
     return out  # type: ignore[no-any-return]
 

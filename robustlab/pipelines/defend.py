@@ -49,6 +49,7 @@ class DefendConfig:
     method_params: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     data_spec: str | None = None
+    dataset: str | None = None
     data_root: str | None = None
     download: bool = False
     out: Path = Path("robust.safetensors")
@@ -146,7 +147,7 @@ def _warn_overlap(cfg: DefendConfig, spec: str, train_ds: Any) -> None:
 def _evaluate(cfg: DefendConfig, suite: Suite, model_spec: str, load: LoadOptions, out_dir: Path, *, resume: bool) -> Scorecard:
     from .evaluate import RunConfig, evaluate
 
-    rc = RunConfig(model_spec=model_spec, load=load, suite=suite, data_spec=cfg.eval_data_spec or cfg.data_spec, data_root=cfg.data_root, download=cfg.download,
+    rc = RunConfig(model_spec=model_spec, load=load, suite=suite, data_spec=cfg.eval_data_spec or cfg.data_spec, dataset=cfg.dataset, data_root=cfg.data_root, download=cfg.download,
                    out_dir=out_dir, seed=cfg.train.seed, batch_size=cfg.eval_batch_size, limit=cfg.eval_limit, resume=resume, quiet=cfg.quiet,
                    command=cfg.command, defend_role=out_dir.name)
     return evaluate(rc)
@@ -157,6 +158,7 @@ def run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | N
     """Run a defense end to end (see the module docstring). Errors a user can cause are raised as
     :class:`RobustlabError` before any training starts where possible."""
     from ..data import load_dataset
+    from ..data.naming import DATA_ENTRY, resolve_dataset_name
     from ..models import load_model
     from ..models.save import save_model, unwrap
     from ..runner import prepare_data, resolve_device
@@ -187,7 +189,8 @@ def run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | N
     data_spec = cfg.data_spec or model.info.dataset
     if not data_spec:
         raise DataError(f"model {cfg.model_spec} names no default data set; pass --data with a training split (e.g. --data digits or --data npz:PATH).")
-    raw_train = _train_subset(load_dataset(data_spec, split="train", root=cfg.data_root, download=cfg.download), cfg.train_limit, seed=cfg.train.seed)
+    raw_train = _train_subset(load_dataset(data_spec, split="train", root=cfg.data_root, download=cfg.download), cfg.train_limit,
+                              seed=cfg.train.seed)
     try:
         raw_val = load_dataset(data_spec, split="val", root=cfg.data_root, download=cfg.download)
     except DataError:
@@ -197,6 +200,12 @@ def run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | N
     if raw_val is not None:
         raw_val = raw_val.match_classes(model.info.class_names, model.num_classes)
     raw_train.check_labels(model.num_classes)
+    ds_name, ds_source = resolve_dataset_name(cfg.dataset, str(raw_train.extra.get("dataset") or "") or None, model.info.dataset,
+                                              data_source=DATA_ENTRY if data_spec.partition(":")[0] in ("npz", "folder") else f"the data spec {data_spec}",
+                                              data_is_model_default=not cfg.data_spec)
+    if ds_name is not None and model.info.dataset != ds_name:
+        model.info = model.info.with_overrides(dataset=ds_name)  # the attack budget (--eps unset) is read from it, as in evaluate
+    log.info("data set: %s (%s)", ds_name or "not named", ds_source)
     train_data = prepare_data(model, raw_train)
     val_data = prepare_data(model, raw_val) if raw_val is not None else None
     if train_data.x is not None:  # in-memory sets move to the device once

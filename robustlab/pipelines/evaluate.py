@@ -98,12 +98,17 @@ def evaluate(cfg: RunConfig) -> Scorecard:
         xb = data.images(slice(0, min(len(data), cfg.batch_size))).to(device)
         try:
             logits = model(xb)
-        except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # shape/channel mismatches surface here
+        except RobustlabError:
+            raise
+        except Exception as exc:  # the user's code raised: shape/channel mismatches, its own asserts (a fixed batch size), export guards
             raise ModelOutputError(
-                f"the model fails on a batch of {data_spec} of shape {tuple(xb.shape)} ({' '.join(str(exc).split())[:160]}); "
-                "check that the data matches the model (--data, --input-shape, --mean/--std channels, --arch)."
+                f"the model fails on a batch of {data_spec} of shape {tuple(xb.shape)} ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); "
+                "check that the data matches the model (--data, --input-shape, --mean/--std channels, --arch) and that it takes any batch size."
             ) from exc
         model.check_output(logits, xb.shape[0])
+        if model.detect_probabilities(logits) and dist_info.is_main:
+            log.warning("the model outputs probabilities (a final softmax), not logits: robustlab uses their log as the logits, "
+                        "so confidences and calibration are the model's own; attacks on it may still be masked (see the softmax_outputs audit).")
     t_data = time.perf_counter() - t
 
     out = Path(cfg.out_dir)

@@ -189,3 +189,53 @@ class _HalfLogits(Tiny):
 
 def half_logits() -> nn.Module:
     return _HalfLogits()
+
+
+class _ZooDigits(nn.Module):
+    """The bundled digits CNN (a real model with a meaningful calibration), with a transformed output."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        from robustlab.models import load_model
+
+        self.net = load_model("zoo:digits-cnn", device="cpu").net
+        self.kind = kind
+        self.drop = nn.Dropout(0.3)
+
+    def forward(self, x):
+        if self.kind == "fixed_batch":
+            assert x.shape[0] == 16, f"batch {x.shape[0]}"
+        if self.kind == "noisy":
+            x = self.drop.train()(x)  # randomness left on at evaluation time
+        z = self.net(x)
+        if self.kind == "probabilities":
+            return torch.softmax(z, dim=1)
+        if self.kind == "double":
+            return z.double()
+        if self.kind == "int":
+            return z.round().long()
+        return z
+
+
+def zoo_digits() -> nn.Module:
+    return _ZooDigits("logits")
+
+
+def probabilities_out() -> nn.Module:
+    return _ZooDigits("probabilities")
+
+
+def double_out() -> nn.Module:
+    return _ZooDigits("double")
+
+
+def int_out() -> nn.Module:
+    return _ZooDigits("int")
+
+
+def fixed_batch() -> nn.Module:
+    return _ZooDigits("fixed_batch")
+
+
+def noisy() -> nn.Module:
+    return _ZooDigits("noisy")
