@@ -283,7 +283,7 @@ def run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset
     def load_data(spec: str, split: str = "test", *, adapt: bool = False, limit: int | None = None) -> Dataset:
         key = (spec, split, adapt)
         if key not in data_cache:
-            d = load_dataset(spec, split=split, root=cfg.data_root, download=cfg.download)
+            d = load_dataset(spec, split=split, root=cfg.data_root, download=cfg.download, input_shape=model.input_shape)
             data_cache[key] = prepare_data(model, d, adapt=adapt)
         return data_cache[key].limit(limit)
 
@@ -291,7 +291,8 @@ def run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset
         tool={"name": "robustlab", "version": __version__},
         model={**model.info.to_dict(), "loaded_in_seconds": None},
         data={"spec": data_spec, "split": "test", "n": len(data), "ids_sha256": raw.ids_sha256(), "content_sha256": raw.content_sha256(),
-              "classes": raw.classes, "limit": cfg.limit, "dataset": ds_name, "dataset_source": ds_source, "ids": list(raw.ids), "labels": raw.y.tolist()},
+              "classes": raw.classes, "limit": cfg.limit, "dataset": ds_name, "dataset_source": ds_source, "ids": list(raw.ids), "labels": raw.y.tolist(),
+              **({"preprocessing": raw.preprocessing} if raw.preprocessing else {})},
         suite={"name": cfg.suite.name, "source": cfg.suite.source, "sha256": cfg.suite.sha256, "checks": [e.id for e in cfg.suite.entries]},
         environment=environment(device),
         run={"seed": cfg.seed, "batch_size": cfg.batch_size, "device": str(device), "command": cfg.command, "started": started,

@@ -71,6 +71,7 @@ REFERENCE: dict[str, dict[str, str]] = {
     },
     "test_gates.py": {"test_mcnemar_matches_statsmodels_when_available": "statsmodels"},
     "test_defend_augmix_ops.py": {"test_pixel_ops_match_pil": "pillow", "test_translate_matches_pil_on_whole_pixels": "pillow"},
+    "test_folder_data.py": {"test_resize_crop_equals_torchvision": "torchvision"},
 }
 
 #: test file -> test functions (or "*") that start another program: a robustlab subprocess, torchrun,

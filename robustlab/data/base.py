@@ -30,6 +30,9 @@ class Dataset:
             set with files is fingerprinted by the files' bytes (reading is far cheaper than decoding).
         relabel_by_name: the labels are only the positions of ``classes`` (ImageFolder: class folders
             sorted by name), so :meth:`match_classes` may map them to a model's classes by name.
+        preprocessing: how a plugin decoded and sized the images when it chose (``folder:``: native
+            size, or the resize/crop protocol and its target), else empty. Recorded in the scorecard
+            (``data.preprocessing``) and part of :meth:`content_sha256`.
     """
 
     spec: str
@@ -45,6 +48,7 @@ class Dataset:
     hash_pixels: bool = False
     files: list[str] | None = None
     relabel_by_name: bool = False
+    preprocessing: str = ""
     _files_sha256: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -124,7 +128,8 @@ class Dataset:
 
     def content_sha256(self) -> str:
         """Hash of ids, labels and the content: the pixels of in-memory data and ``hash_pixels`` sets,
-        the bytes of the files of sets read from ``files``.
+        the bytes of the files of sets read from ``files``, and ``preprocessing`` when set (the same
+        files decoded at another size or channel count are other images).
 
         Lazy sets are hashed in chunks of about 16 MB, never loaded whole; the digest equals that of
         the same images held in memory. Files are read (not decoded) once per :class:`Dataset`
@@ -142,6 +147,8 @@ class Dataset:
             step = max(1, (16 << 20) // max(1, self.images([0]).numpy().nbytes))
             for s in range(0, len(self), step):
                 h.update(self.images(slice(s, s + step)).contiguous().numpy().data)  # a buffer view, no bytes copy
+        if self.preprocessing:
+            h.update(b"\npreprocessing: " + self.preprocessing.encode())
         return h.hexdigest()
 
     def match_classes(self, class_names: Sequence[str] | None, num_classes: int) -> "Dataset":

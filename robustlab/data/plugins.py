@@ -25,11 +25,13 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class DatasetPlugin:
-    """A data plugin: ``load(arg, split=, root=, download=) -> Dataset`` plus a one-line description."""
+    """A data plugin: ``load(arg, split=, root=, download=) -> Dataset`` plus a one-line description.
+    With ``takes_input_shape``, ``load`` also takes ``input_shape=`` (the model's (C, H, W) or None)."""
 
     load: Callable[..., Dataset]
     description: str
     needs_arg: bool = False
+    takes_input_shape: bool = False
 
 
 #: Data sources by spec prefix. Built-ins are registered with :func:`data_source` in the modules of
@@ -38,12 +40,14 @@ class DatasetPlugin:
 DATASETS: Registry[DatasetPlugin] = Registry("data plugin", group="robustlab.datasets", package="robustlab.data")
 
 
-def data_source(name: str, description: str, *, needs_arg: bool = False) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
+def data_source(name: str, description: str, *, needs_arg: bool = False,
+                takes_input_shape: bool = False) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
     """Decorator: register ``load(arg, *, split, root=None, download=False) -> Dataset`` as the data
-    spec ``name`` (``name:ARG`` when ``needs_arg``)."""
+    spec ``name`` (``name:ARG`` when ``needs_arg``; ``load`` also takes ``input_shape=`` when
+    ``takes_input_shape``)."""
 
     def deco(fn: Callable[..., Dataset]) -> Callable[..., Dataset]:
-        DATASETS.add(name, DatasetPlugin(fn, description, needs_arg=needs_arg))
+        DATASETS.add(name, DatasetPlugin(fn, description, needs_arg=needs_arg, takes_input_shape=takes_input_shape))
         return fn
 
     return deco
@@ -54,8 +58,14 @@ def class_names(name: str) -> list[str]:
     return list(table[name])
 
 
-def load_dataset(spec: str, *, split: str = "test", root: str | Path | None = None, download: bool = False) -> Dataset:
-    """Resolve a data spec (``NAME`` or ``NAME:ARG``) to a :class:`Dataset` with images in [0, 1]."""
+def load_dataset(spec: str, *, split: str = "test", root: str | Path | None = None, download: bool = False,
+                 input_shape: Sequence[int] | None = None) -> Dataset:
+    """Resolve a data spec (``NAME`` or ``NAME:ARG``) to a :class:`Dataset` with images in [0, 1].
+
+    ``input_shape``: the (C, H, W) of the model the data is for, when known (``model.input_shape``).
+    Plugins whose images have no fixed size (``folder:``) decode to it; the others ignore it (their
+    images are checked against the model by the caller).
+    """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}.")
     name, _, arg = spec.partition(":")
@@ -69,7 +79,12 @@ def load_dataset(spec: str, *, split: str = "test", root: str | Path | None = No
         plugin = DatasetPlugin(load=plugin, description="third-party plugin", needs_arg=False)
     if plugin.needs_arg and not arg:
         raise DataError(f"data spec {name!r} needs an argument, e.g. {name}:PATH_OR_NAME.")
-    ds = plugin.load(arg, split=split, root=root, download=download)
+    if plugin.takes_input_shape:
+        if input_shape is not None and (len(input_shape) != 3 or any(int(s) < 1 for s in input_shape)):
+            raise DataError(f"input shape {tuple(input_shape)} is not (C, H, W) of positive sizes; fix --input-shape or the model's metadata.")
+        ds = plugin.load(arg, split=split, root=root, download=download, input_shape=tuple(int(s) for s in input_shape) if input_shape is not None else None)
+    else:
+        ds = plugin.load(arg, split=split, root=root, download=download)
     if len(ds) == 0:
         raise DataError(f"data {spec} ({split}) is empty.")
     _check_unique(ds.ids, f"data {spec} ({split})", "sample id", "every sample needs its own id, or per-sample comparisons pair the wrong images")
@@ -275,13 +290,19 @@ def _npz_batch(x: np.ndarray, idx: Sequence[int], layout: str, p: Path) -> torch
 _IMG_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
 
-@data_source("folder", "folder:PATH, ImageFolder layout PATH/<class>/<image> (lazy loading).", needs_arg=True)
-def _folder(arg: str, *, split: str, root: object = None, download: bool = False, size: int | None = None) -> Dataset:
+@data_source("folder", "folder:PATH, ImageFolder layout PATH/<class>/<image> (lazy loading; native size, or the ImageNet protocol to the model's size).",
+             needs_arg=True, takes_input_shape=True)
+def _folder(arg: str, *, split: str, root: object = None, download: bool = False, input_shape: Sequence[int] | None = None) -> Dataset:
     """ImageFolder layout ``PATH/<class>/<image>`` (``PATH/<split>/<class>/...`` when split folders
-    exist). Images are loaded lazily; those larger than 64 px are resized (shorter side to
-    ``size / 0.875``) and centre-cropped to ``size`` (default 224), the standard ImageNet protocol."""
+    exist), loaded lazily. Channels, size and value range are decided once for the folder from every
+    file's header (:mod:`robustlab.data.images`): images of one size keep it unless ``input_shape``
+    (the model's (C, H, W), when known) asks for another; otherwise the ImageNet protocol (resize,
+    centre crop) to the model's size, else 224x224. ``description`` and ``preprocessing`` say which."""
     from PIL import Image
 
+    from .images import choose_protocol, decode, scan, unreadable
+
+    spec = f"folder:{arg}"
     base = Path(arg).expanduser()
     if (base / split).is_dir():
         base = base / split
@@ -295,39 +316,30 @@ def _folder(arg: str, *, split: str, root: object = None, download: bool = False
         files += [(f, ci) for f in sorted((base / c).rglob("*")) if f.suffix.lower() in _IMG_EXT]
     if not files:
         raise DataError(f"{base} has class folders but no images ({', '.join(sorted(_IMG_EXT))}).")
-    try:
-        with Image.open(files[0][0]) as im0:
-            grey = im0.mode in ("L", "1", "I;16")
-            big = min(im0.size) > 64
-    except (OSError, ValueError) as exc:  # PIL.UnidentifiedImageError is an OSError
-        raise DataError(f"cannot read image {files[0][0]} ({' '.join(str(exc).split())[:120]}); remove or replace it.") from exc
-    crop = size or 224
+    sizes, colour = scan([f for f, _ in files], spec=spec)
+    protocol = choose_protocol(sizes, colour, input_shape)
+    if protocol.resize:
+        log.info("data %s: %d image size(s); %s", spec, len(sizes), protocol.describe())
 
     def load(idx: Sequence[int]) -> torch.Tensor:
-        from torchvision.transforms import functional as TF
-
         out = []
         for i in idx:
+            f = files[i][0]
             try:
-                with Image.open(files[i][0]) as src:
-                    im = src.convert("L" if grey else "RGB")
-                    if big:
-                        im = TF.center_crop(TF.resize(im, int(round(crop / 0.875))), [crop, crop])
-                    out.append(TF.to_tensor(im))
-            except (OSError, ValueError) as exc:
-                raise DataError(f"cannot read image {files[i][0]} ({' '.join(str(exc).split())[:120]}); remove or replace it.") from exc
+                with Image.open(f) as src:
+                    out.append(decode(src, protocol, name=f, spec=spec))
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                raise unreadable(f, exc, spec) from exc
         try:
-            return torch.stack(out)
-        except RuntimeError as exc:
-            raise DataError(f"images in {base} have different sizes; resize them or use images of one size.") from exc
+            return torch.from_numpy(np.stack(out)) if out else torch.zeros((0, protocol.channels, *protocol.size))
+        except ValueError as exc:  # a file changed size after the scan
+            raise DataError(f"images in {base} changed size while being read; run again on a folder that is not being written.") from exc
 
     ids = [f"{f.relative_to(base).as_posix()}" for f, _ in files]
     y = torch.tensor([c for _, c in files], dtype=torch.int64)
     extra: dict[str, object] = {}
     for mf in (base / "manifest.json", Path(arg).expanduser() / "manifest.json"):
         if mf.is_file():
-            import json
-
             try:
                 name = json.loads(mf.read_text()).get("dataset")
             except (OSError, ValueError, AttributeError) as exc:
@@ -335,8 +347,9 @@ def _folder(arg: str, *, split: str, root: object = None, download: bool = False
             if name:
                 extra["dataset"] = str(name)
             break
-    return Dataset(spec=f"folder:{arg}", split=split, ids=ids, y=y, classes=classes, loader=load, description=f"image folder {base}", extra=extra,
-                   files=[str(f) for f, _ in files], relabel_by_name=True)
+    how = protocol.describe()
+    return Dataset(spec=spec, split=split, ids=ids, y=y, classes=classes, loader=load, description=f"image folder {base}: {how}", extra=extra,
+                   files=[str(f) for f, _ in files], relabel_by_name=True, preprocessing=how)
 
 
 

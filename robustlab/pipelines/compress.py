@@ -69,9 +69,9 @@ def _image_hashes(data: Dataset, batch: int = 512) -> set[str]:
     return out
 
 
-def _test_split(spec: str, cfg: CompressConfig) -> Dataset | None:
+def _test_split(spec: str, cfg: CompressConfig, input_shape: tuple[int, int, int] | None = None) -> Dataset | None:
     try:
-        return load_dataset(spec, split="test", root=cfg.data_root, download=False)
+        return load_dataset(spec, split="test", root=cfg.data_root, download=False, input_shape=input_shape)
     except (RobustlabError, OSError, ValueError) as exc:  # not available offline: cannot be compared, said in the log
         log.info("calibration check: the test split of %s is not available (%s); not compared", spec, type(exc).__name__)
         return None
@@ -86,11 +86,11 @@ def calibration_data(model: RobustModel, cfg: CompressConfig, *, limit: bool = T
     spec = cfg.calibration_data or model.info.dataset
     if not spec:
         raise CompressionError("the model names no data set to calibrate on; pass --calibration-data SPEC (training-like images, never the test split).")
-    full = load_dataset(spec, split="train", root=cfg.data_root, download=cfg.download)
+    full = load_dataset(spec, split="train", root=cfg.data_root, download=cfg.download, input_shape=model.input_shape)
     cal = full.limit(cfg.calibration_n) if limit else full
     cal_hashes = _image_hashes(cal)
     for test_spec in dict.fromkeys(s for s in (model.info.dataset, spec) if s):
-        test = _test_split(test_spec, cfg)
+        test = _test_split(test_spec, cfg, model.input_shape)  # decoded as the calibration images, so the same image hashes the same
         if test is None or (test_spec != model.info.dataset and test.ids == full.ids):
             continue
         shared = cal_hashes & _image_hashes(test)

@@ -189,10 +189,10 @@ def run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | N
     data_spec = cfg.data_spec or model.info.dataset
     if not data_spec:
         raise DataError(f"model {cfg.model_spec} names no default data set; pass --data with a training split (e.g. --data digits or --data npz:PATH).")
-    raw_train = _train_subset(load_dataset(data_spec, split="train", root=cfg.data_root, download=cfg.download), cfg.train_limit,
+    raw_train = _train_subset(load_dataset(data_spec, split="train", root=cfg.data_root, download=cfg.download, input_shape=model.input_shape), cfg.train_limit,
                               seed=cfg.train.seed)
     try:
-        raw_val = load_dataset(data_spec, split="val", root=cfg.data_root, download=cfg.download)
+        raw_val = load_dataset(data_spec, split="val", root=cfg.data_root, download=cfg.download, input_shape=model.input_shape)
     except DataError:
         raw_val = None
     raw_train, raw_val = _split_train_val(raw_train, raw_val, fraction=cfg.val_fraction, seed=cfg.train.seed)

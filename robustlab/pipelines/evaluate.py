@@ -80,7 +80,7 @@ def evaluate(cfg: RunConfig) -> Scorecard:
     if not data_spec:
         raise DataError(f"model {cfg.model_spec} names no default data set; pass --data (e.g. --data digits, --data npz:PATH, --data folder:PATH).")
     t = time.perf_counter()
-    raw = load_dataset(data_spec, split="test", root=cfg.data_root, download=cfg.download).limit(cfg.limit)
+    raw = load_dataset(data_spec, split="test", root=cfg.data_root, download=cfg.download, input_shape=model.input_shape).limit(cfg.limit)
     raw = raw.match_classes(model.info.class_names, model.num_classes)  # folder: labels by class name where they can be
     raw.check_labels(model.num_classes)
 

@@ -94,7 +94,7 @@ def _attack_check(cfg: RunConfig, run: VariantRun, base_card: Scorecard, check_i
     budget = budget_for(dataset_key(ds) or "", Norm.LINF) if ds else None
     if budget is None:
         return CheckResult(check_id, CHECK_ID, status=Status.SKIPPED, reason=f"no Linf budget is known for data set {ds or '(unnamed)'}; name it with --dataset")
-    raw = load_dataset(str(run.card.data["spec"]), split="test", root=cfg.data_root, download=cfg.download).limit(cfg.limit)
+    raw = load_dataset(str(run.card.data["spec"]), split="test", root=cfg.data_root, download=cfg.download, input_shape=variant.input_shape).limit(cfg.limit)
     raw = raw.match_classes(base.info.class_names, base.num_classes)  # the labels the base run used (folder: by class name)
     data = prepare_data(variant, raw)
     eps = budget.eps * (variant.bounds[1] - variant.bounds[0])
@@ -187,7 +187,8 @@ def evaluate_variants(cfg: RunConfig, items: list[str], opts: VariantOptions) ->
                 _put(card, result)
             card.write(vcfg.out_dir / "scorecard.json")
         runs.append(run)
-    raw = load_dataset(str(base.card.data["spec"]), split="test", root=cfg.data_root, download=cfg.download).limit(cfg.limit)
+    raw = load_dataset(str(base.card.data["spec"]), split="test", root=cfg.data_root, download=cfg.download,
+                       input_shape=base.card.model.get("input_shape")).limit(cfg.limit)
     sizes: dict[str, dict[str, Any]] = {}
     for r in [base, *runs]:  # latency measured in this process, one model after the other, same images and threads
         m = load_model(r.model_spec, replace(cfg.load, device="cpu"))
