@@ -232,6 +232,7 @@ def run_fingerprint(cfg: RunConfig, model: RobustModel, raw: Dataset, data_spec:
         "suite.sha256": cfg.suite.sha256,
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
+        "device": model.device.type,  # a CPU and a GPU differ in the last bits: a run resumed on the other keeps nothing
         "precision": cfg.precision,
         "channels_last": cfg.channels_last,
         "compile": cfg.compile,

@@ -37,7 +37,7 @@ class Case:
 
 def cold_cache_env(folder: Path) -> dict[str, str]:
     """The environment of a golden run: an empty robustlab cache in ``folder``, so fitted OOD detectors are
-    always fitted in the run (``ood/fit/passes`` = 1), whatever other runs on the machine left cached."""
+    always fitted in the run, whatever other runs on the machine left cached."""
     return {**os.environ, "ROBUSTLAB_CACHE": str(folder), "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 

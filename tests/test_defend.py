@@ -118,6 +118,10 @@ def test_resume_gives_the_uninterrupted_weights(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="differ"):
         run_defense(DefendConfig(model_spec="zoo:digits-cnn", load=LoadOptions(device="cpu"), train=TrainConfig(epochs=2, batch_size=32, val_limit=32, schedule="cyclic"),
                                  out=out_b, resume=True, **kw))  # type: ignore[arg-type]
+    # so does a changed validation size: it decides the `--select best` epoch and the recorded validation history
+    with pytest.raises(Exception, match="differ"):
+        run_defense(DefendConfig(model_spec="zoo:digits-cnn", load=LoadOptions(device="cpu"), train=TrainConfig(epochs=2, batch_size=64, val_limit=16, schedule="cyclic"),
+                                 out=out_b, resume=True, **kw))  # type: ignore[arg-type]
 
 
 def test_cli_defend_with_evaluate(tmp_path: Path) -> None:

@@ -150,7 +150,8 @@ class CorruptionCheck(Check[CorruptionParams]):
                 x = adapt_images(x, shape)
             return self._classify(ctx, x, labels[idx])
 
-        return _cell(ctx.map_batches(f"{scope}|pre/{name}/s{severity}", n, batch, desc=f"{name} s{severity}"))
+        # the cell's files (size, mtime) are part of the key: replaced files are recomputed on --resume, never read from the store
+        return _cell(ctx.map_batches(f"{scope}|pre/{name}/s{severity}|{pre.cell_fingerprint(name, severity)[:16]}", n, batch, desc=f"{name} s{severity}"))
 
     # -- main ---------------------------------------------------------------------------------
     def run(self, ctx: RunContext) -> CheckResult:

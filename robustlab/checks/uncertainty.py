@@ -168,14 +168,16 @@ class UncertaintyCheck(Check[UncertaintyParams]):
     Params = UncertaintyParams
     runs_after = ("adversarial",)  # reads the examples the adversarial checks saved (--save-adversarial)
 
-    def _logits(self, ctx: RunContext, tag: str, n: int, get: Any) -> "np.ndarray":
-        """Logits (n, K) of ``get(start, stop)`` images, batch by batch through ``ctx.map_batches``."""
+    def _logits(self, ctx: RunContext, tag: str, n: int, get: Any, *, content: str = "") -> "np.ndarray":
+        """Logits (n, K) of ``get(start, stop)`` images, batch by batch through ``ctx.map_batches``.
+        ``content``: the sha256 of a set the run fingerprint does not cover (validation, shift and OOD
+        sets), so ``--resume`` never reuses logits of images that have changed since."""
         import numpy as np
         import torch
 
         p: UncertaintyParams = self.params
         inputs = {k: getattr(p, k) for k in ("val_limit", "ood_limit", "synthetic_n", "adv_eps", "adv_steps", "adv_limit")}
-        scope = ctx.store.scope(self.id, {"check": self.name, "logits": tag, **inputs})  # only what changes the logits
+        scope = ctx.store.scope(self.id, {"check": self.name, "logits": tag, **inputs, **({"content": content} if content else {})})  # only what changes the logits
 
         def batch(start: int, stop: int) -> list[list[float]]:
             x = get(start, stop).to(ctx.device)
@@ -216,7 +218,7 @@ class UncertaintyCheck(Check[UncertaintyParams]):
             val_source = f"seeded half of the evaluation data ({len(cal_idx)} images; no disjoint validation split exists), excluded from every test metric"
             res.notes.append(f"no validation split: {val_source}.")
         test = data.subset(test_idx) if len(test_idx) != len(data) else data
-        z_val = self._logits(ctx, "val", len(val), lambda a, b: val.images(slice(a, b)))
+        z_val = self._logits(ctx, "val", len(val), lambda a, b: val.images(slice(a, b)), content=val.content_sha256())
         fitted = U.fit(z_val, val.y.numpy(), settings, rng=np.random.default_rng(derive_seed(ctx.seed, "uncertainty-fit", self.id)))
         res.add_metric(key(*P, "calibration", "temperature"), fitted.temperature, n=fitted.n_temperature)
         if fitted.errors_in_temperature_half == 0:
@@ -268,10 +270,10 @@ class UncertaintyCheck(Check[UncertaintyParams]):
         # 4. shift and OOD sets -----------------------------------------------------------------
         shift_sets, ood_sets = _extra_sets(ctx, p, shape, res)
         for name, ds in shift_sets.items():
-            zs_ = self._logits(ctx, f"shift/{name}", len(ds), lambda a, b, d=ds: d.images(slice(a, b)))
+            zs_ = self._logits(ctx, f"shift/{name}", len(ds), lambda a, b, d=ds: d.images(slice(a, b)), content=ds.content_sha256())
             by_cond[("shift", name)] = measure(("shift", name), zs_, ds.y.numpy(), (p.primary_score,))
         for name, ds in ood_sets.items():
-            zo = self._logits(ctx, f"ood/{name}", len(ds), lambda a, b, d=ds: d.images(slice(a, b)))
+            zo = self._logits(ctx, f"ood/{name}", len(ds), lambda a, b, d=ds: d.images(slice(a, b)), content=ds.content_sha256())
             measure(("ood", name), zo, None, (p.primary_score,))
 
         # 5. adversarial: the adversarial checks' saved examples, else the check's own PGD ---------

@@ -92,6 +92,22 @@ class PrecomputedCorruptions:
             raise DataError(f"ImageNet-C images in {self.root / name / str(severity)} differ in size; the released set is 224x224 throughout, re-extract it.")
         return torch.stack(out).float() / 255.0
 
+    def cell_fingerprint(self, name: str, severity: int) -> str:
+        """sha256 over the name, size and modification time of every file one (corruption, severity)
+        cell reads: stored results of a cell whose files were replaced are not reused on ``--resume``
+        (the files themselves are not read: ImageNet-C holds 3.75 million of them)."""
+        import hashlib
+
+        if self.layout == "cifar-c":
+            files = [self.root / f"{name}.npy", self.root / "labels.npy"]
+        else:
+            files = list(self._imagenet_index(name, severity)[0])
+        h = hashlib.sha256(f"{self.layout}|{name}|{severity}".encode())
+        for f in files:
+            st = f.stat()
+            h.update(f"\n{f.name}|{st.st_size}|{st.st_mtime_ns}".encode())
+        return h.hexdigest()
+
     def _labels_all(self) -> np.ndarray:
         return cast("np.ndarray", np.load(self.root / "labels.npy", mmap_mode="r"))
 

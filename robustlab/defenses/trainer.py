@@ -224,9 +224,9 @@ def train(
         raise RobustlabError("the training split is empty; pass --data with a training split (e.g. digits, npz:PATH with x_train/y_train).")
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    # what must match for a resume (the validation size may change: it does not affect the weights)
-    fp_cmp = {"method": method.name, "params": method.params.to_dict(), "n_train": n, **(fingerprint or {}),
-              "config": {k: v for k, v in asdict(cfg).items() if k not in ("val_limit",)}}
+    # what must match for a resume: the validation size too, since it decides the `--select best` epoch and the
+    # validation history recorded in the written model
+    fp_cmp = {"method": method.name, "params": method.params.to_dict(), "n_train": n, **(fingerprint or {}), "config": asdict(cfg)}
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     latest = _latest_checkpoint(ckpt_dir)
