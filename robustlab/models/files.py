@@ -24,12 +24,18 @@ from ..signing import sha256_file
 from .architectures import ARCHITECTURES
 from .metadata import no_constant, read_sidecar, validate_metadata
 from .options import LoadedNet, LoadOptions, first_line
+from .probe import head_weight_name, output_width
 
 log = logging.getLogger(__name__)
 
 
-def infer_num_classes(net: nn.Module) -> int:
-    """Output size of the last linear layer (also inside TorchScript and torch.export modules)."""
+def infer_num_classes(net: nn.Module, input_shape: tuple[int, ...] | None = None) -> int:
+    """Number of classes of ``net``: the width of its output on a dummy batch of ``input_shape``
+    (guessed from the first layer when None, see :mod:`.probe`); when no probe forward works, the
+    output size of the last linear layer (also inside TorchScript and torch.export modules)."""
+    width = output_width(net, input_shape)
+    if width is not None:
+        return width
     linears = [m for m in net.modules() if isinstance(m, nn.Linear) or getattr(m, "original_name", None) == "Linear"]
     weight = getattr(linears[-1], "weight", None) if linears else None
     if isinstance(weight, torch.Tensor):
@@ -253,6 +259,60 @@ def unwrap_checkpoint(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], di
     return sd, meta
 
 
+def _build_for_weights(arch: str, sd: dict[str, torch.Tensor], *, from_file: bool, opts: LoadOptions, input_shape: tuple[int, ...] | None) -> tuple[nn.Module, dict[str, Any], int | None]:
+    """Build ``arch`` with as many classes as the head in ``sd`` has: build it with its default head,
+    find that head (the layer that computes the logits in a probe forward, else the last 2-D weight in
+    the architecture's registration order; never the file's key order, which safetensors sorts by
+    name), read the class count from the same key in ``sd`` and rebuild if it differs."""
+    try:
+        net, arch_meta = build_architecture(arch, num_classes=None, from_file=from_file, opts=opts)
+    except ModelLoadError:  # e.g. a factory whose num_classes has no default: read the weights alone
+        k = _classes_from_weights(sd)
+        net, arch_meta = build_architecture(arch, num_classes=k, from_file=from_file, opts=opts)
+        return net, arch_meta, k
+    own = net.state_dict()
+    key = head_weight_name(net, input_shape or arch_meta.get("input_shape"))
+    if key is None or key not in sd or sd[key].ndim < 2:
+        key = next((n for n in reversed(own) if n.endswith("weight") and own[n].ndim == 2 and n in sd and sd[n].ndim == 2), None)
+    k = int(sd[key].shape[0]) if key is not None else _classes_from_weights(sd)
+    if k is None or (key is not None and key in own and int(own[key].shape[0]) == k):
+        return net, arch_meta, k
+    net, arch_meta = build_architecture(arch, num_classes=k, from_file=from_file, opts=opts)
+    return net, arch_meta, k
+
+
+def _classes_from_weights(sd: dict[str, torch.Tensor]) -> int | None:
+    """Class count from a state dict alone: the rows of the 2-D weight whose output feeds no other
+    2-D weight (its row count is no other one's input width), the last such in the file's order."""
+    mats = [(n, v) for n, v in sd.items() if n.endswith("weight") and v.ndim == 2]
+    if not mats:
+        return None
+    inputs = {int(v.shape[1]) for _, v in mats}
+    leaves = [v for _, v in mats if int(v.shape[0]) not in inputs]
+    return int((leaves or [v for _, v in mats])[-1].shape[0])
+
+
+def misfit(net: nn.Module, sd: dict[str, torch.Tensor]) -> str:
+    """How ``sd`` differs from ``net``'s own state dict, in one line: counts and the first three
+    missing keys, unexpected keys and size mismatches (empty when the keys and shapes agree)."""
+    own = net.state_dict()
+
+    def few(items: list[str]) -> str:
+        return ", ".join(items[:3]) + (", ..." if len(items) > 3 else "")
+
+    missing = [n for n in own if n not in sd]
+    unexpected = [n for n in sd if n not in own]
+    sizes = [f"{n}: {tuple(sd[n].shape)} in the file, {tuple(own[n].shape)} in the model" for n in own if n in sd and tuple(sd[n].shape) != tuple(own[n].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} key(s) of the model missing from the file ({few(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) in the file ({few(unexpected)})")
+    if sizes:
+        parts.append(f"{len(sizes)} size mismatch(es) ({few(sizes)})")
+    return "; ".join(parts)
+
+
 def _from_state_dict(path: Path, sd: dict[str, torch.Tensor], meta: dict[str, Any], opts: LoadOptions, base: dict[str, Any], fmt: str) -> LoadedNet:
     arch = opts.arch
     from_file = False
@@ -263,9 +323,10 @@ def _from_state_dict(path: Path, sd: dict[str, torch.Tensor], meta: dict[str, An
         raise ModelLoadError(f"{path.name} is a state dict (weights only); say which architecture it belongs to with --arch, e.g. --arch torchvision:resnet18 or --arch factory:my_pkg.models:build.")
     num_classes = opts.overrides.get("num_classes") or meta.get("num_classes")
     if num_classes is None:
-        heads = [k for k in sd if k.endswith(".weight") and sd[k].ndim == 2]
-        num_classes = int(sd[heads[-1]].shape[0]) if heads else None
-    net, arch_meta = build_architecture(arch, num_classes=num_classes, from_file=from_file, opts=opts)
+        shape = opts.overrides.get("input_shape") or meta.get("input_shape")
+        net, arch_meta, num_classes = _build_for_weights(arch, sd, from_file=from_file, opts=opts, input_shape=shape)
+    else:
+        net, arch_meta = build_architecture(arch, num_classes=num_classes, from_file=from_file, opts=opts)
     if meta.get("compression") is not None:  # a robustlab compress variant: rebuild its recorded recipe
         from ..compress.variant import rebuild
 
@@ -275,7 +336,8 @@ def _from_state_dict(path: Path, sd: dict[str, torch.Tensor], meta: dict[str, An
         try:
             net.load_state_dict(sd, strict=True)
         except RuntimeError as exc:
-            raise ModelLoadError(f"the weights in {path.name} do not fit architecture {arch} ({first_line(exc)}); check --arch and --num-classes.") from exc
+            why = misfit(net, sd) or first_line(exc)
+            raise ModelLoadError(f"the weights in {path.name} do not fit architecture {arch}: {why}; pass the architecture the weights were saved from with --arch (and --num-classes if only the head differs).") from exc
     info = {**arch_meta, **meta, **base, "format": fmt, "architecture": arch}
     if num_classes is not None:
         info["num_classes"] = num_classes

@@ -102,7 +102,7 @@ def _wrap(spec: str, loaded: LoadedNet, opts: LoadOptions) -> RobustModel:
         meta = {k: v for k, v in loaded.info.items() if k in _META_KEYS and v is not None}
         meta.update({k: v for k, v in opts.overrides.items() if v is not None})
         if "num_classes" not in meta:
-            meta["num_classes"] = infer_num_classes(loaded.net)
+            meta["num_classes"] = infer_num_classes(loaded.net, meta.get("input_shape"))  # a probe forward, see .probe
         for k in ("input_shape", "bounds", "mean", "std", "class_names"):
             if meta.get(k) is not None:
                 meta[k] = tuple(meta[k])

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, printable
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +99,38 @@ def no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
 
+def _load_sidecar(cand: Path) -> Any:
+    try:
+        return json.loads(cand.read_bytes().decode("utf-8"), parse_constant=no_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelLoadError(f"sidecar metadata {cand} is not valid UTF-8 JSON ({msg}); fix or remove it.") from exc
+
+
+def sidecar_names(path: Path) -> list[Path]:
+    """The sidecar files that may describe the weights file ``path``, e.g. for ``model.pt``:
+    ``model.json`` and ``model.pt.json`` (named after the file without or with its extension)."""
+    out: list[Path] = []
+    for cand in (path.with_suffix(".json"), path.with_name(path.name + ".json")):
+        if cand != path and cand not in out:
+            out.append(cand)
+    return out
+
+
 def read_sidecar(path: Path) -> dict[str, Any]:
-    """Metadata next to a weights file: ``<stem>.json`` or ``robustlab.json`` in the same folder."""
-    for cand in (path.with_suffix(".json"), path.parent / "robustlab.json"):
-        if cand.is_file() and cand != path:
-            try:
-                d = json.loads(cand.read_bytes().decode("utf-8"), parse_constant=no_constant)
-            except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-                msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-                raise ModelLoadError(f"sidecar metadata {cand} is not valid UTF-8 JSON ({msg}); fix or remove it.") from exc
-            log.info("model metadata from %s", cand)
-            return validate_metadata(d, f"the sidecar {cand.name}")
-    return {}
+    """Metadata next to a weights file: ``<stem>.json`` or ``<name>.json`` (``model.json`` or
+    ``model.pt.json`` for ``model.pt``; if both exist they must agree), else ``robustlab.json`` in the
+    same folder."""
+    found = [(c, _load_sidecar(c)) for c in sidecar_names(path) if c.is_file()]
+    if len(found) == 2 and found[0][1] != found[1][1]:
+        (a, _), (b, _) = found
+        raise ModelLoadError(f"two sidecar files describe {printable(path.name)} and disagree: {printable(a.name)} and {printable(b.name)}; keep one of them (delete or merge the other).")
+    if not found:
+        folder = path.parent / "robustlab.json"
+        if folder.is_file() and folder != path:
+            found = [(folder, _load_sidecar(folder))]
+    if not found:
+        return {}
+    cand, d = found[0]
+    log.info("model metadata from %s", cand)
+    return validate_metadata(d, f"the sidecar {cand.name}")
