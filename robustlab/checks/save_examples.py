@@ -1,10 +1,13 @@
 """The adversarial checks' side of ``--save-adversarial``: write each batch's examples as one shard
 (:mod:`robustlab.adversarial_examples`) while the batch is in memory, then index them.
 
-Nothing is held across batches: a shard is written inside the batch function, before its compact
-result goes to the result store, so ``--resume`` finds a shard for every stored batch; a shard that
-is missing anyway (deleted, or written by a run that stopped between the two) is recomputed from
-the same per-sample seeds, which gives the same example.
+Nothing is held across batches: a shard and its ``.sha256`` file are written inside the batch
+function, before its compact result goes to the result store, so ``--resume`` finds a shard for
+every stored batch; a shard that is missing anyway (deleted, or never written by a run that stopped
+between the two) or has no recorded sha256 (a run killed between the shard and its hash) is
+recomputed from the same per-sample seeds, which gives the same example. A shard that no longer
+matches its recorded sha256 is never re-indexed: ``--resume`` refuses it before any check runs
+(:func:`robustlab.adversarial_examples.check_index_for_resume`), and indexing it is an error.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
     from ..attacks.threat import Norm
@@ -56,18 +61,14 @@ class ExampleSaver:
                     x_adv=x_adv.detach().cpu().numpy(), pred=pred.cpu().numpy(), correct=list(correct), success=list(success), norm=nrm.cpu().numpy())
 
     def finish(self, eps: float, n: int, batch: Callable[[int, int], Any]) -> None:
-        """After the batches of ``eps``: recompute any batch whose shard is missing, then index them
-        (on the main rank; the others wrote their shards before the results were exchanged)."""
-        from ..adversarial_examples import eps_dir, record_epsilon, tiling
+        """After the batches of ``eps``: recompute any batch whose shard is missing or has no recorded
+        sha256, then index them with their recorded hashes, verified (on the main rank; the others
+        wrote their shards before the results were exchanged)."""
+        from ..adversarial_examples import eps_dir, record_epsilon
 
         if not self.ctx.dist.is_main:
             return
-        _shards, gaps = tiling(eps_dir(self.root, self.check_id, eps), n)
-        bs = self.ctx.batch_size
-        for a, b in gaps:
-            log.info("%s: adversarial examples of samples %d-%d missing on disk; recomputing them", self.check_id, a, b)
-            for s in range(a, b, bs):
-                batch(s, min(s + bs, b))
+        _redo(self.ctx, self.root, eps_dir(self.root, self.check_id, eps), n, batch, self.check_id)
         entry = record_epsilon(self.root, check_id=self.check_id, check=self.check, norm=self.norm.value, eps=eps, epsilons=self.epsilons, n=n, sweep=self.sweep)
         log.info("%s eps %.4g: %d adversarial examples saved, %d bytes", self.check_id, eps, n, entry["bytes"])
 
@@ -104,16 +105,29 @@ class MinimalSaver:
                     norm=torch.where(found, mn, torch.zeros_like(mn)).float().numpy())
 
     def finish(self, n: int, batch: Callable[[int, int], Any]) -> None:
-        """After the batches: recompute any batch whose shard is missing, then index them (main rank)."""
-        from ..adversarial_examples import minimal_dir, record_minimal, tiling
+        """After the batches: recompute any batch whose shard is missing or has no recorded sha256,
+        then index them with their recorded hashes, verified (main rank)."""
+        from ..adversarial_examples import minimal_dir, record_minimal
 
         if not self.ctx.dist.is_main:
             return
-        _shards, gaps = tiling(minimal_dir(self.root, self.check_id), n)
-        bs = self.ctx.batch_size
-        for a, b in gaps:
-            log.info("%s: minimal adversarial examples of samples %d-%d missing on disk; recomputing them", self.check_id, a, b)
-            for s in range(a, b, bs):
-                batch(s, min(s + bs, b))
+        _redo(self.ctx, self.root, minimal_dir(self.root, self.check_id), n, batch, self.check_id)
         entry = record_minimal(self.root, check_id=self.check_id, check=self.check, norm=self.norm.value, epsilons=self.epsilons, n=n)
         log.info("%s: %d minimal adversarial examples saved, %d bytes", self.check_id, n, entry["bytes"])
+
+
+def _redo(ctx: "RunContext", root: "Path", folder: "Path", n: int, batch: Callable[[int, int], Any], check_id: str) -> None:
+    """Recompute the batches of ``folder`` whose shard is missing, or present without a recorded
+    sha256 (nothing vouches for its content: it is never indexed as it is)."""
+    from ..adversarial_examples import tiling, unrecorded
+
+    _shards, gaps = tiling(folder, n)
+    for a, b in gaps:
+        log.info("%s: adversarial examples of samples %d-%d missing on disk; recomputing them", check_id, a, b)
+    redo = unrecorded(root, folder, n)
+    for a, b in redo:
+        log.warning("%s: adversarial examples of samples %d-%d in %s have no recorded sha256 (a run stopped before recording it); recomputing them", check_id, a, b, folder)
+    bs = ctx.batch_size
+    for a, b in sorted(gaps + redo):
+        for s in range(a, b, bs):
+            batch(s, min(s + bs, b))
