@@ -185,6 +185,21 @@ def test_baseline_scorecard_gives_ce_of_one_against_itself(tmp_path: Path) -> No
     assert any("mce_partial" in n for n in res2.notes)
 
 
+def test_mce_over_fewer_than_five_severities_is_partial(tmp_path: Path) -> None:
+    """All 15 benchmark corruptions at severity 3 only, against a baseline scorecard of the same kind: the mean of the
+    one-severity CEs is not the published mCE (a sum over severities 1..5), so it must not take the corruption/mce key."""
+    model = _model()
+    data = _data(model, n=6)
+    raw = {"corruptions": list(BENCHMARK), "severities": [3], "baseline": "none"}
+    base_res = _check(raw).run(_ctx(model, data, tmp_path))
+    path = tmp_path / "base.json"
+    Scorecard(tool={}, model={"spec": "base-model", "num_classes": 10}, data={}, suite={}, environment={}, run={}, checks=[base_res]).write(path)
+    res = _check({**raw, "baseline": str(path)}).run(_ctx(model, data, tmp_path))
+    assert "corruption/mce" not in res.metrics and "corruption/relative_mce" not in res.metrics
+    assert "corruption/mce_partial" in res.metrics
+    assert any("severities [3] only" in n for n in res.notes) and any("not all at five severities" in n for n in res.notes)
+
+
 def test_alexnet_baseline_for_1000_classes(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 1000))

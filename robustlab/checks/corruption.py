@@ -272,19 +272,33 @@ class CorruptionCheck(Check[CorruptionParams]):
             if rce is not None:
                 rces[c] = rce
                 res.add_metric(self.key(legal_segment(c), "relative_ce"), rce)
+        # CE sums over the severities both sides have; published CE and mCE need all five (Hendrycks & Dietterich 2019)
+        five = {1, 2, 3, 4, 5}
+        short = sorted(c for c in set(ces) | set(rces) if not five <= set(sevs) & (set(base.errors[c]) if c in base.errors else five))
         covered = [c for c in bench if c in ces]
-        complete = len(covered) == len(BENCHMARK)
+        complete = len(covered) == len(BENCHMARK) and not any(c in short for c in covered)
         suffix = "" if complete else "_partial"
         if covered:
             res.add_metric(self.key(f"mce{suffix}"), float(np.mean([ces[c] for c in covered])))
         rcovered = [c for c in bench if c in rces]
         if rcovered:
-            res.add_metric(self.key(f"relative_mce{'' if len(rcovered) == len(BENCHMARK) else '_partial'}"), float(np.mean([rces[c] for c in rcovered])))
+            r_complete = len(rcovered) == len(BENCHMARK) and not any(c in short for c in rcovered)
+            res.add_metric(self.key(f"relative_mce{'' if r_complete else '_partial'}"), float(np.mean([rces[c] for c in rcovered])))
+        if short:
+            res.notes.append(f"CE of {', '.join(short)} sums over severities {sorted(set(sevs) & set().union(*(set(base.errors.get(c, five)) for c in short)))} only "
+                             "(those the model and the baseline share), not all five: their ce and relative_ce are not the published CE.")
         if not complete:
-            res.notes.append(f"mCE over {len(covered)} of the 15 benchmark corruptions ({', '.join(covered) or 'none'}) is reported as corruption/mce_partial; it is not comparable with published mCE, which needs all 15 at all five severities.")
+            res.notes.append(f"mCE over {len(covered)} of the 15 benchmark corruptions ({', '.join(covered) or 'none'})"
+                             + (", not all at five severities," if any(c in short for c in covered) else "")
+                             + " is reported as corruption/mce_partial; it is not comparable with published mCE, which needs all 15 at all five severities.")
         missing = [c for c in acc if c not in ces]
         if missing:
             res.notes.append(f"No CE for {', '.join(missing)}: the baseline {base.name} has no errors for them (or, for AlexNet's published means, not all five severities were evaluated).")
+        r_missing = [c for c in ces if c not in rces]
+        if r_missing:
+            why = ("the baseline's clean error is unknown" if base.clean_error is None
+                   else "the baseline's corrupted error does not exceed its clean error there, so the ratio is undefined")
+            res.notes.append(f"No relative CE for {', '.join(r_missing)}: {why}" + ("; relative mCE is reported as corruption/relative_mce_partial." if rcovered else "."))
         res.definitions[self.key("baseline")] = f"baseline: {base.name} ({base.source}); clean error {base.clean_error if base.clean_error is not None else 'unknown'}."
 
     def _audit(self, res: CheckResult, clean_acc: float, mean_acc: float, acc: dict[str, dict[int, float]], sevs: list[int]) -> None:
