@@ -375,9 +375,14 @@ def _errored(entry: Any, exc: Exception) -> CheckResult:
     """A check that failed is recorded as ``error``, so that it does not lose the others."""
     if isinstance(exc, RobustlabError):
         return CheckResult(id=entry.id, check=entry.check, status=Status.ERROR, reason=str(exc), params=_params(entry.params))
-    log.error("check %s failed: %s", entry.id, exc)
+    reason = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, RuntimeError) and "does not require grad" in str(exc):  # autograd found no path from the loss to the input
+        reason = ("the model's output does not depend differentiably on its input (torch.no_grad(), .detach() or a non-differentiable "
+                  "step inside forward), so gradient-based attacks cannot run on it; remove it from forward, or run black-box "
+                  f"checks (square, corruption) only. ({reason})")
+    log.error("check %s failed: %s", entry.id, reason)
     log.debug("%s", traceback.format_exc())
-    return CheckResult(id=entry.id, check=entry.check, status=Status.ERROR, reason=f"{type(exc).__name__}: {exc}", params=_params(entry.params))
+    return CheckResult(id=entry.id, check=entry.check, status=Status.ERROR, reason=reason, params=_params(entry.params))
 
 
 def _params(p: Any) -> dict[str, Any]:

@@ -68,3 +68,12 @@ def test_a_random_model_gives_the_same_scorecard_for_the_same_seed(tmp_path):
     per_sample = [[c["per_sample"] for c in r.card["checks"]] for r in runs]
     assert m[0] == m[1] and per_sample[0] == per_sample[1]
     assert per_sample[0] != per_sample[2]  # the randomness matters: another seed draws other dropout masks
+
+
+def test_a_forward_without_gradients_names_the_cause(tmp_path):
+    """torch's own text ("element 0 of tensors does not require grad") said nothing a user could act on."""
+    r = _evaluate(tmp_path, "nograd", "no_grad_forward")
+    assert r.code == 3, r.out  # the clean check ran; the attack could not: inconclusive, not a pass
+    pgd = next(c for c in r.card["checks"] if c["id"] == "pgd_linf")
+    assert pgd["status"] == "error" and "torch.no_grad()" in pgd["reason"] and "black-box" in pgd["reason"]
+    assert next(c for c in r.card["checks"] if c["id"] == "clean")["status"] == "ok"

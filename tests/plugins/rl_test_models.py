@@ -239,3 +239,13 @@ def fixed_batch() -> nn.Module:
 
 def noisy() -> nn.Module:
     return _ZooDigits("noisy")
+
+
+class _NoGradForward(_ZooDigits):
+    def forward(self, x):
+        with torch.no_grad():
+            return self.net(x)
+
+
+def no_grad_forward() -> nn.Module:
+    return _NoGradForward("logits")
