@@ -60,7 +60,8 @@ def measure_adversarial(ctx: "RunContext", logits: Callable[..., "np.ndarray"], 
     ``logits(tag, n, get)`` is the check's batched, resumable forward pass."""
     import torch
 
-    from ..adversarial_examples import MINIMAL, MinimalAt, WorstCase, load_index, root_of
+    from ..adversarial_examples import MINIMAL, load_index, root_of
+    from ..adversarial_readers import MinimalAt, WorstCase
     from ..seeding import sample_seeds
 
     y = test.y.numpy()
