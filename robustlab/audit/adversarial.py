@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..models.wrapper import are_probabilities
 from ..scorecard import VERDICT_SEVERITY, AuditItem, Verdict, worst_verdict
 
 __all__ = [
@@ -71,7 +72,7 @@ def audit_randomness(model: nn.Module, x: torch.Tensor, *, handled: bool, repeat
 def audit_softmax_output(model: nn.Module, x: torch.Tensor, *, tol: float = 1e-5) -> AuditItem:
     """Outputs in [0, 1] summing to 1 are probabilities, not logits (attacks on them saturate)."""
     out = model(x).float()
-    is_prob = bool(out.max() < 1 + tol) and bool(out.min() > -tol) and bool(((out.sum(-1) - 1).abs() < tol).all())
+    is_prob = are_probabilities(out, tol=tol)
     ev = {"min_output": float(out.min()), "max_output": float(out.max()), "max_abs_row_sum_minus_1": float((out.sum(-1) - 1).abs().max())}
     if getattr(model, "output_kind", "logits") == "probabilities":  # a RobustModel already turns them into log-probabilities
         ev["log_taken_by_robustlab"] = True

@@ -182,8 +182,7 @@ class RobustModel(nn.Module):
         (recorded in ``info.extra["outputs"]``). Logits never pass this test on a real batch."""
         if self.output_kind != "logits" or raw.ndim != 2 or raw.shape[0] < 2 or raw.shape[1] < 2:
             return False
-        r = raw.detach().float()
-        if not (bool((r >= -tol).all()) and bool((r <= 1 + tol).all()) and bool(((r.sum(1) - 1).abs() <= tol).all())):
+        if not are_probabilities(raw, tol=tol):
             return False
         self.output_kind = "probabilities"
         self.info.extra["outputs"] = "probabilities (each row sums to 1): robustlab uses their log as the logits"
@@ -276,6 +275,12 @@ class RobustModel(nn.Module):
             self.check_output(out, xb.shape[0])
             outs.append(out.float().cpu())
         return torch.cat(outs) if outs else torch.empty(0, self.num_classes)
+
+
+def are_probabilities(out: torch.Tensor, *, tol: float) -> bool:
+    """Whether every row of ``out`` (n, K) lies in [0, 1] and sums to 1, within ``tol``: a softmax output, not logits."""
+    r = out.detach().float()
+    return bool((r >= -tol).all()) and bool((r <= 1 + tol).all()) and bool(((r.sum(-1) - 1).abs() <= tol).all())
 
 
 def _float_logits(out: Any) -> torch.Tensor:
