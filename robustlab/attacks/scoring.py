@@ -16,7 +16,7 @@ from ..errors import SuiteError
 from .recheck import Recheck, recheck
 from .threat import BUDGETS, Norm, dataset_key
 
-__all__ = ["dataset_family", "standard_eps", "standard_eps_or_none", "resolve_epsilons", "Recheck", "recheck"]
+__all__ = ["dataset_family", "standard_eps", "standard_eps_or_none", "resolve_epsilons", "budget_scale_problem", "Recheck", "recheck"]
 
 
 def dataset_family(model: nn.Module) -> str | None:
@@ -54,6 +54,29 @@ def standard_eps_or_none(model: nn.Module, norm: Norm) -> float | None:
         return round(standard_eps(model, norm), 10)
     except SuiteError:
         return None
+
+
+def budget_scale_problem(model: nn.Module, norm: Norm, eps: float) -> str | None:
+    """Why an explicit budget ``eps`` (in the model's input units) looks written for another input scale, else None.
+
+    Two cases, both of which make an attack that cannot move the model and a robust accuracy equal to
+    the clean one: the data set's standard budget written in [0, 1] units for a model whose inputs
+    span another range (8/255 for --bounds 0,255, which means 8); and an L-inf budget below half of
+    one 8-bit intensity step of the input range (no 8-bit image can differ by less).
+    """
+    lo, hi = (float(b) for b in getattr(model, "bounds", (0.0, 1.0)))
+    span = hi - lo
+    if not (eps > 0 and span > 0):
+        return None
+    std = standard_eps_or_none(model, norm)
+    if std is not None and abs(span - 1.0) > 1e-6 and abs(eps * span - std) <= 1e-4 * std:
+        return (f"{norm.value} eps {eps:.4g} is the standard budget {std:.4g} divided by the input range {lo:g}..{hi:g}: budgets are in the "
+                f"model's input units, so write {std:.6g} (or leave epsilons out for the standard budget).")
+    step = span / 255.0
+    if norm == Norm.LINF and eps < 0.5 * step:
+        return (f"Linf eps {eps:.4g} is below half of one 8-bit intensity step of the input range {lo:g}..{hi:g} ({step:.4g}): "
+                f"budgets are in the model's input units (for --bounds 0,255, 8/255 of the range is 8).")
+    return None
 
 
 def resolve_epsilons(model: nn.Module, norm: Norm, epsilons: Sequence[float] | None, primary: float | None, *, sweep: Sequence[float] = (1.0,)) -> tuple[list[float], float]:

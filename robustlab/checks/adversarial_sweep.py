@@ -20,12 +20,12 @@ import torch
 from .. import metric_keys as mk
 from ..attacks.base import FixedEpsilonAttack
 from ..attacks.recheck import recheck
-from ..attacks.scoring import resolve_epsilons
+from ..attacks.scoring import budget_scale_problem, resolve_epsilons
 from ..attacks.threat import Norm
 from ..audit import adversarial as audit
 from ..errors import SuiteError
 from ..stats import wilson_interval
-from ..scorecard import CheckResult, Series
+from ..scorecard import AuditItem, CheckResult, Series, Verdict
 from ..seeding import derive_seed, sample_seeds
 from .attack_scoring import add_robustness_metrics, score_batch, seed_scope, standard_definitions, sub
 from .base import Check, Params, RunContext, validate_budgets
@@ -184,6 +184,9 @@ class SweepCheck(Check[SP]):
         )
         res.definitions.update(self.definitions(prefix))
         res.notes.append(f"{self.name}: {norm.value} epsilons {', '.join(f'{e:.4g}' for e in eps_list)} (primary {primary:.4g}) in the model's input scale {tuple(model.bounds)}.")
+        problem = budget_scale_problem(model, norm, primary) if p.epsilons else None
+        if problem is not None:  # a suite's budget written for another input scale: the attack cannot move the model
+            res.audit.append(AuditItem("budget_scale", Verdict.SUSPECT, problem, {"eps": primary, "bounds": [float(b) for b in model.bounds], "norm": norm.value}))
         if p.audit:
             self.run_audit(ctx, res, outcomes, eps_list, primary, correct, raw_ra, claimed, rejected)
         verdict = audit.overall_verdict(res.audit)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..attacks.scoring import dataset_family, resolve_epsilons
+from ..attacks.scoring import budget_scale_problem, dataset_family, resolve_epsilons
 from ..attacks.threat import BUDGETS, Norm
 from ..data.naming import auto_protocol
 from ..errors import RobustlabError
@@ -37,7 +37,8 @@ def _attack_note(model: Any, check_id: str, check_cls: Any, params: Any, named: 
         return f"{check_id}: {norm.value} no standard budget is known for this data set ({named}); set epsilons: in the suite"
     listed = ", ".join(_fmt(e) + (" (primary)" if e == primary and len(eps) > 1 else "") for e in eps)
     if given:
-        return f"{check_id}: {norm.value} eps {listed}, set in the suite (epsilons:)"
+        problem = budget_scale_problem(model, norm, primary)
+        return f"{check_id}: {norm.value} eps {listed}, set in the suite (epsilons:)" + (f" WARNING: {problem}" if problem else "")
     fam = dataset_family(model) or ""
     budget = BUDGETS.get(fam, {}).get(norm)
     kind = "the standard" if budget is not None and budget.standard else "robustlab's default (not a field standard)"

@@ -207,6 +207,8 @@ class _ZooDigits(nn.Module):
             assert x.shape[0] == 16, f"batch {x.shape[0]}"
         if self.kind == "noisy":
             x = self.drop.train()(x)  # randomness left on at evaluation time
+        if self.kind == "scaled255":
+            x = x / 255.0  # the same function on inputs in 0..255 (run it with --bounds 0,255)
         z = self.net(x)
         if self.kind == "probabilities":
             return torch.softmax(z, dim=1)
@@ -219,6 +221,10 @@ class _ZooDigits(nn.Module):
 
 def zoo_digits() -> nn.Module:
     return _ZooDigits("logits")
+
+
+def zoo_digits_255() -> nn.Module:
+    return _ZooDigits("scaled255")
 
 
 def probabilities_out() -> nn.Module:
