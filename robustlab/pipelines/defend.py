@@ -156,7 +156,20 @@ def _evaluate(cfg: DefendConfig, suite: Suite, model_spec: str, load: LoadOption
 def run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | None = None,
                 on_epoch: Callable[[EpochRecord], None] | None = None) -> DefendResult:
     """Run a defense end to end (see the module docstring). Errors a user can cause are raised as
-    :class:`RobustlabError` before any training starts where possible."""
+    :class:`RobustlabError` before any training starts where possible.
+
+    The whole run holds an exclusive lock beside the output (``.OUT.lock``, released by the kernel if
+    the process dies), so a second ``defend`` on the same ``--out`` (``--overwrite`` included, which
+    would delete the checkpoints the first one is writing) stops with exit 2 instead."""
+    from ..store import OutputLock
+
+    if cfg.out.suffix != ".safetensors":
+        raise RobustlabError(f"--out {cfg.out} must end in .safetensors (robustlab's trusted format).")
+    with OutputLock(cfg.out.parent, name=f".{cfg.out.name}.lock", command=cfg.command):
+        return _run_defense(cfg, progress=progress, on_epoch=on_epoch)
+
+
+def _run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | None, on_epoch: Callable[[EpochRecord], None] | None) -> DefendResult:
     from ..data import load_dataset
     from ..data.naming import DATA_ENTRY, resolve_dataset_name
     from ..models import load_model
