@@ -2,6 +2,8 @@
 
 - :func:`parse_fraction`: ``"8/255"`` or ``"0.5"`` -> a float (budgets and ratios are written as
   fractions in suites, policies and CLI options).
+- :func:`redact_credentials`: the password of every ``scheme://user:password@host`` in a text -> ``***``
+  (command lines are recorded in scorecards, reports and MLflow).
 - :func:`parse_enum`: a user-given string -> a member of an :class:`~enum.Enum`, with one line
   naming the allowed values when it is not one (a :class:`~robustlab.errors.SuiteError` unless the
   caller names another :class:`~robustlab.errors.RobustlabError`).
@@ -10,12 +12,21 @@
 from __future__ import annotations
 
 import math
+import re
 from enum import Enum
 from typing import TypeVar
 
 from .errors import RobustlabError, SuiteError
 
 E = TypeVar("E", bound=Enum)
+
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^/@:\s'\"]*):([^/@\s'\"]+)@")
+
+
+def redact_credentials(text: str) -> str:
+    """``"--mlflow-uri http://svc:S3cret@host:5000"`` -> ``"--mlflow-uri http://svc:***@host:5000"``: the
+    password of every URL with credentials in ``text`` is replaced (the user name stays, to say whose)."""
+    return _URL_USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:***@", text)
 
 
 def parse_fraction(text: str) -> float:

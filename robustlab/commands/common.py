@@ -117,7 +117,10 @@ def default_out_dir(model_spec: str, suite: str) -> Path:
 
 
 def command_line() -> str:
-    return "robustlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    """The command as typed, for scorecards, reports and MLflow, with URL passwords redacted."""
+    from ..parsing import redact_credentials
+
+    return redact_credentials("robustlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
 
 
 def user_errors(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -147,7 +147,7 @@ def list_keys(p: Caller, s: DB) -> list[KeyOut]:
 
 
 @router.post("/trusted-keys", response_model=KeyOut, status_code=201)
-def add_key(body: KeyIn, p: Caller, s: DB) -> KeyOut:
+def add_key(body: KeyIn, p: Caller, s: DB, request: Request) -> KeyOut:
     p.require(Role.ADMIN)
     from .trust import public_key_from_pem
 
@@ -161,6 +161,10 @@ def add_key(body: KeyIn, p: Caller, s: DB) -> KeyOut:
             s.flush()
         except IntegrityError as exc:
             raise AuthError(409, "key already trusted") from exc
+        from .app import state_of
+        from .trust import refresh_signatures
+
+        refresh_signatures(s, state_of(request).settings, kid)  # its scorecards pushed before are trusted now
     return KeyOut(key_id=kid, name=body.name)
 
 

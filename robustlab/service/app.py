@@ -24,7 +24,7 @@ API_PREFIX = "/api/v1"
 
 def create_app(settings: Settings, *, migrate_db: bool = True) -> FastAPI:
     """The service app for ``settings`` (the database is migrated to the latest schema first)."""
-    from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+    from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url)
@@ -58,9 +58,20 @@ def create_app(settings: Settings, *, migrate_db: bool = True) -> FastAPI:
     async def _db_down(_req: Request, exc: DatabaseUnavailable) -> Response:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
+    @app.exception_handler(OverflowError)  # SQLite cannot bind the integer
+    async def _out_of_range(_req: Request, exc: Exception) -> Response:
+        return JSONResponse({"detail": "a number in the request is out of range: ids, offsets and limits are at most 9223372036854775807"}, status_code=422)
+
+    @app.exception_handler(DataError)  # PostgreSQL: a numeric value out of range, a string too long for its column
+    async def _bad_value(_req: Request, exc: Exception) -> Response:
+        return JSONResponse({"detail": "a value in the request is out of range for the database (ids, offsets and limits are at most "
+                                       "9223372036854775807); nothing was changed"}, status_code=422)
+
     @app.exception_handler(IntegrityError)
     async def _conflict(_req: Request, exc: Exception) -> Response:
-        return JSONResponse({"detail": "a concurrent request changed the same record; nothing was changed, retry"}, status_code=409)
+        from .client import CONCURRENT
+
+        return JSONResponse({"detail": f"{CONCURRENT}; nothing was changed, retry"}, status_code=409)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)

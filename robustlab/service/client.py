@@ -12,6 +12,8 @@ from ..signing import sha256_file
 
 log = logging.getLogger("robustlab.progress")
 RETRY_503_S = 120.0
+#: the start of the service's 409 answer to a race between two requests (app.py), which the client retries
+CONCURRENT = "a concurrent request changed the same record"
 
 
 class ServiceError(RobustlabError):
@@ -35,6 +37,7 @@ class Client:
         import httpx
 
         deadline = time.monotonic() + RETRY_503_S
+        races = 0
         while True:
             for f in (kw.get("files") or {}).values():
                 if hasattr(f[1], "seek"):
@@ -46,6 +49,11 @@ class Client:
             if r.status_code == 503 and time.monotonic() < deadline:
                 log.info("service unavailable (%s); retrying", _detail(r))
                 time.sleep(2)
+                continue
+            if r.status_code == 409 and _detail(r).startswith(CONCURRENT) and races < 3:
+                races += 1  # another request made the same record at the same moment (parallel CI jobs): nothing was changed
+                log.info("%s; retrying", _detail(r))
+                time.sleep(0.2 * races)
                 continue
             if r.status_code >= 400:
                 raise ServiceError(f"the service refused {method} {path} ({r.status_code}): {_detail(r)}")

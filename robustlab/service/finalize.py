@@ -30,6 +30,31 @@ def headline(card: dict[str, Any]) -> dict[str, float]:
     return dict(sorted(out.items())[:40])
 
 
+def _public(obj: Any, data_dir: str) -> Any:
+    from ..parsing import redact_credentials
+
+    if isinstance(obj, str):
+        return redact_credentials(obj.replace(data_dir, "DATA"))
+    if isinstance(obj, list):
+        return [_public(v, data_dir) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _public(v, data_dir) for k, v in obj.items()}
+    return obj
+
+
+def public_scorecard(path: Path, settings: Settings) -> None:
+    """Before signing: every string of the job's scorecard (the command, the model spec, ...) names the
+    service's data folder as ``DATA`` and no URL password, so auditors and other readers of the signed
+    card, its report and pages learn neither the server's paths nor the tracking server's credentials."""
+    from ..jsonio import atomic_write_text
+    from ..scorecard import read_strict_json
+
+    raw = read_strict_json(path)
+    clean = _public(raw, str(settings.data_dir))
+    if clean != raw:
+        atomic_write_text(path, json.dumps(clean, indent=1, ensure_ascii=False, allow_nan=False))
+
+
 def finalize(s: Session, settings: Settings, job: Job, out: Path, *, exit_code: int, baseline_path: Path | None) -> StoredScorecard:
     """Record the finished run in ``out`` for ``job`` (caller commits)."""
     from ..report import write_report
@@ -39,6 +64,7 @@ def finalize(s: Session, settings: Settings, job: Job, out: Path, *, exit_code: 
     from .trust import verify_card
 
     sc_path = out / "scorecard.json"
+    public_scorecard(sc_path, settings)
     sign_scorecard(sc_path, settings.key_path)
     raw: dict[str, Any] = read_strict_json(sc_path)
     card = Scorecard.from_dict(raw)

@@ -75,22 +75,24 @@ def model_version(s: Session, proj: Project, model_name: str, version: str, *, c
     return model, ver
 
 
-def resolve_baseline(s: Session, proj: Project, model: Model, baseline: str) -> str:
+def resolve_baseline(s: Session, proj: Project, model: Model | None, baseline: str) -> str:
     """A baseline names a job id of this project, or a version of the same model (its latest
-    finished service scorecard). Returns the job id."""
+    finished service scorecard; ``model`` None: the model is new, so only a job id can name one).
+    Returns the job id."""
     import re
 
     if re.match(HEX32, baseline):
         job = s.get(Job, baseline)
         if job is not None and job.project_id == proj.id and s.scalar(select(StoredScorecard.id).where(StoredScorecard.job_id == job.id)) is not None:
             return job.id
-    ver = s.scalar(select(Version).where(Version.model_id == model.id, Version.version == baseline))
+    ver = s.scalar(select(Version).where(Version.model_id == model.id, Version.version == baseline)) if model is not None else None
     if ver is not None:
         job_id = s.scalar(select(StoredScorecard.job_id).where(StoredScorecard.version_id == ver.id, StoredScorecard.job_id.is_not(None))
                           .order_by(StoredScorecard.id.desc()).limit(1))
         if job_id:
             return str(job_id)
-    raise UploadError(400, f"baseline {baseline[:60]!r} is neither a finished job of project {proj.name!r} nor a version of model {model.name!r} with a scorecard")
+    raise UploadError(400, f"baseline {baseline[:60]!r} is neither a finished job of project {proj.name!r} nor a version of model "
+                           f"{model.name if model is not None else '(new)'!r} with a scorecard")
 
 
 @router.post("/projects/{project}/jobs", status_code=201)
@@ -109,6 +111,12 @@ def submit(
     st = _state(request)
     proj = project_by_name(s, p, project)
     p.require(Role.SUBMITTER, proj.id)
+    cleanup: list[Path] = []  # temporary uploads
+    stored: list[str] = []  # artifact keys this request wrote
+    got_model = got_policy = fmt = None
+    made_model: int | None = None
+    made_version: int | None = None
+    adopted: tuple[Any, ...] | None = None
     try:
         check_name(model_name, "model name")
         check_name(version, "version")
@@ -124,50 +132,54 @@ def submit(
             if arch is None:
                 raise UploadError(400, "an uploaded weights file needs arch (zoo-arch:NAME, torchvision:NAME or timm:NAME)")
             check_arch(arch)
-        mdl, ver = model_version(s, proj, model_name, version, create=True)
-        job_id = uuid.uuid4().hex
         tmp_dir = st.settings.data_dir / "tmp"
+        # everything the request sends is received and checked before anything is written
         if model is not None:
-            got = receive(model.file, tmp_dir, limit=st.settings.max_upload_bytes, what="model file", governed_by=MODEL_LIMIT)
-            try:
-                fmt = sniff_model(got.path)
-                if ver is not None and (ver.sha256 != got.sha256 or ver.arch != arch):
-                    raise UploadError(409, f"version {version!r} of {model_name!r} exists with another file or arch; versions are immutable, name a new one")
-                if ver is None:
-                    ver = Version(model_id=mdl.id, version=version, file_format=fmt.value, arch=arch, sha256=got.sha256)
-                    s.add(ver)
-                    s.flush()
-                    key = f"p{proj.id}/v{ver.id}/model{fmt.suffix}"
-                    store_file(s, st.settings.artifact_dir, got.path, key, kind="model", project_id=proj.id, move=True)
-                    ver.artifact_key = key
-            finally:
-                got.path.unlink(missing_ok=True)
-        else:
-            assert spec is not None
-            if ver is not None and ver.spec != spec:
-                raise UploadError(409, f"version {version!r} of {model_name!r} exists with another model; versions are immutable, name a new one")
-            if ver is None:
-                ver = Version(model_id=mdl.id, version=version, spec=spec)
-                s.add(ver)
-                s.flush()
+            got_model = receive(model.file, tmp_dir, limit=st.settings.max_upload_bytes, what="model file", governed_by=MODEL_LIMIT)
+            cleanup.append(got_model.path)
+            fmt = sniff_model(got_model.path)
+        if policy is not None:
+            got_policy = receive(policy.file, tmp_dir, limit=st.settings.max_document_bytes, what="policy", governed_by=DOCUMENT_LIMIT)
+            cleanup.append(got_policy.path)
+            _validate_policy(got_policy.path, st)
+        mdl = s.scalar(select(Model).where(Model.project_id == proj.id, Model.name == model_name))
+        ver = s.scalar(select(Version).where(Version.model_id == mdl.id, Version.version == version)) if mdl is not None else None
         base = resolve_baseline(s, proj, mdl, baseline) if baseline else None
+        if ver is not None:
+            adopted = _match_version(s, st, ver, model_name, version, sha=got_model.sha256 if got_model else None, arch=arch, spec=spec)
+        if mdl is None:
+            mdl, _ = model_version(s, proj, model_name, version, create=True)
+            made_model = mdl.id
+        if ver is None:
+            ver = Version(model_id=mdl.id, version=version, file_format=fmt.value if fmt else None, arch=arch, sha256=got_model.sha256 if got_model else None, spec=spec)
+            s.add(ver)
+            s.flush()
+            made_version = ver.id
+        if got_model is not None and fmt is not None and ver.artifact_key is None:
+            key = f"p{proj.id}/v{ver.id}/model{fmt.suffix}"
+            store_file(s, st.settings.artifact_dir, got_model.path, key, kind="model", project_id=proj.id, move=True)
+            ver.artifact_key, ver.arch, ver.file_format = key, arch, fmt.value
+            stored.append(key)
+        job_id = uuid.uuid4().hex
         job = Job(id=job_id, project_id=proj.id, version_id=ver.id, suite=suite, baseline=base, state=JobState.QUEUED, attempts=0, progress=0.0,
                   message="queued", options={"limit": limit, "seed": seed, "batch_size": batch_size, "data": data, "gpus": gpus},
                   submitted_by=p.token_id, created_at=utcnow())
         s.add(job)
         s.flush()
-        if policy is not None:
-            got = receive(policy.file, tmp_dir, limit=st.settings.max_document_bytes, what="policy", governed_by=DOCUMENT_LIMIT)
-            try:
-                _validate_policy(got.path)
-                key = f"jobs/{job_id}/policy.yaml"
-                store_file(s, st.settings.artifact_dir, got.path, key, kind="policy", project_id=proj.id, job_id=job_id, move=True)
-                job.policy_key = key
-            finally:
-                got.path.unlink(missing_ok=True)
-    except UploadError as exc:
+        if got_policy is not None:
+            key = f"jobs/{job_id}/policy.yaml"
+            store_file(s, st.settings.artifact_dir, got_policy.path, key, kind="policy", project_id=proj.id, job_id=job_id, move=True)
+            job.policy_key = key
+            stored.append(key)
+    except Exception as exc:
         s.rollback()
-        raise AuthError(exc.status, exc.message) from None
+        _undo(s, st, stored=stored, version_id=None, model_id=made_model)
+        if isinstance(exc, UploadError):
+            raise AuthError(exc.status, exc.message) from None
+        raise
+    finally:
+        for path in cleanup:
+            path.unlink(missing_ok=True)
     if st.settings.queue_url:
         from .queue import publish
 
@@ -175,20 +187,82 @@ def submit(
         try:
             publish(st.settings.queue_url, job_id)
         except Exception:
-            s.delete(job)  # refused as a whole: nothing half-submitted stays behind
-            s.commit()
+            # refused as a whole: nothing half-submitted stays behind (the job, its policy, and the
+            # model file, version and model this request created; an adopted version is restored)
+            s.delete(job)
+            s.flush()
+            if adopted is not None and made_version is None:
+                ver.artifact_key, ver.arch, ver.file_format, ver.spec = adopted
+            _undo(s, st, stored=stored, version_id=made_version, model_id=made_model)
             raise
     return job_view(s, job)
 
 
-def _validate_policy(path: Path) -> None:
+def _validate_policy(path: Path, st: Any) -> None:
     from ..errors import RobustlabError
     from ..gates import load_policy
+    from .uploads import public_message
 
     try:
         load_policy(path)
     except RobustlabError as exc:
-        raise UploadError(400, f"policy: {exc}") from None
+        raise UploadError(400, f"policy: {public_message(exc, st.settings.data_dir, path, 'the policy file')}") from None
+
+
+def _zoo_sha256(spec: str) -> str | None:
+    """The sha256 of a ``zoo:NAME`` model's weights file (what its scorecards record), else None."""
+    from ..errors import RobustlabError
+    from ..models.zoo import ZOO
+    from ..signing import sha256_file
+
+    entry = ZOO.get(spec.split(":", 1)[1]) if spec.startswith("zoo:") else None
+    try:
+        return sha256_file(entry.locate()) if entry is not None else None
+    except (RobustlabError, OSError):
+        return None
+
+
+def _match_version(s: Session, st: Any, ver: Version, model_name: str, version: str, *, sha: str | None, arch: str | None,
+                   spec: str | None) -> tuple[Any, ...] | None:
+    """Refuse (409) a submission to the existing version ``ver`` of another model; versions are
+    immutable. A version created by pushing a scorecard records only its model's sha256: a
+    submission of that very model (the weights file, or the ``zoo:`` model, with that sha256) gives
+    it a way to run and is accepted. Returns the version's (artifact_key, arch, file_format, spec)
+    before such an adoption, else None."""
+    immutable = f"version {version!r} of {model_name!r} exists with another model; versions are immutable, name a new one"
+    if ver.artifact_key is not None or ver.spec is not None:  # a runnable version: the same file and arch, or the same spec
+        if ver.artifact_key is not None and (sha is None or ver.sha256 != sha or ver.arch != arch):
+            raise UploadError(409, immutable.replace("another model", "another file or arch"))
+        if ver.spec is not None and ver.spec != spec:
+            raise UploadError(409, immutable)
+        return None
+    before = (ver.artifact_key, ver.arch, ver.file_format, ver.spec)
+    theirs = sha if sha is not None else (_zoo_sha256(spec) if spec else None)
+    if not ver.sha256 or theirs != ver.sha256:
+        raise UploadError(409, f"version {version!r} of {model_name!r} was filed from a pushed scorecard of the model with sha256 "
+                               f"{(ver.sha256 or 'unknown')[:12]}, and this submission's model has sha256 {(theirs or 'unknown')[:12]}; "
+                               "submit that model's weights file (with arch) to evaluate it, or name a new version")
+    if spec is not None:
+        ver.spec = spec
+    return before
+
+
+def _undo(s: Session, st: Any, *, stored: list[str], version_id: int | None, model_id: int | None) -> None:
+    """Remove what a refused submission wrote: the artifact files and rows of ``stored``, the
+    version it created, and the model it created if no version is left under it (then commit)."""
+    for key in stored:
+        for art in s.scalars(select(Artifact).where(Artifact.key == key)):
+            s.delete(art)
+        try:
+            path_of(st.settings.artifact_dir, key).unlink(missing_ok=True)
+        except Exception:  # a key it wrote itself: only an I/O error is possible
+            pass
+    if version_id is not None and (v := s.get(Version, version_id)) is not None:
+        s.delete(v)
+    s.flush()
+    if model_id is not None and (m := s.get(Model, model_id)) is not None and s.scalar(select(Version.id).where(Version.model_id == model_id).limit(1)) is None:
+        s.delete(m)
+    s.commit()
 
 
 def _job(s: Session, p: Principal, job_id: str) -> Job:

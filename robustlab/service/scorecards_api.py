@@ -110,12 +110,9 @@ def push(request: Request, project: str, p: Caller, s: DB, scorecard: Annotated[
 
 
 def _public(exc: BaseException, st: Settings, path: Path | None, name: str) -> str:
-    """``exc``'s message on one line for the client: the upload's temporary file is called
-    ``name`` and any other path under the data folder starts with ``DATA``."""
-    msg = " ".join(str(exc).split())
-    if path is not None:
-        msg = msg.replace(str(path), name)
-    return msg.replace(str(st.data_dir), "DATA")[:200]
+    from .uploads import public_message
+
+    return public_message(exc, st.data_dir, path, name)
 
 
 def _card_model(raw: dict[str, Any]) -> tuple[str | None, str | None, str | None]:

@@ -50,6 +50,32 @@ def remove_key(s: Session, settings: Settings, kid: str) -> None:
     if kid == key_id(service_public_key(settings)):
         raise AuthError(409, "the service's own key stays trusted: every job's scorecard is signed with it")
     s.delete(row)
+    refresh_signatures(s, settings, kid)
+
+
+def refresh_signatures(s: Session, settings: Settings, kid: str) -> int:
+    """Re-verify every stored scorecard signed by ``kid`` against the trust store as it is now (after
+    the key was added or removed), so the API, the pages and the model views never show a status
+    the store no longer supports. Returns how many changed."""
+    from ..errors import RobustlabError
+    from .artifacts import BadKey
+    from .auth import AuthError
+    from .models import StoredScorecard
+    from .ui.data import verify_now
+
+    s.flush()
+    changed = 0
+    for card in s.scalars(select(StoredScorecard).where(StoredScorecard.signature_key_id == kid)):
+        try:
+            v = verify_now(s, settings.artifact_dir, card)
+        except (RobustlabError, OSError, BadKey, ValueError, AuthError):  # an unreadable stored file: it can no longer be vouched for
+            state, message = "invalid", "the stored scorecard could not be read to re-verify it after a trust store change"
+        else:
+            state, message = v.state.value, "; ".join(v.messages)[:2000]
+        if (card.signature_state, card.signature_message) != (state, message):
+            card.signature_state, card.signature_message = state, message
+            changed += 1
+    return changed
 
 
 def trusted_keys(s: Session) -> list[bytes]:

@@ -62,6 +62,15 @@ MODEL_LIMIT = "the server's --max-upload-mb, which its operator can raise"
 DOCUMENT_LIMIT = "the server's --max-document-mb, which its operator can raise (--max-upload-mb is for model files only)"
 
 
+def public_message(exc: BaseException, data_dir: Path, path: Path | None, name: str) -> str:
+    """``exc``'s message on one line for a client: the upload's temporary file ``path`` is called
+    ``name`` and any other path under the service's data folder starts with ``DATA``."""
+    msg = " ".join(str(exc).split())
+    if path is not None:
+        msg = msg.replace(str(path), name)
+    return msg.replace(str(data_dir), "DATA")[:200]
+
+
 def receive(stream: BinaryIO, folder: Path, *, limit: int, what: str, governed_by: str) -> Received:
     """Copy ``stream`` to a new file in ``folder``, refusing (413) more than ``limit`` bytes; the
     refusal names ``what`` was too large and the setting that ``governed_by`` the limit."""

@@ -176,7 +176,7 @@ async def add_key(request: Request) -> Response:
     from ..api import KeyIn
     from ..api import add_key as api_add
 
-    return await _change(request, lambda s, p, v: api_add(KeyIn(name=v.get("name", "").strip(), public_key_pem=v.get("public_key_pem", "")), p, s))
+    return await _change(request, lambda s, p, v: api_add(KeyIn(name=v.get("name", "").strip(), public_key_pem=v.get("public_key_pem", "")), p, s, request))
 
 
 @router.post("/ui/admin/keys/{kid}/remove", response_class=HTMLResponse)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
+from ...parsing import redact_credentials
 from ..api import project_by_name
 from ..artifacts import path_of
 from ..auth import AuthError
@@ -113,7 +114,7 @@ def evaluation_page(request: Request, card_id: int) -> Response:
 
         settings: Settings = _settings(request)
         return page(request, "evaluation.html.j2", who=p, c=c, place=place, job=job, v=v, policy=policy, gate_md=gate_md, headline=headline,
-                    provenance=_provenance(raw), files=sorted(k for k in arts if k != "model"), mlflow_uri=settings.mlflow_uri if job else None)
+                    provenance=_provenance(raw), files=sorted(k for k in arts if k != "model"), mlflow_uri=redact_credentials(settings.mlflow_uri) if job else None)
 
 
 def _settings(request: Request) -> Any:
