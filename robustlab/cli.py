@@ -89,7 +89,8 @@ class LazyGroup(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except KeyboardInterrupt:
-            click.echo("interrupted; completed batches are kept: rerun with --resume to continue.", err=True)
+            kept = "completed epochs (and evaluation batches) are kept" if ctx.invoked_subcommand == "defend" else "completed batches are kept"
+            click.echo(f"interrupted; {kept}: rerun with --resume to continue.", err=True)
             ctx.exit(130)
         except Exception as exc:  # noqa: BLE001 - the one place that turns every failure into an exit code
             if debug:

@@ -22,4 +22,10 @@ def resolve_eps(model: nn.Module, eps: float | None, norm: Norm) -> float:
             log.warning("the training budget: %s", problem)
         return float(eps)
 
-    return float(standard_eps(model, norm))
+    from ..errors import SuiteError
+
+    try:
+        return float(standard_eps(model, norm))
+    except SuiteError:
+        raise SuiteError("no standard adversarial training budget is known for this model's data set; pass --eps (in the model's input units) "
+                         "or name the data set with --dataset (e.g. --dataset cifar10).") from None

@@ -26,7 +26,7 @@ class TRADESParams(DefenseParams):
     eps: float | None = field(default=None, metadata={"help": "Training budget in the model's input units: e.g. 8/255 for inputs in [0, 1], 8 for --bounds 0,255 [default: the data set's standard budget in the model's input scale: CIFAR 8/255, MNIST 0.3, digits 0.1]."})
     steps: int = field(default=10, metadata={"help": "Attack steps per batch."})
     rel_stepsize: float = field(default=0.007 / 0.031, metadata={"cli": "step-ratio", "help": "Attack step / eps."})
-    init_std: float = field(default=0.001, metadata={"help": "Std of the Gaussian start around x."})
+    init_std: float = field(default=0.001, metadata={"help": "Std of the Gaussian start around x, in units of the input range like --sigma (times hi - lo for --bounds lo,hi)."})
 
     def validate(self) -> None:
         Norm.parse(self.norm)
@@ -100,7 +100,7 @@ class TRADES(DefenseMethod):
         assert p.eps is not None, "call resolve(model) first"
         with eval_mode(model):
             xa = trades_adversary(model, x, p.eps, norm=Norm.parse(p.norm), steps=p.steps, stepsize=p.rel_stepsize * p.eps,
-                                  init_std=p.init_std, seeds=seeds, bounds=bounds)
+                                  init_std=p.init_std * (bounds[1] - bounds[0]), seeds=seeds, bounds=bounds)
         logits = model(x)
         logits_adv = model(xa)
         ce = F.cross_entropy(logits, y)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from .. import __version__
-from ..errors import DataError, RobustlabError, SuiteError
+from ..errors import DataError, ResumeError, RobustlabError, SuiteError
 from ..models import LoadOptions
 from ..suite import Suite
 from ..scorecard import Scorecard
@@ -115,6 +116,47 @@ def _split_train_val(train_ds: Any, val_ds: Any, *, fraction: float, seed: int) 
     return train_ds.subset(rest), train_ds.subset(held)
 
 
+def _remove_earlier_run(cfg: DefendConfig) -> None:
+    """``--overwrite``: delete what an earlier defend run to the same ``--out`` wrote (its epoch
+    checkpoints, and the ``before/``, ``after/`` and ``comparison.*`` of its evaluation folder), never
+    anything else: ``--eval-out`` may name a folder that holds other files."""
+    from ..defenses.trainer import _latest_checkpoint
+
+    ck = cfg.ckpt_dir
+    if ck.is_dir():
+        for f in ck.iterdir():
+            if f.is_file() and re.fullmatch(r"epoch-\d+\.pt(\.tmp)?", f.name):
+                f.unlink()
+        if _latest_checkpoint(ck) is None and not any(ck.iterdir()):
+            ck.rmdir()
+        elif any(ck.iterdir()):
+            log.warning("kept %s: it holds files defend did not write", ck)
+    ev = cfg.eval_out
+    if ev.is_dir():
+        for name in ("before", "after"):
+            if (ev / name).is_dir():
+                shutil.rmtree(ev / name)
+        for f in ev.glob("comparison.*"):
+            if f.is_file():
+                f.unlink()
+        if ev == cfg.out.with_name(cfg.out.name + ".eval") and not any(ev.iterdir()):
+            ev.rmdir()
+
+
+def _same_weights(path: Path, net: Any) -> bool:
+    """Whether the safetensors file ``path`` holds exactly ``net``'s state dict."""
+    if not path.is_file():
+        return False
+    try:
+        from safetensors.torch import load_file
+
+        saved = load_file(str(path))
+    except Exception:  # not readable as safetensors: it is rewritten
+        return False
+    own = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    return saved.keys() == own.keys() and all(saved[k].dtype == own[k].dtype and torch.equal(saved[k], own[k]) for k in own)
+
+
 def _train_subset(train_ds: Any, n: int | None, *, seed: int) -> Any:
     """``n`` training images drawn at random (a seeded, per-id choice, kept in file order), not
     the first ``n``: files sorted by label (e.g. CIFAR-10 test images grouped by class) would
@@ -187,10 +229,14 @@ def _run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | 
         suite = load_suite(cfg.suite)  # validated before any model is loaded
     if cfg.out.suffix != ".safetensors":
         raise RobustlabError(f"--out {cfg.out} must end in .safetensors (robustlab's trusted format).")
-    if cfg.overwrite:
-        for d in (cfg.ckpt_dir, cfg.eval_out):
-            if d.exists():
-                shutil.rmtree(d)
+    model_file = Path(cfg.model_spec.split(":", 1)[1] if cfg.model_spec.startswith("state-dict:") else cfg.model_spec)
+    if model_file.exists() and model_file.resolve() == cfg.out.resolve():
+        raise RobustlabError(f"--out {cfg.out} is the input model: defend would overwrite it (and could not resume or compare against it); pass another --out.")
+    from ..defenses.trainer import _latest_checkpoint
+
+    latest = _latest_checkpoint(cfg.ckpt_dir) if cfg.ckpt_dir.is_dir() else None
+    if latest and not (cfg.resume or cfg.overwrite):  # said before any model or data is loaded or evaluated
+        raise ResumeError(f"{cfg.ckpt_dir} already holds checkpoints (up to epoch {latest[0]}); pass --resume to continue that run, or --overwrite to start over.")
 
     device = resolve_device(cfg.load.device)
     load = dataclasses.replace(cfg.load, device=str(device))
@@ -209,6 +255,9 @@ def _run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | 
     except DataError:
         raw_val = None
     raw_train, raw_val = _split_train_val(raw_train, raw_val, fraction=cfg.val_fraction, seed=cfg.train.seed)
+    if len(raw_train) == 0:
+        raise DataError(f"no training images are left after holding out {len(raw_val) if raw_val is not None else 0} for validation; "
+                        "pass more training images (--train-limit), a smaller --val-fraction, or data with its own validation split.")
     raw_train = raw_train.match_classes(model.info.class_names, model.num_classes)  # folder: labels by class name, as evaluate does
     if raw_val is not None:
         raw_val = raw_val.match_classes(model.info.class_names, model.num_classes)
@@ -224,13 +273,16 @@ def _run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | 
     if train_data.x is not None:  # in-memory sets move to the device once
         train_data = dataclasses.replace(train_data, x=train_data.x.to(device), y=train_data.y.to(device))
 
+    method = method.resolve(model)  # the budget: an error here comes before any evaluation
+    if cfg.overwrite:  # only now, with the inputs known to be good, and only what defend wrote
+        _remove_earlier_run(cfg)
+
     before = None
     if suite is not None:
         _warn_overlap(cfg, cfg.eval_data_spec or data_spec, raw_train)
         log.info("evaluating the input model with suite %s", suite.name)
         before = _evaluate(cfg, suite, cfg.model_spec, load, cfg.eval_out / "before", resume=cfg.resume)
 
-    method = method.resolve(model)
     fingerprint = {"model": model.info.sha256 or cfg.model_spec, "data": raw_train.content_sha256(),
                    "val": raw_val.ids_sha256() if raw_val is not None else None}
     result = train(model, method, train_data, val_data, cfg.train, ckpt_dir=cfg.ckpt_dir, resume=cfg.resume, fingerprint=fingerprint,
@@ -238,18 +290,26 @@ def _run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | 
     info = model.info
     meta = {
         "num_classes": info.num_classes, "input_shape": info.input_shape, "bounds": info.bounds, "mean": info.mean, "std": info.std,
-        "class_names": tuple(model.class_names), "dataset": info.dataset or data_spec, "feature_layer": info.feature_layer,
+        # a data-set name only (never the training files' spec, which `evaluate` would take as its default data)
+        "class_names": tuple(model.class_names), "dataset": info.dataset, "feature_layer": info.feature_layer,
         "defense": {
             "method": method.name, "params": method.params.to_dict(), "training": dataclasses.asdict(cfg.train), "references": method.references,
             "base_model": {"spec": cfg.model_spec, "sha256": info.sha256}, "data": {"spec": data_spec, "split": "train", "n": len(train_data),
-            "content_sha256": raw_train.content_sha256(), "val_n": len(val_data) if val_data is not None else 0},
+            "content_sha256": raw_train.content_sha256(),
+            "val_n": min(len(val_data), cfg.train.val_limit or len(val_data)) if val_data is not None else 0},
             "selected_epoch": result.selected_epoch, "history": [dataclasses.asdict(h) for h in result.history],
             "robustlab": __version__, "torch": torch.__version__, "command": cfg.command,
         },
     }
     meta = {k: v for k, v in meta.items() if v is not None}
-    path = save_model(unwrap(model), cfg.out, architecture=arch, metadata=meta)
-    log.info("wrote %s", path)
+    if cfg.resume and _same_weights(cfg.out, unwrap(model)):
+        # an interrupted run that had written the model: keep that file, so the after-evaluation it
+        # started (keyed on the file's sha256; the header holds the command and epoch times) resumes
+        path = cfg.out
+        log.info("kept %s: it holds these weights already", path)
+    else:
+        path = save_model(unwrap(model), cfg.out, architecture=arch, metadata=meta)
+        log.info("wrote %s", path)
 
     after = rows = None
     table = ""
