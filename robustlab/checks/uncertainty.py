@@ -223,8 +223,13 @@ class UncertaintyCheck(Check[UncertaintyParams]):
         res.add_metric(key(*P, "calibration", "temperature"), fitted.temperature, n=fitted.n_temperature)
         if fitted.errors_in_temperature_half == 0:
             res.notes.append(f"all {fitted.n_temperature} validation predictions used to fit the temperature are correct: temperature scaling is not identifiable (NLL falls as T -> 0), so T = 1 and the risk thresholds see no errors; give more validation data (val_limit) for a fitted T.")
+        if fitted.errors_in_temperature_half and fitted.temperature == 1.0:
+            res.notes.append("temperature scaling did not lower the validation NLL below its value at T = 1 (e.g. logits equal across classes, which no temperature "
+                             "changes), so T = 1: the calibrated probabilities are the model's own.")
+        from ..uncertainty.conformal import published_qhat
+
         for (m, lv), cc in fitted.conformal.items():
-            res.add_metric(key(*P, "conformal", m, U.level_segment(lv), "qhat"), cc.qhat if math.isfinite(cc.qhat) else 1e9, n=cc.n)
+            res.add_metric(key(*P, "conformal", m, U.level_segment(lv), "qhat"), published_qhat(m, cc.qhat) if math.isfinite(cc.qhat) else 1e9, n=cc.n)
         y = test.y.numpy()
 
         def record(cond: tuple[str, ...], rows: list[U.Measurement]) -> dict[tuple[str, ...], float]:
@@ -379,7 +384,7 @@ class UncertaintyCheck(Check[UncertaintyParams]):
             f"{base}/calibration/temperature": "temperature T minimising validation NLL (Guo et al. 2017); never fitted on test data.",
             f"{base}/conformal/<method>/<level>/coverage": "fraction of test points whose split-conformal prediction set contains the true label (target: level; guarantee on exchangeable data: [level, level + 1/(n_cal+1)]); 95% Wilson interval over the test points only: the draw of the n_cal calibration points adds a spread of about sqrt(level (1 - level) / (n_cal + 2)) (n_cal is the count of .../qhat). Sets on temperature-scaled probabilities, " + ("randomised (u ~ U(0,1))." if p.randomized else "non-randomised (u = 1)."),
             f"{base}/conformal/<method>/<level>/mean_set_size": "mean number of labels in the prediction set.",
-            f"{base}/conformal/<method>/<level>/qhat": "calibrated score quantile: the ceil((n+1)*level)-th smallest calibration score (1e9 stands for infinity: every label).",
+            f"{base}/conformal/<method>/<level>/qhat": "calibrated score quantile: the ceil((n+1)*level)-th smallest calibration score (at least the smallest; 1e9 stands for infinity: every label), on the published scale of the method's score: lac 1 - p_y; aps the probability mass ranked above y plus u * p_y (Romano et al. 2020); raps that plus lambda * max(0, rank(y) - k_reg) (Angelopoulos et al. 2021). APS and RAPS scores are computed shifted by -1 (the mass ranked below, negated), which gives the same sets without rounding confident scores to 1.0.",
             f"{base}/conformal/<method>/<level>/ood/<set>/nonempty_rate": "fraction of OOD inputs given a non-empty prediction set (each one is a miss: the model predicts a class for an input that has none).",
         })
 

@@ -46,13 +46,22 @@ def _probs_labels(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np
 
 
 def adaptive_ece(confidence: np.ndarray, correct: np.ndarray, *, n_bins: int = 15) -> float:
-    """ECE over equal-mass bins of the confidence."""
+    """ECE over equal-mass bins of the confidence (Nixon et al. 2019's adaptive binning).
+
+    Bins hold about N / n_bins points in confidence order; a group of equal confidences is never
+    split across two bins (its boundary moves to the end of the group), so the value does not
+    depend on the order of the data: splitting ties by position would pair the same confidence with
+    different accuracies (constant logits gave 0.10 instead of 0, and shuffles differed)."""
     c = np.asarray(confidence, dtype=np.float64).reshape(-1)
     y = np.asarray(correct, dtype=np.float64).reshape(-1)
     if c.size == 0:
         return math.nan
     order = np.argsort(c, kind="mergesort")
-    return float(sum(len(b) / c.size * abs(y[b].mean() - c[b].mean()) for b in np.array_split(order, min(n_bins, c.size)) if len(b)))
+    cs = c[order]
+    bounds = np.cumsum([len(b) for b in np.array_split(np.arange(c.size), min(n_bins, c.size))])[:-1]
+    bounds = np.unique(np.searchsorted(cs, cs[bounds - 1], side="right"))  # each cut after the whole tie group of the point before it
+    bins = [b for b in np.split(order, bounds[bounds < c.size]) if len(b)]
+    return float(sum(len(b) / c.size * abs(y[b].mean() - c[b].mean()) for b in bins))
 
 
 def classwise_ece(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15) -> float:
@@ -117,7 +126,10 @@ def fit_temperature(val_logits: np.ndarray, val_labels: np.ndarray, *, bounds: t
     lo, hi = math.log(bounds[0]), math.log(bounds[1])
     res = minimize_scalar(lambda lt: _nll_at(z, y, math.exp(lt)), bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
     t = math.exp(float(res.x))
-    return t if _nll_at(z, y, t) <= _nll_at(z, y, 1.0) else 1.0
+    at_one = _nll_at(z, y, 1.0)
+    # only a real improvement moves T: a flat NLL (e.g. logits equal across classes, which no T
+    # changes) would otherwise return wherever the search stopped, typically a bound
+    return t if _nll_at(z, y, t) < at_one - 1e-9 * max(1.0, abs(at_one)) else 1.0
 
 
 def scaled_probs(logits: np.ndarray, temperature: float) -> np.ndarray:

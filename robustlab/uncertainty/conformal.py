@@ -113,8 +113,19 @@ def conformal_quantile(scores: np.ndarray, alpha: float) -> float:
     s = np.sort(np.asarray(scores, dtype=np.float64).reshape(-1))
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    r = math.ceil((s.size + 1) * (1 - alpha) - 1e-9)
+    r = max(1, math.ceil((s.size + 1) * (1 - alpha) - 1e-9))  # rank 1 at the least: a level near 0 takes the smallest score
     return math.inf if r > s.size or s.size == 0 else float(s[r - 1])
+
+
+#: what the stored score of a method lacks from its published definition (APS and RAPS are stored
+#: minus 1, see the module docstring): the published quantile is ``qhat + PUBLISHED_OFFSET[method]``
+PUBLISHED_OFFSET = {"aps": 1.0, "raps": 1.0}
+
+
+def published_qhat(method: str, qhat: float) -> float:
+    """``qhat`` on the scale of the method's published score (APS/RAPS: the mass ranked above the
+    label plus u * p_k, plus the RAPS penalty); the sets are the same."""
+    return qhat + PUBLISHED_OFFSET.get(method, 0.0)
 
 
 def calibrate(method: str, probs: np.ndarray, labels: np.ndarray, alpha: float, *, randomized: bool = False, rng: np.random.Generator | None = None, **options: float) -> ConformalCalibration:
