@@ -8,13 +8,13 @@ from typing import Any
 
 import click
 
-from .common import check_output_path, load_options_from, model_options, user_errors
+from .common import load_options_from, model_options, user_errors
 
 
 @click.command("compress")
 @model_options
 @click.option("--method", required=True, help="fp16, bf16, int8-dynamic, int8-static, qat, prune-unstructured:<sparsity>, prune-structured:<sparsity> (e.g. prune-unstructured:0.5).")
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="The variant file (.safetensors).")
+@click.option("--out", "out", required=True, type=click.Path(), help="The variant file (.safetensors); an existing one is replaced once the new one is written.")
 @click.option("--calibration-data", default=None, help="Data spec whose train split calibrates int8-static and is what qat and pruning with --epochs fine-tune on (default: the model's own data set; never test images).")
 @click.option("--calibration-n", type=click.IntRange(1), default=512, show_default=True, help="Calibration images (the first N of the train split).")
 @click.option("--data-root", default=None, type=click.Path(file_okay=False), help="Folder of torchvision data sets.")
@@ -36,18 +36,19 @@ def compress(**kw: Any) -> None:
       robustlab evaluate --model digits-int8.safetensors          # no --trust-code needed
     """
     from ..compress.methods import CompressionSpec
-    from ..pipelines.compress import CompressConfig, compress as run_compress, method_takes_no_epochs
+    from ..pipelines.compress import CompressConfig, check_options, compress as run_compress, method_takes_no_epochs
 
     spec = CompressionSpec.parse(kw["method"])  # a bad method is a usage error before the model loads
     if kw.get("epochs") is not None and method_takes_no_epochs(spec.method):
         raise click.BadParameter(f"{spec.name} has no fine-tuning stage; --epochs applies to qat, prune-unstructured:<s> and prune-structured:<s>.", param_hint="--epochs")
     out = Path(kw["out"])
-    check_output_path(str(out), "--out")
     if out.suffix != ".safetensors":
         raise click.BadParameter(f"{out.name}: a variant is written as safetensors; name it *.safetensors", param_hint="--out")
     opts = load_options_from({**kw, "device": "cpu"})
-    res = run_compress(CompressConfig(model_spec=kw["model_spec"], load=opts, method=spec, out=out, calibration_data=kw.get("calibration_data"),
-                                      calibration_n=kw["calibration_n"], data_root=kw.get("data_root"), download=bool(kw.get("download")), batch_size=kw["batch_size"], epochs=kw["epochs"], seed=kw["seed"]))
+    cfg = CompressConfig(model_spec=kw["model_spec"], load=opts, method=spec, out=out, calibration_data=kw.get("calibration_data"),
+                         calibration_n=kw["calibration_n"], data_root=kw.get("data_root"), download=bool(kw.get("download")), batch_size=kw["batch_size"], epochs=kw["epochs"], seed=kw["seed"])
+    check_options(cfg)  # every option before the output path: the pipeline judges --out once the model and its data are resolved
+    res = run_compress(cfg)  # an existing --out file is replaced atomically; a folder, or a path under a file, is refused
     if kw.get("as_json"):
         click.echo(json.dumps({"path": str(res.path), "compression": res.compression}, indent=1, sort_keys=True))
     else:

@@ -69,7 +69,7 @@ def evaluate(**kw: Any) -> None:
     )
     post = PostRunOptions(policy=Path(kw["policy"]) if kw.get("policy") else None, baseline=kw.get("baseline"), junit=Path(kw["junit"]) if kw.get("junit") else None,
                           mlflow=not kw.get("no_mlflow"), mlflow_uri=kw.get("mlflow_uri"), report=not kw.get("no_report"))
-    if kw.get("variants"):
+    if kw.get("variants") is not None:  # "" is an empty list, refused below, not "no variants"
         check_fit_data(cfg)  # before any variant is built (the pipeline checks it again for each run)
         sys.exit(_evaluate_variants(cfg, post, kw))
     with output_lock(out, cfg.command):  # held through the report and MLflow, not only the checks

@@ -11,9 +11,11 @@ output channels).
 from __future__ import annotations
 
 import enum
+import os
+import re
 from dataclasses import dataclass
 
-from ..errors import RobustlabError
+from ..errors import RobustlabError, path_problem, printable
 
 
 class CompressionError(RobustlabError):
@@ -59,6 +61,9 @@ class CompressionSpec:
         try:
             method = Method(head)
         except ValueError:
+            if looks_like_path(text):  # a variant file that is not there (evaluate --variants), not a misspelt method
+                where = "is a file, not a compression method" if os.path.isfile(os.path.expanduser(text)) else path_problem(os.path.expanduser(text))
+                raise CompressionError(f"file {printable(text)} {where} (compression methods: {known}).") from None
             raise CompressionError(f"unknown compression method {text!r}; use one of {known}.") from None
         if method.pruned:
             if not sep:
@@ -73,3 +78,15 @@ class CompressionSpec:
         if sep:
             raise CompressionError(f"{method.value} takes no argument (got {text!r}); use one of {known}.")
         return cls(method)
+
+
+_SUFFIX = re.compile(r"\.[A-Za-z][A-Za-z0-9]*")
+
+
+def looks_like_path(text: str) -> bool:
+    """Whether ``text`` names a file rather than a method: it has a path separator, starts with ``~``
+    or ends in a file suffix (``x.safetensors``; not ``prune-unstructured:0.5``, whose "suffix" is a number)."""
+    t = text.strip()
+    if not t or "/" in t or os.sep in t or (os.altsep is not None and os.altsep in t) or t.startswith("~"):
+        return bool(t)
+    return bool(_SUFFIX.fullmatch(os.path.splitext(t)[1]))

@@ -12,6 +12,8 @@ without ``--trust-code``: nothing in the file is executed.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ from . import pt2e
 from .quantize import STACK_FX, STACK_PT2E, STACK_TORCHAO, QuantizedNet, cast, dynamic_integer, dynamic_surrogate
 
 _DTYPES = {Method.FP16: torch.float16, Method.BF16: torch.bfloat16}
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_PRUNABLE = (*_CONVS, nn.Linear)
 
 
 def save_variant(state: dict[str, torch.Tensor], path: Path, *, metadata: dict[str, Any], compression: dict[str, Any]) -> Path:
@@ -40,11 +44,52 @@ def save_variant(state: dict[str, torch.Tensor], path: Path, *, metadata: dict[s
     sd = {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
     meta = {k: (list(v) if isinstance(v, tuple) else v) for k, v in metadata.items() if v is not None}
     meta["compression"] = compression
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(sd, str(tmp), metadata={"robustlab": json.dumps(meta, sort_keys=True), "format": "pt"})
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # same folder: the replace is atomic
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        save_file(sd, str(tmp), metadata={"robustlab": json.dumps(meta, sort_keys=True), "format": "pt"})
+        tmp.chmod(0o644)
+        tmp.replace(path)  # an existing variant file is overwritten only once the new one is complete
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def _dtype_names(dtypes: set[torch.dtype]) -> str:
+    names = sorted(str(d).removeprefix("torch.") for d in dtypes)
+    return " and ".join(names) if names else "(none)"
+
+
+def check_tensors(method: Method, sparsity: float | None, net: nn.Module, sd: dict[str, torch.Tensor], *, source: str) -> None:
+    """Refuse (:class:`ModelLoadError`) a file whose tensors are not what its recipe writes: fp16/bf16
+    files hold float16/bfloat16 floating tensors, every other kind float32 ones; a pruned file
+    (loaded into ``net``) has at least the recorded ``sparsity`` of zeros, up to the rounding of
+    ``torch.nn.utils.prune`` (``round(s * n)`` entries, or channels per conv layer for structured
+    pruning). Called on the tensors as stored, before anything is cast."""
+    want = _DTYPES.get(method, torch.float32)
+    found = {t.dtype for t in sd.values() if t.is_floating_point()}
+    if found and found != {want}:
+        raise ModelLoadError(f"the file's tensors are {_dtype_names(found)} but its record says {method.value} ({_dtype_names({want})} tensors): "
+                             f"{source} was edited or damaged; re-create it with robustlab compress.")
+    if not method.pruned or sparsity is None:
+        return
+    if method is Method.PRUNE_UNSTRUCTURED:
+        ws = [m.weight for m in net.modules() if isinstance(m, _PRUNABLE) and isinstance(getattr(m, "weight", None), torch.Tensor)]
+        total = sum(w.numel() for w in ws)
+        zeros = sum(int((w == 0).sum()) for w in ws)
+        if total and zeros < sparsity * total - 0.5 - 1e-9:
+            raise ModelLoadError(f"the file's tensors are {zeros / total:.4g} sparse (zero conv/linear weights) but its record says prune-unstructured:{sparsity:g}: "
+                                 f"{source} was edited or damaged; re-create it with robustlab compress.")
+        return
+    for mname, m in net.named_modules():
+        w = getattr(m, "weight", None)
+        if isinstance(m, _CONVS) and isinstance(w, torch.Tensor) and w.shape[0]:
+            channels = int(w.shape[0])
+            removed = int((w.detach().flatten(1) == 0).all(dim=1).sum())
+            if removed < sparsity * channels - 0.5 - 1e-9:
+                raise ModelLoadError(f"the file's tensors have {removed} of {channels} output channels of {mname} removed ({removed / channels:.4g}) but its record says "
+                                     f"prune-structured:{sparsity:g}: {source} was edited or damaged; re-create it with robustlab compress.")
 
 
 def rebuild(net: nn.Module, compression: Any, sd: dict[str, torch.Tensor], *, input_shape: tuple[int, ...] | None, source: str) -> nn.Module:
@@ -57,6 +102,7 @@ def rebuild(net: nn.Module, compression: Any, sd: dict[str, torch.Tensor], *, in
     except CompressionError as exc:
         raise ModelLoadError(f"{source}: {exc}") from exc
     method = spec.method
+    check_tensors(method, None, net, sd, source=source)  # dtypes first: a load would cast them silently
     try:
         if method in _DTYPES:
             dtype = _DTYPES[method]
@@ -64,6 +110,7 @@ def rebuild(net: nn.Module, compression: Any, sd: dict[str, torch.Tensor], *, in
             return cast(net, dtype)
         if method.pruned:
             net.load_state_dict(sd, strict=True)
+            check_tensors(method, spec.sparsity, net, sd, source=source)
             return net
         stack = compression.get("stack", STACK_FX)  # files from before the PT2E move carry no stack: FX graph mode
         if stack == STACK_FX:
@@ -97,4 +144,4 @@ def _rebuild_fx(net: nn.Module, method: Method, sd: dict[str, torch.Tensor], *, 
     return QuantizedNet(fx.to_integer(prepared), prepared)
 
 
-__all__ = ["rebuild", "save_variant"]
+__all__ = ["check_tensors", "rebuild", "save_variant"]

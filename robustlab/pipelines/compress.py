@@ -24,7 +24,7 @@ from ..compress.pt2e import calibrate, freeze, prepare_fake_quant, require_torch
 from ..compress.quantize import STACK_PT2E, STACK_TORCHAO
 from ..compress.variant import save_variant
 from ..data import Dataset, load_dataset
-from ..errors import RobustlabError
+from ..errors import RobustlabError, printable
 from ..models import LoadOptions, RobustModel, load_model
 from ..models.metadata import META_KEYS
 from ..runner import prepare_data
@@ -110,12 +110,11 @@ def _batches(model: RobustModel, data: Dataset, batch_size: int) -> Iterator[tor
             yield model.normalise(mapped.images(slice(i, min(len(mapped), i + batch_size))).float())
 
 
-def _finetune_pruned(pruned: torch.nn.Module, model: RobustModel, cfg: CompressConfig, *, structured: bool) -> dict[str, Any]:
-    """Fine-tune ``pruned`` in place for ``cfg.epochs`` on the (checked) train split of the
-    calibration data, pruned entries held at exactly zero; returns the record of what it trained on."""
+def _finetune_pruned(pruned: torch.nn.Module, model: RobustModel, cfg: CompressConfig, train_data: Dataset, data_record: dict[str, Any], *, structured: bool) -> dict[str, Any]:
+    """Fine-tune ``pruned`` in place for ``cfg.epochs`` on ``train_data``, the (checked) train split of
+    the calibration data, pruned entries held at exactly zero; returns the record of what it trained on."""
     from ..compress.qat import finetune
 
-    train_data, data_record = calibration_data(model, cfg, limit=False)
     with zeros_held(pruned, structured=structured):
         finetune(pruned, model, prepare_data(model, train_data), epochs=int(cfg.epochs or 0), batch_size=cfg.batch_size, seed=cfg.seed)
     pruned.eval()
@@ -126,34 +125,98 @@ def _int8_record(stack: str, engine: str) -> dict[str, Any]:
     return {"stack": stack, "engine": engine, "torchao": require_torchao()}
 
 
-def compress(cfg: CompressConfig) -> CompressResult:
-    """Compress the model of ``cfg`` with ``cfg.method``; write the variant file and return its record."""
+def check_options(cfg: CompressConfig) -> None:
+    """The checks of ``cfg`` that need no model, no data and no file system (usage errors first)."""
     if cfg.epochs is not None and method_takes_no_epochs(cfg.method.method):
         raise CompressionError(f"--epochs applies to qat and prune-unstructured/prune-structured (fine-tuning), not to {cfg.method.name}; leave it out.")
     lowest = 1 if cfg.method.method is Method.QAT else 0
     if cfg.epochs is not None and cfg.epochs < lowest:
         raise CompressionError(f"--epochs must be at least {lowest} for {cfg.method.name}, got {cfg.epochs}.")
+    if cfg.out.suffix != ".safetensors":
+        raise CompressionError(f"--out {printable(cfg.out)}: a variant is written as safetensors; name it *.safetensors.")
+
+
+def check_out_path(out: Path, model: RobustModel | None = None) -> None:
+    """Refuse an output path the variant cannot be written to: an existing folder, a path under a
+    file, or the base model's own file. An existing variant file is replaced (atomically, once the new
+    one is written: :func:`~robustlab.compress.variant.save_variant`)."""
+    shown = printable(out)
+    if out.is_dir():
+        raise CompressionError(f"--out {shown} is a folder; pass a file path, e.g. {printable(out / 'variant.safetensors')}.")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CompressionError(f"--out {shown}: {printable(parent)} is a file, not a folder; pass another path.")
+            break
+    own = model.info.path if model is not None else None
+    if own and out.exists() and Path(own).resolve() == out.resolve():
+        raise CompressionError(f"--out {shown} is the file of the model being compressed; write the variant to another path.")
+    if out.exists():
+        log.info("%s exists; it is replaced once the new variant is written", out)
+
+
+def check_recompression(model: RobustModel, spec: str, method: CompressionSpec) -> dict[str, Any] | None:
+    """The compression record of ``model`` when it is a variant that may be compressed again (a pruned,
+    float32 one: into any method); None for a plain model. Refuses (:class:`CompressionError`) an int8
+    variant (its graph is an integer model: no float weights to compress, and compressing its
+    surrogate would quantize twice) and a fp16/bf16 one (its weights are already rounded; a second
+    rounding or pruning of them is not a compression of the model the file names as its base)."""
+    rec = model.info.extra.get("compression")
+    if not isinstance(rec, dict):
+        return None
+    try:
+        base = Method(str(rec.get("method")))
+    except ValueError:
+        base = None
+    base_spec = printable(rec.get("base_spec") or "the base model")
+    if base is None or base.quantized:
+        kind = "an int8" if base is not None else "a compressed"
+        raise CompressionError(f"{printable(spec)} is {kind} variant ({printable(rec.get('method'))}) and cannot be compressed again; compress the float base model ({base_spec}) with {method.name} instead.")
+    if not base.pruned:
+        raise CompressionError(f"{printable(spec)} is a {base.value} variant (weights already rounded) and cannot be compressed again; compress the float base model ({base_spec}) with {method.name} instead.")
+    return rec
+
+
+def compress(cfg: CompressConfig) -> CompressResult:
+    """Compress the model of ``cfg`` with ``cfg.method``; write the variant file and return its record.
+
+    A pruned (float32) variant may be compressed again (its record is kept as ``base_compression``);
+    an int8, fp16 or bf16 variant may not (:func:`check_recompression`)."""
+    check_options(cfg)
     if cfg.method.method.quantized:
         require_torchao()  # before any model or data is loaded
     model = load_model(cfg.model_spec, LoadOptions(**{**cfg.load.__dict__, "device": "cpu"}))
-    net = model.net.cpu().float().eval()
+    base_record = check_recompression(model, cfg.model_spec, cfg.method)  # before the net is touched: an exported int8 graph cannot even .eval()
     method = cfg.method.method
+    # the data each method needs, resolved (and checked) before the output path is judged and before any work
+    cal: Dataset | None = None
+    cal_record: dict[str, Any] | None = None
+    if method is Method.INT8_STATIC:
+        cal, cal_record = calibration_data(model, cfg)
+    elif method is Method.QAT or (method.pruned and cfg.epochs):
+        cal, cal_record = calibration_data(model, cfg, limit=False)
+    check_out_path(cfg.out, model)
+    net = model.net.cpu().float().eval()
     record: dict[str, Any] = {"method": method.value, "sparsity": cfg.method.sparsity, "base_spec": cfg.model_spec, "base_sha256": model.info.sha256,
                               "calibration": None, "torch": torch.__version__, "tool_version": __version__}
+    if base_record is not None:
+        record["base_compression"] = base_record
     if method in (Method.FP16, Method.BF16):
         state = net.to(torch.float16 if method is Method.FP16 else torch.bfloat16).state_dict()
     elif method.pruned:
         structured = method is Method.PRUNE_STRUCTURED
         pruned = (prune_structured if structured else prune_unstructured)(net, float(cfg.method.sparsity or 0.0))
         if cfg.epochs:
-            record["finetune"] = _finetune_pruned(pruned, model, cfg, structured=structured)
+            assert cal is not None and cal_record is not None
+            record["finetune"] = _finetune_pruned(pruned, model, cfg, cal, cal_record, structured=structured)
         record["measured_sparsity"] = sparsity(pruned)
         state = pruned.state_dict()
     elif method is Method.INT8_DYNAMIC:
         record.update(_int8_record(STACK_TORCHAO, "torch._int_mm (torchao Int8DynamicActivationInt8WeightConfig)"))
         state = net.state_dict()
     elif method is Method.INT8_STATIC:
-        cal, record["calibration"] = calibration_data(model, cfg)
+        assert cal is not None
+        record["calibration"] = cal_record
         prepared = prepare_fake_quant(net, model.input_shape)
         calibrate(prepared, _batches(model, cal, cfg.batch_size))
         record.update(_int8_record(STACK_PT2E, "onednn (X86InductorQuantizer, lowered)"))
@@ -161,7 +224,8 @@ def compress(cfg: CompressConfig) -> CompressResult:
     else:  # qat: calibrate, then fine-tune the fake-quantized graph on the whole train split
         from ..compress.qat import finetune
 
-        train_data, record["calibration"] = calibration_data(model, cfg, limit=False)
+        assert cal is not None
+        train_data, record["calibration"] = cal, cal_record
         prepared = prepare_fake_quant(net, model.input_shape)
         calibrate(prepared, _batches(model, train_data.limit(cfg.calibration_n), cfg.batch_size))
         epochs = 2 if cfg.epochs is None else cfg.epochs
@@ -178,4 +242,4 @@ def compress(cfg: CompressConfig) -> CompressResult:
     return CompressResult(path, record)
 
 
-__all__ = ["CompressConfig", "CompressResult", "calibration_data", "compress"]
+__all__ = ["CompressConfig", "CompressResult", "calibration_data", "check_options", "check_out_path", "check_recompression", "compress"]

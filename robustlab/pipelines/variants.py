@@ -59,23 +59,90 @@ class VariantRun:
     card: Scorecard
 
 
-def resolve_variants(cfg: RunConfig, items: list[str], opts: VariantOptions) -> list[tuple[str, str]]:
-    """``(name, model spec)`` per item: an existing variant file, or a method compressed now into ``OUT/variants/``."""
-    out: list[tuple[str, str]] = []
+def variant_record(path: Path) -> dict[str, Any]:
+    """The ``compression`` record in the header of the variant file ``path`` (tensors are not read);
+    :class:`CompressionError` when ``path`` is not a file written by ``robustlab compress``."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        rec = json.loads(meta.get("robustlab") or "{}").get("compression")
+    except (SafetensorError, OSError, ValueError, AttributeError) as exc:
+        raise CompressionError(f"variant file {printable(path)} is not a safetensors file written by robustlab compress ({type(exc).__name__}); pass a variant file or a method.") from exc
+    if not isinstance(rec, dict):
+        raise CompressionError(f"variant file {printable(path)} has no compression record (it was not written by robustlab compress); pass a variant file or a method.")
+    return rec
+
+
+def _short(sha: str) -> str:
+    return sha[:12]
+
+
+def check_base(base_sha256: str | None, base_spec: str, path: Path, record: dict[str, Any], *, base_format: str = "") -> str:
+    """Whether the variant file ``path`` (its ``record``) was compressed from the evaluated base model
+    (``base_sha256``): refused (:class:`CompressionError`) when the recorded ``base_sha256`` differs;
+    otherwise the note recorded in the variant's scorecard (``run.base_model_check``), saying when the
+    check could not be made (and logged as a warning then). A ``factory`` base has no file: its sha256
+    is of its state dict, which a variant's record (the sha256 of its base's file) never is."""
+    recorded = record.get("base_sha256")
+    recorded = recorded if isinstance(recorded, str) and recorded else None
+    if base_format == "factory":
+        base_sha256 = None
+    if recorded and base_sha256:
+        if recorded != base_sha256:
+            made_from = printable(record.get("base_spec") or "another model")
+            raise CompressionError(f"variant {printable(path)} was compressed from {made_from} (sha256 {_short(recorded)}), not from {printable(base_spec)} (sha256 {_short(base_sha256)}); "
+                                   "its accuracy change would not be the compression's: evaluate it beside its own base model, or compress this one.")
+        return f"checked: the variant's recorded base sha256 {_short(recorded)} is the base model's"
+    if base_format == "factory":
+        why = f"the base model {printable(base_spec)} is built by code and has no file sha256 to compare"
+    else:
+        why = f"the base model {printable(base_spec)} has no sha256" if not base_sha256 else "the variant records no base sha256"
+    note = f"not checked: {why}, so it is not known that {printable(path.name)} was compressed from this model"
+    log.warning("variant %s: %s", printable(path), note)
+    return note
+
+
+def resolve_variants(cfg: RunConfig, items: list[str], opts: VariantOptions, *, notes: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """``(name, model spec)`` per item: an existing variant file, or a method compressed now into ``OUT/variants/``.
+
+    Every item is checked before anything is compressed: an empty list, a path that is not a file, an
+    unknown method and a name used twice are usage errors (:class:`CompressionError`), and so is a
+    variant file compressed from another model than ``cfg.model_spec`` (its recorded base sha256).
+    ``notes`` (when given) receives, per variant name, how its base model was checked."""
+    if not items:
+        raise CompressionError("--variants names no variant; pass methods (fp16,int8-static,prune-unstructured:0.5) and/or variant files, comma-separated.")
+    plan: list[tuple[str, Path | None, CompressionSpec | None, str]] = []
     for item in items:
         p = Path(item).expanduser()
         if p.is_file():
-            name = legal_segment(p.stem)
-            spec = str(p)
+            name, path, method = legal_segment(p.stem), p, None
         else:
-            method = CompressionSpec.parse(item)
-            name = legal_segment(method.name.replace(":", "_"))
-            dest = cfg.out_dir / "variants" / f"{name}.safetensors"
-            compress(CompressConfig(cfg.model_spec, cfg.load, method, dest, calibration_data=opts.calibration_data, data_root=cfg.data_root, download=cfg.download, batch_size=cfg.batch_size))
-            spec = str(dest)
-        if name == "base" or name in {n for n, _ in out}:
-            raise CompressionError(f"variant name {name!r} is used twice (or is 'base'); rename the file {printable(item)}.")
-        out.append((name, spec))
+            method = CompressionSpec.parse(item)  # a path that is not a file is said so (CompressionSpec.parse)
+            name, path = legal_segment(method.name.replace(":", "_")), None
+        if name == "base" or name in {n for n, *_ in plan}:
+            fix = f"rename the file {printable(item)}" if path is not None else "list each variant once"
+            raise CompressionError(f"variant name {name!r} is used twice (or is 'base'); {fix}. Nothing was compressed.")
+        plan.append((name, path, method, item))
+    files = [(name, path) for name, path, _, _ in plan if path is not None]
+    if files:
+        base = load_model(cfg.model_spec, replace(cfg.load, device="cpu"))
+        for name, path in files:
+            note = check_base(base.info.sha256, cfg.model_spec, path, variant_record(path), base_format=base.info.format)
+            if notes is not None:
+                notes[name] = note
+    out: list[tuple[str, str]] = []
+    for name, path, method, _ in plan:
+        if path is not None:
+            out.append((name, str(path)))
+            continue
+        assert method is not None
+        dest = cfg.out_dir / "variants" / f"{name}.safetensors"
+        compress(CompressConfig(cfg.model_spec, cfg.load, method, dest, calibration_data=opts.calibration_data, data_root=cfg.data_root, download=cfg.download, batch_size=cfg.batch_size))
+        if notes is not None:
+            notes[name] = "checked: compressed from the base model in this run"
+        out.append((name, str(dest)))
     return out
 
 
@@ -140,6 +207,9 @@ def comparison(base: VariantRun, runs: list[VariantRun], sizes: dict[str, dict[s
         cmp = compare_scorecards(base.card, r.card)
         mcnemar = [{"flags": f.name, "lost": f.result.lost, "gained": f.result.gained, "n": f.result.n, "p_two_sided": f.result.p_two_sided} for f in cmp.flags]
         audit = [{"check": c.id, "name": a.name, "verdict": a.verdict.value, "message": a.message} for c in r.card.checks for a in c.audit if a.verdict.value != "valid"]
+        base_check = str(r.card.run.get("base_model_check") or "")
+        if base_check.startswith("not checked"):  # the base model of a variant file could not be confirmed: shown beside the audit
+            audit.append({"check": "variant", "name": "base_model", "verdict": "unknown", "message": base_check})
         not_run = [{"check": c.id, "status": c.status.value, "reason": c.reason} for c in r.card.checks if c.status is not Status.OK]
         out["variants"].append({"name": r.name, "spec": r.model_spec, "scorecard": str(r.out_dir / "scorecard.json"), "compression": r.card.model.get("extra", {}).get("compression"),
                                 **sizes[r.name], "metrics": [_row(k, base.card, r.card) for k in keys], "mcnemar_vs_base": mcnemar, "audit": audit, "not_run": not_run})
@@ -169,7 +239,8 @@ def format_comparison(cmp: dict[str, Any]) -> str:
 
 def evaluate_variants(cfg: RunConfig, items: list[str], opts: VariantOptions) -> tuple[VariantRun, list[VariantRun], dict[str, Any]]:
     """Evaluate the base and every variant with ``cfg``'s suite, seed and samples; returns the runs and the comparison."""
-    specs = resolve_variants(cfg, items, opts)
+    notes: dict[str, str] = {}
+    specs = resolve_variants(cfg, items, opts, notes=notes)
     base = VariantRun("base", cfg.model_spec, cfg.out_dir / "base", evaluate(replace(cfg, out_dir=cfg.out_dir / "base")))
     data_spec = cfg.data_spec or str(base.card.data.get("spec") or "") or None
     runs: list[VariantRun] = []
@@ -177,6 +248,7 @@ def evaluate_variants(cfg: RunConfig, items: list[str], opts: VariantOptions) ->
         progress_log.info("variant %s: %s", name, spec)
         vcfg = replace(cfg, model_spec=spec, out_dir=cfg.out_dir / name, data_spec=data_spec, dataset=cfg.dataset or base.card.data.get("dataset"))
         card = evaluate(vcfg)
+        card.run["base_model_check"] = notes.get(name, "not checked")
         run = VariantRun(name, spec, vcfg.out_dir, card)
         if isinstance(load_model(spec, replace(cfg.load, device="cpu")).net, QuantizedNet):
             for check_id, params in attack_entries(cfg, opts):
@@ -185,7 +257,7 @@ def evaluate_variants(cfg: RunConfig, items: list[str], opts: VariantOptions) ->
                 except (RuntimeError, ValueError) as exc:  # record why instead of crashing the comparison
                     result = CheckResult(check_id, CHECK_ID, status=Status.ERROR, reason=f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
                 _put(card, result)
-            card.write(vcfg.out_dir / "scorecard.json")
+        card.write(vcfg.out_dir / "scorecard.json")
         runs.append(run)
     raw = load_dataset(str(base.card.data["spec"]), split="test", root=cfg.data_root, download=cfg.download,
                        input_shape=base.card.model.get("input_shape")).limit(cfg.limit)
@@ -202,4 +274,4 @@ def evaluate_variants(cfg: RunConfig, items: list[str], opts: VariantOptions) ->
     return base, runs, cmp
 
 
-__all__ = ["VariantOptions", "VariantRun", "comparison", "evaluate_variants", "format_comparison", "resolve_variants"]
+__all__ = ["VariantOptions", "VariantRun", "check_base", "comparison", "evaluate_variants", "format_comparison", "resolve_variants", "variant_record"]
