@@ -255,9 +255,11 @@ def test_cancelling_a_running_job_stops_its_process(svc: Service, monkeypatch: p
 
 
 @pytest.mark.timeout(120)
-def test_a_job_whose_folder_is_still_held_by_an_earlier_attempt_is_queued_again(svc: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_job_whose_folder_is_still_held_by_an_earlier_attempt_waits_then_fails_honestly(svc: Service, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker that lost the database for longer than the heartbeat timeout is replaced; until it
-    notices, its run holds the job's folder and the new attempt's evaluate exits 2 on the lock."""
+    notices, its run holds the job's folder and the new attempt's evaluate exits 2 on the lock. The
+    new attempt waits for the lock (no attempt used); held past lock_wait_s, the job fails with
+    exit 4 and says why (before: three attempts burnt, then 'failed' with exit 2, an input error)."""
     import sys
 
     import robustlab.service.runjob as runjob
@@ -266,14 +268,11 @@ def test_a_job_whose_folder_is_still_held_by_an_earlier_attempt_is_queued_again(
     msg = "error: output folder DATA/out is in use by another run (pid 1 on host); wait for it to finish or pass another --out."
     monkeypatch.setattr(runjob, "command_for", lambda *_a, **_k: [sys.executable, "-c", f"import sys; print({msg!r}, file=sys.stderr); sys.exit(2)"])
     jid = _submit(svc, spec="zoo:digits-cnn").json()["id"]
-    w = Worker(svc.settings, poll_s=0.1, heartbeat_s=0.2, warm=False)  # a stand-in command, not robustlab: no launcher
+    w = Worker(svc.settings, poll_s=0.1, heartbeat_s=0.2, warm=False, lock_wait_s=1)  # a stand-in command, not robustlab: no launcher
     assert w.run_once()
     job = svc.client.get(f"/api/v1/jobs/{jid}", headers=svc.h("aud-a")).json()
-    assert job["state"] == "queued" and job["attempts"] == 1, job
-    for _ in range(svc.settings.job_attempts - 1):
-        assert w.run_once()
-    job = svc.client.get(f"/api/v1/jobs/{jid}", headers=svc.h("aud-a")).json()
-    assert job["state"] == "failed" and job["exit_code"] == 2, job  # bounded: not an endless loop
+    assert job["state"] == "failed" and job["exit_code"] == 4 and job["attempts"] == 1, job  # bounded, and not called an input error
+    assert "in use" in job["message"] and "input error" in job["message"], job["message"]
 
 
 def test_the_job_command_is_robustlab_evaluate_built_from_stored_values(svc: Service) -> None:

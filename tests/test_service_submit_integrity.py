@@ -166,3 +166,33 @@ def test_the_recorded_command_line_hides_url_passwords(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(sys, "argv", ["robustlab", "evaluate", "--mlflow-uri", "postgresql://u:p%40ss@db:5432/ml", "--model", "zoo:digits-cnn"])
     assert command_line() == "robustlab evaluate --mlflow-uri postgresql://u:***@db:5432/ml --model zoo:digits-cnn"
+
+
+def test_a_cancel_that_lands_after_the_result_was_stored_does_not_overwrite_it(svc: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: cancel read the job as running, the worker then stored 'succeeded', and the cancel's
+    unconditional write turned it into 'cancelled' while its scorecard stayed."""
+    import robustlab.service.jobs_api as jobs_api
+    from robustlab.service.db import Database
+    from robustlab.service.models import Job, JobState
+
+    jid = _post(svc, {"model_name": "d", "version": "1", "spec": "zoo:digits-cnn"}).json()["id"]
+    with Database(svc.settings.database_url).session() as s:
+        job = s.get(Job, jid)
+        assert job is not None
+        job.state, job.worker, job.attempts = JobState.RUNNING, "w:1", 1
+    real = jobs_api._job
+
+    def read_then_worker_finishes(s: Any, p: Any, job_id: str) -> Any:
+        job = real(s, p, job_id)
+        assert job.state is JobState.RUNNING
+        with Database(svc.settings.database_url).session() as other:  # the worker's commit, between the read and the write
+            row = other.get(Job, job_id)
+            assert row is not None
+            row.state, row.message, row.exit_code = JobState.SUCCEEDED, "passed", 0
+        return job
+
+    monkeypatch.setattr(jobs_api, "_job", read_then_worker_finishes)
+    r = svc.client.post(f"/api/v1/jobs/{jid}/cancel", headers=svc.h("sub-a"))
+    assert r.status_code == 200 and r.json()["state"] == "succeeded", r.text
+    monkeypatch.setattr(jobs_api, "_job", real)
+    assert svc.client.get(f"/api/v1/jobs/{jid}", headers=svc.h("aud-a")).json()["state"] == "succeeded"

@@ -83,12 +83,18 @@ def serve(data_dir: str, host: str, port: int, workers: int, database_url: str |
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     url = f"http://{host}:{sock.getsockname()[1]}"
-    procs = [subprocess.Popen([sys.executable, "-m", "robustlab", "worker", "--data-dir", str(st.data_dir), "--device", device,
-                               "--heartbeat-timeout", str(heartbeat_timeout), *(["--queue", queue] if queue else []),
-                               *(["--mlflow-uri", mlflow_uri] if mlflow_uri else []),
-                               *(["--database-url", database_url] if database_url else []), *(["--suite-dir", suite_dir] if suite_dir else [])],
-                              preexec_fn=pdeathsig if sys.platform.startswith("linux") else None)  # no orphan workers if serve is killed
-             for _ in range(workers)]
+    from ..service.worker import Supervisor
+
+    argv = [sys.executable, "-m", "robustlab", "worker", "--data-dir", str(st.data_dir), "--device", device, "--heartbeat-timeout", str(heartbeat_timeout),
+            *(["--queue", queue] if queue else []), *(["--mlflow-uri", mlflow_uri] if mlflow_uri else []),
+            *(["--database-url", database_url] if database_url else []), *(["--suite-dir", suite_dir] if suite_dir else [])]
+    # the server watches its workers: a dead one is logged and started again (with a back-off), its
+    # jobs queued again at once, and without --queue the server reaps stale jobs itself (with --queue
+    # the requeuer does), so a job is retried even when no worker is left to do it
+    sup = Supervisor(st, argv, workers, reap=not queue,
+                     popen=lambda a: subprocess.Popen(a, preexec_fn=pdeathsig if sys.platform.startswith("linux") else None))  # no orphan workers if serve is killed
+    sup.start_workers()
+    sup.start()
     if queue:
         from ..service.queue import Requeuer
 
@@ -98,15 +104,27 @@ def serve(data_dir: str, host: str, port: int, workers: int, database_url: str |
     click.echo(f"data folder: {st.data_dir}; {workers} embedded worker(s)", err=True)
     sys.stdout.flush()
     try:
-        uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+        uvicorn.Server(uvicorn.Config(_ReadyWithWorkers(app, sup) if workers else app, log_level="warning", access_log=False)).run(sockets=[sock])
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        sup.stop()
+
+
+class _ReadyWithWorkers:
+    """ASGI wrapper of ``serve``'s app: ``/readyz`` answers 503 while none of the embedded workers is
+    alive (between a crash and its restart), since jobs submitted then only queue; otherwise the
+    app's own answer (database reachable and migrated)."""
+
+    def __init__(self, app: Any, supervisor: Any) -> None:
+        self.app, self.supervisor = app, supervisor
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("path") == "/readyz" and not self.supervisor.ready():
+            from starlette.responses import JSONResponse
+
+            detail = f"none of the {self.supervisor.n} embedded worker(s) is running (being started again); jobs stay queued until one is"
+            await JSONResponse({"status": "unavailable", "detail": detail}, status_code=503, headers={"Retry-After": "5"})(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 @click.command("worker")

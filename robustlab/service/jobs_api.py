@@ -3,6 +3,7 @@ it, cancel it, download its files."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +20,7 @@ from .models import FINAL_STATES, Artifact, Job, JobState, Model, Project, Role,
 from .uploads import DOCUMENT_LIMIT, MODEL_LIMIT, UploadError, check_arch, check_data, check_name, check_spec, receive, sniff_model
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 #: files of a job a client may download, by kind
 DOWNLOADS = {"scorecard": "application/json", "signature": "application/json", "report": "text/html", "samples": "text/csv",
              "policy": "application/yaml", "junit": "application/xml", "gate": "text/markdown", "environment": "application/json"}
@@ -289,9 +291,16 @@ def cancel(job_id: str, p: Caller, s: DB) -> dict[str, Any]:
     job = _job(s, p, job_id)
     p.require(Role.SUBMITTER, job.project_id)
     if job.state not in FINAL_STATES:
-        job.state = JobState.CANCELLED  # a worker running it sees this at its next heartbeat and stops the run
-        job.finished_at = utcnow()
-        job.message = f"cancelled by {p.name}"
+        from sqlalchemy import update
+
+        # conditional: a worker that stored the result meanwhile keeps it (the answer then shows the final state)
+        done = s.execute(update(Job).where(Job.id == job.id, Job.state.not_in(list(FINAL_STATES)))
+                         .values(state=JobState.CANCELLED, finished_at=utcnow(), message=f"cancelled by {p.name}")
+                         .execution_options(synchronize_session=False))
+        s.flush()
+        s.refresh(job)
+        if not getattr(done, "rowcount", 1):
+            log.info("job %s finished before its cancel landed", job.id)
     return job_view(s, job)
 
 

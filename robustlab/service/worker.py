@@ -3,19 +3,29 @@ child process (:mod:`robustlab.service.runjob`), reports progress and heartbeats
 whose worker died (their heartbeat went stale) from their stored batch results.
 
 Claiming is one conditional ``UPDATE ... WHERE state = 'queued'``, so two workers never take the
-same job; ending is one transaction that checks the job is still this worker's, so a job ends
-exactly once.
+same job; every later write of the job (heartbeat, end) is one conditional ``UPDATE ... WHERE
+state = 'running' AND worker = me AND attempts = this attempt``, so a job ends exactly once and a
+cancel or a reap that lands first is never overwritten.
+
+:class:`Supervisor` is ``serve``'s side: it keeps the embedded worker processes alive (restarting a
+dead one with a back-off), hands back the jobs of a worker that died, and reaps stale jobs itself,
+so a job is retried even when no worker is left to do it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -23,10 +33,12 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from . import warm
 from .db import Database
 from .models import Job, JobState, Version, utcnow
+from .runjob import Progress
 from .settings import Settings
 from .warm import Launcher
 
 log = logging.getLogger(__name__)
+
 
 
 def _aware(t: datetime | None) -> datetime | None:
@@ -37,7 +49,7 @@ class Worker:
     """One worker process (``robustlab worker --data-dir DIR``); :meth:`run_forever` loops."""
 
     def __init__(self, settings: Settings, *, name: str | None = None, device: str = "auto", poll_s: float = 0.5, heartbeat_s: float = 1.0,
-                 warm: bool = True) -> None:
+                 warm: bool = True, lock_wait_s: float = 1800.0) -> None:
         self.settings = settings
         self.db = Database(settings.database_url)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
@@ -48,6 +60,8 @@ class Worker:
         #: ``robustlab evaluate`` runs fork from a warm launcher (imports paid once per worker, not per job)
         self.warm = warm
         self._launcher: Launcher | None = None
+        #: how long an attempt waits for an earlier attempt's run to release the job's folder before giving up
+        self.lock_wait_s = lock_wait_s
 
     def launcher(self) -> Launcher:
         if self._launcher is None:
@@ -60,23 +74,34 @@ class Worker:
             self._launcher.close()
             self._launcher = None
 
-    def reap(self) -> int:
-        """Requeue (or fail, when its attempts are used up) every running job whose heartbeat is stale."""
+    def reap(self, *, lost_worker: str | None = None) -> int:
+        """Requeue (or fail, when its attempts are used up) every running job whose heartbeat is stale;
+        with ``lost_worker``, every running job of that worker instead (its process is known to be gone).
+
+        Each job changes with one conditional ``UPDATE`` (still running, same worker, attempt and
+        heartbeat as read), so a job that ended, was cancelled or reported in the meantime is left alone."""
         cutoff = utcnow() - timedelta(seconds=self.settings.heartbeat_timeout_s)
-        n = 0
         with self.db.session() as s:
-            for job in s.scalars(select(Job).where(Job.state == JobState.RUNNING)):
-                hb = _aware(job.heartbeat_at)
-                if hb is not None and hb >= cutoff:
-                    continue
-                if job.attempts >= self.settings.job_attempts:
-                    job.state, job.finished_at = JobState.FAILED, utcnow()
-                    job.message = f"worker {job.worker} was lost {job.attempts} times; giving up"
-                else:
-                    job.state = JobState.QUEUED
-                    job.message = f"worker {job.worker} was lost; queued again (resumes from stored batch results)"
-                job.worker = None
-                n += 1
+            q = select(Job.id, Job.worker, Job.attempts, Job.heartbeat_at).where(Job.state == JobState.RUNNING)
+            if lost_worker is not None:
+                q = q.where(Job.worker == lost_worker)
+            found: list[tuple[str, str | None, int, datetime | None]] = [(r[0], r[1], r[2], r[3]) for r in s.execute(q)]
+        n = 0
+        for job_id, worker, attempts, hb in found:
+            seen = _aware(hb)
+            if lost_worker is None and seen is not None and seen >= cutoff:
+                continue
+            values: dict[str, Any]
+            if attempts >= self.settings.job_attempts:
+                values = {"state": JobState.FAILED, "finished_at": utcnow(), "message": f"worker {worker} was lost {attempts} times; giving up"}
+            else:
+                values = {"state": JobState.QUEUED, "message": f"worker {worker} was lost; queued again (resumes from stored batch results)"}
+            stmt = update(Job).where(Job.id == job_id, Job.state == JobState.RUNNING, Job.attempts == attempts,
+                                     Job.worker.is_(None) if worker is None else Job.worker == worker,
+                                     Job.heartbeat_at.is_(None) if hb is None else Job.heartbeat_at == hb)
+            with self.db.session() as s:
+                res = s.execute(stmt.values(worker=None, **values).execution_options(synchronize_session=False))
+                n += int(getattr(res, "rowcount", 0) == 1)
         return n
 
     def exists(self, job_id: str) -> bool:
@@ -127,7 +152,7 @@ class Worker:
             raise  # the database is away: the job keeps its state; if this worker stays away, it is reaped
         except Exception as exc:  # noqa: BLE001 - a failure of this worker, not of the run: hand the job back
             log.exception("job %s: the worker failed", job_id)
-            self._hand_back(job_id, f"the worker failed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})")
+            self._hand_back(job_id, f"the worker failed ({type(exc).__name__}: {self._public(str(exc))[:200]})")
         return True
 
     def run_forever(self, *, max_jobs: int | None = None) -> None:
@@ -148,6 +173,21 @@ class Worker:
         finally:
             self.close()
 
+    def _public(self, text: str) -> str:
+        """``text`` as a job message shows it: the server's data folder as ``DATA`` (as in
+        :func:`robustlab.service.runjob.last_error`), on one line."""
+        return " ".join(text.replace(str(self.settings.data_dir), "DATA").split())
+
+    def _update(self, s: object, job_id: str, attempt: int, **values: Any) -> bool:
+        """Write ``values`` to the job only while it is this worker's running attempt ``attempt``;
+        ``False`` (nothing written) when it is not: cancelled, or reaped and maybe running elsewhere."""
+        from sqlalchemy.orm import Session
+
+        assert isinstance(s, Session)
+        res = s.execute(update(Job).where(Job.id == job_id, Job.state == JobState.RUNNING, Job.worker == self.name, Job.attempts == attempt)
+                        .values(**values).execution_options(synchronize_session=False))
+        return getattr(res, "rowcount", 0) == 1
+
     def _hand_back(self, job_id: str, why: str) -> None:
         """Queue a job this worker claimed again (or fail it when its attempts are used up)."""
         with self.db.session() as s:
@@ -155,10 +195,10 @@ class Worker:
             if job is None:
                 return
             if job.attempts >= self.settings.job_attempts:
-                job.state, job.exit_code, job.finished_at = JobState.FAILED, 4, utcnow()
-                job.message = f"{why}; failed {job.attempts} times, giving up"[:2000]
+                self._update(s, job_id, job.attempts, state=JobState.FAILED, exit_code=4, finished_at=utcnow(),
+                             message=f"{why}; failed {job.attempts} times, giving up"[:2000])
             else:
-                job.state, job.worker, job.message = JobState.QUEUED, None, f"{why}; queued again"[:2000]
+                self._update(s, job_id, job.attempts, state=JobState.QUEUED, worker=None, message=f"{why}; queued again"[:2000])
 
     def _mine(self, s: object, job_id: str) -> Job | None:
         from sqlalchemy.orm import Session
@@ -167,19 +207,19 @@ class Worker:
         job = s.get(Job, job_id, populate_existing=True)
         return job if job is not None and job.state is JobState.RUNNING and job.worker == self.name else None
 
-    def _fail(self, job_id: str, message: str) -> None:
+    def _fail(self, job_id: str, message: str, attempt: int | None = None) -> None:
         with self.db.session() as s:
             job = self._mine(s, job_id)
             if job is not None:
-                job.state, job.exit_code, job.finished_at, job.message = JobState.FAILED, 4, utcnow(), message
+                self._update(s, job_id, job.attempts if attempt is None else attempt, state=JobState.FAILED, exit_code=4, finished_at=utcnow(),
+                             message=self._public(message)[:2000])
 
-    def execute(self, job_id: str) -> None:
+    def _command(self, job_id: str, *, retry: bool) -> tuple[list[str], Path | None]:
+        """The job's ``robustlab evaluate`` argv (with ``--resume`` when an earlier run stored batches) and baseline."""
         from . import runjob
-        from .finalize import baseline_path, finalize
+        from .finalize import baseline_path
 
         st = self.settings
-        if not self._tracking_ready:  # a caller that claimed without run_once
-            self.prepare()
         with self.db.session() as s:
             job = s.get(Job, job_id)
             assert job is not None
@@ -187,9 +227,15 @@ class Worker:
             assert ver is not None
             out = runjob.job_out(st, job)
             base = baseline_path(s, st, job)
-            resume = job.attempts > 1 and (out / "results.sqlite").is_file()
-            argv = runjob.command_for(st, job, ver, baseline_path=base, device=self.device, resume=resume)
-        log_path = st.jobs_dir / job_id / "worker.log"
+            resume = (job.attempts > 1 or retry) and (out / "results.sqlite").is_file()
+            return runjob.command_for(st, job, ver, baseline_path=base, device=self.device, resume=resume), base
+
+    def _run(self, job_id: str, attempt: int, argv: list[str]) -> tuple[int, Progress] | None:
+        """Run ``argv`` for the job, heartbeating; its return code and progress, or ``None`` when the job
+        stopped being this attempt's (cancelled, or reaped): its run is then stopped."""
+        from . import runjob
+
+        log_path = self.settings.jobs_dir / job_id / "worker.log"
         proc: runjob.JobProcess
         if self.warm and argv[:3] == [sys.executable, "-m", "robustlab"]:
             proc, prog, reader = warm.start(self.launcher(), argv[3:], log_path)
@@ -202,51 +248,130 @@ class Worker:
                     break  # ended: no need to sleep out the heartbeat period
                 try:
                     with self.db.session() as s:
-                        job = self._mine(s, job_id)
-                        if job is None:  # cancelled, or reaped and given to another worker
-                            _stop(proc)
-                            return
-                        job.heartbeat_at, job.progress, job.message = utcnow(), prog.fraction, prog.message
+                        mine = self._update(s, job_id, attempt, heartbeat_at=utcnow(), progress=prog.fraction, message=prog.message)
                 except OperationalError:
                     log.warning("job %s: cannot report progress (database unavailable); the run goes on", job_id)
+                    continue
+                if not mine:  # cancelled, or reaped and given to another worker
+                    _stop(proc)
+                    return None
         except BaseException:  # this worker fails or is interrupted: its run goes with it
             _stop(proc)
             raise
         reader.join(timeout=10)
-        rc = proc.returncode
+        assert proc.returncode is not None
+        return proc.returncode, prog
+
+    def _wait(self, job_id: str, attempt: int, seconds: float, message: str) -> bool:
+        """Sleep ``seconds``, heartbeating the job; ``False`` as soon as it is no longer this attempt's."""
+        end = time.monotonic() + seconds
+        while True:
+            try:
+                with self.db.session() as s:
+                    if not self._update(s, job_id, attempt, heartbeat_at=utcnow(), message=message):
+                        return False
+            except OperationalError:
+                log.warning("job %s: cannot report progress (database unavailable)", job_id)
+            left = end - time.monotonic()
+            if left <= 0:
+                return True
+            time.sleep(min(self.heartbeat_s, left))
+
+    def execute(self, job_id: str) -> None:
+        from . import runjob
+
+        if not self._tracking_ready:  # a caller that claimed without run_once
+            self.prepare()
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            assert job is not None
+            attempt = job.attempts
+        waited, pause, retry = 0.0, 1.0, False
+        while True:
+            argv, base = self._command(job_id, retry=retry)
+            started = time.time()
+            ran = self._run(job_id, attempt, argv)
+            if ran is None:
+                return
+            rc, prog = ran
+            if not (rc == 2 and LOCKED in runjob.last_error(prog)):
+                break
+            # an earlier attempt's run still holds the job's folder (its worker stalled or lost the
+            # database and was replaced; that run stops when its worker sees the job is no longer its
+            # own, or ends): not an input error, and no attempt used up. Wait, heartbeating, and run again
+            # (resuming from the batches it stored); give up, as a failure of the service, after lock_wait_s.
+            holder = _holder(runjob.last_error(prog))
+            if waited >= self.lock_wait_s:
+                self._fail(job_id, f"the job's folder was still in use by an earlier attempt's run ({holder}) after {waited:.0f} s of waiting; "
+                                   "giving up (not an input error: submit the job again)", attempt)
+                return
+            pause = min(pause, self.lock_wait_s - waited)
+            log.info("job %s: its folder is held by an earlier attempt's run (%s); running again in %.0f s", job_id, holder, pause)
+            if not self._wait(job_id, attempt, pause, f"waiting for an earlier attempt's run ({holder}) to release the job's folder"):
+                return
+            waited += pause
+            pause, retry = min(pause * 2, 30.0), True
+        self._end(job_id, attempt, rc, prog, base, started)
+
+    def _end(self, job_id: str, attempt: int, rc: int, prog: Progress, base: Path | None, started: float) -> None:
+        """Record how the attempt's run ended, in one transaction that changes the job only if it is still
+        this attempt's (a cancel or a reap that landed first stands, and no scorecard is recorded)."""
+        from . import runjob
+        from .finalize import finalize
+
+        st = self.settings
         with self.db.session() as s:
             job = self._mine(s, job_id)
-            if job is None:
+            if job is None or job.attempts != attempt:
                 return
-            job.mlflow_run_id = prog.mlflow_run_id
-            if rc in FINAL_OK:
+            out = runjob.job_out(st, job)
+            crashed = rc == 1 and not _gate_ran(job, out, started)  # exit 1 of an uncaught exception, not a gate
+            if rc in FINAL_OK and not crashed:
                 try:
-                    finalize(s, st, job, runjob.job_out(st, job), exit_code=rc, baseline_path=base)
+                    finalize(s, st, job, out, exit_code=rc, baseline_path=base)
                 except IntegrityError:
                     s.rollback()
                     return  # another attempt already recorded this job's scorecard
                 except Exception as exc:  # noqa: BLE001 - a job whose evidence cannot be stored fails; the worker goes on
                     s.rollback()
                     log.exception("job %s: storing the result failed", job_id)
-                    self._fail(job_id, f"the run finished but its result could not be stored ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})")
+                    self._fail(job_id, f"the run finished but its result could not be stored ({type(exc).__name__}: {self._public(str(exc))[:300]})", attempt)
                     return
-                job.state, job.exit_code, job.progress = JobState.SUCCEEDED, rc, 1.0
-                job.message = {0: "passed", 1: "gate failed", 3: "inconclusive"}.get(rc, "done")
-            elif rc == 2 and LOCKED in runjob.last_error(prog) and job.attempts < st.job_attempts:
-                # an earlier attempt still held the job's folder (its worker lost the database for a
-                # while and was replaced): it stops when it sees the job is no longer its own
-                job.state, job.worker = JobState.QUEUED, None
-                job.message = "the job's folder was still in use by an earlier attempt; queued again"
+                if not self._update(s, job_id, attempt, state=JobState.SUCCEEDED, exit_code=rc, progress=1.0, finished_at=utcnow(),
+                                    mlflow_run_id=prog.mlflow_run_id, message={0: "passed", 1: "gate failed", 3: "inconclusive"}.get(rc, "done")):
+                    s.rollback()  # cancelled (or reaped) while the result was being stored: that stands
+                    log.warning("job %s: cancelled or taken over while its result was stored; the result is not recorded", job_id)
                 return
-            elif rc == 2:
-                job.state, job.exit_code, job.message = JobState.FAILED, 2, runjob.last_error(prog, st)
+            how = f"exit {rc}" + (", no gate result written" if crashed else "")
+            values: dict[str, Any]
+            if rc == 2:
+                values = {"state": JobState.FAILED, "exit_code": 2, "message": runjob.last_error(prog, st), "finished_at": utcnow()}
             elif job.attempts >= st.job_attempts:
-                job.state, job.exit_code, job.message = JobState.FAILED, 4, f"run crashed {job.attempts} times (exit {rc}): {runjob.last_error(prog, st)}"
+                values = {"state": JobState.FAILED, "exit_code": 4, "finished_at": utcnow(),
+                          "message": f"run crashed {job.attempts} times ({how}): {runjob.last_error(prog, st)}"}
             else:
-                job.state, job.worker = JobState.QUEUED, None
-                job.message = f"run crashed (exit {rc}); queued again, resumes from stored batch results"
-                return
-            job.finished_at = utcnow()
+                values = {"state": JobState.QUEUED, "worker": None, "message": f"run crashed ({how}); queued again, resumes from stored batch results"}
+            self._update(s, job_id, attempt, mlflow_run_id=prog.mlflow_run_id, **values)
+
+
+def _gate_ran(job: Job, out: Path, since: float) -> bool:
+    """Whether exit 1 is evaluate's "a release gate failed": the job has a policy and this run wrote
+    its scorecard and gate summary. Otherwise exit 1 is what an uncaught exception gives (a fresh
+    interpreter, or a warm launcher's child), a crash to retry, never a gate decision."""
+    if not job.policy_key:
+        return False
+    try:
+        return all((out / name).stat().st_mtime >= since - 1.0 for name in ("scorecard.json", "gate-summary.md"))
+    except OSError:
+        return False
+
+
+def _holder(error: str) -> str:
+    """Who holds the job's folder, from evaluate's lock error ("pid N on HOST"), for a job message."""
+    import re
+
+    m = re.search(r"pid \d+ on [^\s:;)]+", error)
+    return m.group(0) if m else "another process"
 
 
 def _stop(proc: object) -> None:
@@ -262,3 +387,109 @@ def _stop(proc: object) -> None:
 FINAL_OK = (0, 1, 3)
 #: what evaluate says when another run holds the output folder (robustlab.store.OutputLockedError)
 LOCKED = "is in use by another run"
+
+
+def _exit_status(rc: int) -> str:
+    if rc < 0:
+        try:
+            return f"was killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"was killed by signal {-rc}"
+    return f"exited with status {rc}"
+
+
+class Supervisor(threading.Thread):
+    """``serve``'s embedded workers: ``n`` processes started with ``argv``; one that dies is logged
+    (which, and its exit status), its running jobs are handed back at once, and it is started again
+    after a back-off that doubles (up to ``backoff_max_s``) while it keeps dying within ``stable_s``
+    of its start, so a worker that crashes at start does not spin. With ``reap``, the server also
+    requeues stale jobs every ``reap_every_s`` (what each worker does before it claims a job), so a
+    job is retried even while no worker is alive.
+
+    :meth:`start_workers` should be called from the main thread: a worker's ``PR_SET_PDEATHSIG``
+    follows the thread that forked it (restarted workers follow this thread, which lives until
+    :meth:`stop` has stopped them)."""
+
+    def __init__(self, settings: Settings, argv: Sequence[str], n: int, *, reap: bool = True, check_s: float = 0.5, reap_every_s: float = 5.0,
+                 backoff_s: float = 1.0, backoff_max_s: float = 60.0, stable_s: float = 60.0,
+                 popen: Callable[[list[str]], subprocess.Popen[bytes]] | None = None) -> None:
+        super().__init__(daemon=True, name="robustlab-supervisor")
+        self.settings, self.argv, self.n, self.reap = settings, list(argv), n, reap
+        self.check_s, self.reap_every_s, self.backoff_s, self.backoff_max_s, self.stable_s = check_s, reap_every_s, backoff_s, backoff_max_s, stable_s
+        self._popen = popen or (lambda a: subprocess.Popen(a))
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * n
+        self._born = [0.0] * n
+        self._next = [0.0] * n
+        self._delay = [backoff_s] * n
+        self._lock = threading.Lock()
+        self._closing = False
+        self._last_reap = 0.0
+        self.stopped = threading.Event()
+        self._reaper = Worker(settings, warm=False, name=f"{socket.gethostname()}:{os.getpid()}:supervisor")
+
+    def start_workers(self) -> None:
+        with self._lock:
+            for i in range(self.n):
+                self._spawn(i)
+
+    def _spawn(self, i: int) -> None:
+        self.procs[i] = self._popen(list(self.argv))
+        self._born[i] = time.monotonic()
+
+    def alive(self) -> int:
+        """How many embedded workers are running now."""
+        return sum(1 for p in self.procs if p is not None and p.poll() is None)
+
+    def ready(self) -> bool:
+        """No embedded worker asked for, or at least one alive."""
+        return self.n == 0 or self.alive() > 0
+
+    def tick(self) -> None:
+        lost: list[str] = []
+        with self._lock:
+            if self._closing:
+                return
+            now = time.monotonic()
+            for i, p in enumerate(self.procs):
+                if p is not None and p.poll() is not None:
+                    if now - self._born[i] >= self.stable_s:
+                        self._delay[i] = self.backoff_s
+                    wait = self._delay[i]
+                    self._delay[i] = min(wait * 2, self.backoff_max_s)
+                    self._next[i], self.procs[i] = now + wait, None
+                    log.warning("embedded worker %d (pid %d) %s; starting it again in %.0f s", i + 1, p.pid, _exit_status(p.returncode), wait)
+                    lost.append(f"{socket.gethostname()}:{p.pid}")
+                elif p is None and now >= self._next[i]:
+                    self._spawn(i)
+        for name in lost:  # its run died with it (launcher and children die with their worker): retry its jobs now
+            n = self._reaper.reap(lost_worker=name)
+            if n:
+                log.warning("queued %d job(s) of the lost worker %s again", n, name)
+        if self.reap and time.monotonic() - self._last_reap >= self.reap_every_s:
+            self._last_reap = time.monotonic()
+            self._reaper.reap()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.check_s):
+            try:
+                self.tick()
+            except Exception as exc:  # noqa: BLE001 - a down database: try again next pass
+                log.warning("worker supervision pass failed: %s", " ".join(str(exc).split())[:200])
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop supervising, then the workers (SIGTERM, SIGKILL after ``timeout_s``)."""
+        with self._lock:
+            self._closing = True
+            procs = [p for p in self.procs if p is not None]
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.stopped.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=5)
