@@ -72,6 +72,9 @@ def test_uncertainty_check_digits(digits_model, tmp_path: Path) -> None:
         assert name in r.series
     assert r.series["conformal_coverage_vs_severity"].x == [0, 5]
     assert any("uncertainty/conformal/<method>/<level>/coverage" in k for k in r.definitions)
+    # the README's promise: the scorecard says which adversarial source was used, also with --save-adversarial off
+    src = r.definitions["uncertainty/adversarial_source"]
+    assert src.startswith("adversarial/pgd/eps_<e>") and "--save-adversarial was off" in src, src
     # the fitted state (temperature, conformal quantiles) comes from the val split only: replacing
     # every test image by noise leaves it unchanged
     noise = dataclasses.replace(ctx.data, x=torch.rand_like(ctx.data.images()), loader=None)

@@ -98,9 +98,10 @@ def measure_adversarial(ctx: "RunContext", logits: Callable[..., "np.ndarray"], 
         by_cond[acond] = measure(acond, za, adv.y.numpy(), (p.primary_score,))
         if saving(ctx):  # asked for the checks' examples, but none exist: say what was used instead
             res.notes.append("adversarial condition: no adversarial check of the suite saved examples, so the check's own L-inf PGD was used (adversarial/pgd/eps_<e>).")
-            res.definitions[f"{base}/adversarial_source"] = (
-                f"adversarial/pgd/eps_<e>: the uncertainty check's own L-inf PGD ({p.adv_steps} steps, eps = {p.adv_eps:g} x the bounds' width) on the first "
-                f"{len(adv)} test images; no adversarial check of this suite saved examples.")
+        why = "no adversarial check of this suite saved examples" if saving(ctx) else "--save-adversarial was off, so the suite's adversarial checks kept no examples"
+        res.definitions[f"{base}/adversarial_source"] = (
+            f"adversarial/pgd/eps_<e>: the uncertainty check's own L-inf PGD ({p.adv_steps} steps, eps = {p.adv_eps:g} x the bounds' width) on the first "
+            f"{len(adv)} test images; {why}.")
 
 
 def _series(res: CheckResult, by_cond: dict[tuple[str, ...], dict[tuple[str, ...], float]], sources: list[tuple[str, str, str, float]], p: Any) -> None:
