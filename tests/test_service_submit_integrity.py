@@ -196,3 +196,28 @@ def test_a_cancel_that_lands_after_the_result_was_stored_does_not_overwrite_it(s
     assert r.status_code == 200 and r.json()["state"] == "succeeded", r.text
     monkeypatch.setattr(jobs_api, "_job", real)
     assert svc.client.get(f"/api/v1/jobs/{jid}", headers=svc.h("aud-a")).json()["state"] == "succeeded"
+
+
+def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(svc: Service) -> None:
+    """Before: a 200 MB body without a valid token was read and parsed in full before the 401."""
+    import time
+
+    read = 0
+
+    def body() -> Any:  # a multipart upload of 200 MB, streamed
+        nonlocal read
+        yield b'--XX\r\nContent-Disposition: form-data; name="scorecard"; filename="s.json"\r\nContent-Type: application/json\r\n\r\n'
+        for _ in range(200):
+            read += 1
+            yield b"\0" * (1 << 20)
+        yield b"\r\n--XX--\r\n"
+
+    for headers in ({}, {"Authorization": "Bearer rl_not_a_token"}):
+        read = 0
+        t = time.monotonic()
+        r = svc.client.post("/api/v1/projects/alpha/scorecards", headers={**headers, "Content-Type": "multipart/form-data; boundary=XX"}, content=body())
+        assert r.status_code == 401, r.text
+        assert read <= 2 and time.monotonic() - t < 5, (read, time.monotonic() - t)
+    # a valid token still gets through to the endpoint's own checks
+    r = svc.client.post("/api/v1/projects/alpha/jobs", headers=svc.h("sub-a"), data={"model_name": "d", "version": "1", "suite": "clean", "spec": "zoo:digits-cnn"})
+    assert r.status_code == 201, r.text

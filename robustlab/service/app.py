@@ -88,6 +88,7 @@ def create_app(settings: Settings, *, migrate_db: bool = True) -> FastAPI:
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
 
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + settings.max_document_bytes + (1 << 20))
+    app.add_middleware(TokenBeforeBody, prefix=API_PREFIX)  # outermost: an unknown caller's body is never read
     app.include_router(jobs_router, prefix=API_PREFIX)
     from .scorecards_api import router as cards_router
 
@@ -139,6 +140,41 @@ class BodyLimit:
             await self.app(scope, limited, send)
         except _TooLarge:
             await JSONResponse({"detail": f"request body over the limit of {self.limit} bytes"}, status_code=413)(scope, receive, send)
+
+
+class TokenBeforeBody:
+    """ASGI middleware: an API request that carries a body (POST, PUT, PATCH) is authenticated before
+    any of its body is read, so a caller without a valid token cannot make the server read and parse
+    hundreds of megabytes (the endpoint authenticates again, as it always does)."""
+
+    def __init__(self, app: Any, *, prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("method") in ("POST", "PUT", "PATCH") and str(scope.get("path", "")).startswith(self.prefix + "/"):
+            from starlette.concurrency import run_in_threadpool
+
+            header = next((v.decode("latin-1") for k, v in scope.get("headers") or [] if k == b"authorization"), None)
+            service = scope["app"].state.service
+
+            def check() -> AuthError | None:
+                from .auth import authenticate
+
+                try:
+                    with service.db.session() as s:
+                        authenticate(s, header)
+                except AuthError as exc:
+                    return exc
+                except Exception:  # noqa: BLE001 - e.g. the database is down: the endpoint answers that (503) as always
+                    return None
+                return None
+
+            refused = await run_in_threadpool(check)
+            if refused is not None:
+                await JSONResponse({"detail": refused.message}, status_code=refused.status, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _TooLarge(Exception):
