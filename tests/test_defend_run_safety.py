@@ -160,3 +160,24 @@ def test_trades_random_start_scales_with_the_input_range() -> None:
     a = TRADES(TRADESParams(eps=0.1, init_std=0.05)).loss(net, x, y, seeds=seeds, bounds=(0.0, 1.0))
     b = TRADES(TRADESParams(eps=25.5, init_std=0.05)).loss(_Scaled(net), x * 255.0, y, seeds=seeds, bounds=(0.0, 255.0))
     assert float(a.loss) == pytest.approx(float(b.loss), rel=1e-4, abs=1e-5)
+
+
+def test_select_best_without_validation_images_is_refused(tmp_path: Path) -> None:
+    """Before: it silently wrote the last epoch."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    np.savez(tmp_path / "dig.npz", x=(d.images[:100] / 16.0).astype(np.float32)[:, None], y=d.target[:100])
+    r = CliRunner().invoke(main, ["defend", "--model", "zoo:digits-cnn", "--data", f"npz:{tmp_path / 'dig.npz'}", "--method", "fast-at", "--epochs", "1",
+                                  "--val-fraction", "0", "--select", "best", "--out", str(tmp_path / "b.safetensors"), "--no-mlflow"])
+    assert r.exit_code == 2 and "--select best" in r.output and "--val-fraction" in r.output, r.output
+
+
+@pytest.mark.parametrize("args, flag", [(["--method", "pgd-at", "--step-ratio", "0"], "--step-ratio"), (["--method", "trades", "--init-std", "-1"], "--init-std"),
+                                         (["--method", "augmix", "--augmix-width", "0"], "--augmix-width")])
+def test_bad_method_options_are_named_by_their_flag(tmp_path: Path, args: list[str], flag: str) -> None:
+    """Before: 'rel_stepsize must be ...', 'width ...': names the user never typed."""
+    r = CliRunner().invoke(main, ["defend", "--model", "zoo:digits-cnn", "--data", "digits", *args, "--out", str(tmp_path / "x.safetensors"), "--no-mlflow"])
+    assert r.exit_code == 2, r.output
+    line = [ln for ln in r.output.splitlines() if ln.startswith("error:")][0]
+    assert line.startswith(f"error: {flag} "), line

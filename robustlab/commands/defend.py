@@ -26,8 +26,22 @@ _METHODS = _methods()
 
 def method_params_from(kw: dict[str, Any]) -> dict[str, Any]:
     """The method's parameters from the CLI options that were given (others keep the defaults);
-    an option that does not apply to the chosen method is a usage error."""
-    return chosen_params(METHOD_OPTIONS, kw["method"], kw, what="--method")
+    an option that does not apply to the chosen method is a usage error, and so is a bad value,
+    named by its option (``--step-ratio``), not by the parameter behind it (``rel_stepsize``)."""
+    from ..errors import SuiteError
+    from ..pipelines.defend import build_method
+
+    params = chosen_params(METHOD_OPTIONS, kw["method"], kw, what="--method")
+    try:
+        build_method(kw["method"], params)
+    except SuiteError as exc:
+        msg = str(exc)
+        for opt in METHOD_OPTIONS.values():
+            f = opt.fields.get(kw["method"])
+            if f is not None and msg.startswith(f.name + " "):
+                raise SuiteError(f"--{opt.flag} {msg[len(f.name) + 1:]}") from None
+        raise
+    return params
 
 
 @click.command("defend")

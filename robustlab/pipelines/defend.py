@@ -255,6 +255,12 @@ def _run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | 
     except DataError:
         raw_val = None
     raw_train, raw_val = _split_train_val(raw_train, raw_val, fraction=cfg.val_fraction, seed=cfg.train.seed)
+    from ..defenses.trainer import Select
+    from ..parsing import parse_enum
+
+    if raw_val is None and parse_enum(Select, cfg.train.select, "select") is Select.BEST:
+        raise SuiteError("--select best picks the epoch with the best validation score, but this run has no validation images "
+                         "(--val-fraction 0 and the data has no validation split); pass --val-fraction > 0 or --select last.")
     if len(raw_train) == 0:
         raise DataError(f"no training images are left after holding out {len(raw_val) if raw_val is not None else 0} for validation; "
                         "pass more training images (--train-limit), a smaller --val-fraction, or data with its own validation split.")
