@@ -39,6 +39,10 @@ class _Stub(nn.Module):
         ((0.0, 1.0), "cifar10", Norm.L2, 0.001, False),  # an L2 budget has no per-pixel floor
         ((-1.0, 1.0), "cifar10", Norm.LINF, 8 / 255, True),  # the standard is 16/255 on [-1, 1]
         ((-1.0, 1.0), "cifar10", Norm.LINF, 16 / 255, False),
+        ((0.0, 1.0), "cifar10", Norm.LINF, 8.0, True),  # 0..255 units on [0, 1] inputs: robust accuracy 0 by construction
+        ((0.0, 1.0), "digits", Norm.LINF, 0.5, True),
+        ((0.0, 1.0), "digits", Norm.LINF, 0.3, False),  # large, but MNIST's standard is 0.3
+        ((0.0, 1.0), "cifar10", Norm.L2, 8.0, False),  # L2 budgets grow with the dimension
     ],
 )
 def test_budget_scale_problem(bounds, dataset, norm, eps, flagged):

@@ -59,10 +59,11 @@ def standard_eps_or_none(model: nn.Module, norm: Norm) -> float | None:
 def budget_scale_problem(model: nn.Module, norm: Norm, eps: float) -> str | None:
     """Why an explicit budget ``eps`` (in the model's input units) looks written for another input scale, else None.
 
-    Two cases, both of which make an attack that cannot move the model and a robust accuracy equal to
-    the clean one: the data set's standard budget written in [0, 1] units for a model whose inputs
-    span another range (8/255 for --bounds 0,255, which means 8); and an L-inf budget below half of
-    one 8-bit intensity step of the input range (no 8-bit image can differ by less).
+    Too small, an attack that cannot move the model and a robust accuracy equal to the clean one:
+    the data set's standard budget written in [0, 1] units for a model whose inputs span another
+    range (8/255 for --bounds 0,255, which means 8); an L-inf budget below half of one 8-bit intensity
+    step of the input range (no 8-bit image can differ by less). Too large, a robust accuracy of 0 by
+    construction: an L-inf budget of half the input range or more (8 for inputs in [0, 1]).
     """
     lo, hi = (float(b) for b in getattr(model, "bounds", (0.0, 1.0)))
     span = hi - lo
@@ -73,6 +74,9 @@ def budget_scale_problem(model: nn.Module, norm: Norm, eps: float) -> str | None
         return (f"{norm.value} eps {eps:.4g} is the standard budget {std:.4g} divided by the input range {lo:g}..{hi:g}: budgets are in the "
                 f"model's input units, so write {std:.6g} (or leave epsilons out for the standard budget).")
     step = span / 255.0
+    if norm == Norm.LINF and eps >= 0.5 * span:
+        return (f"Linf eps {eps:.4g} is at least half of the input range {lo:g}..{hi:g}: every image can be turned into a uniform gray one, so "
+                f"robust accuracy is 0 by construction; budgets are in the model's input units (for inputs in [0, 1], 8/255 is 0.0314, not 8).")
     if norm == Norm.LINF and eps < 0.5 * step:
         return (f"Linf eps {eps:.4g} is below half of one 8-bit intensity step of the input range {lo:g}..{hi:g} ({step:.4g}): "
                 f"budgets are in the model's input units (for --bounds 0,255, 8/255 of the range is 8).")
