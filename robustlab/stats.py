@@ -26,7 +26,10 @@ def wilson_interval(k: int, n: int, *, level: float = 0.95) -> Interval:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Interval(max(0.0, centre - half), min(1.0, centre + half), level, "wilson")
+    # exactly 0 at k = 0 and exactly 1 at k = n (the closed form; rounding left 1.4e-17 above a point of 0)
+    lo = 0.0 if k <= 0 else min(p, max(0.0, centre - half))
+    hi = 1.0 if k >= n else max(p, min(1.0, centre + half))
+    return Interval(lo, hi, level, "wilson")
 
 
 def clopper_pearson_interval(k: int, n: int, *, level: float = 0.95) -> Interval:

@@ -20,6 +20,8 @@ class MetricDelta:
     b: float | None
     delta: float | None
     disjoint: bool = False
+    in_a: bool = True  # the key is in A (``a`` is None there when its value is NaN)
+    in_b: bool = True
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class Comparison:
 
     def moved(self, *, min_abs: float = 0.0) -> list[MetricDelta]:
         """Metrics that changed by more than ``min_abs``, appeared, or disappeared (largest first)."""
-        out = [m for m in self.metrics if m.delta is None or abs(m.delta) > min_abs]
+        out = [m for m in self.metrics if (m.delta is None and not (m.in_a and m.in_b and m.a is None and m.b is None)) or (m.delta is not None and abs(m.delta) > min_abs)]
         return sorted(out, key=lambda m: (m.delta is not None, -abs(m.delta or 0.0), m.key))
 
 
@@ -57,7 +59,7 @@ def compare_scorecards(a: Scorecard, b: Scorecard) -> Comparison:
         va, vb = _finite(ma.get(k)), _finite(mb.get(k))
         d = vb - va if va is not None and vb is not None else None
         disjoint = k in ia and k in ib and (ia[k].high < ib[k].low or ib[k].high < ia[k].low)
-        rows.append(MetricDelta(k, va, vb, d, disjoint))
+        rows.append(MetricDelta(k, va, vb, d, disjoint, k in ma, k in mb))
     flags = []
     for ca in a.checks:
         cb = b.check(ca.id)
@@ -89,8 +91,8 @@ def compare_scorecards(a: Scorecard, b: Scorecard) -> Comparison:
 
 def format_comparison(cmp: Comparison, *, min_abs: float = 0.0, markdown: bool = False) -> str:
     """Human-readable text (or markdown) of a :class:`Comparison`."""
-    def num(v: float | None) -> str:
-        return "—" if v is None else f"{v:.4f}"
+    def num(v: float | None, present: bool = True) -> str:
+        return ("NaN" if present else "—") if v is None else f"{v:.4f}"
 
     lines: list[str] = []
     if cmp.settings:
@@ -106,9 +108,17 @@ def format_comparison(cmp: Comparison, *, min_abs: float = 0.0, markdown: bool =
     if markdown:
         lines += ["", "| metric | A | B | delta | CIs disjoint |", "|---|---|---|---|---|"]
     for m in moved:
-        d = "new" if m.a is None and m.b is not None else "gone" if m.b is None and m.a is not None else ("—" if m.delta is None else f"{m.delta:+.4f}")
+        if not m.in_a:
+            d = "new"
+        elif not m.in_b:
+            d = "gone"
+        elif m.delta is None:
+            d = "from NaN" if m.a is None else "to NaN"
+        else:
+            d = f"{m.delta:+.4f}"
         flag = "yes" if m.disjoint else ""
-        lines.append(f"| {m.key} | {num(m.a)} | {num(m.b)} | {d} | {flag} |" if markdown else f"  {d:>8}  {m.key}: {num(m.a)} -> {num(m.b)}{'  (CIs disjoint)' if m.disjoint else ''}")
+        a, b = num(m.a, m.in_a), num(m.b, m.in_b)
+        lines.append(f"| {m.key} | {a} | {b} | {d} | {flag} |" if markdown else f"  {d:>8}  {m.key}: {a} -> {b}{'  (CIs disjoint)' if m.disjoint else ''}")
     if cmp.flags:
         lines += ["", "## Paired per-sample flags (exact McNemar)" if markdown else "Paired per-sample flags (exact McNemar, lost = good in A, bad in B):"]
         for f in cmp.flags:

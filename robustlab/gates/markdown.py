@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .rules import GateReport, Outcome
+from .rules import GateReport, Outcome, distinct
 
 if TYPE_CHECKING:
     from ..scorecard import Scorecard
@@ -34,7 +34,8 @@ def markdown_summary(report: GateReport, card: "Scorecard | None" = None) -> str
         lines.append(f"Policy `{report.policy_source}`" + (f", baseline `{report.baseline_source}`." if report.baseline_source else ", no baseline."))
     lines += ["", "| outcome | rule | observed | threshold | baseline | detail |", "|---|---|---|---|---|---|"]
     for r in report.results:
-        lines.append(f"| {_ICON[r.outcome]} | {_cell(r.name)} | {_num(r.observed)} | {_num(r.threshold)} | {_num(r.baseline)} | {_cell(r.message)} |")
+        obs, thr = distinct(r.observed, r.threshold) if r.observed is not None and r.threshold is not None else (_num(r.observed), _num(r.threshold))
+        lines.append(f"| {_ICON[r.outcome]} | {_cell(r.name)} | {obs} | {thr} | {_num(r.baseline)} | {_cell(r.message)} |")
     lines += ["", f"{report.count(Outcome.PASS)} passed, {report.count(Outcome.FAIL)} failed, {report.count(Outcome.INCONCLUSIVE)} inconclusive, {report.count(Outcome.SKIPPED)} skipped.", ""]
     return "\n".join(lines)
 

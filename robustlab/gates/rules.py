@@ -105,7 +105,9 @@ def _threshold_part(rule: Rule, card: Scorecard, value: float) -> tuple[Outcome,
         return Outcome.INCONCLUSIVE, f"{rule.metric} is not a number (NaN)", observed
     ok = rule.op.holds(observed, rule.threshold)
     verb = "meets" if ok else "violates"
-    return (Outcome.PASS if ok else Outcome.FAIL), f"{what} {_fmt(observed)} {verb} {rule.op.value} {rule.threshold:g}", observed
+    shown, limit = distinct(observed, float(rule.threshold))
+    limit = limit if len(limit) > len(f"{rule.threshold:g}") else f"{rule.threshold:g}"
+    return (Outcome.PASS if ok else Outcome.FAIL), f"{what} {shown} {verb} {rule.op.value} {limit}", observed
 
 
 def _flags(card: Scorecard, name: str, check: str | None) -> tuple[list[Any] | None, str]:
@@ -244,11 +246,9 @@ def _audit_results(card: Scorecard, policy: Policy) -> list[RuleResult]:
     return out
 
 
-def _checks_result(card: Scorecard, policy: Policy) -> RuleResult:
-    """"All checks completed": no check errored, and the run was not killed or interrupted (every
-    check the suite lists is present and ``run.complete`` is true)."""
-    name = "all checks completed"
-    errored = card.errored_checks()
+def completeness_gaps(card: Scorecard) -> list[str]:
+    """What makes ``card`` the record of an unfinished run (empty: it is complete): suite checks
+    missing from it, no list of the suite's checks, ``run.complete`` not true (killed or interrupted)."""
     planned = card.suite.get("checks")
     present = {c.id for c in card.checks}
     missing = [str(c) for c in planned if str(c) not in present] if isinstance(planned, list) else []
@@ -259,6 +259,27 @@ def _checks_result(card: Scorecard, policy: Policy) -> RuleResult:
         gaps.append("the scorecard does not list the suite's checks (suite.checks)")
     if card.run.get("complete") is not True:
         gaps.append("run.complete is " + ("false" if card.run.get("complete") is False else "absent") + " (killed or interrupted?)")
+    return gaps
+
+
+def distinct(a: float | None, b: float | None, *, digits: int = 4) -> tuple[str, str]:
+    """``a`` and ``b`` formatted with ``digits`` significant digits, or more (up to 12) until the
+    text tells them apart: a failed ``>= 0.88637`` must not read ``0.8864 >= 0.8864``."""
+    def f(v: float | None, d: int) -> str:
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}g}"
+
+    d = digits
+    while d < 12 and a is not None and b is not None and a != b and f(a, d) == f(b, d):
+        d += 1
+    return f(a, d), f(b, d)
+
+
+def _checks_result(card: Scorecard, policy: Policy) -> RuleResult:
+    """"All checks completed": no check errored, and the run was not killed or interrupted (every
+    check the suite lists is present and ``run.complete`` is true)."""
+    name = "all checks completed"
+    errored = card.errored_checks()
+    gaps = completeness_gaps(card)
     outcome, msgs = Outcome.PASS, []
     if gaps:
         outcome = _action_outcome(policy.incomplete)
@@ -268,6 +289,8 @@ def _checks_result(card: Scorecard, policy: Policy) -> RuleResult:
         msgs.append(f"{len(errored)} check(s) errored (policy: {policy.check_error.value}): " + "; ".join(f"{c.id}: {c.reason or 'error'}" for c in errored))
     if not msgs:
         return RuleResult(name, "checks", Outcome.PASS, f"{len(card.checks)} check(s), all of the suite's, none errored; the run completed")
+    planned = card.suite.get("checks")
+    missing = [str(c) for c in planned if str(c) not in {x.id for x in card.checks}] if isinstance(planned, list) else []
     return RuleResult(name, "checks", outcome, "; ".join(msgs), details={"missing": missing, "errored": [c.id for c in errored]})
 
 

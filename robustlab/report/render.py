@@ -123,6 +123,24 @@ class FamilyView:
     checks: list[CheckView] = field(default_factory=list)
 
 
+def fmt_pvalue(v: Any) -> str:
+    """A p-value with significant digits (4.8e-07, not 0.0000); other values as :func:`fmt_value`."""
+    if isinstance(v, float) and math.isfinite(v) and 0 < abs(v) < 1e-3:
+        return f"{v:.2g}"
+    return fmt_value(v)
+
+
+def fmt_pair(a: Any, b: Any) -> tuple[str, str]:
+    """Two values of one row (a gate's observed value and threshold) as the report shows them, with
+    more digits where 4 decimals would show a failing 0.886362 against 0.88637 as 0.8864 and 0.8864."""
+    fa, fb = fmt_value(a), fmt_value(b)
+    if fa == fb and isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and a != b and math.isfinite(a) and math.isfinite(b):
+        from ..gates.rules import distinct
+
+        return distinct(float(a), float(b), digits=5)
+    return fa, fb
+
+
 def fmt_value(v: Any) -> str:
     """A value as the report shows it: 4 decimals, yes/no, an em dash for none, n/a for NaN/inf."""
     if v is None:
@@ -198,6 +216,19 @@ def _check_view(c: Any, class_names: "list[str] | None" = None) -> CheckView:
     )
 
 
+def _headline_rank(key: str) -> tuple[int, int]:
+    """Which of a measure's keys heads the report: a certified figure at the CLI's primary radius 0.5
+    first, then at other positive radii, radius 0 (no robustness at all) last; then the shortest key."""
+    last = key.rsplit("/", 1)[-1]
+    if "_at_r_" in last:
+        try:
+            r = float(last.rsplit("_at_r_", 1)[1])
+        except ValueError:
+            r = float("nan")
+        return (0 if r == 0.5 else 2 if r == 0 else 1), len(key)
+    return 0, len(key)
+
+
 def _headline(card: Scorecard, *, limit: int = 8) -> list[tuple[str, str, str]]:
     """Key figures: per check and measure (``x_at_r_<g>`` counts as ``x``), the shortest key (e.g. the
     primary ``adversarial/<id>/robust_accuracy`` rather than one epsilon), first one on ties."""
@@ -208,7 +239,7 @@ def _headline(card: Scorecard, *, limit: int = 8) -> list[tuple[str, str, str]]:
             last = parse(k).measure
             if last == "accuracy" and k.count("/") > 1:  # per-class / per-corruption accuracies are not headline figures
                 continue
-            if last in _HEADLINE_SUFFIXES and (last not in picked or len(k) < len(picked[last])):
+            if last in _HEADLINE_SUFFIXES and (last not in picked or _headline_rank(k) < _headline_rank(picked[last])):
                 picked[last] = k
         for k in picked.values():
             iv = c.intervals.get(k)
@@ -240,10 +271,18 @@ def build_context(card: Scorecard, *, gate: "GateReport | None" = None, verifica
         data["sample ids"] = f"{len(card.data['ids'])} recorded (first: {', '.join(map(str, card.data['ids'][:5]))})"
     run = dict(card.run)
     cmd = command or run.get("command") or ""
+    from ..gates.rules import completeness_gaps
+
+    gaps = completeness_gaps(card)
+    if gaps:  # as loud as the gate's "all checks completed" rule, also when no policy was applied
+        warnings = [*(warnings or []), "this run is incomplete: " + "; ".join(gaps) + ". The figures below cover only the checks present; rerun with --resume to finish it."]
+    errored = [c.id for c in card.checks if c.status is Status.ERROR]
     if gate is not None:
         overall = gate.outcome.value
     elif audit_counts["invalid"]:
         overall = "invalid"
+    elif gaps or errored:
+        overall = "inconclusive"  # what the CLI's exit code 3 says: part of the suite is missing
     else:
         overall = "not-gated"
     return {
@@ -342,6 +381,8 @@ def _env() -> Any:
         lstrip_blocks=True,
     )
     env.filters["fmt"] = fmt_value
+    env.globals["fmt_pair"] = fmt_pair
+    env.filters["pvalue"] = fmt_pvalue
     return env
 
 

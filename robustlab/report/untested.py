@@ -12,7 +12,7 @@ import math
 import re
 from typing import Any
 
-from ..attacks.threat import BUDGETS, standard_budgets
+from ..attacks.threat import BUDGETS, dataset_key, standard_budgets
 from ..corruptions.names import BENCHMARK as BENCHMARK_CORRUPTIONS
 from ..corruptions.names import HELD_OUT as HELD_OUT_CORRUPTIONS
 from ..metric_keys import eps_of, parse
@@ -54,11 +54,24 @@ def _blob(check: Any) -> str:
 
 
 def _dataset_key(card: Scorecard) -> str | None:
+    """The data set's budget key: the recorded name (``data.dataset``, from ``--dataset``, the npz or
+    folder manifest, or the model) first, else a guess from the data spec."""
+    named = card.data.get("dataset")
+    if isinstance(named, str) and named:
+        return dataset_key(named)
     spec = str(card.data.get("spec", "")).lower().replace("-", "").replace("_", "")
     for k in ("cifar100", "cifar10", "imagenet", "mnist"):
         if k in spec and not (k == "mnist" and "fashion" in spec):
             return k
     return None
+
+
+def _span(card: Scorecard) -> float:
+    """The width of the model's input range (budgets are in its units), 1 when not recorded."""
+    b = card.model.get("bounds")
+    if isinstance(b, (list, tuple)) and len(b) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b) and b[1] > b[0]:
+        return float(b[1]) - float(b[0])
+    return 1.0
 
 
 def _norms(text: str) -> set[str]:
@@ -111,7 +124,7 @@ def not_tested(card: Scorecard) -> list[str]:
                     e for c in adv if _norms(str(c.params.get("norm", "linf")).lower()) == {norm}
                     for k in c.metrics if (e := eps_of(k)) is not None and math.isfinite(e)
                 ]
-                if eps and max(eps) < eps_std * 0.99:
+                if eps and max(eps) < eps_std * _span(card) * 0.99:
                     name = "L-infinity" if norm == "linf" else "L2"
                     out.append(f"The largest {name} epsilon tested ({max(eps):.4g}) is below the standard {ds} budget {label}.")
         out.append("No adaptive attack designed against this specific model or defense was run (Tramer et al. 2020); generic attacks can overestimate the robustness of defended models.")
