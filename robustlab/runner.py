@@ -376,7 +376,9 @@ def _errored(entry: Any, exc: Exception) -> CheckResult:
     if isinstance(exc, RobustlabError):
         return CheckResult(id=entry.id, check=entry.check, status=Status.ERROR, reason=str(exc), params=_params(entry.params))
     reason = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, RuntimeError) and "does not require grad" in str(exc):  # autograd found no path from the loss to the input
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and ("does not require grad" in text or "appears to not have been used in the graph" in text):
+        # autograd found no path from the loss to the input (the second wording: a quantized or otherwise non-differentiable forward)
         reason = ("the model's output does not depend differentiably on its input (torch.no_grad(), .detach() or a non-differentiable "
                   "step inside forward), so gradient-based attacks cannot run on it; remove it from forward, or run black-box "
                   f"checks (square, corruption) only. ({reason})")

@@ -23,7 +23,7 @@ from ..attacks.recheck import recheck
 from ..attacks.scoring import budget_scale_problem, resolve_epsilons
 from ..attacks.threat import Norm
 from ..audit import adversarial as audit
-from ..errors import SuiteError
+from ..errors import RobustlabError, SuiteError
 from ..stats import wilson_interval
 from ..scorecard import AuditItem, CheckResult, Series, Verdict
 from ..seeding import derive_seed, sample_seeds
@@ -188,7 +188,16 @@ class SweepCheck(Check[SP]):
         if problem is not None:  # a suite's budget written for another input scale: the attack cannot move the model
             res.audit.append(AuditItem("budget_scale", Verdict.SUSPECT, problem, {"eps": primary, "bounds": [float(b) for b in model.bounds], "norm": norm.value}))
         if p.audit:
-            self.run_audit(ctx, res, outcomes, eps_list, primary, correct, raw_ra, claimed, rejected)
+            try:
+                self.run_audit(ctx, res, outcomes, eps_list, primary, correct, raw_ra, claimed, rejected)
+            except RobustlabError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the attack's figures are done: an audit the model cannot take must not discard them
+                reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+                res.audit.append(AuditItem("audit_not_run", Verdict.SUSPECT,
+                                           f"the validity audit stopped with the model's own error ({reason}); the robust accuracy above stands, but its validity "
+                                           "is unchecked (the audit's independent passes run on a few points at a time, e.g. batches of 1).", {"error": reason}))
+                res.notes.append(f"validity audit not run: {reason}")
         verdict = audit.overall_verdict(res.audit)
         res.add_metric(sub(prefix, "audit", "verdict"), audit.verdict_code(verdict))
         res.definitions[sub(prefix, "audit", "verdict")] = "worst verdict of the validity audit: 0 = valid, 1 = suspect, 2 = invalid (items in the check's audit list)."

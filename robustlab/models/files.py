@@ -29,6 +29,36 @@ from .probe import head_weight_name, output_width
 log = logging.getLogger(__name__)
 
 
+def _value_bytes(v: Any) -> bytes:
+    """Bytes that identify one state-dict value: any tensor (bf16, quantized, on any device), else a
+    stable text of the value (``get_extra_state`` objects, packed quantized params)."""
+    if isinstance(v, torch.Tensor):
+        t = v.detach().cpu()
+        if t.is_quantized:
+            scale = t.q_per_channel_scales().tolist() if t.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric) else t.q_scale()
+            zero = t.q_per_channel_zero_points().tolist() if t.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric) else t.q_zero_point()
+            return t.int_repr().contiguous().numpy().tobytes() + repr((str(t.dtype), scale, zero)).encode()
+        if t.dtype in (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2) or t.is_complex() or t.layout != torch.strided:
+            t = t.to_dense().float() if t.layout != torch.strided else t.float() if not t.is_complex() else torch.view_as_real(t)
+        return str(t.dtype).encode() + t.contiguous().numpy().tobytes()
+    if isinstance(v, (tuple, list)):
+        return b"(" + b",".join(_value_bytes(x) for x in v) + b")"
+    if isinstance(v, dict):
+        return b"{" + b",".join(str(k).encode() + b":" + _value_bytes(x) for k, x in sorted(v.items(), key=lambda kv: str(kv[0]))) + b"}"
+    return repr(v).encode()
+
+
+def state_dict_sha256(net: nn.Module) -> str:
+    """A sha256 of a network's weights and buffers (``state_dict``), whatever their kind."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(net.state_dict().items()):
+        h.update(k.encode())
+        h.update(_value_bytes(v))
+    return h.hexdigest()
+
+
 def infer_num_classes(net: nn.Module, input_shape: tuple[int, ...] | None = None) -> int:
     """Number of classes of ``net``: the width of its output on a dummy batch of ``input_shape``
     (guessed from the first layer when None, see :mod:`.probe`); when no probe forward works, the

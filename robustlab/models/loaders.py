@@ -97,7 +97,10 @@ def _wrap(spec: str, loaded: LoadedNet, opts: LoadOptions) -> RobustModel:
         model = loaded.net
         info = model.info.with_overrides(**{k: v for k, v in opts.overrides.items() if k in _META_KEYS})
         check_consistency(info.to_dict())
-        model = RobustModel(model.net, info)
+        if type(model) is RobustModel:
+            model = RobustModel(model.net, info)
+        else:  # a plugin's subclass keeps its own forward / features: only its contract changes
+            model.apply_info(info)
     else:
         meta = {k: v for k, v in loaded.info.items() if k in _META_KEYS and v is not None}
         meta.update({k: v for k, v in opts.overrides.items() if v is not None})
@@ -196,12 +199,10 @@ def _timm(name: str, opts: LoadOptions) -> LoadedNet:
 
 @model_loader("factory", "factory:pkg.mod:fn, a Python function returning an nn.Module (your own code)")
 def _factory(target: str, opts: LoadOptions) -> LoadedNet:
+    from .files import state_dict_sha256
+
     net = call_factory(target, opts.overrides.get("num_classes"))
-    sd_hash = hashlib.sha256()
-    for k, v in sorted(net.state_dict().items()):
-        sd_hash.update(k.encode())
-        sd_hash.update(v.detach().cpu().contiguous().numpy().tobytes() if v.dtype != torch.bfloat16 else v.float().numpy().tobytes())
-    return LoadedNet(net, {"format": "factory", "sha256": sd_hash.hexdigest(), "architecture": f"factory:{target}"})
+    return LoadedNet(net, {"format": "factory", "sha256": state_dict_sha256(net), "architecture": f"factory:{target}"})
 
 
 @model_loader("robustbench", "robustbench:NAME[:dataset[:threat]] from --model-dir (default ./models); --download to fetch")

@@ -89,15 +89,11 @@ class RobustModel(nn.Module):
                 "with one). For a single-logit binary model z, wrap it to return the two logits (-z/2, z/2), or fix --num-classes."
             )
         self.net = net
-        self.info = info
-        c = len(info.mean) if info.mean is not None else (info.input_shape[0] if info.input_shape else 1)
-        mean = torch.tensor(info.mean if info.mean is not None else [0.0] * c, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(info.std if info.std is not None else [1.0] * c, dtype=torch.float32).view(1, -1, 1, 1)
-        if (std <= 0).any():
-            raise ModelLoadError(f"normalisation std must be positive, got {info.std}; fix --std or the sidecar file.")
-        self.register_buffer("_mean", mean, persistent=False)
-        self.register_buffer("_std", std, persistent=False)
-        self._normalise = info.mean is not None or info.std is not None
+        self.apply_info(info)
+        #: the dtype the network's weights all share when it is not float32 (a ``.half()``, bf16 or
+        #: float64 model): inputs are cast to it, as the logits are cast back to float32
+        dtypes = {p.dtype for p in net.parameters() if p.is_floating_point()} if hasattr(net, "parameters") else set()
+        self._input_dtype: torch.dtype | None = next(iter(dtypes)) if len(dtypes) == 1 and dtypes != {torch.float32} else None
         self._feature_module: nn.Module | None = None
         self._feature_is_input = True
         #: "logits", or "probabilities" for a network whose last layer is a softmax: its log is then
@@ -105,6 +101,22 @@ class RobustModel(nn.Module):
         self.output_kind = "logits"
         for p in self.net.parameters():
             p.requires_grad_(False)
+
+    def apply_info(self, info: ModelInfo) -> None:
+        """Take ``info`` as the model's contract (its normalisation buffers follow). Used by
+        ``__init__`` and to apply CLI overrides to a plugin's own :class:`RobustModel` subclass,
+        which keeps its ``forward`` and ``features``."""
+        if info.num_classes < 2:
+            raise ModelLoadError(f"the model has {info.num_classes} class(es); a classifier needs at least 2.")
+        c = len(info.mean) if info.mean is not None else (info.input_shape[0] if info.input_shape else 1)
+        mean = torch.tensor(info.mean if info.mean is not None else [0.0] * c, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(info.std if info.std is not None else [1.0] * c, dtype=torch.float32).view(1, -1, 1, 1)
+        if (std <= 0).any():
+            raise ModelLoadError(f"normalisation std must be positive, got {info.std}; fix --std or the sidecar file.")
+        self.info = info
+        self.register_buffer("_mean", mean, persistent=False)
+        self.register_buffer("_std", std, persistent=False)
+        self._normalise = info.mean is not None or info.std is not None
 
     # -- contract ------------------------------------------------------------------------
     @property
@@ -161,14 +173,18 @@ class RobustModel(nn.Module):
             k = bucket_size(n)
             if k != n:
                 filler = x[:1].detach().expand(k - n, *x.shape[1:])
-                return self._logits(self.net(self.normalise(torch.cat([x, filler]))))[:n]
+                return self._logits(self.net(self._as_input(self.normalise(torch.cat([x, filler])))))[:n]
         z = self.normalise(x)
         if z is x:
             # The network gets its own copy: a model that edits its input in place (``x /= 255``,
             # ``Normalize(inplace=True)``) would otherwise rewrite the caller's tensor, i.e. the data
             # set's stored images, for every later check (and attacks' clean points).
             z = x.clone()
-        return self._logits(self.net(z))
+        return self._logits(self.net(self._as_input(z)))
+
+    def _as_input(self, z: torch.Tensor) -> torch.Tensor:
+        dt = getattr(self, "_input_dtype", None)
+        return z.to(dt) if dt is not None and z.is_floating_point() and z.dtype != dt else z
 
     def _logits(self, out: Any) -> torch.Tensor:
         z = _float_logits(out)

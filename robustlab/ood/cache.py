@@ -41,9 +41,9 @@ def model_fingerprint(model: "RobustModel") -> str:
     h = hashlib.sha256(json.dumps(contract, sort_keys=True, default=str).encode())
     h.update(_class_source_sha256(type(model.net)).encode())
     if not model.info.sha256:
-        for name, t in sorted(model.state_dict().items()):
-            h.update(name.encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        from ..models.files import state_dict_sha256
+
+        h.update(state_dict_sha256(model).encode())
     return h.hexdigest()
 
 

@@ -255,3 +255,46 @@ class _NoGradForward(_ZooDigits):
 
 def no_grad_forward() -> nn.Module:
     return _NoGradForward("logits")
+
+
+def quantized_dynamic() -> nn.Module:
+    """The digits CNN with int8 dynamic linear layers (packed params in its state dict)."""
+    return torch.ao.quantization.quantize_dynamic(_ZooDigits("logits").net, {nn.Linear}, dtype=torch.qint8)
+
+
+class _ExtraState(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _ZooDigits("logits").net
+
+    def forward(self, x):
+        return self.net(x)
+
+    def get_extra_state(self):
+        return {"note": "not a tensor", "version": 2}
+
+    def set_extra_state(self, state):
+        pass
+
+
+def extra_state() -> nn.Module:
+    return _ExtraState()
+
+
+def half_weights() -> nn.Module:
+    return _ZooDigits("logits").net.half()
+
+
+class _NoBatchOfOne(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _ZooDigits("logits").net
+
+    def forward(self, x):
+        if x.shape[0] == 1:
+            raise ValueError("batch size 1 not supported")
+        return self.net(x)
+
+
+def no_batch_of_one() -> nn.Module:
+    return _NoBatchOfOne()

@@ -1,0 +1,104 @@
+"""Models that are not plain float32 modules: quantized or with non-tensor state (the weights hash
+crashed, exit 4), half / bf16 / float64 weights (refused with a message blaming the data), a model
+that rejects a batch of one (the audit's single-point pass threw away a finished attack check), a
+quantized forward without gradients (torch's allow_unused text), and a plugin's own RobustModel
+subclass (silently rebuilt as a plain RobustModel, losing its forward)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from robustlab.cli import main
+
+PLUGINS = Path(__file__).parent / "plugins"
+SUITE = "name: tiny\nchecks:\n  - check: clean\n  - check: pgd\n    id: pgd_linf\n    params: {norm: linf, steps: 5, audit_samples: 8}\n"
+
+
+def _run(tmp_path: Path, factory: str, monkeypatch: pytest.MonkeyPatch) -> tuple[int, dict, str]:
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(SUITE)
+    out = tmp_path / "o"
+    r = CliRunner().invoke(main, ["evaluate", "--model", f"factory:rl_test_models:{factory}", "--data", "digits", "--limit", "24", "--suite", str(suite),
+                                  "--out", str(out), "--no-mlflow", "--no-report", "--num-classes", "10", "--input-shape", "1,8,8"])
+    card = json.loads((out / "scorecard.json").read_text()) if (out / "scorecard.json").exists() else {}
+    return r.exit_code, card, r.output
+
+
+def _check(card: dict, cid: str) -> dict:
+    return next(c for c in card["checks"] if c["id"] == cid)
+
+
+@pytest.mark.parametrize("factory", ["quantized_dynamic", "extra_state"])
+def test_models_with_non_tensor_state_load_and_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, factory: str) -> None:
+    """Before: exit 4, "'tuple' object has no attribute 'dtype'" / "'dict' object has no attribute 'dtype'"."""
+    code, card, out = _run(tmp_path, factory, monkeypatch)
+    assert code in (0, 3), out
+    assert "internal error" not in out
+    assert len(card["model"]["sha256"]) == 64
+    assert _check(card, "clean")["metrics"]["clean/accuracy"] > 0.8
+
+
+def test_the_weights_hash_tells_models_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    import rl_test_models as m
+
+    from robustlab.models.files import state_dict_sha256
+
+    a, b = m.quantized_dynamic(), m.quantized_dynamic()
+    assert state_dict_sha256(a) == state_dict_sha256(b)
+    assert state_dict_sha256(m.half_weights()) != state_dict_sha256(m.zoo_digits().net)
+    assert state_dict_sha256(m.extra_state()) != state_dict_sha256(m.zoo_digits())
+
+
+def test_a_quantized_forward_without_gradients_gets_advice_not_torch_text() -> None:
+    from robustlab.runner import _errored
+
+    entry = type("E", (), {"id": "pgd", "check": "pgd", "params": {}})()
+    exc = RuntimeError("The differentiated Tensor at index 0 appears to not have been used in the graph. Set allow_unused=True if this is the desired behavior.")
+    r = _errored(entry, exc)
+    assert "does not depend differentiably on its input" in (r.reason or "") and "black-box" in (r.reason or "")
+
+
+def test_half_precision_weights_take_float32_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: exit 2, 'Input type (float) and bias type (c10::Half)...; check that the data matches the model'."""
+    code, card, out = _run(tmp_path, "half_weights", monkeypatch)
+    assert code == 0, out
+    ref = _run(tmp_path / "ref", "zoo_digits", monkeypatch)[1]
+    assert _check(card, "clean")["metrics"]["clean/accuracy"] == _check(ref, "clean")["metrics"]["clean/accuracy"]
+
+
+def test_an_audit_the_model_cannot_take_keeps_the_attack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: exit 3, 'check pgd_linf failed: ValueError: batch size 1 not supported' from the audit, the finished sweep lost."""
+    code, card, out = _run(tmp_path, "no_batch_of_one", monkeypatch)
+    assert code == 0, out
+    pgd = _check(card, "pgd_linf")
+    assert pgd["status"] == "ok" and "adversarial/pgd_linf/robust_accuracy" in pgd["metrics"]
+    items = {a["name"]: a for a in pgd["audit"]}
+    assert items["audit_not_run"]["verdict"] == "suspect" and "batch size 1" in items["audit_not_run"]["message"]
+
+
+def test_a_plugins_robustmodel_subclass_keeps_its_forward() -> None:
+    """Before: loaders._wrap rebuilt RobustModel(model.net, info), dropping the subclass's forward."""
+    from torch import nn
+
+    from robustlab.models.loaders import _wrap
+    from robustlab.models.options import LoadedNet, LoadOptions
+    from robustlab.models.wrapper import ModelInfo, RobustModel
+
+    class Negated(RobustModel):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return -super().forward(x)
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    sub = Negated(net, ModelInfo(spec="p:x", format="plugin", num_classes=10, input_shape=(1, 8, 8)))
+    wrapped = _wrap("p:x", LoadedNet(sub, {}), LoadOptions(overrides={"mean": (0.5,), "std": (0.25,)}))
+    assert type(wrapped) is Negated
+    x = torch.rand(3, 1, 8, 8)
+    assert torch.allclose(wrapped(x), -net((x - 0.5) / 0.25))
