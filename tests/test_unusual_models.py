@@ -102,3 +102,29 @@ def test_a_plugins_robustmodel_subclass_keeps_its_forward() -> None:
     assert type(wrapped) is Negated
     x = torch.rand(3, 1, 8, 8)
     assert torch.allclose(wrapped(x), -net((x - 0.5) / 0.25))
+
+
+def test_features_come_from_the_head_even_when_it_is_registered_first() -> None:
+    """Before: the last *registered* nn.Linear was taken as the head, so a module that defines its head
+    first gave Mahalanobis/KNN/ViM the 1024-d input of the hidden layer instead of the 128-d penultimate features."""
+    from torch import nn
+
+    from robustlab.models.wrapper import ModelInfo, RobustModel
+
+    class Reordered(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(128, 10)  # registered before the layer that feeds it
+            self.hidden = nn.Linear(64, 128)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.relu(self.hidden(x.flatten(1))))
+
+    net = Reordered()
+    m = RobustModel(net, ModelInfo(spec="t", format="test", num_classes=10, input_shape=(1, 8, 8)))
+    assert m.head_linear() is net.head
+    logits, feats = m.logits_and_features(torch.rand(4, 1, 8, 8))
+    assert logits.shape == (4, 10) and feats.shape == (4, 128)
+    from robustlab.ood.vim import last_linear
+
+    assert last_linear(m) is net.head

@@ -219,12 +219,18 @@ class RobustModel(nn.Module):
             self._feature_module = modules[name]
             self._feature_is_input = False
         else:
-            linears = [m for m in self.net.modules() if isinstance(m, nn.Linear)]
-            if not linears:
-                raise ModelLoadError("cannot find penultimate features: the model has no nn.Linear layer; pass --feature-layer NAME.")
-            self._feature_module = linears[-1]
+            self._feature_module = self.head_linear()
             self._feature_is_input = True
         return self._feature_module
+
+    def head_linear(self) -> nn.Linear:
+        """The classifier head: the last registered ``nn.Linear`` with one output per class (a module
+        may register its head before the layers that feed it), else the last registered one."""
+        linears = [m for m in self.net.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ModelLoadError("cannot find penultimate features: the model has no nn.Linear layer; pass --feature-layer NAME.")
+        heads = [m for m in linears if m.out_features == self.info.num_classes]
+        return heads[-1] if heads else linears[-1]
 
     def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (N, K) and penultimate features (N, D) in one forward pass."""

@@ -17,10 +17,9 @@ def last_linear(model: "RobustModel") -> nn.Linear:
     """The classifier head whose input is ``model.features`` (only when no feature layer is set)."""
     if model.info.feature_layer:
         raise DetectorError("ViM needs the penultimate features to be the input of the last linear layer; run it without --feature-layer.")
-    linears = [m for m in model.net.modules() if isinstance(m, nn.Linear)]
-    if not linears:
+    if not any(isinstance(m, nn.Linear) for m in model.net.modules()):
         raise DetectorError("ViM needs a model whose last layer is nn.Linear; this model has none.")
-    return linears[-1]
+    return model.head_linear()
 
 
 def default_dim(feature_dim: int) -> int:
