@@ -170,7 +170,7 @@ def _reinit(net: nn.Module, seed: int) -> None:
                 reset()
 
 
-def _latest_checkpoint(ckpt_dir: Path) -> tuple[int, Path] | None:
+def latest_checkpoint(ckpt_dir: Path) -> tuple[int, Path] | None:
     found = []
     for p in ckpt_dir.glob("epoch-*.pt"):
         m = re.fullmatch(r"epoch-(\d+)\.pt", p.name)
@@ -229,7 +229,7 @@ def train(
     fp_cmp = {"method": method.name, "params": method.params.to_dict(), "n_train": n, **(fingerprint or {}), "config": asdict(cfg)}
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    latest = _latest_checkpoint(ckpt_dir)
+    latest = latest_checkpoint(ckpt_dir)
     if latest and not resume:
         raise ResumeError(f"{ckpt_dir} already holds checkpoints (up to epoch {latest[0]}); pass --resume to continue that run, or --overwrite to start over.")
     if cfg.from_scratch and not (resume and latest):

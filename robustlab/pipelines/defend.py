@@ -120,14 +120,14 @@ def _remove_earlier_run(cfg: DefendConfig) -> None:
     """``--overwrite``: delete what an earlier defend run to the same ``--out`` wrote (its epoch
     checkpoints, and the ``before/``, ``after/`` and ``comparison.*`` of its evaluation folder), never
     anything else: ``--eval-out`` may name a folder that holds other files."""
-    from ..defenses.trainer import _latest_checkpoint
+    from ..defenses.trainer import latest_checkpoint
 
     ck = cfg.ckpt_dir
     if ck.is_dir():
         for f in ck.iterdir():
             if f.is_file() and re.fullmatch(r"epoch-\d+\.pt(\.tmp)?", f.name):
                 f.unlink()
-        if _latest_checkpoint(ck) is None and not any(ck.iterdir()):
+        if latest_checkpoint(ck) is None and not any(ck.iterdir()):
             ck.rmdir()
         elif any(ck.iterdir()):
             log.warning("kept %s: it holds files defend did not write", ck)
@@ -232,9 +232,9 @@ def _run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | 
     model_file = Path(cfg.model_spec.split(":", 1)[1] if cfg.model_spec.startswith("state-dict:") else cfg.model_spec)
     if model_file.exists() and model_file.resolve() == cfg.out.resolve():
         raise RobustlabError(f"--out {cfg.out} is the input model: defend would overwrite it (and could not resume or compare against it); pass another --out.")
-    from ..defenses.trainer import _latest_checkpoint
+    from ..defenses.trainer import latest_checkpoint
 
-    latest = _latest_checkpoint(cfg.ckpt_dir) if cfg.ckpt_dir.is_dir() else None
+    latest = latest_checkpoint(cfg.ckpt_dir) if cfg.ckpt_dir.is_dir() else None
     if latest and not (cfg.resume or cfg.overwrite):  # said before any model or data is loaded or evaluated
         raise ResumeError(f"{cfg.ckpt_dir} already holds checkpoints (up to epoch {latest[0]}); pass --resume to continue that run, or --overwrite to start over.")
 
