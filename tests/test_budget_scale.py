@@ -52,10 +52,12 @@ def test_budget_scale_problem(bounds, dataset, norm, eps, flagged):
         assert "input units" in msg
 
 
-def test_a_0_255_model_with_a_unit_range_suite_budget_is_flagged(tmp_path, monkeypatch):
+def _pgd_on_0_255(tmp_path, monkeypatch, eps: float, *, clean: bool = False) -> dict:
+    """The pgd_linf check's scorecard entry for the digits CNN on 0..255 inputs with a suite budget of ``eps``."""
     monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent / "plugins"))
     suite = tmp_path / "s.yaml"
-    suite.write_text("name: scale\nchecks:\n  - check: clean\n  - check: pgd\n    id: pgd_linf\n    params: {norm: linf, epsilons: [0.1], steps: 5, audit: false}\n")
+    first = "  - check: clean\n" if clean else ""
+    suite.write_text(f"name: scale\nchecks:\n{first}  - check: pgd\n    id: pgd_linf\n    params: {{norm: linf, epsilons: [{eps}], steps: 5, audit: false}}\n")
     out = tmp_path / "o"
     r = CliRunner().invoke(
         main,
@@ -64,7 +66,11 @@ def test_a_0_255_model_with_a_unit_range_suite_budget_is_flagged(tmp_path, monke
     )
     assert r.exit_code == 0, r.output
     card = json.loads((out / "scorecard.json").read_text())
-    check = next(c for c in card["checks"] if c["id"] == "pgd_linf")
+    return next(c for c in card["checks"] if c["id"] == "pgd_linf")
+
+
+def test_a_0_255_model_with_a_unit_range_suite_budget_is_flagged(tmp_path, monkeypatch):
+    check = _pgd_on_0_255(tmp_path, monkeypatch, 0.1, clean=True)
     items = {i["name"]: i for i in check["audit"]}
     assert items["budget_scale"]["verdict"] == "suspect", items
     assert check["metrics"]["adversarial/pgd_linf/audit/verdict"] == 1.0
@@ -85,19 +91,9 @@ def test_the_budget_line_warns(tmp_path):
 
 
 def test_a_0_255_model_at_its_own_units_is_not_flagged(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent / "plugins"))
-    suite = tmp_path / "s.yaml"
-    suite.write_text("name: scale\nchecks:\n  - check: pgd\n    id: pgd_linf\n    params: {norm: linf, epsilons: [25.5], steps: 5, audit: false}\n")
-    out = tmp_path / "o"
-    r = CliRunner().invoke(
-        main,
-        ["evaluate", "--model", "factory:rl_test_models:zoo_digits_255", "--bounds", "0,255", "--dataset", "digits", "--data", "digits",
-         "--suite", str(suite), "--limit", "40", "--out", str(out), "--no-mlflow", "--no-report"],
-    )
-    assert r.exit_code == 0, r.output
-    card = json.loads((out / "scorecard.json").read_text())
-    check = next(c for c in card["checks"] if c["id"] == "pgd_linf")
+    check = _pgd_on_0_255(tmp_path, monkeypatch, 25.5)
     assert "budget_scale" not in {i["name"] for i in check["audit"]}
+
 
 
 def test_defend_warns_about_a_budget_for_another_scale(caplog):

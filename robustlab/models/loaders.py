@@ -16,7 +16,6 @@ wraps the result; reading files lives in :mod:`.files`, the shared types in :mod
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from dataclasses import dataclass
