@@ -128,3 +128,16 @@ def test_features_come_from_the_head_even_when_it_is_registered_first() -> None:
     from robustlab.ood.vim import last_linear
 
     assert last_linear(m) is net.head
+
+
+def test_a_class_count_that_does_not_match_the_output_names_the_width_seen() -> None:
+    """Before: 'the model output has shape (40, 10), expected (40, 128); check --num-classes', with 128 robustlab's own
+    guess and nothing saying what to pass."""
+    from torch import nn
+
+    from robustlab.errors import ModelOutputError
+    from robustlab.models.wrapper import ModelInfo, RobustModel
+
+    m = RobustModel(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), ModelInfo(spec="t", format="test", num_classes=128, input_shape=(1, 8, 8)))
+    with pytest.raises(ModelOutputError, match=r"outputs 10 scores per input, but 128 classes were expected .*pass --num-classes 10"):
+        m.check_output(m(torch.rand(4, 1, 8, 8)), 4)

@@ -264,6 +264,12 @@ class RobustModel(nn.Module):
                 f"the model returned {str(logits.dtype).removeprefix('torch.')} values, not floating-point logits; "
                 "return the scores before argmax (attacks need their gradients)."
             )
+        if logits.ndim == 2 and logits.shape[0] == n and logits.shape[1] != self.num_classes:
+            w = int(logits.shape[1])
+            raise ModelOutputError(
+                f"the model outputs {w} scores per input, but {self.num_classes} classes were expected (from --num-classes, the sidecar, or "
+                f"the model's last registered nn.Linear when neither says); pass --num-classes {w} if the model has {w} classes, else fix its head."
+            )
         if logits.ndim != 2 or logits.shape[0] != n or logits.shape[1] != self.num_classes:
             raise ModelOutputError(
                 f"the model output has shape {tuple(logits.shape)}, expected ({n}, {self.num_classes}); check --num-classes or the model's head."
