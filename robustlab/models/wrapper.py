@@ -267,7 +267,7 @@ class RobustModel(nn.Module):
         if logits.ndim == 2 and logits.shape[0] == n and logits.shape[1] != self.num_classes:
             w = int(logits.shape[1])
             raise ModelOutputError(
-                f"the model outputs {w} scores per input, but {self.num_classes} classes were expected (from --num-classes, the sidecar, or "
+                f"the model's output has shape {tuple(logits.shape)}: it outputs {w} scores per input, but {self.num_classes} classes were expected (from --num-classes, the sidecar, or "
                 f"the model's last registered nn.Linear when neither says); pass --num-classes {w} if the model has {w} classes, else fix its head."
             )
         if logits.ndim != 2 or logits.shape[0] != n or logits.shape[1] != self.num_classes:
