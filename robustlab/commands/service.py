@@ -83,7 +83,7 @@ def serve(data_dir: str, host: str, port: int, workers: int, database_url: str |
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     url = f"http://{host}:{sock.getsockname()[1]}"
-    from ..service.worker import Supervisor
+    from ..service.supervisor import Supervisor
 
     argv = [sys.executable, "-m", "robustlab", "worker", "--data-dir", str(st.data_dir), "--device", device, "--heartbeat-timeout", str(heartbeat_timeout),
             *(["--queue", queue] if queue else []), *(["--mlflow-uri", mlflow_uri] if mlflow_uri else []),

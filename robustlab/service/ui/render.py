@@ -60,14 +60,14 @@ def page(request: Request, template: str, *, who: Principal | None, status: int 
 
 def fmt(v: Any) -> str:
     """A value as the report shows it (the report's own formatting)."""
-    from ...report.render import fmt_value
+    from ...report.formatting import fmt_value
 
     return fmt_value(v)
 
 
 def flatten(d: Any, prefix: str = "", *, max_list: int = 12) -> list[tuple[str, str]]:
     """``(dotted key, shown value)`` rows of a nested dict, as the report lists them."""
-    from ...report.render import flatten_rows
+    from ...report.formatting import flatten_rows
 
     return flatten_rows(d, prefix, max_list=max_list)
 
