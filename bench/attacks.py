@@ -31,6 +31,10 @@ from typing import Any
 import torch
 
 
+#: robustlab's attack iterations run on the batch-norm-folded copy, as `evaluate` does (``--no-fold-bn`` turns it off)
+FOLD_BN = True
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -44,7 +48,9 @@ def bench_autoattack(model: Any, x: torch.Tensor, y: torch.Tensor, *, eps: float
     from pyautoattack import AutoAttack
 
     from robustlab.attacks.autoattack import run_autoattack
+    from robustlab.fastpaths import folded_view
 
+    view = folded_view(model) if FOLD_BN else None  # what `robustlab evaluate` iterates on (--no-fold-bn: the model)
     x, y = x.to(device).contiguous(), y.to(device)
     if device.type == "cuda":  # warm both: CUDA context, cuDNN algorithm choice, allocator (else the first timed one pays it)
         for _ in range(3):
@@ -66,7 +72,7 @@ def bench_autoattack(model: Any, x: torch.Tensor, y: torch.Tensor, *, eps: float
     _sync(device)
     t_ref = time.perf_counter() - t0
     t0 = time.perf_counter()
-    r = run_autoattack(model, x, y, eps=eps, norm="linf", engine="fast", seed=seed, batch_size=max(len(y), 1), n_iter=n_iter, square_queries=queries)
+    r = run_autoattack(model, x, y, eps=eps, norm="linf", engine="fast", seed=seed, batch_size=max(len(y), 1), n_iter=n_iter, square_queries=queries, attack_model=view)
     _sync(device)
     t_ours = time.perf_counter() - t0
     n = len(y)
@@ -76,20 +82,20 @@ def bench_autoattack(model: Any, x: torch.Tensor, y: torch.Tensor, *, eps: float
         eps=eps, apgd_iterations=n_iter, square_queries=queries, clean_accuracy=float(r.clean_correct.float().mean()),
         robust_accuracy=float(r.robust.float().mean()), reference_robust_accuracy=float(ref.float().mean()),
         robust_accuracy_diff=float(r.robust.float().mean() - ref.float().mean()), flag_disagreements=int((r.robust != ref).sum()),
-        seconds_per_attack={k: round(v, 3) for k, v in r.seconds.items()},
+        seconds_per_attack={k: round(v, 3) for k, v in r.seconds.items()}, folded_batch_norms=view.folded if view is not None else 0, flipped=r.flipped,
     )
     if malt:
-        bench_malt(model, x, y, eps=eps, device=device, task=task, n_iter=n_iter, aa_robust=r.robust, aa_seconds=t_ours, ref_robust=ref, ref_seconds=t_ref)
+        bench_malt(model, x, y, eps=eps, device=device, task=task, n_iter=n_iter, aa_robust=r.robust, aa_seconds=t_ours, ref_robust=ref, ref_seconds=t_ref, view=view)
 
 
 def bench_malt(model: Any, x: torch.Tensor, y: torch.Tensor, *, eps: float, device: torch.device, task: str, n_iter: int,
-               aa_robust: torch.Tensor, aa_seconds: float, ref_robust: torch.Tensor, ref_seconds: float) -> None:
+               aa_robust: torch.Tensor, aa_seconds: float, ref_robust: torch.Tensor, ref_seconds: float, view: Any = None) -> None:
     """MALT on the same points: its time against AutoAttack's, and the points AutoAttack breaks that MALT misses."""
     from robustlab.attacks.malt import MALT
 
     _sync(device)
     t0 = time.perf_counter()
-    xa = MALT(n_iter=n_iter).perturb(model, x, y, eps, seeds=list(range(len(y))))
+    xa = MALT(n_iter=n_iter).perturb(view if view is not None else model, x, y, eps, seeds=list(range(len(y))))  # verdicts below: the model's
     _sync(device)
     t = time.perf_counter() - t0
     with torch.no_grad():
@@ -149,7 +155,10 @@ def main() -> None:
     ap.add_argument("--skip-digits", action="store_true")
     ap.add_argument("--cifar-model", default="zoo:cifar10-resnet18", help="model spec for the CIFAR rows (e.g. an adversarially trained checkpoint)")
     ap.add_argument("--skip-pgd", action="store_true")
+    ap.add_argument("--no-fold-bn", action="store_true", help="robustlab's attacks iterate on the model itself (evaluate's --no-fold-bn)")
     args = ap.parse_args()
+    global FOLD_BN
+    FOLD_BN = not args.no_fold_bn
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -34,11 +34,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--order", default="fast,reference", help="engines in the order they run")
     ap.add_argument("--quick", action="store_true", help="10 APGD/FAB iterations and 100 Square queries (end-to-end test)")
+    ap.add_argument("--no-fold-bn", action="store_true", help="the fast engine iterates on the model itself, not on its batch-norm-folded view (evaluate's --no-fold-bn)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     logging.getLogger("auto-attack").setLevel(logging.ERROR)
     from robustlab.attacks.autoattack import run_autoattack
     from robustlab.data import load_dataset
+    from robustlab.fastpaths import folded_view
     from robustlab.models import load_model
     from robustlab.parsing import parse_fraction
 
@@ -59,15 +61,18 @@ def main() -> None:
     flags: dict[str, torch.Tensor] = {}
     secs: dict[str, dict[str, float]] = {}
     total: dict[str, float] = {}
+    view = None if args.no_fold_bn else folded_view(model)  # what `robustlab evaluate` iterates on
     for engine in args.order.split(","):
         t0 = time.perf_counter()
         r = run_autoattack(model, x, y, eps=eps, norm="linf", engine=engine, seed=args.seed, batch_size=max(n, 1),
-                           n_iter=10 if args.quick else 100, square_queries=100 if args.quick else 5000)
+                           n_iter=10 if args.quick else 100, square_queries=100 if args.quick else 5000,
+                           attack_model=view if engine == "fast" else None)
         total[engine] = time.perf_counter() - t0
         flags[engine], secs[engine] = r.robust, r.seconds
         print(json.dumps({"task": "autoattack/split", "engine": engine, "model": args.model, "data": data, "n": n, "eps": eps, "threads": args.threads,
                           "device": str(device), "seconds": round(total[engine], 2), "seconds_per_attack": {k: round(v, 2) for k, v in r.seconds.items()},
-                          "clean_correct": int(r.clean_correct.sum()), "robust_after": {k: int(v.sum()) for k, v in r.robust_after.items()}}), flush=True)
+                          "clean_correct": int(r.clean_correct.sum()),
+                          "folded_batch_norms": view.folded if view is not None and engine == "fast" else 0, "flipped": r.flipped, "robust_after": {k: int(v.sum()) for k, v in r.robust_after.items()}}), flush=True)
     if {"fast", "reference"} <= set(flags):
         print(json.dumps({"task": "autoattack/split/ratio", "model": args.model, "n": n, "threads": args.threads, "device": str(device),
                           "ratio": round(total["reference"] / total["fast"], 2),

@@ -63,6 +63,7 @@ class RunConfig:
     threads: int | None = None
     channels_last: bool = False
     compile: bool = False
+    fold_bn: bool = True  # attack iterations on the batch-norm-folded view (--no-fold-bn: on the model)
     save_adversarial: bool = False  # --save-adversarial: write the adversarial checks' examples under OUT/adversarial/
 
     def recorded_options(self, dataset: str | None) -> dict[str, Any]:
@@ -236,10 +237,20 @@ def run_fingerprint(cfg: RunConfig, model: RobustModel, raw: Dataset, data_spec:
         "precision": cfg.precision,
         "channels_last": cfg.channels_last,
         "compile": cfg.compile,
+        **({} if cfg.fold_bn else {"fold_bn": False}),  # the default leaves earlier stores' fingerprints as they were
         "options": cfg.recorded_options(dataset),
         "robustlab": __version__,
     })
     return fp
+
+
+def _folded_count(view: Any) -> int:
+    """Batch norms folded in the attack view (0: the attacks iterate on the model's own network)."""
+    while view is not None:
+        if hasattr(view, "folded"):
+            return int(view.folded)
+        view = getattr(view, "model", None)
+    return 0
 
 
 def run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset, data: Dataset, data_spec: str, dataset: tuple[str | None, str], device: torch.device,
@@ -298,7 +309,8 @@ def run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset
         environment=environment(device),
         run={"seed": cfg.seed, "batch_size": cfg.batch_size, "device": str(device), "command": cfg.command, "started": started,
              "resumed": cfg.resume, "trust_code": cfg.load.trust_code, "world_size": dist_info.world_size,
-             "precision": cfg.precision, "channels_last": cfg.channels_last, "compile": cfg.compile, **options},
+             "precision": cfg.precision, "channels_last": cfg.channels_last, "compile": cfg.compile,
+             "fold_bn": cfg.fold_bn, "folded_batch_norms": _folded_count(fast_model), **options},
     )
     card.model.pop("loaded_in_seconds")
     card.timings = {"load_model": round(t_model, 3), "load_data": round(t_data, 3)}

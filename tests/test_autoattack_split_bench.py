@@ -25,3 +25,27 @@ def test_split_bench_quick_prints_both_engines_and_the_ratio() -> None:
     r = ref["seconds"] / fast["seconds"]
     assert abs(ratio["ratio"] - r) <= r * (0.005 / fast["seconds"] + 0.005 / ref["seconds"]) + 0.005 + 1e-9, (ratio, fast["seconds"], ref["seconds"])
     assert ratio["flag_disagreements"] <= 1  # Square's documented batch dependence at most
+
+
+def test_split_bench_reports_the_folded_view() -> None:
+    """On a model with batch norms the fast engine iterates on the folded copy (as `evaluate` does) and says so;
+    --no-fold-bn iterates on the model itself."""
+    for extra, folded in (([], 20), (["--no-fold-bn"], 0)):
+        out = subprocess.run([sys.executable, str(BENCH), "--quick", "--model", "zoo:cifar10-resnet18", "--data", "samples:cifar10", "--n", "4",
+                              "--threads", "1", "--order", "fast", *extra], capture_output=True, text=True, timeout=300, check=True).stdout
+        (fast,) = [json.loads(line) for line in out.splitlines() if line.strip()]
+        assert fast["folded_batch_norms"] == folded and fast["flipped"] >= 0
+
+
+def test_fold_bn_bench_quick() -> None:
+    bench = BENCH.parent / "fold_bn.py"
+    out = subprocess.run([sys.executable, str(bench), "--quick", "--model", "zoo:cifar10-resnet18", "--data", "samples:cifar10", "--n", "6", "--reps", "1",
+                          "--threads", "1", "--eps", "1/255"], capture_output=True, text=True, timeout=600, check=True).stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    costs = [r for r in rows if r["task"] == "fold_bn/row_cost"]
+    assert {(r["kind"], r["batch"]) for r in costs} == {(k, b) for k in ("forward", "input_gradient") for b in (2, 8, 18, 27)}
+    assert all(r["folded_batch_norms"] == 20 and r["model_ms_per_row"] > 0 and r["folded_ms_per_row"] > 0 for r in costs)
+    members = [r for r in rows if r["task"] == "fold_bn/autoattack_gradient_members"]
+    assert {r["attack_model"] for r in members} == {"model", "folded"}
+    (ratio,) = [r for r in rows if r["task"] == "fold_bn/autoattack_gradient_members/ratio"]
+    assert ratio["flag_disagreements"] == 0 and ratio["ratio"] > 0

@@ -163,7 +163,15 @@ class SweepCheck(Check[SP]):
             if p.per_sample:
                 res.per_sample[mk.per_eps("robust", eps)] = robust.tolist()
             self.extra_metrics(res, prefix, eps, o, n)
-        if ctx.fast_model is not None:
+        folded = int(getattr(ctx.fast_model, "folded", 0) or getattr(getattr(ctx.fast_model, "model", None), "folded", 0) or 0)
+        bf16 = ctx.fast_model is not None and not hasattr(ctx.fast_model, "folded")
+        if folded and not bf16:
+            res.notes.append(
+                f"attack iterations ran on a copy of the model with {folded} batch norms folded into the convolutions before them (the same function up to "
+                f"float rounding; --no-fold-bn turns it off); clean flags and every verdict come from the model itself: {flipped} of {claimed} adversarial "
+                "examples found on the copy were classified correctly by the model, and each of them was attacked again on the model."
+            )
+        if bf16:
             res.add_metric(sub(prefix, "bf16_flipped"), float(flipped))
             res.notes.append(
                 f"attack iterations ran under bf16 autocast; clean flags come from the fp32 model and every adversarial example was re-verified in fp32: "

@@ -66,7 +66,7 @@ def evaluate(cfg: RunConfig) -> Scorecard:
 
     t = time.perf_counter()
     model = load_model(cfg.model_spec, replace(cfg.load, device=str(device)))
-    fast_model = apply_fast_paths(model, precision=cfg.precision, channels_last=cfg.channels_last, compile=cfg.compile)
+    fast_model = apply_fast_paths(model, precision=cfg.precision, channels_last=cfg.channels_last, compile=cfg.compile, fold_bn=cfg.fold_bn)
     if not cfg.threads and device.type == "cpu" and sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
         # Intra-op threads only spin on tiny models: one thread is several times faster (measured:
         # AutoAttack on the digits CNN, 26 s with 1 thread vs 90 s with 2 on this 2-core machine).

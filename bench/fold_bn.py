@@ -1,0 +1,118 @@
+"""Benchmark: attack iterations on the batch-norm-folded copy of a model vs on the model itself.
+
+Same process, interleaved A/B repetitions (this machine's speed drifts by 10-30% between minutes, so
+only interleaved medians compare): the cost per row of a forward pass and of an input gradient at the
+batch sizes AutoAttack's members use on a few surviving points, then AutoAttack's gradient members
+(APGD-CE, APGD-T, FAB-T) on the points APGD-CE leaves robust, with and without the folded copy, and
+their robust flags. Prints one JSON line per measurement.
+
+Example:
+    python bench/fold_bn.py --model ROBUST.safetensors --n 32 --reps 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+def _per_row(fn: Callable[[], object], rows: int, reps: int) -> float:
+    fn()
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t) / reps / rows * 1000.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="zoo:cifar10-resnet18")
+    ap.add_argument("--data", default=None, help="data spec (default: the shared 1000 CIFAR-10 test images)")
+    ap.add_argument("--eps", default="8/255")
+    ap.add_argument("--n", type=int, default=32)
+    ap.add_argument("--reps", type=int, default=2, help="interleaved A/B repetitions of the AutoAttack members")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="10 iterations per member (end-to-end test)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from robustlab.attacks.autoattack import run_autoattack
+    from robustlab.data import load_dataset
+    from robustlab.fastpaths import folded_view
+    from robustlab.models import load_model
+    from robustlab.parsing import parse_fraction
+
+    data = args.data
+    if data is None:
+        shared = Path(os.environ.get("ROBUSTLAB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+        npz = shared / "cifar10_test_1000.npz"
+        if not npz.is_file():
+            print(json.dumps({"task": "fold_bn", "skipped": f"{npz} not found; set ROBUSTLAB_SHARED_DATA or pass --data"}))
+            return
+        data = f"npz:{npz}"
+    model = load_model(args.model, device="cpu")
+    view = folded_view(model)
+    if view is None:
+        print(json.dumps({"task": "fold_bn", "model": args.model, "skipped": "no batch norm folds in this model"}))
+        return
+    d = load_dataset(data, split="test")
+    n = min(args.n, len(d))
+    x, y = d.images(slice(0, n)), d.y[:n]
+    eps = parse_fraction(args.eps)
+
+    def grad(m: torch.nn.Module, xb: torch.Tensor) -> Callable[[], object]:
+        def f() -> object:
+            xx = xb.clone().requires_grad_(True)
+            return torch.autograd.grad(m(xx).logsumexp(1).sum(), xx)[0]
+        return f
+
+    def fwd(m: torch.nn.Module, xb: torch.Tensor) -> Callable[[], object]:
+        def f() -> object:
+            with torch.no_grad():
+                return m(xb)
+        return f
+
+    reps_row = 2 if args.quick else 8
+    for b in (2, 8, 18, 27):
+        xb = x[torch.arange(b) % n]
+        for kind, make in (("forward", fwd), ("input_gradient", grad)):
+            a = [_per_row(make(model, xb), b, reps_row) for _ in range(1)]
+            c = [_per_row(make(view, xb), b, reps_row) for _ in range(1)]
+            for _ in range(2 if args.quick else 4):
+                a.append(_per_row(make(model, xb), b, reps_row))
+                c.append(_per_row(make(view, xb), b, reps_row))
+            ma, mc = statistics.median(a), statistics.median(c)
+            print(json.dumps({"task": "fold_bn/row_cost", "model": args.model, "kind": kind, "batch": b, "threads": args.threads,
+                              "model_ms_per_row": round(ma, 3), "folded_ms_per_row": round(mc, 3), "ratio": round(ma / mc, 3),
+                              "folded_batch_norms": view.folded}), flush=True)
+
+    n_iter = 10 if args.quick else 100
+    first = run_autoattack(model, x, y, eps=eps, attacks=["apgd-ce"], batch_size=max(n, 1), n_iter=n_iter)
+    idx = first.robust.nonzero()[:, 0]
+    xs, ys = x[idx], y[idx]
+    totals: dict[str, list[float]] = {"model": [], "folded": []}
+    flags: dict[str, torch.Tensor] = {}
+    for rep in range(args.reps):
+        for name, am in (("folded", view), ("model", None)):
+            t0 = time.perf_counter()
+            r = run_autoattack(model, xs, ys, eps=eps, attacks=["apgd-ce", "apgd-t", "fab-t"], batch_size=max(n, 1), n_iter=n_iter, attack_model=am)
+            sec = time.perf_counter() - t0
+            totals[name].append(sec)
+            flags[name] = r.robust
+            print(json.dumps({"task": "fold_bn/autoattack_gradient_members", "model": args.model, "rep": rep, "attack_model": name, "points": int(idx.numel()),
+                              "seconds": round(sec, 2), "seconds_per_attack": {k: round(v, 2) for k, v in r.seconds.items()},
+                              "robust": int(r.robust.sum()), "flipped": r.flipped}), flush=True)
+    print(json.dumps({"task": "fold_bn/autoattack_gradient_members/ratio", "model": args.model, "points": int(idx.numel()), "threads": args.threads,
+                      "model_seconds_median": round(statistics.median(totals["model"]), 2), "folded_seconds_median": round(statistics.median(totals["folded"]), 2),
+                      "ratio": round(statistics.median(totals["model"]) / statistics.median(totals["folded"]), 3),
+                      "flag_disagreements": int((flags["model"] != flags["folded"]).sum())}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Batch-norm folding: the network an attack iterates on, with each eval-mode batch norm that
+directly follows a convolution folded into that convolution.
+
+An eval-mode ``BatchNorm`` after a convolution computes ``gamma * (conv(x) - mu) / sqrt(var + eps) + beta``,
+which is one convolution with weight ``W * s`` and bias ``(b - mu) * s + beta`` (``s = gamma /
+sqrt(var + eps)`` per output channel). The folded copy computes the same function up to float rounding
+(about 1e-6 of a logit, as a different batch size gives on a CPU) and skips one elementwise pass forward
+and, above all, backward: an input gradient through a ResNet-18 at CIFAR size is about 20% cheaper on a
+CPU. The caller's network is never modified.
+
+A batch norm is folded only where that is exact: the network traces with ``torch.fx``, the batch norm is
+in eval mode with running statistics, its input is the output of a plain ``Conv1d/2d/3d`` used nowhere
+else, and neither module is called twice in the graph (shared weights). Everything else stays as it is.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import cast
+
+import torch
+from torch import fx, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+log = logging.getLogger(__name__)
+
+__all__ = ["fold_batch_norm"]
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _has_eval_batch_norm(net: nn.Module) -> bool:
+    return any(isinstance(m, _BatchNorm) and not m.training and m.track_running_stats for m in net.modules())
+
+
+def fold_batch_norm(net: nn.Module) -> tuple[nn.Module, int] | None:
+    """(a folded copy of ``net``, the number of batch norms folded), or None when nothing folds
+    (no eval-mode batch norm after a convolution, a network in training mode, or one ``torch.fx``
+    cannot trace)."""
+    if net.training or not _has_eval_batch_norm(net):
+        return None
+    try:
+        gm = fx.symbolic_trace(copy.deepcopy(net))
+    except Exception as exc:  # noqa: BLE001 - any tracing failure means: use the network as it is
+        log.debug("batch-norm folding skipped: the network does not trace (%s: %s)", type(exc).__name__, exc)
+        return None
+    modules = dict(gm.named_modules())
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    folded = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
+            continue
+        bn = modules.get(str(node.target))
+        src = node.args[0]
+        if not isinstance(bn, _BatchNorm) or not isinstance(src, fx.Node) or src.op != "call_module":
+            continue
+        found = modules.get(str(src.target))
+        if type(found) not in _CONVS or len(src.users) != 1 or calls[str(node.target)] != 1 or calls[str(src.target)] != 1:
+            continue
+        conv = cast(nn.Conv2d, found)  # or Conv1d / Conv3d: the same attributes
+        if bn.training or not bn.track_running_stats or bn.running_mean is None or bn.running_var is None:
+            continue
+        if bn.num_features != conv.out_channels or conv.weight.dtype not in (torch.float32, torch.float64):
+            continue
+        fused = fuse_conv_bn_eval(conv, bn)
+        for p in fused.parameters():
+            p.requires_grad_(False)
+        parent, _, name = str(src.target).rpartition(".")
+        setattr(gm.get_submodule(parent) if parent else gm, name, fused)
+        node.replace_all_uses_with(src)
+        gm.graph.erase_node(node)
+        folded += 1
+    if not folded:
+        return None
+    gm.graph.lint()
+    gm.recompile()
+    gm.delete_all_unused_submodules()
+    return gm.eval(), folded
