@@ -8,6 +8,7 @@ Safety: state dicts are read with ``torch.load(weights_only=True)`` or safetenso
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import logging
 import pickle
@@ -134,15 +135,23 @@ def call_factory(target: str, num_classes: int | None) -> nn.Module:
     if not callable(fn):
         raise ModelLoadError(f"{mod_name} has no function {fn_name!r}; check factory:{target}.")
     try:
-        try:
-            net = fn(num_classes=num_classes) if num_classes is not None else fn()
-        except TypeError:
-            net = fn()
+        net = fn(num_classes=num_classes) if num_classes is not None and _takes_num_classes(fn) else fn()
     except Exception as exc:  # noqa: BLE001 - the user's own function failed: say so in one line
         raise ModelLoadError(f"factory:{target} raised {type(exc).__name__}: {first_line(exc)}; fix the function or its arguments.") from exc
     if not isinstance(net, nn.Module):
         raise ModelLoadError(f"factory:{target} returned {type(net).__name__}, not a torch.nn.Module.")
     return net
+
+
+def _takes_num_classes(fn: Any) -> bool:
+    """Whether ``fn`` accepts a ``num_classes`` keyword (by name or through ``**kwargs``). Decided from
+    its signature, never by calling it and catching a ``TypeError``: that would also catch a
+    ``TypeError`` raised inside the function and silently build the model without the class count."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature (a builtin or C extension): pass it; an error then names it
+        return True
+    return any(p.kind is p.VAR_KEYWORD or (p.name == "num_classes" and p.kind is not p.POSITIONAL_ONLY) for p in params)
 
 
 def timm_meta(net: nn.Module) -> dict[str, Any]:
