@@ -78,6 +78,8 @@ class RunConfig:
             out["dataset"] = dataset
         if self.save_adversarial or self.suite.save_adversarial:
             out["save_adversarial"] = True  # recorded only when on: runs without it keep their scorecards
+        if not self.fold_bn:
+            out["fold_bn"] = False  # the checks read it here (certify's smoothing copy); recorded only when off
         return out
 
 
@@ -237,7 +239,6 @@ def run_fingerprint(cfg: RunConfig, model: RobustModel, raw: Dataset, data_spec:
         "precision": cfg.precision,
         "channels_last": cfg.channels_last,
         "compile": cfg.compile,
-        **({} if cfg.fold_bn else {"fold_bn": False}),  # the default leaves earlier stores' fingerprints as they were
         "options": cfg.recorded_options(dataset),
         "robustlab": __version__,
     })

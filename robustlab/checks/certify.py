@@ -94,7 +94,7 @@ class CertifyParams(Params):
         attack_steps, attack_samples: PGD steps and noise samples per step. attack_n: noise samples
             to estimate g at the attack point. base_attack: also try L2 PGD on the base classifier
             (``robustlab.attacks.pgd.PGD``) and keep the pointwise worst case of the two attacks.
-        batch_size: noisy inputs per forward pass; 0 = max(the run's batch size, 1000).
+        batch_size: noisy inputs per forward pass; 0 = the run's batch size on a CPU (large batches fall out of its caches), at least 1000 on a GPU.
         collapse_ratio: warn when certified accuracy at r=0 falls below this fraction of the base
             model's clean accuracy.
     """
@@ -175,8 +175,14 @@ class CertifyCheck(Check[CertifyParams]):
     Params = CertifyParams
 
     def _noise_batch(self, ctx: RunContext) -> int:
+        """Noisy inputs per forward pass: the check's ``batch_size``, else at least 1000 on a GPU and the
+        run's ``--batch-size`` on a CPU, where large batches fall out of the caches (a CIFAR ResNet-18:
+        3.9 ms per noisy image at 128, 4.8 at 1000, batch norms folded). Votes do not depend on it
+        beyond float rounding: the noise is drawn per image in fixed blocks."""
         p: CertifyParams = self.params
-        return p.batch_size or max(ctx.batch_size, 1000)
+        if p.batch_size:
+            return int(p.batch_size)
+        return max(ctx.batch_size, 1) if ctx.device.type == "cpu" else max(ctx.batch_size, 1000)
 
     def prefix(self) -> str:
         return "certify" if self.id == self.name else f"certify/{self.id}"
@@ -210,7 +216,7 @@ class CertifyCheck(Check[CertifyParams]):
         curves: dict[str, list[float | None]] = {}
         for sigma in sigmas:
             s_key = child(pre, sigma_segment(sigma))
-            smooth = SmoothedClassifier(model, sigma=sigma * scale, batch_size=batch)
+            smooth = SmoothedClassifier(model, sigma=sigma * scale, batch_size=batch, fold_bn=bool(ctx.options.get("fold_bn", True)))
             seeds = sample_seeds(ctx.seed, f"{self.id}/sigma={fmt(sigma)}", ids)
             certs = self._certify(ctx, smooth, x_all, y, seeds, ids, scope, s_key, p, scale)
             pred = np.array([c.prediction for c in certs], dtype=np.int64)

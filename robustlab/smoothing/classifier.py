@@ -8,6 +8,7 @@ noisy inputs are not clamped to the bounds, exactly as in the reference implemen
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -17,8 +18,10 @@ import torch
 from ..errors import RobustlabError
 from ..seeding import derive_seed
 from .bounds import certified_radius, lower_confidence_bound, predict_pvalue
-from .sampling import count_votes, fast_classifier
+from .sampling import count_votes, fast_classifier, same_function
 from .sequential import adaptive_estimate, radius_thresholds
+
+log = logging.getLogger(__name__)
 
 #: The class index reported when the smoothed classifier abstains.
 ABSTAIN = -1
@@ -83,6 +86,8 @@ class SmoothedClassifier:
         num_classes: K (default: ``model.num_classes``).
         batch_size: noisy inputs per forward pass; several images share a pass when ``n`` is smaller.
         channels_last: run a channels-last copy of the model (faster on CPU; same function).
+        fold_bn: fold the copy's eval-mode batch norms into the convolutions before them (same function
+            up to rounding; checked against the model on the first images, else the model is used).
         max_group: at most this many images per group (one host sync per group).
 
     Randomness: every image has a seed (e.g. from ``robustlab.seeding.sample_seeds``); selection,
@@ -99,6 +104,7 @@ class SmoothedClassifier:
         batch_size: int = 1000,
         channels_last: bool = True,
         max_group: int = 64,
+        fold_bn: bool = True,
     ) -> None:
         if not sigma > 0:
             raise RobustlabError(f"sigma must be positive, got {sigma}; pass e.g. --sigma 0.25.")
@@ -111,6 +117,7 @@ class SmoothedClassifier:
         self.batch_size = max(1, int(batch_size))
         self.max_group = max(1, int(max_group))
         self._channels_last = channels_last
+        self._fold_bn = bool(fold_bn)
         self._fast: torch.nn.Module | None = None
         self._check: Callable[[torch.Tensor, int], None] | None = getattr(model, "check_output", None)
 
@@ -127,7 +134,11 @@ class SmoothedClassifier:
         if not (self._channels_last and x.ndim == 4):
             return self.model
         if self._fast is None:
-            self._fast = fast_classifier(self.model, channels_last=True)
+            fast = fast_classifier(self.model, channels_last=True, fold_bn=self._fold_bn)
+            if fast is not self.model and not same_function(self.model, fast, x.to(self.device)):
+                log.warning("the smoothing copy of the model disagrees with it beyond rounding; votes come from the model itself")
+                fast = self.model
+            self._fast = fast
         return self._fast
 
     def votes(self, x: torch.Tensor, seeds: Sequence[int], *, num: int, phase: str) -> torch.Tensor:
