@@ -195,3 +195,21 @@ def test_the_run_fingerprint_tells_no_fold_bn_apart() -> None:
     off = run_fingerprint(replace(cfg, fold_bn=False), model, raw, "digits")
     assert "fold_bn" not in on["options"] and off["options"]["fold_bn"] is False
     assert {k: v for k, v in off.items() if k != "options"} == {k: v for k, v in on.items() if k != "options"}
+
+
+def test_the_sweep_note_tells_a_fallen_back_copy() -> None:
+    """The attack checks' note names the folded copy, or says the iterations ran on the model when it fell back."""
+    from robustlab.checks.adversarial_sweep import folded_view_notes
+
+    torch.manual_seed(3)
+    model = _robust(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), _bn(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)))
+    view = folded_view(model)
+    assert view is not None
+    (ok,) = folded_view_notes(view, flipped=1, claimed=7)
+    assert "1 batch norms folded" in ok and "1 of 7" in ok
+    assert folded_view_notes(None, flipped=0, claimed=0) == []
+    with torch.no_grad():
+        next(view._fast.net.parameters()).mul_(3.0)
+    view(torch.rand(2, 3, 8, 8))
+    (fell,) = folded_view_notes(view, flipped=0, claimed=3)
+    assert view.fell_back and "ran on the model itself" in fell and "folded into the convolutions before them" not in fell

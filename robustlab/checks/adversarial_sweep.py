@@ -33,6 +33,20 @@ from .save_examples import ExampleSaver, saving
 from .sweep_merge import merge_over_eps
 
 
+def folded_view_notes(view: Any, *, flipped: int, claimed: int) -> list[str]:
+    """The note an attack check writes when its iterations ran on the batch-norm-folded copy
+    (:class:`robustlab.fastpaths.FoldedView`), or on the model after that copy fell back; none otherwise."""
+    folded = int(getattr(view, "folded", 0) or 0)
+    if not folded:
+        return []
+    if getattr(view, "fell_back", False):
+        return ["the copy of the model with its batch norms folded disagreed with the model beyond rounding on its first call; "
+                "the attack iterations ran on the model itself."]
+    return [f"attack iterations ran on a copy of the model with {folded} batch norms folded into the convolutions before them (the same function up to "
+            f"float rounding; --no-fold-bn turns it off); clean flags and every verdict come from the model itself: {flipped} of {claimed} adversarial "
+            "examples found on the copy were classified correctly by the model, and each of them was attacked again on the model."]
+
+
 @dataclass(frozen=True)
 class SweepParams(Params):
     """Shared parameters: norm, epsilons (default: the data set's standard budget), the primary
@@ -163,14 +177,9 @@ class SweepCheck(Check[SP]):
             if p.per_sample:
                 res.per_sample[mk.per_eps("robust", eps)] = robust.tolist()
             self.extra_metrics(res, prefix, eps, o, n)
-        folded = int(getattr(ctx.fast_model, "folded", 0) or getattr(getattr(ctx.fast_model, "model", None), "folded", 0) or 0)
         bf16 = ctx.fast_model is not None and not hasattr(ctx.fast_model, "folded")
-        if folded and not bf16:
-            res.notes.append(
-                f"attack iterations ran on a copy of the model with {folded} batch norms folded into the convolutions before them (the same function up to "
-                f"float rounding; --no-fold-bn turns it off); clean flags and every verdict come from the model itself: {flipped} of {claimed} adversarial "
-                "examples found on the copy were classified correctly by the model, and each of them was attacked again on the model."
-            )
+        if not bf16:
+            res.notes.extend(folded_view_notes(ctx.fast_model, flipped=flipped, claimed=claimed))
         if bf16:
             res.add_metric(sub(prefix, "bf16_flipped"), float(flipped))
             res.notes.append(
