@@ -213,3 +213,19 @@ def test_the_sweep_note_tells_a_fallen_back_copy() -> None:
     view(torch.rand(2, 3, 8, 8))
     (fell,) = folded_view_notes(view, flipped=0, claimed=3)
     assert view.fell_back and "ran on the model itself" in fell and "folded into the convolutions before them" not in fell
+
+
+def test_view_follows_the_models_output_kind() -> None:
+    """A network ending in a softmax is found out on the first data batch, after the view was made: the copy
+    must return the same log-probabilities as the model, not fall back."""
+    torch.manual_seed(4)
+    model = _robust(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), _bn(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10), nn.Softmax(dim=1)))
+    view = folded_view(model)
+    assert view is not None
+    x = torch.rand(6, 3, 8, 8)
+    with torch.no_grad():
+        assert model.detect_probabilities(model(x))
+    out = view(x)
+    assert not view.fell_back
+    assert torch.allclose(out, model(x), atol=1e-5)
+    assert float(out.max()) <= 0.0  # log-probabilities
