@@ -97,7 +97,7 @@ class FoldedView(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._fast is not self.model and hasattr(self.model, "output_kind"):
             # what the model learns after the copy was made (a final softmax is found on the first data batch)
-            self._fast.output_kind = self.model.output_kind
+            setattr(self._fast, "output_kind", self.model.output_kind)
         if not self.checked:
             self.checked = True
             with torch.no_grad():
