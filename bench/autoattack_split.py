@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
-from pathlib import Path
 
 import torch
 
@@ -44,14 +42,11 @@ def main() -> None:
     from robustlab.models import load_model
     from robustlab.parsing import parse_fraction
 
-    data = args.data
+    from shared_data import cifar_test_spec
+
+    data = args.data or cifar_test_spec("autoattack/split")
     if data is None:
-        shared = Path(os.environ.get("ROBUSTLAB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-        npz = shared / "cifar10_test_1000.npz"
-        if not npz.is_file():
-            print(json.dumps({"task": "autoattack/split", "skipped": f"{npz} not found; set ROBUSTLAB_SHARED_DATA or pass --data"}))
-            return
-        data = f"npz:{npz}"
+        return
     device = torch.device(args.device)
     model = load_model(args.model, device=str(device))
     d = load_dataset(data, split="test")

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -48,14 +46,11 @@ def main() -> None:
     from robustlab.models import load_model
     from robustlab.parsing import parse_fraction
 
-    data = args.data
+    from shared_data import cifar_test_spec
+
+    data = args.data or cifar_test_spec("fold_bn")
     if data is None:
-        shared = Path(os.environ.get("ROBUSTLAB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-        npz = shared / "cifar10_test_1000.npz"
-        if not npz.is_file():
-            print(json.dumps({"task": "fold_bn", "skipped": f"{npz} not found; set ROBUSTLAB_SHARED_DATA or pass --data"}))
-            return
-        data = f"npz:{npz}"
+        return
     model = load_model(args.model, device="cpu")
     view = folded_view(model)
     if view is None:

@@ -48,13 +48,12 @@ class Precision(str, Enum):
         return parse_enum(cls, v, "precision", error=RobustlabError)
 
 
-class AutocastView(nn.Module):
-    """Runs ``model`` under autocast (bf16) and returns fp32 logits. Same bounds and contract."""
+class _View(nn.Module):
+    """An attack-iteration view of ``model``: the model's bounds and class count, its own forward."""
 
-    def __init__(self, model: RobustModel, dtype: torch.dtype = torch.bfloat16) -> None:
+    def __init__(self, model: RobustModel) -> None:
         super().__init__()
         self.model = model
-        self.dtype = dtype
 
     @property
     def bounds(self) -> tuple[float, float]:
@@ -64,12 +63,20 @@ class AutocastView(nn.Module):
     def num_classes(self) -> int:
         return self.model.num_classes
 
+
+class AutocastView(_View):
+    """Runs ``model`` under autocast (bf16) and returns fp32 logits. Same bounds and contract."""
+
+    def __init__(self, model: RobustModel, dtype: torch.dtype = torch.bfloat16) -> None:
+        super().__init__(model)
+        self.dtype = dtype
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, dtype=self.dtype):
             return cast("torch.Tensor", self.model(x).float())
 
 
-class FoldedView(nn.Module):
+class FoldedView(_View):
     """``model`` with its network replaced by a batch-norm-folded copy (:func:`folded_view`). Same bounds
     and contract. The first call checks the copy against ``model`` on the inputs it is given."""
 
@@ -79,20 +86,11 @@ class FoldedView(nn.Module):
     _fast: nn.Module
 
     def __init__(self, model: RobustModel, fast: nn.Module, folded: int) -> None:
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         object.__setattr__(self, "_fast", fast)  # not a registered submodule: its weights are a view's
         self.folded = folded
         self.checked = False
         self.fell_back = False
-
-    @property
-    def bounds(self) -> tuple[float, float]:
-        return self.model.bounds
-
-    @property
-    def num_classes(self) -> int:
-        return self.model.num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._fast is not self.model and hasattr(self.model, "output_kind"):
@@ -125,6 +123,14 @@ def folded_view(model: RobustModel) -> FoldedView | None:
     object.__setattr__(fast, "_modules", {**model._modules, "net": done[0]})
     log.debug("attack iterations run on a copy with %d batch norms folded", done[1])
     return FoldedView(model, fast, done[1])
+
+
+def folded_count(view: nn.Module | None) -> int:
+    """Batch norms folded in an attack view (a :class:`FoldedView`, or one inside an :class:`AutocastView`);
+    0 when the attacks iterate on the model's own network."""
+    if isinstance(view, AutocastView):
+        view = view.model
+    return view.folded if isinstance(view, FoldedView) else 0
 
 
 def set_tf32(enabled: bool) -> None:

@@ -27,6 +27,7 @@ from . import __version__, distributed
 from .checks import CHECKS, RunContext
 from .data import Dataset, adapt_images, load_dataset
 from .errors import DataError, ModelOutputError, RobustlabError, is_disk_failure
+from .fastpaths import folded_count
 from .memory import heap_settings, peak_rss_mb, release_free_memory
 from .models import LoadOptions, RobustModel
 from .scorecard import CheckResult, Scorecard, Status
@@ -245,15 +246,6 @@ def run_fingerprint(cfg: RunConfig, model: RobustModel, raw: Dataset, data_spec:
     return fp
 
 
-def _folded_count(view: Any) -> int:
-    """Batch norms folded in the attack view (0: the attacks iterate on the model's own network)."""
-    while view is not None:
-        if hasattr(view, "folded"):
-            return int(view.folded)
-        view = getattr(view, "model", None)
-    return 0
-
-
 def run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset, data: Dataset, data_spec: str, dataset: tuple[str | None, str], device: torch.device,
                dist_info: Any, progress: Callable[..., Iterable[Any]], out: Path, started: str, t0: float, t_model: float, t_data: float) -> Scorecard:
     """Run each check of ``cfg.suite`` on the prepared ``data``; write ``out/scorecard.json`` after each."""
@@ -311,7 +303,7 @@ def run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset
         run={"seed": cfg.seed, "batch_size": cfg.batch_size, "device": str(device), "command": cfg.command, "started": started,
              "resumed": cfg.resume, "trust_code": cfg.load.trust_code, "world_size": dist_info.world_size,
              "precision": cfg.precision, "channels_last": cfg.channels_last, "compile": cfg.compile,
-             "fold_bn": cfg.fold_bn, "folded_batch_norms": _folded_count(fast_model), **options},
+             "fold_bn": cfg.fold_bn, "folded_batch_norms": folded_count(fast_model), **options},
     )
     card.model.pop("loaded_in_seconds")
     card.timings = {"load_model": round(t_model, 3), "load_data": round(t_data, 3)}

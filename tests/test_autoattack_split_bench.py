@@ -34,7 +34,8 @@ def test_split_bench_reports_the_folded_view() -> None:
         out = subprocess.run([sys.executable, str(BENCH), "--quick", "--model", "zoo:cifar10-resnet18", "--data", "samples:cifar10", "--n", "4",
                               "--threads", "1", "--order", "fast", *extra], capture_output=True, text=True, timeout=300, check=True).stdout
         (fast,) = [json.loads(line) for line in out.splitlines() if line.strip()]
-        assert fast["folded_batch_norms"] == folded and fast["flipped"] >= 0
+        assert fast["folded_batch_norms"] == folded
+        assert fast["flipped"] == 0  # the copy computes the model's function: nothing it breaks is intact on the model
 
 
 def test_fold_bn_bench_quick() -> None:
@@ -44,8 +45,11 @@ def test_fold_bn_bench_quick() -> None:
     rows = [json.loads(line) for line in out.splitlines() if line.strip()]
     costs = [r for r in rows if r["task"] == "fold_bn/row_cost"]
     assert {(r["kind"], r["batch"]) for r in costs} == {(k, b) for k in ("forward", "input_gradient") for b in (2, 8, 18, 27)}
-    assert all(r["folded_batch_norms"] == 20 and r["model_ms_per_row"] > 0 and r["folded_ms_per_row"] > 0 for r in costs)
+    assert all(r["folded_batch_norms"] == 20 for r in costs)
+    # the printed ratio is the ratio of the printed costs (each rounded to 1e-3 ms, the ratio to 1e-3)
+    assert all(abs(r["ratio"] - r["model_ms_per_row"] / r["folded_ms_per_row"]) <= 0.002 + 1e-3 * r["ratio"] for r in costs)
     members = [r for r in rows if r["task"] == "fold_bn/autoattack_gradient_members"]
     assert {r["attack_model"] for r in members} == {"model", "folded"}
     (ratio,) = [r for r in rows if r["task"] == "fold_bn/autoattack_gradient_members/ratio"]
-    assert ratio["flag_disagreements"] == 0 and ratio["ratio"] > 0
+    assert ratio["flag_disagreements"] == 0
+    assert abs(ratio["ratio"] - ratio["model_seconds_median"] / ratio["folded_seconds_median"]) <= 0.005 + 0.02 * ratio["ratio"]

@@ -27,6 +27,7 @@ from ..errors import RobustlabError, SuiteError
 from ..stats import wilson_interval
 from ..scorecard import AuditItem, CheckResult, Series, Verdict
 from ..seeding import derive_seed, sample_seeds
+from ..fastpaths import AutocastView, folded_count
 from .attack_scoring import add_robustness_metrics, score_batch, seed_scope, standard_definitions, sub
 from .base import Check, Params, RunContext, validate_budgets
 from .save_examples import ExampleSaver, saving
@@ -36,7 +37,7 @@ from .sweep_merge import merge_over_eps
 def folded_view_notes(view: Any, *, flipped: int, claimed: int) -> list[str]:
     """The note an attack check writes when its iterations ran on the batch-norm-folded copy
     (:class:`robustlab.fastpaths.FoldedView`), or on the model after that copy fell back; none otherwise."""
-    folded = int(getattr(view, "folded", 0) or 0)
+    folded = folded_count(view)
     if not folded:
         return []
     if getattr(view, "fell_back", False):
@@ -177,10 +178,10 @@ class SweepCheck(Check[SP]):
             if p.per_sample:
                 res.per_sample[mk.per_eps("robust", eps)] = robust.tolist()
             self.extra_metrics(res, prefix, eps, o, n)
-        bf16 = ctx.fast_model is not None and not hasattr(ctx.fast_model, "folded")
+        bf16 = isinstance(ctx.fast_model, AutocastView)
         if not bf16:
             res.notes.extend(folded_view_notes(ctx.fast_model, flipped=flipped, claimed=claimed))
-        if bf16:
+        else:
             res.add_metric(sub(prefix, "bf16_flipped"), float(flipped))
             res.notes.append(
                 f"attack iterations ran under bf16 autocast; clean flags come from the fp32 model and every adversarial example was re-verified in fp32: "

@@ -35,14 +35,15 @@ def _has_eval_batch_norm(net: nn.Module) -> bool:
     return any(isinstance(m, _BatchNorm) and not m.training and m.track_running_stats for m in net.modules())
 
 
-def fold_batch_norm(net: nn.Module) -> tuple[nn.Module, int] | None:
+def fold_batch_norm(net: nn.Module, *, copy_net: bool = True) -> tuple[nn.Module, int] | None:
     """(a folded copy of ``net``, the number of batch norms folded), or None when nothing folds
     (no eval-mode batch norm after a convolution, a network in training mode, or one ``torch.fx``
-    cannot trace)."""
+    cannot trace). ``copy_net=False`` for a ``net`` that is already the caller's own copy: the folded
+    network then shares its other modules instead of copying them once more."""
     if net.training or not _has_eval_batch_norm(net):
         return None
     try:
-        gm = fx.symbolic_trace(copy.deepcopy(net))
+        gm = fx.symbolic_trace(copy.deepcopy(net) if copy_net else net)
     except Exception as exc:  # noqa: BLE001 - any tracing failure means: use the network as it is
         log.debug("batch-norm folding skipped: the network does not trace (%s: %s)", type(exc).__name__, exc)
         return None

@@ -46,7 +46,7 @@ def fast_classifier(model: torch.nn.Module, *, channels_last: bool = True, fold_
         if fold_bn and isinstance(net, torch.nn.Module) and getattr(fast, "_input_dtype", None) is None:
             from ..models.fold import fold_batch_norm
 
-            done = fold_batch_norm(net)
+            done = fold_batch_norm(net, copy_net=False)  # ``fast`` is already a copy
             if done is not None:
                 fast.net = done[0]
         return fast.to(memory_format=torch.channels_last)
