@@ -27,7 +27,7 @@ from ..errors import RobustlabError, SuiteError
 from ..stats import wilson_interval
 from ..scorecard import AuditItem, CheckResult, Series, Verdict
 from ..seeding import derive_seed, sample_seeds
-from ..fastpaths import AutocastView, folded_count
+from ..fastpaths import FoldedView, folded_count
 from .attack_scoring import add_robustness_metrics, score_batch, seed_scope, standard_definitions, sub
 from .base import Check, Params, RunContext, validate_budgets
 from .save_examples import ExampleSaver, saving
@@ -178,7 +178,8 @@ class SweepCheck(Check[SP]):
             if p.per_sample:
                 res.per_sample[mk.per_eps("robust", eps)] = robust.tolist()
             self.extra_metrics(res, prefix, eps, o, n)
-        bf16 = isinstance(ctx.fast_model, AutocastView)
+        # any other attack view is a lower-precision one (bf16 autocast, or a user's): its flips are counted
+        bf16 = ctx.fast_model is not None and not isinstance(ctx.fast_model, FoldedView)
         if not bf16:
             res.notes.extend(folded_view_notes(ctx.fast_model, flipped=flipped, claimed=claimed))
         else:
