@@ -16,7 +16,11 @@
   view, it only searches: clean flags, every adversarial example's verdict and the re-check are the
   model's own, and a candidate the view finds adversarial that the model does not is attacked again on
   the model (the ``flipped`` count). Its first call compares its logits with the model's and, if they
-  differ by more than rounding, falls back to the model for good.
+  differ by more than rounding, falls back to the model for good. On a CPU, forward passes of at least
+  ``FoldedView.CHANNELS_LAST_ROWS`` images run on a channels-last copy of the folded network (1.1-1.3x
+  cheaper per row from 18 rows of a CIFAR ResNet-18 on 2 threads, slower at 2-8 rows), checked against
+  the model on its first call like the folded copy; the rows of one forward pass never depend on the
+  layout chosen for another.
 Out-of-memory back-off lives in :meth:`RunContext.map_batches`.
 """
 
@@ -78,39 +82,85 @@ class AutocastView(_View):
 
 class FoldedView(_View):
     """``model`` with its network replaced by a batch-norm-folded copy (:func:`folded_view`). Same bounds
-    and contract. The first call checks the copy against ``model`` on the inputs it is given."""
+    and contract. The first call checks the copy against ``model`` on the inputs it is given.
+
+    On a CPU, a batch of at least ``channels_last_rows`` images (4-D inputs) runs on a channels-last
+    copy of the folded network, built and checked against ``model`` on the first such batch; a copy
+    that disagrees is dropped and the contiguous one serves every batch."""
 
     #: logits may differ by this fraction of their largest magnitude (at least 1) and still agree
     TOLERANCE = 1e-4
+    #: the smallest CPU batch that runs channels-last (measured on a CIFAR ResNet-18, 2 threads: 0.84-0.91x
+    #: per row at 2 rows, 0.92-1.04x at 8, 1.08-1.39x at 18-64)
+    CHANNELS_LAST_ROWS = 16
 
     _fast: nn.Module
+    _fast_cl: nn.Module | None
 
-    def __init__(self, model: RobustModel, fast: nn.Module, folded: int) -> None:
+    def __init__(self, model: RobustModel, fast: nn.Module, folded: int, *, channels_last_rows: int | None = CHANNELS_LAST_ROWS) -> None:
         super().__init__(model)
         object.__setattr__(self, "_fast", fast)  # not a registered submodule: its weights are a view's
+        object.__setattr__(self, "_fast_cl", None)
         self.folded = folded
         self.checked = False
         self.fell_back = False
+        self.channels_last_rows = channels_last_rows
+        self.channels_last_calls = 0
+
+    def _agrees(self, x: torch.Tensor, fast: nn.Module) -> bool:
+        with torch.no_grad():
+            want, got = self.model(x.detach()), fast(x.detach())
+        tol = self.TOLERANCE * max(1.0, float(want.abs().max()) if want.numel() else 1.0)
+        return want.shape == got.shape and bool(((want - got).abs() <= tol).all())
+
+    def _channels_last(self, x: torch.Tensor) -> nn.Module | None:
+        """The channels-last copy for this batch, or None (a GPU, a small batch, not an image batch, a
+        copy that disagreed, or the attacks already run on the model)."""
+        rows = self.channels_last_rows
+        if rows is None or x.device.type != "cpu" or x.ndim != 4 or x.shape[0] < rows or self._fast is self.model:
+            return None
+        if self._fast_cl is None:
+            self.channels_last_rows = None  # until the copy below is checked: built once, whatever happens
+            fast_cl = copy.copy(self._fast)
+            net = getattr(fast_cl, "net", None)
+            if not isinstance(net, nn.Module):
+                return None
+            object.__setattr__(fast_cl, "_modules", {**fast_cl._modules, "net": copy.deepcopy(net).to(memory_format=torch.channels_last)})
+            try:
+                ok = self._agrees(x, fast_cl)
+            except RuntimeError as exc:  # a layout-bound operation (``.view`` of a spatial map) refuses the layout
+                log.debug("no channels-last attack copy: %s", exc)
+                return None
+            if not ok:
+                log.warning("the channels-last copy of the batch-norm-folded network disagrees with the model; attacks use the contiguous copy")
+                return None
+            object.__setattr__(self, "_fast_cl", fast_cl)
+            self.channels_last_rows = rows
+        return self._fast_cl
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._fast is not self.model and hasattr(self.model, "output_kind"):
             # what the model learns after the copy was made (a final softmax is found on the first data batch)
             setattr(self._fast, "output_kind", self.model.output_kind)
+            if self._fast_cl is not None:
+                setattr(self._fast_cl, "output_kind", self.model.output_kind)
         if not self.checked:
             self.checked = True
-            with torch.no_grad():
-                want, got = self.model(x.detach()), self._fast(x.detach())
-            tol = self.TOLERANCE * max(1.0, float(want.abs().max()) if want.numel() else 1.0)
-            if want.shape != got.shape or not bool(((want - got).abs() <= tol).all()):
-                log.warning("the batch-norm-folded copy of the model disagrees with it (beyond %.1e); attacks run on the model itself", tol)
+            if not self._agrees(x, self._fast):
+                log.warning("the batch-norm-folded copy of the model disagrees with it (beyond %.1e of its logits); attacks run on the model itself", self.TOLERANCE)
                 object.__setattr__(self, "_fast", self.model)
                 self.fell_back = True
+        fast = self._channels_last(x)
+        if fast is not None:
+            self.channels_last_calls += 1
+            return cast("torch.Tensor", fast(x))
         return cast("torch.Tensor", self._fast(x))
 
 
-def folded_view(model: RobustModel) -> FoldedView | None:
+def folded_view(model: RobustModel, *, channels_last_rows: int | None = FoldedView.CHANNELS_LAST_ROWS) -> FoldedView | None:
     """A view of ``model`` whose network has its batch norms folded into the convolutions before them,
-    or None when none folds. ``model`` itself is unchanged (its other modules are shared)."""
+    or None when none folds. ``model`` itself is unchanged (its other modules are shared).
+    ``channels_last_rows``: the smallest CPU batch run on a channels-last copy (None: never)."""
     from .models.fold import fold_batch_norm
 
     net = getattr(model, "net", None)
@@ -122,7 +172,7 @@ def folded_view(model: RobustModel) -> FoldedView | None:
     fast = copy.copy(model)  # same contract, buffers and forward (a plugin's subclass keeps its own)
     object.__setattr__(fast, "_modules", {**model._modules, "net": done[0]})
     log.debug("attack iterations run on a copy with %d batch norms folded", done[1])
-    return FoldedView(model, fast, done[1])
+    return FoldedView(model, fast, done[1], channels_last_rows=channels_last_rows)
 
 
 def folded_count(view: nn.Module | None) -> int:
@@ -151,7 +201,8 @@ def apply_fast_paths(model: RobustModel, *, precision: str = "fp32", channels_la
     set_tf32(p is Precision.TF32)  # process-wide flags: set for every precision, never left at PyTorch's default
     if channels_last:
         model.net = model.net.to(memory_format=torch.channels_last)
-    folded = folded_view(model) if fold_bn and not compile else None  # torch.compile folds them itself
+    # torch.compile folds them itself; a channels-last network needs no second, channels-last copy
+    folded = folded_view(model, channels_last_rows=None if channels_last else FoldedView.CHANNELS_LAST_ROWS) if fold_bn and not compile else None
     if compile:
         model.net = torch.compile(model.net)  # type: ignore[assignment]
     if p is Precision.BF16:

@@ -53,3 +53,24 @@ def test_fold_bn_bench_quick() -> None:
     (ratio,) = [r for r in rows if r["task"] == "fold_bn/autoattack_gradient_members/ratio"]
     assert ratio["flag_disagreements"] == 0
     assert abs(ratio["ratio"] - ratio["model_seconds_median"] / ratio["folded_seconds_median"]) <= 0.005 + 0.02 * ratio["ratio"]
+
+
+def test_channels_last_view_bench_quick() -> None:
+    bench = BENCH.parent / "channels_last_view.py"
+    out = subprocess.run([sys.executable, str(bench), "--quick", "--model", "zoo:cifar10-resnet18", "--data", "samples:cifar10", "--n", "4", "--reps", "1",
+                          "--threads", "1", "--eps", "1/255"], capture_output=True, text=True, timeout=600, check=True).stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    costs = [r for r in rows if r["task"] == "channels_last_view/row_cost"]
+    assert {(r["kind"], r["batch"]) for r in costs} == {(k, b) for k in ("forward", "input_gradient") for b in (2, 18)}
+    assert all(abs(r["ratio"] - r["contiguous_ms_per_row"] / r["view_ms_per_row"]) <= 0.002 + 1e-3 * r["ratio"] for r in costs)
+    members = [r for r in rows if r["task"] == "channels_last_view/autoattack_members"]
+    assert sorted(r["view"] for r in members) == ["channels_last", "contiguous"]
+    # the contiguous side never runs channels-last; the default side does on APGD-T's and FAB-T's stacked targets
+    # (2 points x 9 targets = 18 rows, above the threshold)
+    by = {r["view"]: r for r in members}
+    assert by["contiguous"]["channels_last_passes"] == 0
+    assert by["channels_last"]["points"] * 9 >= 16 and by["channels_last"]["channels_last_passes"] > 0
+    assert all(r["flipped"] == 0 for r in members)
+    (ratio,) = [r for r in rows if r["task"] == "channels_last_view/autoattack_members/ratio"]
+    assert ratio["flag_disagreements"] == 0
+    assert abs(ratio["ratio"] - ratio["contiguous_seconds_median"] / ratio["channels_last_seconds_median"]) <= 0.005 + 0.02 * ratio["ratio"]

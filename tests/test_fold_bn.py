@@ -229,3 +229,67 @@ def test_view_follows_the_models_output_kind() -> None:
     assert not view.fell_back
     assert torch.allclose(out, model(x), atol=1e-5)
     assert float(out.max()) <= 0.0  # log-probabilities
+
+
+class _FlattenByView(nn.Module):
+    """A classifier head that flattens a spatial map with ``.view``, which a channels-last map refuses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv2d(3, 4, 3, padding=1), _bn(4), nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.relu(self.bn(self.conv(x)))
+        return self.fc(z.view(z.shape[0], -1))
+
+
+def _two_block_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), _bn(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), _bn(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def test_large_cpu_batches_run_on_a_channels_last_copy() -> None:
+    """From CHANNELS_LAST_ROWS rows on a CPU the view runs a channels-last copy of the folded network:
+    same logits and input gradients as the model, smaller batches and the model untouched."""
+    torch.manual_seed(3)
+    model = _robust(_two_block_net())
+    view = folded_view(model)
+    assert view is not None and view.channels_last_rows == FoldedView.CHANNELS_LAST_ROWS
+    rows = FoldedView.CHANNELS_LAST_ROWS
+    small, big = torch.rand(rows - 1, 3, 8, 8), torch.rand(rows + 4, 3, 8, 8)
+    assert torch.allclose(view(small), model(small), atol=1e-5)
+    assert view.channels_last_calls == 0 and view._fast_cl is None
+    assert torch.allclose(view(big), model(big), atol=1e-5)
+    assert view.channels_last_calls == 1
+    assert any(p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in view._fast_cl.net.parameters())
+    assert all(p.is_contiguous() for p in view._fast.net.parameters()) and all(p.is_contiguous() for p in model.net.parameters())
+    xa, xb = big.clone().requires_grad_(True), big.clone().requires_grad_(True)
+    ga = torch.autograd.grad(view(xa).logsumexp(1).sum(), xa)[0]
+    gb = torch.autograd.grad(model(xb).logsumexp(1).sum(), xb)[0]
+    assert torch.allclose(ga, gb, atol=1e-5, rtol=1e-4)
+    assert view.channels_last_calls == 2
+    off = folded_view(model, channels_last_rows=None)
+    off(big)
+    assert off.channels_last_calls == 0 and off._fast_cl is None
+    # a model already channels-last (--channels-last) needs no second copy
+    assert apply_fast_paths(_robust(_two_block_net()), channels_last=True).channels_last_rows is None
+
+
+def test_channels_last_copy_that_fails_or_disagrees_is_dropped(monkeypatch) -> None:
+    torch.manual_seed(4)
+    rows = FoldedView.CHANNELS_LAST_ROWS
+    big = torch.rand(rows, 3, 8, 8)
+    # a network that flattens with .view: the channels-last copy raises, the contiguous copy serves
+    model = _robust(_FlattenByView().eval())
+    view = folded_view(model)
+    assert view is not None and view.folded == 1
+    assert torch.allclose(view(big), model(big), atol=1e-5)
+    assert view.channels_last_calls == 0 and view.channels_last_rows is None and not view.fell_back
+    # a copy whose logits disagree with the model's is never used
+    model = _robust(_two_block_net())
+    view = folded_view(model)
+    real = FoldedView._agrees
+    monkeypatch.setattr(FoldedView, "_agrees", lambda self, x, fast: fast is self._fast and real(self, x, fast))
+    out = view(big)
+    assert torch.equal(out, view._fast(big))
+    assert view.channels_last_calls == 0 and view._fast_cl is None and view.channels_last_rows is None and not view.fell_back
