@@ -17,7 +17,7 @@
   model's own, and a candidate the view finds adversarial that the model does not is attacked again on
   the model (the ``flipped`` count). Its first call compares its logits with the model's and, if they
   differ by more than rounding, falls back to the model for good. On a CPU, forward passes of at least
-  ``FoldedView.CHANNELS_LAST_ROWS`` images run on a channels-last copy of the folded network (1.1-1.3x
+  ``FoldedView.CHANNELS_LAST_ROWS`` images run on a channels-last copy of the folded network (1.09-1.41x
   cheaper per row from 18 rows of a CIFAR ResNet-18 on 2 threads, slower at 2-8 rows), checked against
   the model on its first call like the folded copy; the rows of one forward pass never depend on the
   layout chosen for another.
@@ -90,8 +90,8 @@ class FoldedView(_View):
 
     #: logits may differ by this fraction of their largest magnitude (at least 1) and still agree
     TOLERANCE = 1e-4
-    #: the smallest CPU batch that runs channels-last (measured on a CIFAR ResNet-18, 2 threads: 0.84-0.91x
-    #: per row at 2 rows, 0.92-1.04x at 8, 1.08-1.39x at 18-64)
+    #: the smallest CPU batch that runs channels-last (cost per row against contiguous, CIFAR ResNet-18, 2 threads,
+    #: bench/channels_last_view.py: 0.92-0.99x at 2 rows, 0.94-0.95x at 8, 1.09-1.41x at 18-64)
     CHANNELS_LAST_ROWS = 16
 
     _fast: nn.Module
