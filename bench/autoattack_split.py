@@ -20,14 +20,12 @@ import time
 
 import torch
 
+from common import add_cifar_args, cifar_test_spec
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="zoo:cifar10-resnet18")
-    ap.add_argument("--data", default=None, help="data spec (default: the shared 1000 CIFAR-10 test images)")
-    ap.add_argument("--eps", default="8/255")
-    ap.add_argument("--n", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=2)
+    add_cifar_args(ap)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--order", default="fast,reference", help="engines in the order they run")
@@ -41,8 +39,6 @@ def main() -> None:
     from robustlab.fastpaths import folded_view
     from robustlab.models import load_model
     from robustlab.parsing import parse_fraction
-
-    from shared_data import cifar_test_spec
 
     data = args.data or cifar_test_spec("autoattack/split")
     if data is None:

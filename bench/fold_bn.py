@@ -16,27 +16,16 @@ import argparse
 import json
 import statistics
 import time
-from typing import Callable
 
 import torch
 
-
-def _per_row(fn: Callable[[], object], rows: int, reps: int) -> float:
-    fn()
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t) / reps / rows * 1000.0
+from common import add_cifar_args, cifar_test_spec, forward_call, gradient_call, per_row_ms
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="zoo:cifar10-resnet18")
-    ap.add_argument("--data", default=None, help="data spec (default: the shared 1000 CIFAR-10 test images)")
-    ap.add_argument("--eps", default="8/255")
-    ap.add_argument("--n", type=int, default=32)
+    add_cifar_args(ap)
     ap.add_argument("--reps", type=int, default=2, help="interleaved A/B repetitions of the AutoAttack members")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="10 iterations per member (end-to-end test)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -45,8 +34,6 @@ def main() -> None:
     from robustlab.fastpaths import folded_view
     from robustlab.models import load_model
     from robustlab.parsing import parse_fraction
-
-    from shared_data import cifar_test_spec
 
     data = args.data or cifar_test_spec("fold_bn")
     if data is None:
@@ -61,27 +48,15 @@ def main() -> None:
     x, y = d.images(slice(0, n)), d.y[:n]
     eps = parse_fraction(args.eps)
 
-    def grad(m: torch.nn.Module, xb: torch.Tensor) -> Callable[[], object]:
-        def f() -> object:
-            xx = xb.clone().requires_grad_(True)
-            return torch.autograd.grad(m(xx).logsumexp(1).sum(), xx)[0]
-        return f
-
-    def fwd(m: torch.nn.Module, xb: torch.Tensor) -> Callable[[], object]:
-        def f() -> object:
-            with torch.no_grad():
-                return m(xb)
-        return f
-
     reps_row = 2 if args.quick else 8
     for b in (2, 8, 18, 27):
         xb = x[torch.arange(b) % n]
-        for kind, make in (("forward", fwd), ("input_gradient", grad)):
-            a = [_per_row(make(model, xb), b, reps_row) for _ in range(1)]
-            c = [_per_row(make(view, xb), b, reps_row) for _ in range(1)]
+        for kind, make in (("forward", forward_call), ("input_gradient", gradient_call)):
+            a = [per_row_ms(make(model, xb), b, reps_row) for _ in range(1)]
+            c = [per_row_ms(make(view, xb), b, reps_row) for _ in range(1)]
             for _ in range(2 if args.quick else 4):
-                a.append(_per_row(make(model, xb), b, reps_row))
-                c.append(_per_row(make(view, xb), b, reps_row))
+                a.append(per_row_ms(make(model, xb), b, reps_row))
+                c.append(per_row_ms(make(view, xb), b, reps_row))
             ma, mc = statistics.median(a), statistics.median(c)
             print(json.dumps({"task": "fold_bn/row_cost", "model": args.model, "kind": kind, "batch": b, "threads": args.threads,
                               "model_ms_per_row": round(ma, 3), "folded_ms_per_row": round(mc, 3), "ratio": round(ma / mc, 3),

@@ -107,11 +107,16 @@ class FoldedView(_View):
         self.channels_last_rows = channels_last_rows
         self.channels_last_calls = 0
 
+    @property
+    def channels_last_in_use(self) -> bool:
+        """Whether large CPU batches have run on the channels-last copy."""
+        return self._fast_cl is not None
+
     def _agrees(self, x: torch.Tensor, fast: nn.Module) -> bool:
+        from .models.fold import logits_agree
+
         with torch.no_grad():
-            want, got = self.model(x.detach()), fast(x.detach())
-        tol = self.TOLERANCE * max(1.0, float(want.abs().max()) if want.numel() else 1.0)
-        return want.shape == got.shape and bool(((want - got).abs() <= tol).all())
+            return logits_agree(self.model(x.detach()), fast(x.detach()), tolerance=self.TOLERANCE)
 
     def _channels_last(self, x: torch.Tensor) -> nn.Module | None:
         """The channels-last copy for this batch, or None (a GPU, a small batch, not an image batch, a
@@ -121,11 +126,10 @@ class FoldedView(_View):
             return None
         if self._fast_cl is None:
             self.channels_last_rows = None  # until the copy below is checked: built once, whatever happens
-            fast_cl = copy.copy(self._fast)
-            net = getattr(fast_cl, "net", None)
+            net = getattr(self._fast, "net", None)
             if not isinstance(net, nn.Module):
                 return None
-            object.__setattr__(fast_cl, "_modules", {**fast_cl._modules, "net": copy.deepcopy(net).to(memory_format=torch.channels_last)})
+            fast_cl = _with_net(self._fast, copy.deepcopy(net).to(memory_format=torch.channels_last))
             try:
                 ok = self._agrees(x, fast_cl)
             except RuntimeError as exc:  # a layout-bound operation (``.view`` of a spatial map) refuses the layout
@@ -157,6 +161,14 @@ class FoldedView(_View):
         return cast("torch.Tensor", self._fast(x))
 
 
+def _with_net(model: nn.Module, net: nn.Module) -> nn.Module:
+    """A shallow copy of ``model`` running ``net``: same contract, buffers and forward (a plugin's
+    subclass keeps its own); ``model`` and its other modules are shared, never changed."""
+    out = copy.copy(model)
+    object.__setattr__(out, "_modules", {**model._modules, "net": net})
+    return out
+
+
 def folded_view(model: RobustModel, *, channels_last_rows: int | None = FoldedView.CHANNELS_LAST_ROWS) -> FoldedView | None:
     """A view of ``model`` whose network has its batch norms folded into the convolutions before them,
     or None when none folds. ``model`` itself is unchanged (its other modules are shared).
@@ -169,8 +181,7 @@ def folded_view(model: RobustModel, *, channels_last_rows: int | None = FoldedVi
     done = fold_batch_norm(net)
     if done is None:
         return None
-    fast = copy.copy(model)  # same contract, buffers and forward (a plugin's subclass keeps its own)
-    object.__setattr__(fast, "_modules", {**model._modules, "net": done[0]})
+    fast = _with_net(model, done[0])
     log.debug("attack iterations run on a copy with %d batch norms folded", done[1])
     return FoldedView(model, fast, done[1], channels_last_rows=channels_last_rows)
 

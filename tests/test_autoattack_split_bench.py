@@ -10,6 +10,13 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "autoattack_split.py"
 
 
+def _bench_rows(script: str, *args: str) -> list[dict]:
+    """The JSON lines ``bench/<script>`` prints with ``args`` on the CIFAR ResNet-18 and foolbox's CIFAR samples, one thread."""
+    out = subprocess.run([sys.executable, str(BENCH.parent / script), "--quick", "--model", "zoo:cifar10-resnet18", "--data", "samples:cifar10",
+                          "--threads", "1", *args], capture_output=True, text=True, timeout=600, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
 def test_split_bench_quick_prints_both_engines_and_the_ratio() -> None:
     out = subprocess.run([sys.executable, str(BENCH), "--quick", "--model", "zoo:digits-cnn", "--data", "digits", "--eps", "0.1", "--n", "12",
                           "--threads", "1"], capture_output=True, text=True, timeout=300, check=True).stdout
@@ -39,10 +46,7 @@ def test_split_bench_reports_the_folded_view() -> None:
 
 
 def test_fold_bn_bench_quick() -> None:
-    bench = BENCH.parent / "fold_bn.py"
-    out = subprocess.run([sys.executable, str(bench), "--quick", "--model", "zoo:cifar10-resnet18", "--data", "samples:cifar10", "--n", "6", "--reps", "1",
-                          "--threads", "1", "--eps", "1/255"], capture_output=True, text=True, timeout=600, check=True).stdout
-    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    rows = _bench_rows("fold_bn.py", "--n", "6", "--reps", "1", "--eps", "1/255")
     costs = [r for r in rows if r["task"] == "fold_bn/row_cost"]
     assert {(r["kind"], r["batch"]) for r in costs} == {(k, b) for k in ("forward", "input_gradient") for b in (2, 8, 18, 27)}
     assert all(r["folded_batch_norms"] == 20 for r in costs)
@@ -56,10 +60,7 @@ def test_fold_bn_bench_quick() -> None:
 
 
 def test_channels_last_view_bench_quick() -> None:
-    bench = BENCH.parent / "channels_last_view.py"
-    out = subprocess.run([sys.executable, str(bench), "--quick", "--model", "zoo:cifar10-resnet18", "--data", "samples:cifar10", "--n", "4", "--reps", "1",
-                          "--threads", "1", "--eps", "1/255"], capture_output=True, text=True, timeout=600, check=True).stdout
-    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    rows = _bench_rows("channels_last_view.py", "--n", "4", "--reps", "1", "--eps", "1/255")
     costs = [r for r in rows if r["task"] == "channels_last_view/row_cost"]
     assert {(r["kind"], r["batch"]) for r in costs} == {(k, b) for k in ("forward", "input_gradient") for b in (2, 18)}
     assert all(abs(r["ratio"] - r["contiguous_ms_per_row"] / r["view_ms_per_row"]) <= 0.002 + 1e-3 * r["ratio"] for r in costs)

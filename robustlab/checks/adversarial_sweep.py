@@ -44,7 +44,7 @@ def folded_view_notes(view: Any, *, flipped: int, claimed: int) -> list[str]:
         return ["the copy of the model with its batch norms folded disagreed with the model beyond rounding on its first call; "
                 "the attack iterations ran on the model itself."]
     layout = ""
-    if getattr(view, "_fast_cl", None) is not None:
+    if getattr(view, "channels_last_in_use", False):
         layout = f", batches of at least {view.channels_last_rows} rows in a channels-last copy of it"
     return [f"attack iterations ran on a copy of the model with {folded} batch norms folded into the convolutions before them{layout} (the same function up to "
             f"float rounding; --no-fold-bn turns it off); clean flags and every verdict come from the model itself: {flipped} of {claimed} adversarial "

@@ -26,9 +26,18 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 log = logging.getLogger(__name__)
 
-__all__ = ["fold_batch_norm"]
+__all__ = ["fold_batch_norm", "logits_agree"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def logits_agree(want: torch.Tensor, got: torch.Tensor, *, tolerance: float = 1e-4) -> bool:
+    """Whether a copy's logits ``got`` are the model's ``want`` within ``tolerance`` of their largest
+    magnitude (at least 1): float rounding passes, a wrong copy does not."""
+    if want.shape != got.shape:
+        return False
+    scale = max(1.0, float(want.abs().max())) if want.numel() else 1.0
+    return bool(((want.float() - got.float()).abs() <= tolerance * scale).all())
 
 
 def _has_eval_batch_norm(net: nn.Module) -> bool:

@@ -57,15 +57,14 @@ def fast_classifier(model: torch.nn.Module, *, channels_last: bool = True, fold_
 
 def same_function(model: torch.nn.Module, fast: torch.nn.Module, x: torch.Tensor, *, tolerance: float = 1e-4) -> bool:
     """Whether ``fast`` gives ``model``'s logits on ``x`` (at most 8 rows) within ``tolerance`` of their
-    largest magnitude (at least 1): rounding passes, a wrong copy does not."""
+    largest magnitude (:func:`robustlab.models.fold.logits_agree`)."""
+    from ..models.fold import logits_agree
+
     with torch.no_grad():
         xs = x[:8]
         want = model(xs)
         got = fast(xs.contiguous(memory_format=torch.channels_last) if xs.ndim == 4 else xs)
-    if want.shape != got.shape:
-        return False
-    scale = max(1.0, float(want.abs().max())) if want.numel() else 1.0
-    return bool(((want.float() - got.float()).abs() <= tolerance * scale).all())
+    return logits_agree(want, got, tolerance=tolerance)
 
 
 @torch.inference_mode()

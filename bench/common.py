@@ -1,0 +1,58 @@
+"""What the CPU attack benches share: their default data (the shared 1000 real CIFAR-10 test images beside
+the checkout), their common arguments, and the cost per row of a forward pass or an input gradient."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+def cifar_test_spec(task: str) -> str | None:
+    """``npz:`` spec of ``../shared/data/cifar10_test_1000.npz`` (or ``$ROBUSTLAB_SHARED_DATA``), or None
+    after printing a ``skipped`` JSON line for ``task`` when the file is not there."""
+    shared = Path(os.environ.get("ROBUSTLAB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    npz = shared / "cifar10_test_1000.npz"
+    if not npz.is_file():
+        print(json.dumps({"task": task, "skipped": f"{npz} not found; set ROBUSTLAB_SHARED_DATA or pass --data"}))
+        return None
+    return f"npz:{npz}"
+
+
+def add_cifar_args(ap: argparse.ArgumentParser) -> None:
+    """--model, --data, --eps, --n, --threads with the CIFAR benches' defaults."""
+    ap.add_argument("--model", default="zoo:cifar10-resnet18")
+    ap.add_argument("--data", default=None, help="data spec (default: the shared 1000 CIFAR-10 test images)")
+    ap.add_argument("--eps", default="8/255")
+    ap.add_argument("--n", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+
+
+def per_row_ms(fn: Callable[[], object], rows: int, reps: int) -> float:
+    """Milliseconds per row of ``fn`` (one pass over ``rows`` rows): one warm-up call, then the mean of ``reps``."""
+    fn()
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t) / reps / rows * 1000.0
+
+
+def gradient_call(m: torch.nn.Module, xb: torch.Tensor) -> Callable[[], object]:
+    """One input gradient of ``m`` on ``xb`` (of the log-sum-exp of the logits) per call."""
+    def f() -> object:
+        xx = xb.clone().requires_grad_(True)
+        return torch.autograd.grad(m(xx).logsumexp(1).sum(), xx)[0]
+    return f
+
+
+def forward_call(m: torch.nn.Module, xb: torch.Tensor) -> Callable[[], object]:
+    """One forward pass of ``m`` on ``xb`` without autograd per call."""
+    def f() -> object:
+        with torch.no_grad():
+            return m(xb)
+    return f
