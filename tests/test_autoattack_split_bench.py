@@ -75,3 +75,13 @@ def test_channels_last_view_bench_quick() -> None:
     (ratio,) = [r for r in rows if r["task"] == "channels_last_view/autoattack_members/ratio"]
     assert ratio["flag_disagreements"] == 0
     assert abs(ratio["ratio"] - ratio["contiguous_seconds_median"] / ratio["channels_last_seconds_median"]) <= 0.005 + 0.02 * ratio["ratio"]
+
+
+def test_square_ties_bench_quick() -> None:
+    rows = _bench_rows("square_ties.py", "--n", "4", "--reps", "1", "--eps", "1/255")
+    runs = [r for r in rows if r["task"] == "square_ties/run"]
+    assert sorted(r["tie_width"] for r in runs) == ["calibrated", "fixed"]
+    assert all(r["points"] > 0 and r["rows"] >= r["one_row_passes"] + 2 * r["multi_row_passes"] for r in runs)
+    (ratio,) = [r for r in rows if r["task"] == "square_ties/ratio"]
+    assert ratio["same_points"] is True
+    assert abs(ratio["ratio"] - ratio["fixed_seconds_median"] / ratio["calibrated_seconds_median"]) <= 0.005 + 0.02 * ratio["ratio"]

@@ -145,3 +145,95 @@ def test_autoattack_flags_do_not_depend_on_the_row_budget() -> None:
     b = run_autoattack(model, x, y, batch_size=200, **kw)  # type: ignore[arg-type]
     assert torch.equal(a.robust, b.robust) and torch.equal(a.x_adv, b.x_adv)
     assert 0 < int(a.robust.sum()) < 20
+
+
+class Recorder(nn.Module):
+    """Counts the forward passes of a model and remembers every row it was given."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.passes: list[int] = []
+        self.seen: list[bytes] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.passes.append(x.shape[0])
+        self.seen.extend(r.numpy().tobytes() for r in x.detach())
+        return self.net(x)
+
+
+def test_tie_width_starts_wide_narrows_only_after_its_warm_up_and_widens_at_once() -> None:
+    from robustlab.attacks.square import TIE, _TieWidth
+
+    t = _TieWidth()
+    assert t.width == TIE
+    t.observe(torch.full((_TieWidth.WARMUP - 1,), 1e-8))
+    assert t.width == TIE  # too few measurements to narrow
+    t.observe(torch.tensor([2e-7]))
+    assert t.width == pytest.approx(max(_TieWidth.FLOOR, _TieWidth.SAFETY * 2e-7))
+    t.observe(torch.tensor([1e-6]))
+    assert t.width == pytest.approx(_TieWidth.SAFETY * 1e-6)
+    t.observe(torch.zeros(0))
+    assert t.width == pytest.approx(_TieWidth.SAFETY * 1e-6)
+    w = _TieWidth()
+    w.observe(torch.tensor([2e-5]))  # one rounding larger than the start allows: wider at once
+    assert w.width == pytest.approx(_TieWidth.SAFETY * 2e-5)
+    w.observe(torch.tensor([1.0]))
+    assert w.width == _TieWidth.CAP
+    f = _TieWidth(3e-4)  # a fixed width never moves
+    f.observe(torch.full((100,), 1e-9))
+    f.observe(torch.tensor([1.0]))
+    assert f.width == 3e-4
+
+
+def test_a_tie_in_a_pass_of_one_row_is_not_evaluated_again(digits_model, digits_data, monkeypatch) -> None:
+    """With one point and one candidate per pass every pass is a pass alone, so a tie is settled on the
+    margin already computed: a wide tie width (many decisions are ties) costs no forward pass more than
+    no ties at all, and gives the same points (before, each tie was evaluated a second time)."""
+    import robustlab.attacks.square as sq
+
+    x, y = digits_data.x[:24], digits_data.y[:24]
+    ok = digits_model(x).argmax(1).eq(y)
+    x, y = x[ok][:1], y[ok][:1]
+    runs = {}
+    for tie in (0.0, 0.3):
+        monkeypatch.setattr(sq, "TIE", tie)
+        model = Recorder(digits_model)
+        runs[tie] = (square_linf(model, x, y, 0.1, n_queries=400, seed=3, depth=1), model.passes)
+    assert set(runs[0.3][1]) == {1} and len(runs[0.3][1]) > 100
+    assert len(runs[0.3][1]) == len(runs[0.0][1])
+    assert torch.equal(runs[0.3][0], runs[0.0][0])
+
+
+class SmoothConv(nn.Module):
+    """A small float32 convolutional network with smooth activations: a pixel change moves the margin
+    by a continuous amount, so near-ties come in every size."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.Tanh(), nn.Conv2d(16, 16, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(16 * 8 * 8, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def test_the_calibrated_tie_width_settles_fewer_decisions_alone_and_keeps_the_points() -> None:
+    """The run measures its own rounding on its ties and narrows the tie width to 16x the largest (at
+    least 1e-5): fewer one-row passes than the fixed starting width, and the same points at every depth
+    (the width decides how many decisions are taken alone, not how they come out)."""
+    import robustlab.attacks.square as sq
+
+    net = SmoothConv(seed=2).eval()
+    x, y = _points(net, n=6, seed=5)
+    eps, q = 0.03, 1500
+    calibrated = Recorder(net)
+    got = square_linf(calibrated, x, y, eps, n_queries=q, seed=3, depth=4)
+    fixed = Recorder(net)
+    want = square_linf(fixed, x, y, eps, n_queries=q, seed=3, depth=4, tie_width=sq.TIE)
+    assert torch.equal(got, want)
+    for depth in (1, 7):
+        assert torch.equal(square_linf(net, x, y, eps, n_queries=q, seed=3, depth=depth), got), depth
+    alone_calibrated, alone_fixed = calibrated.passes.count(1), fixed.passes.count(1)
+    assert alone_fixed > 50, alone_fixed  # ties do happen at the starting width
+    assert alone_calibrated < 0.6 * alone_fixed, (alone_calibrated, alone_fixed)

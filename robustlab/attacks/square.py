@@ -168,14 +168,47 @@ def _margin_alone(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.T
     return torch.cat([_margin(model, x[i : i + 1], y[i : i + 1]) for i in range(x.shape[0])]) if x.shape[0] else x.new_zeros(0)
 
 
-#: Relative width of a margin tie: batch-dependent rounding moves a float32 logit by about 1e-6 of its
-#: size on CPUs (3e-6 seen on a CIFAR ResNet-18), far inside it.
+#: Relative width of a margin tie before the rounding has been measured: batch-dependent rounding moves a
+#: float32 logit by about 1e-6 of its size on CPUs (3e-6 seen on a CIFAR ResNet-18), far inside it.
 TIE = 1e-4
+
+
+class _TieWidth:
+    """The relative width of a margin tie, calibrated on the rounding the run itself measures.
+
+    Every tie from a forward pass of more than one row gives one measurement for free: the same
+    candidate's margin in that pass and alone, ``|m_batch - m_alone| / (1 + |best margin|)``. The width
+    is ``SAFETY`` times the largest measurement, never below ``FLOOR``; it starts at ``TIE`` and narrows
+    only after ``WARMUP`` measurements, but widens (up to ``CAP``) as soon as one asks for it. A decision
+    is the alone one whenever the width exceeds the rounding of that candidate, so the width only
+    decides how many decisions are re-evaluated, never their outcome; with a width 16x the largest of at
+    least 64 measured roundings, the remaining assumption is that no candidate rounds 16x worse than
+    every one measured."""
+
+    SAFETY = 16.0
+    WARMUP = 64
+    FLOOR = 1e-5
+    CAP = 1e-3
+
+    def __init__(self, fixed: float | None = None) -> None:
+        self.width = TIE if fixed is None else float(fixed)
+        self.fixed = fixed is not None
+        self.seen = 0
+        self.largest = 0.0
+
+    def observe(self, rounding: torch.Tensor) -> None:
+        """Record relative roundings (batch against alone) of candidates from multi-row passes."""
+        if self.fixed or not rounding.numel():
+            return
+        self.seen += int(rounding.numel())
+        self.largest = max(self.largest, float(rounding.max()))
+        want = min(self.CAP, max(self.FLOOR, self.SAFETY * self.largest))
+        self.width = want if self.seen >= self.WARMUP else max(self.width, want)
 
 
 @torch.no_grad()
 def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, n_queries: int = 5000, p_init: float = 0.8, seed: int = 0,
-                max_rows: int = 128, depth: int | None = None) -> torch.Tensor:
+                max_rows: int = 128, depth: int | None = None, tie_width: float | None = None) -> torch.Tensor:
     """Square Attack (Linf, untargeted) on inputs in [0, 1].
 
     Shapes: x (N, C, H, W) in [0, 1], y (N,) -> (N, C, H, W) best points found (adversarial where
@@ -192,8 +225,10 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, 
     The result does not depend on ``d``, ``max_rows`` or the timings. On CPUs a convolution's last bits
     depend on the batch size (not on a row's position in the batch), so the same candidate's margin can
     differ by about 1e-6 of its size between forward passes of different sizes. A decision whose margins
-    are that close (within ``TIE`` of the best's margin, or of 0) is taken on margins computed with the
-    row alone, the same numbers whatever the batch; every other decision is far from the rounding.
+    are that close (within the tie width of the best's margin, or of 0) is taken on margins computed with
+    the row alone, the same numbers whatever the batch; every other decision is far from the rounding.
+    The tie width starts at ``TIE`` and follows 16x the largest rounding the run measures on its own
+    ties (:class:`_TieWidth`, at least 1e-5 of the margin's size); ``tie_width`` fixes it instead.
     The reference compares margins from its own batches, so a tie can still resolve differently there,
     as it could before. The start (one random stripe pattern per point, drawn for the whole batch as
     the reference does) depends on the points given together.
@@ -219,7 +254,8 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, 
     planner = _Depth(max_rows)
     rows_h = torch.arange(h, device=dev).view(1, h, 1)
     rows_w = torch.arange(w, device=dev).view(1, 1, w)
-    ma_alone = torch.full_like(ma, math.nan)  # each point's best margin evaluated alone, once needed
+    ma_alone = ma.clone() if n == 1 else torch.full_like(ma, math.nan)  # each point's best margin evaluated alone, once needed
+    ties = _TieWidth(tie_width)
     while active.numel():
         t0 = time.perf_counter()
         na = active.numel()
@@ -246,16 +282,24 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, 
         # Ties: a margin within rounding of its best's (or of 0) could compare either way depending on
         # the rows that shared its forward pass; such decisions are taken on margins evaluated alone,
         # so the result does not depend on the depth, the row budget or the timings.
-        tol = TIE * (1.0 + ma[j].abs())
+        tol = ties.width * (1.0 + ma[j].abs())
         tie = (ask & (((m_new - ma[j]).abs() <= tol) | (m_new.abs() <= tol))).nonzero()[:, 0]
         if tie.numel():
             pts = torch.unique(j[tie])
             need = pts[torch.isnan(ma_alone[pts])]
             if need.numel():
                 ma_alone[need] = _margin_alone(model, xb[need], ya[need])
-            m_tie = _margin_alone(model, x_new[tie], ya[j[tie]])
+            if rows.numel() > 1:
+                m_tie = _margin_alone(model, x_new[tie], ya[j[tie]])
+                ties.observe((m_tie - m_new[tie]).abs() / (1.0 + ma[j[tie]].abs()))
+            else:  # a pass of one row is the pass alone
+                m_tie = m_new[tie]
             imp[tie] = (m_tie < ma_alone[j[tie]]) | (m_tie <= 0.0)
             m_new[tie] = m_tie
+        alone = torch.zeros_like(ask)  # candidates whose margin is the alone one
+        alone[tie] = True
+        if rows.numel() == 1:
+            alone[rows] = True
         imp = imp.view(na, k)
         has = imp.any(1)
         first = imp.to(torch.int8).argmax(1)
@@ -264,7 +308,7 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, 
             pick = (torch.arange(na, device=dev) * k + first)[has]
             xb[has] = x_new[pick]
             ma[has] = m_new[pick]
-            ma_alone[has] = math.nan
+            ma_alone[has] = torch.where(alone[pick], m_new[pick], math.nan)
         it = it + step
         if depth is None:
             planner.record(level, time.perf_counter() - t0, int(step.sum()))
