@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from common import add_cifar_args, cifar_test_spec, forward_call, gradient_call, per_row_ms
+from common import add_cifar_args, cifar_points, forward_call, gradient_call, per_row_ms
 
 
 def main() -> None:
@@ -32,23 +32,17 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from robustlab.attacks.autoattack import run_autoattack
-    from robustlab.data import load_dataset
     from robustlab.fastpaths import FoldedView, folded_view
-    from robustlab.models import load_model
-    from robustlab.parsing import parse_fraction
 
-    data = args.data or cifar_test_spec("channels_last_view")
-    if data is None:
+    points = cifar_points(args, "channels_last_view")
+    if points is None:
         return
-    model = load_model(args.model, device="cpu")
+    model, x, y, eps = points
+    n = len(y)
     views = {"channels_last": folded_view(model), "contiguous": folded_view(model, channels_last_rows=None)}
     if views["contiguous"] is None:
         print(json.dumps({"task": "channels_last_view", "model": args.model, "skipped": "no batch norm folds in this model"}))
         return
-    d = load_dataset(data, split="test")
-    n = min(args.n, len(d))
-    x, y = d.images(slice(0, n)), d.y[:n]
-    eps = parse_fraction(args.eps)
 
     reps_row = 1 if args.quick else 6
     for b in ((2, 18) if args.quick else (2, 8, 18, 27, 64)):

@@ -56,3 +56,20 @@ def forward_call(m: torch.nn.Module, xb: torch.Tensor) -> Callable[[], object]:
         with torch.no_grad():
             return m(xb)
     return f
+
+
+def cifar_points(args: argparse.Namespace, task: str) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, float] | None:
+    """The model (on the CPU), the first ``--n`` test images and labels of ``--data`` (default: the shared
+    CIFAR-10 test images) and ``--eps`` as a number; None after printing a ``skipped`` line for ``task``
+    when the default data is not there."""
+    from robustlab.data import load_dataset
+    from robustlab.models import load_model
+    from robustlab.parsing import parse_fraction
+
+    data = args.data or cifar_test_spec(task)
+    if data is None:
+        return None
+    model = load_model(args.model, device="cpu")
+    d = load_dataset(data, split="test")
+    n = min(args.n, len(d))
+    return model, d.images(slice(0, n)), d.y[:n], parse_fraction(args.eps)

@@ -22,7 +22,7 @@ import time
 import torch
 from torch import nn
 
-from common import add_cifar_args, cifar_test_spec
+from common import add_cifar_args, cifar_points
 
 
 class _Passes(nn.Module):
@@ -53,20 +53,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from robustlab.attacks.autoattack import run_autoattack
     from robustlab.attacks.square import TIE, square_linf
-    from robustlab.data import load_dataset
     from robustlab.fastpaths import folded_view
-    from robustlab.models import load_model
-    from robustlab.parsing import parse_fraction
 
-    data = args.data or cifar_test_spec("square_ties")
-    if data is None:
+    points = cifar_points(args, "square_ties")
+    if points is None:
         return
-    model = load_model(args.model, device="cpu")
+    model, x, y, eps = points
     view = folded_view(model) or model
-    d = load_dataset(data, split="test")
-    n = min(args.n, len(d))
-    x, y = d.images(slice(0, n)), d.y[:n]
-    eps = parse_fraction(args.eps)
     queries = 300 if args.quick else args.queries
     before = run_autoattack(model, x, y, eps=eps, attacks=["apgd-ce", "apgd-t", "fab-t"], batch_size=128, n_iter=10 if args.quick else 100,
                             attack_model=view)

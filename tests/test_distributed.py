@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from procs import alive, children
 
 SUITE = Path(__file__).parent / "suites" / "distributed.yaml"
 
@@ -61,25 +62,6 @@ def test_a_batch_that_fails_on_one_rank_ends_every_rank(tmp_path, factory):
         assert clean["status"] == "error" and "rank 1" in clean["reason"] and "simulated failure" in clean["reason"], clean
 
 
-def _children(pid):
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(d.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    return out
-
-
-def _alive(pid):
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.timeout(600)
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
 def test_ranks_stop_when_the_launcher_is_killed_and_resume_finishes(tmp_path):
@@ -113,17 +95,17 @@ def test_ranks_stop_when_the_launcher_is_killed_and_resume_finishes(tmp_path):
         while stored() < 2:  # both ranks are inside the check (0.5 s per batch, 20 batches)
             assert launcher.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
             time.sleep(0.2)
-        ranks = [p for agent in [launcher.pid] for p in _children(agent)]
+        ranks = [p for agent in [launcher.pid] for p in children(agent)]
         assert len(ranks) == 2, ranks
         launcher.kill()  # SIGKILL: torchrun cannot forward anything
         launcher.wait()
         t0 = time.monotonic()
-        while any(_alive(p) for p in ranks) and time.monotonic() - t0 < 20:
+        while any(alive(p) for p in ranks) and time.monotonic() - t0 < 20:
             time.sleep(0.2)
-        assert not any(_alive(p) for p in ranks), "the ranks outlived their launcher"
+        assert not any(alive(p) for p in ranks), "the ranks outlived their launcher"
         err = launcher.stderr.read()  # the ranks wrote to the pipe they inherited
     finally:
-        for p in _children(launcher.pid):
+        for p in children(launcher.pid):
             os.kill(p, signal.SIGKILL)
     assert "the torchrun launcher" in err and "--resume" in err, err[-2000:]
     assert not (out / "scorecard.json").is_file() or json.loads((out / "scorecard.json").read_text())["run"].get("complete") is not True

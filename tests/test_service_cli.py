@@ -21,6 +21,7 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 from service_helpers import ENV, RL, TEST_SUITES, Server, Service, make_service  # noqa: E402
+from procs import alive, descendants  # noqa: E402
 from run_store import stored_batches  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden" / "quick.json"
@@ -111,31 +112,6 @@ def _core(card: dict[str, Any]) -> list[Any]:
     return [(c["id"], c["status"], c["metrics"], c["per_sample"]) for c in card["checks"]]
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process under ``pid`` (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
 @pytest.mark.slow  # two runs of a PGD suite (one killed and resumed) on two warm workers: about a minute
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="follows the worker's process tree in Linux /proc")
 @pytest.mark.timeout(900)
@@ -153,16 +129,16 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_gives_the_uninterrupted
         time.sleep(0.05)
     assert w1.poll() is None, "the job finished before the worker could be killed; make the suite longer"
     assert c.get(f"/api/v1/jobs/{ref['id']}", headers=svc.h("aud-a")).json()["state"] == "succeeded"
-    tree = _descendants(w1.pid)
+    tree = descendants(w1.pid)
     assert tree, "the job runs in a process under the worker"
     w1.send_signal(signal.SIGKILL)
     w1.wait()
     # the launcher and the job die by PR_SET_PDEATHSIG, one link after the other: wait for the chain,
     # then no batch may be stored any more
     deadline = time.time() + 10
-    while any(_alive(p) for p in tree) and time.time() < deadline:
+    while any(alive(p) for p in tree) and time.time() < deadline:
         time.sleep(0.02)
-    assert not any(_alive(p) for p in tree), "the run must die with its worker"
+    assert not any(alive(p) for p in tree), "the run must die with its worker"
     partial = stored_batches(db)
     time.sleep(1.0)
     assert stored_batches(db) == partial, "the run must die with its worker"

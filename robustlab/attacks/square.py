@@ -296,10 +296,6 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, 
                 m_tie = m_new[tie]
             imp[tie] = (m_tie < ma_alone[j[tie]]) | (m_tie <= 0.0)
             m_new[tie] = m_tie
-        alone = torch.zeros_like(ask)  # candidates whose margin is the alone one
-        alone[tie] = True
-        if rows.numel() == 1:
-            alone[rows] = True
         imp = imp.view(na, k)
         has = imp.any(1)
         first = imp.to(torch.int8).argmax(1)
@@ -308,6 +304,8 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, 
             pick = (torch.arange(na, device=dev) * k + first)[has]
             xb[has] = x_new[pick]
             ma[has] = m_new[pick]
+            alone = torch.zeros_like(ask) if rows.numel() > 1 else torch.ones_like(ask)  # margins that are the alone ones
+            alone[tie] = True
             ma_alone[has] = torch.where(alone[pick], m_new[pick], math.nan)
         it = it + step
         if depth is None:
