@@ -13,6 +13,8 @@ Prints one JSON line per measurement (task, impl, reference, device, n, seconds,
 CPU (default): the zoo digits CNN on the digits test split. ``--device cuda``: also the zoo
 CIFAR-10 ResNet-18 on the shared 1000 real CIFAR-10 test images (``--cifar-n``).
 ``--quick``: tiny budgets, used by tests/test_attacks_bench.py to run the script end to end.
+The process's C heap is set as ``robustlab`` commands set it (``robustlab.memory.bound_heap_growth``, before
+torch loads), so both engines run under it; the AutoAttack line records it (``heap``).
 
     python bench/attacks.py --n 100                 # CPU, digits, full AutoAttack budgets
     python bench/attacks.py --device cuda --cifar-n 1000
@@ -28,7 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+from robustlab.memory import bound_heap_growth
+
+#: the C heap as `robustlab` commands set it, before torch loads; both engines run under it (same process)
+HEAP = bound_heap_growth()
+
+import torch  # noqa: E402
 
 
 #: robustlab's attack iterations run on the batch-norm-folded copy, as `evaluate` does (``--no-fold-bn`` turns it off)
@@ -83,6 +90,7 @@ def bench_autoattack(model: Any, x: torch.Tensor, y: torch.Tensor, *, eps: float
         robust_accuracy=float(r.robust.float().mean()), reference_robust_accuracy=float(ref.float().mean()),
         robust_accuracy_diff=float(r.robust.float().mean() - ref.float().mean()), flag_disagreements=int((r.robust != ref).sum()),
         seconds_per_attack={k: round(v, 3) for k, v in r.seconds.items()}, folded_batch_norms=view.folded if view is not None else 0, flipped=r.flipped,
+        heap=HEAP,
     )
     if malt:
         bench_malt(model, x, y, eps=eps, device=device, task=task, n_iter=n_iter, aa_robust=r.robust, aa_seconds=t_ours, ref_robust=ref, ref_seconds=t_ref, view=view)

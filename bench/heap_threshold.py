@@ -4,10 +4,12 @@ Runs ``robustlab evaluate`` (a fresh process per setting) with one check (defaul
 standard Linf at the data set's budget) and samples the process's VmHWM every 0.2 s together with
 the number of batches stored, so the peak is known after each batch. Settings compared:
 
-* ``default``: what a command does (glibc's mmap threshold fixed at 2 MB, PyTorch's huge-page
-  allocations: ``robustlab.memory.bound_heap_growth``);
+* ``default``: what a command does (glibc's mmap threshold fixed at 16 MB and its trim threshold at
+  64 MB, PyTorch's huge-page allocations: ``robustlab.memory.bound_heap_growth``);
 * ``glibc``: ``ROBUSTLAB_MMAP_THRESHOLD=0`` (glibc's dynamic threshold, the behaviour before);
-* ``no-huge-pages``: the fixed threshold with ``THP_MEM_ALLOC_ENABLE=0``.
+* ``no-huge-pages``: the fixed threshold with ``THP_MEM_ALLOC_ENABLE=0``;
+* ``2mb-trim128k``: the setting before 2026-12-03 (2 MB threshold, glibc's 128 KB trim threshold);
+* ``2mb``, ``8mb``, ``16mb``, ``32mb``: other thresholds, each with a trim threshold 4x its size.
 
 Prints one JSON line per setting (task, impl, reference, device, model, n, seconds, peak_rss_mib,
 peak_rss_mib_after_batch) and a summary line. Linux only (/proc).
@@ -34,6 +36,11 @@ SETTINGS = {
     "default": {},
     "glibc": {"ROBUSTLAB_MMAP_THRESHOLD": "0"},
     "no-huge-pages": {"THP_MEM_ALLOC_ENABLE": "0"},
+    "2mb-trim128k": {"ROBUSTLAB_MMAP_THRESHOLD": str(2 << 20), "ROBUSTLAB_TRIM_THRESHOLD": str(128 << 10)},
+    "2mb": {"ROBUSTLAB_MMAP_THRESHOLD": str(2 << 20)},
+    "8mb": {"ROBUSTLAB_MMAP_THRESHOLD": str(8 << 20)},
+    "16mb": {"ROBUSTLAB_MMAP_THRESHOLD": str(16 << 20)},
+    "32mb": {"ROBUSTLAB_MMAP_THRESHOLD": str(32 << 20)},
 }
 
 SUITE = """name: heap-probe
@@ -66,7 +73,7 @@ def _stored(out: Path) -> int:
 
 def run(args: argparse.Namespace, name: str, suite: Path, work: Path) -> dict[str, Any]:
     out = work / name
-    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "ROBUSTLAB_MMAP_THRESHOLD", "THP_MEM_ALLOC_ENABLE")}
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "ROBUSTLAB_MMAP_THRESHOLD", "ROBUSTLAB_TRIM_THRESHOLD", "THP_MEM_ALLOC_ENABLE")}
     env.update(SETTINGS[name])
     cmd = [sys.executable, "-m", "robustlab", "evaluate", "--model", args.model, "--data", args.data, "--suite", str(suite), "--limit", str(args.n),
            "--out", str(out), "--no-mlflow", "--no-report", "--quiet", "--threads", str(args.threads), "--batch-size", str(args.batch_size)]

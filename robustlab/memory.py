@@ -15,11 +15,19 @@ block freed (up to 32 MB), after which activations and gradients of a few MB com
 and where they land depends on everything allocated before: the peak of an attack batch kept
 rising over a run although nothing was kept (AutoAttack on the CIFAR-10 ResNet-18, batches of 128:
 1.46 GB in the first batch, 1.90 GB by the 16th, 2.05 GB by the 64th). :func:`bound_heap_growth`
-fixes the threshold at 2 MB, so every block that large has its own mapping and is unmapped when
-freed (flat: 1.21-1.25 GB over 12 batches), and asks PyTorch to back those blocks with transparent
-huge pages (``THP_MEM_ALLOC_ENABLE``), which makes the fresh mappings cheap: AutoAttack on 1,000
-images took 80 s against 82 s with glibc's default (peak 1291 -> 1307 MiB against 1478 -> 1706 MiB),
-and 107 s without huge pages (2 cores, ``bench/results/heap_threshold_cifar10-resnet18_cpu2.json``).
+therefore fixes the threshold (``MMAP_THRESHOLD``), so every block that large has its own mapping and
+is unmapped when freed, and asks PyTorch to back those blocks with transparent huge pages
+(``THP_MEM_ALLOC_ENABLE``).
+
+The threshold was 2 MB at first, which was too low: oneDNN reorders a convolution's weights into a
+scratch buffer of their size on every call (2.4-9.4 MB for the wide layers of a CIFAR ResNet-18)
+through plain ``malloc``, outside PyTorch's huge-page path, and a fixed mmap threshold also fixes
+glibc's trim threshold at 128 KB. Every call then mapped, faulted in and unmapped megabytes: a forward
+pass at 2 rows took 36 ms instead of 13, an input gradient at 16 rows 211 ms instead of 117, which is
+where AutoAttack spends its time on the points that survive. The threshold is now 16 MB and the trim
+threshold ``TRIM_FACTOR`` times it, so buffers of a few MB stay in the heap and are reused: no page
+faults in those passes, and the peak stays flat over a run except where a batch of a new size comes
+(``bench/heap_threshold.py``, numbers in the README).
 
 Elsewhere (macOS, musl, Windows) these functions do nothing.
 """
@@ -55,10 +63,13 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return cast("Callable[[int], int] | None", _glibc("malloc_trim", [ctypes.c_size_t]))
 
 
-#: glibc's ``mallopt`` parameter number of M_MMAP_THRESHOLD (malloc.h).
+#: glibc's ``mallopt`` parameter numbers of M_TRIM_THRESHOLD and M_MMAP_THRESHOLD (malloc.h).
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 #: blocks at least this large get their own mapping, unmapped when freed (bytes).
-MMAP_THRESHOLD = 2 << 20
+MMAP_THRESHOLD = 16 << 20
+#: the top of a heap is given back once this many times the mmap threshold is free there (M_TRIM_THRESHOLD)
+TRIM_FACTOR = 4
 #: what :func:`bound_heap_growth` set in this process (recorded in the scorecard's environment).
 _HEAP: dict[str, object] = {}
 
@@ -69,16 +80,17 @@ def _mallopt() -> Callable[[int, int], int] | None:
 
 
 def bound_heap_growth() -> dict[str, object]:
-    """Fix glibc's mmap threshold (default 2 MB) and turn on PyTorch's huge-page allocations, once,
-    at the start of a command and before torch is imported; returns what was set.
+    """Fix glibc's mmap threshold (default ``MMAP_THRESHOLD``, 16 MB) and trim threshold (``TRIM_FACTOR`` times
+    it) and turn on PyTorch's huge-page allocations, once, at the start of a command and before torch is
+    imported; returns what was set.
 
     Left alone: in a process that has already imported torch (an embedding program, a test run
     keeps its allocator as it is); the threshold when ``MALLOC_MMAP_THRESHOLD_`` (glibc's own
     tunable) is set; the threshold where the kernel has no transparent huge pages (the fixed threshold
     would cost about 30% there) unless ``ROBUSTLAB_MMAP_THRESHOLD`` asks for it; everything with
     ``ROBUSTLAB_MMAP_THRESHOLD=0``.
-    ``ROBUSTLAB_MMAP_THRESHOLD=<bytes>`` chooses another threshold; ``THP_MEM_ALLOC_ENABLE``,
-    when set, is the user's.
+    ``ROBUSTLAB_MMAP_THRESHOLD=<bytes>`` chooses another threshold and ``ROBUSTLAB_TRIM_THRESHOLD=<bytes>``
+    another trim threshold; ``THP_MEM_ALLOC_ENABLE``, when set, is the user's.
     """
     if _HEAP:
         return dict(_HEAP)
@@ -103,13 +115,27 @@ def bound_heap_growth() -> dict[str, object]:
         _HEAP.update(mmap_threshold=None, reason="no transparent huge pages; ROBUSTLAB_MMAP_THRESHOLD=2097152 fixes the threshold anyway")
     else:
         fn = _mallopt()
+        trim = _trim_threshold(threshold)
         ok = fn is not None and fn(_M_MMAP_THRESHOLD, threshold) == 1
-        _HEAP.update(mmap_threshold=threshold if ok else None)
+        ok_trim = ok and fn is not None and fn(_M_TRIM_THRESHOLD, trim) == 1
+        _HEAP.update(mmap_threshold=threshold if ok else None, trim_threshold=trim if ok_trim else None)
         if not ok:
             _HEAP["reason"] = "not glibc"
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # read by PyTorch's CPU allocator
     _HEAP["torch_huge_pages"] = huge
     return dict(_HEAP)
+
+
+def _trim_threshold(threshold: int) -> int:
+    """M_TRIM_THRESHOLD to go with a fixed mmap threshold: ``ROBUSTLAB_TRIM_THRESHOLD`` or ``TRIM_FACTOR``
+    times the threshold (fixing the mmap threshold would otherwise leave glibc's 128 KB default)."""
+    env = os.environ.get("ROBUSTLAB_TRIM_THRESHOLD", "").strip()
+    if env:
+        try:
+            return max(0, int(env))
+        except ValueError:
+            log.warning("ROBUSTLAB_TRIM_THRESHOLD=%r is not a number of bytes; using %d", env, TRIM_FACTOR * threshold)
+    return TRIM_FACTOR * threshold
 
 
 def heap_settings() -> dict[str, object]:

@@ -17,6 +17,13 @@ def test_bench_quick_prints_json_lines() -> None:
     rows = [json.loads(line) for line in out.splitlines() if line.strip()]
     tasks = {r["task"] for r in rows}
     assert {"autoattack/digits-cnn/linf=0.1", "malt/digits-cnn/linf=0.1", "pgd/digits-cnn/linf=0.1"} <= tasks
+    aa = next(r for r in rows if r["task"].startswith("autoattack/"))
+    from robustlab.memory import _thp_mode
+
+    if sys.platform.startswith("linux") and _thp_mode() in ("always", "madvise"):  # both engines ran under the command's C heap
+        from robustlab.memory import MMAP_THRESHOLD, TRIM_FACTOR
+
+        assert aa["heap"]["mmap_threshold"] == MMAP_THRESHOLD and aa["heap"]["trim_threshold"] == TRIM_FACTOR * MMAP_THRESHOLD, aa["heap"]
     malt = next(r for r in rows if r["task"].startswith("malt/"))
     assert 0 <= malt["autoattack_breaks_malt_misses"] <= malt["n"]
     # MALT's robust accuracy is consistent with its per-point differences from AutoAttack
