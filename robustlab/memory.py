@@ -98,12 +98,7 @@ def bound_heap_growth() -> dict[str, object]:
         _HEAP.update(mmap_threshold=None, reason="torch was imported before the command started")
         return dict(_HEAP)
     env = os.environ.get("ROBUSTLAB_MMAP_THRESHOLD", "").strip()
-    threshold = MMAP_THRESHOLD
-    if env:
-        try:
-            threshold = int(env)
-        except ValueError:
-            log.warning("ROBUSTLAB_MMAP_THRESHOLD=%r is not a number of bytes; using %d", env, MMAP_THRESHOLD)
+    threshold = _env_bytes("ROBUSTLAB_MMAP_THRESHOLD", MMAP_THRESHOLD)
     if threshold <= 0:
         _HEAP.update(mmap_threshold=None, reason="ROBUSTLAB_MMAP_THRESHOLD=0")
         return dict(_HEAP)
@@ -112,12 +107,12 @@ def bound_heap_growth() -> dict[str, object]:
         _HEAP.update(mmap_threshold=None, reason="MALLOC_MMAP_THRESHOLD_ is set (glibc's own setting applies)")
     elif not huge and not env:
         # without huge pages every fresh mapping costs page faults: 31% longer AutoAttack runs (bench)
-        _HEAP.update(mmap_threshold=None, reason="no transparent huge pages; ROBUSTLAB_MMAP_THRESHOLD=2097152 fixes the threshold anyway")
+        _HEAP.update(mmap_threshold=None, reason=f"no transparent huge pages; ROBUSTLAB_MMAP_THRESHOLD={MMAP_THRESHOLD} fixes the threshold anyway")
     else:
         fn = _mallopt()
-        trim = _trim_threshold(threshold)
+        trim = max(0, _env_bytes("ROBUSTLAB_TRIM_THRESHOLD", TRIM_FACTOR * threshold))  # else glibc's 128 KB default stays
         ok = fn is not None and fn(_M_MMAP_THRESHOLD, threshold) == 1
-        ok_trim = ok and fn is not None and fn(_M_TRIM_THRESHOLD, trim) == 1
+        ok_trim = fn is not None and ok and fn(_M_TRIM_THRESHOLD, trim) == 1
         _HEAP.update(mmap_threshold=threshold if ok else None, trim_threshold=trim if ok_trim else None)
         if not ok:
             _HEAP["reason"] = "not glibc"
@@ -126,16 +121,16 @@ def bound_heap_growth() -> dict[str, object]:
     return dict(_HEAP)
 
 
-def _trim_threshold(threshold: int) -> int:
-    """M_TRIM_THRESHOLD to go with a fixed mmap threshold: ``ROBUSTLAB_TRIM_THRESHOLD`` or ``TRIM_FACTOR``
-    times the threshold (fixing the mmap threshold would otherwise leave glibc's 128 KB default)."""
-    env = os.environ.get("ROBUSTLAB_TRIM_THRESHOLD", "").strip()
-    if env:
-        try:
-            return max(0, int(env))
-        except ValueError:
-            log.warning("ROBUSTLAB_TRIM_THRESHOLD=%r is not a number of bytes; using %d", env, TRIM_FACTOR * threshold)
-    return TRIM_FACTOR * threshold
+def _env_bytes(name: str, default: int) -> int:
+    """The number of bytes in environment variable ``name``, or ``default`` (unset, or not a number: warned)."""
+    env = os.environ.get(name, "").strip()
+    if not env:
+        return default
+    try:
+        return int(env)
+    except ValueError:
+        log.warning("%s=%r is not a number of bytes; using %d", name, env, default)
+        return default
 
 
 def heap_settings() -> dict[str, object]:

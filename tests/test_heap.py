@@ -34,11 +34,16 @@ FREED = textwrap.dedent(
 )
 
 
-def _returned(bound: bool, env: dict[str, str] | None = None) -> float:
+def _env(**settings: str) -> dict[str, str]:
+    """This process's environment without any heap setting, plus ``settings``."""
     import os
 
-    r = subprocess.run([sys.executable, "-c", FREED, "1" if bound else "0"], capture_output=True, text=True, timeout=120,
-                       env={**{k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "ROBUSTLAB_MMAP_THRESHOLD")}, **(env or {})})
+    heap = ("MALLOC_MMAP_THRESHOLD_", "ROBUSTLAB_MMAP_THRESHOLD", "ROBUSTLAB_TRIM_THRESHOLD", "THP_MEM_ALLOC_ENABLE")
+    return {**{k: v for k, v in os.environ.items() if k not in heap}, **settings}
+
+
+def _returned(bound: bool, env: dict[str, str] | None = None) -> float:
+    r = subprocess.run([sys.executable, "-c", FREED, "1" if bound else "0"], capture_output=True, text=True, timeout=120, env=_env(**(env or {})))
     assert r.returncode == 0, r.stderr[-2000:]
     return float(json.loads(r.stdout.strip().splitlines()[-1])["returned_mb"])
 
@@ -59,9 +64,7 @@ def _thp() -> str:
 
 def test_without_huge_pages_the_threshold_is_left_alone_unless_asked() -> None:
     code = ("import json, robustlab.memory as m; m._thp_mode = lambda: 'never'; print(json.dumps(m.bound_heap_growth()))")
-    import os
-
-    base = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "ROBUSTLAB_MMAP_THRESHOLD", "THP_MEM_ALLOC_ENABLE")}
+    base = _env()
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=base)
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["mmap_threshold"] is None and "huge pages" in got["reason"] and got["torch_huge_pages"] is False
@@ -113,10 +116,7 @@ CONV = textwrap.dedent(
 
 
 def _conv_faults(env: dict[str, str]) -> float:
-    import os
-
-    base = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "ROBUSTLAB_MMAP_THRESHOLD", "ROBUSTLAB_TRIM_THRESHOLD", "THP_MEM_ALLOC_ENABLE")}
-    r = subprocess.run([sys.executable, "-c", CONV, "1"], capture_output=True, text=True, timeout=120, env={**base, **env})
+    r = subprocess.run([sys.executable, "-c", CONV, "1"], capture_output=True, text=True, timeout=120, env=_env(**env))
     assert r.returncode == 0, r.stderr[-2000:]
     return float(json.loads(r.stdout.strip().splitlines()[-1])["faults_per_pass"])
 
