@@ -5,6 +5,8 @@ Prints one JSON line per measurement (task, impl, reference, device, n, seconds,
 * ``autoattack``: robustlab's AutoAttack (engine ``fast``) vs ``pyautoattack``'s
   ``run_standard_evaluation`` with the same seed and data; ``ratio`` = reference seconds /
   robustlab seconds; fidelity = robust accuracy of each and the number of points whose flags differ.
+  ``--precisions fp32 bf16`` adds a line for ``evaluate --precision bf16`` (attack iterations under bf16
+  autocast, every verdict fp32): its seconds, ``speedup_over_fp32`` and ``flag_disagreements_with_fp32``.
 * ``malt``: robustlab's MALT on the same points: seconds against both AutoAttacks, and the number
   of points AutoAttack breaks that MALT misses (``autoattack_breaks_malt_misses``; goal 0).
 * ``pgd``: robustlab's PGD (with and without early exit) vs foolbox's ``LinfPGD`` with the same
@@ -51,13 +53,14 @@ def _emit(**kw: Any) -> None:
     print(json.dumps(kw, sort_keys=False), flush=True)
 
 
-def bench_autoattack(model: Any, x: torch.Tensor, y: torch.Tensor, *, eps: float, device: torch.device, task: str, n_iter: int, queries: int, seed: int = 0, malt: bool = True) -> None:
+def bench_autoattack(model: Any, x: torch.Tensor, y: torch.Tensor, *, eps: float, device: torch.device, task: str, n_iter: int, queries: int, seed: int = 0, malt: bool = True,
+                     precisions: tuple[str, ...] = ("fp32",)) -> None:
     from pyautoattack import AutoAttack
 
     from robustlab.attacks.autoattack import run_autoattack
-    from robustlab.fastpaths import folded_view
+    from robustlab.fastpaths import AutocastView, cpu_native_bf16, folded_view
 
-    view = folded_view(model) if FOLD_BN else None  # what `robustlab evaluate` iterates on (--no-fold-bn: the model)
+    folded = folded_view(model) if FOLD_BN else None  # what `robustlab evaluate` iterates on (--no-fold-bn: the model)
     x, y = x.to(device).contiguous(), y.to(device)
     if device.type == "cuda":  # warm both: CUDA context, cuDNN algorithm choice, allocator (else the first timed one pays it)
         for _ in range(3):
@@ -78,22 +81,38 @@ def bench_autoattack(model: Any, x: torch.Tensor, y: torch.Tensor, *, eps: float
         ref = model(xa).argmax(1).eq(y)
     _sync(device)
     t_ref = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    r = run_autoattack(model, x, y, eps=eps, norm="linf", engine="fast", seed=seed, batch_size=max(len(y), 1), n_iter=n_iter, square_queries=queries, attack_model=view)
-    _sync(device)
-    t_ours = time.perf_counter() - t0
     n = len(y)
-    _emit(
-        task=task, impl="robustlab.autoattack(engine=fast)", reference="pyautoattack.AutoAttack.run_standard_evaluation", device=str(device), n=n,
-        seconds=round(t_ours, 3), reference_seconds=round(t_ref, 3), ratio=round(t_ref / t_ours, 2) if t_ours > 0 else None,
-        eps=eps, apgd_iterations=n_iter, square_queries=queries, clean_accuracy=float(r.clean_correct.float().mean()),
-        robust_accuracy=float(r.robust.float().mean()), reference_robust_accuracy=float(ref.float().mean()),
-        robust_accuracy_diff=float(r.robust.float().mean() - ref.float().mean()), flag_disagreements=int((r.robust != ref).sum()),
-        seconds_per_attack={k: round(v, 3) for k, v in r.seconds.items()}, folded_batch_norms=view.folded if view is not None else 0, flipped=r.flipped,
-        heap=HEAP,
-    )
-    if malt:
-        bench_malt(model, x, y, eps=eps, device=device, task=task, n_iter=n_iter, aa_robust=r.robust, aa_seconds=t_ours, ref_robust=ref, ref_seconds=t_ref, view=view)
+    fp32: tuple[torch.Tensor, float] | None = None
+    for precision in precisions:
+        # `evaluate --precision bf16`: attack iterations under bf16 autocast on the same (folded) view; clean flags,
+        # every candidate's re-check and the flags compared below are the fp32 model's, and a candidate bf16 found
+        # adversarial that fp32 does not is attacked again in fp32 (``flipped``)
+        view = AutocastView(folded if folded is not None else model) if precision == "bf16" else folded
+        _sync(device)
+        t0 = time.perf_counter()
+        r = run_autoattack(model, x, y, eps=eps, norm="linf", engine="fast", seed=seed, batch_size=max(len(y), 1), n_iter=n_iter, square_queries=queries, attack_model=view)
+        _sync(device)
+        t_ours = time.perf_counter() - t0
+        extra: dict[str, Any] = {}
+        if precision != "fp32":
+            extra["cpu_native_bf16"] = cpu_native_bf16() if device.type == "cpu" else None
+            if fp32 is not None:
+                extra.update(fp32_seconds=round(fp32[1], 3), speedup_over_fp32=round(fp32[1] / t_ours, 2) if t_ours > 0 else None,
+                             flag_disagreements_with_fp32=int((r.robust != fp32[0]).sum()))
+        _emit(
+            task=task, impl="robustlab.autoattack(engine=fast)", reference="pyautoattack.AutoAttack.run_standard_evaluation", device=str(device), n=n,
+            precision=precision, seconds=round(t_ours, 3), reference_seconds=round(t_ref, 3), ratio=round(t_ref / t_ours, 2) if t_ours > 0 else None,
+            eps=eps, apgd_iterations=n_iter, square_queries=queries, clean_accuracy=float(r.clean_correct.float().mean()),
+            robust_accuracy=float(r.robust.float().mean()), reference_robust_accuracy=float(ref.float().mean()),
+            robust_accuracy_diff=float(r.robust.float().mean() - ref.float().mean()), flag_disagreements=int((r.robust != ref).sum()),
+            seconds_per_attack={k: round(v, 3) for k, v in r.seconds.items()}, folded_batch_norms=folded.folded if folded is not None else 0, flipped=r.flipped,
+            heap=HEAP, **extra,
+        )
+        if precision == "fp32":
+            fp32 = (r.robust.clone(), t_ours)
+            if malt:
+                bench_malt(model, x, y, eps=eps, device=device, task=task, n_iter=n_iter, aa_robust=r.robust, aa_seconds=t_ours, ref_robust=ref, ref_seconds=t_ref,
+                           view=folded)
 
 
 def bench_malt(model: Any, x: torch.Tensor, y: torch.Tensor, *, eps: float, device: torch.device, task: str, n_iter: int,
@@ -164,6 +183,8 @@ def main() -> None:
     ap.add_argument("--cifar-model", default="zoo:cifar10-resnet18", help="model spec for the CIFAR rows (e.g. an adversarially trained checkpoint)")
     ap.add_argument("--skip-pgd", action="store_true")
     ap.add_argument("--no-fold-bn", action="store_true", help="robustlab's attacks iterate on the model itself (evaluate's --no-fold-bn)")
+    ap.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32"],
+                    help="robustlab AutoAttack runs after the reference, in this order (evaluate's --precision); bf16 lines compare with fp32's when it ran first")
     args = ap.parse_args()
     global FOLD_BN
     FOLD_BN = not args.no_fold_bn
@@ -180,7 +201,7 @@ def main() -> None:
         d = load_dataset("digits", split="test")
         n = min(8 if args.quick else args.n, len(d))
         x, y = d.x[:n], d.y[:n]
-        bench_autoattack(m, x, y, eps=0.1, device=device, task="autoattack/digits-cnn/linf=0.1", n_iter=n_iter, queries=queries)
+        bench_autoattack(m, x, y, eps=0.1, device=device, task="autoattack/digits-cnn/linf=0.1", n_iter=n_iter, queries=queries, precisions=tuple(args.precisions))
         if not args.skip_pgd:
             bench_pgd(m, x, y, eps=0.1, device=device, task="pgd/digits-cnn/linf=0.1", steps=steps)
     cifar_n = args.cifar_n if args.cifar_n is not None else (1000 if device.type == "cuda" and not args.quick else 0)
@@ -194,7 +215,7 @@ def main() -> None:
         d = load_dataset(f"npz:{npz}", split="test")
         x, y = d.images(slice(0, cifar_n)), d.y[:cifar_n]
         label = "cifar10-resnet18" if args.cifar_model == "zoo:cifar10-resnet18" else Path(args.cifar_model.split(":")[-1]).name.split(".")[0]
-        bench_autoattack(m, x, y, eps=8 / 255, device=device, task=f"autoattack/{label}/linf=8/255", n_iter=n_iter, queries=queries)
+        bench_autoattack(m, x, y, eps=8 / 255, device=device, task=f"autoattack/{label}/linf=8/255", n_iter=n_iter, queries=queries, precisions=tuple(args.precisions))
         if not args.skip_pgd:
             bench_pgd(m, x, y, eps=8 / 255, device=device, task="pgd/cifar10-resnet18/linf=8/255", steps=steps)
 

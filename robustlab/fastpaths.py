@@ -8,6 +8,7 @@
 - ``precision="bf16"``: attack iterations run under bf16 autocast through :class:`AutocastView`
   (``RunContext.attack_model``); every final adversarial example is re-verified on the fp32 model by
   the checks, which report how many flipped back.
+  On a CPU it pays only with bf16 in hardware (:func:`cpu_native_bf16`); otherwise oneDNN emulates it.
 - ``channels_last``: NHWC memory format for convolution-heavy models.
 - ``compile``: ``torch.compile`` of the inner network (first batches are slow while it compiles).
 - ``fold_bn`` (on by default, every device): attack iterations run on a copy whose eval-mode batch norms
@@ -200,6 +201,31 @@ def set_tf32(enabled: bool) -> None:
     torch.backends.cudnn.allow_tf32 = enabled
 
 
+#: CPU features (``torch.cpu.get_capabilities()``, from cpuinfo) that give oneDNN bf16 dot products in hardware
+NATIVE_BF16_FEATURES = ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16")
+
+
+def cpu_native_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic in hardware for oneDNN (AVX-512 BF16 or AMX on x86, e.g. Intel
+    Cooper Lake / Sapphire Rapids and AMD Zen 4 and later; BF16 on Arm). Without it oneDNN emulates bf16
+    (``torch.ops.mkldnn._is_mkldnn_bf16_supported`` says yes on any AVX-512 CPU, emulation included) and
+    autocast costs more than fp32."""
+    try:
+        caps = torch.cpu.get_capabilities()
+        onednn = bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
+        return onednn and any(bool(caps.get(f)) for f in NATIVE_BF16_FEATURES)
+    except (AttributeError, RuntimeError):  # an older torch without the query, or no cpuinfo
+        return False
+
+
+def bf16_cpu_note() -> str:
+    """What ``--precision bf16`` does for speed on this CPU (logged when it is asked for on one)."""
+    if cpu_native_bf16():
+        return ("bf16 autocast on this CPU runs on its native bf16 instructions: a CIFAR ResNet-18's forward and input-gradient passes "
+                "cost 0.5-0.6x of fp32 from 8 rows on a 2-core AMD Zen 5 (0.8x at 2 rows); the attacks search in bf16 and every verdict stays fp32")
+    return "bf16 autocast on this CPU is emulated (no AVX-512 BF16 or AMX): expect it slower than fp32; it is meant for GPUs and bf16-capable CPUs"
+
+
 def tf32_state() -> dict[str, bool]:
     """The flags as they are now (recorded in the scorecard's environment)."""
     return {"cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32), "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32)}
@@ -218,6 +244,6 @@ def apply_fast_paths(model: RobustModel, *, precision: str = "fp32", channels_la
         model.net = torch.compile(model.net)  # type: ignore[assignment]
     if p is Precision.BF16:
         if dev.type == "cpu":
-            log.info("bf16 autocast on CPU is slow on most processors; it is meant for GPUs")
+            log.info(bf16_cpu_note())
         return AutocastView(cast(RobustModel, folded) if folded is not None else model)
     return folded

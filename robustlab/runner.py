@@ -183,6 +183,12 @@ def environment(device: torch.device) -> dict[str, Any]:
         "device": str(device),
         "packages": pkgs,
     }
+    if device.type == "cpu":
+        from .fastpaths import cpu_native_bf16
+
+        # the kernels fp32 convolutions ran on (their last bits depend on it) and whether --precision bf16 is native here
+        env["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        env["cpu_native_bf16"] = cpu_native_bf16()
     if device.type == "cuda":
         from .fastpaths import tf32_state
 

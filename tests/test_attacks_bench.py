@@ -13,11 +13,17 @@ BENCH = Path(__file__).resolve().parents[1] / "bench" / "attacks.py"
 
 
 def test_bench_quick_prints_json_lines() -> None:
-    out = subprocess.run([sys.executable, str(BENCH), "--quick", "--device", "cpu", "--threads", "1"], capture_output=True, text=True, timeout=300, check=True).stdout
+    out = subprocess.run([sys.executable, str(BENCH), "--quick", "--device", "cpu", "--threads", "1", "--precisions", "fp32", "bf16"], capture_output=True, text=True, timeout=300, check=True).stdout
     rows = [json.loads(line) for line in out.splitlines() if line.strip()]
     tasks = {r["task"] for r in rows}
     assert {"autoattack/digits-cnn/linf=0.1", "malt/digits-cnn/linf=0.1", "pgd/digits-cnn/linf=0.1"} <= tasks
     aa = next(r for r in rows if r["task"].startswith("autoattack/"))
+    assert aa["precision"] == "fp32"
+    # the bf16 line (`evaluate --precision bf16`): same points, verdicts in fp32, compared with the fp32 run before it
+    bf = [r for r in rows if r.get("precision") == "bf16"]
+    assert len(bf) == 1 and bf[0]["task"] == aa["task"] and bf[0]["fp32_seconds"] == aa["seconds"]
+    assert 0 <= bf[0]["flag_disagreements_with_fp32"] <= bf[0]["n"] and isinstance(bf[0]["cpu_native_bf16"], bool) and bf[0]["flipped"] >= 0
+    assert bf[0]["speedup_over_fp32"] == pytest.approx(aa["seconds"] / bf[0]["seconds"], abs=0.005 + 0.001 * bf[0]["speedup_over_fp32"] / bf[0]["seconds"])
     from robustlab.memory import _thp_mode
 
     if sys.platform.startswith("linux") and _thp_mode() in ("always", "madvise"):  # both engines ran under the command's C heap
@@ -39,6 +45,8 @@ def test_bench_quick_prints_json_lines() -> None:
         assert abs(r["ratio"] - r["reference_seconds"] / r["seconds"]) <= rounding
         assert 0.0 <= r["robust_accuracy"] <= 1.0 and 0.0 <= r["reference_robust_accuracy"] <= 1.0
         assert r["robust_accuracy_diff"] == pytest.approx(r["robust_accuracy"] - r["reference_robust_accuracy"], abs=1e-12)
+        if r.get("precision") == "bf16":  # bf16 searches differently: only the fp32 engine is held to the reference's flags
+            continue
         assert abs(r["robust_accuracy_diff"]) <= 2 / r["n"] + 1e-12
     aa = next(r for r in rows if r["task"].startswith("autoattack/"))
     # same seed, data and batch: the flags agree up to Square's batch dependence (at most one point here)

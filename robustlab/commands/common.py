@@ -74,7 +74,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary table."),
         click.option("--json", "as_json", is_flag=True, help="Print the scorecard JSON on stdout."),
         click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: torch's choice; 1 is often fastest for small models)."),
-        click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default="fp32", show_default=True, help="GPU fast path: tf32 matmuls, or bf16 autocast for attack iterations (results re-verified in fp32)."),
+        click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default="fp32", show_default=True, help="Fast path: tf32 matmuls (GPUs), or bf16 autocast for attack iterations (GPUs, and CPUs with bf16 in hardware: AVX-512 BF16 or AMX; results re-verified in fp32)."),
         click.option("--channels-last", is_flag=True, help="GPU fast path: NHWC memory format."),
         click.option("--compile", "compile_model", is_flag=True, help="GPU fast path: torch.compile the network."),
         click.option("--no-fold-bn", is_flag=True, help="Attack iterations run on the model itself, not on its copy with batch norms folded into the convolutions (the same function up to rounding, ~20% faster gradients on a CPU; verdicts are always the model's)."),
