@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import time
-from typing import Callable
 
 from robustlab.memory import bound_heap_growth
 
@@ -29,6 +27,8 @@ HEAP = bound_heap_growth()  # the C heap as `robustlab` commands set it, before 
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
+
+from common import forward_call, gradient_call, per_row_ms  # noqa: E402
 
 ARITHMETICS = ("fp32", "bf16-autocast", "bf16-weights", "fp16-weights")
 
@@ -52,17 +52,6 @@ def _views(model: nn.Module, names: list[str]) -> dict[str, tuple[nn.Module, tor
         for p in m.parameters():
             p.requires_grad_(False)
     return out
-
-
-def _best_ms_per_row(fn: Callable[[], object], rows: int, calls: int, reps: int) -> float:
-    fn()  # warm: oneDNN builds its primitives on the first call of a shape
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / calls)
-    return 1e3 * best / rows
 
 
 def main() -> None:
@@ -89,17 +78,9 @@ def main() -> None:
         for name in names:
             m, dtype = views[name]
             xd = x.to(dtype)
-
-            def forward(m: nn.Module = m, xd: torch.Tensor = xd) -> object:
-                with torch.no_grad():
-                    return m(xd)
-
-            def gradient(m: nn.Module = m, xd: torch.Tensor = xd) -> object:
-                xg = xd.clone().requires_grad_(True)
-                return torch.autograd.grad(m(xg).float()[:, 0].sum(), xg)[0]
-
-            for kind, fn in (("forward", forward), ("input_gradient", gradient)):
-                ms = _best_ms_per_row(fn, rows, args.calls, args.reps)
+            for kind, fn in (("forward", forward_call(m, xd)), ("input_gradient", gradient_call(m, xd))):
+                # best of --reps blocks of --calls calls (each block after one warm-up call)
+                ms = min(per_row_ms(fn, rows, args.calls) for _ in range(args.reps))
                 if name == "fp32":
                     fp32[kind] = ms
                 print(json.dumps({

@@ -222,7 +222,7 @@ def bf16_cpu_note() -> str:
     """What ``--precision bf16`` does for speed on this CPU (logged when it is asked for on one)."""
     if cpu_native_bf16():
         return ("bf16 autocast on this CPU runs on its native bf16 instructions: a CIFAR ResNet-18's forward and input-gradient passes "
-                "cost 0.54-0.63x of fp32 at 8-27 rows on a 2-core AMD Zen 5 (0.75x at 2 rows); the attacks search in bf16 and every verdict stays fp32")
+                "cost 0.51-0.63x of fp32 at 8-27 rows on a 2-core AMD Zen 5 (0.75-0.82x at 2 rows); the attacks search in bf16 and every verdict stays fp32")
     return "bf16 autocast on this CPU is emulated (no AVX-512 BF16 or AMX): expect it slower than fp32; it is meant for GPUs and bf16-capable CPUs"
 
 
