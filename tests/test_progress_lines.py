@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from robustlab.runner import make_progress
+from robustlab.progress_lines import make_progress
 from robustlab.service.runjob import Progress, consume_line
 
 PLUGINS = str(Path(__file__).parent / "plugins")

@@ -102,7 +102,7 @@ def defend(**kw: Any) -> None:
         eval_data_spec=kw.get("eval_data"), eval_limit=kw.get("limit"), eval_batch_size=kw["eval_batch_size"], val_fraction=kw["val_fraction"], train_limit=kw["train_limit"],
         quiet=quiet, command=command_line(),
     )
-    from ..runner import make_progress
+    from ..progress_lines import make_progress
 
     def on_epoch(r: Any) -> None:
         if not quiet:

@@ -23,7 +23,8 @@ from ..errors import DataError, ModelOutputError, RobustlabError, printable
 from ..fastpaths import apply_fast_paths
 from ..models import load_model
 from ..checks import CHECKS
-from ..runner import RunConfig, make_progress, prepare_data, progress_log, resolve_device, run_checks
+from ..progress_lines import make_progress, progress_log
+from ..runner import RunConfig, prepare_data, resolve_device, run_checks
 from ..scorecard import Scorecard
 from ..store import LOCK_NAME, OutputLock
 from .budget_note import budget_summary

@@ -29,7 +29,8 @@ from ..data import load_dataset
 from ..errors import printable
 from ..metric_keys import legal_segment, per_eps
 from ..models import load_model
-from ..runner import RunConfig, prepare_data, progress_log
+from ..progress_lines import progress_log
+from ..runner import RunConfig, prepare_data
 from ..scorecard import CheckResult, Scorecard, Status
 from ..seeding import derive_seed
 from .compress import CompressConfig, compress

@@ -29,7 +29,7 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 STEP_RE = re.compile(r"^\[(\d+)/(\d+)\] (.{1,200})")
-#: the run's progress line inside a check (``robustlab.runner.make_progress`` off a terminal)
+#: the run's progress line inside a check (``robustlab.progress_lines.make_progress`` off a terminal)
 DETAIL_RE = re.compile(r"^progress: (.{1,200})")
 MLFLOW_RE = re.compile(r"MLflow run ([0-9a-f]{32}) logged")
 #: evaluate's exit codes that end a job (the gate's 0/1/3, and 2 for an input error a retry cannot fix)
