@@ -20,7 +20,7 @@ def test_cpu_dtypes_bench_times_every_arithmetic_against_fp32() -> None:
     assert seen == {(a, f"cpu_dtypes/{k}", n) for a in ("fp32", "bf16-autocast", "bf16-weights", "fp16-weights")
                     for k in ("forward", "input_gradient") for n in (1, 3)}
     for r in rows:
-        assert r["ms_per_row"] > 0 and r["cpu_native_bf16"] is cpu_native_bf16() and r["threads"] == 1
+        assert r["cpu_native_bf16"] is cpu_native_bf16() and r["threads"] == 1
         fp32 = next(f for f in rows if f["impl"] == "fp32" and f["task"] == r["task"] and f["rows"] == r["rows"])
         # the ratio is this arithmetic's cost over fp32's at the same pass and batch; the times are printed to
         # 0.001 ms and the ratio to 0.001: allow exactly that rounding
