@@ -85,3 +85,25 @@ def test_square_ties_bench_quick() -> None:
     (ratio,) = [r for r in rows if r["task"] == "square_ties/ratio"]
     assert ratio["same_points"] is True
     assert abs(ratio["ratio"] - ratio["fixed_seconds_median"] / ratio["calibrated_seconds_median"]) <= 0.005 + 0.02 * ratio["ratio"]
+
+
+def test_square_local_bench_quick() -> None:
+    # robustlab's own threshold leaves this CIFAR ResNet-18 (24-32% of the multiply-adds saved) on the full pass: lowered here
+    rows = _bench_rows("square_local.py", "--n", "4", "--reps", "1", "--eps", "1/255", "--min-saving", "0.2")
+    runs = {r["evaluation"]: r for r in rows if r["task"] == "square_local/run"}
+    assert set(runs) == {"local", "full"}
+    assert runs["full"]["local_rows"] == 0 and runs["local"]["local_rows"] >= 100 * runs["local"]["robust"] >= 100  # robust points' late candidates
+    (ratio,) = [r for r in rows if r["task"] == "square_local/ratio"]
+    assert ratio["same_points"] is True
+    assert 0.2 <= ratio["multiply_adds_saved_by_square_size"]["7"] < 1
+    assert abs(ratio["ratio"] - ratio["full_seconds_median"] / ratio["local_seconds_median"]) <= 0.005 + 0.02 * ratio["ratio"]
+
+
+def test_local_forward_rows_bench() -> None:
+    out = subprocess.run([sys.executable, str(BENCH.parent / "local_forward_rows.py"), "--model", "zoo:cifar10-resnet18", "--rows", "2", "--reps", "1",
+                          "--threads", "1"], capture_output=True, text=True, timeout=300, check=True).stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert [r["square"] for r in rows] == [7, 5, 4, 3, 2, 1]  # the late sizes of AutoAttack's schedule on 32 px, largest first
+    for r in rows:
+        assert r["max_rel_logit_diff"] < 1e-5 and 0.2 <= r["multiply_adds_saved"] < 0.5
+        assert abs(r["ratio"] - r["local_ms_per_row"] / r["full_ms_per_row"]) <= 0.0005 + 0.01 * r["ratio"] + 0.005 / r["full_ms_per_row"]
