@@ -8,7 +8,6 @@ from typing import Callable
 import torch
 from torch import fx, nn
 
-from ..models.fold import logits_agree
 from .local_forward import LocalForward
 
 log = logging.getLogger(__name__)
@@ -75,6 +74,8 @@ class LocalMargins:
         logits = lf.logits(points, t, l_, crop)
         m = _margins(logits, y)
         if self.calls % self.CHECK_EVERY == 0:  # against the model itself: its rounding, and a network read wrong
+            from ..models.fold import logits_agree  # here: the models package imports far more than the attack layer may
+
             full = self.model(x_new)
             if not logits_agree(full, logits):
                 log.warning("square: the local evaluation of the network disagrees with the model; every candidate uses the full forward pass")
