@@ -258,3 +258,27 @@ def test_a_local_evaluation_that_disagrees_with_the_model_is_dropped(monkeypatch
         b = square_linf(view, x, y, 0.02, n_queries=900, seed=3, local_eval=False)
     assert torch.equal(a, b)
     assert any("disagrees with the model" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "vgg11_bn", "regnet_x_400mf", "shufflenet_v2_x0_5", "densenet121"])
+def test_torchvision_architectures(arch: str) -> None:
+    """Max-pool stems, grouped convolutions, channel shuffles and concatenations (random weights; nothing is downloaded):
+    the logits are the network's, with at least the stem local."""
+    import torchvision
+
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, arch)(weights=None).eval()
+    info = ModelInfo(spec="t", format="t", num_classes=1000, input_shape=(3, 64, 64), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    model = RobustModel(net, info)
+    view = folded_view(model) or model
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        view(x)
+    lf = local_forward_for(view)
+    assert lf is not None
+    lf.set_base(x)
+    tops, lefts = [0, 0, 60, 60, 30], [0, 60, 0, 60, 9]
+    xn, crop = _candidates(x, [0, 1, 0, 1, 0], tops, lefts, 4, seed=12)
+    with torch.no_grad():
+        assert _rel(lf.logits(torch.tensor([0, 1, 0, 1, 0]), tops, lefts, crop), model(xn)) < 1e-4
+    assert sum(isinstance(v, _Box) for v in lf.last.values()) >= 2  # the input's box and at least the stem
