@@ -31,6 +31,7 @@ __all__ = ["LocalForward"]
 
 _RELU_FUNCS = (F.relu, torch.relu)
 _ADD_FUNCS = (operator.add, torch.add)
+_IN_PLACE_OPERATORS = (operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ipow, operator.iand, operator.ior)
 
 
 @dataclass
@@ -68,7 +69,7 @@ def _in_place(n: fx.Node, mods: dict[str, nn.Module]) -> bool:
         return False
     if n.kwargs.get("inplace") is True or (n.op == "call_method" and str(n.target).endswith("_") and not str(n.target).endswith("__")):
         return True
-    if n.op == "call_function" and str(getattr(n.target, "__name__", "")).endswith("_"):
+    if n.op == "call_function" and (n.target in _IN_PLACE_OPERATORS or str(getattr(n.target, "__name__", "")).endswith("_")):
         return True
     return n.op == "call_module" and getattr(mods.get(str(n.target)), "inplace", False) is True
 
@@ -136,7 +137,8 @@ class LocalForward:
         self.padded, self.last, self.raw0 = {}, {}, x[:1].clone()
         env: dict[fx.Node, Any] = {self.input: self.pre(x)}
         out = self._run(env, {}, torch.zeros(0, dtype=torch.long))
-        self.base = {n: v.contiguous() for n, v in env.items() if n in self.dep and isinstance(v, torch.Tensor) and v.ndim == 4}
+        # copies: a node that is a view of another (a reshape) must not see the other's updates at its own coordinates
+        self.base = {n: v.clone(memory_format=torch.contiguous_format) for n, v in env.items() if n in self.dep and isinstance(v, torch.Tensor) and v.ndim == 4}
         return out
 
     def _run(self, env: dict[fx.Node, Any], boxes: dict[fx.Node, _Box], pts: torch.Tensor) -> torch.Tensor:
