@@ -260,9 +260,10 @@ def test_a_local_evaluation_that_disagrees_with_the_model_is_dropped(monkeypatch
     assert any("disagrees with the model" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "vgg11_bn", "regnet_x_400mf", "shufflenet_v2_x0_5", "densenet121"])
+@pytest.mark.parametrize("arch", ["resnet18", "vgg11_bn", "regnet_x_400mf", "shufflenet_v2_x0_5", "densenet121", "mobilenet_v2", "mnasnet0_5"])
 def test_torchvision_architectures(arch: str) -> None:
-    """Max-pool stems, grouped convolutions, channel shuffles and concatenations (random weights; nothing is downloaded):
+    """Max-pool stems, grouped and depthwise convolutions, in-place ReLU6, eval-mode in-place dropout, channel shuffles and
+    concatenations (random weights; nothing is downloaded):
     the logits are the network's, with at least the stem local."""
     import torchvision
 

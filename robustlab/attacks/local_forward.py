@@ -3,10 +3,10 @@
 Square Attack's candidates change a square of a few pixels of their point's current best. Through a
 convolutional network the change spreads only as far as the kernels reach: after the first convolutions
 of a CIFAR ResNet-18 it still covers a small part of each map, and only deeper layers need the whole map.
-:class:`LocalForward` (built by :func:`robustlab.attacks.square_local.local_forward_for`) keeps, for each point, the value of every node of the network's ``torch.fx``
-graph on the point's current best, and for a candidate recomputes each convolution, ReLU and sum only on
-the box the change can reach (read from the cached maps, with the candidate's changed box pasted in;
-eval-mode batch norms, being per channel, too);
+:class:`LocalForward` (built by :func:`robustlab.attacks.square_local.local_forward_for`) keeps, for each
+point, the value of every node of the network's ``torch.fx`` graph on the point's current best, and for a
+candidate recomputes each convolution, max-pool, pointwise activation, eval-mode batch norm and sum only on
+the box the change can reach (read from the cached maps, with the candidate's changed box pasted in);
 the first node whose box would cover more than ``MAX_AREA`` of its map, or an operation it does not know,
 gets the full maps (cached map plus box) and the rest of the graph runs as usual. The arithmetic is the
 network's own; only the accumulation order of the convolutions differs (a crop instead of the whole map),
@@ -29,7 +29,10 @@ from torch import fx, nn
 
 __all__ = ["LocalForward"]
 
-_RELU_FUNCS = (F.relu, torch.relu)
+#: pointwise activations (modules and functions): evaluated on a box as on the whole map, always out of place
+_POINTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.Sigmoid, nn.Tanh, nn.Mish)
+_POINTWISE_FUNCS = (F.relu, torch.relu, F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.silu, F.hardswish, F.hardsigmoid, F.gelu, torch.sigmoid,
+                    torch.tanh, F.mish)
 _ADD_FUNCS = (operator.add, torch.add)
 _IN_PLACE_OPERATORS = (operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ipow, operator.iand, operator.ior)
 
@@ -55,23 +58,32 @@ def _conv_ok(m: nn.Module) -> bool:
     return (type(m) is nn.Conv2d and m.padding_mode == "zeros" and not isinstance(m.padding, str) and tuple(m.dilation) == (1, 1))
 
 
-def _relu_node(n: fx.Node, mods: dict[str, nn.Module]) -> bool:
-    if n.op == "call_function" and n.target in _RELU_FUNCS:
-        return 1 <= len(n.args) <= 2
-    if n.op == "call_method" and n.target == "relu":
-        return len(n.args) == 1 and not n.kwargs
-    return n.op == "call_module" and type(mods.get(str(n.target))) is nn.ReLU
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def _pointwise_node(n: fx.Node, mods: dict[str, nn.Module]) -> bool:
+    """A pointwise activation of one input node (its other arguments constants)."""
+    if len(n.all_input_nodes) != 1 or n.args[:1] != (n.all_input_nodes[0],):
+        return False
+    if n.op == "call_function":
+        return n.target in _POINTWISE_FUNCS
+    if n.op == "call_method":
+        return n.target in ("relu", "sigmoid", "tanh")
+    return n.op == "call_module" and type(mods.get(str(n.target))) in _POINTWISE_MODULES
 
 
 def _in_place(n: fx.Node, mods: dict[str, nn.Module]) -> bool:
-    """Whether node ``n`` may write into its input (ReLUs excepted: they are evaluated out of place here)."""
-    if _relu_node(n, mods):
+    """Whether node ``n`` may write into its input (pointwise activations excepted: evaluated out of place here)."""
+    if _pointwise_node(n, mods):
         return False
     if n.kwargs.get("inplace") is True or (n.op == "call_method" and str(n.target).endswith("_") and not str(n.target).endswith("__")):
         return True
     if n.op == "call_function" and (n.target in _IN_PLACE_OPERATORS or str(getattr(n.target, "__name__", "")).endswith("_")):
         return True
-    return n.op == "call_module" and getattr(mods.get(str(n.target)), "inplace", False) is True
+    m = mods.get(str(n.target)) if n.op == "call_module" else None
+    if isinstance(m, _DROPOUTS) and not m.training:  # the identity in eval mode, whatever its flag
+        return False
+    return m is not None and getattr(m, "inplace", False) is True
 
 
 def _add_node(n: fx.Node) -> bool:
@@ -116,8 +128,16 @@ class LocalForward:
     def _call(self, n: fx.Node, env: dict[fx.Node, Any]) -> Any:
         args = fx.node.map_arg(n.args, lambda a: env[a])
         kwargs = fx.node.map_arg(n.kwargs, lambda a: env[a])
-        if _relu_node(n, self.mods):  # out of place, whatever the network asked: cached maps are never overwritten
-            return torch.relu(cast(torch.Tensor, args[0]))
+        if _pointwise_node(n, self.mods):  # out of place, whatever the network asked: cached maps are never overwritten
+            if n.op == "call_module":
+                m = self.mods[str(n.target)]
+                return m(cast(torch.Tensor, args[0]).clone()) if getattr(m, "inplace", False) else m(*args, **kwargs)
+            if "inplace" in kwargs:
+                kwargs = {**kwargs, "inplace": False}
+            elif n.target in (F.relu, F.relu6, F.silu, F.hardswish, F.hardsigmoid, F.mish) and len(args) == 2:
+                args = args[:1]  # positional inplace flag
+            elif n.target in (F.hardtanh, F.leaky_relu, F.elu) and len(args) == 4 - (n.target is not F.hardtanh):
+                args = args[:-1]
         if n.op == "call_module":
             return self.mods[str(n.target)](*args, **kwargs)
         if n.op == "call_function":
@@ -309,12 +329,11 @@ class LocalForward:
 
     def _local(self, n: fx.Node, boxes: dict[fx.Node, _Box], pts: torch.Tensor) -> _Box | None:
         ins = n.all_input_nodes
-        if _relu_node(n, self.mods):
-            src = ins[0] if ins else None
-            if src in boxes:
-                b = boxes[src]
-                return _Box(b.top, b.left, b.bh, b.bw, torch.relu(b.crop))
-            return None
+        if _pointwise_node(n, self.mods):
+            if ins[0] not in boxes:
+                return None
+            b = boxes[ins[0]]
+            return _Box(b.top, b.left, b.bh, b.bw, self._call(n, {ins[0]: b.crop}))
         if _add_node(n):
             a, c = n.args
             if isinstance(a, fx.Node) and isinstance(c, fx.Node) and a in boxes and c in boxes:
