@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from common import add_cifar_args, cifar_points, forward_call, gradient_call, per_row_ms
+from common import add_cifar_args, cifar_points, forward_call, gradient_call, per_row_ms, survivors
 
 
 def main() -> None:
@@ -59,9 +59,7 @@ def main() -> None:
 
     n_iter = 10 if args.quick else 100
     queries = 100 if args.quick else 5000
-    first = run_autoattack(model, x, y, eps=eps, attacks=["apgd-ce"], batch_size=args.batch_size, n_iter=n_iter, attack_model=views["contiguous"])
-    idx = first.robust.nonzero()[:, 0]
-    xs, ys = x[idx], y[idx]
+    idx, xs, ys = survivors(model, x, y, eps, attacks=["apgd-ce"], n_iter=n_iter, batch_size=args.batch_size, view=views["contiguous"])
     totals: dict[str, list[float]] = {"contiguous": [], "channels_last": []}
     flags: dict[str, torch.Tensor] = {}
     for rep in range(args.reps):

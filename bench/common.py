@@ -73,3 +73,13 @@ def cifar_points(args: argparse.Namespace, task: str) -> tuple[torch.nn.Module, 
     d = load_dataset(data, split="test")
     n = min(args.n, len(d))
     return model, d.images(slice(0, n)), d.y[:n], parse_fraction(args.eps)
+
+
+def survivors(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, attacks: list[str], n_iter: int, batch_size: int,
+              view: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(indices, images, labels) of the points AutoAttack's ``attacks`` (fast engine, iterating on ``view``) leave robust:
+    the work the later members, or the bench's A/B, run on."""
+    from robustlab.attacks.autoattack import run_autoattack
+
+    idx = run_autoattack(model, x, y, eps=eps, attacks=attacks, batch_size=batch_size, n_iter=n_iter, attack_model=view).robust.nonzero()[:, 0]
+    return idx, x[idx], y[idx]

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from common import add_cifar_args, cifar_points, forward_call, gradient_call, per_row_ms
+from common import add_cifar_args, cifar_points, forward_call, gradient_call, per_row_ms, survivors
 
 
 def main() -> None:
@@ -57,9 +57,7 @@ def main() -> None:
                               "folded_batch_norms": view.folded}), flush=True)
 
     n_iter = 10 if args.quick else 100
-    first = run_autoattack(model, x, y, eps=eps, attacks=["apgd-ce"], batch_size=max(n, 1), n_iter=n_iter)
-    idx = first.robust.nonzero()[:, 0]
-    xs, ys = x[idx], y[idx]
+    idx, xs, ys = survivors(model, x, y, eps, attacks=["apgd-ce"], n_iter=n_iter, batch_size=max(n, 1))
     totals: dict[str, list[float]] = {"model": [], "folded": []}
     flags: dict[str, torch.Tensor] = {}
     for rep in range(args.reps):

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from common import add_cifar_args, cifar_points
+from common import add_cifar_args, cifar_points, survivors
 
 
 def main() -> None:
@@ -37,7 +37,6 @@ def main() -> None:
                     "(default: robustlab's own, LocalMargins.MIN_SAVING)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from robustlab.attacks.autoattack import run_autoattack
     from robustlab.attacks.local_forward import LocalForward
     from robustlab.attacks.square import square_linf
     from robustlab.attacks.square_local import LocalMargins
@@ -56,10 +55,8 @@ def main() -> None:
             return
         model, x, y, eps = loaded
         view = folded_view(model) or model
-        before = run_autoattack(model, x, y, eps=eps, attacks=["apgd-ce", "apgd-t", "fab-t"], batch_size=128, n_iter=10 if args.quick else 100,
-                                attack_model=view)
-        idx = before.robust.nonzero()[:, 0]
-        xs, ys = x[idx], y[idx]
+        idx, xs, ys = survivors(model, x, y, eps, attacks=["apgd-ce", "apgd-t", "fab-t"], n_iter=10 if args.quick else 100, batch_size=128,
+                                view=view)
     queries = 700 if args.quick else args.queries
     counts = {"local_rows": 0, "forward_passes": 0}
     savings: dict[int, float] = {}

@@ -22,7 +22,7 @@ import time
 import torch
 from torch import nn
 
-from common import add_cifar_args, cifar_points
+from common import add_cifar_args, cifar_points, survivors
 
 
 class _Passes(nn.Module):
@@ -51,7 +51,6 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="10 attack iterations before Square, 300 queries (end-to-end test)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from robustlab.attacks.autoattack import run_autoattack
     from robustlab.attacks.square import TIE, square_linf
     from robustlab.fastpaths import folded_view
 
@@ -61,10 +60,7 @@ def main() -> None:
     model, x, y, eps = points
     view = folded_view(model) or model
     queries = 300 if args.quick else args.queries
-    before = run_autoattack(model, x, y, eps=eps, attacks=["apgd-ce", "apgd-t", "fab-t"], batch_size=128, n_iter=10 if args.quick else 100,
-                            attack_model=view)
-    idx = before.robust.nonzero()[:, 0]
-    xs, ys = x[idx], y[idx]
+    idx, xs, ys = survivors(model, x, y, eps, attacks=["apgd-ce", "apgd-t", "fab-t"], n_iter=10 if args.quick else 100, batch_size=128, view=view)
     totals: dict[str, list[float]] = {"calibrated": [], "fixed": []}
     points: dict[str, torch.Tensor] = {}
     for rep in range(args.reps):

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Sequence, cast
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import SuiteError
 from .base import ATTACKS, FixedEpsilonAttack
-from .square_local import LocalMargins
+from .square_local import LocalMargins, margins_of
 from .threat import Norm
 from .unit_box import from_unit_box, on_unit_box
 
@@ -82,11 +82,7 @@ def p_selection(it: int, p_init: float) -> float:
 
 
 def _margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    logits = model(x)
-    u = torch.arange(x.shape[0], device=x.device)
-    zy = logits[u, y].clone()
-    logits[u, y] = -float("inf")
-    return cast("torch.Tensor", zy - logits.max(dim=-1)[0])
+    return margins_of(model(x), y)
 
 
 class _Draws:

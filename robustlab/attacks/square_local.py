@@ -12,7 +12,7 @@ from .local_forward import LocalForward
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LocalMargins", "local_forward_for"]
+__all__ = ["LocalMargins", "local_forward_for", "margins_of"]
 
 
 class LocalMargins:
@@ -72,7 +72,7 @@ class LocalMargins:
         l_ = torch.clamp(left, max=w - s).tolist()
         crop = torch.stack([x_new[i, :, a : a + s, b : b + s] for i, (a, b) in enumerate(zip(t, l_))])
         logits = lf.logits(points, t, l_, crop)
-        m = _margins(logits, y)
+        m = margins_of(logits, y)
         if self.calls % self.CHECK_EVERY == 0:  # against the model itself: its rounding, and a network read wrong
             from ..models.fold import logits_agree  # here: the models package imports far more than the attack layer may
 
@@ -82,7 +82,7 @@ class LocalMargins:
                 self.lf, self.ready = None, False
                 return None
             if self.observe is not None:
-                self.observe((m - _margins(full, y)).abs() / scale)
+                self.observe((m - margins_of(full, y)).abs() / scale)
         self.calls += 1
         self.used = True
         return m
@@ -102,7 +102,8 @@ class LocalMargins:
             self.lf.keep(idx)
 
 
-def _margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def margins_of(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Square's margin (N,): the logit of ``y`` minus the largest other, from logits (N, K)."""
     u = torch.arange(logits.shape[0], device=logits.device)
     others = logits.clone()
     others[u, y] = -float("inf")
