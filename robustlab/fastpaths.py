@@ -113,11 +113,21 @@ class FoldedView(_View):
         """Whether large CPU batches have run on the channels-last copy."""
         return self._fast_cl is not None
 
-    def _agrees(self, x: torch.Tensor, fast: nn.Module) -> bool:
+    def _agrees(self, x: torch.Tensor, fast: nn.Module, *, failure_disagrees: bool = True) -> bool:
+        """Whether ``fast`` gives the model's logits on ``x``; a ``fast`` that raises where the model
+        runs disagrees (``failure_disagrees=False``: its error propagates)."""
         from .models.fold import logits_agree
 
         with torch.no_grad():
-            return logits_agree(self.model(x.detach()), fast(x.detach()), tolerance=self.TOLERANCE)
+            want = self.model(x.detach())  # the model's own error, if any, is the caller's
+            try:
+                got = fast(x.detach())
+            except Exception as exc:  # noqa: BLE001 - a copy that fails where the model runs is a copy that disagrees
+                if not failure_disagrees:
+                    raise
+                log.debug("the attack copy fails where the model runs (%s: %s)", type(exc).__name__, exc)
+                return False
+            return logits_agree(want, got, tolerance=self.TOLERANCE)
 
     def _channels_last(self, x: torch.Tensor) -> nn.Module | None:
         """The channels-last copy for this batch, or None (a GPU, a small batch, not an image batch, a
@@ -132,7 +142,7 @@ class FoldedView(_View):
                 return None
             fast_cl = _with_net(self._fast, copy.deepcopy(net).to(memory_format=torch.channels_last))
             try:
-                ok = self._agrees(x, fast_cl)
+                ok = self._agrees(x, fast_cl, failure_disagrees=False)
             except RuntimeError as exc:  # a layout-bound operation (``.view`` of a spatial map) refuses the layout
                 log.debug("no channels-last attack copy: %s", exc)
                 return None

@@ -289,7 +289,80 @@ def test_channels_last_copy_that_fails_or_disagrees_is_dropped(monkeypatch) -> N
     model = _robust(_two_block_net())
     view = folded_view(model)
     real = FoldedView._agrees
-    monkeypatch.setattr(FoldedView, "_agrees", lambda self, x, fast: fast is self._fast and real(self, x, fast))
+    monkeypatch.setattr(FoldedView, "_agrees", lambda self, x, fast, **kw: fast is self._fast and real(self, x, fast, **kw))
     out = view(big)
     assert torch.equal(out, view._fast(big))
     assert view.channels_last_calls == 0 and view._fast_cl is None and view.channels_last_rows is None and not view.fell_back
+
+
+def _hooked_nets() -> dict[str, nn.Module]:
+    """Networks whose hooks are part of their function: the old hook-based ``weight_norm`` and
+    ``spectral_norm`` on a convolution before a batch norm, an activation clip as a forward hook on such a
+    convolution, and an input scaling as a forward pre-hook on the network itself."""
+    from torch.nn.utils import spectral_norm, weight_norm
+
+    nets = {}
+    for name in ("weight_norm", "spectral_norm", "clip_hook", "root_pre_hook"):
+        torch.manual_seed(7)
+        net = _two_block_net()
+        if name == "weight_norm":
+            weight_norm(net[3])
+        elif name == "spectral_norm":
+            spectral_norm(net[0])
+        elif name == "clip_hook":
+            net[3].register_forward_hook(lambda _m, _i, out: out.clamp(-0.05, 0.05))
+        else:
+            net.register_forward_pre_hook(lambda _m, args: (args[0] * 0.5,))
+        nets[name] = net.eval()
+    return nets
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("name", ["weight_norm", "spectral_norm", "clip_hook", "root_pre_hook"])
+def test_networks_with_hooks_are_not_folded(name: str) -> None:
+    """A traced or folded copy would drop or misplace the hooks (and the old ``weight_norm`` hook raises on
+    a folded convolution): such a network is attacked as it is, with its own logits and gradients."""
+    from robustlab.attacks.pgd import PGD
+    from robustlab.attacks.verified import verified_perturb
+    from robustlab.models.fold import hooked_module
+
+    net = _hooked_nets()[name]
+    model = _robust(net)
+    assert hooked_module(net) is not None
+    assert fold_batch_norm(net) is None
+    assert folded_view(model) is None and apply_fast_paths(model) is None
+    x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    r = verified_perturb(PGD(norm="linf", steps=3), model, x, y, 0.01, seeds=list(range(6)), bounds=(0.0, 1.0))
+    assert r.correct.all()
+
+
+def test_global_module_hooks_count() -> None:
+    from torch.nn.modules.module import register_module_forward_hook
+
+    from robustlab.models.fold import hooked_module
+
+    net = _two_block_net().eval()
+    assert hooked_module(net) is None and fold_batch_norm(net) is not None
+    handle = register_module_forward_hook(lambda _m, _i, out: out)
+    try:
+        assert hooked_module(net) == "<global>" and fold_batch_norm(net) is None
+    finally:
+        handle.remove()
+
+
+class _Raises(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise TypeError("a copy that cannot run")
+
+
+def test_a_copy_that_raises_falls_back_to_the_model() -> None:
+    torch.manual_seed(5)
+    model = _robust(_two_block_net().eval())
+    view = folded_view(model)
+    assert view is not None
+    setattr(view._fast.net, "2", _Raises())  # the copy's first ReLU: every call of the copy raises
+    x = torch.rand(4, 3, 8, 8)
+    out = view(x)
+    assert view.fell_back and torch.equal(out, model(x))

@@ -283,3 +283,14 @@ def test_torchvision_architectures(arch: str) -> None:
     with torch.no_grad():
         assert _rel(lf.logits(torch.tensor([0, 1, 0, 1, 0]), tops, lefts, crop), model(xn)) < 1e-4
     assert sum(isinstance(v, _Box) for v in lf.last.values()) >= 2  # the input's box and at least the stem
+
+
+def test_networks_with_hooks_are_left_alone() -> None:
+    """A crop computed by ``F.conv2d`` skips a module's hooks, and a traced copy drops the root's: a network
+    with hooks (here an activation clip on a convolution) is evaluated as it is."""
+    model = _model()
+    model.net.layers[0].conv1.register_forward_hook(lambda _m, _i, out: out.clamp(-0.05, 0.05))
+    assert local_forward_for(model) is None
+    model = _model()
+    model.net.register_forward_pre_hook(lambda _m, args: (args[0] * 0.5,))
+    assert local_forward_for(model) is None

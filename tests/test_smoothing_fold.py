@@ -91,3 +91,39 @@ def test_smoothing_votes_bench_runs() -> None:
     assert len([r for r in rows if r["task"] == "smoothing/votes"]) == 4
     assert all(r["max_vote_difference_vs_before"] <= 1 for r in rows if r["task"] == "smoothing/votes")
     assert rows[-1]["task"] == "smoothing/votes/ratio" and rows[-1]["same_predictions"] is True
+
+
+class _Raises(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise TypeError("a copy that cannot run")
+
+
+def test_a_copy_that_raises_is_not_used(cifar_model, monkeypatch) -> None:
+    def broken(model: nn.Module, **kw: object) -> nn.Module:
+        fast = fast_classifier(model, **kw)  # type: ignore[arg-type]
+        fast.net = _Raises()
+        return fast
+
+    monkeypatch.setattr(smoothing_classifier, "fast_classifier", broken)
+    smooth = SmoothedClassifier(cifar_model, sigma=0.25, batch_size=64)
+    assert smooth._classifier(torch.rand(3, 3, 32, 32)) is cifar_model
+
+
+def test_a_network_with_hooks_is_not_folded() -> None:
+    """A forward hook on a convolution (here an activation clip) would run on the folded convolution's output,
+    conv and batch norm together, and a clip that bites only under noise passes the copy's check on clean
+    images: the smoothing copy keeps such a network's batch norms, and its votes are the model's."""
+    from robustlab.models.wrapper import ModelInfo, RobustModel
+
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    with torch.no_grad():
+        net[1].running_var.fill_(0.01)  # the batch norm scales by 10: clipping before it differs from clipping after it
+    net[0].register_forward_hook(lambda _m, _i, out: out.clamp(-0.3, 0.3))
+    model = RobustModel(net.eval(), ModelInfo(spec="t", format="t", num_classes=4, input_shape=(3, 8, 8)))
+    fast = fast_classifier(model)
+    assert _batch_norms(fast.net) == 1
+    x = torch.rand(2, 3, 8, 8)
+    folded = SmoothedClassifier(model, sigma=0.5, batch_size=50).votes(x, [1, 2], num=200, phase="estimate").cpu()
+    direct = SmoothedClassifier(model, sigma=0.5, batch_size=50, channels_last=False).votes(x, [1, 2], num=200, phase="estimate").cpu()
+    assert int(folded.sum()) == 400 and int((folded - direct).abs().max()) <= 1

@@ -114,6 +114,7 @@ def local_forward_for(model: nn.Module) -> LocalForward | None:
     """A :class:`LocalForward` of ``model`` (a :class:`~robustlab.models.wrapper.RobustModel`, its
     batch-norm-folded view, either presented on [0, 1]), or None when its network does not trace."""
     from ..fastpaths import FoldedView
+    from ..models.fold import hooked_module
     from ..models.wrapper import RobustModel
     from .unit_box import UnitBox
 
@@ -128,6 +129,10 @@ def local_forward_for(model: nn.Module) -> LocalForward | None:
     if any(getattr(type(inner), f) is not getattr(RobustModel, f) for f in ("forward", "_forward", "normalise", "_logits")):
         return None  # a plugin's own forward: its network alone is not the model
     net = inner.net
+    hooked = hooked_module(net)
+    if hooked is not None:  # a crop computed by F.conv2d would skip them
+        log.debug("no local evaluation: module %s of the network has hooks", hooked)
+        return None
     if not isinstance(net, fx.GraphModule):
         try:
             net = fx.symbolic_trace(net)

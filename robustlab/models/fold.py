@@ -26,7 +26,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 log = logging.getLogger(__name__)
 
-__all__ = ["fold_batch_norm", "logits_agree"]
+__all__ = ["fold_batch_norm", "hooked_module", "logits_agree"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -40,16 +40,42 @@ def logits_agree(want: torch.Tensor, got: torch.Tensor, *, tolerance: float = 1e
     return bool(((want.float() - got.float()).abs() <= tolerance * scale).all())
 
 
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_GLOBAL_HOOK_DICTS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks", "_global_backward_pre_hooks")
+
+
+def hooked_module(net: nn.Module) -> str | None:
+    """The name of a module of ``net`` that carries forward or backward hooks (``"<root>"`` for ``net``
+    itself, ``"<global>"`` for hooks registered on every module), or None.
+
+    A copy built by tracing ``net`` drops its root's hooks, a folded convolution would run its hooks on
+    another value (and the old ``torch.nn.utils.weight_norm`` / ``spectral_norm`` hooks fail on it), and
+    a crop computed by ``F.conv2d`` skips them: fast copies leave such networks as they are."""
+    from torch.nn.modules import module as _module
+
+    if any(getattr(_module, d, None) for d in _GLOBAL_HOOK_DICTS):
+        return "<global>"
+    for name, m in net.named_modules():
+        if any(getattr(m, d, None) for d in _HOOK_DICTS):
+            return name or "<root>"
+    return None
+
+
 def _has_eval_batch_norm(net: nn.Module) -> bool:
     return any(isinstance(m, _BatchNorm) and not m.training and m.track_running_stats for m in net.modules())
 
 
 def fold_batch_norm(net: nn.Module, *, copy_net: bool = True) -> tuple[nn.Module, int] | None:
     """(a folded copy of ``net``, the number of batch norms folded), or None when nothing folds
-    (no eval-mode batch norm after a convolution, a network in training mode, or one ``torch.fx``
-    cannot trace). ``copy_net=False`` for a ``net`` that is already the caller's own copy: the folded
-    network then shares its other modules instead of copying them once more."""
+    (no eval-mode batch norm after a convolution, a network in training mode, one with hooks
+    (:func:`hooked_module`), or one ``torch.fx`` cannot trace). ``copy_net=False`` for a ``net`` that
+    is already the caller's own copy: the folded network then shares its other modules instead of
+    copying them once more."""
     if net.training or not _has_eval_batch_norm(net):
+        return None
+    hooked = hooked_module(net)
+    if hooked is not None:
+        log.debug("batch-norm folding skipped: module %s of the network has hooks", hooked)
         return None
     try:
         gm = fx.symbolic_trace(copy.deepcopy(net) if copy_net else net)

@@ -63,7 +63,11 @@ def same_function(model: torch.nn.Module, fast: torch.nn.Module, x: torch.Tensor
     with torch.no_grad():
         xs = x[:8]
         want = model(xs)
-        got = fast(xs.contiguous(memory_format=torch.channels_last) if xs.ndim == 4 else xs)
+        try:
+            got = fast(xs.contiguous(memory_format=torch.channels_last) if xs.ndim == 4 else xs)
+        except Exception as exc:  # noqa: BLE001 - a copy that fails where the model runs is a copy that disagrees
+            log.debug("the smoothing copy fails where the model runs (%s: %s)", type(exc).__name__, exc)
+            return False
     return logits_agree(want, got, tolerance=tolerance)
 
 
