@@ -35,7 +35,7 @@ from torch import nn
 
 from ..errors import SuiteError
 from .base import ATTACKS, FixedEpsilonAttack
-from .geometry import model_bounds
+from .geometry import DLR_MIN_CLASSES, DLR_TARGETED_MIN_CLASSES, model_bounds
 from .recheck import finite_logits, recheck
 from .threat import Norm
 from .unit_box import UnitBox
@@ -199,6 +199,12 @@ def run_autoattack(
     clean = pred.eq(y)
     with torch.no_grad():
         num_classes = int(model(x[:1]).shape[1]) if x.shape[0] else None
+    if engine is AAEngine.REFERENCE and num_classes is not None:
+        need = {"apgd-t": DLR_TARGETED_MIN_CLASSES, "apgd-dlr": DLR_MIN_CLASSES}
+        short = [a for a in to_run if num_classes < need.get(a, 0)]
+        if short:
+            raise SuiteError(f"the reference engine's {short[0]} needs at least {need[short[0]]} classes (its DLR loss indexes that many logits) but the model has "
+                             f"{num_classes}; use engine: fast, whose DLR losses fall back to the logit margin.")
     robust = clean.clone()
     fooled_by = ["" if bool(c) else "clean" for c in clean.tolist()]
     x_adv = x.clone()

@@ -112,6 +112,10 @@ def random_direction(seeds: Sequence[int], shape: Sequence[int], norm: Norm, *, 
     return normalize(_per_sample(seeds, shp, dtype, draw).to(device), norm)
 
 
+#: the fewest classes for which DLR (eq. 5) and its targeted form (eq. 6) are defined; with fewer, the margin
+DLR_MIN_CLASSES, DLR_TARGETED_MIN_CLASSES = 3, 4
+
+
 def attack_loss(logits: torch.Tensor, y: torch.Tensor, loss: Loss, *, targeted: bool = False, target: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample loss (N,) that the attack *maximises*.
 
@@ -119,6 +123,10 @@ def attack_loss(logits: torch.Tensor, y: torch.Tensor, loss: Loss, *, targeted: 
     Targeted (``y`` are the targets): -CE(logits, t), targeted DLR, or z_t - max_{j!=t} z_j.
     ``Loss.DLR_TARGETED`` (eq. 6, APGD-T): ``y`` the true labels and ``target`` the targets,
     (z_t - z_y) / (z_pi1 - (z_pi3 + z_pi4) / 2).
+
+    DLR's denominator needs the third largest logit (untargeted) or the fourth (targeted). With fewer
+    classes the loss is its numerator, the logit margin (as ``Loss.MARGIN``): any other scale, such as
+    z_max - z_min, makes the ratio a constant +-1 on a binary model, whose gradient is zero.
     """
     if loss is Loss.CE:
         ce = nn.functional.cross_entropy(logits, y, reduction="none")
@@ -128,7 +136,8 @@ def attack_loss(logits: torch.Tensor, y: torch.Tensor, loss: Loss, *, targeted: 
         if target is None:
             raise ValueError("the DLR-targeted loss needs a target per sample")
         u = torch.arange(logits.shape[0], device=logits.device)
-        return -(logits[u, y] - logits[u, target]) / (srt[:, -1] - 0.5 * (srt[:, -3] + srt[:, -4]) + 1e-12)
+        gap = logits[u, target] - logits[u, y]
+        return gap / (srt[:, -1] - 0.5 * (srt[:, -3] + srt[:, -4]) + 1e-12) if logits.shape[1] >= DLR_TARGETED_MIN_CLASSES else gap
     zy = logits.gather(1, y[:, None])[:, 0]
     other = logits.clone()
     other.scatter_(1, y[:, None], float("-inf"))
@@ -136,10 +145,8 @@ def attack_loss(logits: torch.Tensor, y: torch.Tensor, loss: Loss, *, targeted: 
     if loss is Loss.MARGIN:
         return zy - zmax_other if targeted else zmax_other - zy
     if targeted:
-        denom = (srt[:, -1] - 0.5 * (srt[:, -3] + srt[:, -4]) + 1e-12) if logits.shape[1] >= 4 else (srt[:, -1] - srt[:, 0] + 1e-12)
-        return (zy - zmax_other) / denom
-    denom = (srt[:, -1] - srt[:, -3] + 1e-12) if logits.shape[1] >= 3 else (srt[:, -1] - srt[:, 0] + 1e-12)
-    return (zmax_other - zy) / denom
+        return (zy - zmax_other) / (srt[:, -1] - 0.5 * (srt[:, -3] + srt[:, -4]) + 1e-12) if logits.shape[1] >= DLR_TARGETED_MIN_CLASSES else zy - zmax_other
+    return (zmax_other - zy) / (srt[:, -1] - srt[:, -3] + 1e-12) if logits.shape[1] >= DLR_MIN_CLASSES else zmax_other - zy
 
 
 def is_adversarial(logits: torch.Tensor, y: torch.Tensor, *, targeted: bool) -> torch.Tensor:
