@@ -228,3 +228,43 @@ def test_check_settle_wrong_keeps_every_metric_but_the_sample_count() -> None:
     assert aware.metrics[f"{key}/mean_samples"] < blind.metrics[f"{key}/mean_samples"]
     assert "selected class is not its label" in aware.definitions[f"{key}/certified_accuracy_at_r_0.5"]
     assert "selected class is not its label" not in blind.definitions[f"{key}/certified_accuracy_at_r_0.5"]
+
+
+def test_budgets_that_can_never_answer_are_refused() -> None:
+    """Adaptive CERTIFY's confidence sequence needs more samples than Clopper-Pearson to reach 1/2 on all
+    successes (13 rather than 10 at alpha 0.001), PREDICT needs 2 * 0.5^n <= alpha, and an alpha in the
+    subnormal floats makes scipy's Beta quantile exceed the exact bound: each is a usage error, not a run
+    that certifies nothing (and blames the model) or reports a radius the data do not support."""
+    cls = CHECKS.get("certify")
+    lower, _ = confidence_sequence([12, 13], [12, 13], 0.001)
+    assert lower[0] < 0.5 <= lower[1]
+    assert sequential.min_certify_samples(0.001) == 13
+    with pytest.raises(SuiteError, match=r"n=12 cannot certify any point at alpha=0.001 with adaptive sampling; use n >= 13"):
+        cls.parse_params({"n": 12, "sampling": "adaptive", "predict_n": 100})
+    assert cls.parse_params({"n": 13, "sampling": "adaptive", "predict_n": 100}).n == 13
+    assert cls.parse_params({"n": 12, "sampling": "fixed", "predict_n": 100}).n == 12  # Clopper-Pearson: 10 suffice
+    with pytest.raises(SuiteError, match=r"predict_n=10 \(n, as predict_n is 0\) leaves PREDICT no answer .* use predict_n >= 11"):
+        cls.parse_params({"n": 10})
+    with pytest.raises(SuiteError, match=r"predict_n=5 leaves PREDICT no answer"):
+        cls.parse_params({"n": 1000, "predict_n": 5})
+    with pytest.raises(SuiteError, match="alpha must be in"):
+        cls.parse_params({"alpha": 5e-324, "n": 100000})
+    from robustlab.smoothing.bounds import lower_confidence_bound
+
+    with pytest.raises(ValueError, match="alpha"):
+        lower_confidence_bound(1999, 2000, 5e-324)
+    with pytest.raises(ValueError, match="0..n"):
+        lower_confidence_bound(12, 10, 0.001)
+
+
+def test_adaptive_sampling_decides_the_interval_radii_too() -> None:
+    """The robustness interval's lower end at r is the certified accuracy at r: with r among the interval
+    radii but not the requested ones, sampling stopped before deciding it, and the lower end came out low."""
+    model, data = margin_data(0.45, n=6)
+    raw = {"sigmas": [0.25], "n0": 50, "n": 20_000, "num_points": 6, "predict_n": 200, "sampling": "adaptive", "attack_steps": 2,
+           "attack_samples": 4, "attack_n": 100, "base_attack": False, "interval_radii": [0.25]}
+    only_interval = run_check(model, data, {**raw, "radii": [0.0]})
+    both = run_check(model, data, {**raw, "radii": [0.0, 0.25]})
+    key = "certify/sigma_0.25"
+    assert both.metrics[f"{key}/certified_accuracy_at_r_0.25"] == 1.0  # pA = Phi(1.8): every point certifiable at 0.25
+    assert only_interval.metrics[f"{key}/interval_at_r_0.25/lower"] == both.metrics[f"{key}/interval_at_r_0.25/lower"] == 1.0

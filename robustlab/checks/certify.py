@@ -17,11 +17,11 @@ import torch
 
 from ..attacks.base import Norm
 from ..attacks.pgd import PGD
-from ..smoothing.bounds import max_certifiable_radius
+from ..smoothing.bounds import ALPHA_MIN, max_certifiable_radius, min_predict_samples
 from ..smoothing.curves import average_certified_radius, certified_accuracy, certified_count, radius_grid, standard_sigmas
 from ..smoothing.smoothadv import smoothadv_pgd_l2
 from ..smoothing.sequential import DEFINITION as ADAPTIVE_DEFINITION
-from ..smoothing.sequential import SETTLE_WRONG_DEFINITION, SamplingMode
+from ..smoothing.sequential import SETTLE_WRONG_DEFINITION, SamplingMode, min_certify_samples
 from ..smoothing.classifier import ABSTAIN, Certificate, SmoothedClassifier
 from ..errors import SuiteError
 from ..metric_keys import at_radius, child, sigma_segment
@@ -122,16 +122,23 @@ class CertifyParams(Params):
             raise SuiteError(f"certify.sigmas must be positive numbers, got {self.sigmas}.")
         if self.n0 < 1:
             raise SuiteError(f"certify.n0 must be at least 1, got {self.n0}; Cohen et al. use 100.")
-        if not 0 < self.alpha < 1:
-            raise SuiteError(f"certify.alpha must be in (0, 1), got {self.alpha}; the standard is 0.001.")
-        # with n votes all for one class, pA_lower = alpha ** (1 / n): it reaches 0.5 only if n > log2(1 / alpha)
-        need = math.floor(math.log(self.alpha) / math.log(0.5)) + 1
-        if self.n < need:
-            raise SuiteError(f"certify.n={self.n} cannot certify any point at alpha={self.alpha}; use n >= {need} (the standard is 100000).")
+        if not ALPHA_MIN <= self.alpha < 1:
+            raise SuiteError(f"certify.alpha must be in [{ALPHA_MIN:g}, 1), got {self.alpha}; the standard is 0.001.")
         if self.sampling not in {m.value for m in SamplingMode}:
             raise SuiteError(f"certify.sampling must be one of {', '.join(m.value for m in SamplingMode)}, got {self.sampling!r}.")
+        if SamplingMode(self.sampling) is SamplingMode.ADAPTIVE:
+            need = min_certify_samples(self.alpha)  # the confidence sequence holds at every t at once: it needs more
+        else:  # with n votes all for one class, pA_lower = alpha ** (1 / n): it reaches 0.5 only if n > log2(1 / alpha)
+            need = math.floor(math.log(self.alpha) / math.log(0.5)) + 1
+        if self.n < need:
+            raise SuiteError(f"certify.n={self.n} cannot certify any point at alpha={self.alpha} with {self.sampling} sampling; use n >= {need} "
+                             "(the standard is 100000).")
         if self.predict_n < 0 or self.num_points < 0 or self.batch_size < 0:
             raise SuiteError("certify.predict_n, num_points and batch_size must be >= 0 (0 = default).")
+        need = min_predict_samples(self.alpha)
+        if (self.predict_n or self.n) < need:
+            raise SuiteError(f"certify.predict_n={self.predict_n or self.n}{' (n, as predict_n is 0)' if not self.predict_n else ''} leaves PREDICT no answer at "
+                             f"alpha={self.alpha} (all votes for one class give the p-value 2 * 0.5^n); use predict_n >= {need}.")
         if any(not (r >= 0 and math.isfinite(r)) for r in [*self.radii, *self.interval_radii]):
             raise SuiteError("certify.radii and certify.interval_radii must be non-negative numbers.")
         refuse_key_clash("certify.sigmas", self.sigmas, sigma_segment)
@@ -266,11 +273,13 @@ class CertifyCheck(Check[CertifyParams]):
         ``scale`` is the width of the model's input range: the radii that stop adaptive sampling are
         in [0, 1] units, the smoothed classifier works in the model's units."""
         adaptive = SamplingMode(p.sampling) is SamplingMode.ADAPTIVE
+        # the interval's lower ends are certified accuracies at its radii: sampling must decide those too
+        stop_radii = sorted({*p.radii, *(p.interval_radii if p.attack else [])})
         chunk = 64 if adaptive else max(8, min(64, (self._noise_batch(ctx)) // (p.n0 + p.n)))
 
         def batch(start: int, stop: int) -> list[list[float]]:
             if adaptive:
-                certs = smooth.certify_adaptive(x[start:stop], seeds[start:stop], radii=[r * scale for r in p.radii], n0=p.n0, n=p.n, alpha=p.alpha,
+                certs = smooth.certify_adaptive(x[start:stop], seeds[start:stop], radii=[r * scale for r in stop_radii], n0=p.n0, n=p.n, alpha=p.alpha,
                                                 labels=y[start:stop] if p.settle_wrong else None)
             else:
                 certs = smooth.certify(x[start:stop], seeds[start:stop], n0=p.n0, n=p.n, alpha=p.alpha)

@@ -34,7 +34,7 @@ from .common import float_list_option, run_settings, data_options, default_out_d
 @click.option("--base-attack/--no-base-attack", default=True, show_default=True, help="Also attack the base model with L2 PGD (worst case of both attacks).")
 @click.option("--attack-steps", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--attack-samples", type=click.IntRange(1), default=32, show_default=True, help="Noise samples per attack step.")
-@click.option("--noise-batch-size", type=click.IntRange(0), default=0, help="Noisy inputs per forward pass (0 = max(--batch-size, 1000)).")
+@click.option("--noise-batch-size", type=click.IntRange(0), default=0, help="Noisy inputs per forward pass (0 = --batch-size on a CPU, max(--batch-size, 1000) on a GPU).")
 @run_options
 @click.option("--no-mlflow", is_flag=True, help="Do not record the run in MLflow.")
 @click.option("--mlflow-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else a SQLite store in OUT).")

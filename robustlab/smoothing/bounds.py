@@ -12,6 +12,11 @@ import numpy as np
 from scipy.stats import beta, binomtest, norm
 
 
+#: the smallest failure probability accepted: below it (subnormal floats) scipy's Beta quantile comes out
+#: above the exact Clopper-Pearson bound, so a radius would be larger than the data allow
+ALPHA_MIN = 1e-300
+
+
 def lower_confidence_bound(count: int | Sequence[int] | np.ndarray, n: int, alpha: float) -> np.ndarray:
     """One-sided (1 - alpha) Clopper-Pearson lower bound on a binomial proportion.
 
@@ -27,7 +32,11 @@ def lower_confidence_bound(count: int | Sequence[int] | np.ndarray, n: int, alph
         ``proportion_confint(count, n, alpha=2 * alpha, method="beta")[0]`` (statsmodels), the lower end
         of a two-sided 1 - 2 alpha interval.
     """
+    if not ALPHA_MIN <= alpha < 1:
+        raise ValueError(f"alpha must be in [{ALPHA_MIN:g}, 1), got {alpha}")
     k = np.asarray(count, dtype=np.float64)
+    if np.any(k < 0) or np.any(k > n):
+        raise ValueError(f"counts must lie in 0..n = {n}")
     out = np.zeros_like(k)
     pos = k > 0
     out[pos] = beta.ppf(alpha, k[pos], n - k[pos] + 1)
@@ -59,6 +68,12 @@ def predict_pvalue(count_top: int, count_second: int) -> float:
     if total == 0:
         return 1.0
     return float(binomtest(int(count_top), total, p=0.5).pvalue)
+
+
+def min_predict_samples(alpha: float) -> int:
+    """The fewest samples with which PREDICT can answer at all: all of them for one class gives the
+    two-sided p-value 2 * 0.5^n, which must not exceed ``alpha``."""
+    return max(1, math.ceil(math.log2(2.0 / alpha) - 1e-12))
 
 
 def max_certifiable_radius(n: int, alpha: float, sigma: float) -> float:

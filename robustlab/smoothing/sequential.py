@@ -84,7 +84,8 @@ def log_mixture_martingale(successes: np.ndarray, trials: np.ndarray, p: np.ndar
     t = np.asarray(trials, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
     a, b = prior
-    return cast("np.ndarray", betaln(a + s, b + t - s) - betaln(a, b) - s * np.log(p) - (t - s) * np.log1p(-p))
+    with np.errstate(divide="ignore"):  # p at 0 or 1 (a bisection's end): log M is +inf there, as it should be
+        return cast("np.ndarray", betaln(a + s, b + t - s) - betaln(a, b) - s * np.log(p) - (t - s) * np.log1p(-p))
 
 
 def confidence_sequence(
@@ -128,6 +129,19 @@ def confidence_sequence(
         lo, hi = np.where(out, lo, mid), np.where(out, mid, hi)
     upper[rows] = hi
     return lower, upper
+
+
+def min_certify_samples(alpha: float, *, prior: tuple[float, float] = PRIOR) -> int:
+    """The fewest estimation samples with which the confidence sequence can certify anything: the smallest
+    t whose lower end on t successes of t reaches 1/2 (the confidence sequence needs more than Clopper-Pearson's
+    log2(1 / alpha): it holds at every t at once)."""
+    hi = 16
+    while True:
+        t = np.arange(1, hi + 1)
+        ok = np.nonzero(confidence_sequence(t, t, alpha, prior=prior)[0] >= 0.5)[0]
+        if ok.size:
+            return int(t[ok[0]])
+        hi *= 2
 
 
 def look_schedule(cap: int, *, first: int = FIRST_LOOK, growth: float = GROWTH) -> list[int]:
