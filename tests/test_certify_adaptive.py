@@ -268,3 +268,17 @@ def test_adaptive_sampling_decides_the_interval_radii_too() -> None:
     key = "certify/sigma_0.25"
     assert both.metrics[f"{key}/certified_accuracy_at_r_0.25"] == 1.0  # pA = Phi(1.8): every point certifiable at 0.25
     assert only_interval.metrics[f"{key}/interval_at_r_0.25/lower"] == both.metrics[f"{key}/interval_at_r_0.25/lower"] == 1.0
+
+
+def test_the_smoothing_api_refuses_bad_arguments_in_one_line() -> None:
+    from robustlab.errors import RobustlabError
+
+    model, data = margin_data(0.45, n=4)
+    with pytest.raises(RobustlabError, match="positive finite"):
+        SmoothedClassifier(model, sigma=float("inf"))
+    smooth = SmoothedClassifier(model, sigma=0.25, batch_size=100)
+    x = data.images(slice(0, 4))
+    with pytest.raises(RobustlabError, match="3 seeds for 4 images"):
+        smooth.certify_adaptive(x, [1, 2, 3], radii=[0.0], n0=20, n=200)
+    with pytest.raises(ValueError, match="radii must be non-negative finite"):
+        smooth.certify_adaptive(x, [1, 2, 3, 4], radii=[0.0, float("nan")], n0=20, n=200)

@@ -9,6 +9,7 @@ noisy inputs are not clamped to the bounds, exactly as in the reference implemen
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -106,8 +107,8 @@ class SmoothedClassifier:
         max_group: int = 64,
         fold_bn: bool = True,
     ) -> None:
-        if not sigma > 0:
-            raise RobustlabError(f"sigma must be positive, got {sigma}; pass e.g. --sigma 0.25.")
+        if not (sigma > 0 and math.isfinite(sigma)):
+            raise RobustlabError(f"sigma must be a positive finite number, got {sigma}; pass e.g. --sigma 0.25.")
         k = num_classes if num_classes is not None else getattr(model, "num_classes", None)
         if k is None:
             raise RobustlabError("num_classes is unknown: wrap the model in a RobustModel or pass num_classes.")
@@ -149,6 +150,8 @@ class SmoothedClassifier:
             seeds: B per-image seeds; the stream used is ``derive_seed(seed, phase)``.
             phase: names an independent noise stream (``select``, ``estimate``, ``predict``, ...).
         """
+        if len(seeds) != x.shape[0]:
+            raise RobustlabError(f"{len(seeds)} seeds for {x.shape[0]} images; pass one seed per image (robustlab.seeding.sample_seeds).")
         x = x.to(self.device)
         clf = self._classifier(x)
         check, self._check = self._check, None  # validate the output once

@@ -159,7 +159,9 @@ def look_schedule(cap: int, *, first: int = FIRST_LOOK, growth: float = GROWTH) 
 
 def radius_thresholds(radii: Sequence[float], sigma: float) -> np.ndarray:
     """Sorted pA thresholds Phi(r / sigma) of the requested radii, always including 0.5 (r = 0: not abstaining)."""
-    thr = {0.5, *(float(norm.cdf(float(r) / sigma)) for r in radii if r >= 0)}
+    if any(not (float(r) >= 0 and math.isfinite(float(r))) for r in radii):
+        raise ValueError(f"radii must be non-negative finite numbers, got {list(radii)}")
+    thr = {0.5, *(float(norm.cdf(float(r) / sigma)) for r in radii)}
     return np.array(sorted(thr), dtype=np.float64)
 
 
