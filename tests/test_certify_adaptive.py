@@ -282,3 +282,13 @@ def test_the_smoothing_api_refuses_bad_arguments_in_one_line() -> None:
         smooth.certify_adaptive(x, [1, 2, 3], radii=[0.0], n0=20, n=200)
     with pytest.raises(ValueError, match="radii must be non-negative finite"):
         smooth.certify_adaptive(x, [1, 2, 3, 4], radii=[0.0, float("nan")], n0=20, n=200)
+
+
+def test_noise_that_overflows_the_model_is_reported_with_its_sigma() -> None:
+    from robustlab.errors import ModelOutputError
+    from robustlab.models import load_model
+
+    model = load_model("zoo:digits-cnn", device="cpu")
+    smooth = SmoothedClassifier(model, sigma=1e300, batch_size=50)
+    with pytest.raises(ModelOutputError, match=r"noisy inputs \(sigma 1e\+300\)"):
+        smooth.votes(torch.rand(2, 1, 8, 8), [1, 2], num=20, phase="select")

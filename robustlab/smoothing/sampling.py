@@ -127,8 +127,13 @@ def count_votes(
         logits = classifier(xs)
         if not checked:
             assert check_output is not None
-            check_output(logits, int(xs.shape[0]))
-            checked = True
+            fine = torch.isfinite(logits).all(1) if require_finite and logits.ndim == 2 else None
+            if fine is None or bool(fine.all()):
+                check_output(logits, int(xs.shape[0]))
+                checked = True
+            elif bool(fine.any()):  # non-finite rows are counted below and reported with sigma at the end
+                check_output(logits[fine], int(fine.sum()))
+                checked = True
         if require_finite:
             nonfinite.add_((~torch.isfinite(logits)).any(1).sum())
         counts.add_(torch.bincount(idx * k + logits.argmax(1), minlength=g_count * k))
