@@ -366,3 +366,13 @@ def test_a_copy_that_raises_falls_back_to_the_model() -> None:
     x = torch.rand(4, 3, 8, 8)
     out = view(x)
     assert view.fell_back and torch.equal(out, model(x))
+
+
+def test_logits_agree_with_the_models_own_non_finite_logits() -> None:
+    from robustlab.models.fold import logits_agree
+
+    want = torch.tensor([[1.0, float("nan")], [float("inf"), 2.0]])
+    assert logits_agree(want, want.clone() + torch.tensor([[1e-6, 0.0], [0.0, 0.0]]))
+    assert not logits_agree(want, torch.tensor([[1.0, 0.0], [float("inf"), 2.0]]))
+    assert not logits_agree(want, torch.tensor([[1.0, float("nan")], [float("-inf"), 2.0]]))
+    assert not logits_agree(want, torch.tensor([[1.1, float("nan")], [float("inf"), 2.0]]))

@@ -71,3 +71,19 @@ def test_check_float_params_refuse_non_finite_text(text: str) -> None:
 
     with pytest.raises(SuiteError, match="must be a number such as 0.031 or 8/255"):
         CHECKS.get("autoattack").parse_params({"epsilons": [text]})
+
+
+@pytest.mark.parametrize("key", ["abs_stepsize", "rel_stepsize"])
+def test_an_infinite_yaml_float_is_refused(key: str) -> None:
+    """YAML's ``.inf`` arrives as a float: an infinite PGD step made inf * sign(0) = NaN iterates where the
+    gradient is 0, the re-check dropped them and the points counted as robust (the scorecard wrote null)."""
+    import yaml
+
+    from robustlab.attacks.pgd import PGD
+    from robustlab.checks.base import CHECKS
+
+    raw = yaml.safe_load(f"{{norm: linf, steps: 5, epsilons: [0.1], {key}: .inf}}")
+    with pytest.raises(SuiteError, match=f"{key} must be a finite number"):
+        CHECKS.get("pgd").parse_params(raw)
+    with pytest.raises(SuiteError, match="positive finite"):
+        PGD(**{key: float("inf")})

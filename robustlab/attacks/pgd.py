@@ -13,6 +13,7 @@ returned (foolbox semantics), which is what adversarial training usually wants.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -57,8 +58,9 @@ class PGD(FixedEpsilonAttack):
             raise SuiteError(f"PGD needs at least 1 step, got steps={steps}.")
         if restarts < 1:
             raise SuiteError(f"PGD needs at least 1 restart, got restarts={restarts}.")
-        if (abs_stepsize if abs_stepsize is not None else rel_stepsize) <= 0:
-            raise SuiteError("the PGD step size must be positive; set rel_stepsize or abs_stepsize > 0.")
+        step = abs_stepsize if abs_stepsize is not None else rel_stepsize
+        if not (step > 0 and math.isfinite(step)):
+            raise SuiteError(f"the PGD step size must be a positive finite number, got {step}; set rel_stepsize or abs_stepsize.")
         self.norm = Norm.parse(norm)
         self.steps = int(steps)
         self.rel_stepsize = float(rel_stepsize)

@@ -337,8 +337,8 @@ def coerce_param(v: Any, tp: Any, where: str) -> Any:
             f = float(parse_fraction(v) if isinstance(v, str) else v)
         except (ValueError, ZeroDivisionError, OverflowError) as exc:
             raise SuiteError(f"{where} must be a number such as 0.031 or 8/255, got {v!r}.") from exc
-        if math.isnan(f):
-            raise SuiteError(f"{where} must be a number such as 0.031 or 8/255, got {v!r}.")
+        if not math.isfinite(f):  # an infinite step size or budget is a NaN iterate or an overflow later
+            raise SuiteError(f"{where} must be a finite number such as 0.031 or 8/255, got {v!r}.")
         return f
     if tp is int:
         if isinstance(v, bool) or not isinstance(v, int):
