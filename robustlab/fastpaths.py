@@ -116,18 +116,13 @@ class FoldedView(_View):
     def _agrees(self, x: torch.Tensor, fast: nn.Module, *, failure_disagrees: bool = True) -> bool:
         """Whether ``fast`` gives the model's logits on ``x``; a ``fast`` that raises where the model
         runs disagrees (``failure_disagrees=False``: its error propagates)."""
-        from .models.fold import logits_agree
+        from .models.fold import copy_agrees, logits_agree
 
         with torch.no_grad():
             want = self.model(x.detach())  # the model's own error, if any, is the caller's
-            try:
-                got = fast(x.detach())
-            except Exception as exc:  # noqa: BLE001 - a copy that fails where the model runs is a copy that disagrees
-                if not failure_disagrees:
-                    raise
-                log.debug("the attack copy fails where the model runs (%s: %s)", type(exc).__name__, exc)
-                return False
-            return logits_agree(want, got, tolerance=self.TOLERANCE)
+            if failure_disagrees:
+                return copy_agrees(want, lambda: fast(x.detach()), tolerance=self.TOLERANCE)
+            return logits_agree(want, fast(x.detach()), tolerance=self.TOLERANCE)
 
     def _channels_last(self, x: torch.Tensor) -> nn.Module | None:
         """The channels-last copy for this batch, or None (a GPU, a small batch, not an image batch, a

@@ -67,6 +67,15 @@ def attacks_of(version: AAVersion) -> tuple[str, ...]:
     return ENSEMBLES[version]
 
 
+#: the members whose DLR loss needs this many classes (robustlab's fall back to the logit margin below it)
+DLR_MEMBER_CLASSES = {"apgd-t": DLR_TARGETED_MIN_CLASSES, "apgd-dlr": DLR_MIN_CLASSES}
+
+
+def dlr_short_of(names: Sequence[str], num_classes: int | None) -> list[str]:
+    """The members of ``names`` whose DLR loss is undefined for ``num_classes`` classes (none when unknown)."""
+    return [a for a in names if num_classes is not None and num_classes < DLR_MEMBER_CLASSES.get(a, 0)]
+
+
 def members(version: AAVersion, *, norm: Norm, n_iter: int, square_queries: int, seed: int, num_classes: int | None, names: Sequence[str] | None = None,
             batch_size: int = 128) -> dict[str, FixedEpsilonAttack]:
     """The ensemble's attacks from the registry, each configured with AutoAttack's settings that
@@ -199,12 +208,10 @@ def run_autoattack(
     clean = pred.eq(y)
     with torch.no_grad():
         num_classes = int(model(x[:1]).shape[1]) if x.shape[0] else None
-    if engine is AAEngine.REFERENCE and num_classes is not None:
-        need = {"apgd-t": DLR_TARGETED_MIN_CLASSES, "apgd-dlr": DLR_MIN_CLASSES}
-        short = [a for a in to_run if num_classes < need.get(a, 0)]
-        if short:
-            raise SuiteError(f"the reference engine's {short[0]} needs at least {need[short[0]]} classes (its DLR loss indexes that many logits) but the model has "
-                             f"{num_classes}; use engine: fast, whose DLR losses fall back to the logit margin.")
+    short = dlr_short_of(to_run, num_classes)
+    if engine is AAEngine.REFERENCE and short:
+        raise SuiteError(f"the reference engine's {short[0]} needs at least {DLR_MEMBER_CLASSES[short[0]]} classes (its DLR loss indexes that many logits) "
+                         f"but the model has {num_classes}; use engine: fast, whose DLR losses fall back to the logit margin.")
     robust = clean.clone()
     fooled_by = ["" if bool(c) else "clean" for c in clean.tolist()]
     x_adv = x.clone()

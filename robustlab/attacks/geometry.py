@@ -131,22 +131,27 @@ def attack_loss(logits: torch.Tensor, y: torch.Tensor, loss: Loss, *, targeted: 
     if loss is Loss.CE:
         ce = nn.functional.cross_entropy(logits, y, reduction="none")
         return -ce if targeted else ce
-    srt = logits.sort(dim=1).values
     if loss is Loss.DLR_TARGETED:
         if target is None:
             raise ValueError("the DLR-targeted loss needs a target per sample")
         u = torch.arange(logits.shape[0], device=logits.device)
-        gap = logits[u, target] - logits[u, y]
-        return gap / (srt[:, -1] - 0.5 * (srt[:, -3] + srt[:, -4]) + 1e-12) if logits.shape[1] >= DLR_TARGETED_MIN_CLASSES else gap
+        return _dlr_ratio(logits[u, target] - logits[u, y], logits, targeted=True)
     zy = logits.gather(1, y[:, None])[:, 0]
     other = logits.clone()
     other.scatter_(1, y[:, None], float("-inf"))
     zmax_other = other.amax(dim=1)
     if loss is Loss.MARGIN:
         return zy - zmax_other if targeted else zmax_other - zy
-    if targeted:
-        return (zy - zmax_other) / (srt[:, -1] - 0.5 * (srt[:, -3] + srt[:, -4]) + 1e-12) if logits.shape[1] >= DLR_TARGETED_MIN_CLASSES else zy - zmax_other
-    return (zmax_other - zy) / (srt[:, -1] - srt[:, -3] + 1e-12) if logits.shape[1] >= DLR_MIN_CLASSES else zmax_other - zy
+    return _dlr_ratio(zy - zmax_other if targeted else zmax_other - zy, logits, targeted=targeted)
+
+
+def _dlr_ratio(margin: torch.Tensor, logits: torch.Tensor, *, targeted: bool) -> torch.Tensor:
+    """DLR: ``margin`` over z_pi1 - z_pi3 (targeted: z_pi1 - (z_pi3 + z_pi4) / 2); ``margin`` itself when
+    the logits have too few classes for that scale."""
+    if logits.shape[1] < (DLR_TARGETED_MIN_CLASSES if targeted else DLR_MIN_CLASSES):
+        return margin
+    srt = logits.sort(dim=1).values
+    return margin / (srt[:, -1] - (0.5 * (srt[:, -3] + srt[:, -4]) if targeted else srt[:, -3]) + 1e-12)
 
 
 def is_adversarial(logits: torch.Tensor, y: torch.Tensor, *, targeted: bool) -> torch.Tensor:

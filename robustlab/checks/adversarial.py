@@ -16,9 +16,9 @@ import torch
 
 from .. import metric_keys as mk
 from ..attacks.apgd import APGD
-from ..attacks.autoattack import AAEngine, AAVersion, attacks_of, run_autoattack
+from ..attacks.autoattack import DLR_MEMBER_CLASSES, AAEngine, AAVersion, attacks_of, dlr_short_of, run_autoattack
 from ..attacks.base import FixedEpsilonAttack
-from ..attacks.geometry import DLR_MIN_CLASSES, DLR_TARGETED_MIN_CLASSES, norms
+from ..attacks.geometry import norms
 from ..attacks.pgd import FGSM, PGD
 from ..attacks.threat import Loss
 from ..audit import adversarial as audit
@@ -183,9 +183,8 @@ class AutoAttackCheck(SweepCheck[AutoAttackParams]):
 
     def extra_audit(self, ctx: RunContext, res: CheckResult, outcomes: dict[float, dict[str, Any]], n: int) -> None:
         k = getattr(getattr(ctx.model, "info", None), "num_classes", None)
-        dlr = {AAVersion.STANDARD: ("apgd-t", DLR_TARGETED_MIN_CLASSES), AAVersion.RAND: ("apgd-dlr", DLR_MIN_CLASSES)}.get(self.params.version)
-        if isinstance(k, int) and dlr is not None and k < dlr[1]:
-            res.notes.append(f"The model has {k} classes and {dlr[0]}'s DLR loss needs {dlr[1]} (Croce & Hein divide by the gap to the third "
+        for a in dlr_short_of(attacks_of(self.params.version), k if isinstance(k, int) else None):
+            res.notes.append(f"The model has {k} classes and {a}'s DLR loss needs {DLR_MEMBER_CLASSES[a]} (Croce & Hein divide by the gap to the third "
                              "largest logit, targeted to the mean of the third and fourth): its loss was the logit margin, the DLR loss's numerator.")
         if self.params.version is not AAVersion.STANDARD:
             return

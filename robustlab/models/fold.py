@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import cast
+from typing import Callable, cast
 
 import torch
 from torch import fx, nn
@@ -26,7 +26,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 log = logging.getLogger(__name__)
 
-__all__ = ["fold_batch_norm", "hooked_module", "logits_agree"]
+__all__ = ["copy_agrees", "fold_batch_norm", "hooked_module", "logits_agree"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -42,6 +42,17 @@ def logits_agree(want: torch.Tensor, got: torch.Tensor, *, tolerance: float = 1e
     scale = max(1.0, float(w[fin].abs().max())) if bool(fin.any()) else 1.0
     same = (w == g) | (torch.isnan(w) & torch.isnan(g))  # a NaN or inf logit is the model's own: the copy agrees by giving it too
     return bool(((w - g).abs() <= tolerance * scale).logical_or(same).all())
+
+
+def copy_agrees(want: torch.Tensor, run_copy: Callable[[], torch.Tensor], *, tolerance: float = 1e-4) -> bool:
+    """:func:`logits_agree` of the model's logits ``want`` and ``run_copy()``; a copy that raises where the
+    model ran disagrees."""
+    try:
+        got = run_copy()
+    except Exception as exc:  # noqa: BLE001 - a copy that fails where the model runs is a copy that disagrees
+        log.debug("a fast copy of the model fails where the model runs (%s: %s)", type(exc).__name__, exc)
+        return False
+    return logits_agree(want, got, tolerance=tolerance)
 
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")

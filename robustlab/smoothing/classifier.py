@@ -18,7 +18,7 @@ import torch
 
 from ..errors import RobustlabError
 from ..seeding import derive_seed
-from .bounds import certified_radius, lower_confidence_bound, predict_pvalue
+from .bounds import ALPHA_MIN, certified_radius, lower_confidence_bound, predict_pvalue
 from .sampling import count_votes, fast_classifier, same_function
 from .sequential import adaptive_estimate, radius_thresholds
 
@@ -287,5 +287,5 @@ class SmoothedClassifier:
 def _check_budget(*, n0: int, n: int, alpha: float) -> None:
     if n0 < 1 or n < 1:
         raise RobustlabError(f"n0 and n must be at least 1 (got n0={n0}, n={n}); Cohen et al. use n0=100, n=100000.")
-    if not 0 < alpha < 1:
-        raise RobustlabError(f"alpha must be in (0, 1), got {alpha}; the standard is 0.001.")
+    if not ALPHA_MIN <= alpha < 1:
+        raise RobustlabError(f"alpha must be in [{ALPHA_MIN:g}, 1), got {alpha}; the standard is 0.001.")

@@ -58,17 +58,12 @@ def fast_classifier(model: torch.nn.Module, *, channels_last: bool = True, fold_
 def same_function(model: torch.nn.Module, fast: torch.nn.Module, x: torch.Tensor, *, tolerance: float = 1e-4) -> bool:
     """Whether ``fast`` gives ``model``'s logits on ``x`` (at most 8 rows) within ``tolerance`` of their
     largest magnitude (:func:`robustlab.models.fold.logits_agree`)."""
-    from ..models.fold import logits_agree
+    from ..models.fold import copy_agrees
 
     with torch.no_grad():
         xs = x[:8]
         want = model(xs)
-        try:
-            got = fast(xs.contiguous(memory_format=torch.channels_last) if xs.ndim == 4 else xs)
-        except Exception as exc:  # noqa: BLE001 - a copy that fails where the model runs is a copy that disagrees
-            log.debug("the smoothing copy fails where the model runs (%s: %s)", type(exc).__name__, exc)
-            return False
-    return logits_agree(want, got, tolerance=tolerance)
+        return copy_agrees(want, lambda: fast(xs.contiguous(memory_format=torch.channels_last) if xs.ndim == 4 else xs), tolerance=tolerance)
 
 
 @torch.inference_mode()
@@ -127,12 +122,10 @@ def count_votes(
         logits = classifier(xs)
         if not checked:
             assert check_output is not None
-            fine = torch.isfinite(logits).all(1) if require_finite and logits.ndim == 2 else None
-            if fine is None or bool(fine.all()):
-                check_output(logits, int(xs.shape[0]))
-                checked = True
-            elif bool(fine.any()):  # non-finite rows are counted below and reported with sigma at the end
-                check_output(logits[fine], int(fine.sum()))
+            # non-finite rows are counted below and reported with sigma at the end: the check sees the others
+            rows = logits[torch.isfinite(logits).all(1)] if require_finite and logits.ndim == 2 else logits
+            if rows.shape[0]:
+                check_output(rows, int(rows.shape[0]))
                 checked = True
         if require_finite:
             nonfinite.add_((~torch.isfinite(logits)).any(1).sum())
