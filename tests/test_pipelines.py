@@ -94,3 +94,35 @@ def test_gate_and_report_share_one_gate_pipeline(tmp_path: Path) -> None:
     assert outcome.files == (tmp_path / "j.xml", tmp_path / "s.md") and (tmp_path / "s.md").read_text() == outcome.markdown
     g = CliRunner().invoke(main, ["gate", str(card_path), "--policy", str(policy)])
     assert g.exit_code == 1 and outcome.markdown.strip() in g.output
+
+
+def test_certify_command_offers_every_check_parameter() -> None:
+    """Each parameter of the certify check is reachable from `robustlab certify` (attack_n, settle_wrong
+    and collapse_ratio were YAML-only), and each option of the command reaches the check."""
+    import dataclasses as dc
+
+    from robustlab.checks.certify import CertifyParams
+
+    assert set(CertifyOptions().check_params()) == {f.name for f in dc.fields(CertifyParams)}
+    import click
+
+    command = main.get_command(click.Context(main), "certify")
+    assert command is not None
+    dests = {p.name for p in command.params}
+    assert {f.name for f in dc.fields(CertifyOptions)} <= dests
+    defaults = CertifyParams()
+    for k, v in CertifyOptions().check_params().items():  # the command's defaults are the check's defaults
+        assert v == getattr(defaults, k), k
+
+
+def test_certify_command_passes_attack_n_settle_wrong_and_collapse_ratio(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["certify", "--model", "zoo:digits-cnn", "--sigma", "0.25", "--n", "200", "--n0", "20", "--num-points", "3",
+                                  "--sampling", "adaptive", "--no-settle-wrong", "--attack-n", "40", "--collapse-ratio", "0.9", "--attack-steps", "2",
+                                  "--attack-samples", "4", "--interval-radii", "0.25", "--no-base-attack", "--predict-n", "50", "--device", "cpu",
+                                  "--out", str(out), "--no-mlflow", "--no-report", "--radii", "0,0.25"])
+    assert r.exit_code == 0, (r.output, r.exception)
+    params = Scorecard.read(out / "scorecard.json").checks[0].params
+    assert (params["attack_n"], params["settle_wrong"], params["collapse_ratio"]) == (40, False, 0.9)
+    bad = CliRunner().invoke(main, ["certify", "--model", "zoo:digits-cnn", "--collapse-ratio", "1.5", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "collapse-ratio" in bad.output

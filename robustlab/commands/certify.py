@@ -24,6 +24,9 @@ from .common import float_list_option, run_settings, data_options, default_out_d
 @click.option("--n", "n", type=click.IntRange(1), default=100_000, show_default=True, help="Estimation samples per point (the cap with --sampling adaptive).")
 @click.option("--sampling", type=click.Choice(["fixed", "adaptive"]), default="fixed", show_default=True,
               help="fixed: Cohen et al.'s n samples; adaptive: anytime-valid confidence sequence, stops once every --radii answer is decided.")
+@click.option("--settle-wrong/--no-settle-wrong", default=True, show_default=True,
+              help="With --sampling adaptive, stop a point whose selected class is not its label once its abstention is decided "
+                   "(its class, abstention and majority are unchanged; its per-sample radius and sample count shrink).")
 @click.option("--n0", type=click.IntRange(1), default=100, show_default=True, help="Selection samples per point.")
 @click.option("--alpha", type=float, default=0.001, show_default=True, help="Failure probability of each certificate.")
 @click.option("--num-points", type=click.IntRange(0), default=500, show_default=True, help="Certify this many evenly spaced test points (0 = all).")
@@ -34,6 +37,10 @@ from .common import float_list_option, run_settings, data_options, default_out_d
 @click.option("--base-attack/--no-base-attack", default=True, show_default=True, help="Also attack the base model with L2 PGD (worst case of both attacks).")
 @click.option("--attack-steps", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--attack-samples", type=click.IntRange(1), default=32, show_default=True, help="Noise samples per attack step.")
+@click.option("--attack-n", type=click.IntRange(1), default=1000, show_default=True,
+              help="Noise samples that estimate the smoothed prediction at each attack point (the interval's upper end).")
+@click.option("--collapse-ratio", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Warn when certified accuracy at r=0 falls below this fraction of the base model's clean accuracy.")
 @click.option("--noise-batch-size", type=click.IntRange(0), default=0, help="Noisy inputs per forward pass (0 = --batch-size on a CPU, max(--batch-size, 1000) on a GPU).")
 @run_options
 @click.option("--no-mlflow", is_flag=True, help="Do not record the run in MLflow.")
@@ -62,7 +69,8 @@ def certify(**kw: Any) -> None:
         sigmas=tuple(kw["sigmas"]), n=kw["n"], n0=kw["n0"], alpha=kw["alpha"], sampling=kw["sampling"], num_points=kw["num_points"],
         radii=float_list_option(kw["radii"], "--radii") or (), predict_n=kw["predict_n"], attack=bool(kw["attack"]),
         interval_radii=float_list_option(kw["interval_radii"], "--interval-radii") or (), attack_steps=kw["attack_steps"], attack_samples=kw["attack_samples"],
-        base_attack=bool(kw["base_attack"]), noise_batch_size=kw["noise_batch_size"],
+        base_attack=bool(kw["base_attack"]), noise_batch_size=kw["noise_batch_size"], settle_wrong=bool(kw["settle_wrong"]),
+        attack_n=kw["attack_n"], collapse_ratio=kw["collapse_ratio"],
     )
     suite = certification_suite(params)  # validated before loading
     out = Path(kw["out_dir"]) if kw.get("out_dir") else default_out_dir(kw["model_spec"], "certify")

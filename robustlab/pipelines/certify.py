@@ -29,6 +29,7 @@ class CertifyOptions:
     n0: int = 100
     alpha: float = 0.001
     sampling: str = "fixed"
+    settle_wrong: bool = True
     num_points: int = 500
     radii: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
     predict_n: int = 0
@@ -36,8 +37,10 @@ class CertifyOptions:
     interval_radii: tuple[float, ...] = (0.25, 0.5, 1.0)
     attack_steps: int = 20
     attack_samples: int = 32
+    attack_n: int = 1000
     base_attack: bool = True
     noise_batch_size: int = 0  # the check's ``batch_size``
+    collapse_ratio: float = 0.5
 
     def check_params(self) -> dict[str, Any]:
         """As the check's ``params`` mapping (the names a suite YAML uses)."""
