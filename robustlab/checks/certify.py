@@ -17,7 +17,7 @@ import torch
 
 from ..attacks.base import Norm
 from ..attacks.pgd import PGD
-from ..smoothing.bounds import ALPHA_MIN, max_certifiable_radius, min_predict_samples
+from ..smoothing.bounds import ALPHA_MIN, max_certifiable_radius, min_certify_samples_fixed, min_predict_samples
 from ..smoothing.curves import average_certified_radius, certified_accuracy, certified_count, radius_grid, standard_sigmas
 from ..smoothing.smoothadv import smoothadv_pgd_l2
 from ..smoothing.sequential import DEFINITION as ADAPTIVE_DEFINITION
@@ -126,10 +126,8 @@ class CertifyParams(Params):
             raise SuiteError(f"certify.alpha must be in [{ALPHA_MIN:g}, 1), got {self.alpha}; the standard is 0.001.")
         if self.sampling not in {m.value for m in SamplingMode}:
             raise SuiteError(f"certify.sampling must be one of {', '.join(m.value for m in SamplingMode)}, got {self.sampling!r}.")
-        if SamplingMode(self.sampling) is SamplingMode.ADAPTIVE:
-            need = min_certify_samples(self.alpha)  # the confidence sequence holds at every t at once: it needs more
-        else:  # with n votes all for one class, pA_lower = alpha ** (1 / n): it reaches 0.5 only if n > log2(1 / alpha)
-            need = math.floor(math.log(self.alpha) / math.log(0.5)) + 1
+        adaptive = SamplingMode(self.sampling) is SamplingMode.ADAPTIVE  # the confidence sequence holds at every t at once: it needs more
+        need = min_certify_samples(self.alpha) if adaptive else min_certify_samples_fixed(self.alpha)
         if self.n < need:
             raise SuiteError(f"certify.n={self.n} cannot certify any point at alpha={self.alpha} with {self.sampling} sampling; use n >= {need} "
                              "(the standard is 100000).")

@@ -76,6 +76,12 @@ def min_predict_samples(alpha: float) -> int:
     return max(1, math.ceil(math.log2(2.0 / alpha) - 1e-12))
 
 
+def min_certify_samples_fixed(alpha: float) -> int:
+    """The fewest estimation samples with which fixed-n CERTIFY can certify anything: with all n votes for
+    one class the lower bound is alpha ** (1 / n), which reaches 1/2 only if n > log2(1 / alpha)."""
+    return math.floor(math.log(alpha) / math.log(0.5)) + 1
+
+
 def max_certifiable_radius(n: int, alpha: float, sigma: float) -> float:
     """The largest radius CERTIFY can return with ``n`` samples (all of them in the top class)."""
     p = float(lower_confidence_bound(n, n, alpha))

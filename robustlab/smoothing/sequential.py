@@ -36,6 +36,7 @@ against an independent Monte-Carlo coverage test (tests/test_certify_adaptive.py
 
 from __future__ import annotations
 
+import functools
 import math
 from enum import Enum
 from typing import Callable, Sequence, cast
@@ -131,6 +132,7 @@ def confidence_sequence(
     return lower, upper
 
 
+@functools.lru_cache(maxsize=64)  # a search over t: suites are validated on every parse
 def min_certify_samples(alpha: float, *, prior: tuple[float, float] = PRIOR) -> int:
     """The fewest estimation samples with which the confidence sequence can certify anything: the smallest
     t whose lower end on t successes of t reaches 1/2 (the confidence sequence needs more than Clopper-Pearson's
