@@ -107,3 +107,13 @@ def test_local_forward_rows_bench() -> None:
     for r in rows:
         assert r["max_rel_logit_diff"] < 1e-5 and 0.2 <= r["multiply_adds_saved"] < 0.5
         assert abs(r["ratio"] - r["local_ms_per_row"] / r["full_ms_per_row"]) <= 0.0005 + 0.01 * r["ratio"] + 0.005 / r["full_ms_per_row"]
+
+
+def test_packed_weights_bench_quick() -> None:
+    """bench/packed_weights.py: both kinds at both batch sizes; the packed copy computes the view's function."""
+    rows = _bench_rows("packed_weights.py", "--n", "4")
+    assert {(r["kind"], r["batch"]) for r in rows} == {(k, b) for k in ("forward", "input_gradient") for b in (2, 18)}
+    assert all(r["packed_convolutions"] == 20 for r in rows)
+    assert all(abs(r["ratio"] - r["view_ms_per_row"] / r["packed_ms_per_row"]) <= 0.002 + 1e-3 * r["ratio"] for r in rows)
+    # within rounding of the model: logits to float32 rounding, gradients to what the view itself differs by
+    assert all(r["packed_max_rel_diff"] <= max(1e-5, 2 * r["view_max_rel_diff"]) for r in rows), rows
