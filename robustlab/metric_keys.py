@@ -107,6 +107,18 @@ def illegal_keys(keys: "Iterable[str]", *, patterns: bool = False) -> list[str]:
     return sorted(k for k in keys if not ok(k))
 
 
+#: Last segments whose values are fractions in [0, 1] whatever the check: accuracies, error and success
+#: rates, calibration error, confidence, coverage, AUROC; with ``fpr_at_<p>tpr`` and ``certified_accuracy_at_r_<g>``.
+FRACTION_LEAVES = frozenset({"accuracy", "robust_accuracy", "clean_accuracy", "error", "attack_success_rate", "robust_accuracy_given_clean_correct",
+                             "worst_class_accuracy", "mean_confidence", "ece", "auroc", "coverage"})
+
+
+def is_fraction(k: str) -> bool:
+    """Whether metric key ``k`` names a fraction (its value must lie in [0, 1]; see :data:`FRACTION_LEAVES`)."""
+    leaf = k.rsplit("/", 1)[-1]
+    return leaf in FRACTION_LEAVES or (leaf.startswith("fpr_at_") and leaf.endswith("tpr")) or leaf.startswith("certified_accuracy_at_r_")
+
+
 # -- value segments -------------------------------------------------------------------------------
 def number(value: float) -> str:
     """A value as a key segment writes it: ``format(value, ".4g")`` without the exponent's ``+``,

@@ -264,6 +264,58 @@ class Scorecard:
             if isinstance(c.seconds, bool) or not isinstance(c.seconds, (int, float)):
                 raise TypeError(f"check {c.id!r}: 'seconds' must be a number")
 
+    def validate_numbers(self) -> None:
+        """Raise ``ValueError`` where the numbers contradict each other (what no run writes, so a hand edit or
+        another tool): two checks with one id, a metric key two checks report, a fraction outside [0, 1], an
+        interval with ends out of order, a level outside (0, 1), or a binomial interval that does not hold its
+        value. The gate calls it on the candidate and the baseline; ``verify`` and ``report`` read such a file
+        (to show that its signature no longer matches)."""
+        _check_unique(self.checks)
+        for c in self.checks:
+            for k, iv in c.intervals.items():
+                _check_interval(c.id, k, iv, c.metrics.get(k))
+
+
+#: Interval methods whose interval always holds its point estimate (binomial proportions).
+CONTAINING_METHODS = frozenset({"wilson", "clopper-pearson", "beta"})
+
+#: How far a recorded value may stray from its interval or from [0, 1] (float rounding).
+ROUNDING = 1e-9
+
+
+def _check_interval(check_id: str, k: str, iv: "Interval", value: float | None) -> None:
+    """Raise ``ValueError`` for an interval no run produces: ends out of order, a level outside (0, 1), or a
+    binomial interval (:data:`CONTAINING_METHODS`) that does not hold the metric's value; a gate reading its
+    lower end would otherwise certify a number the scorecard does not support."""
+    low, high = float(iv.low), float(iv.high)
+    if not 0.0 < float(iv.level) < 1.0:
+        raise ValueError(f"check {check_id!r}: the interval of {k} has level {iv.level}, not in (0, 1)")
+    if math.isnan(low) or math.isnan(high):
+        return
+    if low > high + ROUNDING:
+        raise ValueError(f"check {check_id!r}: the interval of {k} is [{low}, {high}], its low end above its high end")
+    if value is not None and math.isfinite(value) and str(iv.method).lower() in CONTAINING_METHODS and not low - ROUNDING <= value <= high + ROUNDING:
+        raise ValueError(f"check {check_id!r}: {k} = {value} lies outside its {iv.method} interval [{low}, {high}]")
+
+
+def _check_unique(checks: "list[CheckResult]") -> None:
+    """Raise ``ValueError`` for two checks with one id, a metric key reported by two checks (a gate would
+    read one of them silently; runs refuse both), or a fraction metric outside [0, 1]."""
+    from .metric_keys import is_fraction
+
+    ids: set[str] = set()
+    owner: dict[str, str] = {}
+    for c in checks:
+        if c.id in ids:
+            raise ValueError(f"two checks have the id {c.id!r}")
+        ids.add(c.id)
+        for k, v in c.metrics.items():
+            if k in owner:
+                raise ValueError(f"metric {k} is reported by checks {owner[k]!r} and {c.id!r}")
+            owner[k] = c.id
+            if math.isfinite(v) and is_fraction(k) and not -ROUNDING <= v <= 1.0 + ROUNDING:
+                raise ValueError(f"check {c.id!r}: {k} = {v} is a fraction but lies outside [0, 1]")
+
 
 def _metric_value(key: str, v: Any) -> float:
     if v is None:

@@ -276,6 +276,23 @@ def verify_dict(card: dict[str, Any], *, signature: dict[str, Any] | None = None
     return Verification(SignatureState.VALID_TRUSTED, kid, at, messages=(f"content intact and signed by the trusted key {kid}",))
 
 
+def broken_signature(path: str | Path) -> str | None:
+    """Why the signature a scorecard file carries (embedded, or ``<path>.sig``) does not match it: content,
+    hash, signing time or key changed after signing, or a malformed block. None when the file is unsigned,
+    intact, or signed in an older format (whether the signer is trusted is ``robustlab verify``'s question).
+    The gate refuses such a file: its numbers are not the ones that were signed."""
+    p = Path(path)
+    card = _read_json(p)
+    sig: Any = card.get("signature")
+    sp = p.with_name(p.name + ".sig")
+    if not sig and sp.is_file():
+        sig = _read_json(sp)
+    if not sig or (isinstance(sig, dict) and isinstance(sig.get("format"), int) and sig.get("format") != FORMAT):
+        return None
+    v = verify_dict(card, signature=sig if isinstance(sig, dict) else {"algorithm": None})
+    return v.messages[0] if v.state is SignatureState.INVALID else None
+
+
 def trust_store(paths: "list[str | Path] | tuple[str | Path, ...]" = (), *, use_env: bool = True) -> list[bytes]:
     """Raw public keys from ``.pem`` files or folders of them (``paths`` and ``$ROBUSTLAB_TRUSTED_KEYS``)."""
     items: list[Path] = [Path(p) for p in paths]

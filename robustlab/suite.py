@@ -28,6 +28,7 @@ import yaml
 
 from .errors import SuiteError
 from .metric_keys import is_legal_segment
+from .yamlio import safe_load_strict
 
 _TOP_KEYS = {"name", "description", "checks", "save_adversarial"}
 _ENTRY_KEYS = {"check", "id", "params", "description"}
@@ -121,7 +122,7 @@ def build_suite(name: str, checks: Sequence[tuple[str, Mapping[str, Any]]], *, d
 
 def parse_suite(text: str, *, source: str = "<string>", default_name: str = "custom") -> Suite:
     try:
-        doc = yaml.safe_load(text)
+        doc = safe_load_strict(text)
     except RecursionError as exc:
         raise SuiteError(f"suite {source} nests too deeply; fix the file.") from exc
     except yaml.YAMLError as exc:

@@ -87,3 +87,50 @@ def test_cli_mcnemar_on_two_files_with_the_same_name_is_inconclusive(tmp_path: P
     assert res.exit_code == 3, res.output
     assert "other images" in res.output
     assert runner.invoke(main, ["gate", card_a, "--policy", str(pol), "--baseline", card_a]).exit_code == 0
+
+
+def _pgd(card):
+    return next(c for c in card.checks if c.id == "pgd")
+
+
+def test_other_parameters_of_the_rules_check_are_inconclusive():
+    """A baseline made with another budget or step count measured something else: found by a probe, a suite
+    whose PGD ran 1 step at eps 0.001 'did not regress' against a baseline at 10 steps and eps 0.1."""
+    base, cand = _cards()
+    _pgd(base).params.update(steps=10, epsilons=[0.03137])
+    _pgd(cand).params.update(steps=1, epsilons=[0.001])
+    r = evaluate_policy(cand, parse_policy(POLICY), baseline=base).results[0]
+    assert r.outcome is Outcome.INCONCLUSIVE
+    assert "pgd.steps: baseline 10 vs 1" in r.message and "pgd.epsilons" in r.message
+
+
+def test_another_primary_budget_is_inconclusive():
+    base, cand = _cards()
+    _pgd(base).metrics["adversarial/pgd/primary_eps"] = 0.1
+    _pgd(cand).metrics["adversarial/pgd/primary_eps"] = 0.001
+    r = evaluate_policy(cand, parse_policy(POLICY), baseline=base).results[0]
+    assert r.outcome is Outcome.INCONCLUSIVE and "pgd primary budget: baseline [0.1] vs [0.001]" in r.message
+
+
+def test_presentation_parameters_and_other_checks_do_not_matter():
+    base, cand = _cards()
+    _pgd(base).params.update(audit_samples=32, per_sample=True)
+    _pgd(cand).params.update(audit_samples=64, per_sample=False)
+    next(c for c in cand.checks if c.id == "corruptions").params["severities"] = [1]  # not the rule's check
+    r = evaluate_policy(cand, parse_policy(POLICY), baseline=base).results[0]
+    assert r.outcome is Outcome.PASS, r.message
+
+
+def test_without_content_hashes_the_ids_and_sizes_decide():
+    """A baseline whose content hash was removed is not compared as if the images were the same."""
+    base, cand = _cards()
+    del base.data["content_sha256"]
+    assert evaluate_policy(cand, parse_policy(POLICY), baseline=base).results[0].outcome is Outcome.PASS  # same ids and n
+    small = make_card(n=64)
+    r = evaluate_policy(cand, parse_policy(POLICY), baseline=small).results[0]
+    assert r.outcome is Outcome.INCONCLUSIVE and "data.n: baseline 64 vs 200" in r.message
+    for c in (base, cand):
+        c.data.pop("content_sha256", None)
+        c.data.pop("ids")
+    r = evaluate_policy(cand, parse_policy({"rules": [{"metric": ROBUST, "max_drop": 0.5}]}), baseline=base).results[0]
+    assert r.outcome is Outcome.INCONCLUSIVE and "cannot be confirmed to be the same" in r.message

@@ -8,12 +8,11 @@ import click
 @click.command("suites")
 def suites() -> None:
     """List the built-in suites and their checks."""
-    import yaml
-
     from ..suite import builtin_suites
+    from ..yamlio import safe_load_strict
 
     for name, path in builtin_suites().items():
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = safe_load_strict(path.read_text()) or {}
         checks = ", ".join(str(e.get("id") or e.get("check")) if isinstance(e, dict) else str(e) for e in doc.get("checks", []))
         click.echo(f"{name:<10} {doc.get('description', '')}")
         click.echo(f"{'':<10} checks: {checks}")

@@ -6,6 +6,7 @@ failed, 2 usage or input error, 3 inconclusive gate.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,10 +75,16 @@ def gate(ctx: click.Context, scorecard: Path, policy: Path, baseline: str | None
     file), 3 inconclusive (too few samples, no interval or baseline, audit suspect when the policy
     says so).
     """
+    from ..errors import RobustlabError
     from ..pipelines.gate import apply_gate
     from ..scorecard import Scorecard
+    from ..signing import broken_signature
 
-    outcome = apply_gate(Scorecard.read(scorecard), policy, baseline=baseline, mlflow_uri=mlflow_uri, junit=junit, markdown_path=markdown_path)
+    card = Scorecard.read(scorecard)
+    why = broken_signature(scorecard)
+    if why:
+        raise RobustlabError(f"{scorecard} carries a signature that does not match it ({why.rstrip('.')}); gate the scorecard as it was signed, or re-sign it.")
+    outcome = apply_gate(card, policy, baseline=baseline, mlflow_uri=mlflow_uri, junit=junit, markdown_path=markdown_path)
     click.echo(outcome.markdown)
     ctx.exit(outcome.exit_code)
 
@@ -100,6 +107,8 @@ def compare(a: str, b: str, min_delta: float, markdown: bool, mlflow_uri: str | 
     from ..gates.compare import compare_scorecards, format_comparison, mismatch_warning
     from ..gates.protocols import protocol_mismatches
 
+    if not math.isfinite(min_delta) or min_delta < 0:
+        raise RobustlabError(f"--min-delta must be a finite number >= 0, got {min_delta}; pass e.g. --min-delta 0.01.")
     card_a, card_b = _load(a, mlflow_uri), _load(b, mlflow_uri)
     protocols = protocol_mismatches(card_a, card_b)
     cmp = compare_scorecards(card_a, card_b)

@@ -269,11 +269,13 @@ def load_policy(path: str | Path) -> Policy:
     """Read and parse a policy YAML file (``PolicyError`` on any problem)."""
     import yaml
 
+    from ..yamlio import safe_load_strict
+
     p = Path(path)
     if not p.is_file():
         raise PolicyError(f"policy file {p} does not exist; pass a YAML policy (see reports/example-policy.yaml).")
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = safe_load_strict(p.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise PolicyError(f"policy file {p} is not valid YAML ({exc}); fix its syntax.") from exc
     return parse_policy(raw, source=str(p))

@@ -74,16 +74,63 @@ def protocol_mismatches(a: Scorecard, b: Scorecard) -> list[str]:
     return out
 
 
+#: Check parameters that only change what a scorecard shows or how fast it is made, never a metric's value:
+#: a baseline that differs from the candidate in them is still comparable.
+PRESENTATION_PARAMS = frozenset({"per_sample", "audit", "audit_samples", "cache", "protocol_source"})
+
+#: Fields of ``data`` that identify the evaluated images when ``content_sha256`` is not recorded by both.
+DATA_IDENTITY = ("ids_sha256", "n", "split", "limit")
+
+
+def param_mismatches(card: Scorecard, baseline: Scorecard, check_id: str | None) -> list[str]:
+    """The parameters of check ``check_id`` that differ between ``card`` and ``baseline`` (budgets, steps,
+    corruptions, ...: another measurement), and its primary budget when recorded; presentation-only
+    parameters (:data:`PRESENTATION_PARAMS`) and ``protocol`` (see :func:`setting_mismatches`) aside."""
+    ca = card.check(check_id) if check_id is not None else None
+    cb = baseline.check(check_id) if check_id is not None else None
+    if ca is None or cb is None:
+        return []
+    skip = PRESENTATION_PARAMS | {"protocol"}
+    pa, pb = ca.params or {}, cb.params or {}
+    out = [f"{check_id}.{k}: baseline {pb.get(k)!r} vs {pa.get(k)!r}" for k in sorted((set(pa) | set(pb)) - skip) if pa.get(k) != pb.get(k)]
+    eps_a = [v for k, v in ca.metrics.items() if k.endswith("/primary_eps")]
+    eps_b = [v for k, v in cb.metrics.items() if k.endswith("/primary_eps")]
+    if eps_a != eps_b:
+        out.append(f"{check_id} primary budget: baseline {eps_b} vs {eps_a}")
+    return out
+
+
+def data_mismatches(card: Scorecard, baseline: Scorecard) -> list[str]:
+    """Why the images behind ``card`` cannot be confirmed to be the baseline's (empty when they are the same):
+    ``data.content_sha256`` when both record it; otherwise every identity field both record
+    (:data:`DATA_IDENTITY`, and the ``data.ids`` lists) must agree, and the ids must be recorded by both
+    (``data.ids_sha256`` or ``data.ids``), else nothing confirms that the same images were evaluated."""
+    da, db = card.data, baseline.data
+    ha, hb = da.get("content_sha256"), db.get("content_sha256")
+    if isinstance(ha, str) and isinstance(hb, str) and ha and hb:
+        if ha == hb:
+            return []
+        return [f"other images: baseline {db.get('spec')}, {db.get('n')} images, data.content_sha256 {hb[:12]}; "
+                f"this run {da.get('spec')}, {da.get('n')} images, {ha[:12]}"]
+    differ = [f"data.{k}: baseline {db.get(k)!r} vs {da.get(k)!r}" for k in DATA_IDENTITY if k in da and k in db and da.get(k) != db.get(k)]
+    if isinstance(da.get("ids"), list) and isinstance(db.get("ids"), list) and da["ids"] != db["ids"]:
+        differ.append(f"data.ids: {len(db['ids'])} in the baseline vs {len(da['ids'])}, not the same list")
+    if differ:
+        return ["other images (" + "; ".join(differ) + ")"]
+    if not any(isinstance(da.get(k), (str, list)) and isinstance(db.get(k), type(da.get(k))) for k in ("ids_sha256", "ids")):
+        return ["the images cannot be confirmed to be the same: a scorecard records neither data.content_sha256 nor the sample ids "
+                "(data.ids_sha256, data.ids)"]
+    return []
+
+
 def baseline_mismatches(card: Scorecard, baseline: Scorecard, check_id: str | None) -> list[str]:
     """Why ``card``'s numbers of check ``check_id`` cannot be held against ``baseline``'s (empty when they can):
-    the run settings that change the numbers, that check's protocols, and the evaluated images
-    (``data.content_sha256``; a card that does not record it is not compared on it)."""
+    the run settings that change the numbers, that check's protocols and parameters (:func:`param_mismatches`),
+    and the evaluated images (:func:`data_mismatches`)."""
     settings = {k: v for k, v in setting_mismatches(card, baseline).items() if k.startswith("run.") or k == f"{check_id}.protocol"}
     out = [f"{k}: baseline {y} vs {x}" for k, (x, y) in settings.items()]
     if f"{check_id}.protocol" not in settings:
         out += [f"protocol {line}" for line in protocol_mismatches(baseline, card) if check_id is not None and line.split(":", 1)[0].split()[-1] == check_id]
-    ha, hb = card.data.get("content_sha256"), baseline.data.get("content_sha256")
-    if isinstance(ha, str) and isinstance(hb, str) and ha and hb and ha != hb:
-        out.append(f"other images: baseline {baseline.data.get('spec')}, {baseline.data.get('n')} images, data.content_sha256 {hb[:12]}; "
-                   f"this run {card.data.get('spec')}, {card.data.get('n')} images, {ha[:12]}")
+    out += param_mismatches(card, baseline, check_id)
+    out += data_mismatches(card, baseline)
     return out

@@ -6,10 +6,11 @@ Outcomes combine into an exit code: any failed rule gives 1, otherwise any incon
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Iterable
 
 from ..scorecard import Scorecard, Verdict
 from .mcnemar import is_flag_list, paired_mcnemar
@@ -25,6 +26,9 @@ class Outcome(str, Enum):
 
 
 _RANK = {Outcome.SKIPPED: 0, Outcome.PASS: 1, Outcome.INCONCLUSIVE: 2, Outcome.FAIL: 3}
+
+#: similarity (difflib's ratio) from which a missing metric key is taken for a misspelling of a present one
+NEAR_KEY = 0.85
 
 #: exit codes of the CLI
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
@@ -189,11 +193,27 @@ def _owner(card: Scorecard, rule: Rule) -> str | None:
     return next((c.id for c in card.checks if rule.metric in c.metrics), None)
 
 
+def misspelt(metric: str, keys: "Iterable[str]") -> str | None:
+    """The present key ``metric`` most likely misspells: same path up to the last segment, a last segment
+    without digits (a budget, class, radius or rate of another value is another metric, not a typo) within
+    :data:`NEAR_KEY` of a present one. None when there is none."""
+    head, _, leaf = metric.rpartition("/")
+    if any(ch.isdigit() for ch in leaf):
+        return None
+    leaves = [k.rpartition("/")[2] for k in keys if k.rpartition("/")[0] == head]
+    near = difflib.get_close_matches(leaf, leaves, n=1, cutoff=NEAR_KEY)
+    return f"{head}/{near[0]}" if head and near else (near[0] if near else None)
+
+
 def _evaluate_rule(rule: Rule, card: Scorecard, baseline: Scorecard | None) -> RuleResult:
     kind = "regression" if rule.op is None else ("threshold" if not rule.needs_baseline else "threshold+regression")
     metrics = card.metrics()
     if rule.metric not in metrics:
         out = {Missing.FAIL: Outcome.FAIL, Missing.INCONCLUSIVE: Outcome.INCONCLUSIVE, Missing.SKIP: Outcome.SKIPPED}[rule.if_missing]
+        near = misspelt(rule.metric, metrics)
+        if near:  # a misspelt key is never skipped silently
+            return RuleResult(rule.name, kind, _worst(out, Outcome.INCONCLUSIVE), f"metric {rule.metric!r} is not in the scorecard; did you mean {near!r}? fix the policy",
+                              metric=rule.metric, threshold=rule.threshold)
         return RuleResult(rule.name, kind, out, f"metric {rule.metric!r} is not in the scorecard (was its check run?)", metric=rule.metric, threshold=rule.threshold)
     value = metrics[rule.metric]
     outcome = Outcome.PASS
@@ -299,6 +319,14 @@ def evaluate_policy(card: Scorecard, policy: Policy, *, baseline: Scorecard | No
 
     Keys are compared in the current grammar: a 1.x policy or baseline is mapped with the class names
     of ``card`` (a 2.0 scorecard gates against a 1.x baseline and the reverse)."""
+    from ..errors import RobustlabError
+
+    for what, c in (("the scorecard", card), (f"the baseline {baseline_source}".rstrip(), baseline)):
+        try:
+            if c is not None:
+                c.validate_numbers()
+        except ValueError as exc:
+            raise RobustlabError(f"{what} cannot be gated: its numbers contradict each other ({exc}); regenerate it with `robustlab evaluate`.") from exc
     card = card.in_key_schema()
     baseline = baseline.in_key_schema() if baseline is not None else None
     policy = policy.in_key_schema(card.class_names())

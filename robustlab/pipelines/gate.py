@@ -40,9 +40,15 @@ def gate_report(card: "Scorecard", policy: Path, *, baseline: str | None = None,
     pol = load_policy(policy)
     base = None
     if baseline:
+        from ..errors import RobustlabError
+        from ..signing import broken_signature
         from ..tracking import load_baseline
 
         base = load_baseline(baseline, uri=mlflow_uri, out_dir=baseline_dir)
+        why = broken_signature(baseline) if Path(baseline).is_file() else None
+        if why:
+            raise RobustlabError(f"baseline {baseline} carries a signature that does not match it ({why.rstrip('.')}); "
+                                 "use the baseline as it was signed, or re-sign it.")
     return evaluate_policy(card, pol, baseline=base, baseline_source=baseline or "")
 
 
