@@ -74,6 +74,16 @@ def crash_dir() -> "Path | None":
     return Path(_CRASH_DIR[0]) if _CRASH_DIR else None
 
 
+def cause_line(exc: BaseException, limit: int = 300) -> str:
+    """One line that says what ``exc`` is about: its only line; for the TorchScript interpreter's and other
+    tracebacks carried in the message, the last line (the error itself, after the serialized code)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    line = lines[-1] if len(lines) > 1 and ("Traceback" in str(exc) or "TorchScript" in lines[0]) else lines[0]
+    return line[:limit]
+
+
 def printable(value: object) -> str:
     """A path or name as one printable line (non-UTF-8 bytes and control characters escaped)."""
     s = os.fsdecode(value) if isinstance(value, (bytes, os.PathLike)) else str(value)

@@ -25,7 +25,7 @@ import torch
 from . import __version__, distributed
 from .checks import CHECKS, RunContext
 from .data import Dataset, adapt_images, load_dataset
-from .errors import DataError, ModelOutputError, RobustlabError, is_disk_failure
+from .errors import DataError, ModelOutputError, RobustlabError, cause_line, is_disk_failure
 from .fastpaths import cpu_native_bf16, folded_count, tf32_state
 from .memory import heap_settings, peak_rss_mb, release_free_memory
 from .models import LoadOptions, RobustModel
@@ -313,7 +313,7 @@ def _errored(entry: Any, exc: Exception) -> CheckResult:
     """A check that failed is recorded as ``error``, so that it does not lose the others."""
     if isinstance(exc, RobustlabError):
         return CheckResult(id=entry.id, check=entry.check, status=Status.ERROR, reason=str(exc), params=_params(entry.params))
-    reason = f"{type(exc).__name__}: {exc}"
+    reason = f"{type(exc).__name__}: {cause_line(exc)}"
     text = str(exc)
     if isinstance(exc, RuntimeError) and ("does not require grad" in text or "appears to not have been used in the graph" in text):
         # autograd found no path from the loss to the input (the second wording: a quantized or otherwise non-differentiable forward)

@@ -44,6 +44,19 @@ def test_probabilities_are_read_as_the_model_s_own_confidences(tmp_path):
     assert audit["softmax_outputs"]["verdict"] == "suspect"  # the gradient masking of a final softmax is still reported
 
 
+@pytest.mark.parametrize("model, extra", [("probabilities_fp16", ()), ("probabilities_bf16", ()), ("probabilities_out", ("--batch-size", "1"))])
+def test_half_precision_probabilities_and_batches_of_one_are_detected(tmp_path, model, extra):
+    """Found by a probe: a float16 or bfloat16 softmax (row sums off by 2e-4) and any softmax evaluated with
+    --batch-size 1 were taken for logits: exit 0 with clean ECE 0.771 instead of the model's 0.017."""
+    suite = "name: s\nchecks:\n  - check: clean\n"
+    ref = _evaluate(tmp_path, "logits", "zoo_digits", suite)
+    got = _evaluate(tmp_path, "probs", model, suite, *extra)
+    assert got.code == 0, got.out
+    assert "probabilities" in got.card["model"]["extra"]["outputs"]
+    a, b = _metrics(ref.card), _metrics(got.card)
+    assert b["clean/accuracy"] == a["clean/accuracy"] and b["clean/ece"] == pytest.approx(a["clean/ece"], abs=0.02)
+
+
 def test_float64_logits_run_every_check_and_integer_outputs_are_refused(tmp_path):
     ref = _evaluate(tmp_path, "logits", "zoo_digits")
     dbl = _evaluate(tmp_path, "double", "double_out")
@@ -77,3 +90,61 @@ def test_a_forward_without_gradients_names_the_cause(tmp_path):
     pgd = next(c for c in r.card["checks"] if c["id"] == "pgd_linf")
     assert pgd["status"] == "error" and "torch.no_grad()" in pgd["reason"] and "black-box" in pgd["reason"]
     assert next(c for c in r.card["checks"] if c["id"] == "clean")["status"] == "ok"
+
+
+@pytest.mark.parametrize("body, spec, says", [
+    ("import sys\ndef build(num_classes=10):\n    sys.exit(0)\n", "build", "exited (SystemExit 0) instead of returning a model"),
+    ("import argparse\np = argparse.ArgumentParser()\np.add_argument('--lr', required=True)\nargs = p.parse_args()\ndef build():\n    pass\n", "build",
+     "exited (SystemExit 2: "),
+    ("raise RuntimeError('CUDA not available')\n", "build", "raised RuntimeError: CUDA not available; fix the module"),
+])
+def test_a_factory_that_exits_or_fails_at_import_is_a_usage_error(tmp_path, monkeypatch, body, spec, says):
+    """Found by a probe: a factory calling sys.exit(0) made robustlab exit 0 with nothing written, a training
+    script parsing its own arguments at import printed its usage, and a module raising at import was a
+    'robustlab bug' (exit 4)."""
+    name = f"rl_fac_{abs(hash(body)) % 10**8}"
+    (tmp_path / f"{name}.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    r = CliRunner().invoke(main, ["evaluate", "--no-mlflow", "--no-report", "--quiet", "--model", f"factory:{name}:{spec}", "--num-classes", "10",
+                                  "--data", "digits", "--limit", "8", "--out", str(tmp_path / "out")])
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and says in lines[0], r.output
+
+
+def test_a_damaged_export_file_gives_one_line(tmp_path):
+    """Found by a probe: torch.export logged a 13-20 line traceback before robustlab's one-line error."""
+    import os
+    import subprocess
+
+    bad = tmp_path / "model.pt2"
+    bad.write_bytes(os.urandom(3000))
+    r = subprocess.run([sys.executable, "-m", "robustlab", "evaluate", "--model", str(bad), "--trust-code", "--data", "digits", "--no-mlflow", "-q",
+                        "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "cannot load torch.export file" in lines[0], r.stderr
+
+
+def test_torchscript_errors_are_reported_by_their_cause(tmp_path):
+    """Found by a probe: the TorchScript interpreter's multi-line error was cut after 160 characters of its
+    preamble ("The following operation failed ... File "code/__torch__.py", line"), losing the cause."""
+    import torch
+    from torch import nn
+
+    from robustlab.errors import cause_line
+
+    class Grey(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3)
+            self.head = nn.Linear(4, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.conv(x).mean((2, 3)))
+
+    path = tmp_path / "grey.pt"
+    torch.jit.script(Grey()).save(str(path))
+    r = CliRunner().invoke(main, ["evaluate", "--model", str(path), "--trust-code", "--data", "samples:cifar10", "--no-mlflow", "--no-report", "--quiet",
+                                  "--out", str(tmp_path / "out")])
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and "to have 1 channels, but got 3 channels" in lines[0], r.output
+    assert cause_line(RuntimeError("one line")) == "one line" and cause_line(RuntimeError("")) == "RuntimeError"

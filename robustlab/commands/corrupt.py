@@ -29,7 +29,10 @@ def corrupt(**kw: Any) -> None:
     from ..corruptions.writer import render
     from ..data.plugins import load_dataset
 
-    names = [check_name(n) for n in expand([p.strip() for p in str(kw["corruptions"]).split(",") if p.strip()])]
+    from ..errors import set_crash_dir
+
+    set_crash_dir(kw["out_dir"])  # a crash log goes beside the output, as other commands' do
+    names = list(dict.fromkeys(check_name(n) for n in expand([p.strip() for p in str(kw["corruptions"]).split(",") if p.strip()])))
     if not names:  # as a suite's empty corruptions list is refused: nothing to render is a usage error
         raise click.BadParameter("names no corruption; give comma-separated corruption names (e.g. fog,snow) or a group: all, benchmark, held_out.", param_hint="--corruptions")
     data = load_dataset(kw["data_spec"], split="test", root=kw["data_root"]).limit(kw["limit"])

@@ -87,8 +87,9 @@ def render(
 
     root = Path(out).expanduser()
     shape = tuple(int(v) for v in data.sample_shape())
-    if len(shape) != 3:
-        raise DataError(f"data {data.spec} has samples of shape {shape}; robustlab corrupt needs images (C, H, W).")
+    if len(shape) != 3 or shape[0] not in (1, 3) or min(shape[1:]) < 1:
+        raise DataError(f"data {data.spec} has samples of shape {shape}; robustlab corrupt needs images (C, H, W) with 1 (grey) or 3 (RGB) "
+                        "channels and at least one pixel.")
     proto = resolve(protocol, shape[1], shape[2])
     cfg = RenderConfig(
         protocol=proto.value, protocol_source=proto.source, backend=Backend.parse(backend).value, seed=int(seed),

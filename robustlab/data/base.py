@@ -4,12 +4,15 @@ and stable sample ids so that two runs can be compared sample by sample."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
 import torch
 
 from ..errors import DataError, printable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -169,6 +172,10 @@ class Dataset:
             return replace(self, y=lut[self.y], classes=list(class_names or ()), relabel_by_name=False)
         shown = ", ".join(ascii(c)[:40] for c in names[:5]) + (", ..." if len(names) > 5 else "")
         known = ", ".join(ascii(c)[:40] for c in list(index)[:5]) + (", ..." if len(index) > 5 else "")
+        if not self.spec.startswith("folder:"):  # npz 'classes' naming other classes than the model's: labels by position, as before
+            if index:
+                log.warning("data %s names its classes %s, not the model's (%s): its labels are taken as the model's class indices", self.spec, shown, known)
+            return replace(self, relabel_by_name=False)
         if len(names) != num_classes:
             if index:
                 why = f"not every folder is named after a class of the model ({known})"

@@ -33,6 +33,26 @@ KNOWN: dict[str, tuple[str | None, str]] = {
 }
 
 
+#: (channels, height, width) of each named data set's images; ImageNet's size varies. Images may be larger
+#: (CIFAR upsampled for an ImageNet-pretrained network), never smaller or of another channel count.
+NATIVE_SHAPES: dict[str, tuple[int, int, int]] = {
+    "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "svhn": (3, 32, 32), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "digits": (1, 8, 8),
+}
+
+
+def check_images_fit(name: str | None, shape: tuple[int, ...], source: str) -> None:
+    """Raise ``DataError`` when images of ``shape`` (C, H, W) cannot be the data set ``name`` (named by
+    ``source``): another channel count, or smaller than its images; its budgets and corruption protocol
+    would be applied to other data."""
+    native = NATIVE_SHAPES.get(name or "")
+    if native is None or len(shape) != 3:
+        return
+    c, h, w = (int(v) for v in shape)
+    if c != native[0] or h < native[1] or w < native[2]:
+        raise DataError(f"the data set is named {name} ({source}), whose images are {'x'.join(map(str, native))}, but these are "
+                        f"{c}x{h}x{w}; name the data set they are (--dataset, or the data's own entry) or pass the right --data.")
+
+
 def check_dataset_name(name: str) -> str:
     """``name`` normalised (lower case); unknown names raise with the closest known ones."""
     n = name.strip().lower()

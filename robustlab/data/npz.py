@@ -15,6 +15,7 @@ import shutil
 import struct
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import IO
 
@@ -48,19 +49,51 @@ def open_member(path: Path, name: str) -> np.ndarray:
                     raise DataError(f"{path}: member {name}.npy has a damaged zip header; save the arrays again with numpy.savez.")
                 name_len, extra_len = struct.unpack("<HH", local[26:30])
                 start = info.header_offset + 30 + name_len + extra_len
+                _check_crc(fh, path, name, start, info)
                 fh.seek(start)
-                return _map_npy(fh, path, name)
+                return _map_npy(fh, path, name, start + info.file_size)
         tmp = tempfile.TemporaryFile(prefix="robustlab-npz-")
-        with zf.open(info) as src:
-            shutil.copyfileobj(src, tmp, _CHUNK)
+        try:
+            with zf.open(info) as src:
+                shutil.copyfileobj(src, tmp, _CHUNK)  # zipfile checks the CRC at the end of the member
+        except (zipfile.BadZipFile, EOFError, OSError) as exc:
+            tmp.close()
+            raise DataError(f"{path}: member {name}.npy is damaged ({exc}); save the arrays again with numpy.savez_compressed.") from exc
+        end = tmp.tell()
         tmp.seek(0)
         try:
-            return _map_npy(tmp, path, name)
+            return _map_npy(tmp, path, name, end)
         finally:
             tmp.close()  # the mapping keeps its own handle; the file disappears with the mapping
 
 
-def _map_npy(fh: IO[bytes], path: Path, name: str) -> np.ndarray:
+#: stored members whose CRC matched: (path, size, mtime, member) -> True, so a member is read once per process
+_CRC_OK: set[tuple[str, int, int, str]] = set()
+
+
+def _check_crc(fh: IO[bytes], path: Path, name: str, start: int, info: zipfile.ZipInfo) -> None:
+    """Raise ``DataError`` unless the stored member's bytes match the CRC-32 the archive records (a damaged
+    or hand-edited file would otherwise be mapped as images). Reads the member once, in chunks."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, name)
+    if key in _CRC_OK:
+        return
+    fh.seek(start)
+    crc, left = 0, info.file_size
+    while left > 0:
+        chunk = fh.read(min(_CHUNK, left))
+        if not chunk:
+            break
+        crc = zlib.crc32(chunk, crc)
+        left -= len(chunk)
+    if left > 0 or crc != info.CRC:
+        what = f"{left} of its {info.file_size} bytes are missing" if left > 0 else "its bytes do not match the archive's CRC-32"
+        raise DataError(f"{path}: member {name}.npy is damaged ({what}); save the arrays again with numpy.savez.")
+    _CRC_OK.add(key)
+
+
+def _map_npy(fh: IO[bytes], path: Path, name: str, end: int) -> np.ndarray:
+    """Map the ``.npy`` at ``fh``'s position, whose bytes end at offset ``end`` of ``fh``."""
     from numpy.lib import format as npformat
 
     version = npformat.read_magic(fh)
@@ -73,6 +106,10 @@ def _map_npy(fh: IO[bytes], path: Path, name: str) -> np.ndarray:
     if dtype.hasobject:
         raise DataError(f"{path}: array {name!r} holds Python objects; store images as uint8 or float arrays and ids as fixed-width strings.")
     offset = fh.tell()
+    need = int(np.prod(shape)) * dtype.itemsize
+    if end - offset < need:
+        raise DataError(f"{path}: array {name!r} of shape {tuple(shape)} needs {need} bytes but its member holds {max(0, end - offset)}; "
+                        "the file is truncated or damaged, save the arrays again with numpy.savez.")
     if int(np.prod(shape)) == 0:
         return np.zeros(shape, dtype=dtype)
     return np.memmap(fh, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")

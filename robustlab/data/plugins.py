@@ -20,6 +20,9 @@ from .base import Dataset
 
 log = logging.getLogger(__name__)
 
+#: npz files already warned about for dim uint8 images (a command may open its data twice)
+_DIM_WARNED: set[str] = set()
+
 SPLITS = ("train", "val", "test")
 
 
@@ -244,8 +247,18 @@ def _npz(arg: str, *, split: str, root: object = None, download: bool = False) -
         layout = "nchw"
     else:
         raise DataError(f"{p}: '{kx}' has shape {x.shape}; expected (N,H,W), (N,H,W,C) or (N,C,H,W).")
+    if layout == "nchw" and x.shape[-1] == 4 and x.shape[1] not in (1, 3, 4):
+        raise DataError(f"{p}: '{kx}' has shape {x.shape}, images with 4 channels last (RGBA); drop the alpha channel (x[..., :3]) and save again.")
+    if any(d == 0 for d in x.shape[1:]):
+        raise DataError(f"{p}: '{kx}' has shape {x.shape}: images with no pixels; save the images themselves.")
     if x.shape[0] != len(y):
         raise DataError(f"data npz:{arg}: {len(ids)} ids, {len(y)} labels and {x.shape[0]} images differ; every image needs one label.")
+    if x.dtype == np.uint8 and x.shape[0]:
+        top = int(np.asarray(x[: max(1, (4 << 20) // max(1, x[:1].nbytes))]).max())
+        if top <= 16 and str(p) not in _DIM_WARNED:
+            _DIM_WARNED.add(str(p))
+            log.warning("%s: uint8 images reach only %d (uint8 images are read as 0..255); if they are on another scale, "
+                        "scale them to 0..255 or store floats in [0, 1].", p, top)
 
     def load(idx: Sequence[int]) -> torch.Tensor:
         return _npz_batch(x, idx, layout, p)
@@ -255,7 +268,7 @@ def _npz(arg: str, *, split: str, root: object = None, download: bool = False) -
         for s in range(0, x.shape[0], step):
             _npz_batch(x, range(s, min(s + step, x.shape[0])), layout, p)
     return Dataset(spec=f"npz:{arg}", split=split, ids=ids, y=torch.from_numpy(y), classes=classes, loader=load, hash_pixels=True,
-                   description=f"arrays from {p.name}", extra=extra)
+                   description=f"arrays from {p.name}", extra=extra, relabel_by_name="classes" in files)
 
 
 def _npz_batch(x: np.ndarray, idx: Sequence[int], layout: str, p: Path) -> torch.Tensor:

@@ -187,17 +187,23 @@ class RobustModel(nn.Module):
         return z.to(dt) if dt is not None and z.is_floating_point() and z.dtype != dt else z
 
     def _logits(self, out: Any) -> torch.Tensor:
+        if isinstance(out, torch.Tensor) and out.is_floating_point():
+            self._raw_dtype = out.dtype  # what :meth:`detect_probabilities` allows for rounding
         z = _float_logits(out)
         if self.output_kind == "probabilities" and isinstance(z, torch.Tensor):
             return torch.log(z.clamp_min(torch.finfo(z.dtype).tiny))
         return z
 
     def detect_probabilities(self, raw: torch.Tensor, *, tol: float = 1e-4) -> bool:
-        """Whether the network's outputs ``raw`` (n >= 2 rows, as it returned them) are probabilities:
-        every entry in [0, 1] and every row summing to 1. If so, from now on their log is the logits
-        (recorded in ``info.extra["outputs"]``). Logits never pass this test on a real batch."""
-        if self.output_kind != "logits" or raw.ndim != 2 or raw.shape[0] < 2 or raw.shape[1] < 2:
+        """Whether the network's outputs ``raw`` (as it returned them: 2 rows or more, or one row of 3 classes
+        or more) are probabilities: every entry in [0, 1] and every row summing to 1, within ``tol`` or the
+        rounding of the dtype the network returned (4 ulps of 1: 3.9e-3 in float16, 3.1e-2 in bfloat16). If so,
+        from now on their log is the logits (recorded in ``info.extra["outputs"]``). Logits never pass this
+        test on a real batch."""
+        if self.output_kind != "logits" or raw.ndim != 2 or raw.shape[1] < 2 or raw.shape[0] < (1 if raw.shape[1] >= 3 else 2):
             return False
+        dtype = getattr(self, "_raw_dtype", raw.dtype)
+        tol = max(tol, 4 * torch.finfo(dtype).eps) if dtype.is_floating_point else tol
         if not are_probabilities(raw, tol=tol):
             return False
         self.output_kind = "probabilities"

@@ -18,8 +18,8 @@ import torch
 
 from .. import distributed
 from ..data import load_dataset
-from ..data.naming import DATA_ENTRY, resolve_dataset_name
-from ..errors import DataError, ModelOutputError, RobustlabError, printable
+from ..data.naming import DATA_ENTRY, check_images_fit, resolve_dataset_name
+from ..errors import DataError, ModelOutputError, RobustlabError, cause_line, printable
 from ..fastpaths import apply_fast_paths
 from ..models import load_model
 from ..checks import CHECKS
@@ -94,16 +94,17 @@ def evaluate(cfg: RunConfig) -> Scorecard:
     note = budget_summary(model, cfg.suite.entries, CHECKS, ds_name, ds_source)
     if note and not cfg.quiet and dist_info.is_main:
         progress_log.info("%s", note)  # which budget and protocol, and where they came from (issue 14)
-    data = prepare_data(model, raw)
+    data = prepare_data(model, raw)  # the model's own input shape first: a model/data mismatch is said in its terms
+    check_images_fit(ds_name, tuple(raw.sample_shape()), ds_source)
     with torch.no_grad():
-        xb = data.images(slice(0, min(len(data), cfg.batch_size))).to(device)
+        xb = data.images(slice(0, min(len(data), max(cfg.batch_size, 2)))).to(device)  # 2 rows at least: softmax detection
         try:
             logits = model(xb)
         except RobustlabError:
             raise
         except Exception as exc:  # the user's code raised: shape/channel mismatches, its own asserts (a fixed batch size), export guards
             raise ModelOutputError(
-                f"the model fails on a batch of {data_spec} of shape {tuple(xb.shape)} ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); "
+                f"the model fails on a batch of {data_spec} of shape {tuple(xb.shape)} ({type(exc).__name__}: {cause_line(exc, 200)}); "
                 "check that the data matches the model (--data, --input-shape, --mean/--std channels, --arch) and that it takes any batch size."
             ) from exc
         model.check_output(logits, xb.shape[0])

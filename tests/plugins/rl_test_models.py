@@ -212,6 +212,8 @@ class _ZooDigits(nn.Module):
         z = self.net(x)
         if self.kind == "probabilities":
             return torch.softmax(z, dim=1)
+        if self.kind in ("probabilities_fp16", "probabilities_bf16"):  # a half-precision model's softmax: rows sum to 1 within its rounding
+            return torch.softmax(z, dim=1).to(torch.float16 if self.kind.endswith("fp16") else torch.bfloat16)
         if self.kind == "double":
             return z.double()
         if self.kind == "int":
@@ -229,6 +231,14 @@ def zoo_digits_255() -> nn.Module:
 
 def probabilities_out() -> nn.Module:
     return _ZooDigits("probabilities")
+
+
+def probabilities_fp16() -> nn.Module:
+    return _ZooDigits("probabilities_fp16")
+
+
+def probabilities_bf16() -> nn.Module:
+    return _ZooDigits("probabilities_bf16")
 
 
 def double_out() -> nn.Module:
