@@ -14,7 +14,7 @@ import yaml
 __all__ = ["safe_load_strict"]
 
 
-class _StrictLoader(yaml.SafeLoader):
+class _StrictLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type hints
     """``yaml.SafeLoader`` that refuses a mapping with a repeated key."""
 
 
@@ -32,7 +32,8 @@ def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) 
             mark = key_node.start_mark
             raise yaml.constructor.ConstructorError(None, None, f"key {k!r} appears twice in one mapping (line {mark.line + 1})", mark)
         seen.add(k)
-    return loader.construct_mapping(node, deep=deep)
+    out: dict[Any, Any] = loader.construct_mapping(node, deep=deep)
+    return out
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)

@@ -109,3 +109,36 @@ def test_a_data_set_name_the_images_cannot_be_is_refused_before_any_check(tmp_pa
     from robustlab.data.naming import check_images_fit
 
     check_images_fit("cifar10", (3, 224, 224), "--dataset")  # CIFAR upsampled for an ImageNet-pretrained network is fine
+
+
+def test_npz_class_names_relabel_by_the_models_names(tmp_path: Path):
+    """An npz whose 'classes' lists the model's classes in another order means its labels by those names
+    (found by a probe: they were read as the model's indices, so every label pointed at another class)."""
+    x, y = _digits(64)
+    order = [str(9 - i) for i in range(10)]  # label i means digit 9 - i
+    np.savez(tmp_path / "perm.npz", x=(x / 255.0).astype(np.float32), y=9 - y, classes=np.array(order))
+    np.savez(tmp_path / "plain.npz", x=(x / 255.0).astype(np.float32), y=y)
+    acc = {}
+    for name in ("perm", "plain"):
+        r = CliRunner().invoke(main, ["evaluate", "--model", "zoo:digits-cnn", "--data", f"npz:{tmp_path / name}.npz", "--suite", "quick", "--limit", "64",
+                                      "--no-mlflow", "--no-report", "--quiet", "--json", "--out", str(tmp_path / name)])
+        assert r.exit_code == 0, r.output
+        card = __import__("json").loads((tmp_path / name / "scorecard.json").read_text())
+        acc[name] = next(c for c in card["checks"] if c["id"] == "clean")["metrics"]["clean/accuracy"]
+    assert acc["perm"] == acc["plain"] > 0.9
+
+
+def test_a_model_with_another_class_count_than_the_named_data_set_is_warned_about(tmp_path: Path, monkeypatch, caplog):
+    """Found by a probe: a 1000-class model on the 10-class digits ran with exit 0 and no word."""
+    from robustlab.data.naming import class_count_note
+
+    assert class_count_note("digits", 10) == "" and class_count_note(None, 1000) == ""
+    assert "predictions of its other classes count as errors" in class_count_note("cifar10", 1000)
+    (tmp_path / "rl_wide.py").write_text("import torch\nfrom torch import nn\n\ndef build():\n    torch.manual_seed(0)\n"
+                                         "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 1000))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        r = CliRunner().invoke(main, ["evaluate", "--model", "factory:rl_wide:build", "--input-shape", "1,8,8", "--data", "digits", "--suite", "quick",
+                                      "--limit", "8", "--no-mlflow", "--no-report", "--quiet", "--out", str(tmp_path / "out")])
+    assert r.exit_code in (0, 3), r.output
+    assert "the model has 1000 classes but digits has 10" in caplog.text

@@ -40,6 +40,21 @@ NATIVE_SHAPES: dict[str, tuple[int, int, int]] = {
 }
 
 
+#: classes of each named data set
+CLASS_COUNTS: dict[str, int] = {"cifar10": 10, "cifar100": 100, "svhn": 10, "mnist": 10, "fashion-mnist": 10, "digits": 10, "imagenet": 1000}
+
+
+def class_count_note(name: str | None, num_classes: int) -> str:
+    """A warning when a model of ``num_classes`` classes is evaluated on the named data set of another class
+    count (an ImageNet model on CIFAR labels: its predictions of the other classes all count as errors)."""
+    want = CLASS_COUNTS.get(name or "")
+    if want is None or want == num_classes:
+        return ""
+    return (f"the model has {num_classes} classes but {name} has {want}: labels are read as the model's class indices, so "
+            f"{'predictions of its other classes count as errors' if num_classes > want else 'labels beyond its classes are refused'}; "
+            "check --model, --data and --dataset.")
+
+
 def check_images_fit(name: str | None, shape: tuple[int, ...], source: str) -> None:
     """Raise ``DataError`` when images of ``shape`` (C, H, W) cannot be the data set ``name`` (named by
     ``source``): another channel count, or smaller than its images; its budgets and corruption protocol

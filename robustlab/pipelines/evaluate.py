@@ -18,7 +18,7 @@ import torch
 
 from .. import distributed
 from ..data import load_dataset
-from ..data.naming import DATA_ENTRY, check_images_fit, resolve_dataset_name
+from ..data.naming import DATA_ENTRY, check_images_fit, class_count_note, resolve_dataset_name
 from ..errors import DataError, ModelOutputError, RobustlabError, cause_line, printable
 from ..fastpaths import apply_fast_paths
 from ..models import load_model
@@ -96,6 +96,8 @@ def evaluate(cfg: RunConfig) -> Scorecard:
         progress_log.info("%s", note)  # which budget and protocol, and where they came from (issue 14)
     data = prepare_data(model, raw)  # the model's own input shape first: a model/data mismatch is said in its terms
     check_images_fit(ds_name, tuple(raw.sample_shape()), ds_source)
+    if (count_note := class_count_note(ds_name, model.num_classes)) and dist_info.is_main:
+        log.warning("%s", count_note)
     with torch.no_grad():
         xb = data.images(slice(0, min(len(data), max(cfg.batch_size, 2)))).to(device)  # 2 rows at least: softmax detection
         try:
