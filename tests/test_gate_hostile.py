@@ -134,3 +134,12 @@ def test_compare_refuses_a_nan_min_delta(tmp_path: Path):
     card = _write(tmp_path, "card.json", _card_dict())
     r = CliRunner().invoke(main, ["compare", str(card), str(card), "--min-delta", "nan"])
     assert r.exit_code == 2 and "--min-delta must be a finite number" in r.output
+
+
+def test_an_unwritable_step_summary_does_not_change_the_verdict(tmp_path: Path, monkeypatch):
+    """Found by a probe: a $GITHUB_STEP_SUMMARY that cannot be written replaced the gate's verdict with exit 2."""
+    card = _write(tmp_path, "card.json", _card_dict())
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "no-such-dir" / "summary.md"))
+    for threshold, code in ((0.5, 0), (0.99, 1)):
+        rc, out = _gate(str(card), "--policy", str(_policy(tmp_path, f"rules:\n  - metric: {ACC}\n    op: '>='\n    threshold: {threshold}\n")))
+        assert rc == code, out
