@@ -198,6 +198,10 @@ def _header(sig: dict[str, Any]) -> bytes:
     return json.dumps(head, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
+#: every field of a signature block (format 2); any other field is unsigned and refused by the verifier
+SIGNATURE_FIELDS = frozenset({"algorithm", "format", "public_key", "key_id", "signed_at", "payload_sha256", "value"})
+
+
 def make_signature(card: dict[str, Any], key_path: str | Path) -> dict[str, Any]:
     """The signature block for a scorecard dict, signed with the private key at ``key_path``."""
     from cryptography.hazmat.primitives import serialization
@@ -246,6 +250,10 @@ def verify_dict(card: dict[str, Any], *, signature: dict[str, Any] | None = None
         return Verification(SignatureState.INVALID, messages=(f"signature format {sig.get('format')!r} is not {FORMAT} (it does not cover the signing time); re-sign the scorecard",))
     if not all(isinstance(sig.get(k), str) for k in ("public_key", "value", "key_id", "signed_at", "payload_sha256")):
         return Verification(SignatureState.INVALID, messages=("malformed signature block (a field is missing or not a string)",))
+    extra = sorted(set(sig) - SIGNATURE_FIELDS)
+    if extra:  # nothing signs them: a reader could take them for signed statements
+        return Verification(SignatureState.INVALID, messages=(f"the signature block holds fields no signature covers ({', '.join(map(ascii, extra[:5]))}); "
+                                                              "re-sign the scorecard",))
     try:
         raw_pub = base64.b64decode(sig["public_key"], validate=True)
         value = base64.b64decode(sig["value"], validate=True)

@@ -143,3 +143,16 @@ def test_an_unwritable_step_summary_does_not_change_the_verdict(tmp_path: Path, 
     for threshold, code in ((0.5, 0), (0.99, 1)):
         rc, out = _gate(str(card), "--policy", str(_policy(tmp_path, f"rules:\n  - metric: {ACC}\n    op: '>='\n    threshold: {threshold}\n")))
         assert rc == code, out
+
+
+def test_a_field_added_to_the_signature_block_is_not_verified(tmp_path: Path):
+    """Found by a probe: a field added inside the signature block (covered by no signature) verified."""
+    card = _write(tmp_path, "card.json", _card_dict())
+    assert CliRunner().invoke(main, ["sign", str(card), "--generate-key", str(tmp_path / "k.pem")]).exit_code == 0
+    pub = str(tmp_path / "k.pub.pem")
+    assert CliRunner().invoke(main, ["verify", str(card), "--public-key", pub]).exit_code == 0
+    d = json.loads(card.read_text())
+    d["signature"]["approved_by"] = "the audit board"
+    forged = _write(tmp_path, "forged.json", d)
+    r = CliRunner().invoke(main, ["verify", str(forged), "--public-key", pub])
+    assert r.exit_code == 1 and "fields no signature covers ('approved_by')" in r.output, r.output
