@@ -148,3 +148,27 @@ def test_torchscript_errors_are_reported_by_their_cause(tmp_path):
     lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and "to have 1 channels, but got 3 channels" in lines[0], r.output
     assert cause_line(RuntimeError("one line")) == "one line" and cause_line(RuntimeError("")) == "RuntimeError"
+
+
+def test_integer_weights_for_a_float_architecture_are_refused(tmp_path):
+    """Found by a probe: a state dict of int64 tensors was cast to float silently (exit 0, accuracy 0.125)."""
+    import torch
+
+    from robustlab.models import load_model
+
+    sd = load_model("zoo:digits-cnn", device="cpu").net.state_dict()
+    torch.save({k: (v * 100).long() for k, v in sd.items()}, tmp_path / "int.pt")
+    r = CliRunner().invoke(main, ["evaluate", "--model", str(tmp_path / "int.pt"), "--arch", "zoo-arch:digits-cnn", "--data", "digits", "--limit", "8",
+                                  "--no-mlflow", "--no-report", "--quiet", "--out", str(tmp_path / "out")])
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and "hold integer tensors" in lines[0], r.output
+    torch.save({k: v.half() for k, v in sd.items()}, tmp_path / "half.pt")  # another float type is the same weights, rounded
+    r = CliRunner().invoke(main, ["evaluate", "--model", str(tmp_path / "half.pt"), "--arch", "zoo-arch:digits-cnn", "--data", "digits", "--limit", "8",
+                                  "--suite", _clean_only_suite(tmp_path), "--no-mlflow", "--no-report", "--quiet", "--out", str(tmp_path / "out2")])
+    assert r.exit_code == 0, r.output
+
+
+def _clean_only_suite(tmp_path) -> str:  # noqa: N802 - a path, used like a constant
+    p = tmp_path / "clean.yaml"
+    p.write_text("name: c\nchecks:\n  - check: clean\n")
+    return str(p)

@@ -404,6 +404,11 @@ def _from_state_dict(path: Path, sd: dict[str, torch.Tensor], meta: dict[str, An
         shape = opts.overrides.get("input_shape") or meta.get("input_shape") or arch_meta.get("input_shape")
         net = rebuild(net, meta["compression"], sd, input_shape=tuple(shape) if shape else None, source=path.name)
     else:
+        own = net.state_dict()
+        cast = [k for k, v in sd.items() if k in own and own[k].is_floating_point() and not v.is_floating_point()]
+        if cast:  # load_state_dict would convert them silently: integer weights are not the model's
+            raise ModelLoadError(f"the weights in {path.name} hold integer tensors where architecture {arch} has floating-point ones "
+                                 f"({cast[0]}: {sd[cast[0]].dtype}); save the floating-point weights (a quantized model: `robustlab compress`).")
         try:
             net.load_state_dict(sd, strict=True)
         except RuntimeError as exc:
