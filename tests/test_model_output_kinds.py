@@ -172,3 +172,16 @@ def _clean_only_suite(tmp_path) -> str:  # noqa: N802 - a path, used like a cons
     p = tmp_path / "clean.yaml"
     p.write_text("name: c\nchecks:\n  - check: clean\n")
     return str(p)
+
+
+def test_sigmoid_scores_are_warned_about(tmp_path, caplog):
+    """Found by a probe: sigmoid outputs were read as logits with no word (exit 0, ECE 0.814)."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="robustlab"):
+        got = _evaluate(tmp_path, "sig", "sigmoid_out", "name: s\nchecks:\n  - check: clean\n")
+    assert got.code == 0 and "lies in [0, 1] but its rows do not sum to 1" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="robustlab"):
+        caplog.clear()
+        _evaluate(tmp_path, "logits", "zoo_digits", "name: s\nchecks:\n  - check: clean\n")
+    assert "do not sum to 1" not in caplog.text

@@ -113,6 +113,10 @@ def evaluate(cfg: RunConfig) -> Scorecard:
         if model.detect_probabilities(logits) and dist_info.is_main:
             log.warning("the model outputs probabilities (a final softmax), not logits: robustlab uses their log as the logits, "
                         "so confidences and calibration are the model's own; attacks on it may still be masked (see the softmax_outputs audit).")
+        elif model.output_kind == "logits" and logits.ndim == 2 and logits.shape[1] >= 2 and bool(((logits >= 0) & (logits <= 1)).all()) and dist_info.is_main:
+            log.warning("every output of the model on the first batch lies in [0, 1] but its rows do not sum to 1 (sigmoid or clamped scores?): "
+                        "robustlab reads them as logits, so accuracy holds but confidences and calibration are not the model's and attacks "
+                        "on saturated scores are weaker; return logits from forward.")
     t_data = time.perf_counter() - t
 
     out = Path(cfg.out_dir)

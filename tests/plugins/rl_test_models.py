@@ -212,6 +212,8 @@ class _ZooDigits(nn.Module):
         z = self.net(x)
         if self.kind == "probabilities":
             return torch.softmax(z, dim=1)
+        if self.kind == "sigmoid":  # one-vs-rest scores: in [0, 1], rows not summing to 1
+            return torch.sigmoid(z)
         if self.kind in ("probabilities_fp16", "probabilities_bf16"):  # a half-precision model's softmax: rows sum to 1 within its rounding
             return torch.softmax(z, dim=1).to(torch.float16 if self.kind.endswith("fp16") else torch.bfloat16)
         if self.kind == "double":
@@ -239,6 +241,10 @@ def probabilities_fp16() -> nn.Module:
 
 def probabilities_bf16() -> nn.Module:
     return _ZooDigits("probabilities_bf16")
+
+
+def sigmoid_out() -> nn.Module:
+    return _ZooDigits("sigmoid")
 
 
 def double_out() -> nn.Module:
