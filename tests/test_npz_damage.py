@@ -142,3 +142,15 @@ def test_a_model_with_another_class_count_than_the_named_data_set_is_warned_abou
                                       "--limit", "8", "--no-mlflow", "--no-report", "--quiet", "--out", str(tmp_path / "out")])
     assert r.exit_code in (0, 3), r.output
     assert "the model has 1000 classes but digits has 10" in caplog.text
+
+
+def test_wrong_kind_of_path_and_huge_unsigned_labels_are_named(tmp_path: Path):
+    x, y = _digits(4)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    np.savez(tmp_path / "u.npz", x=x, y=np.array([1, 2, 3, 2**63 + 1], dtype=np.uint64))
+    with pytest.raises(DataError, match="is a folder, not an npz file"):
+        load_dataset(f"npz:{tmp_path}", split="test")
+    with pytest.raises(DataError, match="is a file, not an image folder"):
+        load_dataset(f"folder:{tmp_path / 'd.npz'}", split="test")
+    with pytest.raises(DataError, match=f"label {2**63 + 1} in 'y' is beyond any class index"):
+        load_dataset(f"npz:{tmp_path / 'u.npz'}", split="test")

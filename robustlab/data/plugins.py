@@ -193,6 +193,8 @@ def _npz(arg: str, *, split: str, root: object = None, download: bool = False) -
     """
     p = Path(arg).expanduser()
     if not p.is_file():
+        if p.is_dir():
+            raise DataError(f"{p} is a folder, not an npz file; pass the .npz file after npz: (a folder of class folders is folder:{p}).")
         raise DataError(f"npz file {p} does not exist; check the path after npz:.")
     import zipfile
     import zlib
@@ -223,6 +225,8 @@ def _npz(arg: str, *, split: str, root: object = None, download: bool = False) -
         raise DataError(f"{p}: labels '{ky}' have dtype {y_raw.dtype}; labels must be integers (e.g. y.astype('int64') if they are whole numbers).")
     if y_raw.ndim > 2 or (y_raw.ndim == 2 and y_raw.shape[1] != 1):
         raise DataError(f"{p}: labels '{ky}' have shape {y_raw.shape}; expected (N,) class indices, not one-hot or multi-label arrays.")
+    if y_raw.dtype.kind == "u" and y_raw.size and int(y_raw.max()) > np.iinfo(np.int64).max:
+        raise DataError(f"{p}: label {int(y_raw.max())} in '{ky}' is beyond any class index; labels are class indices 0..K-1.")
     y = y_raw.astype(np.int64).reshape(-1)
     ids = [str(i) for i in np.array(member("ids")).reshape(-1)] if "ids" in files else [f"{p.name}/{kx}/{i}" for i in range(len(y))]
     if "classes" in files:
@@ -320,6 +324,8 @@ def _folder(arg: str, *, split: str, root: object = None, download: bool = False
     if (base / split).is_dir():
         base = base / split
     if not base.is_dir():
+        if base.is_file():
+            raise DataError(f"{base} is a file, not an image folder; pass a folder PATH/<class>/<image files> after folder: (an .npz file is npz:{base}).")
         raise DataError(f"image folder {base} does not exist; expected PATH/<class>/<image files>.")
     classes = sorted(d.name for d in base.iterdir() if d.is_dir())
     if not classes:
