@@ -185,3 +185,13 @@ def test_sigmoid_scores_are_warned_about(tmp_path, caplog):
         caplog.clear()
         _evaluate(tmp_path, "logits", "zoo_digits", "name: s\nchecks:\n  - check: clean\n")
     assert "do not sum to 1" not in caplog.text
+
+
+def test_wording_of_class_count_and_channel_mismatches(tmp_path):
+    """--num-classes that causes the mismatch is not offered as its cure; a 1-channel model asks for 1 value."""
+    def run(*args: str) -> str:
+        r = CliRunner().invoke(main, ["evaluate", *args, "--limit", "8", "--no-mlflow", "--no-report", "--quiet", "--out", str(tmp_path / "o")])
+        assert r.exit_code == 2, r.output
+        return r.output
+    assert "--num-classes 5 does not match them: leave it out" in run("--model", "zoo:digits-cnn", "--num-classes", "5")
+    assert "1-channel images; give 1 value." in run("--model", "zoo:digits-cnn", "--mean", "0.5,0.5")

@@ -413,7 +413,10 @@ def _from_state_dict(path: Path, sd: dict[str, torch.Tensor], meta: dict[str, An
             net.load_state_dict(sd, strict=True)
         except RuntimeError as exc:
             why = misfit(net, sd) or first_line(exc)
-            raise ModelLoadError(f"the weights in {path.name} do not fit architecture {arch}: {why}; pass the architecture the weights were saved from with --arch (and --num-classes if only the head differs).") from exc
+            given = opts.overrides.get("num_classes")
+            how = (f"--num-classes {given} does not match them: leave it out, or pass the class count the weights were trained with" if given is not None
+                   else "pass the architecture the weights were saved from with --arch (and --num-classes if only the head differs)")
+            raise ModelLoadError(f"the weights in {path.name} do not fit architecture {arch}: {why}; {how}.") from exc
     info = {**arch_meta, **meta, **base, "format": fmt, "architecture": arch}
     if num_classes is not None:
         info["num_classes"] = num_classes

@@ -86,7 +86,7 @@ def check_consistency(meta: dict[str, Any], source: str = "the model metadata an
         c = int(meta["input_shape"][0])
         for k, n in chans.items():
             if n not in (1, c):
-                raise ModelLoadError(f"{source}: --{k} has {n} value(s) but the model takes {c}-channel images; give {c} values (or 1).")
+                raise ModelLoadError(f"{source}: --{k} has {n} value(s) but the model takes {c}-channel images; {'give 1 value' if c == 1 else f'give {c} values (one per channel) or 1 for all'}.")
     if len(set(chans.values())) > 1 and 1 not in chans.values():
         raise ModelLoadError(f"{source}: --mean has {chans['mean']} values but --std has {chans['std']}; give one per channel for both.")
     names, ncls = meta.get("class_names"), meta.get("num_classes")
