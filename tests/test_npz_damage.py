@@ -154,3 +154,10 @@ def test_wrong_kind_of_path_and_huge_unsigned_labels_are_named(tmp_path: Path):
         load_dataset(f"folder:{tmp_path / 'd.npz'}", split="test")
     with pytest.raises(DataError, match=f"label {2**63 + 1} in 'y' is beyond any class index"):
         load_dataset(f"npz:{tmp_path / 'u.npz'}", split="test")
+
+
+def test_ids_that_do_not_match_the_labels_are_counted_right(tmp_path: Path):
+    x, y = _digits(16)
+    np.savez(tmp_path / "d.npz", x=x, y=y, ids=np.array([f"i{k}" for k in range(10)]))
+    with pytest.raises(DataError, match="10 ids and 16 labels differ"):
+        load_dataset(f"npz:{tmp_path / 'd.npz'}", split="test")

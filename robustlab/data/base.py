@@ -58,7 +58,9 @@ class Dataset:
         if self.x is None and self.loader is None:
             raise ValueError("Dataset needs x or a loader")
         if len(self.ids) != int(self.y.shape[0]) or (self.x is not None and self.x.shape[0] != len(self.ids)) or (self.files is not None and len(self.files) != len(self.ids)):
-            raise DataError(f"data {self.spec}: {len(self.ids)} ids, {self.y.shape[0]} labels and {0 if self.x is None else self.x.shape[0]} images differ; every image needs one label.")
+            counts = [f"{len(self.ids)} ids", f"{self.y.shape[0]} labels"] + ([f"{self.x.shape[0]} images"] if self.x is not None else []) + (
+                [f"{len(self.files)} files"] if self.files is not None else [])
+            raise DataError(f"data {self.spec}: {', '.join(counts[:-1])} and {counts[-1]} differ; give every image one id and one label.")
 
     def __len__(self) -> int:
         return len(self.ids)
