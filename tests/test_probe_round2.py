@@ -26,6 +26,11 @@ def test_mcnemar_with_no_paired_samples_is_inconclusive_not_a_pass():
     pol = parse_policy({"rules": [{"name": "no regression", "metric": "clean/accuracy", "mcnemar": ROBUST_FLAGS}]})
     rep = evaluate_policy(cand, pol, baseline=base)
     assert rep.exit_code == 3, rep.results[0].message
+    assert "data.ids: 100 in the baseline vs 100, not the same list" in rep.results[0].message  # the ids differ: other images
+    for c in (base, cand):  # the same content under other ids: McNemar itself finds nothing to pair
+        c.data["content_sha256"] = "11" * 32
+    rep = evaluate_policy(cand, pol, baseline=base)
+    assert rep.exit_code == 3, rep.results[0].message
     assert "0 of 100 samples pair" in rep.results[0].message
     assert evaluate_policy(base, pol, baseline=base).exit_code == 0  # same data: decided as before
 

@@ -86,7 +86,7 @@ def test_report_has_a_variants_section(variant_run) -> None:
 def _card(value: float, low: float, high: float) -> Scorecard:
     c = CheckResult("pgd", "pgd")
     c.add_metric("adversarial/pgd/robust_accuracy", value, interval=Interval(low, high), n=500)
-    return Scorecard({}, {}, {"n": 500}, {"checks": ["pgd"]}, {}, {"complete": True}, checks=[c])
+    return Scorecard({}, {}, {"n": 500, "ids_sha256": "ab" * 32}, {"checks": ["pgd"]}, {}, {"complete": True}, checks=[c])  # the same 500 images
 
 
 def test_gate_relative_to_the_base_on_the_lower_confidence_bound() -> None:
