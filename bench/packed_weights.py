@@ -10,7 +10,8 @@ Same process, interleaved repetitions. Prints one JSON line per (kind, rows): mi
 way (median), their ratio, and the largest difference from the model's own logits or input gradient
 (relative to their largest magnitude) of each side.
 
-It is a measurement of an idea, not a fast path robustlab uses (see the README's performance notes).
+It is a measurement of an idea, not a fast path robustlab uses: the reorder it removes is a fixed cost per call, which
+AutoAttack's members amortise over the 16-64 rows they run on this CPU (bench/results/packed_weights_*.jsonl).
 
 Example:
     python bench/packed_weights.py --model ROBUST.safetensors
