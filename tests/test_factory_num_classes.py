@@ -13,7 +13,7 @@ import textwrap
 import pytest
 
 from robustlab.errors import ModelLoadError
-from robustlab.models.files import call_factory
+from robustlab.models.factory import call_factory
 
 
 @pytest.fixture()

@@ -91,7 +91,7 @@ def test_two_channel_images_are_refused_by_corrupt(tmp_path: Path):
 def test_dim_uint8_images_are_warned_about(tmp_path: Path, caplog):
     d = load_digits()
     np.savez(tmp_path / "u16.npz", x=d.images[:16].astype(np.uint8), y=d.target[:16])  # 0..16 stored as uint8
-    with caplog.at_level(logging.WARNING, logger="robustlab.data.plugins"):
+    with caplog.at_level(logging.WARNING, logger="robustlab.data.npz"):
         load_dataset(f"npz:{tmp_path / 'u16.npz'}", split="test")
     assert "uint8 images reach only 16" in caplog.text
 

@@ -6,22 +6,29 @@ converted to float32; for 50,000 ImageNet images it is 7.5 GB / 30 GB. :func:`op
 memory-maps the member: a stored (uncompressed, ``numpy.savez``) member is mapped in place; a
 compressed one (``numpy.savez_compressed``) is first inflated, in chunks, into an anonymous
 temporary file that is mapped and deleted when the last reference goes. Either way only the pages
-a batch touches are read, and the operating system may drop them again.
+a batch touches are read, and the operating system may drop them again. A stored member is checked
+against the archive's CRC-32 once per file and process, and a header that claims more bytes than the
+member holds is refused. :func:`image_layout`, :func:`warn_if_dim` and :func:`read_batch` read the image
+array of the ``npz:`` data source.
 """
 
 from __future__ import annotations
 
 import shutil
+import logging
 import struct
 import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import IO
+from typing import IO, Sequence
 
 import numpy as np
+import torch
 
 from ..errors import DataError
+
+log = logging.getLogger(__name__)
 
 #: bytes copied per chunk when inflating a compressed member
 _CHUNK = 16 << 20
@@ -113,3 +120,61 @@ def _map_npy(fh: IO[bytes], path: Path, name: str, end: int) -> np.ndarray:
     if int(np.prod(shape)) == 0:
         return np.zeros(shape, dtype=dtype)
     return np.memmap(fh, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+def image_layout(x: np.ndarray, p: Path, kx: str) -> str:
+    """The layout of image array ``x`` (``nhw``, ``nhwc`` or ``nchw``); ``DataError`` for what holds no images:
+    another number of dimensions, 4 channels last (RGBA), a dimension of size 0."""
+    if x.ndim == 3:
+        layout = "nhw"
+    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        layout = "nhwc"
+    elif x.ndim == 4:
+        layout = "nchw"
+    else:
+        raise DataError(f"{p}: '{kx}' has shape {x.shape}; expected (N,H,W), (N,H,W,C) or (N,C,H,W).")
+    if layout == "nchw" and x.shape[-1] == 4 and x.shape[1] not in (1, 3, 4):
+        raise DataError(f"{p}: '{kx}' has shape {x.shape}, images with 4 channels last (RGBA); drop the alpha channel (x[..., :3]) and save again.")
+    if any(d == 0 for d in x.shape[1:]):
+        raise DataError(f"{p}: '{kx}' has shape {x.shape}: images with no pixels; save the images themselves.")
+    return layout
+
+
+#: npz files already warned about for dim uint8 images (a command may open its data twice)
+_DIM_WARNED: set[str] = set()
+
+
+def warn_if_dim(x: np.ndarray, p: Path) -> None:
+    """Warn (once per file) when uint8 images reach only 16: another scale (0..16, 0..1) read as 0..255."""
+    if x.dtype == np.uint8 and x.shape[0]:
+        top = int(np.asarray(x[: max(1, (4 << 20) // max(1, x[:1].nbytes))]).max())
+        if top <= 16 and str(p) not in _DIM_WARNED:
+            _DIM_WARNED.add(str(p))
+            log.warning("%s: uint8 images reach only %d (uint8 images are read as 0..255); if they are on another scale, "
+                        "scale them to 0..255 or store floats in [0, 1].", p, top)
+
+
+def read_batch(x: np.ndarray, idx: Sequence[int], layout: str, p: Path) -> torch.Tensor:
+    """Images ``idx`` of a memory-mapped npz array as (n, C, H, W) float32 in [0, 1]."""
+    idx = list(idx)
+    if idx and idx == list(range(idx[0], idx[0] + len(idx))):
+        a = np.array(x[idx[0] : idx[0] + len(idx)])  # a contiguous run: one sequential read
+    else:
+        a = np.array(x[idx]) if idx else np.zeros((0, *x.shape[1:]), dtype=x.dtype)
+    if layout == "nhw":
+        a = a[:, None]
+    elif layout == "nhwc":
+        a = a.transpose(0, 3, 1, 2)
+    if a.dtype == np.uint8:
+        xf = a.astype(np.float32) / 255.0
+    else:
+        xf = a.astype(np.float32)
+        finite = np.isfinite(xf)
+        if xf.size and not finite.all():
+            bad = np.nonzero(~finite.reshape(len(xf), -1).all(axis=1))[0]
+            more = f" ({len(bad)} such images among images {idx[0]}-{idx[-1]})" if len(bad) > 1 else ""
+            raise DataError(f"data npz:{p}: image {idx[int(bad[0])]} has NaN or infinite values{more}; images must be finite, in [0, 1] (uint8 0..255 or float 0..1).")
+        lo, hi = (float(xf.min()), float(xf.max())) if xf.size else (0.0, 1.0)
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise DataError(f"data npz:{p} has values in [{lo:.4g}, {hi:.4g}]; images must be in [0, 1] (uint8 0..255 or float 0..1).")
+    return torch.from_numpy(np.ascontiguousarray(xf))

@@ -20,9 +20,6 @@ from .base import Dataset
 
 log = logging.getLogger(__name__)
 
-#: npz files already warned about for dim uint8 images (a command may open its data twice)
-_DIM_WARNED: set[str] = set()
-
 SPLITS = ("train", "val", "test")
 
 
@@ -199,7 +196,7 @@ def _npz(arg: str, *, split: str, root: object = None, download: bool = False) -
     import zipfile
     import zlib
 
-    from .npz import members, open_member
+    from .npz import image_layout, members, open_member, read_batch, warn_if_dim
 
     hint = "save it with numpy.savez(file, x=images, y=labels)"
     try:
@@ -243,64 +240,20 @@ def _npz(arg: str, *, split: str, root: object = None, download: bool = False) -
             raise DataError(f"{p}: the 'dataset' entry must be one name, e.g. np.savez(..., dataset='cifar10'), not {ascii(named.tolist())[:60]}; "
                             "store one name or leave the entry out.")
         extra["dataset"] = str(named[0])
-    if x.ndim == 3:
-        layout = "nhw"
-    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-        layout = "nhwc"
-    elif x.ndim == 4:
-        layout = "nchw"
-    else:
-        raise DataError(f"{p}: '{kx}' has shape {x.shape}; expected (N,H,W), (N,H,W,C) or (N,C,H,W).")
-    if layout == "nchw" and x.shape[-1] == 4 and x.shape[1] not in (1, 3, 4):
-        raise DataError(f"{p}: '{kx}' has shape {x.shape}, images with 4 channels last (RGBA); drop the alpha channel (x[..., :3]) and save again.")
-    if any(d == 0 for d in x.shape[1:]):
-        raise DataError(f"{p}: '{kx}' has shape {x.shape}: images with no pixels; save the images themselves.")
+    layout = image_layout(x, p, kx)
     if x.shape[0] != len(y):
         raise DataError(f"data npz:{arg}: {len(ids)} ids, {len(y)} labels and {x.shape[0]} images differ; every image needs one label.")
-    if x.dtype == np.uint8 and x.shape[0]:
-        top = int(np.asarray(x[: max(1, (4 << 20) // max(1, x[:1].nbytes))]).max())
-        if top <= 16 and str(p) not in _DIM_WARNED:
-            _DIM_WARNED.add(str(p))
-            log.warning("%s: uint8 images reach only %d (uint8 images are read as 0..255); if they are on another scale, "
-                        "scale them to 0..255 or store floats in [0, 1].", p, top)
+    warn_if_dim(x, p)
 
     def load(idx: Sequence[int]) -> torch.Tensor:
-        return _npz_batch(x, idx, layout, p)
+        return read_batch(x, idx, layout, p)
 
     if x.dtype != np.uint8:  # uint8 is in range by construction; check float images once, in chunks
         step = max(1, (4 << 20) // max(1, x[:1].nbytes))
         for s in range(0, x.shape[0], step):
-            _npz_batch(x, range(s, min(s + step, x.shape[0])), layout, p)
+            read_batch(x, range(s, min(s + step, x.shape[0])), layout, p)
     return Dataset(spec=f"npz:{arg}", split=split, ids=ids, y=torch.from_numpy(y), classes=classes, loader=load, hash_pixels=True,
                    description=f"arrays from {p.name}", extra=extra, relabel_by_name="classes" in files)
-
-
-def _npz_batch(x: np.ndarray, idx: Sequence[int], layout: str, p: Path) -> torch.Tensor:
-    """Images ``idx`` of a memory-mapped npz array as (n, C, H, W) float32 in [0, 1]."""
-    idx = list(idx)
-    if idx and idx == list(range(idx[0], idx[0] + len(idx))):
-        a = np.array(x[idx[0] : idx[0] + len(idx)])  # a contiguous run: one sequential read
-    else:
-        a = np.array(x[idx]) if idx else np.zeros((0, *x.shape[1:]), dtype=x.dtype)
-    if layout == "nhw":
-        a = a[:, None]
-    elif layout == "nhwc":
-        a = a.transpose(0, 3, 1, 2)
-    if a.dtype == np.uint8:
-        xf = a.astype(np.float32) / 255.0
-    else:
-        xf = a.astype(np.float32)
-        finite = np.isfinite(xf)
-        if xf.size and not finite.all():
-            bad = np.nonzero(~finite.reshape(len(xf), -1).all(axis=1))[0]
-            more = f" ({len(bad)} such images among images {idx[0]}-{idx[-1]})" if len(bad) > 1 else ""
-            raise DataError(f"data npz:{p}: image {idx[int(bad[0])]} has NaN or infinite values{more}; images must be finite, in [0, 1] (uint8 0..255 or float 0..1).")
-        lo, hi = (float(xf.min()), float(xf.max())) if xf.size else (0.0, 1.0)
-        if lo < -1e-6 or hi > 1 + 1e-6:
-            raise DataError(f"data npz:{p} has values in [{lo:.4g}, {hi:.4g}]; images must be in [0, 1] (uint8 0..255 or float 0..1).")
-    return torch.from_numpy(np.ascontiguousarray(xf))
-
-
 
 
 # -- image folder ------------------------------------------------------------------------------

@@ -202,7 +202,9 @@ def misspelt(metric: str, keys: "Iterable[str]") -> str | None:
         return None
     leaves = [k.rpartition("/")[2] for k in keys if k.rpartition("/")[0] == head]
     near = difflib.get_close_matches(leaf, leaves, n=1, cutoff=NEAR_KEY)
-    return f"{head}/{near[0]}" if head and near else (near[0] if near else None)
+    if not near:
+        return None
+    return f"{head}/{near[0]}" if head else near[0]
 
 
 def _evaluate_rule(rule: Rule, card: Scorecard, baseline: Scorecard | None) -> RuleResult:

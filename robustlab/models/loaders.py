@@ -27,7 +27,8 @@ from torch import nn
 from ..errors import ModelLoadError, UnknownNameError
 from ..registry import Registry
 from ..signing import sha256_file
-from .files import call_factory, import_optional, infer_num_classes, load_path, timm_meta
+from .factory import call_factory
+from .files import import_optional, infer_num_classes, load_path, timm_meta
 from .metadata import META_KEYS as _META_KEYS
 from .metadata import check_consistency, validate_metadata
 from .options import LoadedNet, LoadOptions, first_line
