@@ -121,6 +121,8 @@ def _token_out(s: Session, t: Token, value: str | None = None) -> TokenOut:
 @router.post("/tokens", response_model=TokenOut, status_code=201)
 def new_token(body: TokenIn, p: Caller, s: DB) -> TokenOut:
     p.require(Role.ADMIN)
+    if body.role is Role.ADMIN and body.project:
+        raise AuthError(422, "an admin token belongs to no project (it reaches every project); leave out the project")
     proj = project_by_name(s, p, body.project) if body.project else None
     if body.role is not Role.ADMIN and proj is None:
         raise AuthError(422, "submitter and auditor tokens need a project")

@@ -58,6 +58,15 @@ def create_app(settings: Settings, *, migrate_db: bool = True) -> FastAPI:
     async def _db_down(_req: Request, exc: DatabaseUnavailable) -> Response:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_req: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's own answer echoes each refused input: megabytes of a huge field, and a 500 for
+        # a value JSON cannot carry (1e999 reads as infinity); say where and what, never the input
+        return JSONResponse({"detail": [{"type": str(e.get("type", "")), "loc": [x if isinstance(x, int) else str(x) for x in e.get("loc", ())],
+                                         "msg": str(e.get("msg", ""))[:300]} for e in exc.errors()[:20]]}, status_code=422)
+
     @app.exception_handler(OverflowError)  # SQLite cannot bind the integer
     async def _out_of_range(_req: Request, exc: Exception) -> Response:
         return JSONResponse({"detail": "a number in the request is out of range: ids, offsets and limits are at most 9223372036854775807"}, status_code=422)

@@ -28,8 +28,13 @@ class Client:
             raise ServiceError("the service client needs httpx: pip install 'robustlab[service]'") from exc
         if not server.startswith(("http://", "https://")):
             raise ServiceError(f"--server {server[:80]!r} must be an http:// or https:// URL")
+        if not token or not token.isascii() or not token.isprintable() or any(ch.isspace() for ch in token):
+            raise ServiceError("--token is not an API token (printable ASCII, no spaces: rl_...); pass the token an admin gave you")
         self.server = server.rstrip("/")
-        self.http = httpx.Client(base_url=self.server + "/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+        try:
+            self.http = httpx.Client(base_url=self.server + "/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise ServiceError(f"--server {server[:80]!r} is not a valid URL ({' '.join(str(exc).split())[:100]}); pass e.g. http://host:8080") from exc
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
         """JSON of a successful call; 503 is retried (the database or queue comes back), any other
@@ -57,10 +62,16 @@ class Client:
                 continue
             if r.status_code >= 400:
                 raise ServiceError(f"the service refused {method} {path} ({r.status_code}): {_detail(r)}")
-            return r.json() if r.content else None
+            try:
+                return r.json() if r.content else None
+            except ValueError:  # an HTML page or other text: --server names another web server, or a path inside one
+                raise ServiceError(f"{self.server} answered {method} /api/v1{path} with something other than JSON; "
+                                   "check that --server is the robustlab service's root URL (as `robustlab serve` prints it)") from None
 
     def whoami(self) -> dict[str, Any]:
-        out: dict[str, Any] = self.request("GET", "/whoami")
+        out = self.request("GET", "/whoami")
+        if not isinstance(out, dict):
+            raise ServiceError(f"{self.server} answered GET /api/v1/whoami with no robustlab identity; check that --server is the robustlab service's root URL")
         return out
 
     def project(self, project: str | None) -> str:

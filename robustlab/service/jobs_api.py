@@ -17,7 +17,8 @@ from .api import DB, Caller, project_by_name
 from .artifacts import path_of, store_file
 from .auth import AuthError, Principal
 from .models import FINAL_STATES, Artifact, Job, JobState, Model, Project, Role, StoredScorecard, Version, utcnow
-from .uploads import DOCUMENT_LIMIT, MODEL_LIMIT, UploadError, check_arch, check_data, check_name, check_spec, receive, sniff_model
+from .uploads import (DOCUMENT_LIMIT, MODEL_LIMIT, UploadError, check_arch, check_data, check_known, check_name, check_spec, receive,
+                      sniff_model)
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ def submit(
             if arch is None:
                 raise UploadError(400, "an uploaded weights file needs arch (zoo-arch:NAME, torchvision:NAME or timm:NAME)")
             check_arch(arch)
+        check_known(spec=spec, arch=arch, data=data)
         tmp_dir = st.settings.data_dir / "tmp"
         # everything the request sends is received and checked before anything is written
         if model is not None:

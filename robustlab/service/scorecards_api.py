@@ -78,7 +78,10 @@ def push(request: Request, project: str, p: Caller, s: DB, scorecard: Annotated[
             raw = read_strict_json(got.path)
             if not isinstance(raw, dict):
                 raise RobustlabError("expected a JSON object")
-            Scorecard.from_dict(raw).validate()
+            card = Scorecard.from_dict(raw)
+            card.validate()
+            if not card.checks:
+                raise ValueError("it holds no checks; push the scorecard.json that `robustlab evaluate` wrote")
         except (RobustlabError, TypeError, KeyError, ValueError, AttributeError) as exc:
             raise UploadError(400, f"not a valid robustlab scorecard ({_public(exc, st, got.path, 'the scorecard')})") from None
         try:
@@ -88,6 +91,12 @@ def push(request: Request, project: str, p: Caller, s: DB, scorecard: Annotated[
         if sig is not None and not isinstance(sig, dict):
             raise UploadError(400, "the detached signature is not a JSON object")
         v = verify_card(s, raw, sig)
+        if v.state.value != "invalid":  # a card edited after signing is kept, labelled, as evidence; any other must hold together
+            try:
+                card.validate_numbers()
+            except ValueError as exc:
+                raise UploadError(400, f"not a valid robustlab scorecard ({' '.join(str(exc).split())[:300]}); push the scorecard.json that "
+                                       "`robustlab evaluate` wrote, unedited") from None
         ver_id = None
         if model_name or version:
             if not (model_name and version):

@@ -114,7 +114,11 @@ def sniff_model(path: Path) -> ModelFormat:
                     except (UnicodeDecodeError, ValueError):
                         meta = None
                     if isinstance(meta, dict):
-                        return ModelFormat.SAFETENSORS
+                        why = _safetensors_problem(meta, path.stat().st_size - 8 - n)
+                        if why is None:
+                            return ModelFormat.SAFETENSORS
+                        raise UploadError(415, f"not a valid safetensors file: {why}; the file is corrupt or truncated, save it again "
+                                               "with safetensors.torch.save_file(model.state_dict(), 'model.safetensors')")
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as z:
@@ -125,11 +129,73 @@ def sniff_model(path: Path) -> ModelFormat:
         pkls = [n for n in names if n.endswith(".pkl")]
         code = [n for n in names if "/code/" in n or n.endswith((".py", "constants.pkl")) or "serialized_" in n or "/models/" in n]
         if len(roots) == 1 and len(pkls) == 1 and pkls[0].endswith("/data.pkl") and not code:
-            return ModelFormat.STATE_DICT
+            with zipfile.ZipFile(path) as z:
+                info = z.getinfo(pkls[0])  # the pickle of a state dict is small; a huge one is a zip bomb or not weights
+                names_code = _pickled_code(z.read(info)) if info.file_size <= 64 * CHUNK else "more than 64 MiB of pickle"
+            if names_code is None:
+                return ModelFormat.STATE_DICT
+            raise UploadError(415, f"this archive's pickle names {names_code[:80]}, which a weights-only state dict never does (it holds a pickled "
+                                   "object or module, which can run code); upload model.state_dict() as .safetensors (or torch.save it) with --arch")
         raise UploadError(415, "this archive is TorchScript, torch.export or another code-carrying format, which the service never loads; "
                                "upload the weights as .safetensors (or a state dict saved with torch.save(model.state_dict())) with --arch")
     raise UploadError(415, "not a safetensors file or a torch state-dict archive (pickles and other formats that can run code are refused "
                            "over the network); convert with safetensors.torch.save_file(model.state_dict(), 'model.safetensors')")
+
+
+def _safetensors_problem(header: dict[str, object], body: int) -> str | None:
+    """Why a safetensors header (its JSON) does not describe tensors in a ``body`` of that many bytes, else None."""
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    if not tensors:
+        return "its header lists no tensors"
+    for name, t in tensors.items():
+        offsets = t.get("data_offsets") if isinstance(t, dict) else None
+        shape = t.get("shape") if isinstance(t, dict) else None
+        if not (isinstance(t, dict) and isinstance(t.get("dtype"), str) and isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
+                and isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets) and 0 <= offsets[0] <= offsets[1] <= body):
+            return f"tensor {name[:60]!r} has no dtype, shape and data_offsets within the file"
+    return None
+
+
+#: what the pickle of a weights-only state dict may name (``torch.load(weights_only=True)`` allows these)
+_SAFE_GLOBALS = {"collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
+                 "torch._utils._rebuild_parameter_with_state", "torch.Size", "torch.device", "builtins.set", "__builtin__.set"}
+_TORCH_NAME = re.compile(r"^torch\.([A-Za-z0-9]*Storage|u?int(8|16|32|64)|float(16|32|64)|bfloat16|complex(64|128)|bool|half|float|double|long|int)$")
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+_NO_STACK_OPS = {"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT", "FRAME", "PROTO"}
+
+
+def _pickled_code(blob: bytes) -> str | None:
+    """The first global a pickle names that a weights-only state dict never names (``module.name``),
+    else None; read with :mod:`pickletools`, never unpickled. ``STACK_GLOBAL`` is resolved only
+    when its two names were pushed as strings just before (else it counts as code)."""
+    import pickletools
+
+    stack: list[str | None] = []  # what the last stack-changing ops pushed: a string, or None
+    memo: dict[int, str | None] = {}
+    try:
+        for op, arg, _pos in pickletools.genops(blob):
+            name = op.name
+            if name in ("GLOBAL", "INST"):
+                ref = str(arg).replace(" ", ".", 1)
+                if ref not in _SAFE_GLOBALS and not _TORCH_NAME.match(ref):
+                    return ref
+            elif name == "STACK_GLOBAL":
+                mod, attr = (stack[-2], stack[-1]) if len(stack) >= 2 else (None, None)
+                ref = f"{mod}.{attr}" if mod is not None and attr is not None else "an unresolved global"
+                if ref not in _SAFE_GLOBALS and not _TORCH_NAME.match(ref):
+                    return ref
+            if name in _STRING_OPS:
+                stack.append(str(arg))
+            elif name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+                memo[len(memo) if name == "MEMOIZE" else int(str(arg))] = stack[-1] if stack else None
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                stack.append(memo.get(int(str(arg))))
+            elif name not in _NO_STACK_OPS:
+                stack.append(None)
+            del stack[:-2]
+    except (ValueError, struct.error, EOFError) as exc:  # pickletools: a truncated or corrupt pickle
+        return f"nothing readable ({' '.join(str(exc).split())[:60]})"
+    return None
 
 
 def check_name(value: str, what: str) -> str:
@@ -155,3 +221,26 @@ def check_data(name: str) -> str:
     if not DATA_RE.match(name):
         raise UploadError(400, f"data {name[:60]!r} must be a built-in data set name (see `robustlab datasets`), never a path")
     return name
+
+
+def check_known(*, spec: str | None, arch: str | None, data: str | None) -> None:
+    """Refuse (400) a ``zoo:`` model, ``zoo-arch:`` architecture or data set name this installation
+    does not have, when it is sent rather than when its job runs (``torchvision:`` and ``timm:``
+    names are left to the job: checking them would import those libraries here)."""
+    import difflib
+
+    if spec is not None or (arch or "").startswith("zoo-arch:"):
+        from ..models.architectures import ARCHITECTURES
+        from ..models.zoo import ZOO
+
+        for what, prefix, value, known in (("model", "zoo:", spec, list(ZOO)), ("architecture", "zoo-arch:", arch, list(ARCHITECTURES))):
+            name = value[len(prefix):] if value and value.startswith(prefix) else None
+            if name is not None and name not in known:
+                close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+                hint = f"did you mean {', '.join(prefix + c for c in close)}? " if close else ""
+                raise UploadError(400, f"unknown {what} {value!r}; {hint}known: {', '.join(prefix + k for k in known)}")
+    if data is not None:
+        from ..data.plugins import DATASETS
+
+        if data not in DATASETS:
+            raise UploadError(400, " ".join(DATASETS.unknown_message(data).split())[:300])
