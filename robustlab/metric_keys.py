@@ -216,7 +216,7 @@ class ParsedKey:
 
     def label(self, class_names: Sequence[str] | None = None) -> str:
         """The key for people: a ``class_<i>`` segment also names the class (``class_3 [cat]``)."""
-        names = list(class_names or [])
+        names: Sequence[str] = class_names or ()  # not copied: a report calls this once per key (40,000 classes made it quadratic)
         out = []
         for s in self.segments:
             m = _CLASS.match(s)

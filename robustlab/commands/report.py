@@ -24,6 +24,21 @@ def _load(ref: str, mlflow_uri: str | None) -> "Scorecard":
     return load_baseline(ref, uri=mlflow_uri)
 
 
+def _check_report_path(out: Path, scorecard: Path) -> None:
+    """Refuse an output the report's atomic write would damage: an empty name (the current folder), the
+    scorecard itself, or something that is not a regular file (a device such as /dev/full, a pipe)."""
+    from ..errors import RobustlabError, printable
+
+    if out.name in ("", ".", ".."):
+        raise RobustlabError("the report's output path is empty or a folder; pass -o FILE.html.")
+    if out.exists() and not out.is_file():
+        raise RobustlabError(f"{printable(out)} is not a regular file (a device, pipe or socket); pass -o FILE.html.")
+    if out.exists() and out.samefile(scorecard):
+        raise RobustlabError(f"{printable(out)} is the scorecard itself, which the report would replace; pass another -o, e.g. report.html.")
+    if out.absolute() == scorecard.absolute().with_name(scorecard.name + ".sig"):  # read as its detached signature afterwards
+        raise RobustlabError(f"{printable(out)} is where the scorecard's detached signature goes; pass another -o, e.g. report.html.")
+
+
 @click.command("report")
 @click.argument("scorecard", type=_SCORECARD)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="HTML file to write [default: report.html next to the scorecard].")
@@ -39,6 +54,8 @@ def report(scorecard: Path, output: Path | None, policy: Path | None, baseline: 
     from ..signing import verify_scorecard
 
     card = Scorecard.read(scorecard)
+    out = output or scorecard.with_name("report.html")
+    _check_report_path(out, scorecard)
     gate = None
     if policy is not None:
         from ..pipelines.gate import gate_report
@@ -55,7 +72,6 @@ def report(scorecard: Path, output: Path | None, policy: Path | None, baseline: 
         if mism:
             warnings.append("baseline and this run: " + mismatch_warning(mism))
             click.echo(f"warning: {warnings[-1]}", err=True)
-    out = output or scorecard.with_name("report.html")
     write_report(card, out, gate=gate, verification=verification, warnings=warnings)
     click.echo(str(out))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from ..scorecard import Scorecard
@@ -89,18 +90,34 @@ def compare_scorecards(a: Scorecard, b: Scorecard) -> Comparison:
     return Comparison(tuple(rows), tuple(flags), prov, setting_mismatches(a, b))
 
 
+_MD_SPECIAL = re.compile(r"([\\`|<>\[\]])")
+
+
+def _line(text: str, markdown: bool) -> str:
+    """A scorecard string as one printable line: control characters (newlines, terminal escapes) as visible
+    escapes; in markdown also the characters that would open a tag, link, code span or table cell escaped."""
+    s = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return _MD_SPECIAL.sub(r"\\\1", s) if markdown else s
+
+
+def _fmt(v: float, sign: str = "") -> str:
+    """4 decimals; a huge value (a hand-edited 1e308) in 6 significant digits rather than 300 figures."""
+    return f"{v:{sign}.4f}" if abs(v) < 1e6 else f"{v:{sign}.6g}"
+
+
 def format_comparison(cmp: Comparison, *, min_abs: float = 0.0, markdown: bool = False) -> str:
     """Human-readable text (or markdown) of a :class:`Comparison`."""
     def num(v: float | None, present: bool = True) -> str:
-        return ("NaN" if present else "—") if v is None else f"{v:.4f}"
+        return ("NaN" if present else "—") if v is None else _fmt(v)
 
     lines: list[str] = []
     if cmp.settings:
-        lines.append(("**WARNING:** " if markdown else "WARNING: ") + mismatch_warning(cmp.settings))
+        lines.append(("**WARNING:** " if markdown else "WARNING: ") + _line(mismatch_warning(cmp.settings), False))
         lines.append("")
     if cmp.provenance:
         lines.append("## Provenance differences" if markdown else "Provenance differences:")
         for k, (x, y) in cmp.provenance.items():
+            x, y = _line(x, markdown), _line(y, markdown)
             lines.append(f"- {k}: {x} -> {y}" if markdown else f"  {k}: {x} -> {y}")
         lines.append("")
     moved = cmp.moved(min_abs=min_abs)
@@ -115,13 +132,13 @@ def format_comparison(cmp: Comparison, *, min_abs: float = 0.0, markdown: bool =
         elif m.delta is None:
             d = "from NaN" if m.a is None else "to NaN"
         else:
-            d = f"{m.delta:+.4f}"
+            d = _fmt(m.delta, "+")
         flag = "yes" if m.disjoint else ""
-        a, b = num(m.a, m.in_a), num(m.b, m.in_b)
-        lines.append(f"| {m.key} | {a} | {b} | {d} | {flag} |" if markdown else f"  {d:>8}  {m.key}: {a} -> {b}{'  (CIs disjoint)' if m.disjoint else ''}")
+        a, b, key = num(m.a, m.in_a), num(m.b, m.in_b), _line(m.key, markdown)
+        lines.append(f"| {key} | {a} | {b} | {d} | {flag} |" if markdown else f"  {d:>8}  {key}: {a} -> {b}{'  (CIs disjoint)' if m.disjoint else ''}")
     if cmp.flags:
         lines += ["", "## Paired per-sample flags (exact McNemar)" if markdown else "Paired per-sample flags (exact McNemar, lost = good in A, bad in B):"]
         for f in cmp.flags:
             r = f.result
-            lines.append(f"{'- ' if markdown else '  '}{f.name}: {r.lost} lost, {r.gained} gained of {r.n} paired; two-sided p={r.p_two_sided:.3g}, regression p={r.p_regression:.3g}")
+            lines.append(f"{'- ' if markdown else '  '}{_line(f.name, markdown)}: {r.lost} lost, {r.gained} gained of {r.n} paired; two-sided p={r.p_two_sided:.3g}, regression p={r.p_regression:.3g}")
     return "\n".join(lines) + "\n"

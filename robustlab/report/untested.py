@@ -49,7 +49,7 @@ def _blob(check: Any) -> str:
     parts = [str(check.check), str(check.id), json.dumps(check.params, default=str)]
     parts += list(check.metrics)
     for s in check.series.values():
-        parts += [str(r) for r in (s.rows or [])] + list(map(str, s.y))
+        parts += [str(r) for r in (s.rows if isinstance(s.rows, list) else [])] + list(map(str, s.y))  # a hand-edited file may hold any rows
     return " ".join(parts).lower().replace("-", "_")
 
 

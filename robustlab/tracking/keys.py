@@ -13,6 +13,7 @@ scorecard keys; their parts pass through :func:`robustlab.metric_keys.legal_segm
 
 from __future__ import annotations
 
+import hashlib
 from typing import Iterable
 
 from ..metric_keys import MetricKeyError, illegal_keys, legal_segment
@@ -27,6 +28,14 @@ def checked_metric_keys(keys: Iterable[str]) -> list[str]:
     return ks
 
 
+#: MLflow refuses parameter and metric names longer than this
+MAX_NAME = 250
+
+
 def name_key(*parts: str) -> str:
-    """An MLflow parameter or history name from parts that may hold any character."""
-    return "/".join(legal_segment(p) for p in parts)
+    """An MLflow parameter or history name from parts that may hold any character; a name longer than
+    MLflow accepts is cut and ends in a hash of the whole, so distinct names stay distinct."""
+    k = "/".join(legal_segment(p) for p in parts)
+    if len(k) <= MAX_NAME:
+        return k
+    return k[: MAX_NAME - 17] + "-" + hashlib.sha256(k.encode("utf-8")).hexdigest()[:16]

@@ -222,13 +222,27 @@ def log_scorecard(
 
 def _log_card(card: Scorecard, tracking_uri: str, exp_name: str, artifact_location: str | None, artifacts: Iterable[str | Path], verdict: str, command: str,
               scorecard_path: str | Path | None) -> str:
-    from mlflow.entities import Metric, Param
-
     client = _client(tracking_uri)
     exp_id = _experiment_id(client, exp_name, artifact_location)
     run_name = f"{card.model.get('spec', 'model')} · {card.suite.get('name', 'suite')}"
     run = client.create_run(exp_id, run_name=run_name, tags=_tags(card, verdict, command))
     run_id = str(run.info.run_id)
+    try:
+        _fill_run(client, run_id, card, artifacts, scorecard_path)
+    except BaseException:
+        try:  # a half-logged run says so in MLflow, instead of staying RUNNING for ever
+            client.set_terminated(run_id, "FAILED")
+        except Exception:  # noqa: BLE001 - the first error is the one to report
+            log.debug("MLflow: could not mark run %s FAILED", run_id, exc_info=True)
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def _fill_run(client: Any, run_id: str, card: Scorecard, artifacts: Iterable[str | Path], scorecard_path: str | Path | None) -> None:
+    """Log the metrics, parameters and artifacts of ``card`` into the open run ``run_id``."""
+    from mlflow.entities import Metric, Param
+
     # the keys Scorecard.read gives for the logged scorecard.json (the identity for a card in the current schema)
     keyed = card.in_key_schema()
     metrics = {k: v for k, v in keyed.metrics().items() if v is not None and math.isfinite(v)}
@@ -257,8 +271,6 @@ def _log_card(card: Scorecard, tracking_uri: str, exp_name: str, artifact_locati
                 client.log_artifact(run_id, str(ap))
             else:
                 log.warning("MLflow: artifact %s does not exist; not logged", ap)
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
 
 
 def is_run_reference(ref: str) -> bool:
@@ -276,13 +288,13 @@ def load_scorecard_from_run(ref: str, *, uri: str | None = None, out_dir: str | 
     from mlflow.exceptions import MlflowException
 
     check_reachable(tracking_uri)
-    client = _client(tracking_uri)
     try:
+        client = _client(tracking_uri)  # inside: a file-path or unknown-scheme URI fails here
         with tempfile.TemporaryDirectory(prefix="robustlab-baseline-") as tmp:
             local = client.download_artifacts(run_id, "scorecard.json", tmp)
             return Scorecard.read(local)
     except MlflowException as exc:
-        raise RobustlabError(f"cannot read scorecard.json of MLflow run {run_id} from {tracking_uri} ({exc.message}); check the run id and --mlflow-uri.") from exc
+        raise RobustlabError(f"cannot read scorecard.json of MLflow run {run_id} from {tracking_uri} ({' '.join(str(exc.message).split())[:300]}); check the run id and --mlflow-uri.") from exc
 
 
 def load_baseline(ref: str, *, uri: str | None = None, out_dir: str | Path | None = None) -> Scorecard:
