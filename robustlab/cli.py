@@ -89,8 +89,7 @@ class LazyGroup(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except KeyboardInterrupt:
-            kept = "completed epochs (and evaluation batches) are kept" if ctx.invoked_subcommand == "defend" else "completed batches are kept"
-            click.echo(f"interrupted; {kept}: rerun with --resume to continue.", err=True)
+            click.echo(f"interrupted; {_resume_hint(ctx)}", err=True)
             ctx.exit(130)
         except Exception as exc:  # noqa: BLE001 - the one place that turns every failure into an exit code
             if debug:
@@ -103,6 +102,19 @@ class LazyGroup(click.Group):
             click.echo(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}; this is a robustlab bug, "
                        f"please report it with the crash log {log_path} (rerun with --debug for the traceback here).", err=True)
             ctx.exit(EXIT_INTERNAL)
+
+
+def _resume_hint(ctx: click.Context) -> str:
+    """What an interrupted command kept and how to continue it: only commands with ``--resume`` take it
+    (``corrupt`` continues when rerun as it was; ``compress`` writes its file only at the end)."""
+    name = ctx.invoked_subcommand or ""
+    cmd = ctx.command.get_command(ctx, name) if isinstance(ctx.command, click.Group) else None
+    if cmd is not None and any(p.name == "resume" for p in cmd.params):
+        kept = "completed epochs (and evaluation batches) are kept" if name == "defend" else "completed batches are kept"
+        return f"{kept}: rerun with --resume to continue."
+    if name == "corrupt":
+        return "completed (corruption, severity) blocks are kept: rerun the same command to continue."
+    return "rerun the command to start again."
 
 
 def _crash_log(exc: BaseException) -> str:

@@ -158,7 +158,7 @@ class OODCheck(Check[OODParams]):
         from ..stats import wilson_interval
         from ..ood import metrics as M
         from ..ood.base import DetectorError, create_detector
-        from ..ood.data import load_set, plan_fit_data
+        from ..ood.data import load_set, plan_fit_data, refuse_id_overlap
         from ..ood.defaults import default_sets
         from ..ood.sources import set_name, strip_name
 
@@ -205,6 +205,7 @@ class OODCheck(Check[OODParams]):
                     shift_sets[name] = ds
                 else:
                     assert ds.x is not None
+                    refuse_id_overlap(ds, ctx.run_data(), strip_name(spec), f"ood: {group} set {spec!r}")
                     sets[name] = (group, ds.x)
                 result.definitions[_key(P, "sets", name)] = f"{group}: {spec} ({len(ds)} images, adapted to {shape} in bounds {list(model.bounds)})"
         if not sets:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import SuiteError
+from ..errors import RobustlabError, SuiteError
 from .base import Params
 
 
@@ -49,7 +49,7 @@ class OODParams(Params):
     cache: bool = True
 
     def validate(self) -> None:
-        from ..ood.base import DETECTORS, detector_params
+        from ..ood.base import DETECTORS, create_detector, detector_params
         from ..ood.sources import strip_name
         from ..registry import build_params
 
@@ -61,6 +61,10 @@ class OODParams(Params):
                 raise SuiteError(f"ood: {DETECTORS.unknown_message(d)}")
             if kw:
                 build_params(detector_params(DETECTORS.get(d)), kw, what=f"ood detector {d}")
+                try:  # the detector's own range checks (knn k >= 1, ...), before any model loads
+                    create_detector(d, **kw)
+                except RobustlabError as exc:
+                    raise SuiteError(f"ood: detector {d}: {exc}") from exc
         if len({d for d, _kw in specs}) != len(specs):
             raise SuiteError("ood: a detector is listed twice in detectors; list each once.")
         if not 0 < self.tpr < 1:
@@ -73,8 +77,8 @@ class OODParams(Params):
                 raise SuiteError(f"ood: {name} must be a positive number of images or null; got {v}.")
         if self.synthetic_n < 1 or self.tune_n < 2:
             raise SuiteError("ood: synthetic_n must be >= 1 and tune_n >= 2.")
-        if self.knn_k < 1 or self.energy_temperature <= 0:
-            raise SuiteError("ood: knn_k must be >= 1 and energy_temperature > 0.")
+        if self.knn_k < 1 or self.energy_temperature <= 0 or (self.vim_dim is not None and self.vim_dim < 1):
+            raise SuiteError("ood: knn_k must be >= 1, energy_temperature > 0 and vim_dim >= 1 (or null).")
         if not self.odin_temperatures or any(t <= 0 for t in self.odin_temperatures) or (self.odin_temperature is not None and self.odin_temperature <= 0):
             raise SuiteError("ood: ODIN temperatures must be positive (grid odin_temperatures must not be empty).")
         for grid in (self.odin_eps_grid, self.mahalanobis_eps_grid):
@@ -83,6 +87,8 @@ class OODParams(Params):
         for e in (self.odin_eps, self.mahalanobis_eps, self.tune_fgsm_eps):
             if e is not None and not 0 <= e <= 1:
                 raise SuiteError(f"ood: eps values are fractions of the bounds' width in [0, 1]; got {e}.")
+        refuse_unknown_sources("ood", [*(self.near or []), *(self.far or []), *(self.shift or []), *([self.tune_ood] if self.tune_ood != "fgsm" else []),
+                                       *([self.fit_data] if self.fit_data else [])])
         tests = {strip_name(s) for s in (self.near or []) + (self.far or []) + (self.shift or [])}
         if self.tune_ood != "fgsm" and strip_name(self.tune_ood) in tests:
             raise SuiteError(f"ood: tune_ood {self.tune_ood!r} is also a test set; tuning on test OOD data inflates the results. Use tune_ood: fgsm or another set.")
@@ -99,3 +105,17 @@ class OODParams(Params):
             else:
                 raise SuiteError(f"ood: a detector entry is a name or a mapping with a name, e.g. {{name: knn, k: 20}}; got {d!r}.")
         return out
+
+
+def refuse_unknown_sources(prefix: str, specs: list[str]) -> None:
+    """Raise :class:`SuiteError` for a set spec (``name=spec`` allowed) that is neither a synthetic
+    source nor ``PLUGIN`` / ``PLUGIN:ARG`` of a known data plugin: a typo would otherwise only skip
+    the set at run time, with the check still passing."""
+    from ..data.plugins import DATASETS
+    from ..ood.sources import is_synthetic, strip_name
+
+    for spec in specs:
+        data = strip_name(str(spec))
+        plugin = data.partition(":")[0]
+        if not is_synthetic(data) and plugin not in DATASETS:
+            raise SuiteError(f"{prefix}: set {spec!r}: {DATASETS.unknown_message(plugin)} Or use noise:gaussian, noise:uniform, blobs or photos.")

@@ -77,6 +77,7 @@ class UncertaintyParams(Params):
 
     def validate(self) -> None:
         from ..corruptions.engine import check_name
+        from .ood_params import refuse_unknown_sources
         from ..ood.base import DETECTORS
         from ..uncertainty import CONFIDENCE_SCORES, CONFORMAL_METHODS
 
@@ -105,6 +106,7 @@ class UncertaintyParams(Params):
             raise SuiteError("uncertainty: n_boot >= 0, ece_bins >= 2, raps_lam >= 0, raps_k_reg >= 0, adv_steps >= 1, adv_limit >= 0 and synthetic_n >= 1 are required.")
         if not 0 <= self.adv_eps <= 1:
             raise SuiteError(f"uncertainty: adv_eps is a fraction of the bounds' width in [0, 1], got {self.adv_eps}.")
+        refuse_unknown_sources("uncertainty", [*(self.shift or []), *(self.ood or [])])  # a typo would only skip the set
         for name in ("val_limit", "ood_limit"):
             v = getattr(self, name)
             if v is not None and v < 4:

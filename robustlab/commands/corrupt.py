@@ -16,7 +16,7 @@ from .common import user_errors
 @click.option("--corruptions", default="all", show_default=True, help="Comma-separated names, or the groups all / benchmark / held_out.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Run seed; image seeds derive from (seed, corruption, severity, sample id) as in `robustlab evaluate`.")
 @click.option("--backend", type=click.Choice(["fast", "reference"]), default="fast", show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="Device of the fast backend (cpu, cuda, cuda:1, mps).")
+@click.option("--device", default="cpu", show_default=True, help="Device of the fast backend (cpu, auto, cuda, cuda:1, mps).")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
 @click.option("--data-root", default=None, type=click.Path(file_okay=False), help="Folder of torchvision data sets.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N samples.")
@@ -30,8 +30,10 @@ def corrupt(**kw: Any) -> None:
     from ..data.plugins import load_dataset
 
     from ..errors import set_crash_dir
+    from ..runner import resolve_device
 
     set_crash_dir(kw["out_dir"])  # a crash log goes beside the output, as other commands' do
+    device = str(resolve_device(kw["device"]))  # an unknown or absent device is a usage error before any work
     names = list(dict.fromkeys(check_name(n) for n in expand([p.strip() for p in str(kw["corruptions"]).split(",") if p.strip()])))
     if not names:  # as a suite's empty corruptions list is refused: nothing to render is a usage error
         raise click.BadParameter("names no corruption; give comma-separated corruption names (e.g. fog,snow) or a group: all, benchmark, held_out.", param_hint="--corruptions")
@@ -39,6 +41,6 @@ def corrupt(**kw: Any) -> None:
     say = (lambda msg: None) if kw["quiet"] else (lambda msg: click.echo(msg, err=True))
     path = render(
         data, kw["out_dir"], corruptions=names, protocol=kw["protocol"], backend=kw["backend"], seed=kw["seed"],
-        batch_size=kw["batch_size"], device=kw["device"], progress=say,
+        batch_size=kw["batch_size"], device=device, progress=say,
     )
     click.echo(f"wrote {len(names)} corruptions x 5 severities of {len(data)} images to {path.parent} (manifest {path.name})")

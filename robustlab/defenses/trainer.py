@@ -99,8 +99,8 @@ class TrainConfig:
         parse_enum(Select, self.select, "select")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise SuiteError(f"lr must be positive, got {self.lr}.")
-        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise SuiteError("weight_decay must be >= 0 and momentum in [0, 1).")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)) or not 0 <= self.momentum < 1:  # inf or NaN: NaN weights after one step
+            raise SuiteError(f"weight_decay must be a finite number >= 0 (e.g. 5e-4) and momentum in [0, 1) (e.g. 0.9), got {self.weight_decay} and {self.momentum}.")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise SuiteError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}.")
         if self.val_limit is not None and self.val_limit < 1:

@@ -84,6 +84,39 @@ def load_set(run: RunData, spec: str, *, split: str, shape: Sequence[int], limit
     return _to_model_input(_load_raw(run, spec, split).limit(limit), run, shape)
 
 
+def refuse_id_overlap(ds: Dataset, run: RunData, spec: str, what: str) -> None:
+    """Raise :class:`DataError` when the OOD set ``ds`` (loaded from ``spec``) is the evaluation data
+    itself, or shares images (ids) with it: scores of in-distribution images counted as OOD give a
+    meaningless AUROC."""
+    from ..errors import DataError
+
+    same = _source(spec) == _source(run.eval_spec or "")
+    # ids of file-based sets carry only the file's name (``data.npz/x/0``): two files of one name in
+    # different folders share ids, not images, so for them only the same file counts
+    shared = set() if _file_based(spec) or _file_based(run.eval_spec or "") else set(ds.ids) & set(run.eval_ids)
+    if same or shared:
+        detail = f"shares {len(shared)} images with the evaluation data" if shared else f"is the evaluation data {run.eval_spec!r}"
+        raise DataError(f"{what} {detail}, so it is not out-of-distribution; name another data set (e.g. samples:cifar10, noise:uniform).")
+
+
+def _file_based(spec: str) -> bool:
+    """Whether ``spec``'s argument names a file or folder (``npz:PATH``, ``folder:PATH``, a bare path)."""
+    from pathlib import Path
+
+    arg = spec.partition(":")[2] if ":" in spec and not Path(spec).exists() else spec
+    return bool(arg) and Path(arg).expanduser().exists()
+
+
+def _source(spec: str) -> str:
+    """``spec`` with a file or folder argument resolved to its absolute path (one file, one source)."""
+    from pathlib import Path
+
+    if not _file_based(spec):
+        return spec
+    plugin, _, arg = spec.partition(":") if not Path(spec).exists() else ("", "", spec)
+    return f"{plugin}:{Path(arg).expanduser().resolve()}"
+
+
 def _load_raw(run: RunData, spec: str, split: str) -> Dataset:
     try:
         return run.load(spec, split=split, adapt=True)
