@@ -276,6 +276,8 @@ def run_checks(cfg: RunConfig, model: RobustModel, fast_model: Any, raw: Dataset
             card.timings["total"] = round(time.perf_counter() - t0, 3)
             if dist_info.is_main:
                 card.write(card_path)
+        if all(c.status is not Status.ERROR for c in card.checks):  # an errored check's finished batches stay for --resume
+            store.mark_finished()
         if dist_info.enabled:  # every rank reached this point: the gather cannot wait on a failed rank
             memory["peak_rss_mib_by_rank"] = distributed.all_gather_object(round(peak_rss_mb(), 1), dist_info)
     finally:

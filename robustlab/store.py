@@ -6,7 +6,8 @@ content hash, suite hash, seed, batch size, precision and fast paths, tool versi
 keyed by a hash of that fingerprint, the check scope and a batch key, and carries a sha256 checksum
 over (fingerprint hash, key, value), so an edited or damaged entry is detected. ``--resume`` reuses
 entries only when the stored fingerprint equals the new one and every checksum holds; otherwise the
-resume is refused with one line naming what changed. Without ``--resume`` the store is cleared, and a
+resume is refused with one line naming what changed. Without ``--resume`` the store is cleared (unless it
+holds an unfinished run of the very same fingerprint: that run is refused as a forgotten ``--resume``), and a
 file that is not a readable SQLite database is moved aside (``results.sqlite.corrupt-<time>``) so the
 output folder stays usable.
 
@@ -148,7 +149,8 @@ class ResultStore:
 
     def begin(self, *, resume: bool) -> int:
         """Start a run. With ``resume``, keep matching entries (refuse if the run changed or an
-        entry fails its checksum); without, clear the store. Returns the number of entries kept."""
+        entry fails its checksum); without, clear the store, unless it holds an interrupted run of the same
+        settings (then refuse: a forgotten ``--resume``). Returns the number of entries kept."""
         if self._broken is not None:
             if resume:
                 raise ResumeError(f"cannot resume: {self.path} is not a readable result store ({self._broken}); run without --resume to start afresh.")
@@ -158,8 +160,10 @@ class ResultStore:
                 if resume:
                     self._check_resumable()
                 else:
+                    self._refuse_forgotten_resume()
                     self._db.execute("DELETE FROM results")
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('fingerprint', ?)", (json.dumps(self.fingerprint, sort_keys=True),))
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('unfinished', '1')")
                 self._db.commit()
             return int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
         except sqlite3.DatabaseError as exc:  # damage that only shows on reading
@@ -169,6 +173,30 @@ class ResultStore:
             self._broken = str(exc)
             self._reset_broken()
             return self.begin(resume=False)
+
+    def _refuse_forgotten_resume(self) -> None:
+        """A run without ``--resume`` must not throw away the batches of an interrupted run of the very same
+        settings (hours of certification, say): that is a forgotten ``--resume``. Another setting, a run that
+        finished, or a store written before this marker existed is cleared as before."""
+        if self.path is None or self._db.execute("SELECT v FROM meta WHERE k='unfinished'").fetchone() is None:
+            return
+        n = int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+        if not n:
+            return
+        try:
+            self._check_resumable()  # the same fingerprint, every checksum holding: what --resume would reuse
+        except ResumeError:  # changed settings, or damage: --resume is refused, so a fresh run must not be
+            return
+        raise ResumeError(
+            f"{self._where()} holds {n} stored batch results of an interrupted run with these same settings; rerun with --resume to "
+            f"continue it, or delete {self.path} (or pass another --out) to start afresh."
+        )
+
+    def mark_finished(self) -> None:
+        """Record that the run went through every check: a later run without ``--resume`` may clear the store."""
+        with self._lock:
+            self._db.execute("DELETE FROM meta WHERE k='unfinished'")
+            self._db.commit()
 
     def _check_resumable(self) -> None:
         ok = self._db.execute("PRAGMA quick_check").fetchone()

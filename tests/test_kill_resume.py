@@ -48,6 +48,11 @@ def test_kill_minus_nine_then_resume(tmp_path):
     gated = subprocess.run([sys.executable, "-m", "robustlab", "gate", str(out / "scorecard.json"), "--policy", str(pol)],
                            env=env, capture_output=True, text=True, timeout=300)
     assert gated.returncode == 3, gated.stdout + gated.stderr
+    # forgetting --resume does not throw the killed run's batches away: one line saying what to do, exit 2
+    forgot = subprocess.run(_args(out), env=env, capture_output=True, text=True, timeout=300)
+    errors = [ln for ln in forgot.stderr.splitlines() if ln.startswith("error:")]
+    assert forgot.returncode == 2 and len(errors) == 1 and "--resume" in errors[0] and f"{partial} stored batch results" in errors[0], forgot.stderr
+    assert stored_batches(db) == partial
     resumed = subprocess.run(_args(out, verbose=True) + ["--resume"], env=env, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr
     # every batch stored before the kill was reused, and the store now holds exactly the full run's batches
