@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from common import add_cifar_args, cifar_points, forward_call, gradient_call, per_row_ms, survivors
+from common import QUICK_ITERATIONS, add_cifar_args, cifar_points, forward_call, gradient_call, per_row_ms, survivors
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     add_cifar_args(ap)
     ap.add_argument("--reps", type=int, default=2, help="interleaved A/B repetitions of the AutoAttack members")
     ap.add_argument("--batch-size", type=int, default=128, help="rows per attack call (evaluate's --batch-size)")
-    ap.add_argument("--quick", action="store_true", help="batches of 2 and 18 rows, 10 iterations, 100 Square queries (end-to-end test)")
+    ap.add_argument("--quick", action="store_true", help="batches of 2 and 18 rows, 4 iterations, 100 Square queries (end-to-end test)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from robustlab.attacks.autoattack import run_autoattack
@@ -57,7 +57,7 @@ def main() -> None:
                               "channels_last_from_rows": FoldedView.CHANNELS_LAST_ROWS, "contiguous_ms_per_row": round(ma, 3),
                               "view_ms_per_row": round(mc, 3), "ratio": round(ma / mc, 3)}), flush=True)
 
-    n_iter = 10 if args.quick else 100
+    n_iter = QUICK_ITERATIONS if args.quick else 100
     queries = 100 if args.quick else 5000
     idx, xs, ys = survivors(model, x, y, eps, attacks=["apgd-ce"], n_iter=n_iter, batch_size=args.batch_size, view=views["contiguous"])
     totals: dict[str, list[float]] = {"contiguous": [], "channels_last": []}

@@ -24,6 +24,10 @@ def cifar_test_spec(task: str) -> str | None:
     return f"npz:{npz}"
 
 
+#: attack iterations per member in a bench's ``--quick`` mode (an end-to-end test of the bench, not a measurement)
+QUICK_ITERATIONS = 4
+
+
 def add_cifar_args(ap: argparse.ArgumentParser) -> None:
     """--model, --data, --eps, --n, --threads with the CIFAR benches' defaults."""
     ap.add_argument("--model", default="zoo:cifar10-resnet18")

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from common import add_cifar_args, cifar_points, survivors
+from common import QUICK_ITERATIONS, add_cifar_args, cifar_points, survivors
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     add_cifar_args(ap)
     ap.add_argument("--reps", type=int, default=2, help="interleaved A/B repetitions")
     ap.add_argument("--queries", type=int, default=5000)
-    ap.add_argument("--quick", action="store_true", help="10 attack iterations before Square, 700 queries (end-to-end test)")
+    ap.add_argument("--quick", action="store_true", help="4 attack iterations before Square, 700 queries (end-to-end test)")
     ap.add_argument("--torchvision", default=None, help="a torchvision architecture with random weights (nothing downloaded), attacked on --n "
                     "random images of --size pixels labelled with its own predictions, without the APGD and FAB members before (speed only)")
     ap.add_argument("--size", type=int, default=224)
@@ -55,7 +55,7 @@ def main() -> None:
             return
         model, x, y, eps = loaded
         view = folded_view(model) or model
-        idx, xs, ys = survivors(model, x, y, eps, attacks=["apgd-ce", "apgd-t", "fab-t"], n_iter=10 if args.quick else 100, batch_size=128,
+        idx, xs, ys = survivors(model, x, y, eps, attacks=["apgd-ce", "apgd-t", "fab-t"], n_iter=QUICK_ITERATIONS if args.quick else 100, batch_size=128,
                                 view=view)
     queries = 700 if args.quick else args.queries
     counts = {"local_rows": 0, "forward_passes": 0}

@@ -22,7 +22,7 @@ import time
 import torch
 from torch import nn
 
-from common import add_cifar_args, cifar_points, survivors
+from common import QUICK_ITERATIONS, add_cifar_args, cifar_points, survivors
 
 
 class _Passes(nn.Module):
@@ -48,7 +48,7 @@ def main() -> None:
     add_cifar_args(ap)
     ap.add_argument("--reps", type=int, default=2, help="interleaved A/B repetitions")
     ap.add_argument("--queries", type=int, default=5000)
-    ap.add_argument("--quick", action="store_true", help="10 attack iterations before Square, 300 queries (end-to-end test)")
+    ap.add_argument("--quick", action="store_true", help="4 attack iterations before Square, 300 queries (end-to-end test)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from robustlab.attacks.square import TIE, square_linf
@@ -60,7 +60,7 @@ def main() -> None:
     model, x, y, eps = points
     view = folded_view(model) or model
     queries = 300 if args.quick else args.queries
-    idx, xs, ys = survivors(model, x, y, eps, attacks=["apgd-ce", "apgd-t", "fab-t"], n_iter=10 if args.quick else 100, batch_size=128, view=view)
+    idx, xs, ys = survivors(model, x, y, eps, attacks=["apgd-ce", "apgd-t", "fab-t"], n_iter=QUICK_ITERATIONS if args.quick else 100, batch_size=128, view=view)
     totals: dict[str, list[float]] = {"calibrated": [], "fixed": []}
     points: dict[str, torch.Tensor] = {}
     for rep in range(args.reps):

@@ -48,7 +48,7 @@ def test_split_bench_reports_the_folded_view() -> None:
 def test_fold_bn_bench_quick() -> None:
     rows = _bench_rows("fold_bn.py", "--n", "6", "--reps", "1", "--eps", "1/255")
     costs = [r for r in rows if r["task"] == "fold_bn/row_cost"]
-    assert {(r["kind"], r["batch"]) for r in costs} == {(k, b) for k in ("forward", "input_gradient") for b in (2, 8, 18, 27)}
+    assert {(r["kind"], r["batch"]) for r in costs} == {(k, b) for k in ("forward", "input_gradient") for b in (2, 18)}
     assert all(r["folded_batch_norms"] == 20 for r in costs)
     # the printed ratio is the ratio of the printed costs (each rounded to 1e-3 ms, the ratio to 1e-3)
     assert all(abs(r["ratio"] - r["model_ms_per_row"] / r["folded_ms_per_row"]) <= 0.002 + 1e-3 * r["ratio"] for r in costs)
