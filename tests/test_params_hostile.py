@@ -137,3 +137,28 @@ def test_interrupt_hint_of_commands_without_resume(tmp_path: Path, monkeypatch: 
     assert r.exit_code == 130 and "--resume" not in r.stderr and "rerun the same command" in r.stderr, r.stderr
     r = CliRunner().invoke(main, ["compress", "--model", "zoo:digits-cnn", "--method", "fp16", "--out", str(tmp_path / "m.safetensors")])
     assert r.exit_code == 130 and "--resume" not in r.stderr and "interrupted" in r.stderr, r.stderr
+
+
+def test_corrupt_refuses_a_folder_another_render_is_writing(tmp_path: Path) -> None:
+    """Two `corrupt` runs on one --out raced on its blocks (one failed on a vanished .partial temp file);
+    the folder is locked as `evaluate`'s is, and the second run says who holds it."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "c"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; from robustlab.store import OutputLock; "
+                               "OutputLock(Path(sys.argv[1]), command='robustlab corrupt (the other one)').acquire(); print('held', flush=True); time.sleep(60)",
+                               str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        r = CliRunner().invoke(main, ["corrupt", "--data", "digits", "--limit", "4", "--corruptions", "fog", "--out", str(out), "-q"])
+        line = _one_error_line(r)
+        assert "in use by another run" in line and "the other one" in line
+        assert not (out / ".partial").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    r = CliRunner().invoke(main, ["corrupt", "--data", "digits", "--limit", "4", "--corruptions", "fog", "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.stderr
+    assert (out / "manifest.json").is_file()

@@ -39,8 +39,13 @@ def corrupt(**kw: Any) -> None:
         raise click.BadParameter("names no corruption; give comma-separated corruption names (e.g. fog,snow) or a group: all, benchmark, held_out.", param_hint="--corruptions")
     data = load_dataset(kw["data_spec"], split="test", root=kw["data_root"]).limit(kw["limit"])
     say = (lambda msg: None) if kw["quiet"] else (lambda msg: click.echo(msg, err=True))
-    path = render(
-        data, kw["out_dir"], corruptions=names, protocol=kw["protocol"], backend=kw["backend"], seed=kw["seed"],
-        batch_size=kw["batch_size"], device=device, progress=say,
-    )
+    from pathlib import Path
+
+    from ..store import OutputLock
+
+    with OutputLock(Path(kw["out_dir"]).expanduser(), command="robustlab corrupt"):  # two renders into one folder raced on its blocks
+        path = render(
+            data, kw["out_dir"], corruptions=names, protocol=kw["protocol"], backend=kw["backend"], seed=kw["seed"],
+            batch_size=kw["batch_size"], device=device, progress=say,
+        )
     click.echo(f"wrote {len(names)} corruptions x 5 severities of {len(data)} images to {path.parent} (manifest {path.name})")
