@@ -196,3 +196,25 @@ def test_a_key_label_reads_class_names_without_copying_them() -> None:
 
     assert parse("clean/class_3/accuracy").label(NoWalk()) == "clean/class_3 [c3]/accuracy"
     assert parse("clean/accuracy").label(None) == "clean/accuracy"
+
+
+def test_report_warns_when_the_numbers_contradict_each_other(tmp_path):
+    """A metric edited outside its own interval (or a fraction above 1) was rendered as if a run had
+    written it; the gate refuses such a card, and the report now says so above every number."""
+    import html
+
+    card = make_card()
+    assert card.validate_numbers() is None
+    c = next(c for c in card.checks if c.intervals)
+    key = next(iter(c.intervals))
+    c.metrics[key] = 1.0 if c.intervals[key].high < 1.0 else 0.0  # outside its own interval
+    sc = tmp_path / "scorecard.json"
+    card.write(sc)
+    res = _run("report", str(sc), "-o", str(tmp_path / "r.html"))
+    assert res.exit_code == 0, res.output
+    assert "contradict each other" in res.stderr
+    page = html.unescape((tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert "contradict each other" in page and key in page.split("contradict each other", 1)[1][:400]
+    ok = _card_file(tmp_path / "ok.json")
+    res = _run("report", str(ok), "-o", str(tmp_path / "ok.html"))
+    assert res.exit_code == 0 and "contradict" not in res.stderr and "contradict" not in (tmp_path / "ok.html").read_text(encoding="utf-8")

@@ -65,6 +65,12 @@ def report(scorecard: Path, output: Path | None, policy: Path | None, baseline: 
     if card.signature or signature_path or public_key or scorecard.with_name(scorecard.name + ".sig").is_file():
         verification = verify_scorecard(scorecard, public_key=public_key, signature_path=signature_path)
     warnings: list[str] = []
+    try:  # what no run writes: an auditor reading the report must be told before reading any number
+        card.validate_numbers()
+    except ValueError as exc:
+        warnings.append(f"the numbers in this scorecard contradict each other ({' '.join(str(exc).split())[:300]}): it was edited after the run "
+                        "or written by another tool; do not rely on its numbers")
+        click.echo(f"warning: {warnings[-1]}", err=True)
     if baseline:
         from ..gates.compare import mismatch_warning, setting_mismatches
 
