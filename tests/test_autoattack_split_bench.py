@@ -117,3 +117,13 @@ def test_packed_weights_bench_quick() -> None:
     assert all(abs(r["ratio"] - r["view_ms_per_row"] / r["packed_ms_per_row"]) <= 0.002 + 1e-3 * r["ratio"] for r in rows)
     # within rounding of the model: logits to float32 rounding, gradients to what the view itself differs by
     assert all(r["packed_max_rel_diff"] <= max(1e-5, 2 * r["view_max_rel_diff"]) for r in rows), rows
+
+
+def test_interop_threads_bench_runs() -> None:
+    """bench/interop_threads.py: both kinds, each way; the printed ratio is that of the printed costs."""
+    out = subprocess.run([sys.executable, str(BENCH.parent / "interop_threads.py"), "--model", "zoo:cifar10-resnet18", "--rows", "1", "--reps", "1",
+                          "--repeats", "1"], capture_output=True, text=True, timeout=300, check=True).stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert [(r["kind"], r["rows_total"]) for r in rows] == [("forward", 2), ("input_gradient", 2)]
+    assert all(r["ms_row_2threads"] > 0 and r["ms_row_2x1thread"] > 0 and r["ms_row_1thread_alone"] > 0 for r in rows)
+    assert all(abs(r["ratio"] - r["ms_row_2threads"] / r["ms_row_2x1thread"]) <= 0.002 + 1e-3 * r["ratio"] for r in rows)
