@@ -153,3 +153,12 @@ def test_a_pushed_scorecard_with_no_checks_or_contradictory_numbers_is_refused(s
     r = push(edited)
     assert r.status_code == 400 and "interval" in r.json()["detail"], r.text
     assert len(svc.client.get("/api/v1/projects/alpha/scorecards", headers=svc.h("aud-a")).json()) == 1
+
+
+def test_a_bad_policy_upload_is_named_once(svc: Service) -> None:
+    """The refusal read 'policy: policy file the policy file is not valid YAML' and 'policy: policy: unknown key(s)'."""
+    for body in (b"rules: [\n", b"version: 1\nrulez: []\n"):
+        r = _submit(svc, files={"policy": ("gate.yaml", body)}, spec="zoo:digits-cnn")
+        assert r.status_code == 400, r.text
+        detail = r.json()["detail"]
+        assert "policy" in detail and "policy: policy" not in detail and "policy file the" not in detail, detail

@@ -210,7 +210,8 @@ def _validate_policy(path: Path, st: Any) -> None:
     try:
         load_policy(path)
     except RobustlabError as exc:
-        raise UploadError(400, f"policy: {public_message(exc, st.settings.data_dir, path, 'the policy file')}") from None
+        msg = public_message(exc, st.settings.data_dir, path, "the policy file").replace("policy file the policy file", "the policy file")
+        raise UploadError(400, msg if msg.lower().startswith(("policy", "the policy file")) else f"policy: {msg}") from None
 
 
 def _zoo_sha256(spec: str) -> str | None:
