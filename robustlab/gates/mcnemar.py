@@ -32,15 +32,14 @@ class McNemarResult:
 
 
 def _flag(v: Any) -> bool | None:
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and v in (0, 1):
-        return bool(v)
-    return None
+    """``v`` as a flag: only JSON true/false are flags. A number that happens to be 0 or 1 (a 2-class model's
+    predicted class, a conformal set size, a count of correct cells) is not: pairing it would call a smaller
+    number a lost correct prediction."""
+    return v if isinstance(v, bool) else None
 
 
 def is_flag_list(values: Sequence[Any]) -> bool:
-    """True when every entry is a bool, 0/1 or None (a per-sample flag list)."""
+    """True when every entry is a bool or None, and one is a bool (a per-sample flag list)."""
     return len(values) > 0 and all(v is None or _flag(v) is not None for v in values) and any(v is not None for v in values)
 
 
