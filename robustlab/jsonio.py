@@ -77,8 +77,12 @@ def read_strict_json(path: Path, *, what: str = "robustlab scorecard", fix: str 
 
     if not path.is_file():
         raise RobustlabError(f"{path} {path_problem(path)}; {fix or 'pass the scorecard.json that `robustlab evaluate` wrote'}.")
+    data = path.read_bytes()
+    if data.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
+        raise RobustlabError(f"{path} starts with a byte order mark (an editor saved it as UTF-8 with BOM or UTF-16); save it as plain UTF-8 "
+                             f"without a BOM, or {fix or 'pass a scorecard written by robustlab'}.")
     try:
-        return loads_strict(path.read_bytes().decode("utf-8"))
+        return loads_strict(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise RobustlabError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); {fix or 'pass a scorecard written by robustlab'}.") from exc
     except RecursionError as exc:

@@ -222,8 +222,12 @@ class Scorecard:
         from .errors import RobustlabError
 
         p = Path(path)
+        if not str(path):  # Path("") is the current folder
+            raise RobustlabError("the scorecard path is empty; pass the scorecard.json that `robustlab evaluate` wrote.")
         if not p.is_file():
-            raise RobustlabError(f"scorecard {p} does not exist; pass the scorecard.json that `robustlab evaluate` wrote.")
+            from .errors import path_problem
+
+            raise RobustlabError(f"scorecard {p} {path_problem(p)}; pass the scorecard.json that `robustlab evaluate` wrote.")
         d = read_strict_json(p)
         if not isinstance(d, dict):
             raise RobustlabError(f"{p} is not a robustlab scorecard (expected a JSON object); pass the scorecard.json that `robustlab evaluate` wrote.")

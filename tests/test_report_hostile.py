@@ -218,3 +218,14 @@ def test_report_warns_when_the_numbers_contradict_each_other(tmp_path):
     ok = _card_file(tmp_path / "ok.json")
     res = _run("report", str(ok), "-o", str(tmp_path / "ok.html"))
     assert res.exit_code == 0 and "contradict" not in res.stderr and "contradict" not in (tmp_path / "ok.html").read_text(encoding="utf-8")
+
+
+def test_scorecard_read_errors_name_the_real_problem(tmp_path):
+    """`report` of /dev/null said 'does not exist', of '' 'scorecard . does not exist', and of a file an editor
+    saved with a byte order mark 'bad JSON (Unexpected UTF-8 BOM)' without saying what to do."""
+    golden = (Path(__file__).parent / "golden" / "quick.json").read_bytes()
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + golden)
+    for arg, words in (("/dev/null", "not a regular file"), ("", "not a regular file"), (str(bom), "byte order mark")):
+        line = _one_error_line(_run("report", arg, "-o", str(tmp_path / "r.html")))
+        assert words in line, (arg, line)
