@@ -141,3 +141,94 @@ def test_a_class_count_that_does_not_match_the_output_names_the_width_seen() -> 
     m = RobustModel(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), ModelInfo(spec="t", format="test", num_classes=128, input_shape=(1, 8, 8)))
     with pytest.raises(ModelOutputError, match=r"outputs 10 scores per input, but 128 classes were expected .*pass --num-classes 10"):
         m.check_output(m(torch.rand(4, 1, 8, 8)), 4)
+
+
+# -- models and data built in tmp_path (probe of unusual models, round 3) -------------------------
+
+TINY_NET = (
+    "import torch.nn as nn\n\ndef net():\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))\n\n"
+    "class Grey(nn.Module):\n    def forward(self, x):\n        return x.mean(1, keepdim=True)\n\n"
+    "def pooled():\n    return nn.Sequential(Grey(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(16, 10))\n\n"
+    "def lazy():\n    return nn.Sequential(Grey(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.LazyLinear(10))\n\n"
+    "class Holder(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.module = net()\n\n"
+    "    def forward(self, x):\n        return self.module(x)\n\n"
+    "def holder():\n    return Holder()\n"
+)
+
+
+def _evaluate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str, suite: str = "name: c\nchecks:\n  - check: clean\n") -> tuple[int, dict, str]:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "rl_probe_tiny.py").write_text(TINY_NET)
+    (tmp_path / "s.yaml").write_text(suite)
+    out = tmp_path / f"o{len(list(tmp_path.glob('o*')))}"
+    r = CliRunner().invoke(main, ["evaluate", *args, "--suite", str(tmp_path / "s.yaml"), "--out", str(out), "--no-mlflow", "--no-report", "--threads", "1"])
+    card = json.loads((out / "scorecard.json").read_text()) if (out / "scorecard.json").exists() else {}
+    return r.exit_code, card, r.output
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "_orig_mod.module."])
+@pytest.mark.parametrize("ext", ["safetensors", "pt"])
+def test_weights_saved_from_a_wrapped_model_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefix: str, ext: str) -> None:
+    """Before: exit 2 'the weights ... do not fit architecture ...; pass the architecture the weights were saved
+    from' for DataParallel (``module.``, safetensors only) and torch.compile (``_orig_mod.``) state dicts."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    sd = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).state_dict()
+    plain, wrapped = tmp_path / f"plain.{ext}", tmp_path / f"wrapped.{ext}"
+    for path, d in ((plain, sd), (wrapped, {prefix + k: v for k, v in sd.items()})):
+        save_file(d, str(path)) if ext == "safetensors" else torch.save(d, path)
+    common = ["--arch", "factory:rl_probe_tiny:net", "--data", "digits", "--limit", "40", "--input-shape", "1,8,8"]
+    code, card, out = _evaluate(tmp_path, monkeypatch, "--model", str(wrapped), *common)
+    assert code == 0, out
+    ref = _evaluate(tmp_path, monkeypatch, "--model", str(plain), *common)[1]
+    assert _check(card, "clean")["metrics"] == _check(ref, "clean")["metrics"]
+
+
+def test_an_architecture_whose_network_is_named_module_keeps_its_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every key of this architecture starts with ``module.`` because its submodule is named so: the weights load
+    as saved (the DataParallel prefix is dropped only when the keys as saved do not fit)."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    exec(TINY_NET, ns := {})  # noqa: S102 - the test's own module text
+    sd = ns["holder"]().state_dict()
+    assert all(k.startswith("module.") for k in sd)
+    save_file(sd, str(tmp_path / "holder.safetensors"))
+    code, card, out = _evaluate(tmp_path, monkeypatch, "--model", str(tmp_path / "holder.safetensors"), "--arch", "factory:rl_probe_tiny:holder",
+                                "--data", "digits", "--limit", "40", "--input-shape", "1,8,8")
+    assert code == 0, out
+
+
+@pytest.mark.parametrize(("data", "said"), [("samples:fashion-mnist", "data set 'fashion-mnist'"), ("npz", "--dataset")])
+def test_an_attack_without_a_budget_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: str, said: str) -> None:
+    """Before: 'no standard adversarial budget is known for this model's data set; set `epsilons:` ... (e.g. [8/255])'
+    for a 3x32x48 npz (no word of --dataset, the fix) and for samples:fashion-mnist (no word of which data set)."""
+    import numpy as np
+
+    if data == "npz":
+        np.savez(tmp_path / "rect.npz", x=np.random.default_rng(0).random((6, 3, 32, 48), dtype=np.float32), y=np.arange(6))
+        data = f"npz:{tmp_path / 'rect.npz'}"
+    suite = "name: p\nchecks:\n  - check: pgd\n    params: {norm: linf, steps: 2, audit: false}\n"
+    code, card, out = _evaluate(tmp_path, monkeypatch, "--model", "factory:rl_probe_tiny:pooled", "--num-classes", "10", "--data", data, "--limit", "6", suite=suite)
+    assert code == 3, out
+    reason = _check(card, "pgd")["reason"]
+    assert said in reason and "epsilons:" in reason and "8/255" not in reason, reason
+
+
+def test_a_lazy_module_without_weights_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: exit 4, 'internal error: ValueError: Attempted to use an uninitialized parameter' (the weights hash of a
+    factory with nn.LazyLinear). Its weights loaded from a file still evaluate."""
+    from safetensors.torch import save_file
+
+    code, _, out = _evaluate(tmp_path, monkeypatch, "--model", "factory:rl_probe_tiny:lazy", "--num-classes", "10", "--data", "digits", "--limit", "20")
+    assert code == 2, out
+    assert "LazyLinear" in out and "dummy batch" in out and "internal error" not in out
+    import rl_probe_tiny
+
+    net = rl_probe_tiny.lazy()
+    net(torch.zeros(1, 1, 8, 8))
+    save_file(net.state_dict(), str(tmp_path / "lazy.safetensors"))
+    code, card, out = _evaluate(tmp_path, monkeypatch, "--model", str(tmp_path / "lazy.safetensors"), "--arch", "factory:rl_probe_tiny:lazy", "--data", "digits", "--limit", "20")
+    assert code == 0, out
+    assert card["model"]["num_classes"] == 10

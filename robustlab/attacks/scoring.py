@@ -42,8 +42,12 @@ def standard_eps(model: nn.Module, norm: Norm) -> float:
     fam = dataset_family(model)
     budget = BUDGETS.get(fam or "", {}).get(norm)
     if budget is None:
+        named = getattr(getattr(model, "info", None), "dataset", None)
+        known = ", ".join(BUDGETS)
         raise SuiteError(
-            "no standard adversarial budget is known for this model's data set; set `epsilons:` in the suite entry (e.g. [8/255])."
+            f"no standard adversarial budget is known for data set '{named}'; set `epsilons:` in the suite entry (a copy of the suite), in the model's input units."
+            if named
+            else f"no adversarial budget is known: the data set is not named and the input shape does not imply one; name it with --dataset ({known}) or set `epsilons:` in the suite entry, in the model's input units."
         )
     lo, hi = (float(b) for b in getattr(model, "bounds", (0.0, 1.0)))
     return budget.eps * (hi - lo)

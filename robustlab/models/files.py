@@ -200,7 +200,13 @@ def load_path(path: Path, opts: LoadOptions, *, fmt: str | None) -> LoadedNet:
         return LoadedNet(ep.module(), {**_sidecar(path), **base, "format": "torch.export"})
     if fmt == "safetensors":
         sd, meta = _read_safetensors(path)
-        return _from_state_dict(path, sd, {**_sidecar(path), **meta}, opts, base, "safetensors")
+        bare = strip_wrapper_prefixes(sd)
+        try:  # as saved first: an architecture may hold its network in a submodule named `module`
+            return _from_state_dict(path, sd, {**_sidecar(path), **meta}, opts, base, "safetensors")
+        except ModelLoadError:
+            if bare is sd:
+                raise
+        return _from_state_dict(path, bare, {**_sidecar(path), **meta}, opts, base, "safetensors")
     # torch zip or legacy file: try safe loading first
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -274,7 +280,16 @@ def unwrap_checkpoint(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], di
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ModelLoadError(f"{path} does not hold a state dict (a mapping of parameter names to tensors); save model.state_dict().")
     sd = {k.removeprefix("module."): v for k, v in obj.items()}
-    return sd, meta
+    return strip_wrapper_prefixes(sd), meta
+
+
+def strip_wrapper_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the key prefix that a wrapper adds to every key of the model it wraps: ``module.``
+    (nn.DataParallel / DistributedDataParallel) and ``_orig_mod.`` (torch.compile), in any nesting.
+    A prefix that only some keys carry is kept (it names a real submodule)."""
+    while sd and (p := next((p for p in ("module.", "_orig_mod.") if all(k.startswith(p) for k in sd)), None)):
+        sd = {k[len(p):]: v for k, v in sd.items()}
+    return sd
 
 
 def _build_for_weights(arch: str, sd: dict[str, torch.Tensor], *, from_file: bool, opts: LoadOptions, input_shape: tuple[int, ...] | None) -> tuple[nn.Module, dict[str, Any], int | None]:

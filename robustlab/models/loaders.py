@@ -92,7 +92,20 @@ def load_model(spec: str, options: LoadOptions | None = None, **kw: Any) -> Robu
 
 
 # -- wrapping and metadata ------------------------------------------------------------------------
+def refuse_uninitialized(net: nn.Module, spec: str) -> None:
+    """Refuse a network whose lazy modules (``nn.LazyLinear``, ...) have not made their weights yet."""
+    from torch.nn.parameter import is_lazy
+
+    lazy = [n for n, t in [*net.named_parameters(), *net.named_buffers()] if is_lazy(t)]
+    if lazy:
+        raise ModelLoadError(
+            f"model {spec}: {len(lazy)} parameter(s) of lazy modules (e.g. nn.LazyLinear) are not initialised yet ({', '.join(lazy[:3])}), "
+            "so there are no weights to evaluate; run one forward pass on a dummy batch (or load the weights) before returning or saving the model."
+        )
+
+
 def _wrap(spec: str, loaded: LoadedNet, opts: LoadOptions) -> RobustModel:
+    refuse_uninitialized(loaded.net, spec)
     if isinstance(loaded.net, RobustModel):
         model = loaded.net
         info = model.info.with_overrides(**{k: v for k, v in opts.overrides.items() if k in _META_KEYS})
@@ -202,6 +215,7 @@ def _factory(target: str, opts: LoadOptions) -> LoadedNet:
     from .files import state_dict_sha256
 
     net = call_factory(target, opts.overrides.get("num_classes"))
+    refuse_uninitialized(net, f"factory:{target}")
     return LoadedNet(net, {"format": "factory", "sha256": state_dict_sha256(net), "architecture": f"factory:{target}"})
 
 
