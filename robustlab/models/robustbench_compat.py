@@ -70,7 +70,7 @@ def load_robustbench(rest: str, opts: "LoadOptions") -> "LoadedNet":
     import torch
 
     from ..signing import sha256_file
-    from .files import unwrap_checkpoint
+    from .files import strip_wrapper_prefixes, unwrap_checkpoint
     from .options import LoadedNet
 
     parts = rest.split(":")
@@ -108,6 +108,7 @@ def load_robustbench(rest: str, opts: "LoadOptions") -> "LoadedNet":
     if isinstance(ckpt, dict) and "last" in ckpt and isinstance(ckpt["last"], dict):
         ckpt = ckpt["last"]
     sd, _ = unwrap_checkpoint(ckpt, path)
+    sd = strip_wrapper_prefixes({k.removeprefix("module."): v for k, v in sd.items()})  # RobustBench's own loader drops every `module.`
     sd = {k.replace("model.", "", 1) if k.startswith("model.") and not hasattr(net, "model") else k: v for k, v in sd.items()}
     try:
         net.load_state_dict(sd, strict=True)

@@ -159,8 +159,26 @@ def _tags(card: Scorecard, verdict: str, command: str) -> dict[str, str]:
     return {k: v[:_MAX_TAG_VALUE] for k, v in t.items()}
 
 
+# A cell starting with one of these is read as a formula by Excel, LibreOffice Calc and Google Sheets
+# (CWE-1236, "CSV injection"); the full-width forms too in some Excel locales. Sample ids come from
+# user data (npz ``ids``, file names), so an auditor opening per_sample.csv would run them.
+_FORMULA_LEAD = frozenset("=+-@\t\r\n\uff1d\uff0b\uff0d\uff20")
+
+
+def csv_text_cell(value: Any) -> Any:
+    """``value`` as a spreadsheet will show it but never evaluate it: a string starting with a formula
+    character gets a leading ``'`` (the spreadsheets' "this is text" mark); numbers, booleans and
+    other strings are unchanged."""
+    if isinstance(value, str) and value and (value[0] in _FORMULA_LEAD or value.lstrip()[:1] in _FORMULA_LEAD):
+        return "'" + value
+    return value
+
+
 def write_per_sample_csv(card: Scorecard, path: Path) -> Path | None:
-    """One row per sample id, one column ``<check id>/<name>`` per per-sample list of that length."""
+    """One row per sample id, one column ``<check id>/<name>`` per per-sample list of that length.
+
+    Text cells (ids, column names, string values) that a spreadsheet would read as a formula are
+    written with a leading ``'`` (:func:`csv_text_cell`)."""
     ids = card.data.get("ids")
     cols: list[tuple[str, list[Any]]] = []
     for c in card.checks:
@@ -174,9 +192,9 @@ def write_per_sample_csv(card: Scorecard, path: Path) -> Path | None:
         return None
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["id"] + [k for k, _ in cols])
+        w.writerow(["id"] + [csv_text_cell(k) for k, _ in cols])
         for i in range(n):
-            w.writerow([ids[i] if isinstance(ids, list) else i] + [v[i] for _, v in cols])
+            w.writerow([csv_text_cell(ids[i] if isinstance(ids, list) else i)] + [csv_text_cell(v[i]) for _, v in cols])
     return path
 
 
