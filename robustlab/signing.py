@@ -332,6 +332,18 @@ def baseline_key(path: str | Path) -> bytes:
     return base64.b64decode(sig["public_key"])
 
 
+def verify_file(path: str | Path, *, trusted_keys: "list[bytes] | tuple[bytes, ...]", signature_path: str | Path | None = None) -> Verification:
+    """Verify the scorecard file at ``path`` against raw ``trusted_keys``: its embedded signature, or the
+    detached one (``signature_path``, else ``<path>.sig`` when the scorecard embeds none)."""
+    p = Path(path)
+    card = _read_card(p)
+    sig: dict[str, Any] | None = None
+    sp = Path(signature_path) if signature_path else p.with_name(p.name + ".sig")
+    if signature_path or (not card.get("signature") and sp.is_file()):
+        sig = _read_json(sp)
+    return verify_dict(card, signature=sig, trusted_keys=trusted_keys)
+
+
 def verify_scorecard(
     path: str | Path,
     *,
@@ -348,16 +360,11 @@ def verify_scorecard(
     scorecard has no embedded signature. Trusted keys: ``public_key``, ``trusted_keys`` (files or
     folders), ``$ROBUSTLAB_TRUSTED_KEYS`` (with ``use_env``) and the signer of ``baseline``.
     """
-    p = Path(path)
-    card = _read_card(p)
-    sig: dict[str, Any] | None = None
-    sp = Path(signature_path) if signature_path else p.with_name(p.name + ".sig")
-    if signature_path or (not card.get("signature") and sp.is_file()):
-        sig = _read_json(sp)
     trusted = ([load_public_key(public_key)] if public_key else []) + trust_store(trusted_keys, use_env=use_env)
     if baseline is not None:
         trusted.append(baseline_key(baseline))
-    v = verify_dict(card, signature=sig, trusted_keys=trusted)
+    v = verify_file(path, trusted_keys=trusted, signature_path=signature_path)
+    card = _read_card(Path(path))
     if model_path is None:
         return v
     mp = Path(model_path)

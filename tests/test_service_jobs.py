@@ -123,12 +123,20 @@ def test_a_job_runs_on_a_worker_and_is_signed_verified_gated_and_stored_once(svc
     resp = c.get(f"/api/v1/jobs/{ok['id']}/files/report", headers=svc.h("aud-a"))
     assert "valid-trusted" in resp.text or "verified" in resp.text.lower()
     assert "default-src 'none'" in resp.headers["content-security-policy"]  # stored HTML can run no script
-    # a failing gate against the first version as baseline: exit 1, recorded, still one scorecard per job
-    r = _submit(svc, version="2", spec="zoo:digits-cnn", limit="30", baseline="1", files={"policy": ("p.yaml", POLICY_FAIL)})
+    # a failing gate against the first version as baseline: exit 1, recorded, still one scorecard per job. The policy
+    # requires signatures: the job's run trusts what the service trusts (before: exit 2, no trusted key), and the
+    # baseline and the new card, both signed by the service key, pass that rule
+    r = _submit(svc, version="2", spec="zoo:digits-cnn", limit="30", baseline="1", files={"policy": ("p.yaml", b"signature: required\n" + POLICY_FAIL)})
     assert r.status_code == 201, r.text
     assert worker.run_once()
     job2 = c.get(f"/api/v1/jobs/{r.json()['id']}", headers=svc.h("aud-a")).json()
     assert job2["state"] == "succeeded" and job2["exit_code"] == 1 and job2["scorecard"]["gate_outcome"] == "fail", job2
+    import xml.etree.ElementTree as ET
+
+    junit = ET.fromstring(c.get(f"/api/v1/jobs/{r.json()['id']}/files/junit", headers=svc.h("aud-a")).content)
+    cases = {tc.get("name"): tc.find("failure") is None for tc in junit.iter("testcase")}
+    assert cases["signature: scorecard signed by a trusted key"] and cases["signature: baseline signed by a trusted key"], cases
+    assert not cases["clean/accuracy >= 1.01"]
     assert not worker.run_once()
     with Database(svc.settings.database_url).session() as s:
         assert s.scalar(select(func.count()).select_from(StoredScorecard)) == 2

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 @click.option("--policy", type=click.Path(dir_okay=False), default=None, help="Release-gate policy YAML; failing it exits 1.")
 @click.option("--baseline", default=None, help="Baseline scorecard file or MLflow run id for non-regression rules.")
 @click.option("--junit", type=click.Path(dir_okay=False), default=None, help="Write JUnit XML, one test case per gate rule.")
+@click.option("--trusted-keys", "trusted_keys", multiple=True, type=click.Path(path_type=Path),
+              help="Trusted public keys (.pem files or folders) for a policy with 'signature: required': the --baseline must be signed by one [also: $ROBUSTLAB_TRUSTED_KEYS].")
 @click.option("--no-mlflow", is_flag=True, help="Do not record the run in MLflow.")
 @click.option("--mlflow-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else a SQLite store in OUT).")
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
@@ -51,7 +53,7 @@ def evaluate(**kw: Any) -> None:
         if kw.get(p) and not Path(kw[p]).is_file():
             raise click.BadParameter(f"{kw[p]} does not exist", param_hint=f"--{p}")
     if kw.get("policy"):
-        _validate_policy(Path(kw["policy"]))
+        _validate_policy(Path(kw["policy"]), baseline=kw.get("baseline"), trusted_keys=tuple(kw.get("trusted_keys") or ()))
     b = kw.get("baseline")
     if b and not Path(b).is_file() and (os.sep in b or b.endswith(".json")):  # a missing file, not a run id: refuse before the run
         raise click.BadParameter(f"baseline scorecard {_shown(b)} does not exist; pass a scorecard.json path or an MLflow run id", param_hint="--baseline")
@@ -68,7 +70,8 @@ def evaluate(**kw: Any) -> None:
         download=bool(kw.get("download")), out_dir=out, limit=kw.get("limit"), ood_fit_data=kw.get("fit_data") or None, save_adversarial=bool(kw.get("save_adversarial")), **run_settings(kw),
     )
     post = PostRunOptions(policy=Path(kw["policy"]) if kw.get("policy") else None, baseline=kw.get("baseline"), junit=Path(kw["junit"]) if kw.get("junit") else None,
-                          mlflow=not kw.get("no_mlflow"), mlflow_uri=kw.get("mlflow_uri"), report=not kw.get("no_report"))
+                          mlflow=not kw.get("no_mlflow"), mlflow_uri=kw.get("mlflow_uri"), report=not kw.get("no_report"),
+                          trusted_keys=tuple(kw.get("trusted_keys") or ()))
     if kw.get("variants") is not None:  # "" is an empty list, refused below, not "no variants"
         check_fit_data(cfg)  # before any variant is built (the pipeline checks it again for each run)
         sys.exit(_evaluate_variants(cfg, post, kw))
@@ -96,7 +99,7 @@ def _evaluate_variants(cfg: Any, post: "PostRunOptions", kw: dict[str, Any]) -> 
     codes = [finish(base.card, base.out_dir, post if post.baseline else replace(post, policy=None, junit=None), quiet=cfg.quiet, as_json=False)]
     for r in runs:
         junit = post.junit.with_name(f"{post.junit.stem}-{r.name}{post.junit.suffix}") if post.junit else None
-        codes.append(finish(r.card, r.out_dir, replace(post, baseline=str(base.out_dir / "scorecard.json") if post.policy else None, junit=junit), quiet=cfg.quiet, as_json=False))
+        codes.append(finish(r.card, r.out_dir, replace(post, baseline=str(base.out_dir / "scorecard.json") if post.policy else None, junit=junit, baseline_in_run=True), quiet=cfg.quiet, as_json=False))
     if not cfg.quiet:
         click.echo((Path(cfg.out_dir) / "variants.txt").read_text())
     return 1 if 1 in codes else (3 if 3 in codes else max(codes))
@@ -108,10 +111,17 @@ def _shown(path: str) -> str:
     return printable(path)
 
 
-def _validate_policy(path: Path) -> None:
-    from ..gates import load_policy
+def _validate_policy(path: Path, *, baseline: str | None, trusted_keys: tuple[Path, ...]) -> None:
+    """A bad policy, or one that requires signatures with a --baseline but no trusted key, is refused
+    before the run (exit 2), not after it."""
+    from ..errors import RobustlabError
+    from ..gates import Requirement, load_policy
+    from ..pipelines.gate import Trust
 
-    load_policy(path)
+    pol = load_policy(path)
+    if pol.signature is Requirement.REQUIRED and baseline and not Trust(trusted_keys=trusted_keys).keys():
+        raise RobustlabError(f"policy {path} requires a baseline signed by a trusted key, but no key is trusted: pass the signer's "
+                             "public key with --trusted-keys FILE|DIR, or set $ROBUSTLAB_TRUSTED_KEYS.")
 
 
 def finish(card: "Scorecard", out: Path, post: "PostRunOptions", *, quiet: bool, as_json: bool, model_path: Path | None = None) -> int:
@@ -121,7 +131,8 @@ def finish(card: "Scorecard", out: Path, post: "PostRunOptions", *, quiet: bool,
 
     mp = model_path or (Path(card.model["path"]) if card.model.get("path") else None)
     code = after_run(card, out, policy=post.policy, baseline=post.baseline, junit=post.junit, mlflow=post.mlflow, mlflow_uri=post.mlflow_uri,
-                     command=card.run.get("command", ""), model_path=mp, artifacts=[], report=post.report)
+                     command=card.run.get("command", ""), model_path=mp, artifacts=[], report=post.report,
+                     trusted_keys=post.trusted_keys, baseline_in_run=post.baseline_in_run)
     if as_json:
         click.echo(card.to_json(indent=1))
     if not quiet:

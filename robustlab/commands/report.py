@@ -58,9 +58,9 @@ def report(scorecard: Path, output: Path | None, policy: Path | None, baseline: 
     _check_report_path(out, scorecard)
     gate = None
     if policy is not None:
-        from ..pipelines.gate import gate_report
+        from ..pipelines.gate import Trust, gate_report
 
-        gate = gate_report(card, policy, baseline=baseline, mlflow_uri=mlflow_uri)
+        gate = gate_report(card, policy, baseline=baseline, mlflow_uri=mlflow_uri, scorecard_path=scorecard, trust=Trust(public_key, (), signature_path))
     verification = None
     if card.signature or signature_path or public_key or scorecard.with_name(scorecard.name + ".sig").is_file():
         verification = verify_scorecard(scorecard, public_key=public_key, signature_path=signature_path)
@@ -89,16 +89,21 @@ def report(scorecard: Path, output: Path | None, policy: Path | None, baseline: 
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write JUnit XML here (one test case per rule).")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the markdown summary here (it is always printed, and appended to $GITHUB_STEP_SUMMARY when set).")
 @click.option("--mlflow-uri", default=None, help="Tracking URI for an MLflow baseline [default: $MLFLOW_TRACKING_URI].")
+@click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path), default=None, help="A trusted signer's public key, for a policy with 'signature: required'.")
+@click.option("--trusted-keys", "trusted_keys", multiple=True, type=click.Path(path_type=Path), help="Trusted public keys (.pem files or folders), for a policy with 'signature: required' [also: $ROBUSTLAB_TRUSTED_KEYS].")
+@click.option("--signature", "signature_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="SCORECARD's detached signature [default: SCORECARD.sig when it embeds none].")
 @click.pass_context
-def gate(ctx: click.Context, scorecard: Path, policy: Path, baseline: str | None, junit: Path | None, markdown_path: Path | None, mlflow_uri: str | None) -> None:
+def gate(ctx: click.Context, scorecard: Path, policy: Path, baseline: str | None, junit: Path | None, markdown_path: Path | None, mlflow_uri: str | None,
+         public_key: Path | None, trusted_keys: tuple[Path, ...], signature_path: Path | None) -> None:
     """Apply a release-gate POLICY to SCORECARD.
 
-    Exit codes: 0 every rule passed, 1 a rule failed, 2 usage or input error (bad policy, missing
-    file), 3 inconclusive (too few samples, no interval or baseline, audit suspect when the policy
-    says so).
+    Exit codes: 0 every rule passed, 1 a rule failed (or, under 'signature: required', the scorecard
+    or baseline is not signed by a trusted key), 2 usage or input error (bad policy, missing file, a
+    signature that does not match its scorecard), 3 inconclusive (too few samples, no interval or
+    baseline, audit suspect when the policy says so).
     """
     from ..errors import RobustlabError
-    from ..pipelines.gate import apply_gate
+    from ..pipelines.gate import Trust, apply_gate
     from ..scorecard import Scorecard
     from ..signing import broken_signature
 
@@ -106,7 +111,8 @@ def gate(ctx: click.Context, scorecard: Path, policy: Path, baseline: str | None
     why = broken_signature(scorecard)
     if why:
         raise RobustlabError(f"{scorecard} carries a signature that does not match it ({why.rstrip('.')}); gate the scorecard as it was signed, or re-sign it.")
-    outcome = apply_gate(card, policy, baseline=baseline, mlflow_uri=mlflow_uri, junit=junit, markdown_path=markdown_path)
+    outcome = apply_gate(card, policy, baseline=baseline, mlflow_uri=mlflow_uri, junit=junit, markdown_path=markdown_path,
+                         scorecard_path=scorecard, trust=Trust(public_key, tuple(trusted_keys), signature_path))
     click.echo(outcome.markdown)
     ctx.exit(outcome.exit_code)
 

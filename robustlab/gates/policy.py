@@ -10,6 +10,8 @@ A policy (see ``reports/example-policy.yaml``)::
       error: inconclusive    # a check that errored: fail | inconclusive | allow
       incomplete: inconclusive  # a killed/interrupted run (checks missing, no run.complete): fail | inconclusive | allow
     min_samples: 200         # default minimum sample count of every rule (optional)
+    signature: required      # required | optional (default optional): the scorecard and the baseline
+                             # must be signed by a trusted key (a rule that fails otherwise)
     rules:
       - metric: clean/accuracy
         op: ">="
@@ -65,6 +67,13 @@ class Action(str, Enum):
     FAIL = "fail"
     INCONCLUSIVE = "inconclusive"
     ALLOW = "allow"
+
+
+class Requirement(str, Enum):
+    """Whether the policy requires the gated scorecards to be signed by a trusted key."""
+
+    REQUIRED = "required"
+    OPTIONAL = "optional"
 
 
 class Missing(str, Enum):
@@ -128,6 +137,7 @@ class Policy:
     audit_suspect: Action = Action.ALLOW
     check_error: Action = Action.INCONCLUSIVE
     incomplete: Action = Action.INCONCLUSIVE
+    signature: Requirement = Requirement.OPTIONAL
     source: str = ""
 
     def in_key_schema(self, class_names: "list[str] | None" = None) -> "Policy":
@@ -144,7 +154,7 @@ class Policy:
 
 
 _RULE_KEYS = {"name", "metric", "op", "threshold", "on", "min_samples", "max_drop", "drop_on", "higher_is_better", "mcnemar", "if_missing"}
-_TOP_KEYS = {"version", "audit", "checks", "min_samples", "rules", "description"}
+_TOP_KEYS = {"version", "audit", "checks", "min_samples", "rules", "description", "signature"}
 
 
 def _choice(cls: type[E], value: Any, where: str) -> E:
@@ -261,6 +271,7 @@ def parse_policy(raw: Any, *, source: str = "") -> Policy:
         audit_suspect=_choice(Action, audit.get("suspect", "allow"), "audit.suspect"),
         check_error=_choice(Action, checks.get("error", "inconclusive"), "checks.error"),
         incomplete=_choice(Action, checks.get("incomplete", "inconclusive"), "checks.incomplete"),
+        signature=_choice(Requirement, raw.get("signature", "optional"), "signature"),
         source=source,
     )
 

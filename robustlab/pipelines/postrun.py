@@ -27,6 +27,8 @@ class PostRunOptions:
     mlflow: bool = True
     mlflow_uri: str | None = None
     report: bool = True
+    trusted_keys: tuple[Path, ...] = ()  # for a policy with `signature: required` (besides $ROBUSTLAB_TRUSTED_KEYS)
+    baseline_in_run: bool = False  # the baseline was written by this same command (the base of --variants)
 
 
 def after_run(
@@ -42,6 +44,8 @@ def after_run(
     model_path: Path | None,
     artifacts: list[Path],
     report: bool = True,
+    trusted_keys: tuple[Path, ...] = (),
+    baseline_in_run: bool = False,
 ) -> int:
     """Write ``report.html`` (and gate outputs) into ``out_dir``, log to MLflow; return the exit code.
 
@@ -59,6 +63,10 @@ def after_run(
             and a mismatch is logged as a warning.
         artifacts: further files to attach to the MLflow run.
         report: write ``report.html`` (``False`` for ``--no-report``).
+        trusted_keys: trusted public keys for a policy with ``signature: required`` (the baseline must
+            be signed by one; the card itself is gated by the run that made it).
+        baseline_in_run: the baseline was written by this same command (the base of ``--variants``),
+            so a policy's signature requirement does not apply to it.
 
     Returns:
         0 pass (or no policy and every check ran), 1 a gate failed, 3 inconclusive (without a policy:
@@ -73,9 +81,10 @@ def after_run(
     code = 0
     files: list[Path] = []
     if policy is not None:
-        from .gate import apply_gate
+        from .gate import Trust, apply_gate
 
         outcome = apply_gate(card, Path(policy), baseline=baseline, mlflow_uri=mlflow_uri, baseline_dir=out_dir,
+                             trust=Trust(trusted_keys=tuple(trusted_keys)), baseline_in_run=baseline_in_run,
                              junit=Path(junit) if junit else out_dir / "junit.xml", markdown_path=out_dir / "gate-summary.md")
         gate = outcome.report
         files += list(outcome.files)

@@ -71,9 +71,11 @@ def finalize(s: Session, settings: Settings, job: Job, out: Path, *, exit_code: 
     verification = verify_card(s, raw)
     gate = None
     if job.policy_key:
-        from ..pipelines.gate import gate_report
+        from ..pipelines.gate import Trust, gate_report
+        from .trust import trusted_keys
 
-        gate = gate_report(card, path_of(settings.artifact_dir, job.policy_key), baseline=str(baseline_path) if baseline_path else None, baseline_dir=out)
+        gate = gate_report(card, path_of(settings.artifact_dir, job.policy_key), baseline=str(baseline_path) if baseline_path else None, baseline_dir=out,
+                           scorecard_path=sc_path, trust=Trust(raw_keys=tuple(trusted_keys(s)), use_env=False))
     cmd = str(card.run.get("command", ""))
     write_report(card, out / "report.html", gate=gate, verification=verification, command=cmd)
     sig = out / "signature.json"

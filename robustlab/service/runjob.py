@@ -70,9 +70,11 @@ def job_out(settings: Settings, job: Job) -> Path:
     return settings.jobs_dir / job.id / "out"
 
 
-def command_for(settings: Settings, job: Job, ver: Version, *, baseline_path: Path | None, device: str, resume: bool) -> list[str]:
+def command_for(settings: Settings, job: Job, ver: Version, *, baseline_path: Path | None, device: str, resume: bool,
+                trusted_dir: Path | None = None) -> list[str]:
     """The ``robustlab evaluate`` argv of ``job`` (every value comes from the database, checked at
-    submission; paths are built from ids)."""
+    submission; paths are built from ids). ``trusted_dir`` holds the trust store's public keys, for a
+    policy that requires the baseline signed by a trusted key."""
     opts: dict[str, Any] = dict(job.options or {})
     if ver.artifact_key:
         model = ["--model", f"state-dict:{path_of(settings.artifact_dir, ver.artifact_key)}", "--arch", str(ver.arch)]
@@ -91,6 +93,8 @@ def command_for(settings: Settings, job: Job, ver: Version, *, baseline_path: Pa
         argv += ["--policy", str(path_of(settings.artifact_dir, job.policy_key))]
         if baseline_path is not None:
             argv += ["--baseline", str(baseline_path)]
+            if trusted_dir is not None:
+                argv += ["--trusted-keys", str(trusted_dir)]
     if resume:
         argv.append("--resume")
     return argv
@@ -173,3 +177,21 @@ def environment_json(card: dict[str, Any], path: Path) -> Path:
     env = {"environment": card.get("environment"), "tool": card.get("tool"), "run": card.get("run")}
     path.write_text(json.dumps(env, indent=1, sort_keys=True, default=str), encoding="utf-8")
     return path
+
+
+def write_trusted_keys(keys: "list[bytes]", folder: Path) -> Path:
+    """The raw Ed25519 public ``keys`` as ``<key id>.pem`` files in ``folder`` (emptied first), so a job's
+    ``robustlab evaluate`` trusts what the service's trust store trusts."""
+    import shutil
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from ..signing import key_id
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for raw in keys:
+        pem = Ed25519PublicKey.from_public_bytes(raw).public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        (folder / f"{key_id(raw)}.pem").write_bytes(pem)
+    return folder

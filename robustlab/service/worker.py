@@ -214,6 +214,7 @@ class Worker:
         """The job's ``robustlab evaluate`` argv (with ``--resume`` when an earlier run stored batches) and baseline."""
         from . import runjob
         from .finalize import baseline_path
+        from .trust import trusted_keys
 
         st = self.settings
         with self.db.session() as s:
@@ -224,7 +225,8 @@ class Worker:
             out = runjob.job_out(st, job)
             base = baseline_path(s, st, job)
             resume = (job.attempts > 1 or retry) and (out / "results.sqlite").is_file()
-            return runjob.command_for(st, job, ver, baseline_path=base, device=self.device, resume=resume), base
+            keys = runjob.write_trusted_keys(trusted_keys(s), st.jobs_dir / job_id / "trusted-keys") if job.policy_key and base is not None else None
+            return runjob.command_for(st, job, ver, baseline_path=base, device=self.device, resume=resume, trusted_dir=keys), base
 
     def _run(self, job_id: str, attempt: int, argv: list[str]) -> tuple[int, Progress] | None:
         """Run ``argv`` for the job, heartbeating; its return code and progress, or ``None`` when the job

@@ -28,7 +28,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import RobustlabError
 from ..scorecard import Scorecard, worst_verdict
@@ -296,8 +296,10 @@ def is_run_reference(ref: str) -> bool:
     return bool(_RUN_ID.match(ref.strip()))
 
 
-def load_scorecard_from_run(ref: str, *, uri: str | None = None, out_dir: str | Path | None = None) -> Scorecard:
-    """Download the ``scorecard.json`` artifact of an MLflow run and read it."""
+def load_scorecard_from_run(ref: str, *, uri: str | None = None, out_dir: str | Path | None = None,
+                            check_file: Callable[[Path], None] | None = None) -> Scorecard:
+    """Download the ``scorecard.json`` artifact of an MLflow run and read it (``check_file`` is called
+    with the downloaded file first, e.g. to verify its signature)."""
     m = _RUN_ID.match(ref.strip())
     if not m:
         raise RobustlabError(f"{ref!r} is neither a scorecard file nor an MLflow run id (32 hex digits, optionally 'runs:/ID').")
@@ -310,18 +312,25 @@ def load_scorecard_from_run(ref: str, *, uri: str | None = None, out_dir: str | 
         client = _client(tracking_uri)  # inside: a file-path or unknown-scheme URI fails here
         with tempfile.TemporaryDirectory(prefix="robustlab-baseline-") as tmp:
             local = client.download_artifacts(run_id, "scorecard.json", tmp)
+            if check_file is not None:
+                check_file(Path(local))
             return Scorecard.read(local)
     except MlflowException as exc:
         raise RobustlabError(f"cannot read scorecard.json of MLflow run {run_id} from {tracking_uri} ({' '.join(str(exc.message).split())[:300]}); check the run id and --mlflow-uri.") from exc
 
 
-def load_baseline(ref: str, *, uri: str | None = None, out_dir: str | Path | None = None) -> Scorecard:
-    """A baseline scorecard from a file path or an MLflow run reference."""
+def load_baseline(ref: str, *, uri: str | None = None, out_dir: str | Path | None = None,
+                  check_file: Callable[[Path], None] | None = None) -> Scorecard:
+    """A baseline scorecard from a file path or an MLflow run reference (``check_file`` is called with
+    the scorecard file before it is read: the path given, or the run's downloaded ``scorecard.json``)."""
     p = Path(ref)
     if p.is_file():
-        return Scorecard.read(p)
+        card = Scorecard.read(p)  # first: a file that is no scorecard is named as such
+        if check_file is not None:
+            check_file(p)
+        return card
     if is_run_reference(ref):
-        return load_scorecard_from_run(ref, uri=uri, out_dir=out_dir)
+        return load_scorecard_from_run(ref, uri=uri, out_dir=out_dir, check_file=check_file)
     raise RobustlabError(f"baseline {ref!r} is neither an existing scorecard file nor an MLflow run id; pass a scorecard.json path or a run id.")
 
 
