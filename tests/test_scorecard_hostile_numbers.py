@@ -68,3 +68,27 @@ def test_report_survives_a_malformed_variants_section(tmp_path, variants, shown)
     assert "run.variants is malformed" in html
     assert ('id="variants"' in html) is shown
     assert "<b>int8</b>" not in html  # escaped like every other string
+
+
+def test_report_does_not_draw_a_grid_of_millions_of_cells(tmp_path):
+    """Before: a 1000 x 1000 grid in an edited or foreign scorecard was drawn cell by cell, about 250 bytes of SVG
+    each (a report of a quarter of a gigabyte from a scorecard of a few megabytes). A 100-class confusion matrix,
+    the largest the clean check records, is still drawn in full."""
+    from robustlab.report.svg import MAX_HEATMAP_CELLS, render_series
+    from robustlab.scorecard import Series
+
+    names = [f"c{i}" for i in range(1000)]
+    big = Series(x=names, rows=names, y={n: [float(j == i) for j in range(1000)] for i, n in enumerate(names)}, x_label="predicted", y_label="true", kind="grid")
+    svg = render_series(big, title="confusion")
+    assert len(svg) < 2000 and "1000 x 1000 grid" in svg and "scorecard JSON" in svg
+    side = int(MAX_HEATMAP_CELLS ** 0.5)
+    ok = Series(x=names[:side], rows=names[:side], y={n: [1.0] * side for n in names[:side]}, x_label="predicted", y_label="true", kind="grid")
+    assert render_series(ok).count("<rect") == side * side
+
+    card = make_card(n=50)
+    card.checks[0].series["confusion"] = big
+    p = tmp_path / "card.json"
+    p.write_text(json.dumps(card.to_dict()))
+    r = CliRunner().invoke(main, ["report", str(p), "-o", str(tmp_path / "r.html")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "r.html").stat().st_size < 3_000_000

@@ -159,10 +159,21 @@ def _heat_colour(t: float) -> str:
     return f"rgb({r},{g},{b})"
 
 
+#: the most cells a heat map draws (a 100-class confusion matrix, the largest the clean check records);
+#: about 250 bytes of SVG per cell, so an edited or foreign scorecard cannot make a report of gigabytes
+MAX_HEATMAP_CELLS = 10_000
+
+
 def heatmap(s: Series, *, title: str = "") -> str:
-    """Grid: ``rows`` x ``x`` cells, ``y[row]`` the row's values; each cell shows its value."""
+    """Grid: ``rows`` x ``x`` cells, ``y[row]`` the row's values; each cell shows its value. A grid of
+    more than :data:`MAX_HEATMAP_CELLS` cells is not drawn: a note says where its values are."""
     rows = list(s.rows or s.y.keys())
     cols = list(s.x)
+    if len(rows) * len(cols) > MAX_HEATMAP_CELLS:
+        note = (f"{len(rows)} x {len(cols)} grid ({len(rows) * len(cols):,} cells) is too large to draw "
+                f"(at most {MAX_HEATMAP_CELLS:,}); its values are in the scorecard JSON")
+        return (f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 640 40" width="640" height="40" role="img" aria-label="{_e(title or s.y_label)}">'
+                + (f"<title>{_e(title)}</title>" if title else "") + f'<text x="8" y="24" class="axis">{_e(note)}</text></svg>')
     cw, ch = max(44, min(70, 520 // max(len(cols), 1))), 22
     ml = 24 + 7 * max((len(str(r)) for r in rows), default=4)
     mt, mb = 30, 40
