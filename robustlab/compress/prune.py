@@ -2,6 +2,15 @@
 pruning of conv layers (structured), made permanent so the result is a plain state dict of the
 base architecture.
 
+A removed channel must be absent from what the next layer sees, as when the filter is cut out of
+the network (Li et al. remove the filter, its feature map and the batch norm channel). A batch norm
+after the conv would otherwise turn the zeroed channel into the constant ``beta - gamma * mean /
+sqrt(var + eps)`` that the next layer keeps using, so the pruned network would be measured with a
+channel a deployed, channel-cut one does not have. Structured pruning therefore also zeroes the
+removed channels of the batch norm that normalises the conv's output (found by tracing the network
+with ``torch.fx``): its weight, bias and running mean, so the channel is exactly zero after it, in
+eval and in train mode.
+
 References: Han et al., "Learning both Weights and Connections for Efficient Neural Networks",
 NeurIPS 2015 (magnitude); Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017 (channel
 norms). Checked against torch.nn.utils.prune (which does the pruning).
@@ -14,7 +23,8 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import torch
-from torch import nn
+from torch import fx, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import prune
 
 from .methods import CompressionError
@@ -37,22 +47,71 @@ def prune_unstructured(net: nn.Module, sparsity: float) -> nn.Module:
     return out
 
 
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def conv_batch_norms(net: nn.Module) -> dict[nn.Module, _BatchNorm]:
+    """Each conv whose output goes only to a batch norm, mapped to that batch norm (each called once,
+    traced with ``torch.fx``; the norm's channels are the conv's output channels). Empty when the
+    network does not trace."""
+    try:
+        gm = fx.symbolic_trace(net)
+    except Exception:  # noqa: BLE001 - any tracing failure: no pairs are known
+        return {}
+    modules = dict(gm.named_modules())
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    pairs: dict[nn.Module, _BatchNorm] = {}
+    for node in gm.graph.nodes:
+        src = node.args[0] if node.op == "call_module" and node.args else None
+        bn = modules.get(str(node.target)) if node.op == "call_module" else None
+        if not isinstance(bn, _BatchNorm) or not isinstance(src, fx.Node) or src.op != "call_module":
+            continue
+        conv = modules.get(str(src.target))
+        if isinstance(conv, _CONVS) and len(src.users) == 1 and calls[str(node.target)] == 1 and calls[str(src.target)] == 1 \
+                and bn.num_features == conv.out_channels:
+            pairs[conv] = bn
+    return pairs
+
+
+def removed_channels(conv: nn.Module) -> torch.Tensor:
+    """Bool per output channel of ``conv``: all its weights (and its bias) are zero."""
+    w = getattr(conv, "weight")
+    assert isinstance(w, torch.Tensor)
+    gone = ~w.detach().flatten(1).any(dim=1)
+    bias = getattr(conv, "bias", None)
+    return gone & (bias.detach() == 0) if isinstance(bias, torch.Tensor) else gone
+
+
+def _silence(bn: _BatchNorm, gone: torch.Tensor) -> None:
+    with torch.no_grad():
+        for t in (bn.weight, bn.bias, bn.running_mean):
+            if isinstance(t, torch.Tensor):
+                t[gone] = 0
+
+
 def prune_structured(net: nn.Module, sparsity: float) -> nn.Module:
     """A copy of ``net`` with the ``sparsity`` fraction of output channels of every conv layer
-    (smallest L2 norm) set to zero, biases of removed channels included."""
+    (smallest L2 norm) set to zero, biases of removed channels included, and those channels zeroed
+    in the batch norm that follows the conv (see the module's docstring)."""
     out = copy.deepcopy(net).cpu().float()
-    params = _prunable(out, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+    params = _prunable(out, _CONVS)
     if not params:
         raise CompressionError("structured pruning removes conv channels, and the model has no conv layer; use prune-unstructured.")
+    norms = conv_batch_norms(out)
     for m, name in params:
         prune.ln_structured(m, name, amount=float(sparsity), n=2, dim=0)  # type: ignore[no-untyped-call]
         mask = getattr(m, name + "_mask")
         prune.remove(m, name)  # type: ignore[no-untyped-call]
+        keep = mask.flatten(1).any(dim=1)
         bias = getattr(m, "bias", None)
         if isinstance(bias, torch.Tensor):
-            keep = mask.flatten(1).any(dim=1)
             with torch.no_grad():
                 bias.mul_(keep.to(bias.dtype))
+        if m in norms:
+            _silence(norms[m], ~keep)
     return out
 
 
@@ -64,19 +123,30 @@ def zeros_held(net: nn.Module, *, structured: bool) -> Iterator[nn.Module]:
     entries now; :func:`torch.nn.utils.prune.custom_from_mask`), so the forward pass, and therefore
     the loss and its gradient, only ever sees zeros there whatever the optimizer does to
     ``weight_orig``. With ``structured`` the bias of every conv output channel whose weights are all
-    zero is held at zero too (a removed channel stays removed). On leaving, the masks are made
-    permanent (``prune.remove``): ``net`` is again a plain module of the base architecture."""
+    zero is held at zero too, and so are that channel's weight and bias in the batch norm after the
+    conv (a removed channel stays removed; its running mean follows the zero batch mean). On leaving,
+    the masks are made permanent (``prune.remove``): ``net`` is again a plain module of the base
+    architecture."""
     held: list[tuple[nn.Module, str]] = []
+    norms = conv_batch_norms(net) if structured else {}
     for m, name in _prunable(net, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
         w = getattr(m, name)
         mask = (w != 0).to(w.dtype)
+        gone = removed_channels(m) if structured and isinstance(m, _CONVS) else None
         prune.custom_from_mask(m, name, mask)  # type: ignore[no-untyped-call]
         held.append((m, name))
+        if gone is None:
+            continue
         bias = getattr(m, "bias", None)
-        if structured and isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and isinstance(bias, torch.Tensor):
-            keep = mask.flatten(1).any(dim=1).to(bias.dtype)
-            prune.custom_from_mask(m, "bias", keep)  # type: ignore[no-untyped-call]
+        if isinstance(bias, torch.Tensor):
+            prune.custom_from_mask(m, "bias", (~gone).to(bias.dtype))  # type: ignore[no-untyped-call]
             held.append((m, "bias"))
+        bn = norms.get(m)
+        if bn is not None and bn.affine and gone.any():
+            _silence(bn, gone)
+            for p in ("weight", "bias"):
+                prune.custom_from_mask(bn, p, (~gone).to(getattr(bn, p).dtype))  # type: ignore[no-untyped-call]
+                held.append((bn, p))
     try:
         yield net
     finally:
