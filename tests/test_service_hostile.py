@@ -64,7 +64,9 @@ def test_unknown_zoo_model_architecture_or_data_set_is_refused_when_submitted(sv
     weights = save({k: v.contiguous() for k, v in ARCHITECTURES["digits-cnn"]().state_dict().items()})
     for form, files, word in (({"spec": "zoo:digits-cn"}, None, "zoo:digits-cnn"),
                               ({"arch": "zoo-arch:nope"}, {"model": ("m.safetensors", weights)}, "zoo-arch:digits-cnn"),
-                              ({"spec": "zoo:digits-cnn", "data": "digit"}, None, "digits")):
+                              ({"spec": "zoo:digits-cnn", "data": "digit"}, None, "digits"),
+                              ({"arch": "torchvision:resnet181"}, {"model": ("m.safetensors", weights)}, "torchvision:resnet18"),
+                              ({"arch": "timm:resnet1800"}, {"model": ("m.safetensors", weights)}, "list_models")):
         r = _submit(svc, files=files, **form)
         assert r.status_code == 400, (form, r.status_code, r.text)  # was 201: queued, to fail in the worker
         assert word in r.json()["detail"], r.text

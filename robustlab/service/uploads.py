@@ -223,12 +223,37 @@ def check_data(name: str) -> str:
     return name
 
 
+def _library_names(prefix: str) -> list[str] | None:
+    """The architecture names torchvision or timm can build here (imported on the first such check;
+    None when the library is not installed)."""
+    try:
+        if prefix == "torchvision:":
+            import torchvision.models as tvm
+
+            return list(tvm.list_models())
+        import timm
+
+        return list(timm.list_models()) + list(timm.list_pretrained())  # bare names and name.tag
+    except ImportError:
+        return None
+
+
 def check_known(*, spec: str | None, arch: str | None, data: str | None) -> None:
-    """Refuse (400) a ``zoo:`` model, ``zoo-arch:`` architecture or data set name this installation
-    does not have, when it is sent rather than when its job runs (``torchvision:`` and ``timm:``
-    names are left to the job: checking them would import those libraries here)."""
+    """Refuse (400) a ``zoo:`` model, a ``zoo-arch:``, ``torchvision:`` or ``timm:`` architecture or a
+    data set name this installation does not have, when it is sent rather than when its job runs."""
     import difflib
 
+    for prefix in ("torchvision:", "timm:"):
+        if arch is not None and arch.startswith(prefix):
+            names = _library_names(prefix)
+            name = arch[len(prefix):]
+            if names is None:
+                raise UploadError(400, f"architecture {arch!r}: {prefix.rstrip(':')} is not installed on this service; use zoo-arch:NAME or "
+                                       f"{'timm:' if prefix == 'torchvision:' else 'torchvision:'}NAME")
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+                hint = f"did you mean {', '.join(prefix + c for c in close)}? " if close else ""
+                raise UploadError(400, f"unknown architecture {arch!r}; {hint}see {prefix.rstrip(':')}'s list_models()")
     if spec is not None or (arch or "").startswith("zoo-arch:"):
         from ..models.architectures import ARCHITECTURES
         from ..models.zoo import ZOO
