@@ -112,3 +112,24 @@ def test_coverage_guarantee_over_many_seeds(method: str, randomized: bool, alpha
 
 def test_registry_lists_methods() -> None:
     assert {"lac", "thr", "aps", "raps"} <= set(CONFORMAL_METHODS.names())
+
+
+def test_raps_ranks_tied_labels_in_the_order_its_aps_mass_does() -> None:
+    """Before: the APS mass put the later of two tied labels first and the rank penalty the earlier one, so with
+    p = (0.3, 0.3, 0.2, 0.2) and lam = 0.5 label 0 had the lower RAPS score but label 1 the lower APS score, and
+    the sets grew in an order that neither the mass nor the rank alone gives."""
+    from robustlab.uncertainty.conformal import label_scores
+
+    rng = np.random.default_rng(0)
+    probs = np.round(rng.dirichlet(np.ones(6), size=400), 1)  # many exact ties
+    probs = probs / probs.sum(1, keepdims=True)
+    probs = np.vstack([probs, [[0.3, 0.3, 0.2, 0.2, 0.0, 0.0]]])
+    aps = label_scores("aps", probs)
+    raps = label_scores("raps", probs, lam=0.5, k_reg=1)
+    for a, r in zip(aps, raps):
+        # the penalty is non-decreasing in rank, so RAPS must keep every strict APS order of two labels
+        before = a[:, None] < a[None, :]
+        lo, hi = np.nonzero(before)
+        assert np.all(r[lo] < r[hi]), (a, r)
+    last = raps[-1] - aps[-1]
+    assert last[1] == 0.0 and last[0] == 0.5  # label 1 is ranked first by the mass, so it carries no penalty

@@ -85,10 +85,15 @@ def _aps(probs: np.ndarray, u: np.ndarray, **_: float) -> np.ndarray:
 
 @CONFORMAL_METHODS.register("raps")
 def _raps(probs: np.ndarray, u: np.ndarray, *, lam: float = 0.01, k_reg: int = 1, **_: float) -> np.ndarray:
-    """RAPS score minus 1: the APS score plus lam * max(0, rank(k) - k_reg)."""
-    order = np.argsort(-probs, axis=1, kind="mergesort")
+    """RAPS score minus 1: the APS score plus lam * max(0, rank(k) - k_reg).
+
+    Labels of equal probability are ranked in the order the APS mass ranks them (the one with less
+    mass above it first, :func:`_below`'s order reversed), so the mass and the rank penalty never
+    order a tie two ways."""
+    order = np.argsort(probs, axis=1, kind="mergesort")  # ascending, as in _below
+    k = probs.shape[1]
     rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.arange(1, probs.shape[1] + 1)[None, :].repeat(probs.shape[0], 0), axis=1)
+    np.put_along_axis(rank, order, np.arange(k, 0, -1)[None, :].repeat(probs.shape[0], 0), axis=1)
     return _aps(probs, u) + lam * np.maximum(0, rank - k_reg)
 
 
