@@ -112,6 +112,9 @@ def test_required_signature_without_a_trusted_key_is_a_usage_error(tmp_path: Pat
     assert code == 2 and "no key is trusted" in out and "--public-key" in out and len(out.strip().splitlines()) == 1, out
     monkeypatch.setenv("ROBUSTLAB_TRUSTED_KEYS", str(pub))
     assert _gate(tmp_path, signed, REQUIRED)[0] == 0
+    # a key file that does not exist is an input error, whatever the policy
+    code, out, _ = _gate(tmp_path, signed, REQUIRED.replace("signature: required\n", ""), "--public-key", str(tmp_path / "nope.pem"))
+    assert code == 2 and "nope.pem" in out and len(out.strip().splitlines()) == 1, out
 
 
 def test_required_signature_covers_the_baseline(tmp_path: Path) -> None:

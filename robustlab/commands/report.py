@@ -111,8 +111,11 @@ def gate(ctx: click.Context, scorecard: Path, policy: Path, baseline: str | None
     why = broken_signature(scorecard)
     if why:
         raise RobustlabError(f"{scorecard} carries a signature that does not match it ({why.rstrip('.')}); gate the scorecard as it was signed, or re-sign it.")
+    trust = Trust(public_key, tuple(trusted_keys), signature_path)
+    if public_key or trusted_keys:
+        trust.keys()  # a key file that is missing or no key is an input error even when the policy needs none
     outcome = apply_gate(card, policy, baseline=baseline, mlflow_uri=mlflow_uri, junit=junit, markdown_path=markdown_path,
-                         scorecard_path=scorecard, trust=Trust(public_key, tuple(trusted_keys), signature_path))
+                         scorecard_path=scorecard, trust=trust)
     click.echo(outcome.markdown)
     ctx.exit(outcome.exit_code)
 
