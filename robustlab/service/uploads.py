@@ -246,12 +246,12 @@ def check_known(*, spec: str | None, arch: str | None, data: str | None) -> None
     for prefix in ("torchvision:", "timm:"):
         if arch is not None and arch.startswith(prefix):
             names = _library_names(prefix)
-            name = arch[len(prefix):]
+            wanted = arch[len(prefix):]
             if names is None:
                 raise UploadError(400, f"architecture {arch!r}: {prefix.rstrip(':')} is not installed on this service; use zoo-arch:NAME or "
                                        f"{'timm:' if prefix == 'torchvision:' else 'torchvision:'}NAME")
-            if name not in names:
-                close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+            if wanted not in names:
+                close = difflib.get_close_matches(wanted, names, n=3, cutoff=0.6)
                 hint = f"did you mean {', '.join(prefix + c for c in close)}? " if close else ""
                 raise UploadError(400, f"unknown architecture {arch!r}; {hint}see {prefix.rstrip(':')}'s list_models()")
     if spec is not None or (arch or "").startswith("zoo-arch:"):
