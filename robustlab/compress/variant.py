@@ -12,7 +12,9 @@ without ``--trust-code``: nothing in the file is executed.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -92,10 +94,50 @@ def check_tensors(method: Method, sparsity: float | None, net: nn.Module, sd: di
                                      f"prune-structured:{sparsity:g}: {source} was edited or damaged; re-create it with robustlab compress.")
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_TEXT_KEYS = ("base_spec", "stack", "engine", "torchao", "torch", "tool_version")
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_record(rec: Any, *, source: str, depth: int = 0) -> None:
+    """Refuse (:class:`ModelLoadError`) a ``compression`` record whose known keys have the wrong types, as
+    :func:`robustlab.pipelines.compress.compress` never writes them: ``method`` a string; ``sparsity`` and
+    ``measured_sparsity`` numbers (or null), never strings; ``base_sha256`` null or 64 lowercase hex
+    digits (what a variant's base is checked against); ``calibration``, ``finetune`` and ``base_compression``
+    mappings (or null), the last one a record itself. Unknown keys are kept (records of later versions)."""
+    def bad(what: str) -> ModelLoadError:
+        where = "'base_compression' of " * depth
+        return ModelLoadError(f"the {where}'compression' record in {source} {what}; the file was edited or damaged: re-create it with robustlab compress.")
+
+    if not isinstance(rec, dict) or not isinstance(rec.get("method"), str):
+        raise bad("is not a mapping with a 'method'")
+    for k in ("sparsity", "measured_sparsity"):
+        if rec.get(k) is not None and not (_number(rec[k]) and 0 <= rec[k] <= 1):
+            raise bad(f"has {k} {ascii(rec[k])[:40]}, not a number in [0, 1]")
+    sha = rec.get("base_sha256")
+    if sha is not None and not (isinstance(sha, str) and _HEX64.fullmatch(sha)):
+        raise bad(f"has base_sha256 {ascii(sha)[:40]}, not 64 hex digits")
+    for k in _TEXT_KEYS:
+        if rec.get(k) is not None and not isinstance(rec[k], str):
+            raise bad(f"has {k} {ascii(rec[k])[:40]}, not a string")
+    for k in ("calibration", "finetune", "base_compression"):
+        if rec.get(k) is not None and not isinstance(rec[k], dict):
+            raise bad(f"has {k} {ascii(rec[k])[:40]}, not a mapping")
+    cal = rec.get("calibration") or {}
+    if cal.get("n") is not None and not (isinstance(cal["n"], int) and not isinstance(cal["n"], bool) and cal["n"] >= 0):
+        raise bad(f"has calibration n {ascii(cal['n'])[:40]}, not a count")
+    if rec.get("base_compression") is not None:
+        if depth >= 8:
+            raise bad("nests more than 8 base_compression records")
+        check_record(rec["base_compression"], source=source, depth=depth + 1)
+
+
 def rebuild(net: nn.Module, compression: Any, sd: dict[str, torch.Tensor], *, input_shape: tuple[int, ...] | None, source: str) -> nn.Module:
     """The compressed network recorded in ``compression`` from the untrained base ``net`` and the file's tensors ``sd``."""
-    if not isinstance(compression, dict) or not isinstance(compression.get("method"), str):
-        raise ModelLoadError(f"the 'compression' record in {source} is not a mapping with a 'method'; re-create the file with robustlab compress.")
+    check_record(compression, source=source)
     spec_text = compression["method"] + (f":{compression['sparsity']}" if compression.get("sparsity") is not None else "")
     try:
         spec = CompressionSpec.parse(spec_text)
@@ -144,4 +186,4 @@ def _rebuild_fx(net: nn.Module, method: Method, sd: dict[str, torch.Tensor], *, 
     return QuantizedNet(fx.to_integer(prepared), prepared)
 
 
-__all__ = ["check_tensors", "rebuild", "save_variant"]
+__all__ = ["check_record", "check_tensors", "rebuild", "save_variant"]

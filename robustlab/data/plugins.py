@@ -207,7 +207,8 @@ def _npz(arg: str, *, split: str, root: object = None, download: bool = False) -
         raise DataError(f"cannot read {p} as an .npz archive ({' '.join(str(exc).split())[:150]}); {hint}.") from exc
     kx, ky = (f"x_{split}", f"y_{split}") if f"x_{split}" in files else ("x", "y")
     if kx not in files or ky not in files:
-        raise DataError(f"{p} needs arrays 'x' and 'y' (or '{kx}'/'{ky}'); it has {', '.join(map(ascii, files[:10]))}; {hint}.")
+        raise DataError(f"{p} has no {split} split: it needs arrays 'x_{split}' and 'y_{split}', or 'x' and 'y' for every split; "
+                        f"it has {', '.join(map(ascii, files[:10]))}; {hint}.")
 
     def member(key: str) -> np.ndarray:
         try:

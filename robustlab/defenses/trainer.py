@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..data import Dataset
-from ..errors import ResumeError, RobustlabError, SuiteError
+from ..errors import ModelOutputError, ResumeError, RobustlabError, SuiteError
 from ..parsing import parse_enum
 from ..seeding import derive_seed, sample_seeds
 from .base import DefenseMethod
@@ -37,6 +37,8 @@ from .validation import ValResult, validate
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "robustlab-defend-checkpoint/1"
+#: the largest learning rate accepted: orders of magnitude past any that trains, far below what overflows a float step
+MAX_LR = 1e4
 
 
 class OptimizerKind(str, enum.Enum):
@@ -99,6 +101,8 @@ class TrainConfig:
         parse_enum(Select, self.select, "select")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise SuiteError(f"lr must be positive, got {self.lr}.")
+        if self.lr is not None and self.lr > MAX_LR:  # beyond float32 (3.4e38) the optimiser step itself crashes
+            raise SuiteError(f"lr must be at most {MAX_LR:g} (typical: 0.01-0.1 with SGD, 1e-3 with Adam), got {self.lr:g}.")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)) or not 0 <= self.momentum < 1:  # inf or NaN: NaN weights after one step
             raise SuiteError(f"weight_decay must be a finite number >= 0 (e.g. 5e-4) and momentum in [0, 1) (e.g. 0.9), got {self.weight_decay} and {self.momentum}.")
         if not 0 <= self.warmup_epochs < self.epochs:
@@ -250,9 +254,9 @@ def train(
         if ck.get("format") != CHECKPOINT_FORMAT:
             raise ResumeError(f"{latest[1]} is not a robustlab defend checkpoint; remove {ckpt_dir} or pass --overwrite.")
         saved = ck.get("fingerprint_cmp", {})
-        diff = sorted(k for k in set(saved) | set(fp_cmp) if saved.get(k) != fp_cmp.get(k))
+        diff = _differences(saved, fp_cmp)
         if diff:
-            raise ResumeError(f"cannot resume from {latest[1]}: {', '.join(diff)} differ from the interrupted run; rerun with the same options, or pass --overwrite to start over.")
+            raise ResumeError(f"cannot resume from {latest[1]}: {'; '.join(diff)} differ from the interrupted run (its value -> this one's); rerun with the same options, or pass --overwrite to start over.")
         net.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         start_epoch, step = int(ck["epoch"]), int(ck["step"])
@@ -298,8 +302,16 @@ def train(
                     extra_sum[k] = extra_sum.get(k, 0.0) + v * len(idx)
                 if progress and hasattr(it, "set_postfix"):
                     it.set_postfix(loss=f"{float(out.loss.detach()):.3f}", lr=f"{lr:.3g}")
+        kept = f" Epochs 1-{epoch - 1} are kept in {ckpt_dir}." if epoch > 1 else ""
+        bad = next((name for name, t in net.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+        if bad is not None:  # the epoch's last update overflowed: validation would blame the model's outputs
+            raise RobustlabError(f"training diverged at epoch {epoch}: the weights of {bad} became NaN or infinite; lower --lr (now {cfg.base_lr():g}).{kept}")
         model.eval()
-        vr = validate(model, method, val, seed=cfg.seed, batch_size=max(cfg.batch_size, 256), pgd_steps=cfg.val_pgd_steps) if val is not None and len(val) else ValResult(float("nan"), float("nan"), method.val_metric.value, 0)
+        try:
+            vr = validate(model, method, val, seed=cfg.seed, batch_size=max(cfg.batch_size, 256), pgd_steps=cfg.val_pgd_steps) if val is not None and len(val) else ValResult(float("nan"), float("nan"), method.val_metric.value, 0)
+        except ModelOutputError as exc:  # the model gave finite logits while training: its weights overflowed in this epoch
+            raise RobustlabError(f"training diverged at epoch {epoch}: the trained model's logits are NaN or infinite on the validation images; "
+                                 f"lower --lr (now {cfg.base_lr():g}).{kept}") from exc
         rec = EpochRecord(epoch=epoch, loss=loss_sum / n, train_accuracy=correct / n, val_clean_accuracy=vr.clean_accuracy, val_robust_accuracy=vr.robust_accuracy,
                           val_robust_name=vr.robust_name, lr=lr, seconds=round(time.perf_counter() - t0, 3), extra={k: v / n for k, v in extra_sum.items()})
         history.append(rec)
@@ -327,6 +339,21 @@ def train(
         p.requires_grad_(False)
     model.eval()
     return TrainResult(tuple(history), selected, resumed_from, warning)
+
+
+def _differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between an interrupted run's fingerprint and this one's, down to the setting
+    (``config.lr 0.01 -> 0.05``, not just ``config``), so the user knows which option to put back."""
+    out = []
+    for k in sorted(set(saved) | set(now)):
+        a, b = saved.get(k), now.get(k)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{k}.{s} {a.get(s)!r} -> {b.get(s)!r}" for s in sorted(set(a) | set(b)) if a.get(s) != b.get(s)]
+        else:
+            out.append(k)
+    return out
 
 
 def _collapse(history: list[EpochRecord], *, drop: float = 0.2) -> str | None:

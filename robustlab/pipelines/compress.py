@@ -195,6 +195,9 @@ def compress(cfg: CompressConfig) -> CompressResult:
         cal, cal_record = calibration_data(model, cfg)
     elif method is Method.QAT or (method.pruned and cfg.epochs):
         cal, cal_record = calibration_data(model, cfg, limit=False)
+        # fine-tuning reads the labels: index the model's classes (folder: by name, as defend does) or refuse
+        cal = cal.match_classes(model.info.class_names, model.num_classes)
+        cal.check_labels(model.num_classes)
     check_out_path(cfg.out, model)
     net = model.net.cpu().float().eval()
     record: dict[str, Any] = {"method": method.value, "sparsity": cfg.method.sparsity, "base_spec": cfg.model_spec, "base_sha256": model.info.sha256,

@@ -125,7 +125,7 @@ def _remove_earlier_run(cfg: DefendConfig) -> None:
     ck = cfg.ckpt_dir
     if ck.is_dir():
         for f in ck.iterdir():
-            if f.is_file() and re.fullmatch(r"epoch-\d+\.pt(\.tmp)?", f.name):
+            if f.is_file() and re.fullmatch(r"(epoch-\d+|best)\.pt(\.tmp)?|history\.json", f.name):  # best.pt: train(); history.json: the CLI's MLflow record
                 f.unlink()
         if latest_checkpoint(ck) is None and not any(ck.iterdir()):
             ck.rmdir()
@@ -155,6 +155,11 @@ def _same_weights(path: Path, net: Any) -> bool:
         return False
     own = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     return saved.keys() == own.keys() and all(saved[k].dtype == own[k].dtype and torch.equal(saved[k], own[k]) for k in own)
+
+
+def _refuse_input_as_out(model_file: Path, out: Path) -> None:
+    if model_file.exists() and model_file.resolve() == out.resolve():
+        raise RobustlabError(f"--out {out} is the input model: defend would overwrite it (and could not resume or compare against it); pass another --out.")
 
 
 def _train_subset(train_ds: Any, n: int | None, *, seed: int) -> Any:
@@ -218,6 +223,8 @@ def _run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | 
     from ..models.save import save_model, unwrap
     from ..runner import prepare_data, resolve_device
 
+    if cfg.resume and cfg.overwrite:
+        raise SuiteError("--resume continues the run in OUT.ckpt/ and --overwrite deletes it to start over; pass one of them, not both.")
     method = build_method(cfg.method, cfg.method_params)
     cfg.train.validate()
     if not 0 <= cfg.val_fraction < 1:
@@ -229,9 +236,8 @@ def _run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | 
         suite = load_suite(cfg.suite)  # validated before any model is loaded
     if cfg.out.suffix != ".safetensors":
         raise RobustlabError(f"--out {cfg.out} must end in .safetensors (robustlab's trusted format).")
-    model_file = Path(cfg.model_spec.split(":", 1)[1] if cfg.model_spec.startswith("state-dict:") else cfg.model_spec)
-    if model_file.exists() and model_file.resolve() == cfg.out.resolve():
-        raise RobustlabError(f"--out {cfg.out} is the input model: defend would overwrite it (and could not resume or compare against it); pass another --out.")
+    model_file = Path(cfg.model_spec.split(":", 1)[1] if cfg.model_spec.startswith("state-dict:") else cfg.model_spec).expanduser()
+    _refuse_input_as_out(model_file, cfg.out)
     from ..defenses.trainer import latest_checkpoint
 
     latest = latest_checkpoint(cfg.ckpt_dir) if cfg.ckpt_dir.is_dir() else None
@@ -241,6 +247,8 @@ def _run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | 
     device = resolve_device(cfg.load.device)
     load = dataclasses.replace(cfg.load, device=str(device))
     model = load_model(cfg.model_spec, load)
+    if model.info.path:  # the file the spec resolved to (a quoted ~, a loader prefix): never overwritten either
+        _refuse_input_as_out(Path(model.info.path), cfg.out)
     arch = model.info.architecture
     if not arch or arch.split(":", 1)[0] not in TRUSTED_ARCH_PREFIXES:
         raise RobustlabError(f"cannot write the defended model in robustlab's trusted format: its architecture is {arch or 'unknown'}; "

@@ -73,6 +73,9 @@ def variant_record(path: Path) -> dict[str, Any]:
         raise CompressionError(f"variant file {printable(path)} is not a safetensors file written by robustlab compress ({type(exc).__name__}); pass a variant file or a method.") from exc
     if not isinstance(rec, dict):
         raise CompressionError(f"variant file {printable(path)} has no compression record (it was not written by robustlab compress); pass a variant file or a method.")
+    from ..compress.variant import check_record
+
+    check_record(rec, source=printable(path))  # a mistyped base_sha256 would skip the base check below
     return rec
 
 
