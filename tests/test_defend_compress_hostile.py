@@ -193,3 +193,21 @@ def test_npz_without_the_train_split_names_the_arrays_it_needs(tmp_path: Path) -
     np.savez(tmp_path / "t.npz", x_test=np.zeros((4, 8, 8), np.uint8), y_test=np.zeros(4, np.int64))
     with pytest.raises(DataError, match="no train split: it needs arrays 'x_train' and 'y_train'"):
         load_dataset(f"npz:{tmp_path / 't.npz'}", split="train")
+
+
+@pytest.mark.parametrize("method", ["prune-structured:1e-300", "prune-unstructured:1e-9"])
+def test_a_sparsity_that_prunes_nothing_is_refused(method: str, tmp_path: Path) -> None:
+    """Before: exit 0 and a variant named as pruned that is the base model (every layer rounds its share to zero)."""
+    out = tmp_path / "v.safetensors"
+    code, text = _cli("compress", "--model", "zoo:digits-cnn", "--method", method, "--out", str(out))
+    assert code == 2 and "removes no" in text and "larger sparsity" in text, text
+    assert not out.exists()
+    assert _cli("compress", "--model", "zoo:digits-cnn", "--method", method.split(":")[0] + ":0.1", "--out", str(out))[0] == 0
+
+
+def test_a_sparsity_written_with_an_underscore_is_not_read_as_another_number() -> None:
+    """Before: 'prune-structured:0_5' was read by float() as 5 and refused with 'got 5'."""
+    with pytest.raises(Exception, match=r"'prune-structured:0_5' must be a number in \(0, 1\)"):
+        CompressionSpec.parse("prune-structured:0_5")
+    assert CompressionSpec.parse("prune-structured:.5").sparsity == 0.5
+    assert CompressionSpec.parse("prune-unstructured:5e-1").sparsity == 0.5

@@ -69,6 +69,8 @@ class CompressionSpec:
             if not sep:
                 raise CompressionError(f"{method.value} needs a sparsity, e.g. {method.value}:0.5 (the fraction of weights removed).")
             try:
+                if not _DECIMAL.fullmatch(arg):  # float() also reads 0_5 (as 5), ' 0.5', 'nan', 'inf'
+                    raise ValueError(arg)
                 s = float(arg)
             except ValueError:
                 raise CompressionError(f"sparsity in {text!r} must be a number in (0, 1), e.g. {method.value}:0.5.") from None
@@ -81,6 +83,7 @@ class CompressionSpec:
 
 
 _SUFFIX = re.compile(r"\.[A-Za-z][A-Za-z0-9]*")
+_DECIMAL = re.compile(r"(\d+\.?\d*|\.\d+)(e[+-]?\d+)?")
 
 
 def looks_like_path(text: str) -> bool:

@@ -154,6 +154,18 @@ def zeros_held(net: nn.Module, *, structured: bool) -> Iterator[nn.Module]:
             prune.remove(m, name)  # type: ignore[no-untyped-call]
 
 
+def newly_zeroed(before: nn.Module, after: nn.Module) -> int:
+    """How many conv and linear weights are zero in ``after`` (a pruned copy of ``before``) but not in
+    ``before``: 0 when a sparsity too small to remove one weight or channel of any layer was asked."""
+    kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+    count = 0
+    for (b, _), (a, _) in zip(_prunable(before, kinds), _prunable(after, kinds)):
+        wb, wa = getattr(b, "weight"), getattr(a, "weight")
+        assert isinstance(wb, torch.Tensor) and isinstance(wa, torch.Tensor)
+        count += int(torch.logical_and(wa == 0, wb != 0).sum())
+    return count
+
+
 def sparsity(net: nn.Module) -> float:
     """Fraction of exactly-zero entries among the weights of conv and linear layers (float nets only)."""
     total = zeros = 0
@@ -165,4 +177,4 @@ def sparsity(net: nn.Module) -> float:
     return zeros / total if total else 0.0
 
 
-__all__ = ["prune_structured", "prune_unstructured", "sparsity", "zeros_held"]
+__all__ = ["conv_batch_norms", "newly_zeroed", "prune_structured", "prune_unstructured", "removed_channels", "sparsity", "zeros_held"]

@@ -19,7 +19,7 @@ import torch
 
 from .. import __version__
 from ..compress.methods import CompressionError, CompressionSpec, Method
-from ..compress.prune import prune_structured, prune_unstructured, sparsity, zeros_held
+from ..compress.prune import newly_zeroed, prune_structured, prune_unstructured, sparsity, zeros_held
 from ..compress.pt2e import calibrate, freeze, prepare_fake_quant, require_torchao
 from ..compress.quantize import STACK_PT2E, STACK_TORCHAO
 from ..compress.variant import save_variant
@@ -209,6 +209,10 @@ def compress(cfg: CompressConfig) -> CompressResult:
     elif method.pruned:
         structured = method is Method.PRUNE_STRUCTURED
         pruned = (prune_structured if structured else prune_unstructured)(net, float(cfg.method.sparsity or 0.0))
+        if not newly_zeroed(net, pruned):  # each layer rounds its share to nothing: a variant named pruned would be the base
+            what = "channel of any conv layer" if structured else "weight"
+            raise CompressionError(f"{method.value}:{cfg.method.sparsity:g} removes no {what} of this model (the fraction rounds to zero); "
+                                   f"use a larger sparsity, e.g. {method.value}:0.1.")
         if cfg.epochs:
             assert cal is not None and cal_record is not None
             record["finetune"] = _finetune_pruned(pruned, model, cfg, cal, cal_record, structured=structured)
