@@ -228,10 +228,10 @@ def build_params(params_cls: type[T], values: Mapping[str, Any], *, what: str) -
     """``params_cls(**values)``; an unknown key is a :class:`SuiteError` that lists the known ones,
     and the result's ``validate()`` (if any) runs. ``what`` names the plugin in messages."""
     known = [f.name for f in dataclasses.fields(typing.cast(Any, params_cls))]
-    bad = sorted(set(values) - set(known))
+    bad = sorted((k for k in values if k not in known), key=str)  # a YAML key may be a number or null: no sorting or matching of mixed types
     if bad:
-        hint = "".join(f" (did you mean {c!r}?)" for b in bad[:1] for c in difflib.get_close_matches(b, known, n=1))
-        raise SuiteError(f"{what} has no parameter(s) {', '.join(bad)}{hint}; its parameters are: {', '.join(known) or 'none'}.")
+        hint = "".join(f" (did you mean {c!r}?)" for b in bad[:1] if isinstance(b, str) for c in difflib.get_close_matches(b, known, n=1))
+        raise SuiteError(f"{what} has no parameter(s) {', '.join(map(str, bad))}{hint}; its parameters are: {', '.join(known) or 'none'}.")
     fields = {f.name: f for f in params_fields(params_cls)}
     for k, v in values.items():
         check_kind(fields[k], v, what=what)

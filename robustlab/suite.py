@@ -102,7 +102,10 @@ def _entry(name: str, cid: Any, raw: Any, seen: set[str], where: str) -> SuiteEn
         raise SuiteError(f"{where}duplicate id {cid!r}; give each entry of the same check its own 'id'.")
     seen.add(cid)
     if not isinstance(raw, dict):
-        raise SuiteError(f"{where}'params' must be a mapping.")
+        raise SuiteError(f"{where}'params' must be a mapping of NAME: VALUE, got {raw!r:.80}.")
+    odd = [k for k in raw if not isinstance(k, str)]
+    if odd:  # ``params: {1: 2}``: a parameter name is text (the checks' own validation assumed it)
+        raise SuiteError(f"{where}parameter name {odd[0]!r} of check {name!r} is not a name; write parameters as NAME: VALUE.")
     params = cls.parse_params(raw, where=where)
     return SuiteEntry(check=name, id=cid, params=params, raw_params=dict(raw))
 
@@ -148,7 +151,8 @@ def parse_suite(text: str, *, source: str = "<string>", default_name: str = "cus
         bad = set(e) - _ENTRY_KEYS
         if bad:
             raise SuiteError(f"{where}unknown key(s) {', '.join(sorted(map(str, bad)))}; allowed: {', '.join(sorted(_ENTRY_KEYS))}.")
-        entries.append(_entry(str(e["check"]), e.get("id"), e.get("params") or {}, seen, where))
+        raw = e.get("params")  # absent or empty (``params:``) is no parameters; ``params: 0`` or ``[]`` is a mistake
+        entries.append(_entry(str(e["check"]), e.get("id"), {} if raw is None else raw, seen, where))
     save = doc.get("save_adversarial", False)
     if not isinstance(save, bool):
         raise SuiteError(f"suite {source}: save_adversarial must be true or false, got {save!r}.")

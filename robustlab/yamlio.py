@@ -3,6 +3,11 @@
 PyYAML's ``safe_load`` keeps the last of two equal keys in a mapping, so a policy holding
 ``threshold: 0.9`` and then ``threshold: 0.1`` would gate at 0.1 without a word. Here a repeated key is
 an error (raised as ``yaml.YAMLError`` with its line), as a repeated key is in a scorecard's JSON.
+
+Aliases are checked before anything is built: a document whose aliases expand to more than
+:data:`MAX_EXPANDED_NODES` values (a "billion laughs" file: ten aliases of ten aliases of ...) or that
+refers to itself (``&a [*a]``) is refused as ``yaml.YAMLError``. PyYAML builds such a document cheaply,
+sharing the repeated parts, but the first ``str()`` or JSON dump of it then ran for ever and ate the memory.
 """
 
 from __future__ import annotations
@@ -11,11 +16,56 @@ from typing import Any
 
 import yaml
 
-__all__ = ["safe_load_strict"]
+__all__ = ["MAX_EXPANDED_NODES", "safe_load_strict"]
+
+#: The most values (scalars, lists, mappings) a suite or policy may hold once its aliases are expanded;
+#: real files hold hundreds.
+MAX_EXPANDED_NODES = 100_000
 
 
 class _StrictLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type hints
-    """``yaml.SafeLoader`` that refuses a mapping with a repeated key."""
+    """``yaml.SafeLoader`` that refuses a mapping with a repeated key, and aliases that expand
+    past :data:`MAX_EXPANDED_NODES` values or refer to themselves."""
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _refuse_alias_bomb(node)
+        return self.construct_document(node)
+
+
+def _refuse_alias_bomb(root: yaml.Node) -> None:
+    """Raise ``yaml.YAMLError`` when the node graph under ``root`` expanded as a tree would hold more
+    than :data:`MAX_EXPANDED_NODES` nodes, or has a cycle. Iterative (a deeply nested file does not
+    recurse here) and linear in the number of distinct nodes (an alias's size is counted once)."""
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        kids: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            kids = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            kids = [n for pair in node.value for n in pair]
+        if done:
+            on_path.discard(key)
+            size[key] = 1 + sum(size[id(k)] for k in kids)
+            if size[key] > MAX_EXPANDED_NODES:
+                mark = node.start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"its aliases expand to more than {MAX_EXPANDED_NODES:,} values; write the values out or use fewer aliases", mark)
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            mark = node.start_mark
+            raise yaml.composer.ComposerError(None, None, f"an alias refers to a value that contains it; such a value never ends", mark)
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((k, False) for k in reversed(kids) if id(k) not in size)
 
 
 def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
