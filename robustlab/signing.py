@@ -137,8 +137,12 @@ def _load_private(path: str | Path) -> Any:
         if p.exists():
             raise RobustlabError(f"signing key {p} {path_problem(p)}; pass the private key's .pem file.")
         raise RobustlabError(f"signing key {p} does not exist; create one with `robustlab sign --generate-key {p}`.")
+    data = p.read_bytes()
+    if b"-----BEGIN PUBLIC KEY-----" in data and b"PRIVATE KEY-----" not in data:
+        raise RobustlabError(f"{p} is a public key, which verifies but cannot sign; pass the private key (the .pem that "
+                             "`robustlab sign --generate-key` wrote beside the .pub.pem).")
     try:
-        key = serialization.load_pem_private_key(p.read_bytes(), password=_passphrase())
+        key = serialization.load_pem_private_key(data, password=_passphrase())
     except (ValueError, TypeError) as exc:
         raise RobustlabError(f"cannot read Ed25519 private key {p} ({exc}); set ${PASSPHRASE_ENV} if it is encrypted.") from exc
     if not isinstance(key, Ed25519PrivateKey):
@@ -172,6 +176,17 @@ def _read_json(path: Path) -> dict[str, Any]:
     d = read_strict_json(path)
     if not isinstance(d, dict):
         raise RobustlabError(f"{path} is not a robustlab scorecard (expected a JSON object).")
+    return d
+
+
+def _read_signature(path: Path) -> dict[str, Any]:
+    """A detached signature file (``SCORECARD.sig``), named as such in its errors."""
+    from .scorecard import read_strict_json
+
+    fix = "pass the .sig file that `robustlab sign --detached` wrote beside the scorecard"
+    d = read_strict_json(path, what="robustlab detached signature", fix=fix)
+    if not isinstance(d, dict):
+        raise RobustlabError(f"{path} is not a robustlab detached signature (expected a JSON object); {fix}.")
     return d
 
 
@@ -294,7 +309,7 @@ def broken_signature(path: str | Path) -> str | None:
     sig: Any = card.get("signature")
     sp = p.with_name(p.name + ".sig")
     if not sig and sp.is_file():
-        sig = _read_json(sp)
+        sig = _read_signature(sp)
     if not sig or (isinstance(sig, dict) and isinstance(sig.get("format"), int) and sig.get("format") != FORMAT):
         return None
     v = verify_dict(card, signature=sig if isinstance(sig, dict) else {"algorithm": None})
@@ -325,7 +340,7 @@ def baseline_key(path: str | Path) -> bytes:
     sig = card.get("signature")
     sp = p.with_name(p.name + ".sig")
     if not sig and sp.is_file():
-        sig = _read_json(sp)
+        sig = _read_signature(sp)
     v = verify_dict(card, signature=sig if isinstance(sig, dict) else None)
     if v.state is not SignatureState.VALID_UNTRUSTED or not isinstance(sig, dict):
         raise RobustlabError(f"baseline {p} is not intact and signed ({v.state.value}: {v.messages[0]}); name a signed baseline or pass --public-key.")
@@ -340,7 +355,7 @@ def verify_file(path: str | Path, *, trusted_keys: "list[bytes] | tuple[bytes, .
     sig: dict[str, Any] | None = None
     sp = Path(signature_path) if signature_path else p.with_name(p.name + ".sig")
     if signature_path or (not card.get("signature") and sp.is_file()):
-        sig = _read_json(sp)
+        sig = _read_signature(sp)
     return verify_dict(card, signature=sig, trusted_keys=trusted_keys)
 
 
