@@ -199,11 +199,27 @@ _KIND_OK: dict[str, Callable[[Any], bool]] = {
 
 def check_kind(f: ParamField, value: Any, *, what: str) -> None:
     """Raise :class:`SuiteError` unless ``value`` fits the field's kind (``None`` only when optional)."""
+    coerce_kind(f, value, what=what)
+
+
+def coerce_kind(f: ParamField, value: Any, *, what: str) -> Any:
+    """``value`` as the field's kind, or :class:`SuiteError`. Numbers are read as a suite's are: an int
+    field takes ``1e5`` or ``1.0e+5`` (YAML 1.1 reads them as a string and a float) as 100000 and refuses
+    ``1.5e0``; a float field takes ``'1e-3'`` or ``'8/255'``. Other kinds pass through unchanged."""
     if value is None and f.optional:
-        return
+        return None
+    article = "an optional " if f.optional else ("an " if f.kind[0] in "aeiou" else "a ")
+    if f.kind in ("int", "float") and not isinstance(value, bool):
+        from .parsing import as_integer, as_number
+
+        try:
+            return as_integer(value) if f.kind == "int" else as_number(value)
+        except ValueError as exc:
+            example = "100000 or 1e5" if f.kind == "int" else "0.01, 1e-2 or 8/255"
+            raise SuiteError(f"{what}: {f.name} takes {article}{f.kind} such as {example}; {exc}.") from exc
     if not _KIND_OK[f.kind](value):
-        article = "an optional " if f.optional else ("an " if f.kind[0] in "aeiou" else "a ")
         raise SuiteError(f"{what}: {f.name} takes {article}{f.kind}, got {value!r}.")
+    return value
 
 
 def signature_params(cls: type, *, name: str | None = None) -> type:
@@ -233,8 +249,7 @@ def build_params(params_cls: type[T], values: Mapping[str, Any], *, what: str) -
         hint = "".join(f" (did you mean {c!r}?)" for b in bad[:1] if isinstance(b, str) for c in difflib.get_close_matches(b, known, n=1))
         raise SuiteError(f"{what} has no parameter(s) {', '.join(map(str, bad))}{hint}; its parameters are: {', '.join(known) or 'none'}.")
     fields = {f.name: f for f in params_fields(params_cls)}
-    for k, v in values.items():
-        check_kind(fields[k], v, what=what)
+    values = {k: coerce_kind(fields[k], v, what=what) for k, v in values.items()}
     try:
         obj = params_cls(**values)
     except TypeError as exc:

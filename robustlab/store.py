@@ -7,9 +7,9 @@ keyed by a hash of that fingerprint, the check scope and a batch key, and carrie
 over (fingerprint hash, key, value), so an edited or damaged entry is detected. ``--resume`` reuses
 entries only when the stored fingerprint equals the new one and every checksum holds; otherwise the
 resume is refused with one line naming what changed. Without ``--resume`` the store is cleared (unless it
-holds an unfinished run of the very same fingerprint: that run is refused as a forgotten ``--resume``), and a
-file that is not a readable SQLite database is moved aside (``results.sqlite.corrupt-<time>``) so the
-output folder stays usable.
+holds an unfinished run of the very same fingerprint: that run is refused as a forgotten ``--resume``, or, when an
+entry fails its checksum, moved aside), and a file that is not a readable SQLite database is moved aside
+(``results.sqlite.corrupt-<time>``) so the output folder stays usable.
 
 :class:`OutputLock` holds an exclusive lock on the output folder for the whole run, so two runs never
 interleave their batches in one folder.
@@ -48,6 +48,18 @@ def _checksum(fp: str, key: str, value: str) -> str:
 def _short(v: Any, n: int = 40) -> str:
     s = json.dumps(v, sort_keys=True, default=str)
     return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _flat(fp: dict[str, Any]) -> dict[str, Any]:
+    """A fingerprint with its mappings (``options``) spread into ``options.<name>`` entries, so a refused resume
+    names the setting that changed (a missing one reads ``null``)."""
+    out: dict[str, Any] = {}
+    for k, v in fp.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            out[k] = v
+    return out
 
 
 class ResultStore:
@@ -185,12 +197,24 @@ class ResultStore:
             return
         try:
             self._check_resumable()  # the same fingerprint, every checksum holding: what --resume would reuse
-        except ResumeError:  # changed settings, or damage: --resume is refused, so a fresh run must not be
+        except ResumeError as exc:  # changed settings, or damage: --resume is refused, so a fresh run must not be
+            if self._same_settings():  # damage (an edited value, a broken page): set aside, as the README says, never dropped unsaid
+                self._broken = str(exc).removeprefix("cannot resume: ").split("; run without --resume")[0]
+                self._reset_broken()
             return
         raise ResumeError(
             f"{self._where()} holds {n} stored batch results of an interrupted run with these same settings; rerun with --resume to "
             f"continue it, or delete {self.path} (or pass another --out) to start afresh."
         )
+
+    def _same_settings(self) -> bool:
+        """Whether the stored run had this run's settings, so a refused resume means damage (a missing or
+        unreadable fingerprint beside stored results is damage too)."""
+        try:
+            old = self.stored_fingerprint()
+        except (ResumeError, sqlite3.DatabaseError):
+            return True
+        return old is None or old == self.fingerprint
 
     def mark_finished(self) -> None:
         """Record that the run went through every check: a later run without ``--resume`` may clear the store."""
@@ -209,8 +233,9 @@ class ResultStore:
                 raise ResumeError(f"cannot resume: {self.path} holds results but no run fingerprint; run without --resume to start afresh.")
             return
         if old != self.fingerprint:
-            changed = sorted(k for k in set(old) | set(self.fingerprint) if old.get(k) != self.fingerprint.get(k))
-            detail = "; ".join(f"{k}: {_short(old.get(k))} -> {_short(self.fingerprint.get(k))}" for k in changed[:3])
+            was, now = _flat(old), _flat(self.fingerprint)  # 'options.ood_fit_data', not a cut-off 'options: {...'
+            changed = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
+            detail = "; ".join(f"{k}: {_short(was.get(k))} -> {_short(now.get(k))}" for k in changed[:3])
             raise ResumeError(
                 f"cannot resume: {', '.join(changed)} changed since the interrupted run in {self._where()} ({detail}); "
                 "run without --resume (or with another --out) to start afresh."

@@ -28,7 +28,7 @@ import yaml
 
 from .errors import SuiteError
 from .metric_keys import is_legal_segment
-from .yamlio import safe_load_strict
+from .yamlio import describe_yaml_error, safe_load_strict
 
 _TOP_KEYS = {"name", "description", "checks", "save_adversarial"}
 _ENTRY_KEYS = {"check", "id", "params", "description"}
@@ -123,15 +123,24 @@ def build_suite(name: str, checks: Sequence[tuple[str, Mapping[str, Any]]], *, d
     return Suite(name=name, description=description, entries=entries, source=source, sha256=hashlib.sha256(text.encode()).hexdigest())
 
 
+def _text(value: Any, key: str, where: str) -> str:
+    """A suite's ``name``/``description``/``check``/``id`` as text (``""`` when absent); a list, mapping,
+    number, boolean or date is refused: ``name: [a]`` or ``name: 1.10`` (read as 1.1) is not what was meant."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        kind = {list: "a list", dict: "a mapping", bool: "a boolean", int: "a number", float: "a number"}.get(type(value), f"a {type(value).__name__}")
+        raise SuiteError(f"{where}'{key}' must be text, got {kind} ({value!r:.60}); write it as a plain string (quote it: {key}: \"...\").")
+    return value
+
+
 def parse_suite(text: str, *, source: str = "<string>", default_name: str = "custom") -> Suite:
     try:
         doc = safe_load_strict(text)
     except RecursionError as exc:
         raise SuiteError(f"suite {source} nests too deeply; fix the file.") from exc
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SuiteError(f"suite {source} is not valid YAML{where}: {getattr(exc, 'problem', exc)}; fix the file.") from exc
+        raise SuiteError(f"suite {source} is not valid YAML at {describe_yaml_error(exc, text)}; fix the file.") from exc
     if not isinstance(doc, dict):
         raise SuiteError(f"suite {source} must be a mapping with a 'checks' list.")
     unknown = set(doc) - _TOP_KEYS
@@ -151,14 +160,16 @@ def parse_suite(text: str, *, source: str = "<string>", default_name: str = "cus
         bad = set(e) - _ENTRY_KEYS
         if bad:
             raise SuiteError(f"{where}unknown key(s) {', '.join(sorted(map(str, bad)))}; allowed: {', '.join(sorted(_ENTRY_KEYS))}.")
+        for key in ("check", "id", "description"):
+            _text(e.get(key), key, where)
         raw = e.get("params")  # absent or empty (``params:``) is no parameters; ``params: 0`` or ``[]`` is a mistake
         entries.append(_entry(str(e["check"]), e.get("id"), {} if raw is None else raw, seen, where))
     save = doc.get("save_adversarial", False)
     if not isinstance(save, bool):
         raise SuiteError(f"suite {source}: save_adversarial must be true or false, got {save!r}.")
     return Suite(
-        name=str(doc.get("name") or default_name),
-        description=str(doc.get("description") or ""),
+        name=_text(doc.get("name"), "name", f"suite {source}: ") or default_name,
+        description=_text(doc.get("description"), "description", f"suite {source}: "),
         entries=tuple(entries),
         source=source,
         sha256=hashlib.sha256(text.encode()).hexdigest(),

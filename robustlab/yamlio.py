@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["MAX_EXPANDED_NODES", "safe_load_strict"]
+__all__ = ["MAX_EXPANDED_NODES", "describe_yaml_error", "safe_load_strict"]
 
 #: The most values (scalars, lists, mappings) a suite or policy may hold once its aliases are expanded;
 #: real files hold hundreds.
@@ -80,7 +80,7 @@ def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) 
             break
         if repeated:
             mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(None, None, f"key {k!r} appears twice in one mapping (line {mark.line + 1})", mark)
+            raise yaml.constructor.ConstructorError(None, None, f"key {k!r} appears twice in one mapping", mark)
         seen.add(k)
     out: dict[Any, Any] = loader.construct_mapping(node, deep=deep)
     return out
@@ -92,3 +92,25 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _m
 def safe_load_strict(text: str) -> Any:
     """``yaml.safe_load`` that raises ``yaml.YAMLError`` on a key repeated in one mapping."""
     return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def describe_yaml_error(exc: yaml.YAMLError, text: str) -> str:
+    """One line for a YAML error in ``text``: ``"line 5, column 1: expected ',' or ']', but got '<stream
+    end>' (in the flow sequence that starts at line 4, column 16)"``. PyYAML's own text spans several
+    lines, quotes the source line with a caret and calls the file ``"<unicode string>"``."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None)
+    if isinstance(exc, yaml.reader.ReaderError):  # a control character (PyYAML reads only printable text)
+        pos = int(exc.position)
+        line = text.count("\n", 0, pos) + 1
+        col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        char = exc.character
+        shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+        return f"line {line}, column {col}: character {shown} is not allowed in YAML ({exc.reason}); remove it"
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else "an unknown line: "
+    what = str(problem or getattr(exc, "context", None) or exc)
+    context, cmark = str(getattr(exc, "context", None) or ""), getattr(exc, "context_mark", None)
+    for lead in ("while parsing a ", "while scanning a "):  # "while parsing a flow sequence": where the unfinished part starts
+        if problem and context.startswith(lead) and cmark is not None and mark is not None and (cmark.line, cmark.column) != (mark.line, mark.column):
+            what += f" (in the {context[len(lead):]} that starts at line {cmark.line + 1}, column {cmark.column + 1})"
+    return " ".join(f"{where}{what}".split())

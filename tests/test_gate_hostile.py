@@ -133,7 +133,7 @@ def test_a_scorecard_edited_after_signing_is_refused_as_candidate_and_as_baselin
 def test_compare_refuses_a_nan_min_delta(tmp_path: Path):
     card = _write(tmp_path, "card.json", _card_dict())
     r = CliRunner().invoke(main, ["compare", str(card), str(card), "--min-delta", "nan"])
-    assert r.exit_code == 2 and "--min-delta must be a finite number" in r.output
+    assert r.exit_code == 2 and "'--min-delta': 'nan' is not a finite number" in r.output
 
 
 def test_an_unwritable_step_summary_does_not_change_the_verdict(tmp_path: Path, monkeypatch):

@@ -53,7 +53,7 @@ def test_defend_weight_decay_must_be_finite(tmp_path: Path, wd: str) -> None:
         TrainConfig(momentum=math.nan).validate()
     r = CliRunner().invoke(main, ["defend", "--model", "zoo:digits-cnn", "--data", "digits", "--method", "fast-at", "--epochs", "1", "--train-limit", "20",
                                   "--val-limit", "10", "--weight-decay", wd, "--out", str(tmp_path / "d.safetensors"), "-q", "--no-mlflow"])
-    assert "weight_decay" in _one_error_line(r)
+    assert "--weight-decay" in _one_error_line(r) and "is not a finite number" in r.stderr  # refused as the option is read
     assert not (tmp_path / "d.safetensors").exists()
 
 

@@ -26,6 +26,7 @@ from ..attacks.threat import Loss
 from ..errors import SuiteError
 from ..seeding import derive_seed, sample_seeds
 from .adversarial_sweep import SweepCheck, SweepParams, bounds_of
+from .attack_scoring import score_batch, seed_scope
 from .base import CHECKS, RunContext, coerce_param
 
 #: hyperparameters the check sets itself (from the sweep), never taken from the suite directly.
@@ -45,11 +46,15 @@ class AttackParams(SweepParams):
             raise SuiteError(f"attack {self.attack!r} supports norm {', '.join(n.value for n in cls.norms_supported)}, not {self.norm.value}.")
         self.build()  # the attack's own checks of its hyperparameters, before any model loads
 
-    def build(self) -> FixedEpsilonAttack:
+    def build(self, *, run_seed: int | None = None) -> FixedEpsilonAttack:
+        """The attack; ``run_seed`` fills a ``seed`` hyperparameter the suite left unset (the draws an attack
+        shares across its batch, e.g. Square's squares), so ``--seed`` reaches every random draw."""
         cls = attack_class(self.attack)
         kw = dict(self.hyperparameters)
         if "norm" in cls.hyperparameters():
             kw["norm"] = self.norm
+        if run_seed is not None and "seed" in cls.hyperparameters() and "seed" not in kw:
+            kw["seed"] = run_seed
         attack = cls(**kw)
         assert isinstance(attack, FixedEpsilonAttack)
         return attack
@@ -107,9 +112,14 @@ class AttackCheck(SweepCheck[AttackParams]):
     def attack(self, *, stronger: bool = False) -> FixedEpsilonAttack:
         return self.params.build()
 
+    def attack_batch(self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, ids: Sequence[str], eps: float) -> dict[str, Any]:
+        seeds = sample_seeds(ctx.seed, f"{self.id}/{seed_scope(eps)}", ids)
+        return score_batch(ctx, self.params.build(run_seed=ctx.seed), x, y, eps, seeds, early_stop=self.params.early_stop)
+
     def stronger(self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, ids: Sequence[str], eps: float) -> tuple[torch.Tensor, str]:
-        seeds = sample_seeds(derive_seed(ctx.seed, "stronger"), f"{self.id}/audit", ids)
-        xa = self.attack().perturb(ctx.model, x, y, eps, seeds=seeds)
+        stronger_seed = derive_seed(ctx.seed, "stronger")
+        seeds = sample_seeds(stronger_seed, f"{self.id}/audit", ids)
+        xa = self.params.build(run_seed=stronger_seed).perturb(ctx.model, x, y, eps, seeds=seeds)  # new seeds, the shared one too
         for loss in (Loss.CE, Loss.DLR):
             r = APGD(norm=self.norm(), n_iter=100, loss=loss).run(ctx.model, x, y, eps, seeds=seeds, bounds=bounds_of(ctx))
             xa[r.success] = r.x_adv[r.success]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Iterable, Iterator, Sequence, TypeVar, cast
 
 from ..errors import SuiteError
-from ..parsing import parse_fraction
+from ..parsing import as_integer, parse_fraction
 from ..registry import Registry
 from ..scorecard import CheckResult
 from ..seeding import reseed_model_rng
@@ -340,10 +340,11 @@ def coerce_param(v: Any, tp: Any, where: str) -> Any:
         if not math.isfinite(f):  # an infinite step size or budget is a NaN iterate or an overflow later
             raise SuiteError(f"{where} must be a finite number such as 0.031 or 8/255, got {v!r}.")
         return f
-    if tp is int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise SuiteError(f"{where} must be an integer, got {v!r}.")
-        return v
+    if tp is int:  # YAML 1.1 reads 1e5 as the string '1e5' and 1.0e+5 as a float: both mean 100000
+        try:
+            return as_integer(v)
+        except ValueError as exc:
+            raise SuiteError(f"{where} must be an integer such as 100000 or 1e5; {exc}.") from exc
     if tp is bool:
         if not isinstance(v, bool):
             raise SuiteError(f"{where} must be true or false, got {v!r}.")

@@ -50,7 +50,9 @@ class CleanCheck(Check[CleanParams]):
             with torch.no_grad():
                 logits = model(x)
             model.check_output(logits, x.shape[0])
-            conf, pred = torch.softmax(logits.float(), dim=1).max(dim=1)
+            # the prediction is the logits' argmax: a float32 softmax of near-tied logits rounds to ties (all 1/K
+            # for logits of ~1e-9, e.g. an untrained MobileNetV3), whose argmax would be class 0
+            conf, pred = torch.softmax(logits.float(), dim=1).amax(dim=1), logits.argmax(dim=1)
             return {"pred": pred.cpu().tolist(), "conf": conf.cpu().tolist()}
 
         parts = ctx.map_batches(scope, len(data), batch, desc="clean")

@@ -73,7 +73,9 @@ class CorruptionCheck(Check[CorruptionParams]):
         with torch.no_grad():
             logits = ctx.model(x)
         ctx.model.check_output(logits, x.shape[0])
-        conf, pred = torch.softmax(logits.float(), dim=1).max(dim=1)
+        # the prediction is the logits' argmax: a float32 softmax of near-tied logits rounds to ties (all 1/K
+        # for logits of ~1e-9, e.g. an untrained MobileNetV3), whose argmax would be class 0
+        conf, pred = torch.softmax(logits.float(), dim=1).amax(dim=1), logits.argmax(dim=1)
         return {"correct": (pred.cpu() == y.cpu()).to(torch.int8).tolist(), "conf": [round(float(c), 7) for c in conf.cpu()]}
 
     def _clean(self, ctx: RunContext, scope: str) -> _Cell:

@@ -301,7 +301,7 @@ class OODCheck(Check[OODParams]):
 
     # -- fitting -----------------------------------------------------------------------------
     def _fit(self, ctx: RunContext, dets: "dict[str, Detector]", fit: "Dataset | None", p: OODParams, result: CheckResult, P: str) -> None:
-        from ..ood.base import DetectorError, dataset_batches, extract_fit_features
+        from ..ood.base import DetectorError, FitFeatures, dataset_batches, extract_fit_features
         from ..ood.cache import cache_key, load_state, model_fingerprint, save_state
 
         need = [n for n, d in dets.items() if d.requires_fit]
@@ -328,11 +328,11 @@ class OODCheck(Check[OODParams]):
                 missing.append(n)
         passes = 0
         if missing:
-            n_b = math.ceil(len(fit) / ctx.batch_size)
-            feats = extract_fit_features(ctx.model, ctx.track(dataset_batches(fit, ctx.batch_size), total=n_b, desc="ood: fit features"))
+            feats: FitFeatures | None = None  # one pass for all; a model without readable features (TorchScript) skips them all
             passes = 1
             for n in missing:
                 try:
+                    feats = extract_fit_features(ctx.model, ctx.track(dataset_batches(fit, ctx.batch_size), total=math.ceil(len(fit) / ctx.batch_size), desc="ood: fit features")) if feats is None else feats
                     dets[n].fit_features(feats, ctx.model)
                 except DetectorError as exc:
                     dets.pop(n)

@@ -95,16 +95,31 @@ class OODParams(Params):
 
 
     def detector_specs(self) -> list[tuple[str, dict[str, Any]]]:
-        """``(name, own parameters)`` of each detector entry (a name, or a mapping with ``name``)."""
+        """``(name, own parameters)`` of each detector entry (a name, or a mapping with ``name``); the
+        parameters of a known detector are read as its fields' kinds (``k: 1e2`` is the int 100)."""
         out: list[tuple[str, dict[str, Any]]] = []
         for d in self.detectors:
             if isinstance(d, str):
                 out.append((d, {}))
             elif isinstance(d, dict) and isinstance(d.get("name"), str):
-                out.append((d["name"], {k: v for k, v in d.items() if k != "name"}))
+                out.append((d["name"], _typed(d["name"], {k: v for k, v in d.items() if k != "name"})))
             else:
                 raise SuiteError(f"ood: a detector entry is a name or a mapping with a name, e.g. {{name: knn, k: 20}}; got {d!r}.")
         return out
+
+
+def _typed(name: str, own: dict[str, Any]) -> dict[str, Any]:
+    """A detector entry's own parameters as its typed fields read them (unknown names and keys pass
+    through, for :meth:`OODParams.validate` to refuse)."""
+    if not own:
+        return own
+    from ..ood.base import DETECTORS, detector_params
+    from ..registry import coerce_kind, params_fields
+
+    if name not in DETECTORS:
+        return own
+    fields = {f.name: f for f in params_fields(detector_params(DETECTORS.get(name)))}
+    return {k: coerce_kind(fields[k], v, what=f"ood detector {name}") if k in fields else v for k, v in own.items()}
 
 
 def refuse_unknown_sources(prefix: str, specs: list[str]) -> None:

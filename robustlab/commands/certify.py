@@ -14,34 +14,34 @@ from typing import Any
 import click
 
 from ..metric_keys import child, parse, sigma_segment
-from .common import float_list_option, run_settings, data_options, default_out_dir, load_options_from, model_options, output_lock, run_options, user_errors
+from .common import float_list_option, run_settings, data_options, default_out_dir, load_options_from, model_options, output_lock, run_options, user_errors, integer, number
 
 
 @click.command("certify")
 @model_options
 @data_options
-@click.option("--sigma", "sigmas", multiple=True, type=float, help="Gaussian noise level in units of the input range (as pixel values in [0, 1]; scaled by the model's bounds like epsilons); repeat for several (default: the data set's standard levels).")
-@click.option("--n", "n", type=click.IntRange(1), default=100_000, show_default=True, help="Estimation samples per point (the cap with --sampling adaptive).")
+@click.option("--sigma", "sigmas", multiple=True, type=number(), help="Gaussian noise level in units of the input range (as pixel values in [0, 1]; scaled by the model's bounds like epsilons); repeat for several (default: the data set's standard levels).")
+@click.option("--n", "n", type=integer(1), default=100_000, show_default=True, help="Estimation samples per point (the cap with --sampling adaptive).")
 @click.option("--sampling", type=click.Choice(["fixed", "adaptive"]), default="fixed", show_default=True,
               help="fixed: Cohen et al.'s n samples; adaptive: anytime-valid confidence sequence, stops once every --radii answer is decided.")
 @click.option("--settle-wrong/--no-settle-wrong", default=True, show_default=True,
               help="With --sampling adaptive, stop a point whose selected class is not its label once its abstention is decided "
                    "(its class, abstention and majority are unchanged; its per-sample radius and sample count shrink).")
-@click.option("--n0", type=click.IntRange(1), default=100, show_default=True, help="Selection samples per point.")
-@click.option("--alpha", type=float, default=0.001, show_default=True, help="Failure probability of each certificate.")
-@click.option("--num-points", type=click.IntRange(0), default=500, show_default=True, help="Certify this many evenly spaced test points (0 = all).")
+@click.option("--n0", type=integer(1), default=100, show_default=True, help="Selection samples per point.")
+@click.option("--alpha", type=number(), default=0.001, show_default=True, help="Failure probability of each certificate.")
+@click.option("--num-points", type=integer(0), default=500, show_default=True, help="Certify this many evenly spaced test points (0 = all).")
 @click.option("--radii", default="0,0.25,0.5,0.75,1,1.5,2", show_default=True, help="Comma-separated L2 radii for the certified-accuracy table.")
-@click.option("--predict-n", type=click.IntRange(0), default=0, help="Samples for PREDICT (smoothed clean accuracy); 0 = --n.")
+@click.option("--predict-n", type=integer(0), default=0, help="Samples for PREDICT (smoothed clean accuracy); 0 = --n.")
 @click.option("--attack/--no-attack", default=True, show_default=True, help="Attack the smoothed classifier (SmoothAdv-PGD) for the robustness interval.")
 @click.option("--interval-radii", default="0.25,0.5,1", show_default=True, help="Comma-separated L2 radii of the robustness interval.")
 @click.option("--base-attack/--no-base-attack", default=True, show_default=True, help="Also attack the base model with L2 PGD (worst case of both attacks).")
-@click.option("--attack-steps", type=click.IntRange(1), default=20, show_default=True)
-@click.option("--attack-samples", type=click.IntRange(1), default=32, show_default=True, help="Noise samples per attack step.")
-@click.option("--attack-n", type=click.IntRange(1), default=1000, show_default=True,
+@click.option("--attack-steps", type=integer(1), default=20, show_default=True)
+@click.option("--attack-samples", type=integer(1), default=32, show_default=True, help="Noise samples per attack step.")
+@click.option("--attack-n", type=integer(1), default=1000, show_default=True,
               help="Noise samples that estimate the smoothed prediction at each attack point (the interval's upper end).")
-@click.option("--collapse-ratio", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--collapse-ratio", type=number(0, 1), default=0.5, show_default=True,
               help="Warn when certified accuracy at r=0 falls below this fraction of the base model's clean accuracy.")
-@click.option("--noise-batch-size", type=click.IntRange(0), default=0, help="Noisy inputs per forward pass (0 = --batch-size on a CPU, max(--batch-size, 1000) on a GPU).")
+@click.option("--noise-batch-size", type=integer(0), default=0, help="Noisy inputs per forward pass (0 = --batch-size on a CPU, max(--batch-size, 1000) on a GPU).")
 @run_options
 @click.option("--no-mlflow", is_flag=True, help="Do not record the run in MLflow.")
 @click.option("--mlflow-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else a SQLite store in OUT).")

@@ -15,13 +15,67 @@ import click
 from ..errors import RobustlabError
 
 
+def _read(kind: "click.ParamType[Any, Any]", value: Any, param: click.Parameter | None, ctx: click.Context | None, *, integer: bool) -> Any:
+    """What the numeric option types share: a string is read by ``robustlab.parsing`` (``parse_fraction``
+    for numbers, so ``--sigma 64/255`` is the fraction it says, as ``--radii`` and ``--eps`` always were;
+    ``parse_integer`` for counts, so ``--n 1e5`` is 100000), and a misreading is a one-line usage error:
+    ``0_5``, which Python's ``float`` and ``int`` read as 5, ``nan``, ``1.5e0`` for a count."""
+    if not isinstance(value, str):
+        return value
+    from ..parsing import parse_fraction, parse_integer
+
+    try:
+        return parse_integer(value) if integer else parse_fraction(value)
+    except ValueError as exc:
+        example = "an integer such as 100000 or 1e5" if integer else "a number such as 0.25 or 1e-3, or a fraction such as 64/255"
+        kind.fail(f"{exc}; write {example}.", param, ctx)
+
+
+class _Number(click.types.FloatParamType):
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        return super().convert(_read(self, value, param, ctx, integer=False), param, ctx)
+
+
+class _NumberRange(click.FloatRange):
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        return super().convert(_read(self, value, param, ctx, integer=False), param, ctx)
+
+
+class _Integer(click.types.IntParamType):
+    name = "integer"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        return super().convert(_read(self, value, param, ctx, integer=True), param, ctx)
+
+
+class _IntegerRange(click.IntRange):
+    name = "integer"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        return super().convert(_read(self, value, param, ctx, integer=True), param, ctx)
+
+
+def number(min: float | None = None, max: float | None = None) -> "click.ParamType[Any, Any]":
+    """A float option that takes ``0.25``, ``1e-3`` or ``64/255`` (within ``[min, max]`` when given)."""
+    return _Number() if min is None and max is None else _NumberRange(min, max)
+
+
+def integer(min: int | None = None, max: int | None = None) -> "click.ParamType[Any, Any]":
+    """An integer option that takes ``100000`` or ``1e5`` (within ``[min, max]`` when given)."""
+    return _Integer() if min is None and max is None else _IntegerRange(min, max)
+
+
 def float_list_option(value: str | None, name: str, n: int | None = None) -> tuple[float, ...] | None:
     if value is None:
         return None
     from ..parsing import parse_fraction
 
-    try:
-        out = tuple(parse_fraction(v) for v in value.replace(" ", "").split(",") if v)
+    try:  # blanks around an item are fine, blanks inside one are not: "1 5" is not 15
+        out = tuple(parse_fraction(v) for v in value.split(",") if v.strip())
     except ValueError as exc:
         raise click.BadParameter(f"{name} takes comma-separated numbers, e.g. 0.5,0.5,0.5; got {value!r}") from exc
     if not out or not all(math.isfinite(v) for v in out):
@@ -37,7 +91,7 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--model", "model_spec", required=True, help="Model spec: a file, zoo:NAME, factory:pkg.mod:fn, torchvision:NAME, ... (see `robustlab models`)."),
         click.option("--arch", default=None, help="Architecture for a state dict: torchvision:NAME, timm:NAME, zoo-arch:NAME or factory:pkg.mod:fn."),
         click.option("--trust-code", is_flag=True, help="Allow formats that can run code: TorchScript, torch.export, pickled modules. Recorded in the scorecard."),
-        click.option("--num-classes", type=click.IntRange(2), default=None, help="Number of classes, at least 2 (else inferred)."),
+        click.option("--num-classes", type=integer(2), default=None, help="Number of classes, at least 2 (else inferred)."),
         click.option("--bounds", default=None, help="Input range the model expects, e.g. 0,1 or 0,255."),
         click.option("--mean", default=None, help="Per-channel normalisation mean applied inside the model, e.g. 0.485,0.456,0.406."),
         click.option("--std", default=None, help="Per-channel normalisation std."),
@@ -58,7 +112,7 @@ def data_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--data", "data_spec", default=None, help="Data spec (see `robustlab datasets`); default: the model's own data set."),
         click.option("--data-root", default=None, type=click.Path(file_okay=False), help="Folder of torchvision data sets (cifar10, svhn, ...)."),
         click.option("--dataset", "dataset_name", default=None, help="Name the data set once (cifar10, cifar100, imagenet, mnist, fashion-mnist, digits, svhn): sets the attack budgets and the corruption protocol of npz:/folder: data and --arch models."),
-        click.option("--limit", type=int, default=None, help="Evaluate only the first N samples."),
+        click.option("--limit", type=integer(), default=None, help="Evaluate only the first N samples."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -68,12 +122,14 @@ def data_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Output folder (default reports/<model>-<suite>)."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of all randomness; the same seed gives the same scorecard."),
-        click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True),
+        # a 64-bit seed: torch's generators and pyautoattack's reference engine take the run seed as it is (2**64 overflowed in Square, exit 3)
+        click.option("--seed", type=integer(-(2**63), 2**63 - 1), default=0, show_default=True,
+                     help="Seed of all randomness, a 64-bit integer; the same seed gives the same scorecard."),
+        click.option("--batch-size", type=integer(1), default=128, show_default=True),
         click.option("--resume", is_flag=True, help="Reuse the batch results stored in OUT by an interrupted run."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary table."),
         click.option("--json", "as_json", is_flag=True, help="Print the scorecard JSON on stdout."),
-        click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: torch's choice; 1 is often fastest for small models)."),
+        click.option("--threads", type=integer(1), default=None, help="CPU threads for torch (default: torch's choice; 1 is often fastest for small models)."),
         click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default="fp32", show_default=True, help="Fast path: tf32 matmuls (GPUs), or bf16 autocast for attack iterations (GPUs, and CPUs with bf16 in hardware: AVX-512 BF16 or AMX; results re-verified in fp32)."),
         click.option("--channels-last", is_flag=True, help="GPU fast path: NHWC memory format."),
         click.option("--compile", "compile_model", is_flag=True, help="GPU fast path: torch.compile the network."),

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .common import load_options_from, model_options, user_errors
+from .common import load_options_from, model_options, user_errors, integer
 
 
 @click.command("compress")
@@ -16,12 +16,12 @@ from .common import load_options_from, model_options, user_errors
 @click.option("--method", required=True, help="fp16, bf16, int8-dynamic, int8-static, qat, prune-unstructured:<sparsity>, prune-structured:<sparsity> (e.g. prune-unstructured:0.5).")
 @click.option("--out", "out", required=True, type=click.Path(), help="The variant file (.safetensors); an existing one is replaced once the new one is written.")
 @click.option("--calibration-data", default=None, help="Data spec whose train split calibrates int8-static and is what qat and pruning with --epochs fine-tune on (default: the model's own data set; never test images).")
-@click.option("--calibration-n", type=click.IntRange(1), default=512, show_default=True, help="Calibration images (the first N of the train split).")
+@click.option("--calibration-n", type=integer(1), default=512, show_default=True, help="Calibration images (the first N of the train split).")
 @click.option("--data-root", default=None, type=click.Path(file_okay=False), help="Folder of torchvision data sets.")
-@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
-@click.option("--epochs", type=click.IntRange(0), default=None, help="Fine-tuning epochs on the train split of --calibration-data: qat (default 2, at least 1); "
+@click.option("--batch-size", type=integer(1), default=128, show_default=True)
+@click.option("--epochs", type=integer(0), default=None, help="Fine-tuning epochs on the train split of --calibration-data: qat (default 2, at least 1); "
               "prune-unstructured/prune-structured (default 0: no fine-tuning; pruned weights stay exactly zero). Other methods take none.")
-@click.option("--seed", type=int, default=0, show_default=True, help="qat and pruning with --epochs: seed of the fine-tuning (shuffles).")
+@click.option("--seed", type=integer(), default=0, show_default=True, help="qat and pruning with --epochs: seed of the fine-tuning (shuffles).")
 @click.option("--json", "as_json", is_flag=True, help="Print the compression record as JSON.")
 @user_errors
 def compress(**kw: Any) -> None:

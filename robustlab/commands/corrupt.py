@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from .common import user_errors
+from .common import user_errors, integer
 
 
 @click.command("corrupt")
@@ -14,12 +14,12 @@ from .common import user_errors
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder to write (<corruption>.npy, labels.npy, ids.json, manifest.json).")
 @click.option("--protocol", type=click.Choice(["auto", "imagenet-c", "cifar-c", "cifar-c-small"]), default="auto", show_default=True, help="Corruption protocol; auto: cifar-c for 32x32, imagenet-c for sides >= 64, cifar-c-small otherwise.")
 @click.option("--corruptions", default="all", show_default=True, help="Comma-separated names, or the groups all / benchmark / held_out.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Run seed; image seeds derive from (seed, corruption, severity, sample id) as in `robustlab evaluate`.")
+@click.option("--seed", type=integer(), default=0, show_default=True, help="Run seed; image seeds derive from (seed, corruption, severity, sample id) as in `robustlab evaluate`.")
 @click.option("--backend", type=click.Choice(["fast", "reference"]), default="fast", show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="Device of the fast backend (cpu, auto, cuda, cuda:1, mps).")
-@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--batch-size", type=integer(1), default=256, show_default=True)
 @click.option("--data-root", default=None, type=click.Path(file_okay=False), help="Folder of torchvision data sets.")
-@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N samples.")
+@click.option("--limit", type=integer(1), default=None, help="Only the first N samples.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 @user_errors
 def corrupt(**kw: Any) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .common import command_line, data_options, load_options_from, model_options, user_errors
+from .common import command_line, data_options, load_options_from, model_options, user_errors, integer, number
 from .plugin_options import chosen_params, click_options, option_names, plugin_options
 
 if TYPE_CHECKING:
@@ -48,28 +48,28 @@ def method_params_from(kw: dict[str, Any]) -> dict[str, Any]:
 @model_options
 @data_options
 @click.option("--method", type=click.Choice([n for n, _c in _METHODS]), required=True, help="; ".join(f"{n}: {getattr(c, 'description', '')}" for n, c in _METHODS))
-@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--epochs", type=integer(1), default=10, show_default=True)
 @click.option("--out", "out", default="robust.safetensors", show_default=True, type=click.Path(dir_okay=False), help="The defended model (.safetensors, loads without --trust-code). Checkpoints go to OUT.ckpt/.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint in OUT.ckpt/ (same options).")
 @click.option("--overwrite", is_flag=True, help="Delete OUT.ckpt/ and OUT.eval/ of an earlier run and start over.")
 @click.option("--evaluate", "suite", default=None, help="Suite (name or YAML) to evaluate the input and the defended model with, same seed; writes OUT.eval/{before,after}/ and a comparison.")
 @click.option("--eval-data", default=None, help="Data the suite evaluates on (default: the test split of --data).")
 @click.option("--eval-out", default=None, type=click.Path(file_okay=False), help="Folder of the evaluations (default OUT.eval/).")
-@click.option("--eval-batch-size", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--eval-batch-size", type=integer(1), default=128, show_default=True)
 # -- training loop
 @click.option("--from-scratch", is_flag=True, help="Re-initialise the model's weights (seeded) instead of fine-tuning them.")
-@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True, help="Training batch size.")
+@click.option("--batch-size", type=integer(1), default=128, show_default=True, help="Training batch size.")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
-@click.option("--lr", type=float, default=None, help="Peak learning rate [default: 0.1 from scratch, 0.01 fine-tuning (SGD); 1e-3 (Adam)].")
-@click.option("--momentum", type=float, default=0.9, show_default=True)
-@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
+@click.option("--lr", type=number(), default=None, help="Peak learning rate [default: 0.1 from scratch, 0.01 fine-tuning (SGD); 1e-3 (Adam)].")
+@click.option("--momentum", type=number(), default=0.9, show_default=True)
+@click.option("--weight-decay", type=number(), default=5e-4, show_default=True)
 @click.option("--schedule", type=click.Choice(["cosine", "cyclic", "multistep", "constant"]), default=None, help="Learning-rate schedule [default: the method's: cyclic for fast-at (Wong et al.), else cosine].")
-@click.option("--warmup-epochs", type=float, default=0.0, show_default=True)
+@click.option("--warmup-epochs", type=number(), default=0.0, show_default=True)
 @click.option("--select", type=click.Choice(["last", "best"]), default="last", show_default=True, help="Write the last epoch's weights, or the epoch with the best validation robust accuracy.")
-@click.option("--val-limit", type=click.IntRange(1), default=500, show_default=True, help="Validation images per epoch.")
-@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Share of the training split held out when the data has no separate validation split.")
-@click.option("--train-limit", type=click.IntRange(1), default=None, help="Train on N training images drawn at random (seeded by --seed), not the first N (files sorted by label would give a few classes).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of all randomness (shuffles, attack starts, noise, AugMix, evaluation).")
+@click.option("--val-limit", type=integer(1), default=500, show_default=True, help="Validation images per epoch.")
+@click.option("--val-fraction", type=number(), default=0.1, show_default=True, help="Share of the training split held out when the data has no separate validation split.")
+@click.option("--train-limit", type=integer(1), default=None, help="Train on N training images drawn at random (seeded by --seed), not the first N (files sorted by label would give a few classes).")
+@click.option("--seed", type=integer(-(2**63), 2**63 - 1), default=0, show_default=True, help="Seed of all randomness (shuffles, attack starts, noise, AugMix, evaluation), a 64-bit integer.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars, epoch lines or table.")
 @click.option("--no-mlflow", is_flag=True, help="Do not record the training and the evaluations in MLflow.")
 @click.option("--mlflow-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else a SQLite store next to the model).")

@@ -10,13 +10,14 @@ from an entry point gets its options the same way.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import click
 
 from ..registry import ParamField, params_fields
-from ..parsing import parse_fraction
+from ..parsing import parse_fraction, parse_integer
 
 
 @dataclass
@@ -97,7 +98,7 @@ def parse_value(f: ParamField, value: str, flag: str) -> Any:
     text = value.strip()
     try:
         if f.kind == "int":
-            return int(text)
+            return parse_integer(text)  # 1e3 is 1000; 1.5e0 and 0_5 (int() reads 5) are refused
         if f.kind == "float":
             v = parse_fraction(text)
             if not math.isfinite(v):
@@ -106,18 +107,18 @@ def parse_value(f: ParamField, value: str, flag: str) -> Any:
         if f.kind == "list":
             return [_scalar(t.strip()) for t in text.split(",") if t.strip()]
     except (ValueError, ZeroDivisionError) as exc:
-        kind = "an integer" if f.kind == "int" else "a finite number or a fraction like 8/255"
+        kind = "an integer such as 100 or 1e2" if f.kind == "int" else "a finite number or a fraction like 8/255"
         raise click.BadParameter(f"takes {kind}, got {value!r}", param_hint=f"--{flag}") from exc
     return text
 
 
 def _scalar(text: str) -> Any:
-    for conv in (int, parse_fraction):
-        try:
-            return conv(text)
-        except (ValueError, ZeroDivisionError):
-            pass
-    return text
+    if re.fullmatch(r"[+-]?[0-9]+", text):
+        return int(text)
+    try:
+        return parse_fraction(text)  # never int(): it reads 0_5 as 5
+    except ValueError:
+        return text
 
 
 def chosen_params(options: dict[str, PluginOption], plugin: str, kw: dict[str, Any], *, what: str) -> dict[str, Any]:

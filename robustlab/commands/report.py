@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .common import number
+
 if TYPE_CHECKING:
     from ..scorecard import Scorecard
 
@@ -123,7 +125,7 @@ def gate(ctx: click.Context, scorecard: Path, policy: Path, baseline: str | None
 @click.command("compare")
 @click.argument("a")
 @click.argument("b")
-@click.option("--min-delta", type=float, default=0.0, show_default=True, help="Show metrics whose absolute change exceeds this.")
+@click.option("--min-delta", type=number(), default=0.0, show_default=True, help="Show metrics whose absolute change exceeds this.")
 @click.option("--markdown", is_flag=True, help="Print markdown instead of plain text.")
 @click.option("--mlflow-uri", default=None, help="Tracking URI when A or B is an MLflow run id.")
 @click.option("--allow-mismatch", "--allow-protocol-mismatch", "allow_mismatch", is_flag=True,

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..errors import RobustlabError
-from .common import user_errors
+from .common import user_errors, integer, number
 
 
 #: what ``serve`` and ``worker`` import, with the pip name (python-multipart parses the UI's forms)
@@ -46,16 +46,16 @@ def _settings(data_dir: str, database_url: str | None, **kw: Any) -> Any:
 @click.command("serve")
 @click.option("--data-dir", default="robustlab-data", show_default=True, type=click.Path(file_okay=False), help="Data folder: database, artifacts, keys, MLflow store.")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(0, 64), help="Embedded worker processes on this machine.")
+@click.option("--port", default=8080, show_default=True, type=integer(0, 65535), help="0 picks a free port.")
+@click.option("--workers", default=2, show_default=True, type=integer(0, 64), help="Embedded worker processes on this machine.")
 @click.option("--database-url", default=None, help="SQLAlchemy URL (default: SQLite in the data folder), e.g. postgresql+psycopg://u:p@host/db.")
-@click.option("--max-upload-mb", default=512, show_default=True, type=click.IntRange(1), help="Largest model upload accepted.")
-@click.option("--max-document-mb", default=16, show_default=True, type=click.IntRange(1), help="Largest scorecard or policy upload accepted.")
+@click.option("--max-upload-mb", default=512, show_default=True, type=integer(1), help="Largest model upload accepted.")
+@click.option("--max-document-mb", default=16, show_default=True, type=integer(1), help="Largest scorecard or policy upload accepted.")
 @click.option("--suite-dir", default=None, type=click.Path(file_okay=False, exists=True), help="Folder of extra suite YAML files requests may name.")
 @click.option("--device", default="auto", show_default=True, help="Device of the embedded workers' runs.")
 @click.option("--new-admin-token", is_flag=True, help="Print a new admin token even when one exists.")
 @click.option("--queue", default=None, help="Celery broker URL (redis://host:6379/0): publish jobs there for `robustlab worker --queue` on other machines.")
-@click.option("--heartbeat-timeout", default=30.0, show_default=True, type=click.FloatRange(1.0), help="Seconds after which a silent worker's job is retried.")
+@click.option("--heartbeat-timeout", default=30.0, show_default=True, type=number(1.0), help="Seconds after which a silent worker's job is retried.")
 @click.option("--mlflow-uri", default=None, help="MLflow tracking store of every job (default: SQLite in the data folder).")
 @user_errors
 def serve(data_dir: str, host: str, port: int, workers: int, database_url: str | None, max_upload_mb: int, max_document_mb: int, suite_dir: str | None,
@@ -133,8 +133,8 @@ class _ReadyWithWorkers:
 @click.option("--queue", default=None, help="Celery broker URL (redis://host:6379/0) of the server's --queue: take jobs from it (workers on other machines).")
 @click.option("--suite-dir", default=None, type=click.Path(file_okay=False, exists=True), help="The server's --suite-dir.")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--max-jobs", default=None, type=click.IntRange(1), help="Exit after this many jobs.")
-@click.option("--heartbeat-timeout", default=30.0, show_default=True, type=click.FloatRange(1.0), help="Seconds after which a silent worker's job is retried.")
+@click.option("--max-jobs", default=None, type=integer(1), help="Exit after this many jobs.")
+@click.option("--heartbeat-timeout", default=30.0, show_default=True, type=number(1.0), help="Seconds after which a silent worker's job is retried.")
 @click.option("--mlflow-uri", default=None, help="The server's --mlflow-uri.")
 @user_errors
 def worker(data_dir: str, database_url: str | None, queue: str | None, suite_dir: str | None, device: str, max_jobs: int | None, heartbeat_timeout: float,
@@ -169,10 +169,10 @@ def worker(data_dir: str, database_url: str | None, queue: str | None, suite_dir
 @click.option("--project", default=None, help="Project (default: the token's).")
 @click.option("--name", "model_name", default=None, help="Model name in the project (default: the file's stem or zoo name).")
 @click.option("--version", "version", default=None, help="Version name (default: the first 12 hex of the file's sha256, or the zoo name).")
-@click.option("--limit", type=click.IntRange(1), default=None, help="Evaluate only the first N samples.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=integer(1), default=None, help="Evaluate only the first N samples.")
+@click.option("--seed", type=integer(), default=0, show_default=True)
 @click.option("--data", default=None, help="A built-in data set name (default: the model's).")
-@click.option("--gpus", type=click.IntRange(0, 16), default=0, show_default=True, help="GPUs for the job (more than one runs under torchrun).")
+@click.option("--gpus", type=integer(0, 16), default=0, show_default=True, help="GPUs for the job (more than one runs under torchrun).")
 @click.option("--no-wait", is_flag=True, help="Print the job id and exit 0 without waiting.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 @user_errors

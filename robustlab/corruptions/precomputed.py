@@ -86,8 +86,11 @@ class PrecomputedCorruptions:
         paths = self._imagenet_index(name, severity)[0]
         out = []
         for i in idx:
-            with Image.open(paths[i]) as im:
-                out.append(torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1))
+            try:
+                with Image.open(paths[i]) as im:
+                    out.append(torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1))
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # UnidentifiedImageError is an OSError
+                raise DataError(f"cannot read ImageNet-C image {paths[i]} ({' '.join(str(exc).split())[:100]}); re-extract the set or remove the file.") from exc
         if len({tuple(t.shape) for t in out}) > 1:
             raise DataError(f"ImageNet-C images in {self.root / name / str(severity)} differ in size; the released set is 224x224 throughout, re-extract it.")
         return torch.stack(out).float() / 255.0
@@ -118,15 +121,45 @@ class PrecomputedCorruptions:
             d = self.root / name / str(severity)
             if not d.is_dir():
                 raise DataError(f"ImageNet-C folder {d} is missing; the precomputed set needs <root>/<corruption>/<severity>/<class>/ folders for every corruption and severity of the suite.")
-            classes = sorted(p.name for p in d.iterdir() if p.is_dir())
+            classes = sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))  # hidden: .DS_Store, ._x.JPEG, ...
             paths: list[Path] = []
             labels: list[int] = []
             for ci, c in enumerate(classes):
-                files = sorted(p for p in (d / c).iterdir() if p.suffix.lower() in _IMAGE_EXT)
+                files = sorted(p for p in (d / c).iterdir() if p.suffix.lower() in _IMAGE_EXT and not p.name.startswith("."))
                 paths += files
                 labels += [ci] * len(files)
             self._cache[key] = (paths, np.asarray(labels, dtype=np.int64))
         return self._cache[key]
+
+
+def _npy(path: Path) -> np.ndarray:
+    """Memory-map the ``.npy`` file ``path`` of a CIFAR-C set; never unpickles."""
+    try:
+        return cast("np.ndarray", np.load(path, mmap_mode="r", allow_pickle=False))
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path} is not a NumPy array of numbers (a damaged file, a pickle or an array of Python objects); restore it "
+                        "or render the set again with robustlab corrupt.") from exc
+
+
+def _check_cifar_c(p: Path, corruptions: Sequence[str]) -> int:
+    """The number of labels (5 severities x n images) of the CIFAR-C folder ``p``, whose ``labels.npy`` must hold
+    class indices and whose ``<corruption>.npy`` files must be uint8 (5 n, H, W[, C]) images, as the releases are
+    (a float file was read as 0..255 and a channels-first one as other images: wrong numbers without an error)."""
+    labels = _npy(p / "labels.npy")
+    fix = "restore it or render the set again with robustlab corrupt"
+    if labels.dtype.kind not in "iu" or labels.ndim != 1 or not labels.shape[0]:
+        raise DataError(f"{p / 'labels.npy'} holds {labels.dtype} of shape {labels.shape}; CIFAR-C labels are (5 n,) integers; {fix}.")
+    n = int(labels.shape[0])
+    if n % 5:
+        raise DataError(f"{p / 'labels.npy'} has {n} labels, not 5 severities x n images; is this a CIFAR-C release?")
+    if int(labels.min()) < 0:
+        raise DataError(f"{p / 'labels.npy'} has the label {int(labels.min())}; labels are class indices 0..K-1; {fix}.")
+    for c in corruptions:
+        x = _npy(p / f"{c}.npy")
+        if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3)) or x.shape[0] != n:
+            raise DataError(f"{p / (c + '.npy')} holds {x.dtype} of shape {x.shape}; a CIFAR-C file holds uint8 images (5 n, H, W, 3) (or (5 n, H, W) "
+                            f"grey), one per label of labels.npy ({n}); {fix}.")
+    return n
 
 
 def open_precomputed(root: str | Path, corruptions: Sequence[str] = ()) -> PrecomputedCorruptions:
@@ -143,15 +176,16 @@ def open_precomputed(root: str | Path, corruptions: Sequence[str] = ()) -> Preco
         missing = [c for c in corruptions if c not in found]
         if missing:
             raise DataError(f"{p} (CIFAR-C layout) has no {', '.join(m + '.npy' for m in missing)}; remove those corruptions from the suite or complete the folder.")
-        n = np.load(p / "labels.npy", mmap_mode="r").shape[0]
-        if n % 5:
-            raise DataError(f"{p / 'labels.npy'} has {n} labels, not 5 severities x n images; is this a CIFAR-C release?")
+        n = _check_cifar_c(p, corruptions)
         manifest: dict[str, Any] = {}
         if (p / "manifest.json").is_file():
             try:
                 manifest = json.loads((p / "manifest.json").read_text())
-            except (OSError, ValueError) as exc:
-                raise DataError(f"{p / 'manifest.json'} is not readable JSON ({exc}); restore it or delete it to read the folder as a plain CIFAR-C set.") from exc
+            except (OSError, ValueError, RecursionError) as exc:
+                raise DataError(f"{p / 'manifest.json'} is not readable JSON ({' '.join(str(exc).split())[:100]}); restore it or delete it to read the folder as a plain CIFAR-C set.") from exc
+            if not isinstance(manifest, dict) or not isinstance(manifest.get("n", 0), (int, type(None))) or isinstance(manifest.get("n"), bool):
+                raise DataError(f"{p / 'manifest.json'} is not a robustlab corrupt manifest (a JSON object with an integer n); restore it or delete it "
+                                "to read the folder as a plain CIFAR-C set.")
             if manifest.get("n") is not None and int(manifest["n"]) * 5 != int(n):
                 raise DataError(f"{p}: manifest.json says {manifest['n']} images per severity but labels.npy has {n} labels; the folder is incomplete or mixed, render it again.")
         return PrecomputedCorruptions(root=p, layout="cifar-c", corruptions=found, manifest=manifest)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
@@ -167,10 +168,11 @@ class Dataset:
         """
         if not self.relabel_by_name:
             return self
-        index = {c: i for i, c in enumerate(class_names or ())}
+        index = {_nfc(c): i for i, c in enumerate(class_names or ())}  # a folder copied from a Mac spells "é" as "e" + accent (NFD)
         names = self.classes
-        if index and all(c in index for c in names):
-            lut = torch.tensor([index[c] for c in names], dtype=torch.int64)
+        keys = [_nfc(c) for c in names]
+        if index and all(k in index for k in keys):
+            lut = torch.tensor([index[k] for k in keys], dtype=torch.int64)
             return replace(self, y=lut[self.y], classes=list(class_names or ()), relabel_by_name=False)
         shown = ", ".join(ascii(c)[:40] for c in names[:5]) + (", ..." if len(names) > 5 else "")
         known = ", ".join(ascii(c)[:40] for c in list(index)[:5]) + (", ..." if len(index) > 5 else "")
@@ -180,17 +182,19 @@ class Dataset:
             return replace(self, relabel_by_name=False)
         if len(names) != num_classes:
             if index:
-                why = f"not every folder is named after a class of the model ({known})"
+                strangers = [ascii(c)[:40] for c, k in zip(names, keys) if k not in index]
+                why = (f"not every folder is named after a class of the model ({known}): {', '.join(strangers[:3])}"
+                       f"{f' and {len(strangers) - 3} more' if len(strangers) > 3 else ''} {'is' if len(strangers) == 1 else 'are'} not")
                 how = "name the folders after the model's classes (or pass --class-names with its class names in label order)"
             else:
                 why = "the model has no class names"
                 how = "pass --class-names with the model's class names in label order and name the folders after them"
             raise DataError(f"data {self.spec}: {len(names)} class folder(s) ({shown}) for a model with {num_classes} classes, and {why}, "
                             f"so the labels are unknown; {how}, or give one folder per class (sorted folder names = class indices).")
-        moved = [c for i, c in enumerate(names) if index.get(c, i) != i]
+        moved = [i for i, k in enumerate(keys) if index.get(k, i) != i]
         if moved:
-            raise DataError(f"data {self.spec}: class folder {ascii(moved[0])[:40]} is named after the model's class {index[moved[0]]} but sorts to "
-                            f"position {names.index(moved[0])} of the folders; name every class folder after a class of the model ({known}), or none.")
+            raise DataError(f"data {self.spec}: class folder {ascii(names[moved[0]])[:40]} is named after the model's class {index[keys[moved[0]]]} but sorts to "
+                            f"position {moved[0]} of the folders; name every class folder after a class of the model ({known}), or none.")
         return replace(self, relabel_by_name=False)
 
     def check_labels(self, num_classes: int) -> None:
@@ -200,6 +204,11 @@ class Dataset:
             raise DataError(
                 f"data {self.spec}: label {int(self.y[j])} of sample {self.ids[j]} is outside the model's {num_classes} classes; use data that matches the model or set --num-classes."
             )
+
+
+def _nfc(name: str) -> str:
+    """``name`` in Unicode normal form C, so that names that look the same compare equal."""
+    return unicodedata.normalize("NFC", name)
 
 
 def _files_sha256(files: Sequence[str], spec: str) -> str:

@@ -14,8 +14,9 @@ array of the ``npz:`` data source.
 
 from __future__ import annotations
 
-import shutil
+import errno
 import logging
+import shutil
 import struct
 import tempfile
 import zipfile
@@ -32,6 +33,29 @@ log = logging.getLogger(__name__)
 
 #: bytes copied per chunk when inflating a compressed member
 _CHUNK = 16 << 20
+#: what reading a damaged member raises (zlib, bz2: OSError, lzma: LZMAError)
+_DAMAGED: tuple[type[BaseException], ...] = (zipfile.BadZipFile, EOFError, OSError, zlib.error)
+try:
+    import lzma
+
+    _DAMAGED += (lzma.LZMAError,)
+except ImportError:  # a Python built without lzma: zipfile cannot read such members either
+    pass
+#: ... and what reading a damaged .npy header raises
+_UNREADABLE_HEADER: tuple[type[BaseException], ...] = (*_DAMAGED, ValueError)
+#: compression methods zipfile reads
+_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
+
+
+def _member_info(zf: zipfile.ZipFile, path: Path, name: str) -> zipfile.ZipInfo:
+    """The zip entry of ``name.npy``; ``DataError`` for an encrypted member or a compression method zipfile cannot read."""
+    info = zf.getinfo(f"{name}.npy")
+    if info.flag_bits & 0x1:
+        raise DataError(f"{path}: member {name}.npy is encrypted; save the arrays again with numpy.savez (no password).")
+    if info.compress_type not in _METHODS:
+        raise DataError(f"{path}: member {name}.npy is compressed with zip method {info.compress_type}, which Python cannot read; "
+                        "save the arrays again with numpy.savez or numpy.savez_compressed.")
+    return info
 
 
 def members(path: Path) -> list[str]:
@@ -47,24 +71,23 @@ def open_member(path: Path, name: str) -> np.ndarray:
     memory by the caller with ``np.array``.
     """
     with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo(f"{name}.npy")
+        info = _member_info(zf, path, name)
         if info.compress_type == zipfile.ZIP_STORED:
             with open(path, "rb") as fh:
-                fh.seek(info.header_offset)
-                local = fh.read(30)
-                if local[:4] != b"PK\x03\x04":
-                    raise DataError(f"{path}: member {name}.npy has a damaged zip header; save the arrays again with numpy.savez.")
-                name_len, extra_len = struct.unpack("<HH", local[26:30])
-                start = info.header_offset + 30 + name_len + extra_len
+                start = _stored_start(fh, path, name, info)
                 _check_crc(fh, path, name, start, info)
                 fh.seek(start)
                 return _map_npy(fh, path, name, start + info.file_size)
+        _check_inflation(zf, path, name, info)
         tmp = tempfile.TemporaryFile(prefix="robustlab-npz-")
         try:
             with zf.open(info) as src:
                 shutil.copyfileobj(src, tmp, _CHUNK)  # zipfile checks the CRC at the end of the member
-        except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        except _DAMAGED as exc:
             tmp.close()
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise DataError(f"{path}: no disk space left to inflate member {name}.npy ({info.file_size / 2**30:.2f} GiB) in {tempfile.gettempdir()}; "
+                                "set TMPDIR to a folder with room, or save the arrays with numpy.savez (uncompressed, read in place).") from exc
             raise DataError(f"{path}: member {name}.npy is damaged ({exc}); save the arrays again with numpy.savez_compressed.") from exc
         end = tmp.tell()
         tmp.seek(0)
@@ -72,6 +95,79 @@ def open_member(path: Path, name: str) -> np.ndarray:
             return _map_npy(tmp, path, name, end)
         finally:
             tmp.close()  # the mapping keeps its own handle; the file disappears with the mapping
+
+
+#: a compressed member that inflates to more than this ...
+_BOMB_BYTES = 1 << 30
+#: ... and more than this many times its compressed size is refused as a zip bomb (image arrays compress far less)
+_BOMB_RATIO = 200
+#: bytes a member may hold after its array (numpy writes none)
+_SLACK = 1 << 20
+
+
+def header(path: Path, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of array ``name`` from its ``.npy`` header alone (a compressed member is not inflated)."""
+    with zipfile.ZipFile(path) as zf:
+        info = _member_info(zf, path, name)
+        try:
+            if info.compress_type == zipfile.ZIP_STORED:  # read in place (the CRC is checked when the member is mapped)
+                with open(path, "rb") as fh:
+                    fh.seek(_stored_start(fh, path, name, info))
+                    shape, _fortran, dtype, _size = _read_header(fh, path, name)
+            else:
+                with zf.open(info) as src:
+                    shape, _fortran, dtype, _size = _read_header(src, path, name)
+        except _DAMAGED as exc:
+            raise DataError(f"{path}: member {name}.npy is damaged ({exc}); save the arrays again with numpy.savez.") from exc
+    return shape, dtype
+
+
+def _stored_start(fh: IO[bytes], path: Path, name: str, info: zipfile.ZipInfo) -> int:
+    """Offset in the archive of the bytes of stored member ``info`` (after its local header)."""
+    fh.seek(info.header_offset)
+    local = fh.read(30)
+    if local[:4] != b"PK\x03\x04":
+        raise DataError(f"{path}: member {name}.npy has a damaged zip header; save the arrays again with numpy.savez.")
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    return int(info.header_offset + 30 + name_len + extra_len)
+
+
+def _read_header(fh: IO[bytes], path: Path, name: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran order, dtype, bytes read) of the ``.npy`` header at ``fh``'s position."""
+    from numpy.lib import format as npformat
+
+    start = fh.tell()
+    version = npformat.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = npformat.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, fortran, dtype = npformat.read_array_header_2_0(fh)
+    else:
+        raise DataError(f"{path}: member {name}.npy has .npy format version {version}; save it again with numpy.savez.")
+    return tuple(int(d) for d in shape), bool(fortran), dtype, fh.tell() - start
+
+
+def _check_inflation(zf: zipfile.ZipFile, path: Path, name: str, info: zipfile.ZipInfo) -> None:
+    """Refuse, before inflating anything, a compressed member that would fill the temporary folder: one that
+    holds far more bytes than its array needs, a zip bomb (a huge member that compresses absurdly well), or
+    one larger than the free space where it is inflated."""
+    try:
+        with zf.open(info) as src:
+            shape, _fortran, dtype, offset = _read_header(src, path, name)
+    except _UNREADABLE_HEADER:
+        return  # a damaged or unreadable header is reported by the full read
+    need = offset + int(np.prod(shape)) * dtype.itemsize
+    if info.file_size > need + _SLACK:
+        raise DataError(f"{path}: member {name}.npy inflates to {info.file_size} bytes but its array {tuple(shape)} of {dtype} needs {need}; "
+                        "the file is damaged or a zip bomb; save the arrays again with numpy.savez_compressed.")
+    gib = info.file_size / 2**30
+    if info.file_size > _BOMB_BYTES and info.file_size > _BOMB_RATIO * max(1, info.compress_size):
+        raise DataError(f"{path}: member {name}.npy inflates {info.file_size // max(1, info.compress_size)}-fold to {gib:.1f} GiB, as a zip bomb does; "
+                        "if the array is genuine, save it with numpy.savez (uncompressed: read in place, never inflated).")
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    if info.file_size > free:
+        raise DataError(f"{path}: member {name}.npy inflates to {gib:.1f} GiB but {tempfile.gettempdir()} has {free / 2**30:.1f} GiB free; "
+                        "set TMPDIR to a folder with room, or save the arrays with numpy.savez (uncompressed, read in place).")
 
 
 #: stored members whose CRC matched: (path, size, mtime, member) -> True, so a member is read once per process
@@ -101,15 +197,7 @@ def _check_crc(fh: IO[bytes], path: Path, name: str, start: int, info: zipfile.Z
 
 def _map_npy(fh: IO[bytes], path: Path, name: str, end: int) -> np.ndarray:
     """Map the ``.npy`` at ``fh``'s position, whose bytes end at offset ``end`` of ``fh``."""
-    from numpy.lib import format as npformat
-
-    version = npformat.read_magic(fh)
-    if version == (1, 0):
-        shape, fortran, dtype = npformat.read_array_header_1_0(fh)
-    elif version == (2, 0):
-        shape, fortran, dtype = npformat.read_array_header_2_0(fh)
-    else:
-        raise DataError(f"{path}: member {name}.npy has .npy format version {version}; save it again with numpy.savez.")
+    shape, fortran, dtype, _size = _read_header(fh, path, name)
     if dtype.hasobject:
         raise DataError(f"{path}: array {name!r} holds Python objects; store images as uint8 or float arrays and ids as fixed-width strings.")
     offset = fh.tell()
@@ -137,7 +225,15 @@ def image_layout(x: np.ndarray, p: Path, kx: str) -> str:
         raise DataError(f"{p}: '{kx}' has shape {x.shape}, images with 4 channels last (RGBA); drop the alpha channel (x[..., :3]) and save again.")
     if any(d == 0 for d in x.shape[1:]):
         raise DataError(f"{p}: '{kx}' has shape {x.shape}: images with no pixels; save the images themselves.")
+    if layout == "nchw" and x.shape[-1] in (1, 3) and str(p) not in _AMBIGUOUS_WARNED:  # e.g. (N, 3, 3, 3): either order fits
+        _AMBIGUOUS_WARNED.add(str(p))
+        log.warning("%s: '%s' has shape %s, which fits both (N, C, H, W) and (N, H, W, C); it is read as (N, C, H, W), %d channel(s) of %dx%d. "
+                    "If its channels are last, save x.transpose(0, 3, 1, 2) instead.", p, kx, tuple(x.shape), x.shape[1], x.shape[2], x.shape[3])
     return layout
+
+
+#: npz files already warned about for an image shape that fits both channel orders
+_AMBIGUOUS_WARNED: set[str] = set()
 
 
 #: npz files already warned about for dim uint8 images (a command may open its data twice)
@@ -145,13 +241,19 @@ _DIM_WARNED: set[str] = set()
 
 
 def warn_if_dim(x: np.ndarray, p: Path) -> None:
-    """Warn (once per file) when uint8 images reach only 16: another scale (0..16, 0..1) read as 0..255."""
-    if x.dtype == np.uint8 and x.shape[0]:
-        top = int(np.asarray(x[: max(1, (4 << 20) // max(1, x[:1].nbytes))]).max())
-        if top <= 16 and str(p) not in _DIM_WARNED:
-            _DIM_WARNED.add(str(p))
-            log.warning("%s: uint8 images reach only %d (uint8 images are read as 0..255); if they are on another scale, "
-                        "scale them to 0..255 or store floats in [0, 1].", p, top)
+    """Warn (once per file) when the first images reach only 16 of 255: uint8 images on another scale (0..16, 0..1)
+    read as 0..255, or float images divided by 255 twice."""
+    if x.dtype.kind not in "uf" or not x.shape[0] or str(p) in _DIM_WARNED:
+        return
+    first = np.asarray(x[: max(1, (4 << 20) // max(1, x[:1].nbytes))])
+    if x.dtype == np.uint8 and int(first.max()) <= 16:
+        _DIM_WARNED.add(str(p))
+        log.warning("%s: uint8 images reach only %d (uint8 images are read as 0..255); if they are on another scale, "
+                    "scale them to 0..255 or store floats in [0, 1].", p, int(first.max()))
+    elif x.dtype.kind == "f" and 0 < float(first.max()) <= 16 / 255:
+        _DIM_WARNED.add(str(p))
+        log.warning("%s: float images reach only %.4g (float images are read as 0..1, so they are nearly black); if they were divided "
+                    "by 255 twice or are on another scale, scale them to 0..1.", p, float(first.max()))
 
 
 def read_batch(x: np.ndarray, idx: Sequence[int], layout: str, p: Path) -> torch.Tensor:
@@ -167,14 +269,14 @@ def read_batch(x: np.ndarray, idx: Sequence[int], layout: str, p: Path) -> torch
         a = a.transpose(0, 3, 1, 2)
     if a.dtype == np.uint8:
         xf = a.astype(np.float32) / 255.0
-    else:
-        xf = a.astype(np.float32)
-        finite = np.isfinite(xf)
-        if xf.size and not finite.all():
-            bad = np.nonzero(~finite.reshape(len(xf), -1).all(axis=1))[0]
+    else:  # checked in the stored dtype: a float64 1e300 is out of range, not "infinite" as its float32 would be
+        finite = np.isfinite(a)
+        if a.size and not finite.all():
+            bad = np.nonzero(~finite.reshape(len(a), -1).all(axis=1))[0]
             more = f" ({len(bad)} such images among images {idx[0]}-{idx[-1]})" if len(bad) > 1 else ""
             raise DataError(f"data npz:{p}: image {idx[int(bad[0])]} has NaN or infinite values{more}; images must be finite, in [0, 1] (uint8 0..255 or float 0..1).")
-        lo, hi = (float(xf.min()), float(xf.max())) if xf.size else (0.0, 1.0)
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 1.0)
         if lo < -1e-6 or hi > 1 + 1e-6:
             raise DataError(f"data npz:{p} has values in [{lo:.4g}, {hi:.4g}]; images must be in [0, 1] (uint8 0..255 or float 0..1).")
+        xf = a.astype(np.float32)
     return torch.from_numpy(np.ascontiguousarray(xf))

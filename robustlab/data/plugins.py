@@ -196,7 +196,7 @@ def _npz(arg: str, *, split: str, root: object = None, download: bool = False) -
     import zipfile
     import zlib
 
-    from .npz import image_layout, members, open_member, read_batch, warn_if_dim
+    from .npz import header, image_layout, members, open_member, read_batch, warn_if_dim
 
     hint = "save it with numpy.savez(file, x=images, y=labels)"
     try:
@@ -216,9 +216,16 @@ def _npz(arg: str, *, split: str, root: object = None, download: bool = False) -
         except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
             raise DataError(f"cannot read array {key!r} of {p} ({' '.join(str(exc).split())[:150]}); object arrays are refused; {hint}.") from exc
 
-    x, y_raw = member(kx), np.array(member(ky))
-    if x.dtype.kind not in "uif" or x.dtype.kind == "f" and x.dtype.itemsize > 8:
-        raise DataError(f"{p}: images '{kx}' have dtype {x.dtype}; use uint8 0..255 or float 0..1 (real numbers, not {x.dtype.kind!r} arrays).")
+    def dtype_ok(dt: np.dtype) -> None:
+        if dt.kind not in "uif" or dt.kind == "f" and dt.itemsize > 8:
+            raise DataError(f"{p}: images '{kx}' have dtype {dt}; use uint8 0..255 or float 0..1 (real numbers, not {dt.kind!r} arrays).")
+
+    try:  # the images' header first: a wrong dtype or count is refused before a compressed member is inflated
+        xshape, xdtype = header(p, kx)
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"cannot read array {kx!r} of {p} ({' '.join(str(exc).split())[:150]}); {hint}.") from exc
+    dtype_ok(xdtype)
+    y_raw = np.array(member(ky))
     if y_raw.dtype.kind not in "iu":
         raise DataError(f"{p}: labels '{ky}' have dtype {y_raw.dtype}; labels must be integers (e.g. y.astype('int64') if they are whole numbers).")
     if y_raw.ndim > 2 or (y_raw.ndim == 2 and y_raw.shape[1] != 1):
@@ -226,21 +233,31 @@ def _npz(arg: str, *, split: str, root: object = None, download: bool = False) -
     if y_raw.dtype.kind == "u" and y_raw.size and int(y_raw.max()) > np.iinfo(np.int64).max:
         raise DataError(f"{p}: label {int(y_raw.max())} in '{ky}' is beyond any class index; labels are class indices 0..K-1.")
     y = y_raw.astype(np.int64).reshape(-1)
-    ids = [str(i) for i in np.array(member("ids")).reshape(-1)] if "ids" in files else [f"{p.name}/{kx}/{i}" for i in range(len(y))]
+    if xshape and xshape[0] != len(y):
+        raise DataError(f"data npz:{arg}: {len(y)} labels and {xshape[0]} images differ; every image needs one label.")
+    x = member(kx)
+    dtype_ok(x.dtype)
+
+    def text(a: np.ndarray) -> list[str]:  # np.savez of b"..." names stores bytes ('S'): their text, not "b'cat'"
+        return [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v) for v in a.reshape(-1)]
+
+    ids = text(np.array(member("ids"))) if "ids" in files else [f"{p.name}/{kx}/{i}" for i in range(len(y))]
     if "classes" in files:
-        classes = [str(c) for c in np.array(member("classes")).reshape(-1)]
+        classes = text(np.array(member("classes")))
         if len(y) and len(classes) <= int(y.max()):
             raise DataError(f"{p}: 'classes' has {len(classes)} name(s) but labels go up to {int(y.max())}; give one class name per label 0..{int(y.max())} "
                             f"(or more), in label order, or leave 'classes' out.")
+    elif len(y) and int(y.max()) >= 1 << 20:  # the names '0'..str(max) would be built first: 10**9 of them filled the memory
+        raise DataError(f"{p}: label {int(y.max())} in '{ky}' is beyond any class count; labels are class indices 0..K-1 (for over 2**20 classes, store their names as 'classes').")
     else:
         classes = [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
     extra: dict[str, object] = {}
     if "dataset" in files:  # the data set's name, stored once with the data (robustlab.data.naming)
         named = np.array(member("dataset")).reshape(-1)
-        if named.size != 1 or named.dtype.kind not in "US" or not str(named[0]).strip():
+        if named.size != 1 or named.dtype.kind not in "US" or not text(named)[0].strip():
             raise DataError(f"{p}: the 'dataset' entry must be one name, e.g. np.savez(..., dataset='cifar10'), not {ascii(named.tolist())[:60]}; "
                             "store one name or leave the entry out.")
-        extra["dataset"] = str(named[0])
+        extra["dataset"] = text(named)[0]
     layout = image_layout(x, p, kx)
     if x.shape[0] != len(y):
         raise DataError(f"data npz:{arg}: {len(ids)} ids, {len(y)} labels and {x.shape[0]} images differ; every image needs one label.")
@@ -258,7 +275,6 @@ def _npz(arg: str, *, split: str, root: object = None, download: bool = False) -
 
 
 # -- image folder ------------------------------------------------------------------------------
-_IMG_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
 
 @data_source("folder", "folder:PATH, ImageFolder layout PATH/<class>/<image> (lazy loading; native size, or the ImageNet protocol to the model's size).",
@@ -271,7 +287,7 @@ def _folder(arg: str, *, split: str, root: object = None, download: bool = False
     centre crop) to the model's size, else 224x224. ``description`` and ``preprocessing`` say which."""
     from PIL import Image
 
-    from .images import choose_protocol, decode, scan, unreadable
+    from .images import IMAGE_EXTENSIONS, choose_protocol, class_folders, decode, list_images, scan, unreadable
 
     spec = f"folder:{arg}"
     base = Path(arg).expanduser()
@@ -281,14 +297,15 @@ def _folder(arg: str, *, split: str, root: object = None, download: bool = False
         if base.is_file():
             raise DataError(f"{base} is a file, not an image folder; pass a folder PATH/<class>/<image files> after folder: (an .npz file is npz:{base}).")
         raise DataError(f"image folder {base} does not exist; expected PATH/<class>/<image files>.")
-    classes = sorted(d.name for d in base.iterdir() if d.is_dir())
+    classes = class_folders(base, spec=spec)
     if not classes:
         raise DataError(f"{base} has no class sub-folders; expected PATH/<class>/<image files>.")
-    files: list[tuple[Path, int]] = []
-    for ci, c in enumerate(classes):
-        files += [(f, ci) for f in sorted((base / c).rglob("*")) if f.suffix.lower() in _IMG_EXT]
+    splits = [c for c in classes if c in SPLITS and any(d.is_dir() and not d.name.startswith(".") for d in (base / c).iterdir())]
+    if splits and base == Path(arg).expanduser():  # else train/ and val/ would be read as two classes of a test split
+        raise DataError(f"{base} holds split folders ({', '.join(splits)}) but no {split}/ folder; pass the folder of the split to use, e.g. folder:{base / splits[0]}.")
+    files = list_images(base, classes, spec=spec)
     if not files:
-        raise DataError(f"{base} has class folders but no images ({', '.join(sorted(_IMG_EXT))}).")
+        raise DataError(f"{base} has class folders but no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
     sizes, colour = scan([f for f, _ in files], spec=spec)
     protocol = choose_protocol(sizes, colour, input_shape)
     if protocol.resize:
@@ -315,8 +332,10 @@ def _folder(arg: str, *, split: str, root: object = None, download: bool = False
         if mf.is_file():
             try:
                 name = json.loads(mf.read_text()).get("dataset")
-            except (OSError, ValueError, AttributeError) as exc:
-                raise DataError(f"{mf} is not a JSON object ({exc}); fix it or remove it.") from exc
+            except (OSError, ValueError, AttributeError, RecursionError) as exc:  # RecursionError: [[[[... nested too deeply
+                raise DataError(f"{mf} is not a JSON object ({' '.join(str(exc).split())[:120]}); fix it or remove it.") from exc
+            if name is not None and not isinstance(name, str):
+                raise DataError(f"{mf}: \"dataset\" must be a name such as \"cifar10\", not {ascii(name)[:60]}; fix it or remove it.")
             if name:
                 extra["dataset"] = str(name)
             break

@@ -50,8 +50,10 @@ class Schedule(str, enum.Enum):
     """Learning-rate schedules, as functions of the fraction t of training done.
 
     constant: lr. cosine: lr * (1 + cos(pi t)) / 2. cyclic: triangular 0 -> lr at t = 0.5 -> 0
-    (Wong et al. 2020). multistep: lr, x0.1 at t = 0.5, x0.01 at t = 0.75 (Madry et al. / Rice et
-    al.'s 100/150 of 200 epochs).
+    (Wong et al. 2020), read at the middle of each step (t = (step + 1/2) / steps), so no step trains
+    at lr 0 (read at t = 0, a run's first step did, and a run of one step trained nothing); a run of
+    one step takes the peak.
+    multistep: lr, x0.1 at t = 0.5, x0.01 at t = 0.75 (Madry et al. / Rice et al.'s 100/150 of 200 epochs).
     """
 
     CONSTANT = "constant"
@@ -125,16 +127,17 @@ def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     base = cfg.base_lr()
     steps_per_epoch = total / cfg.epochs
     warm = cfg.warmup_epochs * steps_per_epoch
-    if warm > 0 and step < warm:
-        return base * (step + 1) / warm
+    if warm > 0 and step < warm:  # never past the peak: a warmup of 2.5 steps gave its third step 1.2 x lr
+        return base * min((step + 1) / warm, 1.0)
     t = (step - warm) / max(total - warm, 1)
     s = Schedule(cfg.schedule)
     if s is Schedule.CONSTANT:
         return base
     if s is Schedule.COSINE:
         return base * 0.5 * (1 + math.cos(math.pi * t))
-    if s is Schedule.CYCLIC:
-        return base * (1 - abs(2 * t - 1))
+    if s is Schedule.CYCLIC:  # at the step's middle: the triangle's ends (lr 0) fall between steps, never on one
+        tm = (step + 0.5 - warm) / max(total - warm, 0.5)
+        return base * (1 - abs(2 * min(max(tm, 0.0), 1.0) - 1))
     return base * (0.1 if t >= 0.5 else 1.0) * (0.1 if t >= 0.75 else 1.0)
 
 

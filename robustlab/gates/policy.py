@@ -33,14 +33,13 @@ raises :class:`~robustlab.errors.PolicyError` (exit code 2).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from ..errors import PolicyError
-from ..parsing import E, parse_enum
+from ..parsing import E, as_integer, as_number, parse_enum
 
 
 class Op(str, Enum):
@@ -163,11 +162,16 @@ def _choice(cls: type[E], value: Any, where: str) -> E:
 
 
 def _number(value: Any, where: str, *, integer: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise PolicyError(f"{where}: expected a finite number, got {value!r}; fix the policy file.")
-    if integer and (float(value) != int(value) or value < 0):
+    """A policy number: YAML 1.1 reads ``1e-2`` as the string ``'1e-2'``, which means 0.01 here (as do
+    ``'8/255'`` and ``1.0e+3`` for ``min_samples``); anything else that is not a finite number is refused."""
+    try:
+        v = float(as_integer(value)) if integer else as_number(value)
+    except ValueError as exc:
+        kind = "a non-negative integer such as 200 or 1e3" if integer else "a finite number such as 0.9, 1e-2 or 8/255"
+        raise PolicyError(f"{where}: expected {kind}, got {value!r}; fix the policy file.") from exc
+    if integer and v < 0:
         raise PolicyError(f"{where}: expected a non-negative integer, got {value!r}; fix the policy file.")
-    return float(value)
+    return v
 
 
 def _rule(raw: Any, i: int, default_min: int | None) -> Rule:
@@ -220,6 +224,8 @@ def _rule(raw: Any, i: int, default_min: int | None) -> Rule:
     if op is None and max_drop is None and mcnemar is None:
         raise PolicyError(f"{where}: rule on {metric!r} tests nothing; add 'op' + 'threshold', 'max_drop' or 'mcnemar'.")
     if_missing = _choice(Missing, raw.get("if_missing", "fail"), f"{where}.if_missing")
+    if raw.get("name") is not None and not isinstance(raw["name"], str):  # `name: [a]` or `name: 1.10` (read as 1.1) is not what was meant
+        raise PolicyError(f"{where}.name must be text, got {raw['name']!r:.60}; write it as a plain string (quote it: name: \"...\").")
     name = raw.get("name") or _default_name(metric, op, threshold, on, max_drop, mcnemar)
     return Rule(
         name=str(name), metric=metric, op=op, threshold=threshold, on=on, min_samples=min_samples,
@@ -280,13 +286,19 @@ def load_policy(path: str | Path) -> Policy:
     """Read and parse a policy YAML file (``PolicyError`` on any problem)."""
     import yaml
 
-    from ..yamlio import safe_load_strict
+    from ..yamlio import describe_yaml_error, safe_load_strict
 
     p = Path(path)
     if not p.is_file():
         raise PolicyError(f"policy file {p} does not exist; pass a YAML policy (see reports/example-policy.yaml).")
     try:
-        raw = safe_load_strict(p.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"policy file {p} is not valid YAML ({exc}); fix its syntax.") from exc
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"policy file {p} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8.") from exc
+    try:
+        raw = safe_load_strict(text)
+    except RecursionError as exc:
+        raise PolicyError(f"policy file {p} nests too deeply; fix the file.") from exc
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"policy file {p} is not valid YAML at {describe_yaml_error(exc, text)}; fix its syntax.") from exc
     return parse_policy(raw, source=str(p))

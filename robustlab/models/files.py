@@ -23,6 +23,7 @@ from ..errors import ModelLoadError, TrustError, UnknownNameError
 from ..signing import sha256_file
 from .architectures import ARCHITECTURES
 from .factory import call_factory
+from .graph_tap import prepare_exported
 from .metadata import no_constant, read_sidecar, validate_metadata
 from .options import LoadedNet, LoadOptions, first_line
 from .probe import head_weight_name, output_width
@@ -197,7 +198,8 @@ def load_path(path: Path, opts: LoadOptions, *, fmt: str | None) -> LoadedNet:
             raise ModelLoadError(f"cannot load torch.export file {path} ({_last_sentence(exc)}); is it corrupt, truncated or not a torch.export file?") from exc
         finally:
             quiet.setLevel(level)
-        return LoadedNet(ep.module(), {**_sidecar(path), **base, "format": "torch.export"})
+        net = prepare_exported(ep.module(), path.name)  # warned about if exported in training mode; features: the input of its last linear op
+        return LoadedNet(net, {**_sidecar(path), **base, "format": "torch.export"})
     if fmt == "safetensors":
         sd, meta = _read_safetensors(path)
         return _from_saved_keys(path, sd, {**_sidecar(path), **meta}, opts, base, "safetensors")

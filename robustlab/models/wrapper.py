@@ -19,6 +19,7 @@ from torch import nn
 
 from ..buckets import bucket_size
 from ..errors import DataError, ModelLoadError, ModelOutputError
+from .graph_tap import GraphLinear
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,15 @@ class ModelInfo:
             if d[k] is not None:
                 d[k] = list(d[k])
         return d
+
+
+class FeaturesUnavailable(ModelLoadError):
+    """The network's penultimate features cannot be read (a TorchScript module takes no forward hooks):
+    feature-based OOD detectors are skipped, the rest of the run stands."""
+
+
+_SCRIPTED = ("the layers of a TorchScript model take no forward hooks, so its penultimate features (for the OOD detectors mahalanobis, "
+             "knn, vim) cannot be read; for them, load its weights as a state dict with --arch, or save it with torch.export (.pt2).")
 
 
 def _padding_enabled() -> bool:
@@ -222,6 +232,11 @@ class RobustModel(nn.Module):
                 raise ModelLoadError(
                     f"feature layer {name!r} not found in the model; pass --feature-layer with one of its module names (e.g. {', '.join(close) or 'see model.named_modules()'})."
                 )
+            if isinstance(modules[name], torch.jit.ScriptModule):
+                raise FeaturesUnavailable(f"--feature-layer {name}: {_SCRIPTED}")
+            if isinstance(modules.get("feature_tap"), GraphLinear) and name != "feature_tap":
+                raise ModelLoadError(f"--feature-layer {name}: the layers of a torch.export model are never called as modules (its graph calls "
+                                     "their weights), so no layer's output can be read; leave --feature-layer out: the features are then the input of its last linear op.")
             self._feature_module = modules[name]
             self._feature_is_input = False
         else:
@@ -233,6 +248,8 @@ class RobustModel(nn.Module):
         """The classifier head: the last registered ``nn.Linear`` with one output per class (a module
         may register its head before the layers that feed it), else the last registered one."""
         linears = [m for m in self.net.modules() if isinstance(m, nn.Linear)]
+        if not linears and any(isinstance(m, torch.jit.ScriptModule) for m in self.net.modules()):
+            raise FeaturesUnavailable(_SCRIPTED)
         if not linears:
             raise ModelLoadError("cannot find penultimate features: the model has no nn.Linear layer; pass --feature-layer NAME.")
         heads = [m for m in linears if m.out_features == self.info.num_classes]
@@ -289,8 +306,11 @@ class RobustModel(nn.Module):
         if x.ndim != 4:
             raise DataError(f"inputs must be (N, C, H, W) images, got shape {tuple(x.shape)}.")
         if self.input_shape is not None and tuple(x.shape[1:]) != tuple(self.input_shape):
-            raise DataError(
-                f"the data has images of shape {tuple(x.shape[1:])} but the model expects {tuple(self.input_shape)}; choose matching --data or set --input-shape."
+            got = tuple(int(d) for d in x.shape[1:])
+            raise DataError(  # the input shape may be a guess (a torchvision architecture says 3x224x224): offer the data's own
+                f"the data has images of shape {got} but the model expects {tuple(self.input_shape)} (its input shape from --input-shape, a sidecar, the "
+                f"model file or its architecture); give data of that shape (folder: images are resized and converted to it; npz: and built-in sets are not), "
+                f"or pass --input-shape {','.join(map(str, got))} if the model takes images of the data's shape."
             )
         xmin, xmax = float(x.min()), float(x.max())
         if xmin < lo - tol or xmax > hi + tol:

@@ -54,14 +54,20 @@ class FitFeatures:
 
 @torch.no_grad()
 def extract_fit_features(model: "RobustModel", batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> FitFeatures:
-    """One forward pass over ``(x (B,C,H,W), y (B,))`` batches -> :class:`FitFeatures` on the CPU."""
+    """One forward pass over ``(x (B,C,H,W), y (B,))`` batches -> :class:`FitFeatures` on the CPU.
+    A model whose features cannot be read (TorchScript) raises :class:`DetectorError` before any pass."""
+    from ..models.wrapper import FeaturesUnavailable
+
     feats, logits, labels = [], [], []
     dev = model.device
-    for x, y in batches:
-        lo, f = model.logits_and_features(x.to(dev))
-        feats.append(f.float().cpu())
-        logits.append(lo.float().cpu())
-        labels.append(y.to(torch.int64).cpu())
+    try:
+        for x, y in batches:
+            lo, f = model.logits_and_features(x.to(dev))
+            feats.append(f.float().cpu())
+            logits.append(lo.float().cpu())
+            labels.append(y.to(torch.int64).cpu())
+    except FeaturesUnavailable as exc:  # raised on the first batch, before its forward pass
+        raise DetectorError(str(exc)) from exc
     if not feats:
         raise DetectorError("no fit data: give in-distribution training images (the data's train split or the fit_data parameter).")
     return FitFeatures(torch.cat(feats), torch.cat(logits), torch.cat(labels))

@@ -176,6 +176,22 @@ def _train_subset(train_ds: Any, n: int | None, *, seed: int) -> Any:
     return train_ds.subset(sorted(sorted(range(len(keys)), key=lambda j: keys[j])[:n]))
 
 
+def _refuse_one_class(train_ds: Any, num_classes: int, train_limit: int | None) -> None:
+    """Refuse training images of a single class (a model trained on them learns to answer that class
+    for every input: nothing to defend), and warn when some of the model's classes are missing (the
+    defended model forgets them)."""
+    labels = sorted(int(c) for c in train_ds.y.unique().tolist())
+    if len(labels) == 1:
+        drew = f" (drawn by --train-limit {train_limit}: pass a larger one)" if train_limit is not None else ""
+        raise DataError(f"the training split holds images of one class only (label {labels[0]}, {len(train_ds)} images){drew}; trained on it, "
+                        "the model learns to answer that class for every input; pass training data with at least two classes.")
+    missing = sorted(set(range(num_classes)) - set(labels))
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+        log.warning("the training split holds %d of the model's %d classes (no images of label %s); the defended model will unlearn the missing "
+                    "ones; pass training data with every class.", len(labels), num_classes, shown)
+
+
 def _warn_overlap(cfg: DefendConfig, spec: str, train_ds: Any) -> None:
     """Warn when the evaluation images are training images (e.g. an ``npz:`` file whose x/y serve
     every split): the before/after comparison would then measure fitting, not robustness."""
@@ -276,6 +292,7 @@ def _run_defense(cfg: DefendConfig, *, progress: Callable[..., Iterable[Any]] | 
     if raw_val is not None:
         raw_val = raw_val.match_classes(model.info.class_names, model.num_classes)
     raw_train.check_labels(model.num_classes)
+    _refuse_one_class(raw_train, model.num_classes, cfg.train_limit)
     ds_name, ds_source = resolve_dataset_name(cfg.dataset, str(raw_train.extra.get("dataset") or "") or None, model.info.dataset,
                                               data_source=DATA_ENTRY if data_spec.partition(":")[0] in ("npz", "folder") else f"the data spec {data_spec}",
                                               data_is_model_default=not cfg.data_spec)

@@ -113,6 +113,9 @@ def evaluate(cfg: RunConfig) -> Scorecard:
         if model.detect_probabilities(logits) and dist_info.is_main:
             log.warning("the model outputs probabilities (a final softmax), not logits: robustlab uses their log as the logits, "
                         "so confidences and calibration are the model's own; attacks on it may still be masked (see the softmax_outputs audit).")
+        elif logits.shape[1] >= 2 and bool((logits == logits[:, :1]).all()) and dist_info.is_main:  # not "sigmoid scores": all 0 from a zeroed head
+            log.warning("the model gives every class the same logit for every input of the first batch (an untrained head? torchvision's ViT "
+                        "zero-initialises it): its predictions are all class 0 and its confidences 1/K; load trained weights.")
         elif model.output_kind == "logits" and logits.ndim == 2 and logits.shape[1] >= 2 and bool(((logits >= 0) & (logits <= 1)).all()) and dist_info.is_main:
             log.warning("every output of the model on the first batch lies in [0, 1] but its rows do not sum to 1 (sigmoid or clamped scores?): "
                         "robustlab reads them as logits, so accuracy holds but confidences and calibration are not the model's and attacks "

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Sequence
 from ..errors import RobustlabError
 from ..scorecard import Scorecard, worst_verdict
 from .keys import checked_metric_keys, name_key
-from .store_lock import store_lock
+from .store_lock import close_dead_runs, store_lock
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +242,7 @@ def _log_card(card: Scorecard, tracking_uri: str, exp_name: str, artifact_locati
               scorecard_path: str | Path | None) -> str:
     client = _client(tracking_uri)
     exp_id = _experiment_id(client, exp_name, artifact_location)
+    close_dead_runs(client, exp_id, tracking_uri)  # a run killed while logging (then resumed) does not stay RUNNING
     run_name = f"{card.model.get('spec', 'model')} · {card.suite.get('name', 'suite')}"
     run = client.create_run(exp_id, run_name=run_name, tags=_tags(card, verdict, command))
     run_id = str(run.info.run_id)

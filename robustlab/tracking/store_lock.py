@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from ..errors import RobustlabError
 
@@ -56,3 +57,24 @@ def store_lock(tracking_uri: str, *, timeout: float = STORE_LOCK_TIMEOUT) -> Ite
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def close_dead_runs(client: Any, experiment_id: str, tracking_uri: str) -> int:
+    """Mark KILLED the robustlab runs of ``experiment_id`` still RUNNING in a SQLite store; call it holding
+    :func:`store_lock`. robustlab creates and terminates every run inside that lock, so a RUNNING one there
+    belongs to a process killed while logging (SIGKILL, SIGTERM, a crash), not to a live writer; left alone
+    it would stay RUNNING for ever beside the run a ``--resume`` logs. Servers are left alone (no lock)."""
+    if _sqlite_path(tracking_uri) is None:
+        return 0
+    try:
+        import fcntl  # noqa: F401 - without it store_lock held nothing, so a RUNNING run may be live
+    except ImportError:
+        return 0
+    try:
+        runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING' and tags.`robustlab.version` != ''", max_results=1000)
+        for run in runs:
+            client.set_terminated(run.info.run_id, "KILLED")
+    except Exception:  # noqa: BLE001 - tidying up must never cost the new run its record
+        logging.getLogger(__name__).debug("MLflow: could not close dead runs in %s", tracking_uri, exc_info=True)
+        return 0
+    return len(runs)
