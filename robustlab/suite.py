@@ -24,11 +24,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
 
 from .errors import SuiteError
 from .metric_keys import is_legal_segment
-from .yamlio import describe_yaml_error, safe_load_strict
+from .yamlio import load_or_raise
 
 _TOP_KEYS = {"name", "description", "checks", "save_adversarial"}
 _ENTRY_KEYS = {"check", "id", "params", "description"}
@@ -135,12 +134,7 @@ def _text(value: Any, key: str, where: str) -> str:
 
 
 def parse_suite(text: str, *, source: str = "<string>", default_name: str = "custom") -> Suite:
-    try:
-        doc = safe_load_strict(text)
-    except RecursionError as exc:
-        raise SuiteError(f"suite {source} nests too deeply; fix the file.") from exc
-    except yaml.YAMLError as exc:
-        raise SuiteError(f"suite {source} is not valid YAML at {describe_yaml_error(exc, text)}; fix the file.") from exc
+    doc = load_or_raise(text, what=f"suite {source}", error=SuiteError, fix="fix the file")
     if not isinstance(doc, dict):
         raise SuiteError(f"suite {source} must be a mapping with a 'checks' list.")
     unknown = set(doc) - _TOP_KEYS

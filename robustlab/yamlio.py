@@ -114,3 +114,14 @@ def describe_yaml_error(exc: yaml.YAMLError, text: str) -> str:
         if problem and context.startswith(lead) and cmark is not None and mark is not None and (cmark.line, cmark.column) != (mark.line, mark.column):
             what += f" (in the {context[len(lead):]} that starts at line {cmark.line + 1}, column {cmark.column + 1})"
     return " ".join(f"{where}{what}".split())
+
+
+def load_or_raise(text: str, *, what: str, error: type[Exception], fix: str) -> Any:
+    """:func:`safe_load_strict` of ``text``, a YAML problem raised as one-line ``error``: ``"{what} is not
+    valid YAML at line L, column C: ...; {fix}."`` or ``"{what} nests too deeply; fix the file."``."""
+    try:
+        return safe_load_strict(text)
+    except RecursionError as exc:
+        raise error(f"{what} nests too deeply; fix the file.") from exc
+    except yaml.YAMLError as exc:
+        raise error(f"{what} is not valid YAML at {describe_yaml_error(exc, text)}; {fix}.") from exc

@@ -7,6 +7,7 @@ import math
 import re
 import shlex
 import sys
+import typing
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,32 +32,32 @@ def _read(kind: "click.ParamType[Any, Any]", value: Any, param: click.Parameter 
         kind.fail(f"{exc}; write {example}.", param, ctx)
 
 
-class _Number(click.types.FloatParamType):
+class _Reads:
+    """Mixin of the numeric option types: the string is read by :func:`_read` before click's own type
+    (and range) conversion; ``integer`` picks counts or numbers."""
+
+    integer = False
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return super().convert(_read(typing.cast("click.ParamType[Any, Any]", self), value, param, ctx, integer=self.integer), param, ctx)  # type: ignore[misc]
+
+
+class _Number(_Reads, click.types.FloatParamType):
     name = "number"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        return super().convert(_read(self, value, param, ctx, integer=False), param, ctx)
 
-
-class _NumberRange(click.FloatRange):
+class _NumberRange(_Reads, click.FloatRange):
     name = "number"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        return super().convert(_read(self, value, param, ctx, integer=False), param, ctx)
 
-
-class _Integer(click.types.IntParamType):
+class _Integer(_Reads, click.types.IntParamType):
     name = "integer"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        return super().convert(_read(self, value, param, ctx, integer=True), param, ctx)
+    integer = True
 
 
-class _IntegerRange(click.IntRange):
+class _IntegerRange(_Reads, click.IntRange):
     name = "integer"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        return super().convert(_read(self, value, param, ctx, integer=True), param, ctx)
+    integer = True
 
 
 def number(min: float | None = None, max: float | None = None) -> "click.ParamType[Any, Any]":

@@ -99,17 +99,9 @@ class _FeatureTap(nn.Linear):
 
 
 def _tap_last_linear(gm: torch.fx.GraphModule) -> None:
-    linears = [n for n in gm.graph.nodes if n.op == "call_function" and n.target == torch.ops.aten.linear.default]
-    if not linears:
-        return
-    node = linears[-1]
-    gm.add_submodule("feature_tap", _FeatureTap())
-    with gm.graph.inserting_before(node):
-        tap = gm.graph.call_module("feature_tap", args=tuple(node.args), kwargs=dict(node.kwargs))
-    tap.meta = dict(node.meta)
-    node.replace_all_uses_with(tap)
-    gm.graph.erase_node(node)
-    gm.recompile()
+    from ..models.graph_tap import reroute_last_linear
+
+    reroute_last_linear(gm, lambda _node: _FeatureTap())
 
 
 def prepare_fake_quant(net: nn.Module, input_shape: tuple[int, ...] | None) -> nn.Module:

@@ -284,9 +284,7 @@ def parse_policy(raw: Any, *, source: str = "") -> Policy:
 
 def load_policy(path: str | Path) -> Policy:
     """Read and parse a policy YAML file (``PolicyError`` on any problem)."""
-    import yaml
-
-    from ..yamlio import describe_yaml_error, safe_load_strict
+    from ..yamlio import load_or_raise
 
     p = Path(path)
     if not p.is_file():
@@ -295,10 +293,5 @@ def load_policy(path: str | Path) -> Policy:
         text = p.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyError(f"policy file {p} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8.") from exc
-    try:
-        raw = safe_load_strict(text)
-    except RecursionError as exc:
-        raise PolicyError(f"policy file {p} nests too deeply; fix the file.") from exc
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"policy file {p} is not valid YAML at {describe_yaml_error(exc, text)}; fix its syntax.") from exc
+    raw = load_or_raise(text, what=f"policy file {p}", error=PolicyError, fix="fix its syntax")
     return parse_policy(raw, source=str(p))

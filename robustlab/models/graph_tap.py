@@ -13,7 +13,7 @@ References: ``robustlab/compress/pt2e.py`` taps int8 surrogate graphs the same w
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import fx, nn
@@ -86,18 +86,31 @@ def tap_last_linear(gm: nn.Module) -> bool:
     such a graph or has no linear op."""
     if not isinstance(gm, fx.GraphModule) or hasattr(gm, "feature_tap"):
         return False
+
+    def head(node: fx.Node) -> nn.Module:
+        args = list(node.args) + [None] * (3 - len(node.args))
+        return GraphLinear(_attr(gm, args[1]), _attr(gm, args[2]))
+
+    name = reroute_last_linear(gm, head)
+    if name is None:
+        return False
+    log.debug("torch.export model: penultimate features are the input of its last linear op %s", name)
+    return True
+
+
+def reroute_last_linear(gm: fx.GraphModule, make: Callable[[fx.Node], nn.Module]) -> str | None:
+    """Replace the last ``aten.linear`` call of ``gm`` by a call of the submodule ``feature_tap`` that
+    ``make(node)`` builds (same arguments, so forward hooks on it see the penultimate features); the
+    replaced node's name, or None when the graph has no linear op."""
     linears = [n for n in gm.graph.nodes if n.op == "call_function" and n.target == torch.ops.aten.linear.default]
     if not linears:
-        return False
+        return None
     node = linears[-1]
-    args = list(node.args) + [None] * (3 - len(node.args))
-    weight, bias = _attr(gm, args[1]), _attr(gm, args[2])
-    gm.add_submodule("feature_tap", GraphLinear(weight, bias))
+    gm.add_submodule("feature_tap", make(node))
     with gm.graph.inserting_before(node):
         tap = gm.graph.call_module("feature_tap", args=tuple(node.args), kwargs=dict(node.kwargs))
     tap.meta = dict(node.meta)
     node.replace_all_uses_with(tap)
     gm.graph.erase_node(node)
     gm.recompile()
-    log.debug("torch.export model: penultimate features are the input of its last linear op %s", node.name)
-    return True
+    return str(node.name)
